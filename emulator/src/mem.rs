@@ -1,0 +1,198 @@
+//! Physical memory: typed addresses and the one trait every memory source implements.
+//!
+//! Invariant: a [`PhysAddr`] is a guest-physical address and nothing else; kernel virtual
+//! addresses and file offsets have their own types elsewhere and never convert implicitly.
+//! [`PhysMem`] is read-only: nothing reached through it can modify the target.
+
+use std::fmt;
+
+/// A guest-physical address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct PhysAddr(pub u64);
+
+impl PhysAddr {
+    pub const fn new(addr: u64) -> Self {
+        PhysAddr(addr)
+    }
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+    /// `self + off`, or `None` on overflow.
+    pub fn checked_add(self, off: u64) -> Option<PhysAddr> {
+        self.0.checked_add(off).map(PhysAddr)
+    }
+    /// Offset of `self` inside a page of `page_size` bytes (a power of two).
+    pub const fn page_offset(self, page_size: u64) -> u64 {
+        self.0 & (page_size - 1)
+    }
+}
+
+impl fmt::Debug for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhysAddr({:#x})", self.0)
+    }
+}
+
+impl fmt::Display for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "phys {:#x}", self.0)
+    }
+}
+
+/// A half-open range `[start, end)` of physical addresses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PhysRange {
+    pub start: PhysAddr,
+    pub end: PhysAddr,
+}
+
+impl PhysRange {
+    pub fn new(start: u64, end: u64) -> Self {
+        PhysRange { start: PhysAddr(start), end: PhysAddr(end) }
+    }
+    pub fn len(&self) -> u64 {
+        self.end.0.saturating_sub(self.start.0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn contains(&self, addr: PhysAddr) -> bool {
+        self.start <= addr && addr < self.end
+    }
+}
+
+/// Why a physical read failed. Every variant carries the address that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemError {
+    /// No backing for this address (hole in a dump, past the end of RAM, PCIe UR).
+    #[error("{addr}: not backed by this memory source")]
+    Unmapped { addr: PhysAddr },
+    /// The source's bytes for this address are malformed (corrupt compressed page, bad header).
+    #[error("{addr}: corrupt source data: {reason}")]
+    Corrupt { addr: PhysAddr, reason: String },
+    /// Reading the underlying file or device failed.
+    #[error("{addr}: I/O error: {source}")]
+    Io { addr: PhysAddr, source: std::io::Error },
+    /// The bytes exist but are unknown (e.g. cut off by a capture's snap length).
+    #[error("{addr}: bytes unknown in this source ({reason})")]
+    Unknown { addr: PhysAddr, reason: String },
+    /// A DMA completion reported an error status (UR, CA, CRS).
+    #[error("{addr}: completion status {status}")]
+    Completion { addr: PhysAddr, status: String },
+    /// No completion arrived in time, after all retries.
+    #[error("{addr}: timed out after {attempts} attempts")]
+    Timeout { addr: PhysAddr, attempts: u32 },
+}
+
+impl MemError {
+    /// The address that failed.
+    pub fn addr(&self) -> PhysAddr {
+        match self {
+            MemError::Unmapped { addr }
+            | MemError::Corrupt { addr, .. }
+            | MemError::Io { addr, .. }
+            | MemError::Unknown { addr, .. }
+            | MemError::Completion { addr, .. }
+            | MemError::Timeout { addr, .. } => *addr,
+        }
+    }
+}
+
+/// One read in a batch: fill `buf` from `addr`.
+#[derive(Debug)]
+pub struct ReadOp<'a> {
+    pub addr: PhysAddr,
+    pub buf: &'a mut [u8],
+}
+
+/// Read-only access to a machine's physical memory.
+///
+/// Implementations: memory images (`image::*`), replayed captures, and the NetTLP DMA requester
+/// in `harness`. Reads are batched by default so a high-latency backend can pipeline them;
+/// wrappers (caching, counting, delay) implement the same trait they wrap.
+pub trait PhysMem: Send + Sync {
+    /// Fill `buf` with the bytes at `addr..addr+buf.len()`. Either all bytes are read or an
+    /// error names the first address that failed.
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError>;
+
+    /// Perform every read in `ops`, returning one result per op, in order. Backends with
+    /// latency override this to keep many reads in flight.
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        ops.iter_mut().map(|op| self.read_phys(op.addr, op.buf)).collect()
+    }
+
+    /// The physical ranges this source backs, sorted and non-overlapping. Sources that cannot
+    /// know (a remote machine) return what they were told or an empty list.
+    fn ranges(&self) -> Vec<PhysRange>;
+
+    /// A short human description ("ELF core /path, 3 ranges, 512 MiB").
+    fn describe(&self) -> String;
+}
+
+impl<T: PhysMem + ?Sized> PhysMem for &T {
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read_phys(addr, buf)
+    }
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        (**self).read_batch(ops)
+    }
+    fn ranges(&self) -> Vec<PhysRange> {
+        (**self).ranges()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+impl<T: PhysMem + ?Sized> PhysMem for Box<T> {
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read_phys(addr, buf)
+    }
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        (**self).read_batch(ops)
+    }
+    fn ranges(&self) -> Vec<PhysRange> {
+        (**self).ranges()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+impl<T: PhysMem + ?Sized> PhysMem for std::sync::Arc<T> {
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read_phys(addr, buf)
+    }
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        (**self).read_batch(ops)
+    }
+    fn ranges(&self) -> Vec<PhysRange> {
+        (**self).ranges()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_contains_is_half_open() {
+        let r = PhysRange::new(0x1000, 0x2000);
+        assert!(r.contains(PhysAddr(0x1000)));
+        assert!(r.contains(PhysAddr(0x1fff)));
+        assert!(!r.contains(PhysAddr(0x2000)));
+        assert_eq!(r.len(), 0x1000);
+    }
+
+    #[test]
+    fn errors_carry_their_address() {
+        let e = MemError::Unmapped { addr: PhysAddr(0xdead000) };
+        assert_eq!(e.addr(), PhysAddr(0xdead000));
+        assert_eq!(e.to_string(), "phys 0xdead000: not backed by this memory source");
+    }
+}

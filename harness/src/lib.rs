@@ -1,0 +1,11 @@
+//! The requester side and the analysis.
+//!
+//! ```text
+//!   ps / profile (CLI)
+//!        │
+//!   introspect   find the kernel, learn the layout (btf | thesis | isf | static | heuristic), walk tasks
+//!        │
+//!   emulator::mem::PhysMem  ◀── image files, replayed captures, dma::Requester (NetTLP over UDP)
+//!
+//!   lab          builds kernels and initramfs, boots QEMU guests, records /proc truth, dumps memory
+//! ```

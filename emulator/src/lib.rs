@@ -18,3 +18,4 @@
 //! [`mem::PhysMem`], so an analysis runs unchanged against any of them.
 
 pub mod mem;
+pub mod wire;

@@ -77,7 +77,10 @@ pub fn execute<E: Experiment>(exp: &E, ctx: &Context, git_rev: &str, progress: &
         Ok(plan) => plan,
         Err(e) => {
             tracing::error!(experiment = name, error = %e, "planning failed");
-            outcome.failures.push(Failure { run: "plan".into(), error: e.to_string() });
+            outcome.failures.push(Failure {
+                run: "plan".into(),
+                error: e.to_string(),
+            });
             outcome.wall = start.elapsed();
             return outcome;
         }
@@ -98,20 +101,30 @@ pub fn execute<E: Experiment>(exp: &E, ctx: &Context, git_rev: &str, progress: &
         let t = Instant::now();
         match exp.run(ctx, run) {
             Ok(new_rows) => {
-                let stamp = Stamp { git_rev: git_rev.to_owned(), date_utc: crate::provenance::now_utc(), quick: ctx.quick };
+                let stamp = Stamp {
+                    git_rev: git_rev.to_owned(),
+                    date_utc: crate::provenance::now_utc(),
+                    quick: ctx.quick,
+                };
                 tracing::info!(experiment = name, run = %label, rows = new_rows.len(), ms = t.elapsed().as_millis() as u64, "run finished");
                 rows.extend(new_rows.into_iter().map(|r| (r, stamp.clone())));
                 outcome.runs_ok += 1;
                 let written = results::to_csv(&rows).and_then(|bytes| results::write_atomic(&outcome.output, &bytes));
                 if let Err(e) = written {
                     tracing::error!(experiment = name, error = %e, "cannot write results; stopping this experiment");
-                    outcome.failures.push(Failure { run: label, error: format!("writing results: {e}") });
+                    outcome.failures.push(Failure {
+                        run: label,
+                        error: format!("writing results: {e}"),
+                    });
                     break;
                 }
             }
             Err(e) => {
                 tracing::error!(experiment = name, run = %label, error = %e, "run failed");
-                outcome.failures.push(Failure { run: label, error: e.to_string() });
+                outcome.failures.push(Failure {
+                    run: label,
+                    error: e.to_string(),
+                });
             }
         }
         bar.inc(1);

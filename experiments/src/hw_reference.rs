@@ -82,7 +82,11 @@ pub fn parse_name(file_name: &str) -> Option<RefName> {
         "random" => Pattern::Random,
         _ => return None,
     };
-    Some(RefName { pattern, dma_len_bytes: len.parse().ok()?, cpus: cpus.parse().ok()? })
+    Some(RefName {
+        pattern,
+        dma_len_bytes: len.parse().ok()?,
+        cpus: cpus.parse().ok()?,
+    })
 }
 
 /// The `.txt` files of `root/<kind>/`, sorted by (pattern, size, cpus). Not parsed yet.
@@ -91,10 +95,16 @@ pub fn list(root: &Path, kind: Kind) -> Result<Vec<(RefName, PathBuf)>, RefError
         return Err(RefError::Missing { dir: root.to_owned() });
     }
     let dir = root.join(kind.dir_name());
-    let entries = std::fs::read_dir(&dir).map_err(|source| RefError::List { dir: dir.clone(), source })?;
+    let entries = std::fs::read_dir(&dir).map_err(|source| RefError::List {
+        dir: dir.clone(),
+        source,
+    })?;
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| RefError::List { dir: dir.clone(), source })?;
+        let entry = entry.map_err(|source| RefError::List {
+            dir: dir.clone(),
+            source,
+        })?;
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("txt") {
             continue;
@@ -117,7 +127,12 @@ pub fn list(root: &Path, kind: Kind) -> Result<Vec<(RefName, PathBuf)>, RefError
 pub fn load(kind: Kind, name: RefName, path: &Path) -> Result<RefFile, RefError> {
     let run = tlpperf::parse_file(path)?;
     let o = &run.options;
-    let mismatch = |reason: String| Err(RefError::Mismatch { path: path.to_owned(), reason });
+    let mismatch = |reason: String| {
+        Err(RefError::Mismatch {
+            path: path.to_owned(),
+            reason,
+        })
+    };
     if o.direction != Direction::Read {
         return mismatch("not a read benchmark".into());
     }
@@ -132,17 +147,29 @@ pub fn load(kind: Kind, name: RefName, path: &Path) -> Result<RefFile, RefError>
             return mismatch("latency file without latency samples".into())
         }
         Kind::Latency if o.count > 0 && run.latencies.len() as u64 != o.count * u64::from(o.nthreads) => {
-            return mismatch(format!("{} latency samples, expected -c {} per thread", run.latencies.len(), o.count))
+            return mismatch(format!(
+                "{} latency samples, expected -c {} per thread",
+                run.latencies.len(),
+                o.count
+            ))
         }
         Kind::Throughput if run.seconds.is_empty() => return mismatch("throughput file without counters".into()),
         _ => {}
     }
-    Ok(RefFile { kind, path: path.to_owned(), name, run })
+    Ok(RefFile {
+        kind,
+        path: path.to_owned(),
+        name,
+        run,
+    })
 }
 
 /// Lists and parses every file of one kind.
 pub fn load_all(root: &Path, kind: Kind) -> Result<Vec<RefFile>, RefError> {
-    list(root, kind)?.into_iter().map(|(name, path)| load(kind, name, &path)).collect()
+    list(root, kind)?
+        .into_iter()
+        .map(|(name, path)| load(kind, name, &path))
+        .collect()
 }
 
 #[cfg(test)]
@@ -153,7 +180,11 @@ mod tests {
     fn names() {
         assert_eq!(
             parse_name("read_pattern-seq_dmalen-512_cpu-16.txt"),
-            Some(RefName { pattern: Pattern::Seq, dma_len_bytes: 512, cpus: 16 })
+            Some(RefName {
+                pattern: Pattern::Seq,
+                dma_len_bytes: 512,
+                cpus: 16
+            })
         );
         assert_eq!(parse_name("read_pattern-seq_dmalen-512_cpu-16.csv"), None);
         assert_eq!(parse_name("read_pattern-zig_dmalen-512_cpu-16.txt"), None);

@@ -51,14 +51,25 @@ fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::List => {
             for e in registry::available() {
-                println!("{:<18} module {:<8} writes results/{}.csv", e.name(), e.module(), e.name());
+                println!(
+                    "{:<18} module {:<8} writes results/{}.csv",
+                    e.name(),
+                    e.module(),
+                    e.name()
+                );
             }
             for (name, needs) in registry::PENDING {
                 println!("{name:<18} pending: needs {needs}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { names, quick, repo, results, reference } => {
+        Command::Run {
+            names,
+            quick,
+            repo,
+            results,
+            reference,
+        } => {
             let selected = registry::select(&names)?;
             let cwd = std::env::current_dir().context("current directory")?;
             let repo = match repo {
@@ -78,7 +89,11 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             let outcomes: Vec<_> = selected.iter().map(|e| e.execute(&ctx, &git_rev, &progress)).collect();
             print!("{}", summary::table(&outcomes, &cwd));
-            Ok(if outcomes.iter().all(|o| o.succeeded()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if outcomes.iter().all(|o| o.succeeded()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -11,9 +11,17 @@ use std::time::SystemTime;
 #[derive(Debug, thiserror::Error)]
 pub enum ProvenanceError {
     #[error("running `git {args}` in {}: {source} (is git installed?)", repo.display())]
-    Spawn { repo: PathBuf, args: String, source: std::io::Error },
+    Spawn {
+        repo: PathBuf,
+        args: String,
+        source: std::io::Error,
+    },
     #[error("`git {args}` in {} failed: {stderr} (results must be produced in a git checkout)", repo.display())]
-    Git { repo: PathBuf, args: String, stderr: String },
+    Git {
+        repo: PathBuf,
+        args: String,
+        stderr: String,
+    },
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, ProvenanceError> {
@@ -23,7 +31,11 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, ProvenanceError> {
         .arg(repo)
         .args(args)
         .output()
-        .map_err(|source| ProvenanceError::Spawn { repo: repo.to_owned(), args: joined.clone(), source })?;
+        .map_err(|source| ProvenanceError::Spawn {
+            repo: repo.to_owned(),
+            args: joined.clone(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(ProvenanceError::Git {
             repo: repo.to_owned(),
@@ -39,7 +51,14 @@ pub fn git_rev(repo: &Path) -> Result<String, ProvenanceError> {
     let rev = git(repo, &["rev-parse", "--short", "HEAD"])?;
     let status = git(
         repo,
-        &["status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)paper-figures/out"],
+        &[
+            "status",
+            "--porcelain",
+            "--",
+            ".",
+            ":(exclude)results",
+            ":(exclude)paper-figures/out",
+        ],
     )?;
     Ok(if status.is_empty() { rev } else { format!("{rev}-dirty") })
 }
@@ -66,7 +85,10 @@ mod tests {
     #[test]
     fn this_checkout_has_a_revision() {
         let rev = super::git_rev(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-        assert!(rev.len() >= 7 && rev.split('-').next().unwrap().bytes().all(|b| b.is_ascii_hexdigit()), "{rev}");
+        assert!(
+            rev.len() >= 7 && rev.split('-').next().unwrap().bytes().all(|b| b.is_ascii_hexdigit()),
+            "{rev}"
+        );
     }
 
     #[test]

@@ -15,12 +15,27 @@ pub fn available() -> Vec<Box<dyn Runnable>> {
 
 /// Experiments of the evaluation (issue 5) not in this build yet, with what they wait for.
 pub const PENDING: &[(&str, &str)] = &[
-    ("config-matrix", "harness::introspect (issue 4) and the corpus of harness::lab (issue 3)"),
-    ("panic", "the running and panicked corpus dumps (issue 3) and harness::introspect (issue 4)"),
+    (
+        "config-matrix",
+        "harness::introspect (issue 4) and the corpus of harness::lab (issue 3)",
+    ),
+    (
+        "panic",
+        "the running and panicked corpus dumps (issue 3) and harness::introspect (issue 4)",
+    ),
     ("timing", "harness::introspect's per-phase statistics (issue 4)"),
-    ("scaling", "harness::lab's scaled workload (issue 3) and harness::introspect (issue 4)"),
-    ("faults", "emulator serve --fault (issue 2), harness::dma (issue 2) and harness::introspect (issue 4)"),
-    ("wire-emulator", "emulator serve and harness::dma (issue 2); adds emulator rows to wire-latency and wire-throughput"),
+    (
+        "scaling",
+        "harness::lab's scaled workload (issue 3) and harness::introspect (issue 4)",
+    ),
+    (
+        "faults",
+        "emulator serve --fault (issue 2), harness::dma (issue 2) and harness::introspect (issue 4)",
+    ),
+    (
+        "wire-emulator",
+        "emulator serve and harness::dma (issue 2); adds emulator rows to wire-latency and wire-throughput",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +67,22 @@ pub fn select(names: &[String]) -> Result<Vec<Box<dyn Runnable>>, SelectError> {
             continue;
         }
         if let Some((_, needs)) = PENDING.iter().find(|(n, _)| n == name) {
-            return Err(SelectError::Pending { name: name.clone(), needs });
+            return Err(SelectError::Pending {
+                name: name.clone(),
+                needs,
+            });
         }
         let known = all.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ");
-        return Err(SelectError::Unknown { name: name.clone(), known });
+        return Err(SelectError::Unknown {
+            name: name.clone(),
+            known,
+        });
     }
-    Ok(all.into_iter().zip(chosen).filter_map(|(e, c)| c.then_some(e)).collect())
+    Ok(all
+        .into_iter()
+        .zip(chosen)
+        .filter_map(|(e, c)| c.then_some(e))
+        .collect())
 }
 
 #[cfg(test)]
@@ -72,7 +97,10 @@ mod tests {
     #[test]
     fn selection() {
         assert_eq!(names(&["wire"]), ["wire-latency", "wire-throughput"]);
-        assert_eq!(names(&["wire-throughput", "wire-latency"]), ["wire-latency", "wire-throughput"]);
+        assert_eq!(
+            names(&["wire-throughput", "wire-latency"]),
+            ["wire-latency", "wire-throughput"]
+        );
         assert_eq!(names(&["all", "wire"]).len(), available().len());
         assert!(matches!(select(&["panic".into()]), Err(SelectError::Pending { .. })));
         assert!(matches!(select(&["nope".into()]), Err(SelectError::Unknown { .. })));

@@ -36,13 +36,18 @@ pub enum ResultsError {
     #[error("{}: {source}", path.display())]
     Decode { path: PathBuf, source: csv::Error },
     #[error("{}: wrong schema: expected columns {expected:?}, found {found:?}", path.display())]
-    Schema { path: PathBuf, expected: Vec<String>, found: Vec<String> },
+    Schema {
+        path: PathBuf,
+        expected: Vec<String>,
+        found: Vec<String>,
+    },
 }
 
 /// The header of a results file of rows `R`.
 pub fn columns<R: DeserializeOwned>() -> Result<Vec<&'static str>, ResultsError> {
-    let fields = crate::schema::fields::<R>()
-        .ok_or(ResultsError::NotAStruct { type_name: std::any::type_name::<R>() })?;
+    let fields = crate::schema::fields::<R>().ok_or(ResultsError::NotAStruct {
+        type_name: std::any::type_name::<R>(),
+    })?;
     Ok(fields.iter().copied().chain(STAMP_COLUMNS).collect())
 }
 
@@ -58,7 +63,10 @@ pub fn to_csv<R: Serialize + DeserializeOwned>(rows: &[(R, Stamp)]) -> Result<Ve
 
 /// Replaces `path` with `bytes`: written to a temporary file beside it, then renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
-    let io = |source| ResultsError::Io { path: path.to_owned(), source };
+    let io = |source| ResultsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -76,9 +84,17 @@ pub fn path_for(results_dir: &Path, name: &str) -> PathBuf {
 
 /// Reads a results file of rows `R`, checking its header first.
 pub fn read<R: Serialize + DeserializeOwned>(path: &Path) -> Result<Vec<(R, Stamp)>, ResultsError> {
-    let decode = |source| ResultsError::Decode { path: path.to_owned(), source };
-    let file = std::fs::File::open(path).map_err(|source| ResultsError::Io { path: path.to_owned(), source })?;
-    let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(std::io::BufReader::new(file));
+    let decode = |source| ResultsError::Decode {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|source| ResultsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(std::io::BufReader::new(file));
     let expected = columns::<R>()?;
     let found: Vec<String> = r.headers().map_err(decode)?.iter().map(str::to_owned).collect();
     if found.iter().map(String::as_str).ne(expected.iter().copied()) {
@@ -105,15 +121,38 @@ mod tests {
     }
 
     fn stamp() -> Stamp {
-        Stamp { git_rev: "abc1234".into(), date_utc: "2026-01-02T03:04:05Z".into(), quick: false }
+        Stamp {
+            git_rev: "abc1234".into(),
+            date_utc: "2026-01-02T03:04:05Z".into(),
+            quick: false,
+        }
     }
 
     #[test]
     fn header_matches_what_csv_derives_itself() {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.serialize((Row { name: "a".into(), size_bytes: 1, latency_us: 2.5 }, stamp())).unwrap();
+        w.serialize((
+            Row {
+                name: "a".into(),
+                size_bytes: 1,
+                latency_us: 2.5,
+            },
+            stamp(),
+        ))
+        .unwrap();
         let auto = String::from_utf8(w.into_inner().unwrap()).unwrap();
-        let ours = String::from_utf8(to_csv(&[(Row { name: "a".into(), size_bytes: 1, latency_us: 2.5 }, stamp())]).unwrap()).unwrap();
+        let ours = String::from_utf8(
+            to_csv(&[(
+                Row {
+                    name: "a".into(),
+                    size_bytes: 1,
+                    latency_us: 2.5,
+                },
+                stamp(),
+            )])
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!(auto, ours);
     }
 
@@ -122,8 +161,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         let rows = vec![
-            (Row { name: "x, with comma".into(), size_bytes: 4, latency_us: 12.0 }, stamp()),
-            (Row { name: "y".into(), size_bytes: 1024, latency_us: 0.125 }, stamp()),
+            (
+                Row {
+                    name: "x, with comma".into(),
+                    size_bytes: 4,
+                    latency_us: 12.0,
+                },
+                stamp(),
+            ),
+            (
+                Row {
+                    name: "y".into(),
+                    size_bytes: 1024,
+                    latency_us: 0.125,
+                },
+                stamp(),
+            ),
         ];
         write_atomic(&path, &to_csv(&rows).unwrap()).unwrap();
         assert_eq!(read::<Row>(&path).unwrap(), rows);
@@ -136,6 +189,9 @@ mod tests {
     #[test]
     fn empty_results_still_have_a_header() {
         let bytes = to_csv::<Row>(&[]).unwrap();
-        assert_eq!(String::from_utf8(bytes).unwrap(), "name,size_bytes,latency_us,git_rev,date_utc,quick\n");
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "name,size_bytes,latency_us,git_rev,date_utc,quick\n"
+        );
     }
 }

@@ -91,7 +91,10 @@ mod tests {
                 runs_ok: 39,
                 rows: 390,
                 wall: Duration::from_millis(1500),
-                failures: vec![Failure { run: "nettlp-hw seq 1024 B x16".into(), error: "line 3: unknown line".into() }],
+                failures: vec![Failure {
+                    run: "nettlp-hw seq 1024 B x16".into(),
+                    error: "line 3: unknown line".into(),
+                }],
                 headline: vec![],
             },
         ];

@@ -47,9 +47,17 @@ pub enum ParseError {
     #[error("input is not UTF-8 (byte offset {offset})")]
     NotUtf8 { offset: usize },
     #[error("line {line}: {reason}: {text:?}")]
-    Line { line: usize, reason: &'static str, text: String },
+    Line {
+        line: usize,
+        reason: &'static str,
+        text: String,
+    },
     #[error("line {line}: more than {limit} {what}")]
-    Limit { line: usize, what: &'static str, limit: usize },
+    Limit {
+        line: usize,
+        what: &'static str,
+        limit: usize,
+    },
     #[error("header option -{flag} missing")]
     MissingOption { flag: char },
     #[error("no `============ tlpperf ============` header")]
@@ -160,7 +168,10 @@ pub struct Run {
 
 /// Reads and parses one tlpperf output file.
 pub fn parse_file(path: &Path) -> Result<Run, FileError> {
-    let err = |source| FileError { path: path.to_owned(), source };
+    let err = |source| FileError {
+        path: path.to_owned(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(|e| err(FileErrorKind::Io(e)))?;
     if meta.len() > MAX_INPUT_BYTES {
         return Err(err(FileErrorKind::Parse(ParseError::TooLarge { size: meta.len() })));
@@ -189,9 +200,13 @@ pub enum FileErrorKind {
 /// Parses one tlpperf output.
 pub fn parse(input: &[u8]) -> Result<Run, ParseError> {
     if input.len() as u64 > MAX_INPUT_BYTES {
-        return Err(ParseError::TooLarge { size: input.len() as u64 });
+        return Err(ParseError::TooLarge {
+            size: input.len() as u64,
+        });
     }
-    let text = std::str::from_utf8(input).map_err(|e| ParseError::NotUtf8 { offset: e.valid_up_to() })?;
+    let text = std::str::from_utf8(input).map_err(|e| ParseError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
 
     // Header.
@@ -218,10 +233,20 @@ pub fn parse(input: &[u8]) -> Result<Run, ParseError> {
     let options = header.finish()?;
 
     // Body.
-    let mut run = Run { options, threads: Vec::new(), latencies: Vec::new(), seconds: Vec::new(), stopped: false };
+    let mut run = Run {
+        options,
+        threads: Vec::new(),
+        latencies: Vec::new(),
+        seconds: Vec::new(),
+        stopped: false,
+    };
     let mut pending_bits: Option<(u64, u64)> = None; // (second, bits) waiting for its tps line
     for (no, line) in lines {
-        let bad = |reason: &'static str| ParseError::Line { line: no, reason, text: line.to_owned() };
+        let bad = |reason: &'static str| ParseError::Line {
+            line: no,
+            reason,
+            text: line.to_owned(),
+        };
         let t = line.trim();
         if t.is_empty() || t == "count_thread: start count thread" {
             continue;
@@ -238,13 +263,21 @@ pub fn parse(input: &[u8]) -> Result<Run, ParseError> {
                 usec: usec.parse().map_err(|_| bad("bad latency"))?,
             };
             if run.latencies.len() >= MAX_LATENCY_SAMPLES {
-                return Err(ParseError::Limit { line: no, what: "latency samples", limit: MAX_LATENCY_SAMPLES });
+                return Err(ParseError::Limit {
+                    line: no,
+                    what: "latency samples",
+                    limit: MAX_LATENCY_SAMPLES,
+                });
             }
             run.latencies.push(sample);
         } else if let Some(rest) = t.strip_prefix("benchmark_thread: start on cpu ") {
             let th = parse_thread_start(rest).ok_or_else(|| bad("malformed benchmark_thread line"))?;
             if run.threads.len() >= MAX_THREADS {
-                return Err(ParseError::Limit { line: no, what: "threads", limit: MAX_THREADS });
+                return Err(ParseError::Limit {
+                    line: no,
+                    what: "threads",
+                    limit: MAX_THREADS,
+                });
             }
             run.threads.push(th);
         } else if let Some((idx, rest)) = t.split_once(": ") {
@@ -261,9 +294,17 @@ pub fn parse(input: &[u8]) -> Result<Run, ParseError> {
                 }
                 ("tps", Some((s, bits))) if s == second => {
                     if run.seconds.len() >= MAX_SECONDS {
-                        return Err(ParseError::Limit { line: no, what: "counter seconds", limit: MAX_SECONDS });
+                        return Err(ParseError::Limit {
+                            line: no,
+                            what: "counter seconds",
+                            limit: MAX_SECONDS,
+                        });
                     }
-                    run.seconds.push(SecondCounters { second, bits, calls: value });
+                    run.seconds.push(SecondCounters {
+                        second,
+                        bits,
+                        calls: value,
+                    });
                 }
                 ("bps" | "tps", _) => return Err(bad("bps and tps lines not paired")),
                 _ => return Err(bad("unknown counter unit")),
@@ -273,7 +314,9 @@ pub fn parse(input: &[u8]) -> Result<Run, ParseError> {
         }
     }
     if let Some((second, _)) = pending_bits {
-        return Err(ParseError::Inconsistent(format!("second {second}: bps line without its tps line")));
+        return Err(ParseError::Inconsistent(format!(
+            "second {second}: bps line without its tps line"
+        )));
     }
     run.check()?;
     Ok(run)
@@ -289,7 +332,12 @@ fn parse_thread_start(rest: &str) -> Option<ThreadStart> {
     if parts.next().is_some() {
         return None;
     }
-    Some(ThreadStart { cpu, region_addr, region_size, len })
+    Some(ThreadStart {
+        cpu,
+        region_addr,
+        region_size,
+        len,
+    })
 }
 
 /// `0x747400000`; also `0x0x747c00000`, which some tlpperf builds print for `-a` (a literal
@@ -313,12 +361,19 @@ struct HeaderFields {
 impl HeaderFields {
     /// One `-X description value` line; the value is the last whitespace-separated word.
     fn take(&mut self, no: usize, line: &str) -> Result<(), ParseError> {
-        let bad = |reason: &'static str| ParseError::Line { line: no, reason, text: line.to_owned() };
+        let bad = |reason: &'static str| ParseError::Line {
+            line: no,
+            reason,
+            text: line.to_owned(),
+        };
         let mut chars = line.chars();
         let (Some('-'), Some(flag)) = (chars.next(), chars.next()) else {
             return Err(bad("header line is not `-X description value`"));
         };
-        let value = line.split_whitespace().last().ok_or_else(|| bad("header line without value"))?;
+        let value = line
+            .split_whitespace()
+            .last()
+            .ok_or_else(|| bad("header line without value"))?;
         let num = || value.parse::<u64>().map_err(|_| bad("header value is not a number"));
         match flag {
             'd' => {
@@ -367,15 +422,26 @@ impl Run {
         let o = &self.options;
         let bad = |m: String| Err(ParseError::Inconsistent(m));
         if self.threads.len() != o.nthreads as usize {
-            return bad(format!("header says {} threads, {} started", o.nthreads, self.threads.len()));
+            return bad(format!(
+                "header says {} threads, {} started",
+                o.nthreads,
+                self.threads.len()
+            ));
         }
         if let Some(t) = self.threads.iter().find(|t| t.len != o.dma_len_bytes) {
-            return bad(format!("cpu {} started with len {}, header says {}", t.cpu, t.len, o.dma_len_bytes));
+            return bad(format!(
+                "cpu {} started with len {}, header says {}",
+                t.cpu, t.len, o.dma_len_bytes
+            ));
         }
         if !o.latency_mode && !self.latencies.is_empty() {
             return bad("latency lines in a run without latency mode".into());
         }
-        if let Some(s) = self.latencies.iter().find(|s| !self.threads.iter().any(|t| t.cpu == s.cpu)) {
+        if let Some(s) = self
+            .latencies
+            .iter()
+            .find(|s| !self.threads.iter().any(|t| t.cpu == s.cpu))
+        {
             return bad(format!("latency sample on cpu {} which started no thread", s.cpu));
         }
         Ok(())
@@ -394,7 +460,14 @@ mod tests {
     #[test]
     fn minimal_run() {
         let run = parse(format!("{HEADER}   1: 512 bps\n   1: 1 tps\nstop_all: stopping...\n").as_bytes()).unwrap();
-        assert_eq!(run.seconds, vec![SecondCounters { second: 1, bits: 512, calls: 1 }]);
+        assert_eq!(
+            run.seconds,
+            vec![SecondCounters {
+                second: 1,
+                bits: 512,
+                calls: 1
+            }]
+        );
         assert_eq!(run.threads[0].region_addr, 0x747c00000);
         assert!(run.stopped);
     }
@@ -415,7 +488,10 @@ mod tests {
     #[test]
     fn malformed_headers_are_errors() {
         assert!(matches!(parse(b""), Err(ParseError::NoHeader)));
-        assert!(matches!(parse(b"============ tlpperf ============\n-L DMA length 8\n"), Err(ParseError::NoHeader)));
+        assert!(matches!(
+            parse(b"============ tlpperf ============\n-L DMA length 8\n"),
+            Err(ParseError::NoHeader)
+        ));
         assert!(matches!(
             parse(b"============ tlpperf ============\n-L DMA length 8\n=====\n"),
             Err(ParseError::MissingOption { .. })

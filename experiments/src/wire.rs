@@ -171,7 +171,9 @@ pub fn throughput_rows(setup: Setup, intervals: impl IntoIterator<Item = (f64, f
 /// The latency (µs) below which fraction `q` of the reads of one setup fall: the smallest
 /// `latency_us` whose cumulative fraction reaches `q`. `rows` must be one setup, ascending.
 pub fn latency_quantile(rows: &[&LatencyRow], q: f64) -> Option<f64> {
-    rows.iter().find(|r| r.cumulative_fraction >= q - 1e-12).map(|r| r.latency_us)
+    rows.iter()
+        .find(|r| r.cumulative_fraction >= q - 1e-12)
+        .map(|r| r.latency_us)
 }
 
 /// The median, minimum and maximum of per-interval throughput for one setup.
@@ -241,7 +243,11 @@ impl fmt::Display for WireRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WireRun::Hardware { name, .. } => {
-                write!(f, "nettlp-hw {} {} B x{} cpu", name.pattern, name.dma_len_bytes, name.cpus)
+                write!(
+                    f,
+                    "nettlp-hw {} {} B x{} cpu",
+                    name.pattern, name.dma_len_bytes, name.cpus
+                )
             }
         }
     }
@@ -286,7 +292,11 @@ impl Experiment for WireLatency {
             WireRun::Hardware { name, path } => {
                 let file = hw_reference::load(Kind::Latency, *name, path)?;
                 // tlpperf measures with gettimeofday and prints whole microseconds.
-                Ok(latency_rows(hw_setup(name), 1.0, file.run.latencies.iter().map(|s| s.usec)))
+                Ok(latency_rows(
+                    hw_setup(name),
+                    1.0,
+                    file.run.latencies.iter().map(|s| s.usec),
+                ))
             }
         }
     }
@@ -309,9 +319,16 @@ impl Experiment for WireLatency {
                 let range = |f: fn(&(u64, f64, f64)) -> f64| {
                     let lo = v.iter().map(f).fold(f64::INFINITY, f64::min);
                     let hi = v.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
-                    if lo == hi { format!("{lo}") } else { format!("{lo}-{hi}") }
+                    if lo == hi {
+                        format!("{lo}")
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
                 };
-                let sizes = (v.iter().map(|x| x.0).min().unwrap_or(0), v.iter().map(|x| x.0).max().unwrap_or(0));
+                let sizes = (
+                    v.iter().map(|x| x.0).min().unwrap_or(0),
+                    v.iter().map(|x| x.0).max().unwrap_or(0),
+                );
                 format!(
                     "{source} {pattern} x{cpus} cpu, {inflight} in flight: median {} us, p99 {} us over {}-{} B",
                     range(|x| x.1),
@@ -378,13 +395,21 @@ impl Experiment for WireThroughput {
 mod tests {
     use super::*;
 
-    const SETUP: Setup =
-        Setup { source: Source::NettlpHw, pattern: Pattern::Fix, size_bytes: 64, cpus: 1, inflight_per_cpu: 1 };
+    const SETUP: Setup = Setup {
+        source: Source::NettlpHw,
+        pattern: Pattern::Fix,
+        size_bytes: 64,
+        cpus: 1,
+        inflight_per_cpu: 1,
+    };
 
     #[test]
     fn histogram_is_exact() {
         let rows = latency_rows(SETUP, 1.0, [12, 11, 12, 24, 12]);
-        let got: Vec<(f64, u64, f64)> = rows.iter().map(|r| (r.latency_us, r.reads, r.cumulative_fraction)).collect();
+        let got: Vec<(f64, u64, f64)> = rows
+            .iter()
+            .map(|r| (r.latency_us, r.reads, r.cumulative_fraction))
+            .collect();
         assert_eq!(got, vec![(11.0, 1, 0.2), (12.0, 3, 0.8), (24.0, 1, 1.0)]);
         let refs: Vec<&LatencyRow> = rows.iter().collect();
         assert_eq!(latency_quantile(&refs, 0.5), Some(12.0));

@@ -15,8 +15,15 @@ fn run_wire_writes_both_files() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("wire-latency") && stdout.contains("wire-throughput"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("wire-latency") && stdout.contains("wire-throughput"),
+        "{stdout}"
+    );
 
     let lat = results::read::<LatencyRow>(&dir.path().join("wire-latency.csv")).unwrap();
     let thr = results::read::<ThroughputRow>(&dir.path().join("wire-throughput.csv")).unwrap();
@@ -28,7 +35,10 @@ fn run_wire_writes_both_files() {
 
 #[test]
 fn pending_experiment_is_an_error_that_says_why() {
-    let out = Command::new(env!("CARGO_BIN_EXE_experiments")).args(["run", "panic"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["run", "panic"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs"), "{stderr}");

@@ -46,13 +46,24 @@ fn every_throughput_file_parses_completely() {
     for f in &files {
         let o = &f.run.options;
         assert!(f.run.stopped && !o.latency_mode, "{}", f.path.display());
-        assert_eq!(f.run.seconds.len() as u64, o.duration_s, "{}: one line pair per second", f.path.display());
+        assert_eq!(
+            f.run.seconds.len() as u64,
+            o.duration_s,
+            "{}: one line pair per second",
+            f.path.display()
+        );
         if f.name.cpus == 1 {
             // One thread, so bps and tps are sampled together: bits = calls * 8 * bytes per call,
             // where a call returns at most 512 bytes in these runs.
             let per_call = f.name.dma_len_bytes.min(512);
             for s in &f.run.seconds {
-                assert_eq!(s.bits, s.calls * 8 * per_call, "{} second {}", f.path.display(), s.second);
+                assert_eq!(
+                    s.bits,
+                    s.calls * 8 * per_call,
+                    "{} second {}",
+                    f.path.display(),
+                    s.second
+                );
             }
         }
     }
@@ -70,8 +81,16 @@ fn published_headline_numbers() {
         median(f.run.seconds.iter().map(|s| s.bits).collect()) as f64 / 1e9
     };
     for pattern in [Pattern::Fix, Pattern::Seq] {
-        assert!((0.32..0.34).contains(&gbps(pattern, 1)), "{pattern} x1: {}", gbps(pattern, 1));
-        assert!((3.55..3.62).contains(&gbps(pattern, 16)), "{pattern} x16: {}", gbps(pattern, 16));
+        assert!(
+            (0.32..0.34).contains(&gbps(pattern, 1)),
+            "{pattern} x1: {}",
+            gbps(pattern, 1)
+        );
+        assert!(
+            (3.55..3.62).contains(&gbps(pattern, 16)),
+            "{pattern} x16: {}",
+            gbps(pattern, 16)
+        );
     }
 }
 

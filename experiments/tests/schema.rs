@@ -17,7 +17,11 @@ fn context() -> Context {
 }
 
 fn stamp() -> Stamp {
-    Stamp { git_rev: "0123abc".into(), date_utc: "2026-01-01T00:00:00Z".into(), quick: false }
+    Stamp {
+        git_rev: "0123abc".into(),
+        date_utc: "2026-01-01T00:00:00Z".into(),
+        quick: false,
+    }
 }
 
 #[test]
@@ -26,7 +30,12 @@ fn wire_latency_schema() {
     let ctx = context();
     let runs = WireLatency.plan(&ctx).unwrap();
     // The smallest read size, as the exporter writes it.
-    let rows: Vec<_> = WireLatency.run(&ctx, &runs[0]).unwrap().into_iter().map(|r| (r, stamp())).collect();
+    let rows: Vec<_> = WireLatency
+        .run(&ctx, &runs[0])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r, stamp()))
+        .collect();
     insta::assert_snapshot!(String::from_utf8(results::to_csv(&rows).unwrap()).unwrap());
 }
 
@@ -35,6 +44,11 @@ fn wire_throughput_schema() {
     insta::assert_snapshot!(results::columns::<ThroughputRow>().unwrap().join(","));
     let ctx = context();
     let runs = WireThroughput.plan(&ctx).unwrap();
-    let rows: Vec<_> = WireThroughput.run(&ctx, &runs[0]).unwrap().into_iter().map(|r| (r, stamp())).collect();
+    let rows: Vec<_> = WireThroughput
+        .run(&ctx, &runs[0])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r, stamp()))
+        .collect();
     insta::assert_snapshot!(String::from_utf8(results::to_csv(&rows).unwrap()).unwrap());
 }

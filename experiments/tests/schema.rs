@@ -26,7 +26,10 @@ fn stamp() -> Stamp {
 
 #[test]
 fn wire_latency_schema() {
-    insta::assert_snapshot!(results::columns::<LatencyRow>().unwrap().join(","));
+    insta::assert_snapshot!(
+        "wire_latency_columns",
+        results::columns::<LatencyRow>().unwrap().join(",")
+    );
     let ctx = context();
     let runs = WireLatency.plan(&ctx).unwrap();
     // The smallest read size, as the exporter writes it.
@@ -36,12 +39,18 @@ fn wire_latency_schema() {
         .into_iter()
         .map(|r| (r, stamp()))
         .collect();
-    insta::assert_snapshot!(String::from_utf8(results::to_csv(&rows).unwrap()).unwrap());
+    insta::assert_snapshot!(
+        "wire_latency_csv_1_byte",
+        String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
+    );
 }
 
 #[test]
 fn wire_throughput_schema() {
-    insta::assert_snapshot!(results::columns::<ThroughputRow>().unwrap().join(","));
+    insta::assert_snapshot!(
+        "wire_throughput_columns",
+        results::columns::<ThroughputRow>().unwrap().join(",")
+    );
     let ctx = context();
     let runs = WireThroughput.plan(&ctx).unwrap();
     let rows: Vec<_> = WireThroughput
@@ -50,5 +59,8 @@ fn wire_throughput_schema() {
         .into_iter()
         .map(|r| (r, stamp()))
         .collect();
-    insta::assert_snapshot!(String::from_utf8(results::to_csv(&rows).unwrap()).unwrap());
+    insta::assert_snapshot!(
+        "wire_throughput_csv_fix_1_byte_1_cpu",
+        String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
+    );
 }

@@ -9,3 +9,5 @@
 //!
 //!   lab          builds kernels and initramfs, boots QEMU guests, records /proc truth, dumps memory
 //! ```
+
+pub mod introspect;

@@ -12,3 +12,4 @@
 
 pub mod kbuild;
 pub mod lab;
+pub mod introspect;

@@ -3,10 +3,15 @@
 use anyhow::Result;
 use clap::Parser;
 
+mod serve_cmd;
+
 /// Software NetTLP endpoint serving guest memory images.
 #[derive(Parser)]
 #[command(name = "emulator", version, about)]
-enum Cli {}
+enum Cli {
+    /// Serve a memory image as a NetTLP endpoint: Memory Reads over UDP answered from it.
+    Serve(serve_cmd::ServeArgs),
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -15,5 +20,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse() {}
+    match Cli::parse() {
+        Cli::Serve(args) => serve_cmd::serve(args),
+    }
 }

@@ -44,7 +44,8 @@ pub enum FaultSpecError {
     BadValue { key: String, value: String, reason: &'static str },
 }
 
-fn parse_duration(s: &str) -> Option<Duration> {
+/// Parse a duration written `<number><unit>` with unit ns, us (or µs), ms or s; at most 60 s.
+pub fn parse_duration(s: &str) -> Option<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?);
     let v: f64 = num.parse().ok()?;
     let ns = match unit {

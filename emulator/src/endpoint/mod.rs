@@ -34,7 +34,7 @@ pub mod pattern;
 pub mod responder;
 pub mod server;
 pub mod stats;
-mod sys;
+pub mod sys;
 pub mod tmp_raw;
 
 pub use fault::FaultSpec;

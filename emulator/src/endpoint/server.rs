@@ -130,6 +130,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Whether the serve thread has ended (it only does when stopped or if polling fails).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Stop and wait; returns the final counters.
     pub fn stop(self) -> Result<Snapshot, EndpointError> {
         self.handle.stop();

@@ -3,6 +3,8 @@
 use anyhow::Result;
 use clap::Parser;
 
+mod dma_cmd;
+
 /// Agentless Linux introspection over NetTLP DMA.
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
@@ -10,6 +12,9 @@ enum Cli {
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
     #[command(subcommand)]
     Corpus(harness::lab::cli::CorpusCmd),
+    /// Read physical memory over NetTLP; wire benchmarks.
+    #[command(subcommand)]
+    Dma(dma_cmd::DmaCmd),
     /// A live lab guest for serving over NetTLP.
     #[command(subcommand)]
     Lab(harness::lab::cli::LabCmd),
@@ -25,6 +30,7 @@ fn main() -> Result<()> {
     match Cli::parse() {
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,
+        Cli::Dma(c) => dma_cmd::dma(c)?,
     }
     Ok(())
 }

@@ -73,7 +73,7 @@ impl Bitmap {
             .collect();
         words.truncate(nbits.div_ceil(64) as usize);
         if let Some(last) = words.last_mut() {
-            if nbits % 64 != 0 {
+            if nbits & 63 != 0 {
                 *last &= (1u64 << (nbits % 64)) - 1;
             }
         }

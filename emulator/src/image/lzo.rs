@@ -202,11 +202,11 @@ mod tests {
         let mut mixed = Vec::new();
         for i in 0..64u32 {
             mixed.extend_from_slice(&random[(i as usize * 37) % 3000..][..(i as usize % 50) + 1]);
-            mixed.extend(std::iter::repeat((i % 7) as u8).take((i as usize * 13) % 700));
+            mixed.extend(vec![(i % 7) as u8; (i as usize * 13) % 700]);
             mixed.extend_from_slice(&text[..(i as usize * 11) % 400]);
         }
         let mut far = random.clone();
-        far.extend(std::iter::repeat(0u8).take(20000));
+        far.extend(vec![0u8; 20000]);
         far.extend_from_slice(&random);
         vec![vec![0u8; 4096], vec![0xabu8; 70000], random, text, mixed, far, vec![1, 2, 3]]
     }

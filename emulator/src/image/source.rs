@@ -47,6 +47,12 @@ impl Source {
         // is truncated while mapped, reads of the lost pages raise SIGBUS; image files must
         // not be truncated while served.
         let map = unsafe { Mmap::map(&file) }.map_err(open_err)?;
+        // Analyses and DMA requests read scattered pages. Without this hint every page fault
+        // reads ahead (and maps, by fault-around) up to 128 KiB, so a few thousand scattered
+        // reads of a sparse 16 GiB image would make hundreds of MiB resident.
+        if let Err(e) = map.advise(memmap2::Advice::Random) {
+            tracing::debug!(path = %path.display(), error = %e, "madvise(MADV_RANDOM) failed");
+        }
         let mut src = Source { path: path.to_path_buf(), map, flat: None };
         let mut head = [0u8; 16];
         let n = head.len().min(src.map.len());

@@ -6,7 +6,14 @@ use clap::Parser;
 /// Agentless Linux introspection over NetTLP DMA.
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
-enum Cli {}
+enum Cli {
+    /// The guest corpus: real kernels, ground truth, running and panicked dumps.
+    #[command(subcommand)]
+    Corpus(harness::lab::cli::CorpusCmd),
+    /// A live lab guest for serving over NetTLP.
+    #[command(subcommand)]
+    Lab(harness::lab::cli::LabCmd),
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -15,5 +22,9 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse() {}
+    match Cli::parse() {
+        Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
+        Cli::Lab(c) => harness::lab::cli::lab(c)?,
+    }
+    Ok(())
 }

@@ -194,3 +194,9 @@ impl Recorder {
             })
     }
 }
+
+// One recorder is shared by every thread of an endpoint.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Recorder>();
+};

@@ -1,12 +1,17 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
+mod cmd_ps;
+
 use anyhow::Result;
 use clap::Parser;
 
 /// Agentless Linux introspection over NetTLP DMA.
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
-enum Cli {}
+enum Cli {
+    /// List the processes of a machine from its physical memory.
+    Ps(cmd_ps::PsArgs),
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -15,5 +20,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse() {}
+    match Cli::parse() {
+        Cli::Ps(args) => cmd_ps::run(args),
+    }
 }

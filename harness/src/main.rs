@@ -11,6 +11,12 @@ use clap::Parser;
 enum Cli {
     /// List the processes of a machine from its physical memory.
     Ps(cmd_ps::PsArgs),
+    /// The guest corpus: real kernels, ground truth, running and panicked dumps.
+    #[command(subcommand)]
+    Corpus(harness::lab::cli::CorpusCmd),
+    /// A live lab guest for serving over NetTLP.
+    #[command(subcommand)]
+    Lab(harness::lab::cli::LabCmd),
 }
 
 fn main() -> Result<()> {
@@ -21,6 +27,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse() {
-        Cli::Ps(args) => cmd_ps::run(args),
+        Cli::Ps(args) => cmd_ps::run(args)?,
+        Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
+        Cli::Lab(c) => harness::lab::cli::lab(c)?,
     }
+    Ok(())
 }

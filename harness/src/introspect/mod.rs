@@ -18,10 +18,27 @@
 //! address that failed.
 
 pub mod addr;
+pub mod btf;
 pub mod bytes;
+pub mod cmdline;
 pub mod counting;
+pub mod gather;
+pub mod ikconfig;
+pub mod kallsyms;
+pub mod kernel;
+pub mod kspace;
+pub mod layout;
+pub mod names;
+pub mod output;
 pub mod paging;
+pub mod physread;
+pub mod ps;
+pub mod scan;
+pub mod source;
+pub mod state;
 pub mod tmp_elfcore;
+pub mod vmcoreinfo;
+pub mod walk;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -1,12 +1,20 @@
 //! `emulator`: the software NetTLP endpoint's command line.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
+use std::path::{Path, PathBuf};
 
 /// Software NetTLP endpoint serving guest memory images.
 #[derive(Parser)]
 #[command(name = "emulator", version, about)]
-enum Cli {}
+enum Cli {
+    /// Decode a NetTLP capture (pcap/pcapng, Ethernet) to JSON Lines on stdout, one object
+    /// per frame; frames that are not NetTLP or are cut short are reported, not dropped.
+    Decode {
+        /// The capture file.
+        capture: PathBuf,
+    },
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -15,5 +23,21 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse() {}
+    match Cli::parse() {
+        Cli::Decode { capture } => decode(&capture),
+    }
+}
+
+fn decode(path: &Path) -> Result<()> {
+    use emulator::capture::{write_jsonl, CaptureError};
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    match write_jsonl(path, out) {
+        Ok(frames) => {
+            tracing::info!(frames, "decoded {}", path.display());
+            Ok(())
+        }
+        // `emulator decode x.pcap | head` is not an error
+        Err(CaptureError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("decoding {}", path.display())),
+    }
 }

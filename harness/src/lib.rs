@@ -9,3 +9,7 @@
 //!
 //!   lab          builds kernels and initramfs, boots QEMU guests, records /proc truth, dumps memory
 //! ```
+
+pub mod kbuild;
+pub mod lab;
+pub mod introspect;

@@ -1,12 +1,23 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
+mod cmd_ps;
+
 use anyhow::Result;
 use clap::Parser;
 
 /// Agentless Linux introspection over NetTLP DMA.
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
-enum Cli {}
+enum Cli {
+    /// List the processes of a machine from its physical memory.
+    Ps(cmd_ps::PsArgs),
+    /// The guest corpus: real kernels, ground truth, running and panicked dumps.
+    #[command(subcommand)]
+    Corpus(harness::lab::cli::CorpusCmd),
+    /// A live lab guest for serving over NetTLP.
+    #[command(subcommand)]
+    Lab(harness::lab::cli::LabCmd),
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -15,5 +26,10 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse() {}
+    match Cli::parse() {
+        Cli::Ps(args) => cmd_ps::run(args)?,
+        Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
+        Cli::Lab(c) => harness::lab::cli::lab(c)?,
+    }
+    Ok(())
 }

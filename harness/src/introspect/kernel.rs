@@ -1,0 +1,224 @@
+//! The located kernel: symbols, KASLR shifts, direct-map base, paging mode, vmcoreinfo.
+//!
+//! Derivation, from memory alone:
+//! 1. [`scan`](super::scan) finds `.rodata` and the kallsyms tables' physical address;
+//! 2. kallsyms gives each symbol's *virtual* address, including `__start_rodata`, whose physical
+//!    frame the scan already knows — so `phys_base = phys - (virt - __START_KERNEL_map)`; the
+//!    candidate is accepted only if `linux_banner` then maps onto the banner text (a weak copy
+//!    of the banner in `init/version.o` means the first banner found need not be
+//!    `linux_banner` itself);
+//! 3. variables read through the image mapping: `page_offset_base` (direct-map base, randomized
+//!    under KASLR), `__pgtable_l5_enabled`, `phys_base` (checked against step 2), and the
+//!    `vmcoreinfo_data` page when the kernel has one (its `KERNELOFFSET` is checked too).
+//!
+//! Invariant: a [`Kernel`] is returned only when the image mapping it derived puts a banner of
+//! the scanned release at `linux_banner`.
+
+use emulator::mem::{PhysAddr, PhysMem};
+
+use super::addr::KVirt;
+use super::kallsyms::{Kallsyms, KallsymsError};
+use super::kspace::{KSpaceError, KernelSpace, PAGE_OFFSET_L4, PAGE_OFFSET_L5, START_KERNEL_MAP};
+use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
+use super::physread::read_vec;
+use super::scan::{find_kernel, parse_banner, Banner, Found, ScanConfig, ScanError};
+use super::vmcoreinfo::{self, VmcoreInfo};
+
+/// `CONFIG_PHYSICAL_START` default: where `_text` sits without KASLR (x86-64).
+pub const DEFAULT_PHYSICAL_START: u64 = 0x100_0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Kallsyms(#[from] KallsymsError),
+    #[error("kallsyms has no linux_banner: cannot place the image physically")]
+    CannotPlaceImage,
+    #[error("reading {what}: {source}")]
+    Read { what: &'static str, source: KSpaceError },
+    #[error("inconsistent kernel: {0}")]
+    Inconsistent(String),
+}
+
+/// Facts about the kernel, all derived from memory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelInfo {
+    pub release: String,
+    pub banner: String,
+    pub banner_phys: PhysAddr,
+    pub rodata_phys: PhysAddr,
+    pub num_syms: u32,
+    /// Virtual address of `_text`.
+    pub text_virt: KVirt,
+    /// Physical address of `_text`.
+    pub text_phys: PhysAddr,
+    /// `phys_base`: physical address of `__START_KERNEL_map`.
+    pub phys_base: u64,
+    /// Virtual KASLR shift, `_text - (__START_KERNEL_map + CONFIG_PHYSICAL_START)` (vmcoreinfo's
+    /// `KERNELOFFSET` when present, else computed with the default `CONFIG_PHYSICAL_START`).
+    pub kaslr_virt_offset: u64,
+    /// Physical shift: `_text`'s physical address minus `CONFIG_PHYSICAL_START`.
+    pub kaslr_phys_offset: i64,
+    pub page_offset_base: u64,
+    pub paging: &'static str,
+    pub init_task: Option<KVirt>,
+    pub init_top_pgt: Option<KVirt>,
+    pub btf: Option<(KVirt, KVirt)>,
+    pub ikconfig: Option<(KVirt, KVirt)>,
+    pub vmcoreinfo: Option<VmcoreInfo>,
+    pub scan_candidates: usize,
+}
+
+/// The located kernel and the means to read its memory.
+pub struct Kernel<'m> {
+    pub info: KernelInfo,
+    pub found: Found,
+    pub kallsyms: Kallsyms,
+    pub space: KernelSpace<'m>,
+}
+
+const WANTED: &[&str] = &[
+    "__start_rodata",
+    "_text",
+    "linux_banner",
+    "init_task",
+    "page_offset_base",
+    "phys_base",
+    "init_top_pgt",
+    "__pgtable_l5_enabled",
+    "vmcoreinfo_data",
+    "vmcoreinfo_size",
+    "__start_BTF",
+    "__stop_BTF",
+    "kernel_config_data",
+    "kernel_config_data_end",
+];
+
+impl<'m> Kernel<'m> {
+    /// Find the kernel in `mem` (the scan phase).
+    pub fn scan(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, KernelError> {
+        Ok(find_kernel(mem, cfg)?)
+    }
+
+    /// Decode kallsyms and derive the address space (the symbols phase).
+    pub fn open(mem: &'m dyn PhysMem, found: Found) -> Result<Kernel<'m>, KernelError> {
+        let kallsyms = Kallsyms::load(mem, found.kallsyms)?;
+        let addrs = kallsyms.lookup(mem, WANTED)?;
+        let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
+
+        // Place the image physically: every candidate pairing of a symbol with a physical
+        // address must reproduce the banner through the mapping it implies.
+        let pairs = [
+            (sym("__start_rodata"), Some(found.rodata)),
+            (sym("linux_banner"), Some(found.banner.phys)),
+        ];
+        let mut candidates: Vec<u64> = pairs
+            .iter()
+            .filter_map(|&(v, p)| Some(p?.0.wrapping_sub(v?.0.wrapping_sub(START_KERNEL_MAP))))
+            .collect();
+        // Fallback: `_text` at each 2 MiB frame below `.rodata` (text is under 64 MiB).
+        if let Some(text) = sym("_text") {
+            for k in 1..=32u64 {
+                if let Some(p) = found.rodata.0.checked_sub(k << 21) {
+                    candidates.push(p.wrapping_sub(text.0.wrapping_sub(START_KERNEL_MAP)));
+                }
+            }
+        }
+        let banner_sym = sym("linux_banner").ok_or(KernelError::CannotPlaceImage)?;
+        let (phys_base, banner) = candidates
+            .into_iter()
+            .find_map(|pb| {
+                let p = PhysAddr(banner_sym.0.wrapping_sub(START_KERNEL_MAP).wrapping_add(pb));
+                let text = parse_banner(&read_vec(mem, p, 512).ok()?)?;
+                let b = Banner { phys: p, text };
+                (b.release() == found.banner.release()).then_some((pb, b))
+            })
+            .ok_or_else(|| {
+                KernelError::Inconsistent("no placement of the image puts a banner at linux_banner".into())
+            })?;
+        let mut space = KernelSpace::new(mem, phys_base, PAGE_OFFSET_L4, &X86_64_4LEVEL);
+
+        if let Some(v) = sym("phys_base") {
+            let stored = space.read_u64(v).map_err(|source| KernelError::Read { what: "phys_base", source })?;
+            if stored != phys_base {
+                tracing::warn!(stored = format!("{stored:#x}"), derived = format!("{phys_base:#x}"), "phys_base variable differs from derived value");
+            }
+        }
+
+        let l5 = match sym("__pgtable_l5_enabled") {
+            Some(v) => space.read_u32(v).map_err(|source| KernelError::Read { what: "__pgtable_l5_enabled", source })? != 0,
+            None => false,
+        };
+        let page_offset_base = match sym("page_offset_base") {
+            Some(v) => space.read_u64(v).map_err(|source| KernelError::Read { what: "page_offset_base", source })?,
+            None if l5 => PAGE_OFFSET_L5,
+            None => PAGE_OFFSET_L4,
+        };
+        let format = if l5 { &X86_64_5LEVEL } else { &X86_64_4LEVEL };
+        if !KVirt(page_offset_base).is_canonical(format.va_bits()) || page_offset_base < 0xff00_0000_0000_0000 {
+            return Err(KernelError::Inconsistent(format!("page_offset_base {page_offset_base:#x} is not a kernel address")));
+        }
+        space.page_offset_base = page_offset_base;
+        space.format = format;
+        if let Some(v) = sym("init_top_pgt") {
+            if let Some(p) = space.linear(v) {
+                space.page_tables = Some(PageTables::new(p, format));
+            }
+        }
+
+        let vmcoreinfo = read_vmcoreinfo(&space, sym("vmcoreinfo_data"), sym("vmcoreinfo_size"));
+        let text_virt = sym("_text").unwrap_or(found.kallsyms.relative_base);
+        let text_phys = space.linear(text_virt).unwrap_or(PhysAddr(0));
+        let computed_offset = text_virt.0.wrapping_sub(START_KERNEL_MAP + DEFAULT_PHYSICAL_START);
+        let kaslr_virt_offset = match vmcoreinfo.as_ref().and_then(|v| v.kernel_offset()) {
+            Some(k) => {
+                if k != computed_offset {
+                    tracing::warn!(vmcoreinfo = format!("{k:#x}"), computed = format!("{computed_offset:#x}"), "KERNELOFFSET differs (CONFIG_PHYSICAL_START not the default?)");
+                }
+                k
+            }
+            None => computed_offset,
+        };
+        let pair = |a: &str, b: &str| Some((sym(a)?, sym(b)?)).filter(|(s, e)| e.0 > s.0);
+        let info = KernelInfo {
+            release: banner.release().to_owned(),
+            banner: banner.text.clone(),
+            banner_phys: banner.phys,
+            rodata_phys: found.rodata,
+            num_syms: found.kallsyms.num_syms,
+            text_virt,
+            text_phys,
+            phys_base,
+            kaslr_virt_offset,
+            kaslr_phys_offset: text_phys.0 as i64 - DEFAULT_PHYSICAL_START as i64,
+            page_offset_base,
+            paging: format.name,
+            init_task: sym("init_task"),
+            init_top_pgt: sym("init_top_pgt"),
+            btf: pair("__start_BTF", "__stop_BTF"),
+            ikconfig: pair("kernel_config_data", "kernel_config_data_end"),
+            vmcoreinfo,
+            scan_candidates: found.candidates_probed,
+        };
+        Ok(Kernel { info, found, kallsyms, space })
+    }
+
+    /// Addresses of named symbols (`None` where absent).
+    pub fn symbols(&self, names: &[&str]) -> Result<Vec<Option<KVirt>>, KallsymsError> {
+        self.kallsyms.lookup(self.space.mem(), names)
+    }
+}
+
+/// Read the vmcoreinfo text through `vmcoreinfo_data`, if the kernel has it.
+fn read_vmcoreinfo(space: &KernelSpace<'_>, data: Option<KVirt>, size: Option<KVirt>) -> Option<VmcoreInfo> {
+    let ptr = KVirt(space.read_u64(data?).ok()?);
+    let size = space.read_u64(size?).ok()? as usize;
+    if ptr.0 == 0 || size == 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; size.min(vmcoreinfo::MAX_BYTES)];
+    space.read(ptr, &mut buf).ok()?;
+    let v = VmcoreInfo::parse(&buf);
+    (!v.is_empty()).then_some(v)
+}

@@ -1,0 +1,39 @@
+//! Opening the physical memory `ps` reads: an image file, a live target over NetTLP, a capture.
+//!
+//! Invariant: each source kind is one function returning `Box<dyn PhysMem>`; the analysis never
+//! knows which it got. Kinds whose backend has not landed yet return an error saying so.
+
+use std::path::Path;
+
+use emulator::mem::PhysMem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("opening image {path}: {reason}")]
+    Image { path: String, reason: String },
+    #[error("{0}")]
+    NotAvailable(String),
+}
+
+/// A memory image file. `format` names the image format when it cannot be detected.
+pub fn open_image(path: &Path, format: Option<&str>) -> Result<Box<dyn PhysMem>, SourceError> {
+    // TEMPORARY: only ELF cores, until `emulator::image::open` lands.
+    if let Some(f) = format {
+        if f != "elf" {
+            return Err(SourceError::NotAvailable(format!("image format {f}: only ELF cores are readable until emulator::image lands")));
+        }
+    }
+    let img = super::tmp_elfcore::ElfCore::open(path)
+        .map_err(|e| SourceError::Image { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok(Box::new(img))
+}
+
+/// A live machine over NetTLP (`nettlp://ADDR[:TAG]`).
+pub fn open_target(url: &str) -> Result<Box<dyn PhysMem>, SourceError> {
+    Err(SourceError::NotAvailable(format!("{url}: the NetTLP requester (harness::dma) has not landed yet")))
+}
+
+/// A recorded capture replayed as memory.
+pub fn open_pcap(path: &Path) -> Result<Box<dyn PhysMem>, SourceError> {
+    Err(SourceError::NotAvailable(format!("{}: capture replay (emulator::capture) has not landed yet", path.display())))
+}

@@ -1,0 +1,167 @@
+//! True structure layouts of a kernel, computed by that kernel's own build system.
+//!
+//! Invariant: every number in a [`Layout`] was produced by the C compiler running under kbuild
+//! against the configured tree (same flags, same gcc plugins such as randstruct, same config), never
+//! by reading memory or guessing. The probe is a small C file compiled to assembly as an
+//! external-module single target (`make -C TREE M=DIR probe.s`); each value is emitted with the
+//! kernel's own `DEFINE()` marker (`include/linux/kbuild.h`, the asm-offsets trick) and read back
+//! from the `.s` text.
+//!
+//! A tree is either a kernel build tree (`O=` directory or a source tree after `make prepare`), or
+//! an installed headers tree such as Debian's `linux-headers-*` packages. [`offsets`] with a config
+//! first prepares the tree for that config (`olddefconfig` + `modules_prepare`).
+
+mod probe;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use probe::run_make;
+
+/// One quantity to measure: a member offset or a type size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldSpec {
+    /// `offsetof(struct ty, member)`; `optional` members missing from this kernel are reported in
+    /// [`Layout::absent`] instead of failing.
+    Offset { ty: String, member: String, optional: bool },
+    /// `sizeof(struct ty)`.
+    Size { ty: String },
+}
+
+impl FieldSpec {
+    pub fn offset(ty: &str, member: &str) -> Self {
+        FieldSpec::Offset { ty: ty.into(), member: member.into(), optional: false }
+    }
+    pub fn optional(ty: &str, member: &str) -> Self {
+        FieldSpec::Offset { ty: ty.into(), member: member.into(), optional: true }
+    }
+    pub fn size(ty: &str) -> Self {
+        FieldSpec::Size { ty: ty.into() }
+    }
+    /// The key under which the value is stored: `task_struct.tasks` or `task_struct` (sizes).
+    pub fn key(&self) -> String {
+        match self {
+            FieldSpec::Offset { ty, member, .. } => format!("{ty}.{member}"),
+            FieldSpec::Size { ty } => ty.clone(),
+        }
+    }
+    fn c_expr(&self) -> String {
+        match self {
+            FieldSpec::Offset { ty, member, .. } => format!("offsetof(struct {ty}, {member})"),
+            FieldSpec::Size { ty } => format!("sizeof(struct {ty})"),
+        }
+    }
+}
+
+/// The fields the process-listing analysis uses (the corpus' `layout.json` and `layout_digest`).
+pub fn analysis_fields() -> Vec<FieldSpec> {
+    let task = [
+        "tasks", "pid", "tgid", "real_parent", "parent", "group_leader", "thread_node", "signal",
+        "comm", "real_cred", "cred", "__state", "exit_state", "flags", "mm", "active_mm",
+        "start_time", "start_boottime", "stack",
+    ];
+    let mut v: Vec<FieldSpec> = task.iter().map(|m| FieldSpec::offset("task_struct", m)).collect();
+    v.push(FieldSpec::optional("task_struct", "thread_group"));
+    v.push(FieldSpec::size("task_struct"));
+    v.extend(["pgd", "arg_start", "arg_end"].iter().map(|m| FieldSpec::offset("mm_struct", m)));
+    v.push(FieldSpec::offset("cred", "uid"));
+    v.push(FieldSpec::offset("signal_struct", "thread_head"));
+    v.push(FieldSpec::offset("signal_struct", "nr_threads"));
+    v.push(FieldSpec::size("list_head"));
+    v
+}
+
+/// Measured offsets and sizes in bytes. Serialises canonically (sorted keys), which is what
+/// [`Layout::digest`] hashes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// `struct.member` → byte offset.
+    pub offsets: BTreeMap<String, u64>,
+    /// `struct` → `sizeof`.
+    pub sizes: BTreeMap<String, u64>,
+    /// Optional members this kernel does not have (`struct.member`), sorted.
+    pub absent: Vec<String>,
+}
+
+impl Layout {
+    /// The canonical JSON text (compact, keys sorted).
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a Layout always serialises")
+    }
+    /// First 16 hex digits of SHA-256 over [`Layout::canonical_json`].
+    pub fn digest(&self) -> String {
+        let h = Sha256::digest(self.canonical_json().as_bytes());
+        h.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+    pub fn offset(&self, key: &str) -> Option<u64> {
+        self.offsets.get(key).copied()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbuildError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("`{cmd}` failed ({status}); last output:\n{tail}")]
+    Make { cmd: String, status: String, tail: String },
+    #[error("{tree}: not a prepared kernel tree (no include/config/auto.conf); pass a config to prepare it")]
+    Unprepared { tree: PathBuf },
+    #[error("probe output {path}: no value for `{key}`")]
+    MissingValue { path: PathBuf, key: String },
+    #[error("probe output {path}: bad marker line `{line}`")]
+    BadMarker { path: PathBuf, line: String },
+}
+
+/// Measures `fields` in `tree`. With `config`, the tree is first configured with it
+/// (`olddefconfig`) and prepared (`modules_prepare`); without, it must already be prepared.
+pub fn offsets(tree: &Path, config: Option<&Path>, fields: &[FieldSpec]) -> Result<Layout, KbuildError> {
+    if let Some(config) = config {
+        probe::prepare(tree, config)?;
+    }
+    if !tree.join("include/config/auto.conf").is_file() {
+        return Err(KbuildError::Unprepared { tree: tree.to_path_buf() });
+    }
+    let mut wanted: Vec<&FieldSpec> = fields.iter().collect();
+    let mut absent = Vec::new();
+    // The first attempt may fail on optional members this kernel lacks; drop them and retry once.
+    for attempt in 0..2 {
+        let exprs: Vec<String> = wanted.iter().map(|f| f.c_expr()).collect();
+        match probe::compile(tree, &exprs)? {
+            probe::Outcome::Values(values) => {
+                let mut layout = Layout { absent, ..Layout::default() };
+                for (i, f) in wanted.iter().enumerate() {
+                    let v = values.get(&i).copied().ok_or_else(|| KbuildError::MissingValue {
+                        path: tree.to_path_buf(),
+                        key: f.key(),
+                    })?;
+                    match f {
+                        FieldSpec::Offset { .. } => layout.offsets.insert(f.key(), v),
+                        FieldSpec::Size { .. } => layout.sizes.insert(f.key(), v),
+                    };
+                }
+                layout.absent.sort();
+                return Ok(layout);
+            }
+            probe::Outcome::Failed { missing_members, error } => {
+                let before = wanted.len();
+                wanted.retain(|f| match f {
+                    FieldSpec::Offset { ty, member, optional: true } => {
+                        let gone = missing_members.iter().any(|(t, m)| t == ty && m == member);
+                        if gone {
+                            absent.push(f.key());
+                        }
+                        !gone
+                    }
+                    _ => true,
+                });
+                if attempt == 1 || wanted.len() == before {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    unreachable!("the loop returns on its second attempt")
+}

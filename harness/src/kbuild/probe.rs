@@ -1,0 +1,161 @@
+//! Running kbuild: preparing a tree, compiling the probe to assembly and reading its markers.
+//!
+//! Invariant: the probe's values come only from `->nd_probe_N VALUE` lines the compiler wrote; a
+//! line that names a probe but does not parse is an error, never skipped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::KbuildError;
+
+/// Headers that declare every structure [`super::analysis_fields`] names.
+const HEADERS: &[&str] = &[
+    "linux/kbuild.h",
+    "linux/stddef.h",
+    "linux/list.h",
+    "linux/sched.h",
+    "linux/sched/signal.h",
+    "linux/cred.h",
+    "linux/mm_types.h",
+];
+
+pub(super) enum Outcome {
+    Values(BTreeMap<usize, u64>),
+    /// Compilation failed; `missing_members` lists `(struct, member)` pairs gcc reported absent.
+    Failed { missing_members: Vec<(String, String)>, error: KbuildError },
+}
+
+/// Runs `make` with `args` in `dir` with a neutral environment (no inherited jobserver, C
+/// locale so diagnostics are ASCII). Returns the combined output, or an error with its tail.
+pub fn run_make(dir: &Path, args: &[&str]) -> Result<String, KbuildError> {
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL")
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|source| KbuildError::Io { path: PathBuf::from("make"), source })?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(KbuildError::Make {
+            cmd: format!("make -C {} {}", dir.display(), args.join(" ")),
+            status: out.status.to_string(),
+            tail: tail(&text, 40),
+        })
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+pub(super) fn prepare(tree: &Path, config: &Path) -> Result<(), KbuildError> {
+    let dot = tree.join(".config");
+    std::fs::copy(config, &dot).map_err(|source| KbuildError::Io { path: dot.clone(), source })?;
+    run_make(tree, &["olddefconfig"])?;
+    run_make(tree, &["-j2", "modules_prepare"])?;
+    Ok(())
+}
+
+static PROBE_SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub(super) fn compile(tree: &Path, exprs: &[String]) -> Result<Outcome, KbuildError> {
+    let dir = std::env::temp_dir().join(format!(
+        "netdma-kbuild-{}-{}",
+        std::process::id(),
+        PROBE_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KbuildError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut src = String::new();
+    for h in HEADERS {
+        src.push_str(&format!("#include <{h}>\n"));
+    }
+    src.push_str("\nvoid nd_probe(void);\nvoid nd_probe(void)\n{\n");
+    for (i, e) in exprs.iter().enumerate() {
+        src.push_str(&format!("\tDEFINE(nd_probe_{i}, {e});\n"));
+    }
+    src.push_str("}\n");
+    std::fs::write(dir.join("ndprobe.c"), src).map_err(io(&dir.join("ndprobe.c")))?;
+    std::fs::write(dir.join("Kbuild"), "obj-m := ndprobe.o\n").map_err(io(&dir.join("Kbuild")))?;
+    let m = format!("M={}", dir.display());
+    let result = run_make(tree, &[m.as_str(), "ndprobe.s"]);
+    let outcome = match result {
+        Ok(_) => {
+            let s_path = dir.join("ndprobe.s");
+            let text = std::fs::read_to_string(&s_path).map_err(io(&s_path))?;
+            Outcome::Values(parse_markers(&s_path, &text)?)
+        }
+        Err(error) => {
+            let missing_members = match &error {
+                KbuildError::Make { tail, .. } => missing_members(tail),
+                _ => Vec::new(),
+            };
+            Outcome::Failed { missing_members, error }
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(outcome)
+}
+
+/// Parses `.ascii "->nd_probe_N $VALUE ..."` lines (the `$` is absent on some assemblers' syntax).
+pub(super) fn parse_markers(path: &Path, text: &str) -> Result<BTreeMap<usize, u64>, KbuildError> {
+    let mut values = BTreeMap::new();
+    for line in text.lines() {
+        let Some(pos) = line.find("->nd_probe_") else { continue };
+        let bad = || KbuildError::BadMarker { path: path.to_path_buf(), line: line.trim().to_string() };
+        let mut words = line[pos + "->nd_probe_".len()..].split_whitespace();
+        let index: usize = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        let value = words.next().ok_or_else(bad)?.trim_start_matches('$');
+        let value: u64 = value.parse().map_err(|_| bad())?;
+        values.insert(index, value);
+    }
+    Ok(values)
+}
+
+/// `(struct, member)` pairs from gcc's "'struct S' has no member named 'M'" diagnostics.
+fn missing_members(log: &str) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for line in log.lines() {
+        let Some(rest) = line.split("error: 'struct ").nth(1) else { continue };
+        let Some((ty, rest)) = rest.split_once("' has no member named '") else { continue };
+        let Some((member, _)) = rest.split_once('\'') else { continue };
+        v.push((ty.to_string(), member.to_string()));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_parse_and_reject_garbage() {
+        let p = Path::new("x.s");
+        let ok = ".ascii \"->nd_probe_0 $2192 offsetof(struct task_struct, tasks)\"\t#\n\
+                  .ascii \"->nd_probe_1 $9792 sizeof(struct task_struct)\"\t#\n";
+        let v = parse_markers(p, ok).unwrap();
+        assert_eq!(v.get(&0), Some(&2192));
+        assert_eq!(v.get(&1), Some(&9792));
+        assert!(parse_markers(p, ".ascii \"->nd_probe_x $1\"").is_err());
+        assert!(parse_markers(p, ".ascii \"->nd_probe_2 $-1\"").is_err());
+    }
+
+    #[test]
+    fn missing_member_diagnostics() {
+        let log = "/tmp/x/ndprobe.c:9:9: error: 'struct task_struct' has no member named 'thread_group'\n";
+        assert_eq!(missing_members(log), vec![("task_struct".into(), "thread_group".into())]);
+    }
+}

@@ -1,0 +1,148 @@
+//! `corpus build`: bring every entry of the default corpus up to date.
+//!
+//! Invariant: an entry is rebuilt exactly when its recipe hash changes. The hash covers the lab
+//! version, the recipe (name, extra formats), the kernel identity (Debian package + version, or
+//! source version + fragments + compiler), the initramfs inputs, QEMU's version and the guest
+//! parameters. Checking it needs no kernel build, so a warm run takes seconds.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::kbuild::{self, Layout};
+use crate::lab::cache::{hash_parts, Cache};
+use crate::lab::corpus::{Corpus, Entry};
+use crate::lab::error::io;
+use crate::lab::recipe::{self, KernelRecipe, Recipe, APPEND, MEMORY_MIB, SMP};
+use crate::lab::record::{self, KernelArtifacts};
+use crate::lab::{custom, debian, guest, Error, Result, LAB_VERSION};
+
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Only this entry.
+    pub only: Option<String>,
+    /// `make -j` for kernel builds.
+    pub jobs: u32,
+    /// Rebuild even if up to date.
+    pub force: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    UpToDate,
+    Built { secs: f64 },
+}
+
+/// Kernel identity without building anything.
+pub fn kernel_hash(recipe: &Recipe) -> Result<String> {
+    match &recipe.kernel {
+        KernelRecipe::Debian { flavour } => {
+            let (_, package, version) = debian::resolve(flavour)?;
+            Ok(hash_parts(&[b"debian", package.as_bytes(), version.as_bytes()]))
+        }
+        KernelRecipe::Custom { fragment } => custom::kernel_hash(&custom::source_version()?, fragment),
+    }
+}
+
+fn qemu_version() -> Result<String> {
+    let out = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map_err(|_| Error::MissingPackages { install: "apt-get install -y qemu-system-x86".into() })?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string())
+}
+
+pub fn recipe_hash(recipe: &Recipe, kernel_hash: &str, workload_hash: &str, qemu: &str) -> String {
+    let formats: Vec<&str> = recipe.extra_formats.iter().map(|f| f.as_str()).collect();
+    let params = format!("{MEMORY_MIB} {SMP} {APPEND} {}", formats.join(","));
+    hash_parts(&[
+        &LAB_VERSION.to_le_bytes(),
+        recipe.name.as_bytes(),
+        kernel_hash.as_bytes(),
+        workload_hash.as_bytes(),
+        qemu.as_bytes(),
+        params.as_bytes(),
+    ])
+}
+
+/// Fetches or builds the kernel of `recipe` and measures its layout.
+pub fn kernel(cache: &Cache, recipe: &Recipe, jobs: u32) -> Result<KernelArtifacts> {
+    match &recipe.kernel {
+        KernelRecipe::Debian { flavour } => {
+            let k = debian::fetch(cache, flavour)?;
+            let layout = debian_layout(&k.headers)?;
+            Ok(KernelArtifacts {
+                kernel: k.package.clone(),
+                kernel_version: k.version.clone(),
+                kernel_hash: hash_parts(&[b"debian", k.package.as_bytes(), k.version.as_bytes()]),
+                vmlinuz: k.vmlinuz,
+                system_map: k.system_map,
+                config: k.config,
+                layout,
+            })
+        }
+        KernelRecipe::Custom { fragment } => custom::build(cache, recipe.name, fragment, jobs),
+    }
+}
+
+/// Layout of a stock kernel from its headers packages, cached next to them.
+fn debian_layout(headers: &Path) -> Result<Layout> {
+    let fields = kbuild::analysis_fields();
+    let key: Vec<String> = fields.iter().map(|f| f.key()).collect();
+    let cached = headers.with_extension(format!("layout-{}.json", &hash_parts(&[key.join(",").as_bytes()])[..12]));
+    if let Some(l) = std::fs::read_to_string(&cached).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+        return Ok(l);
+    }
+    let layout = kbuild::offsets(headers, None, &fields)?;
+    std::fs::write(&cached, layout.canonical_json()).map_err(io(&cached))?;
+    Ok(layout)
+}
+
+/// Builds the corpus; returns one outcome per selected recipe.
+pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, Outcome)>> {
+    let recipes: Vec<Recipe> = match &opts.only {
+        Some(n) => vec![recipe::find(n).ok_or_else(|| Error::UnknownEntry(n.clone()))?],
+        None => recipe::default_corpus(),
+    };
+    let workload = guest::workload_hash()?;
+    let qemu = qemu_version()?;
+    let corpus = Corpus::open(cache.corpus());
+    let mut outcomes = Vec::new();
+    for r in &recipes {
+        let t0 = Instant::now();
+        let khash = kernel_hash(r)?;
+        let rhash = recipe_hash(r, &khash, &workload, &qemu);
+        if !opts.force {
+            if let Ok(e) = corpus.entry(r.name) {
+                if e.recipe_hash == rhash && entry_files_present(&e) {
+                    tracing::info!("{}: up to date", r.name);
+                    outcomes.push((r.name.to_string(), Outcome::UpToDate));
+                    continue;
+                }
+            }
+        }
+        tracing::info!("{}: building (recipe {})", r.name, &rhash[..16]);
+        let art = kernel(cache, r, opts.jobs)?;
+        let initrd = guest::initramfs(cache)?;
+        let final_dir = cache.corpus().join(r.name);
+        let tmp_dir = cache.corpus().join(format!(".{}.tmp", r.name));
+        if tmp_dir.exists() {
+            std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+        }
+        record::record(r, &art, &initrd.path, &rhash, &tmp_dir)?;
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        }
+        std::fs::rename(&tmp_dir, &final_dir).map_err(io(&final_dir))?;
+        let secs = t0.elapsed().as_secs_f64();
+        tracing::info!("{}: done in {secs:.0} s", r.name);
+        outcomes.push((r.name.to_string(), Outcome::Built { secs }));
+    }
+    Ok(outcomes)
+}
+
+fn entry_files_present(e: &Entry) -> bool {
+    e.modes.values().all(|m| e.path(&m.truth).is_file() && m.dumps.iter().all(|d| e.path(&d.path).is_file()))
+        && e.path(&e.reference.layout).is_file()
+        && e.system_map_path().is_file()
+}

@@ -1,0 +1,253 @@
+//! The on-disk corpus contract, read by the introspection tests and experiments.
+//!
+//! ```text
+//!   corpus/<name>/entry.json            Entry (this module), paths inside relative to the entry dir
+//!   corpus/<name>/running/truth.jsonl   guest /proc view right before the running dump (truth.rs)
+//!   corpus/<name>/running/dump.elf      QMP dump-guest-memory, ELF, paging=false
+//!   corpus/<name>/running/dump.kdump    (some entries) kdump-compressed zlib, flattened by QEMU 7.2
+//!   corpus/<name>/running/dump.raw      (some entries) guest RAM file: file offset == guest physical address
+//!   corpus/<name>/panicked/...          same, after sysrq `c`; truth is the last pre-panic view
+//!   corpus/<name>/reference/            System.map, config, layout.json, vmlinuz, kallsyms (if captured)
+//!   corpus/<name>/logs/console.log      the guest's serial console
+//! ```
+//! Invariant: an entry directory holding an `entry.json` is complete — `build` writes entries into
+//! a temporary directory and renames it into place only after every file exists. Reference data
+//! is for validation only: an analysis under test is never handed it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::kbuild::Layout;
+use crate::lab::cache::Cache;
+use crate::lab::error::io;
+use crate::lab::truth::{self, Thread};
+use crate::lab::{Error, Result};
+
+/// The file format of one dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpFormat {
+    /// ELF core (QMP `dump-guest-memory` format `elf`, paging=false): PT_LOAD p_paddr = physical.
+    Elf,
+    /// kdump-compressed (QMP format `kdump-zlib`), plain diskdump layout (`KDUMP   ` signature).
+    Kdump,
+    /// kdump-compressed (QMP format `kdump-zlib`) in makedumpfile's *flattened* framing
+    /// (`makedumpfile` signature), which is what Debian's QEMU 7.2 writes.
+    KdumpFlattened,
+    /// Plain guest RAM (copy of the memory-backend-file taken while paused): offset = physical address.
+    Raw,
+}
+
+impl DumpFormat {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            DumpFormat::Elf => "dump.elf",
+            DumpFormat::Kdump | DumpFormat::KdumpFlattened => "dump.kdump",
+            DumpFormat::Raw => "dump.raw",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DumpFormat::Elf => "elf",
+            DumpFormat::Kdump => "kdump",
+            DumpFormat::KdumpFlattened => "kdump-flattened",
+            DumpFormat::Raw => "raw",
+        }
+    }
+}
+
+/// When the dump was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Running,
+    Panicked,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Running, Mode::Panicked];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Running => "running",
+            Mode::Panicked => "panicked",
+        }
+    }
+}
+
+/// What a tool can find in this kernel's memory, from the kernel's own config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    /// `CONFIG_DEBUG_INFO_BTF=y`: `.BTF` in the kernel image (and so in memory).
+    pub btf: bool,
+    /// `CONFIG_IKCONFIG=y`: the gzipped config is in the kernel image.
+    pub ikconfig: bool,
+    /// `CONFIG_CRASH_CORE=y` (6.1): the kernel keeps a `vmcoreinfo` note in memory.
+    pub vmcoreinfo: bool,
+    /// `CONFIG_RANDOMIZE_BASE=y` and no `nokaslr` on the command line.
+    pub kaslr: bool,
+}
+
+impl Flags {
+    /// Reads the flags from a kernel `.config` text and the kernel command line.
+    pub fn from_config(config: &str, append: &str) -> Flags {
+        let on = |sym: &str| config.lines().any(|l| l.trim() == format!("CONFIG_{sym}=y"));
+        Flags {
+            btf: on("DEBUG_INFO_BTF"),
+            ikconfig: on("IKCONFIG"),
+            vmcoreinfo: on("CRASH_CORE"),
+            kaslr: on("RANDOMIZE_BASE") && !append.split_whitespace().any(|w| w == "nokaslr"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dump {
+    pub format: DumpFormat,
+    /// Relative to the entry directory.
+    pub path: String,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeRecord {
+    /// Relative to the entry directory.
+    pub truth: String,
+    pub threads: usize,
+    /// ELF first, then the extra formats.
+    pub dumps: Vec<Dump>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    pub system_map: String,
+    pub config: String,
+    pub layout: String,
+    pub vmlinuz: String,
+    /// The guest's /proc/kallsyms as read by root in the guest, when it had one.
+    pub kallsyms: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuParams {
+    pub machine: String,
+    pub memory_mib: u32,
+    pub smp: u32,
+    pub append: String,
+}
+
+/// One kernel of the corpus with its running and panicked recordings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    /// `linux-image-6.1.0-56-amd64-unsigned` or `linux-source-6.1+<fragment>`.
+    pub kernel: String,
+    /// Debian package version of the image or source package.
+    pub kernel_version: String,
+    /// `uname -r` inside the guest.
+    pub release: String,
+    pub recipe_hash: String,
+    pub flags: Flags,
+    /// First 16 hex of SHA-256 over `reference/layout.json` (canonical JSON).
+    pub layout_digest: String,
+    pub modes: BTreeMap<Mode, ModeRecord>,
+    pub reference: Reference,
+    pub qemu: QemuParams,
+    #[serde(skip)]
+    pub(crate) dir: PathBuf,
+}
+
+impl Entry {
+    pub(crate) fn with_dir(mut self, dir: PathBuf) -> Self {
+        self.dir = dir;
+        self
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+    pub fn mode(&self, mode: Mode) -> Option<&ModeRecord> {
+        self.modes.get(&mode)
+    }
+    pub fn dump_path(&self, mode: Mode, format: DumpFormat) -> Option<PathBuf> {
+        let m = self.modes.get(&mode)?;
+        m.dumps.iter().find(|d| d.format == format).map(|d| self.path(&d.path))
+    }
+    pub fn truth_path(&self, mode: Mode) -> Option<PathBuf> {
+        self.modes.get(&mode).map(|m| self.path(&m.truth))
+    }
+    /// The ground truth of one mode, parsed.
+    pub fn truth(&self, mode: Mode) -> Result<Vec<Thread>> {
+        let path = self.truth_path(mode).ok_or_else(|| Error::Invalid {
+            path: self.dir.join("entry.json"),
+            what: format!("no {} mode", mode.as_str()),
+        })?;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        truth::parse_jsonl(&bytes).map_err(|what| Error::Invalid { path, what })
+    }
+    /// The true layout from the kernel's own build (`reference/layout.json`).
+    pub fn layout(&self) -> Result<Layout> {
+        let path = self.path(&self.reference.layout);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        serde_json::from_str(&text).map_err(|e| Error::Invalid { path, what: e.to_string() })
+    }
+    pub fn system_map_path(&self) -> PathBuf {
+        self.path(&self.reference.system_map)
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path(&self.reference.config)
+    }
+}
+
+/// The corpus directory.
+#[derive(Clone, Debug)]
+pub struct Corpus {
+    root: PathBuf,
+}
+
+impl Corpus {
+    /// `corpus/` under the default cache root.
+    pub fn open_default() -> Self {
+        Corpus { root: Cache::open_default().corpus() }
+    }
+    pub fn open(root: impl Into<PathBuf>) -> Self {
+        Corpus { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Every complete entry, in the default corpus order, then any others by name.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::Io { path: self.root.clone(), source: e }),
+        };
+        for d in rd {
+            let d = d.map_err(io(&self.root))?;
+            if d.path().join("entry.json").is_file() {
+                out.push(Self::load(&d.path())?);
+            }
+        }
+        let order: Vec<&str> = crate::lab::recipe::default_corpus().iter().map(|r| r.name).collect();
+        out.sort_by_key(|e| (order.iter().position(|n| *n == e.name).unwrap_or(usize::MAX), e.name.clone()));
+        Ok(out)
+    }
+    pub fn entry(&self, name: &str) -> Result<Entry> {
+        let dir = self.root.join(name);
+        if !dir.join("entry.json").is_file() {
+            return Err(Error::UnknownEntry(name.to_string()));
+        }
+        Self::load(&dir)
+    }
+    fn load(dir: &Path) -> Result<Entry> {
+        let path = dir.join("entry.json");
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let e: Entry = serde_json::from_str(&text).map_err(|e| Error::Invalid { path, what: e.to_string() })?;
+        Ok(e.with_dir(dir.to_path_buf()))
+    }
+}

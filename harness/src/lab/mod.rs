@@ -1,0 +1,37 @@
+//! The guest lab: real kernels booted under QEMU, with the guest's own view of its processes as
+//! ground truth and memory dumps taken while running and after a real panic.
+//!
+//! ```text
+//!   build     corpus build: per recipe, kernel → layout → initramfs → record → entry.json
+//!   ├─ recipe     the default corpus (Debian stock flavours + custom linux-source-6.1 builds)
+//!   ├─ debian     apt-get download / dpkg-deb of image, headers and kbuild packages
+//!   ├─ custom     linux-source-6.1 + config fragments → bzImage (kbuild, niced, with progress)
+//!   ├─ guest      initramfs: busybox-static + static C workload and agent (harness/guest/)
+//!   ├─ qemu       one QEMU process: QMP, control port (second serial), console log
+//!   └─ record     truth → dump (running) → truth → sysrq c → dump (panicked)
+//!   corpus    the on-disk contract read by the introspection tests (Corpus, Entry)
+//!   truth     one ground-truth record per thread (JSON Lines)
+//!   live      lab boot / panic / stop: a guest left running on a shared RAM file
+//! ```
+//! Invariant: everything in an entry comes from the guest (truth, dumps) or from the kernel's own
+//! build or package (reference data); the analysis under test is never consulted.
+
+pub mod build;
+pub mod cache;
+pub mod cli;
+pub mod corpus;
+pub mod cpio;
+pub mod custom;
+pub mod debian;
+mod error;
+pub mod guest;
+pub mod live;
+pub mod qemu;
+pub mod recipe;
+pub mod record;
+pub mod truth;
+
+pub use error::{Error, Result};
+
+/// Bumped whenever the lab's recording procedure changes; part of every entry's recipe hash.
+pub const LAB_VERSION: u32 = 1;

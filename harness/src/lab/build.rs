@@ -104,6 +104,7 @@ pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, O
         Some(n) => vec![recipe::find(n).ok_or_else(|| Error::UnknownEntry(n.clone()))?],
         None => recipe::default_corpus(),
     };
+    crate::lab::setup::ensure_packages()?;
     let workload = guest::workload_hash()?;
     let qemu = qemu_version()?;
     let corpus = Corpus::open(cache.corpus());

@@ -76,6 +76,7 @@ pub fn boot(cache: &Cache, name: &str, jobs: u32) -> Result<LiveGuest> {
             what: format!("already running (pid {}); `harness lab stop {name}` first", g.pid),
         });
     }
+    crate::lab::setup::ensure_packages()?;
     let art = build::kernel(cache, &r, jobs)?;
     let initrd = guest::initramfs(cache)?;
     let run_dir = cache.live(name);

@@ -1,8 +1,8 @@
 //! The kernel's build configuration embedded by `CONFIG_IKCONFIG`: `"IKCFG_ST"`, a gzip stream
 //! of the `.config` text, `"IKCFG_ED"` (kernel/configs.c).
 //!
-//! Found through the `kernel_config_data` symbol when kallsyms has it, else by a bounded search
-//! of the image for the start marker.
+//! Found through the `kernel_config_data` symbol when kallsyms has data symbols; otherwise by a
+//! search of `.rodata` (up to `__start___ksymtab`) for the start marker.
 //!
 //! Invariant: decompression output is capped at [`MAX_CONFIG`] and the search at
 //! [`SEARCH_SPAN`]; a missing or corrupt blob is an error, never a panic.
@@ -72,6 +72,10 @@ pub fn read(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
         }
         return decode(&blob, start);
     }
+    if kernel.info.kallsyms_all {
+        // kallsyms lists data symbols, so kernel_config_data would be there.
+        return Err(IkconfigError::Absent { from: kernel.info.rodata_phys, searched: 0 });
+    }
     search(kernel)
 }
 
@@ -80,8 +84,16 @@ fn search(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
     const CHUNK: u64 = 1 << 20;
     let mem = kernel.space.mem();
     let from = kernel.info.rodata_phys;
+    // IKCONFIG is in .rodata, which ends before __ksymtab.
+    let span = kernel
+        .info
+        .rodata_search_end
+        .map(|e| e.0.saturating_sub(kernel.info.rodata_virt.0))
+        .filter(|&s| s > 0)
+        .unwrap_or(SEARCH_SPAN)
+        .min(SEARCH_SPAN);
     let mut off = 0u64;
-    while off < SEARCH_SPAN {
+    while off < span {
         let Ok(chunk) = read_vec(mem, PhysAddr(from.0 + off), (CHUNK + 8) as usize) else { break };
         if let Some(p) = find(&chunk, START) {
             let at = PhysAddr(from.0 + off + p as u64);

@@ -18,9 +18,11 @@
 //! address that failed.
 
 pub mod addr;
+pub mod anchor;
 pub mod btf;
 pub mod bytes;
 pub mod cmdline;
+pub mod compare;
 pub mod counting;
 pub mod gather;
 pub mod ikconfig;

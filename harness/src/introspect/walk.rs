@@ -267,6 +267,17 @@ impl Walker<'_, '_> {
     }
 }
 
+/// Follow the first `n` entries of the task list from `init_task`, validating each — a cheap
+/// check that a layout fits this kernel. Returns how many tasks were checked.
+pub fn probe(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, n: usize) -> Result<usize, WalkError> {
+    let w = Walker { space, l: layout, plan: task_plan(layout), cfg: WalkConfig { max_tasks: n, ..WalkConfig::default() } };
+    let mut out = Vec::new();
+    match w.leaders(init_task, &mut out) {
+        Ok(()) | Err(WalkError::TooMany { .. }) => Ok(out.len()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Walk every task of the kernel.
 pub fn walk(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cfg: WalkConfig) -> WalkOutcome {
     let w = Walker { space, l: layout, plan: task_plan(layout), cfg };

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Result};
 use clap::Args;
 use emulator::mem::PhysMem;
 use harness::introspect::layout::{LayoutInputs, MethodKind};
@@ -65,7 +65,7 @@ pub fn run(args: PsArgs) -> Result<()> {
         inputs: LayoutInputs { kernel_source: args.kernel_source.clone(), isf: args.isf.clone() },
         ..Default::default()
     };
-    let report = ps(mem.as_ref(), &opts).context("listing processes")?;
+    let report = ps(mem.as_ref(), &opts).map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(render(&report.rows, args.format).as_bytes())?;
     stdout.flush()?;

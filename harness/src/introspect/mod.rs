@@ -31,6 +31,7 @@ pub mod kernel;
 pub mod kspace;
 pub mod layout;
 pub mod names;
+pub mod naming;
 pub mod output;
 pub mod paging;
 pub mod physread;

@@ -351,7 +351,8 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         .zip(&base)
         .map(|((r, _), b)| NameInput { comm: r.bytes(t.comm, 16).map(cstr).unwrap_or(&[]), flags: b.3, worker_private: b.4 })
         .collect();
-    let (names, name_notes) = display_names(space, l, &inputs);
+    let addrs: Vec<KVirt> = recs.iter().map(|(r, _)| r.base).collect();
+    let (names, name_notes, _naming) = display_names(space, l, &inputs, &addrs);
 
     let mut out = Vec::with_capacity(recs.len());
     for (i, ((r, threads), b)) in recs.iter().zip(&base).enumerate() {

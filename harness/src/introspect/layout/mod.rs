@@ -67,11 +67,12 @@ pub struct MmLayout {
     pub env_end: u64,
 }
 
-/// `struct kthread` (kernel/kthread.c): the thread's data pointer and untruncated name.
+/// `struct kthread` (kernel/kthread.c): the thread's data pointer and untruncated name (each
+/// `None` when the method could not learn it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KthreadLayout {
-    pub data: u64,
-    pub full_name: u64,
+    pub data: Option<u64>,
+    pub full_name: Option<u64>,
 }
 
 /// `struct worker` (kernel/workqueue_internal.h), for "kworker/0:1-events" names.

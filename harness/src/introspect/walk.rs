@@ -418,3 +418,7 @@ fn cstr(b: &[u8]) -> &[u8] {
 fn le_i32(b: &[u8]) -> i32 {
     b.get(..4).and_then(|s| s.try_into().ok()).map(i32::from_le_bytes).unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod tests;

@@ -14,10 +14,10 @@ use harness::introspect::source;
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("memory").required(true).args(["image", "target", "pcap"]))]
 pub struct PsArgs {
-    /// A memory image (ELF core; more formats once emulator::image lands).
+    /// A memory image: ELF core, kdump, raw, LiME, AVML, or a live QEMU RAM file.
     #[arg(long)]
     image: Option<PathBuf>,
-    /// The image's format, when it cannot be detected.
+    /// The image's format when it cannot be detected (raw, elf, kdump, lime, avml, live, live:q35).
     #[arg(long, requires = "image")]
     format_image: Option<String>,
     /// A live machine over NetTLP: nettlp://ADDR[:TAG].

@@ -141,3 +141,27 @@ fn workload_snapshot(
     let report = run(&e, mode(m), MethodKind::Auto, inputs).unwrap_or_else(|err| panic!("{name}: {err}"));
     insta::assert_snapshot!(format!("workload-{name}-{m}"), workload_projection(&report.rows).join("\n"));
 }
+
+/// Every dump format the lab wrote (ELF, kdump, raw) gives the same listing.
+#[rstest]
+fn every_image_format_gives_the_same_rows(
+    #[values("deb-amd64", "custom-thesis")] name: &str,
+    #[values("running", "panicked")] m: &str,
+) {
+    use harness::introspect::ps::{ps, PsOptions};
+    let e = entry(name);
+    let m = mode(m);
+    let record = e.mode(m).unwrap_or_else(|| panic!("{name}: no {} mode; {BUILD}", m.as_str()));
+    assert!(record.dumps.len() >= 2, "{name}: expected extra dump formats; {BUILD}");
+    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let mut listings = Vec::new();
+    for d in &record.dumps {
+        let mem = harness::introspect::source::open_image(&e.path(&d.path), None).unwrap_or_else(|err| panic!("{err}"));
+        let r = ps(mem.as_ref(), &PsOptions { method: Some(MethodKind::Auto), inputs: inputs.clone(), ..Default::default() })
+            .unwrap_or_else(|err| panic!("{name} {}: {err}", d.format.as_str()));
+        listings.push((d.format.as_str(), r.rows));
+    }
+    for (f, rows) in &listings[1..] {
+        assert_eq!(rows, &listings[0].1, "{name}: {f} differs from {}", listings[0].0);
+    }
+}

@@ -39,7 +39,6 @@ pub mod ps;
 pub mod scan;
 pub mod source;
 pub mod state;
-pub mod tmp_elfcore;
 pub mod vmcoreinfo;
 pub mod walk;
 

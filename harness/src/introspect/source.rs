@@ -28,7 +28,11 @@ pub fn open_target(url: &str) -> Result<Box<dyn PhysMem>, SourceError> {
     Err(SourceError::NotAvailable(format!("{url}: the NetTLP requester (harness::dma) has not landed yet")))
 }
 
-/// A recorded capture replayed as memory.
+/// A recorded capture replayed as memory: the bytes the captured completions carried, at the
+/// addresses they were read from (`emulator::capture::ReplayMem`).
 pub fn open_pcap(path: &Path) -> Result<Box<dyn PhysMem>, SourceError> {
-    Err(SourceError::NotAvailable(format!("{}: capture replay (emulator::capture) has not landed yet", path.display())))
+    let replay = emulator::capture::replay::ReplayMem::from_pcap(path)
+        .map_err(|e| SourceError::Image { path: path.display().to_string(), reason: e.to_string() })?;
+    tracing::info!(stats = ?replay.stats(), "capture replayed");
+    Ok(Box::new(replay))
 }

@@ -118,7 +118,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
                 tracing::info!("writing {} bytes of test pattern to {}", a.region_len, img.display());
                 endpoint::pattern::write_pattern_file(img, a.region_start, a.region_len)?;
             }
-            let mem = endpoint::tmp_raw::RawFile::open(img, a.region_start)
+            let mem = emulator::image::open(img, Some(emulator::image::Format::Raw), Some(PhysAddr(a.region_start)))
                 .with_context(|| format!("opening {}", img.display()))?;
             let cfg = EndpointConfig {
                 listen: a.target.remote,

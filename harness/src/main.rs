@@ -1,5 +1,7 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
+mod cmd_ps;
+
 use anyhow::Result;
 use clap::Parser;
 
@@ -9,6 +11,8 @@ mod dma_cmd;
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
 enum Cli {
+    /// List the processes of a machine from its physical memory.
+    Ps(cmd_ps::PsArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
     #[command(subcommand)]
     Corpus(harness::lab::cli::CorpusCmd),
@@ -28,6 +32,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse() {
+        Cli::Ps(args) => cmd_ps::run(args)?,
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,
         Cli::Dma(c) => dma_cmd::dma(c)?,

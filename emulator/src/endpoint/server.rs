@@ -255,10 +255,10 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                         self.responder.handle(now, sock.class, src, bytes, &mut out, &mut tally);
                         dsts.extend(std::iter::repeat(src).take(out.len() - before));
                         if out.free() < MAX_REPLIES_PER_REQUEST {
-                            self.flush(i, now, wall(now, t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
+                            self.flush(i, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
                         }
                     }
-                    self.flush(i, now, wall(now, t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
+                    self.flush(i, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
                     if n < recv.capacity() {
                         break;
                     }
@@ -266,7 +266,7 @@ impl<M: PhysMem + 'static> Endpoint<M> {
             }
             if let Some(f) = faults.as_mut() {
                 f.pop_ready(Instant::now(), &mut due);
-                self.send_held(&mut due, wall(now, t0, w0), &mut send, &mut tally);
+                self.send_held(&mut due, wall(Instant::now(), t0, w0), &mut send, &mut tally);
                 let t = f.take_tally();
                 tally.fault_dropped += t.dropped;
                 tally.fault_duplicated += t.duplicated;

@@ -18,10 +18,29 @@
 //! address that failed.
 
 pub mod addr;
+pub mod anchor;
+pub mod btf;
 pub mod bytes;
+pub mod cmdline;
+pub mod compare;
 pub mod counting;
+pub mod gather;
+pub mod ikconfig;
+pub mod kallsyms;
+pub mod kernel;
+pub mod kspace;
+pub mod layout;
+pub mod names;
+pub mod naming;
+pub mod output;
 pub mod paging;
-pub mod tmp_elfcore;
+pub mod physread;
+pub mod ps;
+pub mod scan;
+pub mod source;
+pub mod state;
+pub mod vmcoreinfo;
+pub mod walk;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Completer ID put in completions (bus:dev.fn; the root complex is 00:00.0).
     #[arg(long, value_parser = parse_devid, default_value = "00:00.0")]
     completer: DeviceId,
+    /// Busy-poll this many microseconds for the next request before sleeping (0: always
+    /// sleep; spinning helps only when both ends have a core to themselves).
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// Address answered to GET_BAR4_ADDR.
     #[arg(long, value_parser = parse_u64, default_value = "0")]
     bar4: u64,
@@ -136,6 +140,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             },
         },
         fault,
+        spin: Duration::from_micros(args.spin_us),
         ..EndpointConfig::default()
     };
     let mut ep = Endpoint::bind(mem, cfg).context("binding the endpoint")?;

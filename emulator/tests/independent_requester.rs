@@ -7,7 +7,7 @@
 //! 4DW above; Cpl/CplD carry status (SC 0, UR 1), byte count (0 = 4096) and lower address.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

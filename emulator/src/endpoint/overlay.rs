@@ -123,9 +123,8 @@ impl<M: PhysMem> Overlay<M> {
         let first = addr.0 / PAGE;
         let last = (addr.0 + data.len().max(1) as u64 - 1) / PAGE;
         for pno in first..=last {
-            if !pages.contains_key(&pno) {
-                let page = self.copy_page(pno)?;
-                pages.insert(pno, page);
+            if let std::collections::hash_map::Entry::Vacant(slot) = pages.entry(pno) {
+                slot.insert(self.copy_page(pno)?);
             }
         }
         let mut done = 0usize;

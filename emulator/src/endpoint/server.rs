@@ -9,7 +9,10 @@
 //!
 //! libtlp binds and connects port `0x3000 + (tag & 0xF)` at both ends (`nettlp_init`), so the
 //! endpoint listens on those 16 ports and answers every datagram to the address and port it
-//! came from, from the port it arrived on. One thread serves all sockets.
+//! came from, from the port it arrived on. One thread serves all sockets: it waits in epoll
+//! (optionally busy-polling first), drains each readable socket with `recvmmsg` (UDP GRO on, so
+//! coalesced requests are split back into datagrams) and answers with `sendmmsg`, runs of
+//! equal-size completions to one requester going out as one UDP GSO message.
 //!
 //! Invariants: the loop reads the clock once per wake-up and passes it down; nothing a peer
 //! sends can stop it (errors on one datagram are counted and the loop goes on); it returns

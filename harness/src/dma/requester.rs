@@ -8,8 +8,8 @@
 //! ```
 //!
 //! One engine behind a mutex does all I/O: it keeps up to `inflight` requests outstanding,
-//! waits with `ppoll` until a completion or the earliest deadline, takes completions in
-//! batches (`recvmmsg`) and sends requests in batches per port (`sendmmsg`).
+//! waits in epoll until a completion or the earliest deadline, takes completions in batches
+//! (`recvmmsg`, UDP GRO) and sends requests in batches per port (`sendmmsg`, UDP GSO).
 //!
 //! Invariants: the requester never sends a Memory Write except through the explicitly named
 //! [`Requester::write_for_testing`]; a caller's buffer only receives bytes of completions that

@@ -235,3 +235,87 @@ fn two_endpoints_on_two_loopback_addresses() {
     assert_eq!(ep_a.stop().unwrap().reads_ur, 1);
     assert_eq!(ep_b.stop().unwrap().reads_ur, 0);
 }
+
+#[test]
+fn no_answer_is_a_timeout_after_the_retries() {
+    // nobody listens at this address: every attempt times out
+    let silent = support::loopback();
+    let req = requester(silent, "requester=1a:00.0&timeout=5ms&retries=2");
+    let e = req.read_phys(PhysAddr(0x1000), &mut [0u8; 64]).unwrap_err();
+    assert!(matches!(e, MemError::Timeout { addr: PhysAddr(0x1000), attempts: 3 }), "{e}");
+    let s = req.stats();
+    assert_eq!((s.timeouts, s.retries, s.requests), (1, 2, 3), "{s}");
+}
+
+/// A misbehaving completer, built on the codec: before the right completions of each read it
+/// sends one with another tag, one for another requester, one whose byte count does not fit,
+/// and it repeats the first right one. The requester must deliver exact bytes.
+#[test]
+fn stale_and_duplicate_completions_are_dropped() {
+    use emulator::wire::nettlp;
+    use emulator::wire::tlp::{self, Completion, Repr};
+    use std::net::{SocketAddrV4, UdpSocket};
+    let addr = support::loopback();
+    let sock = UdpSocket::bind(SocketAddrV4::new(addr, 0x3000)).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let completer = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        // until the requester is done (no request for 2 s)
+        while let Ok((n, src)) = sock.recv_from(&mut buf) {
+            let outer = nettlp::Packet::new_checked(&buf[..n]).unwrap();
+            let Repr::MemRead(req) = Repr::parse(&tlp::Packet::new_checked(outer.payload()).unwrap()).unwrap()
+            else {
+                panic!("not a read")
+            };
+            let (a, len) = req.bytes();
+            let data = pattern(a, len as usize);
+            let dgram = |c: Completion, chunk_addr: u64, chunk_len: usize| {
+                let repr = Repr::Completion(c);
+                let mut d = vec![0u8; 6 + repr.buffer_len()];
+                let mut o = nettlp::Packet::new_unchecked(&mut d[..]);
+                let mut p = tlp::Packet::new_unchecked(o.payload_mut());
+                repr.emit(&mut p);
+                let off = (chunk_addr & 3) as usize;
+                let from = (chunk_addr - a) as usize;
+                p.payload_mut()[off..off + chunk_len].copy_from_slice(&data[from..from + chunk_len]);
+                d
+            };
+            let chunks: Vec<_> = req.completion_chunks(64).collect();
+            let right: Vec<Vec<u8>> = chunks
+                .iter()
+                .map(|ch| dgram(Completion::for_chunk(&req, DeviceId(0), ch), ch.addr, ch.len as usize))
+                .collect();
+            let first = chunks[0];
+            let mut wrong_tag = Completion::for_chunk(&req, DeviceId(0), &first);
+            wrong_tag.tag ^= 0x10;
+            let mut wrong_req = Completion::for_chunk(&req, DeviceId(0), &first);
+            wrong_req.requester = DeviceId(0x9900);
+            let mut wrong_bc = Completion::for_chunk(&req, DeviceId(0), &first);
+            wrong_bc.byte_count += 4;
+            for c in [wrong_tag, wrong_req, wrong_bc] {
+                sock.send_to(&dgram(c, first.addr, first.len as usize), src).unwrap();
+            }
+            sock.send_to(&right[0], src).unwrap();
+            sock.send_to(&right[0], src).unwrap(); // duplicate while the read is pending
+            for d in right.iter().skip(1).rev() {
+                sock.send_to(d, src).unwrap(); // the rest in reverse order
+            }
+        }
+    });
+    let req = requester(addr, "requester=1a:00.0&tags=16&stride=16&mrrs=4096&timeout=1s");
+    for i in 0..20u64 {
+        let a = BASE + i * 1000 + 3;
+        let mut b = vec![0u8; 300];
+        req.read_blocking(PhysAddr(a), &mut b).unwrap();
+        assert_eq!(b, pattern(a, 300), "read {i}");
+    }
+    let s = req.stats();
+    drop(req);
+    completer.join().unwrap();
+    // some reads cross a 4 KiB page and take two requests; each request drew 3 stale
+    // completions and 1 repeat, a duplicate while the request is pending (stale once a
+    // one-chunk request is already complete)
+    assert!(s.requests > 20, "{s}");
+    assert_eq!((s.stale + s.duplicates, s.retries, s.timeouts), (4 * s.requests, 0, 0), "{s}");
+    assert!(s.duplicates >= 20, "{s}");
+}

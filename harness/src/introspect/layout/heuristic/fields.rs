@@ -18,8 +18,11 @@ use crate::introspect::state::{EXIT_DEAD, EXIT_ZOMBIE, PF_KTHREAD, TASK_IDLE, TA
 
 
 const PID_MAX: u32 = 4 << 20;
-const SIGNAL_SPAN: usize = 256;
+/// `struct signal_struct` is about 1 KiB on x86-64 6.1.
+const SIGNAL_SPAN: usize = 1024;
 const MAX_THREADS: usize = 1 << 14;
+/// `PF_IDLE`: the idle task.
+const PF_IDLE: u32 = 0x2;
 /// `TASK_DEAD`.
 const TASK_DEAD: u32 = 0x80;
 
@@ -131,8 +134,13 @@ pub fn infer(found: &Found<'_>) -> Result<Tasks, String> {
             i == 0 || l.base == kthreadd || l.u64(real_parent) == Some(kthreadd)
         })
         .collect();
+    // flags: PF_KTHREAD exactly on kernel threads, PF_IDLE on no listed task but init_task
+    // (which has it on SMP kernels), and no bit 31 (which would make this the upper half of a
+    // kernel pointer).
     let flags = lowest(4, "flags (PF_KTHREAD)", |o| {
-        all.iter().zip(&kthread).all(|(t, &k)| t.u32(o).is_some_and(|f| (f & PF_KTHREAD != 0) == k))
+        all.iter().zip(&kthread).enumerate().all(|(i, (t, &k))| {
+                t.u32(o).is_some_and(|f| (f & PF_KTHREAD != 0) == k && f < 0x8000_0000 && (i == 0 || f & PF_IDLE == 0))
+            })
     })?;
 
     // __state: task states only, init_task running, sleepers and idle kernel threads present.
@@ -337,7 +345,7 @@ fn find_signal(
                 snaps.len() == others.len() && snaps.iter().all(|t| t.u64(real_parent) == l.u64(real_parent) && t.u64(o) == l.u64(o))
             });
             let counted = groups_ok
-                && (0..h).step_by(4).any(|k| {
+                && (0..SIGNAL_SPAN as u64 - 4).step_by(4).filter(|k| !(h..h + 16).contains(k)).any(|k| {
                     leaders.iter().zip(&sizes).all(|(l, &n)| {
                         bodies.get(&l.u64(o).unwrap_or(0)).and_then(|b| Bytes::new(b).u32(k as usize).ok()) == Some(n)
                     })

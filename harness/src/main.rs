@@ -11,6 +11,8 @@ use clap::Parser;
 enum Cli {
     /// List the processes of a machine from its physical memory.
     Ps(cmd_ps::PsArgs),
+    /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
+    Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
     #[command(subcommand)]
     Corpus(harness::lab::cli::CorpusCmd),
@@ -28,6 +30,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse() {
         Cli::Ps(args) => cmd_ps::run(args)?,
+        Cli::Profile(args) => cmd_ps::run_profile(args)?,
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,
     }

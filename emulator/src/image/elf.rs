@@ -4,8 +4,10 @@
 //! Invariants:
 //! - Only the ELF header and the program header table are read at open; every field is
 //!   bounds-checked and every PT_LOAD must lie inside the file.
-//! - Holes between PT_LOADs are unmapped. `p_memsz > p_filesz` (memory that existed but was
-//!   not dumped, e.g. QEMU's `begin`/`length` filter) reads as [`MemError::Unknown`].
+//! - Holes between PT_LOADs are unmapped. Bytes between `p_filesz` and `p_memsz` read as zero,
+//!   as the ELF specification defines (and crash and gdb do). Dump tools use this for pages
+//!   they left out: `makedumpfile -E` for excluded pages (all zero at dump level 1; at higher
+//!   levels also free, cache and user pages, which then read as zero too).
 //! - Overlapping PT_LOADs (a `paging: true` dump maps one physical page once per virtual
 //!   mapping) keep the first bytes seen for each physical address.
 //! - Notes (including VMCOREINFO) are parsed only on request; serving memory never needs them.
@@ -196,7 +198,7 @@ pub fn open(src: Source) -> Result<MappedImage<ElfLayout>, ParseError> {
         let file_end = paddr + filesz;
         pieces.push((Piece { start: PhysAddr(paddr), end: PhysAddr(file_end), loc: Location::Stored(FileOffset(offset)) }, at));
         pieces.push((
-            Piece { start: PhysAddr(file_end), end: PhysAddr(end), loc: Location::Excluded("not included in the ELF core (p_memsz beyond p_filesz)") },
+            Piece { start: PhysAddr(file_end), end: PhysAddr(end), loc: Location::Zero },
             at,
         ));
     }
@@ -206,10 +208,10 @@ pub fn open(src: Source) -> Result<MappedImage<ElfLayout>, ParseError> {
 }
 
 /// Resolve overlapping PT_LOAD parts: among stored parts the lowest start (then file order)
-/// keeps each address; "not dumped" parts only fill what no stored part covers.
+/// keeps each address; zero-filled tails (`p_memsz > p_filesz`) only fill what no stored
+/// part covers.
 fn first_wins(pieces: Vec<(Piece, FileOffset)>) -> Vec<(Piece, FileOffset)> {
-    let (excluded, stored): (Vec<_>, Vec<_>) =
-        pieces.into_iter().partition(|(p, _)| matches!(p.loc, Location::Excluded(_)));
+    let (excluded, stored): (Vec<_>, Vec<_>) = pieces.into_iter().partition(|(p, _)| p.loc == Location::Zero);
     let stored = trim_overlaps(stored);
     let excluded = trim_overlaps(excluded);
     // Subtract the stored coverage from the excluded parts (both sorted and disjoint).
@@ -272,10 +274,10 @@ impl Layout for ElfLayout {
     }
     fn label(&self) -> String {
         format!(
-            "ELF{} {} core{} ({} PT_LOAD)",
+            "ELF{} {} core ({}{} PT_LOAD)",
             self.bits,
             if self.big_endian { "BE" } else { "LE" },
-            if self.flattened { " (flattened)" } else { "" },
+            if self.flattened { "flattened, " } else { "" },
             self.loads
         )
     }
@@ -319,8 +321,8 @@ mod tests {
     }
 
     #[test]
-    fn not_dumped_tails_only_fill_gaps() {
-        let gone = Location::Excluded("gone");
+    fn zero_filled_tails_only_fill_gaps() {
+        let gone = Location::Zero;
         let tail = |s: u64, e: u64| (Piece { start: PhysAddr(s), end: PhysAddr(e), loc: gone }, FileOffset(0));
         // Load A: stored 0..0x1000, not dumped 0x1000..0x5000; load B stored 0x2000..0x3000.
         let mut out: Vec<Piece> =

@@ -42,7 +42,7 @@ use std::str::FromStr;
 use crate::mem::{PhysAddr, PhysMem};
 
 pub use live::Machine;
-pub use reader::MappedImage;
+pub use reader::{ExtentMap, Layout, Location, MappedImage, Piece};
 pub use source::Source;
 
 /// A position in an image file (or, for a flattened kdump, in the file it describes).
@@ -95,6 +95,15 @@ pub enum Format {
 impl Format {
     /// The names `FromStr` accepts, for help texts.
     pub const NAMES: &'static str = "raw, elf, kdump, lime, avml, live (= live:pc), live:q35";
+
+    /// For a CLI with `--format live --machine q35`: a live format takes `machine`'s layout;
+    /// other formats are unchanged.
+    pub fn with_machine(self, machine: Machine) -> Format {
+        match self {
+            Format::Live(_) => Format::Live(machine),
+            other => other,
+        }
+    }
 
     /// Whether this format can be recognised by its magic bytes (all but raw and live).
     pub fn has_magic(self) -> bool {
@@ -280,6 +289,8 @@ mod tests {
         assert_eq!("KDUMP".parse::<Format>().unwrap(), Format::Kdump);
         assert!("qcow2".parse::<Format>().is_err());
         assert!("live:isapc".parse::<Format>().is_err());
+        assert_eq!(Format::Live(Machine::Pc).with_machine(Machine::Q35), Format::Live(Machine::Q35));
+        assert_eq!(Format::Elf.with_machine(Machine::Q35), Format::Elf);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Derived with real tools: `makedumpfile -R` (standard kdump-zlib from the flattened one),
 //! `makedumpfile -l` and `makedumpfile -F -l -d 1` on the (re-laid-out) ELF core (kdump-lzo,
-//! standard and flattened). Derived with test converters (no real producer here): LiME, AVML
+//! standard and flattened), `makedumpfile -F -E` (flattened ELF) and `makedumpfile -E -d 1`
+//! (ELF with zero pages left out as `p_memsz > p_filesz`). Derived with test converters (no real producer here): LiME, AVML
 //! v2 and v1 from the ELF core; kdump-snappy, and kdump-zlib with zero pages excluded at dump
 //! levels 1 and 31, from the standard kdump-zlib (see `convert`). Plus a filtered ELF core
 //! (`begin`/`length`), QEMU's own partial dump.
@@ -31,7 +32,7 @@ use super::pattern;
 use super::qemu::{self, Guest, GuestConfig};
 
 /// Bump when the generated set changes.
-const GENERATOR: &str = "v2";
+const GENERATOR: &str = "v3";
 
 pub const RAM: u64 = 128 << 20;
 /// (seed, guest-physical address, length) of each loaded pattern. The first starts unaligned
@@ -144,6 +145,9 @@ fn generate(dir: &Path, makedumpfile: &Path) -> Result<()> {
     convert::relayout_elf(&dir.join("guest.elf"), &md_elf)?;
     run(Command::new(makedumpfile).args(["-l", "-d", "0"]).arg(&md_elf).arg(dir.join("kdump-lzo")))?;
     run(Command::new(makedumpfile).args(["-F", "-l", "-d", "1"]).arg(&md_elf).stdout(file_out(&dir.join("kdump-lzo-d1.flat"))?))?;
+    // ELF output: flattened, and with zero pages excluded (p_memsz > p_filesz).
+    run(Command::new(makedumpfile).args(["-F", "-E", "-d", "0"]).arg(&md_elf).stdout(file_out(&dir.join("guest-elf.flat"))?))?;
+    run(Command::new(makedumpfile).args(["-E", "-d", "1"]).arg(&md_elf).arg(dir.join("guest-d1.elf")))?;
     std::fs::remove_file(&md_elf)?;
 
     convert::elf_to_lime(&dir.join("guest.elf"), &dir.join("guest.lime"), LimeKind::Lime)?;

@@ -122,6 +122,10 @@ pub enum Case {
     KdumpZeroExcluded,
     /// QEMU ELF core with the begin/length filter: only `dumps::FILTERED`.
     ElfFiltered,
+    /// `makedumpfile -F -E -d 0` of the QEMU ELF core: a flattened ELF core.
+    ElfFlat,
+    /// `makedumpfile -E -d 1`: zero pages left out of the file (`p_memsz > p_filesz`).
+    ElfZeroExcluded,
     /// LiME from the ELF core by the test converter.
     Lime,
     /// AVML v2 (snappy) from the ELF core by the test converter.
@@ -146,6 +150,8 @@ impl Case {
             Case::KdumpSnappy => "kdump-snappy",
             Case::KdumpZeroExcluded => "kdump-zlib-d1",
             Case::ElfFiltered => "guest-filtered.elf",
+            Case::ElfFlat => "guest-elf.flat",
+            Case::ElfZeroExcluded => "guest-d1.elf",
             Case::Lime => "guest.lime",
             Case::Avml => "guest.avml",
             Case::AvmlV1 => "guest-v1.avml",
@@ -157,7 +163,9 @@ impl Case {
     pub fn detected(self) -> Format {
         match self {
             Case::Raw | Case::RawBase | Case::Live => Format::Raw,
-            Case::Elf | Case::ElfFiltered => Format::Elf,
+            Case::Elf | Case::ElfFiltered | Case::ElfZeroExcluded => Format::Elf,
+            // The signature says "flattened"; `open` looks inside and finds the ELF core.
+            Case::ElfFlat => Format::Kdump,
             Case::KdumpZlibFlat
             | Case::KdumpZlib
             | Case::KdumpLzo

@@ -19,7 +19,8 @@ pub struct ScratchDir(pub PathBuf);
 
 impl ScratchDir {
     pub fn new(name: &str) -> ScratchDir {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         ScratchDir(dir)
@@ -96,7 +97,10 @@ impl Truth {
 
 /// The guest-physical ranges a full dump of the test guest holds: RAM and the BIOS ROM.
 pub fn dump_ranges() -> Vec<PhysRange> {
-    vec![PhysRange::new(0, dumps::RAM), PhysRange::new(dumps::BIOS.0, dumps::BIOS.0 + dumps::BIOS.1)]
+    vec![
+        PhysRange::new(0, dumps::RAM),
+        PhysRange::new(dumps::BIOS.0, dumps::BIOS.0 + dumps::BIOS.1),
+    ]
 }
 
 /// One image of the test guest, with how it was made.
@@ -188,7 +192,8 @@ impl Case {
 
     pub fn open(self) -> Box<dyn emulator::mem::PhysMem> {
         let (format, base) = self.open_args();
-        emulator::image::open(&self.file(), format, base).unwrap_or_else(|e| panic!("{self:?}: {e}"))
+        emulator::image::open(&self.file(), format, base)
+            .unwrap_or_else(|e| panic!("{self:?}: {e}"))
     }
 
     /// The ranges it must report exactly; `None` for AVML, whose omitted all-zero blocks are
@@ -196,8 +201,14 @@ impl Case {
     pub fn expected_ranges(self) -> Option<Vec<PhysRange>> {
         match self {
             Case::Raw | Case::Live => Some(vec![PhysRange::new(0, dumps::RAM)]),
-            Case::RawBase => Some(vec![PhysRange::new(dumps::RAW_BASE.0, dumps::RAW_BASE.0 + dumps::RAW_BASE.1)]),
-            Case::ElfFiltered => Some(vec![PhysRange::new(dumps::FILTERED.0, dumps::FILTERED.0 + dumps::FILTERED.1)]),
+            Case::RawBase => Some(vec![PhysRange::new(
+                dumps::RAW_BASE.0,
+                dumps::RAW_BASE.0 + dumps::RAW_BASE.1,
+            )]),
+            Case::ElfFiltered => Some(vec![PhysRange::new(
+                dumps::FILTERED.0,
+                dumps::FILTERED.0 + dumps::FILTERED.1,
+            )]),
             Case::Avml | Case::AvmlV1 => None,
             _ => Some(dump_ranges()),
         }

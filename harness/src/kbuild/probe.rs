@@ -75,7 +75,8 @@ pub(super) fn prepare(tree: &Path, config: &Path) -> Result<PathBuf, KbuildError
     std::fs::write(&dot, &text).map_err(|source| KbuildError::Io { path: dot.clone(), source })?;
     let o = format!("O={}", build.display());
     run_make(tree, &[o.as_str(), "olddefconfig"])?;
-    run_make(tree, &[o.as_str(), "-j2", "modules_prepare"])?;
+    // `prepare`, not `modules_prepare`: the latter does nothing when CONFIG_MODULES is off.
+    run_make(tree, &[o.as_str(), "-j2", "prepare"])?;
     std::fs::write(&stamp, b"").map_err(|source| KbuildError::Io { path: stamp.clone(), source })?;
     Ok(build)
 }

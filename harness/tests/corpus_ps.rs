@@ -50,13 +50,15 @@ fn each_method_where_its_prerequisite_exists(
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
-    #[values(MethodKind::Btf, MethodKind::Thesis)] method: MethodKind,
+    #[values(MethodKind::Btf, MethodKind::Thesis, MethodKind::Heuristic)] method: MethodKind,
 ) {
     let e = entry(name);
     let m = mode(m);
     let has = match method {
         MethodKind::Btf => e.flags.btf,
         MethodKind::Thesis => e.flags.ikconfig,
+        // Needs nothing but tasks in memory.
+        MethodKind::Heuristic => true,
         _ => unreachable!(),
     };
     let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };

@@ -20,5 +20,6 @@
 pub mod capture;
 pub mod image;
 pub mod layers;
+pub mod endpoint;
 pub mod mem;
 pub mod wire;

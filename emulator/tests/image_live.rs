@@ -11,22 +11,22 @@ use emulator::image::{self, Format, Machine};
 use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange};
 use rstest::rstest;
 use serde_json::json;
-use support::pattern;
 use support::qemu::{Guest, GuestConfig};
+use support::{pattern, ScratchDir};
 
 const GIB: u64 = 1 << 30;
 
-fn work_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("live-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn work_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("live-{name}"))
 }
 
 /// A boot sector that counts forever: `cli; mov ax,0x8000; mov ds,ax; l: inc dword [0]; jmp l`,
 /// i.e. increments the 32-bit word at physical 0x80000.
 fn counter_disk(dir: &std::path::Path) -> PathBuf {
     let mut disk = vec![0u8; 1 << 20];
-    let code = [0xfa, 0xb8, 0x00, 0x80, 0x8e, 0xd8, 0x66, 0xff, 0x06, 0x00, 0x00, 0xeb, 0xf9];
+    let code = [
+        0xfa, 0xb8, 0x00, 0x80, 0x8e, 0xd8, 0x66, 0xff, 0x06, 0x00, 0x00, 0xeb, 0xf9,
+    ];
     disk[..code.len()].copy_from_slice(&code);
     disk[510] = 0x55;
     disk[511] = 0xaa;
@@ -51,23 +51,27 @@ fn wait_for_change(img: &dyn PhysMem, from: u32, what: &str) -> u32 {
         if now != from {
             return now;
         }
-        assert!(Instant::now() < deadline, "{what}: the counter at {COUNTER:#x} stayed {from} for 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the counter at {COUNTER:#x} stayed {from} for 120 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 #[test]
 fn a_running_guest_is_served_fresh_from_its_ram_file() {
-    let dir = work_dir("running");
+    let scratch = work_dir("running");
+    let dir = scratch.path();
     let ram = dir.join("ram.live");
     let pat = pattern(42, 1 << 20);
     std::fs::write(dir.join("pattern.bin"), &pat).unwrap();
     let mut cfg = GuestConfig::new("pc", 128);
     cfg.ram_file = Some(ram.clone());
     cfg.loaders.push((dir.join("pattern.bin"), 0x20_0000));
-    cfg.boot_disk = Some(counter_disk(&dir));
+    cfg.boot_disk = Some(counter_disk(dir));
     cfg.paused = false;
-    let mut guest = Guest::start(&cfg, &dir).unwrap();
+    let mut guest = Guest::start(&cfg, dir).unwrap();
 
     let img = image::open(&ram, Some(Format::Live(Machine::Pc)), None).unwrap();
     assert_eq!(img.ranges(), vec![PhysRange::new(0, 128 << 20)]);
@@ -80,13 +84,22 @@ fn a_running_guest_is_served_fresh_from_its_ram_file() {
     guest.qmp.execute("stop", json!({})).unwrap();
     let held = counter(&*img);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(counter(&*img), held, "counter moved while the guest was stopped");
+    assert_eq!(
+        counter(&*img),
+        held,
+        "counter moved while the guest was stopped"
+    );
     let saved = dir.join("pmem.raw");
-    guest.pmemsave(0x10_0000, (128 << 20) - 0x10_0000, &saved).unwrap();
+    guest
+        .pmemsave(0x10_0000, (128 << 20) - 0x10_0000, &saved)
+        .unwrap();
     let truth = std::fs::read(&saved).unwrap();
     let mut mine = vec![0u8; truth.len()];
     img.read_phys(PhysAddr(0x10_0000), &mut mine).unwrap();
-    assert!(mine == truth, "live view of a stopped guest differs from pmemsave");
+    assert!(
+        mine == truth,
+        "live view of a stopped guest differs from pmemsave"
+    );
     let mut loaded = vec![0u8; pat.len()];
     img.read_phys(PhysAddr(0x20_0000), &mut loaded).unwrap();
     assert!(loaded == pat, "loader pattern not at 0x200000");
@@ -95,8 +108,6 @@ fn a_running_guest_is_served_fresh_from_its_ram_file() {
     guest.qmp.execute("cont", json!({})).unwrap();
     let _ = wait_for_change(&*img, held, "resumed");
     guest.quit().unwrap();
-    drop(img);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Guests whose RAM does or does not fit below the PCI hole, on both machine types.
@@ -105,8 +116,14 @@ fn a_running_guest_is_served_fresh_from_its_ram_file() {
 #[case::pc_3_25g_stays_low("pc", Machine::Pc, 3 * GIB + GIB / 4, 3 * GIB + GIB / 4)]
 #[case::q35_3g_splits_at_2g("q35", Machine::Q35, 3 * GIB, 2 * GIB)]
 #[case::q35_2_5g_stays_low("q35", Machine::Q35, 2 * GIB + GIB / 2, 2 * GIB + GIB / 2)]
-fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machine: Machine, #[case] ram: u64, #[case] below: u64) {
-    let dir = work_dir(&format!("{qemu_machine}-{}", ram >> 20));
+fn the_ram_split_matches_qemus(
+    #[case] qemu_machine: &'static str,
+    #[case] machine: Machine,
+    #[case] ram: u64,
+    #[case] below: u64,
+) {
+    let scratch = work_dir(&format!("{qemu_machine}-{}", ram >> 20));
+    let dir = scratch.path();
     let above = ram - below;
     const N: usize = 8192;
     // Patterns at the last bytes below the split, and the first and last bytes above 4 GiB.
@@ -123,7 +140,7 @@ fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machi
         std::fs::write(&f, pattern(seed, N)).unwrap();
         cfg.loaders.push((f, addr));
     }
-    let mut guest = Guest::start(&cfg, &dir).unwrap();
+    let mut guest = Guest::start(&cfg, dir).unwrap();
 
     let img = image::open(&ram_file, Some(Format::Live(machine)), None).unwrap();
     let mut expected = vec![PhysRange::new(0, below)];
@@ -137,21 +154,33 @@ fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machi
         assert!(buf == pattern(seed, N), "pattern {seed} not at {addr:#x}");
         let saved = dir.join(format!("pmem-{seed}.raw"));
         guest.pmemsave(addr, N as u64, &saved).unwrap();
-        assert!(buf == std::fs::read(&saved).unwrap(), "live view differs from pmemsave at {addr:#x}");
+        assert!(
+            buf == std::fs::read(&saved).unwrap(),
+            "live view differs from pmemsave at {addr:#x}"
+        );
     }
     // The first byte past low RAM is unmapped, and so is the gap below 4 GiB.
     let mut two = [0u8; 2];
-    assert!(matches!(img.read_phys(PhysAddr(below - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(below)));
+    assert!(
+        matches!(img.read_phys(PhysAddr(below - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(below))
+    );
     if above > 0 {
-        assert!(matches!(img.read_phys(PhysAddr(4 * GIB - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(4 * GIB - 1)));
+        assert!(
+            matches!(img.read_phys(PhysAddr(4 * GIB - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(4 * GIB - 1))
+        );
         // Read with the other machine's layout, the high pattern is not at 4 GiB.
-        let other = if machine == Machine::Pc { Machine::Q35 } else { Machine::Pc };
+        let other = if machine == Machine::Pc {
+            Machine::Q35
+        } else {
+            Machine::Pc
+        };
         let wrong = image::open(&ram_file, Some(Format::Live(other)), None).unwrap();
         let mut buf = vec![0u8; N];
         let found = wrong.read_phys(PhysAddr(4 * GIB), &mut buf).is_ok() && buf == pattern(2, N);
-        assert!(!found, "the {other} layout should not place this {qemu_machine} guest's RAM the same way");
+        assert!(
+            !found,
+            "the {other} layout should not place this {qemu_machine} guest's RAM the same way"
+        );
     }
     guest.quit().unwrap();
-    drop(img);
-    let _ = std::fs::remove_dir_all(&dir);
 }

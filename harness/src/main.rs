@@ -5,6 +5,8 @@ mod cmd_ps;
 use anyhow::Result;
 use clap::Parser;
 
+mod dma_cmd;
+
 /// Agentless Linux introspection over NetTLP DMA.
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
@@ -16,6 +18,9 @@ enum Cli {
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
     #[command(subcommand)]
     Corpus(harness::lab::cli::CorpusCmd),
+    /// Read physical memory over NetTLP; wire benchmarks.
+    #[command(subcommand)]
+    Dma(dma_cmd::DmaCmd),
     /// A live lab guest for serving over NetTLP.
     #[command(subcommand)]
     Lab(harness::lab::cli::LabCmd),
@@ -33,6 +38,7 @@ fn main() -> Result<()> {
         Cli::Profile(args) => cmd_ps::run_profile(args)?,
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,
+        Cli::Dma(c) => dma_cmd::dma(c)?,
     }
     Ok(())
 }

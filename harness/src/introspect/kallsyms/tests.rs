@@ -93,7 +93,8 @@ fn locate_and_decode() {
         let k = Kallsyms::load(&t.mem, loc).unwrap();
         assert_eq!(k.has_seqs_of_names, seqs);
         assert_eq!((k.markers, k.token_table, k.token_index), (PhysAddr(t.markers), PhysAddr(t.token_table), PhysAddr(t.token_index)));
-        assert_eq!(k.symbols[699], SymbolName { kind: 'T', name: "sym_699".into() });
+        assert_eq!(k.symbol(699), Some(SymbolName { kind: 'T', name: "sym_699" }));
+        assert_eq!(k.len(), 700);
         assert_eq!(k.addresses(&t.mem, &["sym_0", "sym_300"]).unwrap(), vec![KVirt(BASE), KVirt(BASE + 16 * 300)]);
         assert!(matches!(k.addresses(&t.mem, &["nope"]), Err(KallsymsError::NoSymbol { .. })));
         assert_eq!(k.all(&t.mem).unwrap().len(), 700);

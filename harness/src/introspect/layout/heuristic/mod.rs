@@ -10,16 +10,16 @@
 //! |------------------|-----------------------------------------------------------------------|
 //! | init_task, comm  | "swapper[/0]" in `.data`; the image pointer found ≥ 3 times just before it is init_task itself (`real_parent`, `parent`, `group_leader`) |
 //! | tasks            | the list_head in init_task whose ring, every node minus the offset, lands on tasks with valid names |
-//! | pid, tgid        | 0 in init_task, 1, 2, then increasing along the task list; threads share tgid |
+//! | pid, tgid        | 0 in init_task, 1, 2, then distinct and (up to SMP fork races) increasing along the task list; threads share tgid |
 //! | real_parent      | init_task for pids 1 and 2, a listed task for everyone                |
-//! | signal + thread lists | a per-process pointer whose `thread_head` leads back to the task's `thread_node` |
-//! | flags            | `PF_KTHREAD` set exactly for init_task, kthreadd and kthreadd's children |
+//! | signal + thread lists | a per-process pointer whose `thread_head` ring holds the task first, closes, shares parent and signal, and is counted by a `nr_threads`; of several, the one holding the most threads |
+//! | flags            | `PF_KTHREAD` set exactly for init_task, kthreadd and kthreadd's children; no pointer halves |
 //! | __state          | task states only (`S`, `I`, ...), init_task running                  |
 //! | exit_state       | `EXIT_ZOMBIE` exactly on tasks in `TASK_DEAD` (needs a zombie)        |
-//! | start_boottime   | 0 in init_task, non-decreasing in creation order, threads after leaders |
+//! | start_boottime   | 0 in init_task, (mostly) non-decreasing in creation order, threads after leaders, children after parents |
 //! | mm + mm_struct   | NULL for kernel threads, shared by threads; `pgd` a page whose kernel half all processes share; `arg_end == env_start` |
-//! | real_cred, uid   | kernel threads share init_task's cred; ids 0 in `init_cred`           |
-//! | worker_private   | a distinct pointer for each kernel thread, NULL for user tasks        |
+//! | real_cred, uid   | a per-task pointer (init_cred in the image for init_task) to structs holding CAP_FULL_SET; uid 0 in `init_cred`, the id pattern or the largest class of equal ids |
+//! | worker_private   | a distinct pointer for each kernel thread, NULL for user tasks; the one through which workqueue workers resolve |
 //!
 //! Limits (inherent, documented rather than guessed around): `real_parent` vs `parent` and
 //! `start_time` vs `start_boottime` are told apart only by declaration order, which RANDSTRUCT

@@ -17,4 +17,9 @@
 //! a dump file, a live guest, a replayed capture and the DMA requester all implement
 //! [`mem::PhysMem`], so an analysis runs unchanged against any of them.
 
+pub mod capture;
+pub mod image;
+pub mod layers;
+pub mod endpoint;
 pub mod mem;
+pub mod wire;

@@ -1,5 +1,99 @@
-//! `experiments`: drivers that measure the workbench and write `results/*.csv`.
+//! `experiments`: runs the evaluation and writes `results/<name>.csv`.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("no experiments yet: see issue 5")
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressDrawTarget};
+
+use experiments::{hw_reference, provenance, registry, summary, Context};
+
+#[derive(Parser)]
+#[command(about = "Runs the netdma evaluation and writes results/<name>.csv")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run experiments: `all`, experiment names, or module names (e.g. `wire`).
+    Run {
+        #[arg(required = true, value_name = "all | NAME")]
+        names: Vec<String>,
+        /// Smaller inputs and fewer repetitions (the whole chain in minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Repository root (default: the git checkout containing the current directory).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Results directory (default: <repo>/results).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// NetTLP hardware tlpperf outputs (default: <repo>/../shared/reference/nettlp-hw-tlpperf).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
+    /// List the experiments, available and pending.
+    List,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::List => {
+            for e in registry::available() {
+                println!(
+                    "{:<18} module {:<8} writes results/{}.csv",
+                    e.name(),
+                    e.module(),
+                    e.name()
+                );
+            }
+            for (name, needs) in registry::PENDING {
+                println!("{name:<18} pending: needs {needs}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            names,
+            quick,
+            repo,
+            results,
+            reference,
+        } => {
+            let selected = registry::select(&names)?;
+            let cwd = std::env::current_dir().context("current directory")?;
+            let repo = match repo {
+                Some(r) => r,
+                None => provenance::repo_root(&cwd).context("finding the repository root (pass --repo)")?,
+            };
+            let ctx = Context {
+                results_dir: results.unwrap_or_else(|| repo.join("results")),
+                hw_reference: reference.unwrap_or_else(|| repo.join(hw_reference::DEFAULT_RELATIVE)),
+                repo,
+                quick,
+            };
+            let git_rev = provenance::git_rev(&ctx.repo)?;
+            let progress = MultiProgress::new();
+            if !std::io::stderr().is_terminal() {
+                progress.set_draw_target(ProgressDrawTarget::hidden());
+            }
+            let outcomes: Vec<_> = selected.iter().map(|e| e.execute(&ctx, &git_rev, &progress)).collect();
+            print!("{}", summary::table(&outcomes, &cwd));
+            Ok(if outcomes.iter().all(|o| o.succeeded()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
 }

@@ -3,11 +3,11 @@
 //!
 //! Needs the corpus: `cargo run --release -p harness -- corpus build` (scripts/test runs it).
 
-mod common;
+mod labsupport;
 
 use std::collections::{BTreeSet, HashMap};
 
-use common::{entry, place_kernel, system_map, walk_tasks, ElfDump, BUILD_HINT};
+use labsupport::{entry, place_kernel, system_map, walk_tasks, ElfDump, BUILD_HINT};
 use harness::kbuild::Layout;
 use harness::lab::corpus::{Corpus, DumpFormat, Flags, Mode};
 use harness::lab::recipe::default_corpus;

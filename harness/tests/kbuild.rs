@@ -2,9 +2,9 @@
 //! layout method does with a config recovered from memory) reproduces the layout measured in that
 //! kernel's own build directory.
 
-mod common;
+mod labsupport;
 
-use common::{entry, BUILD_HINT};
+use labsupport::{entry, BUILD_HINT};
 use harness::kbuild::{analysis_fields, offsets};
 use harness::lab::cache::Cache;
 use rstest::rstest;

@@ -1,0 +1,32 @@
+//! The evaluation of the workbench: experiments that measure it and write `results/*.csv`.
+//!
+//! ```text
+//!   experiments run NAME... (main.rs, clap)
+//!        │
+//!   registry   names → experiments (available now, or pending with what they wait for)
+//!        │
+//!   driver     plan → run → rewrite results/<name>.csv after every run → Outcome → summary
+//!        │            │
+//!        │       experiment::Experiment   one module per experiment (wire, ...), rows as serde structs
+//!        │            │
+//!        │       wire ── hw_reference ── tlpperf   (published NetTLP hardware runs)
+//!        │
+//!   results    CSV exporter/reader (schema = row fields + git_rev,date_utc,quick)
+//!   provenance git revision and UTC date;  schema: column names from serde
+//! ```
+//!
+//! `paper-figures` reads the CSV files through [`results::read`] with the row types defined
+//! here, so a figure and the experiment that feeds it cannot disagree about a column.
+
+pub mod driver;
+pub mod experiment;
+pub mod hw_reference;
+pub mod provenance;
+pub mod registry;
+pub mod results;
+pub mod schema;
+pub mod summary;
+pub mod tlpperf;
+pub mod wire;
+
+pub use experiment::{Context, Experiment, RunError};

@@ -1,0 +1,108 @@
+//! The experiments this build can run, and the ones the evaluation plans that still wait for
+//! other parts of the workbench.
+//!
+//! Invariant: a name on the command line selects exactly the experiments whose name or module
+//! it equals (`all` selects every available one); a name of a planned but unavailable
+//! experiment is an error that says what it waits for, never an empty success.
+
+use crate::driver::Runnable;
+use crate::wire::{WireLatency, WireThroughput};
+
+/// Every experiment available in this build, in the order `all` runs them.
+pub fn available() -> Vec<Box<dyn Runnable>> {
+    vec![Box::new(WireLatency), Box::new(WireThroughput)]
+}
+
+/// Experiments of the evaluation (issue 5) not in this build yet, with what they wait for.
+pub const PENDING: &[(&str, &str)] = &[
+    (
+        "config-matrix",
+        "harness::introspect (issue 4) and the corpus of harness::lab (issue 3)",
+    ),
+    (
+        "panic",
+        "the running and panicked corpus dumps (issue 3) and harness::introspect (issue 4)",
+    ),
+    ("timing", "harness::introspect's per-phase statistics (issue 4)"),
+    (
+        "scaling",
+        "harness::lab's scaled workload (issue 3) and harness::introspect (issue 4)",
+    ),
+    (
+        "faults",
+        "emulator serve --fault (issue 2), harness::dma (issue 2) and harness::introspect (issue 4)",
+    ),
+    (
+        "wire-emulator",
+        "emulator serve and harness::dma (issue 2); adds emulator rows to wire-latency and wire-throughput",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("experiment `{name}` is not in this build yet: it needs {needs}")]
+    Pending { name: String, needs: &'static str },
+    #[error("unknown experiment `{name}`; known: all, {known}")]
+    Unknown { name: String, known: String },
+}
+
+/// The experiments selected by `names` (names or module names, or `all`), without repeats,
+/// in registry order.
+pub fn select(names: &[String]) -> Result<Vec<Box<dyn Runnable>>, SelectError> {
+    let all = available();
+    let mut chosen = vec![false; all.len()];
+    for name in names {
+        if name == "all" {
+            chosen.iter_mut().for_each(|c| *c = true);
+            continue;
+        }
+        let mut hit = false;
+        for (c, e) in chosen.iter_mut().zip(&all) {
+            if e.name() == name || e.module() == name {
+                *c = true;
+                hit = true;
+            }
+        }
+        if hit {
+            continue;
+        }
+        if let Some((_, needs)) = PENDING.iter().find(|(n, _)| n == name) {
+            return Err(SelectError::Pending {
+                name: name.clone(),
+                needs,
+            });
+        }
+        let known = all.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ");
+        return Err(SelectError::Unknown {
+            name: name.clone(),
+            known,
+        });
+    }
+    Ok(all
+        .into_iter()
+        .zip(chosen)
+        .filter_map(|(e, c)| c.then_some(e))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(sel: &[&str]) -> Vec<&'static str> {
+        let sel: Vec<String> = sel.iter().map(|s| s.to_string()).collect();
+        select(&sel).unwrap().iter().map(|e| e.name()).collect()
+    }
+
+    #[test]
+    fn selection() {
+        assert_eq!(names(&["wire"]), ["wire-latency", "wire-throughput"]);
+        assert_eq!(
+            names(&["wire-throughput", "wire-latency"]),
+            ["wire-latency", "wire-throughput"]
+        );
+        assert_eq!(names(&["all", "wire"]).len(), available().len());
+        assert!(matches!(select(&["panic".into()]), Err(SelectError::Pending { .. })));
+        assert!(matches!(select(&["nope".into()]), Err(SelectError::Unknown { .. })));
+    }
+}

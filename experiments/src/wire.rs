@@ -1,0 +1,426 @@
+//! The `wire` experiments: DMA read latency and throughput against transfer size, for the real
+//! NetTLP adapter (published tlpperf runs) and, once the requester lands, for the emulator over
+//! loopback, blocking and pipelined. Both sources share one row schema per measure, told apart
+//! by the `source` column.
+//!
+//! Invariant: every row is derived from a measurement — a parsed tlpperf line or a timed read —
+//! and nothing else; the conversions ([`latency_rows`], [`throughput_rows`]) are pure and
+//! lossless at the stated resolution.
+//!
+//! ```text
+//! results/wire-latency.csv     source,pattern,size_bytes,cpus,inflight_per_cpu,
+//!                              latency_us,resolution_us,reads,cumulative_fraction, + stamp
+//! results/wire-throughput.csv  source,pattern,size_bytes,cpus,inflight_per_cpu,
+//!                              elapsed_s,interval_s,throughput_gbps,reads_per_s, + stamp
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::{Context, Experiment, RunError};
+use crate::hw_reference::{self, Kind, RefName};
+pub use crate::tlpperf::Pattern;
+
+/// Who served the reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The real NetTLP adapter (published tlpperf outputs; libtlp's blocking `dma_read`).
+    NettlpHw,
+    /// `emulator serve` over loopback, read by `harness::dma` one read at a time per thread.
+    EmulatorBlocking,
+    /// `emulator serve` over loopback, read by `harness::dma` with many tags in flight.
+    EmulatorPipelined,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::NettlpHw => "nettlp-hw",
+            Source::EmulatorBlocking => "emulator-blocking",
+            Source::EmulatorPipelined => "emulator-pipelined",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The configuration a measurement was taken under; the leading columns of both row types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Setup {
+    pub source: Source,
+    pub pattern: Pattern,
+    /// Bytes requested per transfer (tlpperf `-L`).
+    pub size_bytes: u64,
+    /// Requester threads, one per CPU.
+    pub cpus: u32,
+    /// Reads outstanding per thread at once (1 = blocking).
+    pub inflight_per_cpu: u32,
+}
+
+/// One step of a latency distribution: `reads` reads took `latency_us` (to `resolution_us`),
+/// and `cumulative_fraction` of all reads of this setup took at most that long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyRow {
+    pub source: Source,
+    pub pattern: Pattern,
+    pub size_bytes: u64,
+    pub cpus: u32,
+    pub inflight_per_cpu: u32,
+    pub latency_us: f64,
+    pub resolution_us: f64,
+    pub reads: u64,
+    pub cumulative_fraction: f64,
+}
+
+impl LatencyRow {
+    pub fn setup(&self) -> Setup {
+        Setup {
+            source: self.source,
+            pattern: self.pattern,
+            size_bytes: self.size_bytes,
+            cpus: self.cpus,
+            inflight_per_cpu: self.inflight_per_cpu,
+        }
+    }
+}
+
+/// Totals over all threads for one interval of a throughput run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputRow {
+    pub source: Source,
+    pub pattern: Pattern,
+    pub size_bytes: u64,
+    pub cpus: u32,
+    pub inflight_per_cpu: u32,
+    /// End of the interval, seconds since the run started.
+    pub elapsed_s: f64,
+    pub interval_s: f64,
+    /// Payload bits returned per second, / 1e9.
+    pub throughput_gbps: f64,
+    /// Completed read calls per second (tlpperf's `tps`).
+    pub reads_per_s: f64,
+}
+
+impl ThroughputRow {
+    pub fn setup(&self) -> Setup {
+        Setup {
+            source: self.source,
+            pattern: self.pattern,
+            size_bytes: self.size_bytes,
+            cpus: self.cpus,
+            inflight_per_cpu: self.inflight_per_cpu,
+        }
+    }
+}
+
+/// The distribution of `samples` (latencies in units of `resolution_us`) as rows, one per
+/// distinct value, ascending. Pure and exact.
+pub fn latency_rows(setup: Setup, resolution_us: f64, samples: impl IntoIterator<Item = u64>) -> Vec<LatencyRow> {
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    for s in samples {
+        *counts.entry(s).or_default() += 1;
+    }
+    let total: u64 = counts.values().sum();
+    let mut seen = 0u64;
+    counts
+        .into_iter()
+        .map(|(units, reads)| {
+            seen += reads;
+            LatencyRow {
+                source: setup.source,
+                pattern: setup.pattern,
+                size_bytes: setup.size_bytes,
+                cpus: setup.cpus,
+                inflight_per_cpu: setup.inflight_per_cpu,
+                latency_us: units as f64 * resolution_us,
+                resolution_us,
+                reads,
+                cumulative_fraction: seen as f64 / total as f64,
+            }
+        })
+        .collect()
+}
+
+/// Per-interval counters (end time s, interval s, payload bits, read calls) as rows. Pure.
+pub fn throughput_rows(setup: Setup, intervals: impl IntoIterator<Item = (f64, f64, u64, u64)>) -> Vec<ThroughputRow> {
+    intervals
+        .into_iter()
+        .filter(|&(_, interval_s, _, _)| interval_s > 0.0)
+        .map(|(elapsed_s, interval_s, bits, calls)| ThroughputRow {
+            source: setup.source,
+            pattern: setup.pattern,
+            size_bytes: setup.size_bytes,
+            cpus: setup.cpus,
+            inflight_per_cpu: setup.inflight_per_cpu,
+            elapsed_s,
+            interval_s,
+            throughput_gbps: bits as f64 / interval_s / 1e9,
+            reads_per_s: calls as f64 / interval_s,
+        })
+        .collect()
+}
+
+/// The latency (µs) below which fraction `q` of the reads of one setup fall: the smallest
+/// `latency_us` whose cumulative fraction reaches `q`. `rows` must be one setup, ascending.
+pub fn latency_quantile(rows: &[&LatencyRow], q: f64) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.cumulative_fraction >= q - 1e-12)
+        .map(|r| r.latency_us)
+}
+
+/// The median, minimum and maximum of per-interval throughput for one setup.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ThroughputSummary {
+    pub setup: Setup,
+    pub intervals: usize,
+    pub median_gbps: f64,
+    pub min_gbps: f64,
+    pub max_gbps: f64,
+    pub median_reads_per_s: f64,
+}
+
+/// Groups rows by setup and summarises each group (ordered by setup).
+pub fn summarize_throughput(rows: &[ThroughputRow]) -> Vec<ThroughputSummary> {
+    let mut groups: BTreeMap<Setup, Vec<&ThroughputRow>> = BTreeMap::new();
+    for r in rows {
+        groups.entry(r.setup()).or_default().push(r);
+    }
+    groups
+        .into_iter()
+        .map(|(setup, rs)| {
+            let gbps: Vec<f64> = rs.iter().map(|r| r.throughput_gbps).collect();
+            let rps: Vec<f64> = rs.iter().map(|r| r.reads_per_s).collect();
+            ThroughputSummary {
+                setup,
+                intervals: rs.len(),
+                median_gbps: median(&gbps),
+                min_gbps: gbps.iter().copied().fold(f64::INFINITY, f64::min),
+                max_gbps: gbps.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                median_reads_per_s: median(&rps),
+            }
+        })
+        .collect()
+}
+
+/// Groups latency rows by setup, each group ascending by latency.
+pub fn group_latency(rows: &[LatencyRow]) -> BTreeMap<Setup, Vec<&LatencyRow>> {
+    let mut groups: BTreeMap<Setup, Vec<&LatencyRow>> = BTreeMap::new();
+    for r in rows {
+        groups.entry(r.setup()).or_default().push(r);
+    }
+    for g in groups.values_mut() {
+        g.sort_by(|a, b| a.latency_us.total_cmp(&b.latency_us));
+    }
+    groups
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One unit of work of a wire experiment.
+#[derive(Clone, Debug)]
+pub enum WireRun {
+    /// Convert one published tlpperf output.
+    Hardware { name: RefName, path: PathBuf },
+}
+
+impl fmt::Display for WireRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireRun::Hardware { name, .. } => {
+                write!(
+                    f,
+                    "nettlp-hw {} {} B x{} cpu",
+                    name.pattern, name.dma_len_bytes, name.cpus
+                )
+            }
+        }
+    }
+}
+
+fn hw_setup(name: &RefName) -> Setup {
+    Setup {
+        source: Source::NettlpHw,
+        pattern: name.pattern,
+        size_bytes: name.dma_len_bytes,
+        cpus: name.cpus,
+        // tlpperf threads call libtlp's blocking dma_read: one read in flight each.
+        inflight_per_cpu: 1,
+    }
+}
+
+fn hw_plan(ctx: &Context, kind: Kind) -> Result<Vec<WireRun>, RunError> {
+    Ok(hw_reference::list(&ctx.hw_reference, kind)?
+        .into_iter()
+        .map(|(name, path)| WireRun::Hardware { name, path })
+        .collect())
+}
+
+/// Read latency distributions: `results/wire-latency.csv`.
+pub struct WireLatency;
+
+impl Experiment for WireLatency {
+    type Row = LatencyRow;
+    type Run = WireRun;
+
+    fn name(&self) -> &'static str {
+        "wire-latency"
+    }
+    fn module(&self) -> &'static str {
+        "wire"
+    }
+    fn plan(&self, ctx: &Context) -> Result<Vec<WireRun>, RunError> {
+        hw_plan(ctx, Kind::Latency)
+    }
+    fn run(&self, _ctx: &Context, run: &WireRun) -> Result<Vec<LatencyRow>, RunError> {
+        match run {
+            WireRun::Hardware { name, path } => {
+                let file = hw_reference::load(Kind::Latency, *name, path)?;
+                // tlpperf measures with gettimeofday and prints whole microseconds.
+                Ok(latency_rows(
+                    hw_setup(name),
+                    1.0,
+                    file.run.latencies.iter().map(|s| s.usec),
+                ))
+            }
+        }
+    }
+    fn headline(&self, rows: &[LatencyRow]) -> Vec<String> {
+        // (source, pattern, cpus, in flight) → [(size, p50, p99)]
+        type BySource = BTreeMap<(Source, Pattern, u32, u32), Vec<(u64, f64, f64)>>;
+        let mut by_source = BySource::new();
+        for (setup, group) in group_latency(rows) {
+            let (Some(p50), Some(p99)) = (latency_quantile(&group, 0.5), latency_quantile(&group, 0.99)) else {
+                continue;
+            };
+            by_source
+                .entry((setup.source, setup.pattern, setup.cpus, setup.inflight_per_cpu))
+                .or_default()
+                .push((setup.size_bytes, p50, p99));
+        }
+        by_source
+            .into_iter()
+            .map(|((source, pattern, cpus, inflight), v)| {
+                let range = |f: fn(&(u64, f64, f64)) -> f64| {
+                    let lo = v.iter().map(f).fold(f64::INFINITY, f64::min);
+                    let hi = v.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+                    if lo == hi {
+                        format!("{lo}")
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                };
+                let sizes = (
+                    v.iter().map(|x| x.0).min().unwrap_or(0),
+                    v.iter().map(|x| x.0).max().unwrap_or(0),
+                );
+                format!(
+                    "{source} {pattern} x{cpus} cpu, {inflight} in flight: median {} us, p99 {} us over {}-{} B",
+                    range(|x| x.1),
+                    range(|x| x.2),
+                    sizes.0,
+                    sizes.1
+                )
+            })
+            .collect()
+    }
+}
+
+/// Read throughput per second: `results/wire-throughput.csv`.
+pub struct WireThroughput;
+
+impl Experiment for WireThroughput {
+    type Row = ThroughputRow;
+    type Run = WireRun;
+
+    fn name(&self) -> &'static str {
+        "wire-throughput"
+    }
+    fn module(&self) -> &'static str {
+        "wire"
+    }
+    fn plan(&self, ctx: &Context) -> Result<Vec<WireRun>, RunError> {
+        hw_plan(ctx, Kind::Throughput)
+    }
+    fn run(&self, _ctx: &Context, run: &WireRun) -> Result<Vec<ThroughputRow>, RunError> {
+        match run {
+            WireRun::Hardware { name, path } => {
+                let file = hw_reference::load(Kind::Throughput, *name, path)?;
+                // tlpperf's count thread sleeps 1 s between samples of the counters.
+                Ok(throughput_rows(
+                    hw_setup(name),
+                    file.run.seconds.iter().map(|s| (s.second as f64, 1.0, s.bits, s.calls)),
+                ))
+            }
+        }
+    }
+    fn headline(&self, rows: &[ThroughputRow]) -> Vec<String> {
+        summarize_throughput(rows)
+            .into_iter()
+            .filter(|s| s.setup.size_bytes == 512)
+            .map(|s| {
+                format!(
+                    "{} {} {} B x{} cpu: {:.3} Gbps, {:.0} reads/s (median of {} s, range {:.3}-{:.3})",
+                    s.setup.source,
+                    s.setup.pattern,
+                    s.setup.size_bytes,
+                    s.setup.cpus,
+                    s.median_gbps,
+                    s.median_reads_per_s,
+                    s.intervals,
+                    s.min_gbps,
+                    s.max_gbps
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETUP: Setup = Setup {
+        source: Source::NettlpHw,
+        pattern: Pattern::Fix,
+        size_bytes: 64,
+        cpus: 1,
+        inflight_per_cpu: 1,
+    };
+
+    #[test]
+    fn histogram_is_exact() {
+        let rows = latency_rows(SETUP, 1.0, [12, 11, 12, 24, 12]);
+        let got: Vec<(f64, u64, f64)> = rows
+            .iter()
+            .map(|r| (r.latency_us, r.reads, r.cumulative_fraction))
+            .collect();
+        assert_eq!(got, vec![(11.0, 1, 0.2), (12.0, 3, 0.8), (24.0, 1, 1.0)]);
+        let refs: Vec<&LatencyRow> = rows.iter().collect();
+        assert_eq!(latency_quantile(&refs, 0.5), Some(12.0));
+        assert_eq!(latency_quantile(&refs, 1.0), Some(24.0));
+    }
+
+    #[test]
+    fn throughput_units() {
+        let rows = throughput_rows(SETUP, [(1.0, 1.0, 3_587_592_192, 875_877), (2.0, 0.0, 1, 1)]);
+        assert_eq!(rows.len(), 1, "zero-length intervals are dropped");
+        assert_eq!(rows[0].throughput_gbps, 3.587592192);
+        assert_eq!(rows[0].reads_per_s, 875_877.0);
+    }
+}

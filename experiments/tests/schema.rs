@@ -1,0 +1,66 @@
+//! The CSV schema of each experiment, and the exporter's bytes for real hardware rows, pinned.
+
+use std::path::PathBuf;
+
+use experiments::results::{self, Stamp};
+use experiments::wire::{LatencyRow, ThroughputRow, WireLatency, WireThroughput};
+use experiments::{hw_reference, Context, Experiment};
+
+fn context() -> Context {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    Context {
+        hw_reference: repo.join(hw_reference::DEFAULT_RELATIVE),
+        results_dir: repo.join("results"),
+        repo,
+        quick: false,
+    }
+}
+
+fn stamp() -> Stamp {
+    Stamp {
+        git_rev: "0123abc".into(),
+        date_utc: "2026-01-01T00:00:00Z".into(),
+        quick: false,
+    }
+}
+
+#[test]
+fn wire_latency_schema() {
+    insta::assert_snapshot!(
+        "wire_latency_columns",
+        results::columns::<LatencyRow>().unwrap().join(",")
+    );
+    let ctx = context();
+    let runs = WireLatency.plan(&ctx).unwrap();
+    // The smallest read size, as the exporter writes it.
+    let rows: Vec<_> = WireLatency
+        .run(&ctx, &runs[0])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r, stamp()))
+        .collect();
+    insta::assert_snapshot!(
+        "wire_latency_csv_1_byte",
+        String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
+    );
+}
+
+#[test]
+fn wire_throughput_schema() {
+    insta::assert_snapshot!(
+        "wire_throughput_columns",
+        results::columns::<ThroughputRow>().unwrap().join(",")
+    );
+    let ctx = context();
+    let runs = WireThroughput.plan(&ctx).unwrap();
+    let rows: Vec<_> = WireThroughput
+        .run(&ctx, &runs[0])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r, stamp()))
+        .collect();
+    insta::assert_snapshot!(
+        "wire_throughput_csv_fix_1_byte_1_cpu",
+        String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
+    );
+}

@@ -1,0 +1,305 @@
+//! BTF (BPF Type Format), the kernel's own compact type information, parsed from the `.BTF`
+//! blob found in memory.
+//!
+//! Layout: a header (magic 0xeB9F, version 1, `hdr_len`, then type and string sections as
+//! offsets from the end of the header), a type section of variable-length records numbered
+//! from 1, and a string section of NUL-terminated names.
+//!
+//! Invariant: [`Btf::parse`] validates the header (magic, version, sections inside the blob,
+//! not overlapping the header) and indexes every type record or fails naming the offset of the
+//! first bad one; the index is bounded by `type_len / 12`. Lookups never panic; recursive
+//! walks (anonymous members, typedef chains) stop at a fixed depth.
+
+pub mod types;
+
+use std::collections::HashMap;
+
+use super::bytes::Bytes;
+pub use types::{Kind, Member, Type, TypeId};
+
+pub const MAGIC: u16 = 0xeb9f;
+const MAX_DEPTH: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BtfError {
+    #[error("BTF header: {0}")]
+    Header(String),
+    #[error("BTF type {id} at type-section offset {offset:#x}: {reason}")]
+    Type { id: TypeId, offset: usize, reason: String },
+    #[error("BTF string at offset {offset:#x}: {reason}")]
+    Str { offset: u32, reason: String },
+    #[error("BTF type id {id} does not exist ({count} types)")]
+    NoType { id: TypeId, count: usize },
+    #[error("BTF: {0}")]
+    Lookup(String),
+}
+
+/// The parsed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Header {
+    pub version: u8,
+    pub flags: u8,
+    pub hdr_len: u32,
+    pub type_off: u32,
+    pub type_len: u32,
+    pub str_off: u32,
+    pub str_len: u32,
+}
+
+impl Header {
+    /// Parse and validate a header at the start of `data`; returns it and the total blob size
+    /// it implies.
+    pub fn parse(data: &[u8]) -> Result<(Header, usize), BtfError> {
+        let b = Bytes::new(data);
+        let e = |r: &str| BtfError::Header(r.to_owned());
+        let magic = b.u16(0).map_err(|_| e("too short"))?;
+        if magic != MAGIC {
+            return Err(e(&format!("bad magic {magic:#06x}")));
+        }
+        let h = Header {
+            version: b.u8(2).map_err(|_| e("too short"))?,
+            flags: b.u8(3).map_err(|_| e("too short"))?,
+            hdr_len: b.u32(4).map_err(|_| e("too short"))?,
+            type_off: b.u32(8).map_err(|_| e("too short"))?,
+            type_len: b.u32(12).map_err(|_| e("too short"))?,
+            str_off: b.u32(16).map_err(|_| e("too short"))?,
+            str_len: b.u32(20).map_err(|_| e("too short"))?,
+        };
+        if h.version != 1 {
+            return Err(e(&format!("unsupported version {}", h.version)));
+        }
+        if h.hdr_len < 24 || h.hdr_len > 256 {
+            return Err(e(&format!("implausible hdr_len {}", h.hdr_len)));
+        }
+        if !h.type_off.is_multiple_of(4) || !h.type_len.is_multiple_of(4) {
+            return Err(e("type section not 4-byte aligned"));
+        }
+        let type_end = h.type_off as u64 + h.type_len as u64;
+        let str_end = h.str_off as u64 + h.str_len as u64;
+        if type_end > h.str_off as u64 && str_end > h.type_off as u64 {
+            return Err(e("type and string sections overlap"));
+        }
+        let total = h.hdr_len as u64 + type_end.max(str_end);
+        if total > (1 << 30) {
+            return Err(e("blob larger than 1 GiB"));
+        }
+        Ok((h, total as usize))
+    }
+}
+
+/// A parsed BTF blob.
+pub struct Btf {
+    data: Vec<u8>,
+    pub header: Header,
+    /// Offset (in the type section) of each type record; index 0 is type id 1.
+    index: Vec<u32>,
+    structs_by_name: HashMap<Vec<u8>, Vec<TypeId>>,
+}
+
+impl std::fmt::Debug for Btf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Btf").field("header", &self.header).field("types", &self.index.len()).finish()
+    }
+}
+
+impl Btf {
+    /// Parse a blob (exactly the `.BTF` section, or longer).
+    pub fn parse(data: Vec<u8>) -> Result<Btf, BtfError> {
+        let (header, total) = Header::parse(&data)?;
+        if total > data.len() {
+            return Err(BtfError::Header(format!("sections end at {total:#x}, blob is {:#x} bytes", data.len())));
+        }
+        let mut btf = Btf { data, header, index: Vec::new(), structs_by_name: HashMap::new() };
+        let mut offsets = Vec::new();
+        let mut structs: HashMap<Vec<u8>, Vec<TypeId>> = HashMap::new();
+        for item in btf.records() {
+            let t = item?;
+            offsets.push((t.extra_off - 12) as u32);
+            if t.kind == Kind::Struct && t.name_off != 0 {
+                let name = btf.str_at(t.name_off)?.to_vec();
+                structs.entry(name).or_default().push(t.id);
+            }
+        }
+        btf.index = offsets;
+        btf.structs_by_name = structs;
+        Ok(btf)
+    }
+
+    fn types_section(&self) -> Bytes<'_> {
+        let h = &self.header;
+        let start = h.hdr_len as usize + h.type_off as usize;
+        Bytes::new(&self.data).sub(start, h.type_len as usize).unwrap_or(Bytes::new(&[]))
+    }
+
+    fn strings(&self) -> Bytes<'_> {
+        let h = &self.header;
+        let start = h.hdr_len as usize + h.str_off as usize;
+        Bytes::new(&self.data).sub(start, h.str_len as usize).unwrap_or(Bytes::new(&[]))
+    }
+
+    /// Every type record in order; stops for good after the first error.
+    pub fn records(&self) -> Records<'_> {
+        Records { sec: self.types_section(), pos: 0, next_id: 1, failed: false }
+    }
+
+    pub fn type_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The string at `off` in the string section.
+    pub fn str_at(&self, off: u32) -> Result<&[u8], BtfError> {
+        self.strings()
+            .cstr(off as usize, 4096)
+            .ok_or_else(|| BtfError::Str { offset: off, reason: "outside the string section or unterminated".into() })
+    }
+
+    pub fn name(&self, t: &Type) -> Result<String, BtfError> {
+        Ok(String::from_utf8_lossy(self.str_at(t.name_off)?).into_owned())
+    }
+
+    /// The record for type `id` (not valid for 0 = void).
+    pub fn get(&self, id: TypeId) -> Result<Type, BtfError> {
+        let off = id
+            .checked_sub(1)
+            .and_then(|i| self.index.get(i as usize))
+            .ok_or(BtfError::NoType { id, count: self.index.len() })?;
+        parse_record(self.types_section(), *off as usize, id)
+    }
+
+    /// Struct type ids with this name.
+    pub fn structs_named(&self, name: &str) -> &[TypeId] {
+        self.structs_by_name.get(name.as_bytes()).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Members of a struct or union.
+    pub fn members(&self, t: &Type) -> Result<Vec<Member>, BtfError> {
+        if !matches!(t.kind, Kind::Struct | Kind::Union) {
+            return Err(BtfError::Lookup(format!("type {} is not a struct or union", t.id)));
+        }
+        let sec = self.types_section();
+        (0..t.vlen as usize)
+            .map(|i| {
+                let o = t.extra_off + 12 * i;
+                let err = |_| BtfError::Type { id: t.id, offset: o, reason: "member outside type section".into() };
+                Ok(Member::new(sec.u32(o).map_err(err)?, sec.u32(o + 4).map_err(err)?, sec.u32(o + 8).map_err(err)?, t.kind_flag))
+            })
+            .collect()
+    }
+
+    /// Follow typedefs and modifiers to the underlying type.
+    pub fn resolve(&self, mut id: TypeId) -> Result<Type, BtfError> {
+        for _ in 0..MAX_DEPTH {
+            let t = self.get(id)?;
+            if !t.kind.is_alias() {
+                return Ok(t);
+            }
+            id = t.size_or_type;
+        }
+        Err(BtfError::Lookup(format!("alias chain from type {id} deeper than {MAX_DEPTH}")))
+    }
+
+    /// Size in bytes of a type.
+    pub fn size_of(&self, id: TypeId) -> Result<u64, BtfError> {
+        let mut id = id;
+        for _ in 0..MAX_DEPTH {
+            let t = self.resolve(id)?;
+            match t.kind {
+                k if k.has_size() => return Ok(t.size_or_type as u64),
+                Kind::Ptr => return Ok(8),
+                Kind::Array => {
+                    let sec = self.types_section();
+                    let err = |_| BtfError::Type { id: t.id, offset: t.extra_off, reason: "array outside section".into() };
+                    let elem = sec.u32(t.extra_off).map_err(err)?;
+                    let n = sec.u32(t.extra_off + 8).map_err(err)? as u64;
+                    return Ok(n.saturating_mul(self.size_of_shallow(elem)?));
+                }
+                _ => {
+                    id = t.size_or_type;
+                }
+            }
+        }
+        Err(BtfError::Lookup(format!("size of type {id}: too deep")))
+    }
+
+    fn size_of_shallow(&self, id: TypeId) -> Result<u64, BtfError> {
+        let t = self.resolve(id)?;
+        match t.kind {
+            k if k.has_size() => Ok(t.size_or_type as u64),
+            Kind::Ptr => Ok(8),
+            _ => Err(BtfError::Lookup(format!("array element type {id} has no simple size"))),
+        }
+    }
+
+    /// Find member `name` of struct/union `id`, descending into anonymous struct/union
+    /// members. Returns the member with its bit offset from the start of `id`.
+    pub fn find_member(&self, id: TypeId, name: &str) -> Result<Option<Member>, BtfError> {
+        self.find_member_depth(id, name.as_bytes(), 0)
+    }
+
+    fn find_member_depth(&self, id: TypeId, name: &[u8], depth: usize) -> Result<Option<Member>, BtfError> {
+        if depth > MAX_DEPTH {
+            return Err(BtfError::Lookup(format!("anonymous members nested deeper than {MAX_DEPTH}")));
+        }
+        let t = self.resolve(id)?;
+        for m in self.members(&t)? {
+            if m.name_off == 0 {
+                let inner = self.resolve(m.type_id)?;
+                if matches!(inner.kind, Kind::Struct | Kind::Union) {
+                    if let Some(found) = self.find_member_depth(inner.id, name, depth + 1)? {
+                        return Ok(Some(Member { bit_offset: found.bit_offset + m.bit_offset, ..found }));
+                    }
+                }
+            } else if self.str_at(m.name_off)? == name {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Iterator over type records; yields `Err` once and then stops.
+pub struct Records<'a> {
+    sec: Bytes<'a>,
+    pos: usize,
+    next_id: TypeId,
+    failed: bool,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Type, BtfError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.sec.len() {
+            return None;
+        }
+        match parse_record(self.sec, self.pos, self.next_id) {
+            Ok(t) => {
+                // parse_record checked that the extra part fits.
+                let extra = t.kind.extra_len(t.vlen).unwrap_or(0);
+                self.pos = t.extra_off + extra;
+                self.next_id += 1;
+                Some(Ok(t))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+fn parse_record(sec: Bytes<'_>, off: usize, id: TypeId) -> Result<Type, BtfError> {
+    let bad = |reason: &str| BtfError::Type { id, offset: off, reason: reason.to_owned() };
+    let name_off = sec.u32(off).map_err(|_| bad("truncated record header"))?;
+    let info = sec.u32(off + 4).map_err(|_| bad("truncated record header"))?;
+    let size_or_type = sec.u32(off + 8).map_err(|_| bad("truncated record header"))?;
+    let kind = Kind::from_raw(((info >> 24) & 0x1f) as u8);
+    let vlen = info & 0xffff;
+    let extra = kind.extra_len(vlen).ok_or_else(|| bad(&format!("unknown kind {kind:?}")))?;
+    sec.slice(off + 12, extra).map_err(|_| bad("variable part runs past the type section"))?;
+    Ok(Type { id, name_off, kind, vlen, kind_flag: info >> 31 != 0, size_or_type, extra_off: off + 12 })
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

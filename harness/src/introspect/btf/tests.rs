@@ -1,0 +1,181 @@
+//! BTF parser tests on blobs built here (the real kernel blob is exercised by the corpus tests).
+
+use super::*;
+
+/// Builds a BTF blob record by record.
+#[derive(Default)]
+struct Builder {
+    types: Vec<u8>,
+    strs: Vec<u8>,
+    next_id: u32,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Builder { types: Vec::new(), strs: vec![0], next_id: 1 }
+    }
+    fn s(&mut self, name: &str) -> u32 {
+        if name.is_empty() {
+            return 0;
+        }
+        let off = self.strs.len() as u32;
+        self.strs.extend_from_slice(name.as_bytes());
+        self.strs.push(0);
+        off
+    }
+    fn rec(&mut self, name: &str, kind: u32, vlen: u32, kflag: bool, third: u32, extra: &[u32]) -> u32 {
+        let n = self.s(name);
+        let info = (kind << 24) | vlen | ((kflag as u32) << 31);
+        for w in [n, info, third].iter().chain(extra) {
+            self.types.extend_from_slice(&w.to_le_bytes());
+        }
+        self.next_id += 1;
+        self.next_id - 1
+    }
+    fn int(&mut self, name: &str, size: u32) -> u32 {
+        self.rec(name, 1, 0, false, size, &[size * 8])
+    }
+    fn ptr(&mut self, to: u32) -> u32 {
+        self.rec("", 2, 0, false, to, &[])
+    }
+    fn typedef(&mut self, name: &str, to: u32) -> u32 {
+        self.rec(name, 8, 0, false, to, &[])
+    }
+    fn array(&mut self, elem: u32, n: u32) -> u32 {
+        self.rec("", 3, 0, false, 0, &[elem, elem, n])
+    }
+    /// `members`: (name, type, bit offset, bitfield size)
+    fn compound(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
+        let kflag = members.iter().any(|m| m.3 != 0);
+        let mut extra = Vec::new();
+        for &(mn, ty, off, bits) in members {
+            extra.push(self.s(mn));
+            extra.push(ty);
+            extra.push(if kflag { (bits << 24) | off } else { off });
+        }
+        self.rec(name, kind, members.len() as u32, kflag, size, &extra)
+    }
+    fn blob(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&[1, 0]);
+        for w in [24u32, 0, self.types.len() as u32, self.types.len() as u32, self.strs.len() as u32] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&self.types);
+        out.extend_from_slice(&self.strs);
+        out
+    }
+}
+
+/// A miniature task_struct: anonymous union, bitfields, typedef'd fields, an array.
+fn sample() -> (Vec<u8>, u32) {
+    let mut b = Builder::new();
+    let int = b.int("int", 4);
+    let uint = b.int("unsigned int", 4);
+    let pid_t = b.typedef("pid_t", int);
+    let chr = b.int("char", 1);
+    let comm = b.array(chr, 16);
+    let list = b.compound(4, "list_head", 16, &[]);
+    let lp = b.ptr(list);
+    // list_head's members refer to itself through a pointer.
+    let _ = lp;
+    let anon = b.compound(5, "", 8, &[("state", uint, 0, 0), ("__state", uint, 0, 0)]);
+    let task = b.compound(
+        4,
+        "task_struct",
+        64,
+        &[
+            ("", anon, 0, 0),
+            ("flags", uint, 64, 0),
+            ("in_execve", uint, 96, 1),
+            ("in_iowait", uint, 97, 1),
+            ("pid", pid_t, 128, 0),
+            ("tasks", list, 192, 0),
+            ("comm", comm, 320, 0),
+        ],
+    );
+    (b.blob(), task)
+}
+
+#[test]
+fn finds_members_through_anonymous_unions_and_typedefs() {
+    let (blob, task) = sample();
+    let btf = Btf::parse(blob).unwrap();
+    assert_eq!(btf.structs_named("task_struct"), &[task]);
+    let m = btf.find_member(task, "__state").unwrap().unwrap();
+    assert_eq!(m.bit_offset, 0);
+    let pid = btf.find_member(task, "pid").unwrap().unwrap();
+    assert_eq!(pid.bit_offset / 8, 16);
+    assert_eq!(btf.size_of(pid.type_id).unwrap(), 4);
+    assert_eq!(btf.name(&btf.resolve(pid.type_id).unwrap()).unwrap(), "int");
+    let comm = btf.find_member(task, "comm").unwrap().unwrap();
+    assert_eq!((comm.bit_offset / 8, btf.size_of(comm.type_id).unwrap()), (40, 16));
+    let bf = btf.find_member(task, "in_iowait").unwrap().unwrap();
+    assert_eq!((bf.bit_offset, bf.bitfield_size), (97, 1));
+    assert_eq!(btf.find_member(task, "nonexistent").unwrap(), None);
+    assert_eq!(btf.size_of(task).unwrap(), 64);
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    let (blob, _) = sample();
+    for len in 0..blob.len() {
+        assert!(Btf::parse(blob[..len].to_vec()).is_err(), "truncated to {len} bytes parsed");
+    }
+}
+
+#[test]
+fn header_checks() {
+    let (blob, _) = sample();
+    let mut bad = blob.clone();
+    bad[0] = 0;
+    assert!(matches!(Btf::parse(bad), Err(BtfError::Header(_))));
+    let mut bad = blob.clone();
+    bad[2] = 2;
+    assert!(matches!(Btf::parse(bad), Err(BtfError::Header(_))));
+    let mut bad = blob.clone();
+    bad[12..16].copy_from_slice(&u32::MAX.to_le_bytes()); // type_len
+    assert!(Btf::parse(bad).is_err());
+}
+
+#[test]
+fn unknown_kind_stops_iteration_with_error() {
+    let mut b = Builder::new();
+    b.int("int", 4);
+    b.rec("weird", 31, 0, false, 0, &[]);
+    b.int("never reached", 4);
+    let blob = b.blob();
+    let (header, _) = Header::parse(&blob).unwrap();
+    let btf = Btf { data: blob.clone(), header, index: Vec::new(), structs_by_name: HashMap::new() };
+    let items: Vec<_> = btf.records().collect();
+    assert_eq!(items.len(), 2);
+    assert!(items[0].is_ok());
+    assert!(matches!(items[1], Err(BtfError::Type { id: 2, .. })));
+    assert!(Btf::parse(blob).is_err());
+}
+
+#[test]
+fn typedef_loops_and_bad_ids_are_bounded() {
+    let mut b = Builder::new();
+    let a = b.typedef("a", 2); // id 1 -> 2
+    let _ = b.typedef("b", a); // id 2 -> 1
+    let s = b.compound(4, "s", 8, &[("x", 99, 0, 0)]);
+    let btf = Btf::parse(b.blob()).unwrap();
+    assert!(btf.resolve(1).is_err());
+    assert!(btf.size_of(1).is_err());
+    assert!(matches!(btf.get(0), Err(BtfError::NoType { .. })));
+    assert!(matches!(btf.get(1000), Err(BtfError::NoType { .. })));
+    let m = btf.find_member(s, "x").unwrap().unwrap();
+    assert!(btf.size_of(m.type_id).is_err());
+}
+
+#[test]
+fn self_containing_anonymous_member_is_bounded() {
+    let mut b = Builder::new();
+    // Type 1: an anonymous union whose only member is itself.
+    b.compound(5, "", 8, &[("", 1, 0, 0)]);
+    let s = b.compound(4, "outer", 8, &[("", 1, 0, 0)]);
+    let btf = Btf::parse(b.blob()).unwrap();
+    assert!(btf.find_member(s, "anything").is_err());
+}

@@ -1,0 +1,162 @@
+//! Process command lines, read from user memory through each process's own page tables.
+//!
+//! Mirrors `get_mm_cmdline` (fs/proc/base.c, 6.1): nothing before the process has set
+//! `env_end`; nothing if `arg_start >= arg_end`; if the last byte of the argument area is not
+//! NUL the process rewrote its title (setproctitle), and the kernel returns the string at
+//! `arg_start` up to its first NUL, within one page and the environment area; otherwise the
+//! bytes `[arg_start, arg_end)`.
+//!
+//! Invariant: at most `max` bytes are read per process; all pages of all processes are
+//! translated in one level-synchronous walk and read in one batch; an unreadable page yields an
+//! error naming the user address, not a partial string passed off as complete.
+
+use emulator::mem::{MemError, PhysAddr, ReadOp};
+
+use super::addr::{KVirt, UVirt};
+use super::kspace::KernelSpace;
+use super::paging::{translate_many, PageTables, PagingError};
+
+const PAGE: u64 = 4096;
+
+/// What `mm_struct` says about a process's argument area.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgArea {
+    pub pgd: KVirt,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserReadError {
+    #[error("page table root {pgd} is not in the direct map")]
+    BadPgd { pgd: KVirt },
+    #[error("{va}: {source}")]
+    Paging { va: UVirt, source: PagingError },
+    #[error("{va} (at {phys}): {source}")]
+    Mem { va: UVirt, phys: PhysAddr, source: MemError },
+}
+
+/// Read user memory for many `(page tables, address, length)` requests.
+pub fn read_user_many(space: &KernelSpace<'_>, reqs: &[(PageTables, UVirt, usize)]) -> Vec<Result<Vec<u8>, UserReadError>> {
+    // Split into page pieces.
+    let mut pieces: Vec<(usize, PageTables, u64, usize)> = Vec::new();
+    for (i, &(pt, va, len)) in reqs.iter().enumerate() {
+        let mut off = 0usize;
+        while off < len {
+            let cur = va.0.wrapping_add(off as u64);
+            let n = ((PAGE - (cur & (PAGE - 1))) as usize).min(len - off);
+            pieces.push((i, pt, cur, n));
+            off += n;
+        }
+    }
+    let walk: Vec<(PageTables, u64)> = pieces.iter().map(|&(_, pt, va, _)| (pt, va)).collect();
+    let translated = translate_many(space.mem(), &walk);
+    let mut bufs: Vec<Vec<u8>> = pieces.iter().map(|&(_, _, _, n)| vec![0u8; n]).collect();
+    let mut status: Vec<Result<PhysAddr, UserReadError>> = translated
+        .into_iter()
+        .zip(&pieces)
+        .map(|(t, &(_, _, va, _))| t.map(|t| t.phys).map_err(|source| UserReadError::Paging { va: UVirt(va), source }))
+        .collect();
+    let ok: Vec<usize> = (0..pieces.len()).filter(|&k| status[k].is_ok()).collect();
+    let results = {
+        let mut slots: Vec<Option<&mut Vec<u8>>> = bufs.iter_mut().map(Some).collect();
+        let mut ops = Vec::with_capacity(ok.len());
+        for &k in &ok {
+            if let (Ok(addr), Some(buf)) = (&status[k], slots[k].take()) {
+                ops.push(ReadOp { addr: *addr, buf: buf.as_mut_slice() });
+            }
+        }
+        space.mem().read_batch(&mut ops)
+    };
+    for (&k, r) in ok.iter().zip(results) {
+        if let Err(source) = r {
+            let phys = *status[k].as_ref().unwrap_or(&PhysAddr(0));
+            status[k] = Err(UserReadError::Mem { va: UVirt(pieces[k].2), phys, source });
+        }
+    }
+    let mut out: Vec<Result<Vec<u8>, UserReadError>> = reqs.iter().map(|&(_, _, l)| Ok(Vec::with_capacity(l))).collect();
+    for ((&(i, ..), st), buf) in pieces.iter().zip(status).zip(bufs) {
+        if let Ok(v) = &mut out[i] {
+            match st {
+                Ok(_) => v.extend_from_slice(&buf),
+                Err(e) => out[i] = Err(e),
+            }
+        }
+    }
+    out
+}
+
+/// The raw `/proc/<pid>/cmdline` bytes of each process (NUL-separated, as the kernel returns
+/// them), reading at most `max` bytes each.
+pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> Vec<Result<Vec<u8>, UserReadError>> {
+    let mut out: Vec<Option<Result<Vec<u8>, UserReadError>>> = Vec::with_capacity(areas.len());
+    let mut reqs = Vec::new();
+    let mut req_of = Vec::new();
+    for (i, a) in areas.iter().enumerate() {
+        if a.env_end == 0 || a.arg_start >= a.arg_end {
+            out.push(Some(Ok(Vec::new())));
+            continue;
+        }
+        let Some(root) = space.linear(a.pgd).filter(|_| space.in_direct_map(a.pgd)) else {
+            out.push(Some(Err(UserReadError::BadPgd { pgd: a.pgd })));
+            continue;
+        };
+        let pt = PageTables::new(root, space.format);
+        // Read up to `max` bytes of the argument area, or of the title (one page) if longer.
+        let len = (a.arg_end - a.arg_start).min(max as u64) as usize;
+        reqs.push((pt, UVirt(a.arg_start), len));
+        // The last byte decides between argv and setproctitle.
+        reqs.push((pt, UVirt(a.arg_end - 1), 1));
+        req_of.push(i);
+        out.push(None);
+    }
+    let mut results = read_user_many(space, &reqs).into_iter();
+    let mut title_reqs = Vec::new();
+    let mut title_of = Vec::new();
+    for &i in &req_of {
+        let (Some(args), Some(last)) = (results.next(), results.next()) else { break };
+        let a = areas[i];
+        match (args, last) {
+            (Err(e), _) | (_, Err(e)) => out[i] = Some(Err(e)),
+            (Ok(args), Ok(last)) if last.first() == Some(&0) => out[i] = Some(Ok(args)),
+            (Ok(_), Ok(_)) => {
+                // setproctitle: the string at arg_start, within one page and the env area.
+                let env_end = if a.env_start != a.arg_end || a.env_end < a.env_start { a.arg_end } else { a.env_end };
+                let len = (env_end - a.arg_start).min(PAGE).min(max as u64) as usize;
+                let root = space.linear(a.pgd).unwrap_or(PhysAddr(0));
+                title_reqs.push((PageTables::new(root, space.format), UVirt(a.arg_start), len));
+                title_of.push(i);
+            }
+        }
+    }
+    for (i, r) in title_of.into_iter().zip(read_user_many(space, &title_reqs)) {
+        out[i] = Some(r.map(|mut t| {
+            if let Some(n) = t.iter().position(|&b| b == 0) {
+                t.truncate(n + 1);
+            }
+            t
+        }));
+    }
+    out.into_iter().map(|o| o.unwrap_or(Ok(Vec::new()))).collect()
+}
+
+/// `/proc/<pid>/cmdline` shown as one line: the trailing NUL dropped, every other NUL a space.
+pub fn join_args(raw: &[u8]) -> Vec<u8> {
+    let trimmed = raw.strip_suffix(&[0]).unwrap_or(raw);
+    trimmed.iter().map(|&b| if b == 0 { b' ' } else { b }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joining() {
+        assert_eq!(join_args(b"sleep\x0080000\x00"), b"sleep 80000");
+        assert_eq!(join_args(b"a\x00\x00b\x00"), b"a  b");
+        assert_eq!(join_args(b"title without nul"), b"title without nul");
+        assert_eq!(join_args(b""), b"");
+    }
+}

@@ -1,0 +1,291 @@
+//! The kernel's own symbol table (kallsyms, 6.1 format), decoded from physical memory.
+//!
+//! Names are compressed: each entry is a ULEB128 length (one or two bytes) and that many token
+//! numbers; token `t` expands to the NUL-terminated string at `token_table[token_index[t]]`; the
+//! first character of the expansion is the symbol type (`T`, `d`, ...). `kallsyms_markers[k]`
+//! is the offset of entry `256 k` in the names stream.
+//!
+//! Invariant: a [`Kallsyms`] exists only if the names stream walked to exactly `num_syms`
+//! entries, every marker agreed with the walk, and the token index agreed with the token table —
+//! three independent checks that a structural false positive cannot pass by chance. Every count
+//! and length read from the guest is bounded before it sizes anything.
+
+pub mod locate;
+
+use std::collections::HashMap;
+
+use emulator::mem::{MemError, PhysAddr, PhysMem};
+
+use super::addr::KVirt;
+use super::bytes::{align_up, Bytes};
+use super::physread::{read_many, read_vec};
+pub use locate::{KallsymsLocation, LocateConfig, OffsetMode};
+
+/// At most this many symbols (6.1 x86-64 distribution kernels have about 150 000).
+pub const MAX_SYMS: u32 = 2_000_000;
+/// At most this many bytes of compressed names.
+const MAX_NAMES_BYTES: u64 = 64 << 20;
+const CHUNK: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KallsymsError {
+    #[error("kallsyms tables not found in {start}..{end}")]
+    NotFound { start: PhysAddr, end: PhysAddr },
+    #[error("kallsyms at {addr}: {reason}")]
+    Corrupt { addr: PhysAddr, reason: String },
+    #[error("reading kallsyms: {0}")]
+    Mem(#[from] MemError),
+    #[error("symbol {name} not in kallsyms")]
+    NoSymbol { name: String },
+}
+
+/// One decoded symbol (its address is read on demand, see [`Kallsyms::addresses`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolName {
+    /// The type letter as `nm` prints it (`T` global text, `d` local data, ...).
+    pub kind: char,
+    pub name: String,
+}
+
+/// Decoded kallsyms: every name, where each table is, and how to get addresses.
+#[derive(Debug)]
+pub struct Kallsyms {
+    pub location: KallsymsLocation,
+    pub markers: PhysAddr,
+    pub token_table: PhysAddr,
+    pub token_index: PhysAddr,
+    /// Whether `kallsyms_seqs_of_names` sits between the markers and the token table.
+    pub has_seqs_of_names: bool,
+    pub names_len: u64,
+    pub symbols: Vec<SymbolName>,
+    by_name: HashMap<String, u32>,
+}
+
+impl Kallsyms {
+    /// Walk and decode the tables starting at `loc`.
+    pub fn load(mem: &dyn PhysMem, loc: KallsymsLocation) -> Result<Kallsyms, KallsymsError> {
+        let n = loc.num_syms;
+        if n == 0 || n > MAX_SYMS {
+            return Err(corrupt(loc.names, format!("implausible symbol count {n}")));
+        }
+        // Walk the names stream: only lengths are needed to find each entry.
+        let mut names: Vec<u8> = Vec::new();
+        let mut entry_off: Vec<u32> = Vec::with_capacity(n as usize);
+        let mut pos = 0usize;
+        for _ in 0..n {
+            ensure(mem, loc.names, &mut names, pos + 2)?;
+            let b = Bytes::new(&names);
+            let b0 = b.u8(pos).map_err(|e| corrupt(loc.names, e.to_string()))?;
+            let (len, hdr) = if b0 & 0x80 != 0 {
+                let b1 = b.u8(pos + 1).map_err(|e| corrupt(loc.names, e.to_string()))?;
+                (((b0 & 0x7f) as usize) | ((b1 as usize) << 7), 2)
+            } else {
+                (b0 as usize, 1)
+            };
+            if len == 0 {
+                return Err(corrupt(PhysAddr(loc.names.0 + pos as u64), "zero-length symbol".into()));
+            }
+            entry_off.push(pos as u32);
+            pos += hdr + len;
+        }
+        ensure(mem, loc.names, &mut names, pos)?;
+        names.truncate(pos);
+        let names_len = pos as u64;
+
+        // Markers: one per 256 entries, each equal to the walked offset.
+        let markers = PhysAddr(align8(loc.names.0 + names_len)?);
+        let n_markers = n.div_ceil(256) as usize;
+        let mbuf = read_vec(mem, markers, n_markers * 4)?;
+        let mb = Bytes::new(&mbuf);
+        for k in 0..n_markers {
+            let m = mb.u32(k * 4).map_err(|e| corrupt(markers, e.to_string()))?;
+            if m != entry_off[k * 256] {
+                return Err(corrupt(markers, format!("marker {k} is {m:#x}, names walk says {:#x}", entry_off[k * 256])));
+            }
+        }
+        let after_markers = align8(markers.0 + n_markers as u64 * 4)?;
+
+        // Token table directly after the markers, or after kallsyms_seqs_of_names (3 bytes each).
+        let candidates = [(false, after_markers), (true, align8(after_markers + 3 * n as u64)?)];
+        let mut found = None;
+        for (seqs, tt) in candidates {
+            if let Some(tokens) = read_tokens(mem, PhysAddr(tt))? {
+                found = Some((seqs, tt, tokens));
+                break;
+            }
+        }
+        let Some((has_seqs, tt, (tokens, ti))) = found else {
+            return Err(corrupt(PhysAddr(after_markers), "no token table/index after the markers".into()));
+        };
+
+        // Expand every name.
+        let nb = Bytes::new(&names);
+        let mut symbols = Vec::with_capacity(n as usize);
+        let mut by_name = HashMap::with_capacity(n as usize);
+        for (i, &off) in entry_off.iter().enumerate() {
+            let off = off as usize;
+            let b0 = nb.u8(off).unwrap_or(0);
+            let (len, hdr) = if b0 & 0x80 != 0 {
+                (((b0 & 0x7f) as usize) | ((nb.u8(off + 1).unwrap_or(0) as usize) << 7), 2)
+            } else {
+                (b0 as usize, 1)
+            };
+            let codes = nb.slice(off + hdr, len).map_err(|e| corrupt(loc.names, e.to_string()))?;
+            let mut full = Vec::with_capacity(len * 2);
+            for &c in codes {
+                full.extend_from_slice(&tokens[c as usize]);
+            }
+            let kind = full.first().copied().unwrap_or(b'?') as char;
+            let name = String::from_utf8_lossy(full.get(1..).unwrap_or(&[])).into_owned();
+            // Prefer a global (upper-case) definition when a name repeats.
+            match by_name.get(&name) {
+                Some(&prev) if !is_global(symbols_kind(&symbols, prev)) && kind.is_ascii_uppercase() => {
+                    by_name.insert(name.clone(), i as u32);
+                }
+                Some(_) => {}
+                None => {
+                    by_name.insert(name.clone(), i as u32);
+                }
+            }
+            symbols.push(SymbolName { kind, name });
+        }
+        Ok(Kallsyms {
+            location: loc,
+            markers,
+            token_table: PhysAddr(tt),
+            token_index: ti,
+            has_seqs_of_names: has_seqs,
+            names_len,
+            symbols,
+            by_name,
+        })
+    }
+
+    /// Index of `name` in the table (the global one if the name repeats).
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Addresses of symbols by index, read from `kallsyms_offsets` in one batch.
+    pub fn addresses_by_index(&self, mem: &dyn PhysMem, idx: &[u32]) -> Result<Vec<KVirt>, KallsymsError> {
+        let regions: Vec<(PhysAddr, usize)> =
+            idx.iter().map(|&i| (PhysAddr(self.location.offsets.0 + 4 * i as u64), 4)).collect();
+        let mut out = Vec::with_capacity(idx.len());
+        for r in read_many(mem, &regions) {
+            let raw = r?;
+            let v = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+            out.push(self.decode_offset(v));
+        }
+        Ok(out)
+    }
+
+    /// Addresses of named symbols in one batch; a missing name is an error naming it.
+    pub fn addresses(&self, mem: &dyn PhysMem, names: &[&str]) -> Result<Vec<KVirt>, KallsymsError> {
+        let idx = names
+            .iter()
+            .map(|n| self.index_of(n).ok_or_else(|| KallsymsError::NoSymbol { name: n.to_string() }))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.addresses_by_index(mem, &idx)
+    }
+
+    /// Addresses of the named symbols that exist; absent names map to `None`.
+    pub fn lookup(&self, mem: &dyn PhysMem, names: &[&str]) -> Result<Vec<Option<KVirt>>, KallsymsError> {
+        let present: Vec<(usize, u32)> =
+            names.iter().enumerate().filter_map(|(k, n)| self.index_of(n).map(|i| (k, i))).collect();
+        let idx: Vec<u32> = present.iter().map(|&(_, i)| i).collect();
+        let addrs = self.addresses_by_index(mem, &idx)?;
+        let mut out = vec![None; names.len()];
+        for ((k, _), a) in present.into_iter().zip(addrs) {
+            out[k] = Some(a);
+        }
+        Ok(out)
+    }
+
+    /// Every symbol with its address (reads the whole offsets table).
+    pub fn all(&self, mem: &dyn PhysMem) -> Result<Vec<(KVirt, &SymbolName)>, KallsymsError> {
+        let len = 4 * self.location.num_syms as usize;
+        let raw = read_vec(mem, self.location.offsets, len)?;
+        let b = Bytes::new(&raw);
+        let mut out = Vec::with_capacity(self.symbols.len());
+        for (i, s) in self.symbols.iter().enumerate() {
+            let v = b.i32(4 * i).map_err(|e| corrupt(self.location.offsets, e.to_string()))?;
+            out.push((self.decode_offset(v), s));
+        }
+        Ok(out)
+    }
+
+    fn decode_offset(&self, v: i32) -> KVirt {
+        let base = self.location.relative_base.0;
+        match self.location.mode {
+            OffsetMode::AbsolutePercpu if v >= 0 => KVirt(v as u64),
+            OffsetMode::AbsolutePercpu => KVirt(base.wrapping_sub(1).wrapping_sub(v as i64 as u64)),
+            OffsetMode::Relative => KVirt(base.wrapping_add(v as u32 as u64)),
+        }
+    }
+}
+
+fn symbols_kind(symbols: &[SymbolName], i: u32) -> char {
+    symbols.get(i as usize).map(|s| s.kind).unwrap_or('?')
+}
+
+fn is_global(kind: char) -> bool {
+    kind.is_ascii_uppercase()
+}
+
+fn corrupt(addr: PhysAddr, reason: String) -> KallsymsError {
+    KallsymsError::Corrupt { addr, reason }
+}
+
+fn align8(x: u64) -> Result<u64, KallsymsError> {
+    align_up(x, 8).ok_or_else(|| corrupt(PhysAddr(x), "address overflow".into()))
+}
+
+/// Make sure `buf` (the names stream read so far, from `base`) holds at least `need` bytes.
+fn ensure(mem: &dyn PhysMem, base: PhysAddr, buf: &mut Vec<u8>, need: usize) -> Result<(), KallsymsError> {
+    while buf.len() < need {
+        if buf.len() as u64 >= MAX_NAMES_BYTES {
+            return Err(corrupt(base, format!("names stream longer than {MAX_NAMES_BYTES} bytes")));
+        }
+        let at = PhysAddr(base.0 + buf.len() as u64);
+        // A full chunk may run past the end of RAM; fall back to exactly what is needed.
+        let chunk = match read_vec(mem, at, CHUNK) {
+            Ok(c) => c,
+            Err(_) => read_vec(mem, at, need - buf.len())?,
+        };
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(())
+}
+
+/// Parse 256 NUL-terminated tokens at `tt` and check the token index that follows them.
+/// `Ok(None)` if the bytes there are not a token table.
+#[allow(clippy::type_complexity)]
+fn read_tokens(mem: &dyn PhysMem, tt: PhysAddr) -> Result<Option<(Vec<Vec<u8>>, PhysAddr)>, KallsymsError> {
+    const MAX_TABLE: usize = 16 << 10;
+    let Ok(raw) = read_vec(mem, tt, MAX_TABLE) else { return Ok(None) };
+    let b = Bytes::new(&raw);
+    let mut tokens = Vec::with_capacity(256);
+    let mut offsets = Vec::with_capacity(256);
+    let mut pos = 0usize;
+    for _ in 0..256 {
+        let Some(s) = b.cstr(pos, 256) else { return Ok(None) };
+        if s.is_empty() {
+            return Ok(None);
+        }
+        offsets.push(pos);
+        tokens.push(s.to_vec());
+        pos += s.len() + 1;
+    }
+    let ti = PhysAddr(align8(tt.0 + pos as u64)?);
+    let Ok(idx) = read_vec(mem, ti, 512) else { return Ok(None) };
+    let ib = Bytes::new(&idx);
+    for (t, &off) in offsets.iter().enumerate() {
+        if ib.u16(2 * t).ok().map(usize::from) != Some(off) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((tokens, ti)))
+}
+
+#[cfg(test)]
+mod tests;

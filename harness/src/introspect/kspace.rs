@@ -1,0 +1,204 @@
+//! The guest kernel's virtual address space: kernel virtual → physical, and typed reads.
+//!
+//! x86-64 Linux maps (Documentation/x86/x86_64/mm.rst):
+//! - the kernel image at `__START_KERNEL_map` (0xffffffff80000000): `phys = virt -
+//!   __START_KERNEL_map + phys_base`, for `KERNEL_IMAGE_SIZE` (1 GiB);
+//! - all of RAM linearly at `page_offset_base` (randomized under KASLR): `phys = virt -
+//!   page_offset_base`;
+//! - everything else (vmalloc, vmemmap, modules) only through the page tables at
+//!   `init_top_pgt`.
+//!
+//! Invariant: [`KernelSpace::to_phys`] either returns the physical address the guest's own
+//! MMU would use for that kernel virtual address, or an error naming the address; the two
+//! linear windows are exactly the ones the kernel itself uses for `__pa` / `__pa_symbol`, and the
+//! page-table fallback uses the kernel's own tables.
+
+use emulator::mem::{MemError, PhysAddr, PhysMem, ReadOp};
+
+use super::addr::KVirt;
+use super::paging::{translate_many, PageTables, PagingError, PagingFormat};
+
+/// `__START_KERNEL_map`.
+pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// `KERNEL_IMAGE_SIZE` with `CONFIG_RANDOMIZE_BASE`.
+pub const KERNEL_IMAGE_SIZE: u64 = 1 << 30;
+/// `__PAGE_OFFSET_BASE_L4`, the direct-map base without memory randomization.
+pub const PAGE_OFFSET_L4: u64 = 0xffff_8880_0000_0000;
+/// `__PAGE_OFFSET_BASE_L5`.
+pub const PAGE_OFFSET_L5: u64 = 0xff11_0000_0000_0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KSpaceError {
+    #[error("{addr}: outside the image and direct map, and no kernel page tables to walk")]
+    Unmapped { addr: KVirt },
+    #[error("{addr}: {source}")]
+    Paging { addr: KVirt, source: PagingError },
+    #[error("{addr} (at {phys}): {source}")]
+    Mem { addr: KVirt, phys: PhysAddr, source: MemError },
+}
+
+impl KSpaceError {
+    /// The kernel virtual address that failed.
+    pub fn addr(&self) -> KVirt {
+        match self {
+            KSpaceError::Unmapped { addr } | KSpaceError::Paging { addr, .. } | KSpaceError::Mem { addr, .. } => *addr,
+        }
+    }
+}
+
+/// How kernel virtual addresses map to physical ones in one guest.
+#[derive(Clone)]
+pub struct KernelSpace<'m> {
+    mem: &'m dyn PhysMem,
+    /// `phys_base`: physical address of `__START_KERNEL_map`.
+    pub phys_base: u64,
+    /// `page_offset_base`: virtual address of physical 0 in the direct map (`None` until known).
+    pub page_offset_base: Option<u64>,
+    /// Bytes of physical address space the direct map covers (end of the highest range).
+    pub direct_map_size: u64,
+    /// The kernel's page tables (`init_top_pgt`), for addresses outside both windows.
+    pub page_tables: Option<PageTables>,
+    pub format: &'static PagingFormat,
+}
+
+impl<'m> KernelSpace<'m> {
+    pub fn new(
+        mem: &'m dyn PhysMem,
+        phys_base: u64,
+        page_offset_base: Option<u64>,
+        format: &'static PagingFormat,
+    ) -> Self {
+        let direct_map_size = mem.ranges().iter().map(|r| r.end.0).max().unwrap_or(1 << 46);
+        KernelSpace { mem, phys_base, page_offset_base, direct_map_size, page_tables: None, format }
+    }
+
+    pub fn mem(&self) -> &'m dyn PhysMem {
+        self.mem
+    }
+
+    /// Whether `v` lies in the direct map of RAM (where slab objects such as tasks live).
+    pub fn in_direct_map(&self, v: KVirt) -> bool {
+        self.page_offset_base.is_some_and(|pob| v.0 >= pob && v.0 - pob < self.direct_map_size)
+    }
+
+    /// Whether `v` lies in the kernel image window.
+    pub fn in_image(&self, v: KVirt) -> bool {
+        v.0 >= START_KERNEL_MAP && v.0 - START_KERNEL_MAP < KERNEL_IMAGE_SIZE
+    }
+
+    /// The physical address of an image symbol, or of a direct-map address, without reading.
+    pub fn linear(&self, v: KVirt) -> Option<PhysAddr> {
+        if self.in_image(v) {
+            Some(PhysAddr((v.0 - START_KERNEL_MAP).wrapping_add(self.phys_base)))
+        } else if self.in_direct_map(v) {
+            Some(PhysAddr(v.0 - self.page_offset_base.unwrap_or(0)))
+        } else {
+            None
+        }
+    }
+
+    /// Translate one address.
+    pub fn to_phys(&self, v: KVirt) -> Result<PhysAddr, KSpaceError> {
+        if let Some(p) = self.linear(v) {
+            return Ok(p);
+        }
+        let pt = self.page_tables.ok_or(KSpaceError::Unmapped { addr: v })?;
+        match translate_many(self.mem, &[(pt, v.0)]).pop() {
+            Some(Ok(t)) => Ok(t.phys),
+            Some(Err(source)) => Err(KSpaceError::Paging { addr: v, source }),
+            None => Err(KSpaceError::Unmapped { addr: v }),
+        }
+    }
+
+    /// Read `buf.len()` bytes at `v`. Reads that would cross a 4 KiB page outside the linear
+    /// windows are split per page.
+    pub fn read(&self, v: KVirt, buf: &mut [u8]) -> Result<(), KSpaceError> {
+        let mut out = self.read_many(&[(v, buf.len())]);
+        let bytes = out.pop().unwrap_or(Err(KSpaceError::Unmapped { addr: v }))?;
+        buf.copy_from_slice(&bytes);
+        Ok(())
+    }
+
+    pub fn read_u64(&self, v: KVirt) -> Result<u64, KSpaceError> {
+        let mut b = [0u8; 8];
+        self.read(v, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn read_u32(&self, v: KVirt) -> Result<u32, KSpaceError> {
+        let mut b = [0u8; 4];
+        self.read(v, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Read many regions in one physical batch (plus one batch per page-table level for
+    /// addresses outside the linear windows). One result per region, in order.
+    pub fn read_many(&self, regions: &[(KVirt, usize)]) -> Vec<Result<Vec<u8>, KSpaceError>> {
+        // Split each region into physically contiguous pieces.
+        let mut pieces: Vec<(usize, KVirt, usize)> = Vec::new(); // (region, virt, len)
+        for (i, &(v, len)) in regions.iter().enumerate() {
+            let linear_ok = self.linear(v).is_some()
+                && len > 0
+                && v.checked_add(len as u64 - 1).is_some_and(|e| self.linear(e).is_some() && self.in_image(e) == self.in_image(v));
+            if linear_ok || len == 0 {
+                pieces.push((i, v, len));
+                continue;
+            }
+            let mut off = 0usize;
+            while off < len {
+                let cur = v.wrapping_add(off as u64);
+                let n = ((0x1000 - (cur.0 & 0xfff)) as usize).min(len - off);
+                pieces.push((i, cur, n));
+                off += n;
+            }
+        }
+        // Translate the pieces outside the linear windows in one level-synchronous walk.
+        let walk_idx: Vec<usize> = (0..pieces.len()).filter(|&k| self.linear(pieces[k].1).is_none()).collect();
+        let mut phys: Vec<Result<PhysAddr, KSpaceError>> =
+            pieces.iter().map(|&(_, v, _)| self.linear(v).ok_or(KSpaceError::Unmapped { addr: v })).collect();
+        if let (Some(pt), false) = (self.page_tables, walk_idx.is_empty()) {
+            let reqs: Vec<(PageTables, u64)> = walk_idx.iter().map(|&k| (pt, pieces[k].1 .0)).collect();
+            for (&k, r) in walk_idx.iter().zip(translate_many(self.mem, &reqs)) {
+                let addr = pieces[k].1;
+                phys[k] = r.map(|t| t.phys).map_err(|source| KSpaceError::Paging { addr, source });
+            }
+        }
+        // Read every translated piece in one batch.
+        let mut bufs: Vec<Vec<u8>> = pieces.iter().map(|&(_, _, n)| vec![0u8; n]).collect();
+        let readable: Vec<usize> = (0..pieces.len()).filter(|&k| phys[k].is_ok()).collect();
+        let results = {
+            let mut slots: Vec<Option<&mut Vec<u8>>> = bufs.iter_mut().map(Some).collect();
+            let mut ops: Vec<ReadOp<'_>> = Vec::with_capacity(readable.len());
+            for &k in &readable {
+                if let (Ok(addr), Some(buf)) = (&phys[k], slots[k].take()) {
+                    ops.push(ReadOp { addr: *addr, buf: buf.as_mut_slice() });
+                }
+            }
+            self.mem.read_batch(&mut ops)
+        };
+        for (&k, r) in readable.iter().zip(results) {
+            if let Err(source) = r {
+                let p = *phys[k].as_ref().unwrap_or(&PhysAddr(0));
+                phys[k] = Err(KSpaceError::Mem { addr: pieces[k].1, phys: p, source });
+            }
+        }
+        // Reassemble per region; the first failing piece fails its region.
+        let mut out: Vec<Result<Vec<u8>, KSpaceError>> =
+            regions.iter().map(|&(_, len)| Ok(Vec::with_capacity(len))).collect();
+        for (k, (&(i, _, _), buf)) in pieces.iter().zip(bufs).enumerate() {
+            let slot = &mut out[i];
+            if slot.is_err() {
+                continue;
+            }
+            match std::mem::replace(&mut phys[k], Ok(PhysAddr(0))) {
+                Err(e) => *slot = Err(e),
+                Ok(_) => {
+                    if let Ok(v) = slot {
+                        v.extend_from_slice(&buf);
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,68 @@
+//! The `btf` layout method: offsets from the kernel's own BTF, read from `.BTF` in memory.
+//!
+//! Invariant: the blob read is exactly `__start_BTF..__stop_BTF` (bounded to 64 MiB); every
+//! offset comes from a named member of a named struct, found through anonymous members.
+
+use super::build::{build, Field, Types};
+use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
+use crate::introspect::btf::{Btf, TypeId};
+use crate::introspect::kernel::Kernel;
+
+const MAX_BTF: u64 = 64 << 20;
+
+pub struct BtfMethod;
+
+impl LayoutMethod for BtfMethod {
+    fn kind(&self) -> MethodKind {
+        MethodKind::Btf
+    }
+
+    fn layout(&self, kernel: &Kernel<'_>, _: &LayoutInputs) -> Result<Layout, LayoutError> {
+        let btf = load(kernel)?;
+        build(&btf).map_err(|reason| LayoutError::Failed { method: MethodKind::Btf, reason })
+    }
+}
+
+/// Read and parse the kernel's BTF.
+pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
+    let unavailable = |reason: String| LayoutError::Unavailable { method: MethodKind::Btf, reason };
+    let failed = |reason: String| LayoutError::Failed { method: MethodKind::Btf, reason };
+    let (start, stop) = kernel
+        .info
+        .btf
+        .ok_or_else(|| unavailable("no __start_BTF/__stop_BTF in kallsyms (kernel built without CONFIG_DEBUG_INFO_BTF)".into()))?;
+    let len = stop.0 - start.0;
+    if !(24..=MAX_BTF).contains(&len) {
+        return Err(failed(format!("implausible .BTF size {len:#x}")));
+    }
+    let mut data = vec![0u8; len as usize];
+    kernel.space.read(start, &mut data).map_err(|e| failed(format!("reading .BTF: {e}")))?;
+    Btf::parse(data).map_err(|e| failed(format!("{e} (blob at {start})")))
+}
+
+impl Btf {
+    fn struct_with(&self, name: &str, must_have: &[&str]) -> Result<TypeId, String> {
+        self.structs_named(name)
+            .iter()
+            .copied()
+            .find(|&id| must_have.iter().all(|m| matches!(self.find_member(id, m), Ok(Some(_)))))
+            .ok_or_else(|| format!("no struct {name} with members {must_have:?} in BTF"))
+    }
+}
+
+impl Types for Btf {
+    fn struct_size(&self, name: &str, must_have: &[&str]) -> Result<u64, String> {
+        let id = self.struct_with(name, must_have)?;
+        self.size_of(id).map_err(|e| e.to_string())
+    }
+
+    fn member(&self, name: &str, must_have: &[&str], member: &str) -> Result<Option<Field>, String> {
+        let id = self.struct_with(name, must_have)?;
+        let Some(m) = self.find_member(id, member).map_err(|e| e.to_string())? else { return Ok(None) };
+        if m.bitfield_size != 0 || m.bit_offset % 8 != 0 {
+            return Err(format!("{name}.{member} is a bitfield"));
+        }
+        let size = self.size_of(m.type_id).map_err(|e| e.to_string())?;
+        Ok(Some(Field { offset: (m.bit_offset / 8) as u64, size }))
+    }
+}

@@ -1,0 +1,102 @@
+//! Building a [`Layout`] from any source of type information (BTF, an ISF file, ...).
+//!
+//! Invariant: this is the one place that decides which struct members the walker needs and
+//! which alternative names (renamed fields across versions) are accepted; sources only answer
+//! "where is member M of struct S, and how big is it".
+
+use super::{CredLayout, KthreadLayout, Layout, MmLayout, SignalLayout, TaskLayout, WorkerLayout};
+
+/// A member's byte offset and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A source of struct layouts.
+pub trait Types {
+    /// Size of the struct `name` having all of `must_have` (sources with several structs of
+    /// one name pick the one that has them).
+    fn struct_size(&self, name: &str, must_have: &[&str]) -> Result<u64, String>;
+    /// Member `member` of that struct (found through anonymous members), or `None`.
+    fn member(&self, name: &str, must_have: &[&str], member: &str) -> Result<Option<Field>, String>;
+}
+
+struct S<'t> {
+    types: &'t dyn Types,
+    name: &'static str,
+    must: &'static [&'static str],
+    size: u64,
+}
+
+impl<'t> S<'t> {
+    fn new(types: &'t dyn Types, name: &'static str, must: &'static [&'static str]) -> Result<Self, String> {
+        let size = types.struct_size(name, must)?;
+        Ok(S { types, name, must, size })
+    }
+    fn opt_field(&self, alts: &[&str]) -> Result<Option<(Field, String)>, String> {
+        for a in alts {
+            if let Some(f) = self.types.member(self.name, self.must, a)? {
+                if f.offset >= self.size {
+                    return Err(format!("{}.{a} at {} is past the struct's size {}", self.name, f.offset, self.size));
+                }
+                return Ok(Some((f, a.to_string())));
+            }
+        }
+        Ok(None)
+    }
+    fn opt(&self, alts: &[&str]) -> Result<Option<u64>, String> {
+        Ok(self.opt_field(alts)?.map(|(f, _)| f.offset))
+    }
+    fn off(&self, alts: &[&str]) -> Result<u64, String> {
+        self.opt(alts)?.ok_or_else(|| format!("struct {} has none of {alts:?}", self.name))
+    }
+}
+
+/// The layout the walker needs, from `types`.
+pub fn build(types: &dyn Types) -> Result<Layout, String> {
+    let t = S::new(types, "task_struct", &["tasks", "pid", "tgid", "comm"])?;
+    let (state, state_name) =
+        t.opt_field(&["__state", "state"])?.ok_or("struct task_struct has neither __state nor state")?;
+    let task = TaskLayout {
+        size: t.size,
+        tasks: t.off(&["tasks"])?,
+        pid: t.off(&["pid"])?,
+        tgid: t.off(&["tgid"])?,
+        real_parent: t.off(&["real_parent"])?,
+        thread_node: t.off(&["thread_node"])?,
+        signal: t.off(&["signal"])?,
+        real_cred: t.off(&["real_cred"])?,
+        state: state.offset,
+        state_size: if state.size == 0 { if state_name == "__state" { 4 } else { 8 } } else { state.size },
+        exit_state: Some(t.off(&["exit_state"])?),
+        comm: t.off(&["comm"])?,
+        mm: t.off(&["mm"])?,
+        flags: t.off(&["flags"])?,
+        start_boottime: t.off(&["start_boottime", "real_start_time"])?,
+        worker_private: t.opt(&["worker_private"])?,
+    };
+    let s = S::new(types, "signal_struct", &["thread_head"])?;
+    let signal = SignalLayout { thread_head: s.off(&["thread_head"])?, nr_threads: s.opt(&["nr_threads"])? };
+    let c = S::new(types, "cred", &["uid", "euid"])?;
+    let cred = CredLayout { uid: c.off(&["uid"])? };
+    let m = S::new(types, "mm_struct", &["pgd", "arg_start"])?;
+    let mm = MmLayout {
+        pgd: m.off(&["pgd"])?,
+        arg_start: m.off(&["arg_start"])?,
+        arg_end: m.off(&["arg_end"])?,
+        env_start: m.off(&["env_start"])?,
+        env_end: m.off(&["env_end"])?,
+    };
+    let kthread = S::new(types, "kthread", &["full_name", "data"])
+        .and_then(|k| Ok(KthreadLayout { data: Some(k.off(&["data"])?), full_name: Some(k.off(&["full_name"])?) }))
+        .ok();
+    let worker = S::new(types, "worker", &["desc", "current_work", "pool"])
+        .and_then(|w| {
+            let (desc, _) = w.opt_field(&["desc"])?.ok_or("no desc")?;
+            Ok(WorkerLayout { current_work: w.off(&["current_work"])?, pool: w.off(&["pool"])?, desc: desc.offset, desc_len: desc.size })
+        })
+        .ok()
+        .filter(|w| w.desc_len > 0);
+    Ok(Layout { task, signal, cred, mm, kthread, worker })
+}

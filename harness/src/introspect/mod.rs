@@ -1,0 +1,46 @@
+//! Linux introspection from physical memory alone: find the kernel, learn its layout, walk its
+//! tasks.
+//!
+//! ```text
+//!   ps::run ──────────────────────────────────────────────────────────────┐
+//!     │ scan      banner probe on 2 MiB boundaries → kallsyms by structure  │ CountingMem
+//!     │ kallsyms  decode names/tokens/offsets → symbol addresses            │ (per-phase
+//!     │ kspace    KASLR shifts, direct map, page tables → read KVirt        │  reads/bytes)
+//!     │ layout    btf | thesis | isf | static | heuristic → Layout          │
+//!     │ walk      init_task.tasks → thread groups → rows                    │
+//!     │ cmdline   mm->pgd walk → user argv                                  │
+//!     ▼                                                                      │
+//!   emulator::mem::PhysMem (image, live guest, replay, NetTLP) ◀────────────┘
+//! ```
+//!
+//! Invariant: guest memory is adversarial. Every parser is bounds-checked, every loop bounded,
+//! and a failure part-way returns what was read so far together with an error naming the
+//! address that failed.
+
+pub mod addr;
+pub mod anchor;
+pub mod btf;
+pub mod bytes;
+pub mod cmdline;
+pub mod compare;
+pub mod counting;
+pub mod gather;
+pub mod ikconfig;
+pub mod kallsyms;
+pub mod kernel;
+pub mod kspace;
+pub mod layout;
+pub mod names;
+pub mod naming;
+pub mod output;
+pub mod paging;
+pub mod physread;
+pub mod ps;
+pub mod scan;
+pub mod source;
+pub mod state;
+pub mod vmcoreinfo;
+pub mod walk;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,118 @@
+//! The name `/proc` shows for a task (`proc_task_name`, fs/proc/array.c, 6.1):
+//! - workqueue workers (`PF_WQ_WORKER`): `comm` then `+desc` (busy) or `-desc` (idle) from the
+//!   `struct worker` behind `kthread->data`, when the worker has a pool and a description
+//!   (`wq_worker_comm`);
+//! - other kernel threads: `kthread->full_name` when the name was too long for `comm`
+//!   (`get_kthread_comm`);
+//! - everyone else: `comm`.
+//!
+//! Offsets of those private structures that the layout method could not provide are inferred
+//! from memory by [`naming`](super::naming).
+//!
+//! Invariant: every name is at most 63 bytes (`char tcomm[64]`), reads are batched across all
+//! tasks (three rounds: kthread, then worker or full name), and a task whose extra structures
+//! cannot be read keeps its plain `comm` with a note saying why.
+
+use super::addr::KVirt;
+use super::bytes::Bytes;
+use super::kspace::KernelSpace;
+use super::layout::{KthreadLayout, Layout};
+use super::naming::{self, Inferred};
+use super::state::{PF_KTHREAD, PF_WQ_WORKER};
+
+/// `sizeof(tcomm)` in `proc_task_name`, minus the terminator.
+const TCOMM_MAX: usize = 63;
+
+/// One task's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct NameInput<'a> {
+    pub comm: &'a [u8],
+    pub flags: u32,
+    pub worker_private: KVirt,
+}
+
+/// Display names for `tasks` (whose `task_struct` addresses are `addrs`), in order, with a note
+/// for each task whose name fell back to `comm`. Offsets of `struct kthread` / `struct worker`
+/// that the layout lacks are inferred from memory ([`naming`]); the offsets used are returned.
+pub fn display_names(
+    space: &KernelSpace<'_>,
+    layout: &Layout,
+    tasks: &[NameInput<'_>],
+    addrs: &[KVirt],
+) -> (Vec<Vec<u8>>, Vec<Option<String>>, Inferred) {
+    let mut names: Vec<Vec<u8>> = tasks.iter().map(|t| t.comm.iter().copied().take(TCOMM_MAX).collect()).collect();
+    let mut notes: Vec<Option<String>> = vec![None; tasks.len()];
+    if layout.task.worker_private.is_none() {
+        return (names, notes, Inferred::default());
+    }
+    let mut used = Inferred { kthread: layout.kthread.clone(), worker: layout.worker.clone() };
+    let complete = used.kthread.as_ref().is_some_and(|k| k.data.is_some() && k.full_name.is_some()) && used.worker.is_some();
+    if !complete {
+        let inferred = naming::infer(space, tasks, addrs);
+        let k = used.kthread.get_or_insert(KthreadLayout { data: None, full_name: None });
+        let ik = inferred.kthread.unwrap_or(KthreadLayout { data: None, full_name: None });
+        k.data = k.data.or(ik.data);
+        k.full_name = k.full_name.or(ik.full_name);
+        used.worker = used.worker.or(inferred.worker);
+    }
+    let Some(kl) = used.kthread.clone() else { return (names, notes, used) };
+    // Round 1: struct kthread of every kernel thread.
+    let kidx: Vec<usize> = (0..tasks.len())
+        .filter(|&i| tasks[i].flags & PF_KTHREAD != 0 && tasks[i].worker_private.0 != 0)
+        .collect();
+    let span = kl.data.unwrap_or(0).max(kl.full_name.unwrap_or(0)) + 8;
+    let regions: Vec<(KVirt, usize)> = kidx.iter().map(|&i| (tasks[i].worker_private, span as usize)).collect();
+    let kthreads = space.read_many(&regions);
+    let mut worker_reqs = Vec::new();
+    let mut name_reqs = Vec::new();
+    for (&i, r) in kidx.iter().zip(kthreads) {
+        let k = match r {
+            Ok(k) => k,
+            Err(e) => {
+                notes[i] = Some(format!("struct kthread unreadable: {e}"));
+                continue;
+            }
+        };
+        let kb = Bytes::new(&k);
+        let data = KVirt(kl.data.and_then(|d| kb.u64(d as usize).ok()).unwrap_or(0));
+        let full_name = KVirt(kl.full_name.and_then(|f| kb.u64(f as usize).ok()).unwrap_or(0));
+        if tasks[i].flags & PF_WQ_WORKER != 0 {
+            if let (Some(wl), true) = (&used.worker, data.0 != 0) {
+                let span = (wl.desc + wl.desc_len).max(wl.pool + 8).max(wl.current_work + 8);
+                worker_reqs.push((i, data, span as usize));
+            }
+        } else if full_name.0 != 0 {
+            name_reqs.push((i, full_name));
+        }
+    }
+    // Round 2: workers and full names together.
+    let mut regions: Vec<(KVirt, usize)> = worker_reqs.iter().map(|&(_, v, n)| (v, n)).collect();
+    regions.extend(name_reqs.iter().map(|&(_, v)| (v, TCOMM_MAX)));
+    let mut results = space.read_many(&regions).into_iter();
+    for &(i, _, _) in &worker_reqs {
+        let (Some(wl), Some(r)) = (&used.worker, results.next()) else { break };
+        match r {
+            Ok(w) => {
+                let wb = Bytes::new(&w);
+                let pool = wb.u64(wl.pool as usize).unwrap_or(0);
+                let current = wb.u64(wl.current_work as usize).unwrap_or(0);
+                let desc = wb.cstr_lossy_end(wl.desc as usize, wl.desc_len as usize);
+                if pool != 0 && !desc.is_empty() {
+                    let n = &mut names[i];
+                    n.push(if current != 0 { b'+' } else { b'-' });
+                    n.extend_from_slice(desc);
+                    n.truncate(TCOMM_MAX);
+                }
+            }
+            Err(e) => notes[i] = Some(format!("struct worker unreadable: {e}")),
+        }
+    }
+    for &(i, _) in &name_reqs {
+        let Some(r) = results.next() else { break };
+        match r {
+            Ok(s) => names[i] = Bytes::new(&s).cstr_lossy_end(0, TCOMM_MAX).to_vec(),
+            Err(e) => notes[i] = Some(format!("kthread full_name unreadable: {e}")),
+        }
+    }
+    (names, notes, used)
+}

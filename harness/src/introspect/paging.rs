@@ -1,0 +1,259 @@
+//! Virtual-to-physical translation through guest page tables, with the page-table format as data.
+//!
+//! Invariant: a walk reads exactly one entry per level of its [`PagingFormat`] and stops — a
+//! table that points at itself (recursive mappings, loops, garbage) cannot make it run longer.
+//! Every failure names the virtual address, the level and the physical entry that stopped it.
+//! One generic walker serves every format; x86-64 4- and 5-level are two constant tables.
+
+use emulator::mem::{MemError, PhysAddr, PhysMem, ReadOp};
+
+use super::addr::Virt;
+
+/// One level of a radix page table.
+#[derive(Debug, Clone, Copy)]
+pub struct Level {
+    /// Name used in errors ("PML4", "PD", ...).
+    pub name: &'static str,
+    /// Bit position of this level's index in the virtual address.
+    pub shift: u32,
+    /// Whether an entry here may map a page directly (the PS bit on x86-64).
+    pub large_page: bool,
+}
+
+/// A page-table format: levels from the root down, and the entry encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct PagingFormat {
+    pub name: &'static str,
+    pub levels: &'static [Level],
+    /// Bits of index per level (9 on x86-64: 512 entries of 8 bytes).
+    pub index_bits: u32,
+    /// Bits of the entry holding the next table's (or a 4 KiB page's) physical address.
+    pub addr_mask: u64,
+    /// The present bit.
+    pub present: u64,
+    /// The bit marking a large-page entry at levels that allow one.
+    pub page_size: u64,
+}
+
+impl PagingFormat {
+    /// Width of a canonical virtual address.
+    pub fn va_bits(&self) -> u32 {
+        self.levels.first().map(|l| l.shift + self.index_bits).unwrap_or(0)
+    }
+}
+
+const X86_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// x86-64 4-level paging (48-bit virtual addresses).
+pub const X86_64_4LEVEL: PagingFormat = PagingFormat {
+    name: "x86-64 4-level",
+    levels: &[
+        Level { name: "PML4", shift: 39, large_page: false },
+        Level { name: "PDPT", shift: 30, large_page: true },
+        Level { name: "PD", shift: 21, large_page: true },
+        Level { name: "PT", shift: 12, large_page: false },
+    ],
+    index_bits: 9,
+    addr_mask: X86_ADDR_MASK,
+    present: 1,
+    page_size: 1 << 7,
+};
+
+/// x86-64 5-level paging (57-bit virtual addresses, LA57).
+pub const X86_64_5LEVEL: PagingFormat = PagingFormat {
+    name: "x86-64 5-level",
+    levels: &[
+        Level { name: "PML5", shift: 48, large_page: false },
+        Level { name: "PML4", shift: 39, large_page: false },
+        Level { name: "PDPT", shift: 30, large_page: true },
+        Level { name: "PD", shift: 21, large_page: true },
+        Level { name: "PT", shift: 12, large_page: false },
+    ],
+    index_bits: 9,
+    addr_mask: X86_ADDR_MASK,
+    present: 1,
+    page_size: 1 << 7,
+};
+
+/// Where a virtual address landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub phys: PhysAddr,
+    /// Size of the page that maps it (4 KiB, 2 MiB, 1 GiB).
+    pub page_size: u64,
+}
+
+impl Translation {
+    /// Bytes from `phys` to the end of its page.
+    pub fn remaining_in_page(&self) -> u64 {
+        self.page_size - self.phys.page_offset(self.page_size)
+    }
+}
+
+/// Why a translation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PagingError {
+    #[error("virtual address {va:#x} is not canonical for {format}")]
+    NonCanonical { va: u64, format: &'static str },
+    #[error("virtual address {va:#x}: {level} entry at {entry} = {value:#x} is not present")]
+    NotPresent { va: u64, level: &'static str, entry: PhysAddr, value: u64 },
+    #[error("virtual address {va:#x}: {level} entry at {entry} points outside physical memory ({value:#x})")]
+    BadEntry { va: u64, level: &'static str, entry: PhysAddr, value: u64 },
+    #[error("virtual address {va:#x}: reading the {level} entry failed: {source}")]
+    Mem { va: u64, level: &'static str, source: MemError },
+}
+
+impl PagingError {
+    pub fn va(&self) -> u64 {
+        match self {
+            PagingError::NonCanonical { va, .. }
+            | PagingError::NotPresent { va, .. }
+            | PagingError::BadEntry { va, .. }
+            | PagingError::Mem { va, .. } => *va,
+        }
+    }
+}
+
+/// Page tables rooted at `root` (a CR3 / `mm->pgd` value translated to physical).
+#[derive(Debug, Clone, Copy)]
+pub struct PageTables {
+    pub root: PhysAddr,
+    pub format: &'static PagingFormat,
+}
+
+/// One walk in progress.
+struct Walk {
+    va: u64,
+    table: PhysAddr,
+    level: usize,
+    done: Option<Result<Translation, PagingError>>,
+}
+
+impl PageTables {
+    pub fn new(root: PhysAddr, format: &'static PagingFormat) -> Self {
+        PageTables { root, format }
+    }
+
+    /// Translate one address.
+    pub fn translate<V: Virt>(&self, mem: &dyn PhysMem, va: V) -> Result<Translation, PagingError> {
+        translate_many(mem, &[(*self, va.raw())]).pop().unwrap_or(Err(PagingError::NonCanonical {
+            va: va.raw(),
+            format: self.format.name,
+        }))
+    }
+}
+
+/// Translate many addresses, possibly under different page tables, level by level: all walks
+/// read their entry for one level in one `read_batch`, so a pipelining backend pays one round
+/// trip per level rather than one per entry.
+pub fn translate_many(mem: &dyn PhysMem, reqs: &[(PageTables, u64)]) -> Vec<Result<Translation, PagingError>> {
+    let mut walks: Vec<Walk> = reqs
+        .iter()
+        .map(|(pt, va)| {
+            let bits = pt.format.va_bits();
+            let shift = 64 - bits;
+            let canonical = bits > 0 && ((((va << shift) as i64) >> shift) as u64) == *va;
+            Walk {
+                va: *va,
+                table: pt.root,
+                level: 0,
+                done: (!canonical).then_some(Err(PagingError::NonCanonical { va: *va, format: pt.format.name })),
+            }
+        })
+        .collect();
+    let max_levels = reqs.iter().map(|(pt, _)| pt.format.levels.len()).max().unwrap_or(0);
+    for _ in 0..max_levels {
+        let pending: Vec<usize> = (0..walks.len()).filter(|&i| walks[i].done.is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let mut bufs = vec![[0u8; 8]; pending.len()];
+        let mut entry_addrs = Vec::with_capacity(pending.len());
+        for &i in &pending {
+            let (pt, _) = &reqs[i];
+            let w = &walks[i];
+            let lvl = pt.format.levels[w.level];
+            let index = (w.va >> lvl.shift) & ((1 << pt.format.index_bits) - 1);
+            entry_addrs.push(PhysAddr(w.table.0 + index * 8));
+        }
+        let results = {
+            let mut ops: Vec<ReadOp<'_>> = bufs
+                .iter_mut()
+                .zip(&entry_addrs)
+                .map(|(buf, &addr)| ReadOp { addr, buf: &mut buf[..] })
+                .collect();
+            mem.read_batch(&mut ops)
+        };
+        for (k, res) in results.into_iter().enumerate() {
+            let i = pending[k];
+            let fmt = reqs[i].0.format;
+            let w = &mut walks[i];
+            let lvl = fmt.levels[w.level];
+            let entry = entry_addrs[k];
+            if let Err(source) = res {
+                w.done = Some(Err(PagingError::Mem { va: w.va, level: lvl.name, source }));
+                continue;
+            }
+            let value = u64::from_le_bytes(bufs[k]);
+            w.done = step(fmt, w, lvl, entry, value);
+        }
+    }
+    walks
+        .into_iter()
+        .map(|w| {
+            w.done.unwrap_or(Err(PagingError::NonCanonical { va: w.va, format: "walk did not finish" }))
+        })
+        .collect()
+}
+
+/// Apply one entry to a walk: finish it (page found or error) or descend a level.
+fn step(
+    fmt: &PagingFormat,
+    w: &mut Walk,
+    lvl: Level,
+    entry: PhysAddr,
+    value: u64,
+) -> Option<Result<Translation, PagingError>> {
+    if value & fmt.present == 0 {
+        return Some(Err(PagingError::NotPresent { va: w.va, level: lvl.name, entry, value }));
+    }
+    let last = w.level + 1 == fmt.levels.len();
+    if last || (lvl.large_page && value & fmt.page_size != 0) {
+        let page_size = 1u64 << lvl.shift;
+        let base = value & fmt.addr_mask & !(page_size - 1);
+        return Some(Ok(Translation { phys: PhysAddr(base | (w.va & (page_size - 1))), page_size }));
+    }
+    w.table = PhysAddr(value & fmt.addr_mask);
+    w.level += 1;
+    None
+}
+
+/// Read `buf.len()` bytes of virtual memory at `va`, page by page. Stops at the first page
+/// that does not translate or read and reports how many bytes were filled.
+pub fn read_virt(
+    mem: &dyn PhysMem,
+    pt: PageTables,
+    va: u64,
+    buf: &mut [u8],
+) -> Result<(), (usize, PagingError)> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let cur = va.wrapping_add(done as u64);
+        let t = translate_many(mem, &[(pt, cur)]).pop();
+        let t = match t {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => return Err((done, e)),
+            None => return Err((done, PagingError::NonCanonical { va: cur, format: pt.format.name })),
+        };
+        let n = (t.remaining_in_page() as usize).min(buf.len() - done);
+        if let Err(source) = mem.read_phys(t.phys, &mut buf[done..done + n]) {
+            return Err((done, PagingError::Mem { va: cur, level: "page", source }));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "paging_tests.rs"]
+mod tests;

@@ -1,0 +1,204 @@
+//! Page-table walks against tables built here by hand, including the edges.
+
+use super::*;
+use crate::introspect::counting::CountingMem;
+use crate::introspect::testutil::VecMem;
+
+const P: u64 = 1; // present
+const RW: u64 = 2;
+const PS: u64 = 1 << 7;
+const PAT_LARGE: u64 = 1 << 12;
+const NX: u64 = 1 << 63;
+
+/// Builds x86-64 page tables in a `VecMem`, allocating table pages from `next`.
+struct Builder {
+    mem: VecMem,
+    next: u64,
+    root: u64,
+    levels: usize,
+}
+
+impl Builder {
+    fn new(levels: usize) -> Self {
+        let mut b = Builder { mem: VecMem::new(16 << 20), next: 0x10_0000, root: 0, levels };
+        b.root = b.alloc();
+        b
+    }
+
+    fn alloc(&mut self) -> u64 {
+        let a = self.next;
+        self.next += 0x1000;
+        a
+    }
+
+    fn entry_addr(table: u64, va: u64, shift: u32) -> u64 {
+        table + ((va >> shift) & 0x1ff) * 8
+    }
+
+    fn read(&self, addr: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.mem.read_phys(PhysAddr(addr), &mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    /// Map `va` to `pa` with a page of `size` (4 KiB, 2 MiB or 1 GiB); `extra` flags on the leaf.
+    fn map(&mut self, va: u64, pa: u64, size: u64, extra: u64) {
+        let shifts: Vec<u32> = if self.levels == 5 { vec![48, 39, 30, 21, 12] } else { vec![39, 30, 21, 12] };
+        let leaf_shift = size.trailing_zeros();
+        let mut table = self.root;
+        for &shift in &shifts {
+            let ea = Self::entry_addr(table, va, shift);
+            if shift == leaf_shift {
+                let ps = if shift > 12 { PS } else { 0 };
+                self.mem.write_u64(ea, pa | P | RW | ps | extra);
+                return;
+            }
+            let e = self.read(ea);
+            table = if e & P != 0 {
+                e & X86_ADDR_MASK
+            } else {
+                let t = self.alloc();
+                self.mem.write_u64(ea, t | P | RW);
+                t
+            };
+        }
+    }
+
+    fn pt(&self) -> PageTables {
+        let fmt = if self.levels == 5 { &X86_64_5LEVEL } else { &X86_64_4LEVEL };
+        PageTables::new(PhysAddr(self.root), fmt)
+    }
+}
+
+#[test]
+fn four_kib_page() {
+    let mut b = Builder::new(4);
+    b.map(0xffff_8880_0012_3000, 0x45_6000, 0x1000, NX);
+    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xffff_8880_0012_3abc)).unwrap();
+    assert_eq!(t, Translation { phys: PhysAddr(0x45_6abc), page_size: 0x1000 });
+    assert_eq!(t.remaining_in_page(), 0x1000 - 0xabc);
+}
+
+#[test]
+fn two_mib_page_ignores_pat_bit() {
+    let mut b = Builder::new(4);
+    b.map(0xffff_ffff_8100_0000, 0x0200_0000, 2 << 20, PAT_LARGE);
+    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xffff_ffff_8112_3456)).unwrap();
+    assert_eq!(t, Translation { phys: PhysAddr(0x0212_3456), page_size: 2 << 20 });
+}
+
+#[test]
+fn one_gib_page() {
+    let mut b = Builder::new(4);
+    b.map(0xffff_8880_0000_0000, 0x4000_0000, 1 << 30, 0);
+    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xffff_8880_3fff_fff0)).unwrap();
+    assert_eq!(t, Translation { phys: PhysAddr(0x7fff_fff0), page_size: 1 << 30 });
+}
+
+#[test]
+fn five_level() {
+    let mut b = Builder::new(5);
+    b.map(0xff11_0000_0010_0000, 0x30_0000, 0x1000, 0);
+    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xff11_0000_0010_0008)).unwrap();
+    assert_eq!(t.phys, PhysAddr(0x30_0008));
+    // The same address is not canonical for 4-level paging.
+    let four = PageTables::new(PhysAddr(b.root), &X86_64_4LEVEL);
+    assert!(matches!(
+        four.translate(&b.mem, crate::introspect::addr::KVirt(0xff11_0000_0010_0008)),
+        Err(PagingError::NonCanonical { .. })
+    ));
+}
+
+#[test]
+fn not_present_at_each_level_names_the_level() {
+    let mut b = Builder::new(4);
+    b.map(0x0000_7f00_0000_0000, 0x50_0000, 0x1000, 0);
+    let pt = b.pt();
+    let cases = [
+        (0x0000_0000_0000_1000u64, "PML4"),
+        (0x0000_7f40_0000_0000, "PDPT"),
+        (0x0000_7f00_0020_0000, "PD"),
+        (0x0000_7f00_0000_1000, "PT"),
+    ];
+    for (va, want) in cases {
+        match pt.translate(&b.mem, crate::introspect::addr::UVirt(va)) {
+            Err(PagingError::NotPresent { level, va: got, .. }) => {
+                assert_eq!((level, got), (want, va));
+            }
+            other => panic!("{va:#x}: expected not present at {want}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn non_canonical_is_refused_without_reading() {
+    let b = Builder::new(4);
+    let counted = CountingMem::new(&b.mem);
+    let r = b.pt().translate(&counted, crate::introspect::addr::KVirt(0x0000_8000_0000_0000));
+    assert!(matches!(r, Err(PagingError::NonCanonical { va: 0x0000_8000_0000_0000, .. })));
+    assert_eq!(counted.count().reads, 0);
+}
+
+#[test]
+fn self_referencing_table_terminates() {
+    // Recursive mapping: PML4 slot 510 points at the PML4 itself. A walk through it ends
+    // after four levels, at a page-table page, exactly as the hardware would.
+    let mut b = Builder::new(4);
+    let root = b.root;
+    b.mem.write_u64(root + 510 * 8, root | P | RW);
+    let va = 0xffff_ff7f_bfdf_e000u64; // indices 510,510,510,510
+    let counted = CountingMem::new(&b.mem);
+    let t = b.pt().translate(&counted, crate::introspect::addr::KVirt(va)).unwrap();
+    assert_eq!(t.phys, PhysAddr(root));
+    assert_eq!(counted.count().reads, 4);
+}
+
+#[test]
+fn entry_outside_memory_is_a_memory_error() {
+    let mut b = Builder::new(4);
+    let root = b.root;
+    b.mem.write_u64(root, 0x000f_0000_0000_0000 | P);
+    match b.pt().translate(&b.mem, crate::introspect::addr::UVirt(0x1000)) {
+        Err(PagingError::Mem { level: "PDPT", source, .. }) => {
+            assert_eq!(source.addr(), PhysAddr(0x000f_0000_0000_0000));
+        }
+        other => panic!("expected memory error at PDPT, got {other:?}"),
+    }
+}
+
+#[test]
+fn batched_walks_take_one_batch_per_level() {
+    let mut b = Builder::new(4);
+    for i in 0..10u64 {
+        b.map(0x40_0000 + i * 0x1000, 0x80_0000 + i * 0x2000, 0x1000, 0);
+    }
+    b.map(0xffff_ffff_8000_0000, 0x20_0000, 2 << 20, 0);
+    let pt = b.pt();
+    let counted = CountingMem::new(&b.mem);
+    let mut reqs: Vec<(PageTables, u64)> = (0..10u64).map(|i| (pt, 0x40_0000 + i * 0x1000 + 7)).collect();
+    reqs.push((pt, 0xffff_ffff_8000_0010));
+    reqs.push((pt, 0x1234_5000)); // not mapped
+    let out = translate_many(&counted, &reqs);
+    for i in 0..10u64 {
+        assert_eq!(out[i as usize].as_ref().unwrap().phys, PhysAddr(0x80_0000 + i * 0x2000 + 7));
+    }
+    assert_eq!(out[10].as_ref().unwrap().phys, PhysAddr(0x20_0010));
+    assert!(out[11].is_err());
+    assert_eq!(counted.count().batches, 4);
+}
+
+#[test]
+fn read_virt_crosses_pages_and_reports_progress() {
+    let mut b = Builder::new(4);
+    b.map(0x7000_0000, 0x90_0000, 0x1000, 0);
+    b.map(0x7000_1000, 0x70_0000, 0x1000, 0);
+    b.mem.write(0x90_0ffc, b"abcd");
+    b.mem.write(0x70_0000, b"efgh");
+    let mut buf = [0u8; 8];
+    read_virt(&b.mem, b.pt(), 0x7000_0ffc, &mut buf).unwrap();
+    assert_eq!(&buf, b"abcdefgh");
+    let mut buf = [0u8; 8];
+    let (done, err) = read_virt(&b.mem, b.pt(), 0x7000_1ffc, &mut buf).unwrap_err();
+    assert_eq!(done, 4);
+    assert_eq!(err.va(), 0x7000_2000);
+}

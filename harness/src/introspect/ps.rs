@@ -1,0 +1,201 @@
+//! `ps` from physical memory: the library entry point behind `harness ps`.
+//!
+//! Phases, each timed and counted: `scan` (find the kernel), `symbols` (kallsyms, KASLR,
+//! direct map), `layout` (the chosen method), `walk` (tasks, names, command lines).
+//!
+//! Invariant: a report is returned whenever the kernel and a layout were found, even if the walk
+//! stopped early — then `walk_error` says why and `rows` holds every task read before it.
+
+use std::time::Instant;
+
+use emulator::mem::PhysMem;
+
+use super::anchor::{self, AnchorError};
+use super::counting::{CountingMem, ReadCount};
+use super::kernel::{Kernel, KernelError, KernelInfo};
+use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
+use super::scan::ScanConfig;
+use super::walk::{probe, walk, Thread, WalkConfig};
+use super::cmdline::join_args;
+
+#[derive(Debug, Clone, Default)]
+pub struct PsOptions {
+    pub method: Option<MethodKind>,
+    pub inputs: LayoutInputs,
+    pub scan: ScanConfig,
+    pub walk: WalkConfig,
+}
+
+/// One output row: one thread.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    pub pid: i32,
+    pub tgid: i32,
+    pub ppid: i32,
+    pub uid: u32,
+    pub state: String,
+    pub comm: String,
+    pub cmdline: String,
+    /// Threads in the group (group leaders only).
+    pub threads: Option<u32>,
+    /// Start time in ns since boot (`start_boottime`).
+    pub start_time: u64,
+    pub kthread: bool,
+}
+
+impl Row {
+    pub fn from_thread(t: &Thread) -> Row {
+        Row {
+            pid: t.pid,
+            tgid: t.tgid,
+            ppid: t.ppid,
+            uid: t.uid,
+            state: t.state.to_string(),
+            comm: String::from_utf8_lossy(&t.comm).into_owned(),
+            cmdline: String::from_utf8_lossy(&join_args(&t.cmdline)).into_owned(),
+            threads: t.threads,
+            start_time: t.start_time_ns,
+            kthread: t.kthread,
+        }
+    }
+}
+
+/// Cost of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub ms: f64,
+    pub reads: u64,
+    pub bytes: u64,
+    pub batches: u64,
+}
+
+/// KASLR-derived values, as hex strings for humans and JSON alike.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Kaslr {
+    pub virt_offset: String,
+    pub phys_base: String,
+    pub text_phys: String,
+    pub page_offset_base: String,
+}
+
+/// The `--stats` line.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub method: String,
+    pub kernel_release: String,
+    pub kaslr: Kaslr,
+    pub dma_reads: u64,
+    pub dma_bytes: u64,
+    pub dma_batches: u64,
+    pub ram_bytes: u64,
+    pub scan_percent_of_ram: f64,
+    pub wall_ms: f64,
+    pub phases: Vec<Phase>,
+    pub tasks: usize,
+    pub walk_error: Option<String>,
+}
+
+/// Everything `ps` learned.
+#[derive(Debug)]
+pub struct PsReport {
+    pub rows: Vec<Row>,
+    pub threads: Vec<Thread>,
+    pub walk_error: Option<String>,
+    pub kernel: KernelInfo,
+    pub method: MethodKind,
+    pub layout: Layout,
+    pub stats: Stats,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PsError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    #[error("init_task unknown")]
+    NoInitTask,
+}
+
+struct Clock<'c, M: PhysMem> {
+    mem: &'c CountingMem<M>,
+    t0: Instant,
+    last: (Instant, ReadCount),
+    phases: Vec<Phase>,
+}
+
+impl<M: PhysMem> Clock<'_, M> {
+    fn lap(&mut self, name: &'static str) {
+        let now = (Instant::now(), self.mem.count());
+        let d = now.1.since(self.last.1);
+        self.phases.push(Phase {
+            name,
+            ms: (now.0 - self.last.0).as_secs_f64() * 1e3,
+            reads: d.reads,
+            bytes: d.bytes,
+            batches: d.batches,
+        });
+        self.last = now;
+    }
+}
+
+/// Tasks followed to accept a layout in `auto`.
+const VALIDATE_TASKS: usize = 16;
+
+/// Does `layout` fit this kernel? Anchors `init_task` and the direct map with it, then follows
+/// the first tasks of the list.
+pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), String> {
+    anchor::complete(kernel, layout).map_err(|e| e.to_string())?;
+    let init = kernel.info.init_task.ok_or("init_task unknown")?;
+    probe(&kernel.space, layout, init, VALIDATE_TASKS).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// List the processes of the machine whose memory is `mem`.
+pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
+    let counted = CountingMem::new(mem);
+    let ram_bytes: u64 = mem.ranges().iter().map(|r| r.len()).sum();
+    let t0 = Instant::now();
+    let mut clock = Clock { mem: &counted, t0, last: (t0, ReadCount::default()), phases: Vec::new() };
+
+    let found = Kernel::scan(&counted, &opts.scan)?;
+    clock.lap("scan");
+    let mut kernel = Kernel::open(&counted, found)?;
+    clock.lap("symbols");
+    let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &mut kernel, &opts.inputs, &validate)?;
+    anchor::complete(&mut kernel, &layout)?;
+    clock.lap("layout");
+    let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
+    let outcome = walk(&kernel.space, &layout, init_task, opts.walk);
+    clock.lap("walk");
+
+    let mut threads = outcome.threads;
+    threads.sort_by_key(|t| (t.pid, t.tgid));
+    let rows: Vec<Row> = threads.iter().map(Row::from_thread).collect();
+    let total = counted.count();
+    let scan_bytes = clock.phases.first().map(|p| p.bytes).unwrap_or(0);
+    let walk_error = outcome.error.map(|e| e.to_string());
+    let info = kernel.info.clone();
+    let stats = Stats {
+        method: method.to_string(),
+        kernel_release: info.release.clone(),
+        kaslr: Kaslr {
+            virt_offset: format!("{:#x}", info.kaslr_virt_offset),
+            phys_base: format!("{:#x}", info.phys_base),
+            text_phys: format!("{:#x}", info.text_phys.0),
+            page_offset_base: info.page_offset_base.map(|p| format!("{p:#x}")).unwrap_or_default(),
+        },
+        dma_reads: total.reads,
+        dma_bytes: total.bytes,
+        dma_batches: total.batches,
+        ram_bytes,
+        scan_percent_of_ram: if ram_bytes > 0 { scan_bytes as f64 * 100.0 / ram_bytes as f64 } else { 0.0 },
+        wall_ms: clock.t0.elapsed().as_secs_f64() * 1e3,
+        phases: clock.phases,
+        tasks: rows.len(),
+        walk_error: walk_error.clone(),
+    };
+    Ok(PsReport { rows, threads, walk_error, kernel: info, method, layout, stats })
+}

@@ -1,0 +1,68 @@
+//! The figures of the paper: which results file each one reads and how it turns rows into a
+//! chart.
+//!
+//! Invariant: a figure reads only `results/*.csv`, through [`experiments::results::read`] with
+//! the experiment's own row type, so a column it uses cannot be missing or renamed without an
+//! error. A figure whose input file is absent is skipped with a note; a file with the wrong
+//! schema or no rows is an error.
+
+use std::path::{Path, PathBuf};
+
+use experiments::results::{self, ResultsError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::chart::{ChartError, LineChart};
+
+mod wire_latency;
+mod wire_throughput;
+
+/// One figure of the paper.
+pub struct Figure {
+    /// Output files are `<stem>.svg` and `<stem>.png`.
+    pub stem: &'static str,
+    /// The results files it reads (`results/<input>.csv`).
+    pub inputs: &'static [&'static str],
+    /// Builds the chart from the results directory.
+    pub build: fn(&Path) -> Result<LineChart, FigureError>,
+}
+
+/// Every figure, in the order they are rendered.
+pub fn all() -> Vec<Figure> {
+    vec![
+        Figure {
+            stem: "wire-latency-cdf",
+            inputs: &["wire-latency"],
+            build: wire_latency::build,
+        },
+        Figure {
+            stem: "wire-throughput",
+            inputs: &["wire-throughput"],
+            build: wire_throughput::build,
+        },
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error("{}: no rows", path.display())]
+    Empty { path: PathBuf },
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+    #[error(transparent)]
+    Font(#[from] crate::style::FontError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Reads `results_dir/<name>.csv`, which must hold at least one row.
+pub(crate) fn load<R: Serialize + DeserializeOwned>(results_dir: &Path, name: &str) -> Result<Vec<R>, FigureError> {
+    let path = results::path_for(results_dir, name);
+    let rows: Vec<R> = results::read::<R>(&path)?.into_iter().map(|(r, _)| r).collect();
+    if rows.is_empty() {
+        return Err(FigureError::Empty { path });
+    }
+    Ok(rows)
+}

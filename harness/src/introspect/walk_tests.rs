@@ -162,7 +162,8 @@ fn well_formed_list() {
     let f = sample();
     let out = f.walk(WalkConfig::default());
     assert!(out.error.is_none(), "{:?}", out.error);
-    let got: Vec<(i32, i32, i32, char, &[u8], Option<u32>, bool, u32)> = out
+    type Seen<'a> = (i32, i32, i32, char, &'a [u8], Option<u32>, bool, u32);
+    let got: Vec<Seen<'_>> = out
         .threads
         .iter()
         .map(|t| (t.pid, t.tgid, t.ppid, t.state, t.comm.as_slice(), t.threads, t.kthread, t.uid))

@@ -14,7 +14,9 @@ use crate::introspect::kernel::Kernel;
 use crate::introspect::kspace::KernelSpace;
 use crate::introspect::physread::read_vec;
 
-const SEARCH_SPAN: u64 = 16 << 20;
+/// `.data` up to `init_task`: it sits in init/init_task.o, linked early (tens to hundreds of KiB
+/// into `.data` on the corpus kernels); 4 MiB bounds the search.
+const SEARCH_SPAN: u64 = 4 << 20;
 const CHUNK: u64 = 256 << 10;
 const MAX_RING: usize = 1 << 16;
 const GIB: u64 = 1 << 30;

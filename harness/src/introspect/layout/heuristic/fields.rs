@@ -18,8 +18,11 @@ use crate::introspect::state::{EXIT_DEAD, EXIT_ZOMBIE, PF_KTHREAD, TASK_IDLE, TA
 
 
 const PID_MAX: u32 = 4 << 20;
-const SIGNAL_SPAN: usize = 256;
+/// `struct signal_struct` is about 1 KiB on x86-64 6.1.
+const SIGNAL_SPAN: usize = 1024;
 const MAX_THREADS: usize = 1 << 14;
+/// `PF_IDLE`: the idle task.
+const PF_IDLE: u32 = 0x2;
 /// `TASK_DEAD`.
 const TASK_DEAD: u32 = 0x80;
 
@@ -48,6 +51,12 @@ pub struct Tasks {
     pub f: Fields,
 }
 
+/// At least 90 % of neighbours in order (creation order along the task list, up to races).
+fn mostly_ordered<T: PartialOrd>(v: &[T]) -> bool {
+    let good = v.windows(2).filter(|w| w[0] <= w[1]).count();
+    v.len() >= 2 && good * 10 >= (v.len() - 1) * 9
+}
+
 fn offsets(step: u64) -> impl Iterator<Item = u64> {
     (0..TASK_SPAN as u64 - 8).step_by(step as usize)
 }
@@ -67,13 +76,18 @@ pub fn infer(found: &Found<'_>) -> Result<Tasks, String> {
     let in_image = |v: u64| s.in_image(KVirt(v));
     let in_dm = |v: u64| s.in_direct_map(KVirt(v)) && v % 8 == 0;
 
-    // pid and tgid candidates: 0, then 1, 2, increasing.
+    // pid and tgid candidates: 0, then 1, 2, distinct and (mostly) increasing — on SMP two
+    // forks can take pids in one order and join the task list in the other.
     let pids: Vec<u64> = offsets(4)
         .filter(|&o| {
+            let vals: Vec<u32> = leaders.iter().filter_map(|l| l.u32(o)).collect();
             init.u32(o) == Some(0)
-                && leaders[0].u32(o) == Some(1)
-                && leaders[1].u32(o) == Some(2)
-                && leaders.windows(2).all(|w| matches!((w[0].u32(o), w[1].u32(o)), (Some(a), Some(b)) if a < b && b <= PID_MAX))
+                && vals.len() == leaders.len()
+                && vals[0] == 1
+                && vals[1] == 2
+                && vals.iter().all(|&v| v > 0 && v <= PID_MAX)
+                && vals.iter().collect::<HashSet<_>>().len() == vals.len()
+                && mostly_ordered(&vals)
         })
         .collect();
     if pids.is_empty() {
@@ -131,8 +145,13 @@ pub fn infer(found: &Found<'_>) -> Result<Tasks, String> {
             i == 0 || l.base == kthreadd || l.u64(real_parent) == Some(kthreadd)
         })
         .collect();
+    // flags: PF_KTHREAD exactly on kernel threads, PF_IDLE on no listed task but init_task
+    // (which has it on SMP kernels), and no bit 31 (which would make this the upper half of a
+    // kernel pointer).
     let flags = lowest(4, "flags (PF_KTHREAD)", |o| {
-        all.iter().zip(&kthread).all(|(t, &k)| t.u32(o).is_some_and(|f| (f & PF_KTHREAD != 0) == k))
+        all.iter().zip(&kthread).enumerate().all(|(i, (t, &k))| {
+                t.u32(o).is_some_and(|f| (f & PF_KTHREAD != 0) == k && f < 0x8000_0000 && (i == 0 || f & PF_IDLE == 0))
+            })
     })?;
 
     // __state: task states only, init_task running, sleepers and idle kernel threads present.
@@ -179,14 +198,22 @@ pub fn infer(found: &Found<'_>) -> Result<Tasks, String> {
         })
         .collect();
 
-    // start_boottime: 0 for init_task, non-decreasing in creation order, threads after leaders.
+    // start_boottime: 0 for init_task, (mostly) non-decreasing in creation order, threads
+    // after their leaders, children after their parents.
+    let start_of: HashMap<u64, usize> = all.iter().enumerate().map(|(i, t)| (t.base, i)).collect();
     let starts: Vec<u64> = offsets(8)
         .filter(|&o| {
             !pids.iter().any(|&p| o + 8 > p && o < p + 4)
                 && init.u64(o) == Some(0)
                 && leaders[0].u64(o).is_some_and(|v| v >= 1000)
-                && leaders.windows(2).all(|w| matches!((w[0].u64(o), w[1].u64(o)), (Some(a), Some(b)) if a <= b && b < 1_000_000_000_000_000))
+                && leaders.iter().all(|l| l.u64(o).is_some_and(|v| v < 1_000_000_000_000_000))
+                && mostly_ordered(&leaders.iter().filter_map(|l| l.u64(o)).collect::<Vec<_>>())
                 && threads.iter().all(|&t| matches!((all[t].u64(o), all[leader[t]].u64(o)), (Some(a), Some(b)) if a >= b))
+                // Children start after their parents.
+                && all.iter().all(|t| match t.u64(real_parent).and_then(|p| start_of.get(&p)) {
+                    Some(&pi) => matches!((t.u64(o), all[pi].u64(o)), (Some(a), Some(b)) if a >= b),
+                    None => true,
+                })
                 && leaders.iter().filter_map(|l| l.u64(o)).collect::<HashSet<_>>().len() >= 3
         })
         .collect();
@@ -337,7 +364,7 @@ fn find_signal(
                 snaps.len() == others.len() && snaps.iter().all(|t| t.u64(real_parent) == l.u64(real_parent) && t.u64(o) == l.u64(o))
             });
             let counted = groups_ok
-                && (0..h).step_by(4).any(|k| {
+                && (0..SIGNAL_SPAN as u64 - 4).step_by(4).filter(|k| !(h..h + 16).contains(k)).any(|k| {
                     leaders.iter().zip(&sizes).all(|(l, &n)| {
                         bodies.get(&l.u64(o).unwrap_or(0)).and_then(|b| Bytes::new(b).u32(k as usize).ok()) == Some(n)
                     })

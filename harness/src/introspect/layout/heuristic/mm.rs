@@ -160,5 +160,19 @@ fn uid(creds: &[Snap], init_cred: u64) -> Result<u64, String> {
             v(0).is_some() && v(0) == v(2) && v(0) == v(4) && v(0) == v(6) && v(1).is_some() && v(1) == v(3) && v(1) == v(5) && v(1) == v(7)
         })
     };
-    basic.iter().copied().find(|&o| pattern(o)).or(basic.first().copied()).ok_or_else(|| "no uid in struct cred".into())
+    if let Some(o) = basic.iter().copied().find(|&o| pattern(o)) {
+        return Ok(o);
+    }
+    // A shuffled struct cred: uid, suid, euid and fsuid hold the same values in every cred
+    // that never changed identity partially; take the largest such class (gid's class is
+    // indistinguishable when its values differ from uid's — a documented limit).
+    let mut classes: HashMap<Vec<u32>, Vec<u64>> = HashMap::new();
+    for &o in &basic {
+        classes.entry(creds.iter().map(|c| c.u32(o).unwrap_or(0)).collect()).or_default().push(o);
+    }
+    classes
+        .into_values()
+        .max_by_key(|offs| (offs.len(), std::cmp::Reverse(offs[0])))
+        .map(|offs| offs[0])
+        .ok_or_else(|| "no uid in struct cred".into())
 }

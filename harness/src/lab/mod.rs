@@ -29,6 +29,7 @@ pub mod live;
 pub mod qemu;
 pub mod recipe;
 pub mod record;
+pub mod shellport;
 pub mod truth;
 
 pub use error::{Error, Result};

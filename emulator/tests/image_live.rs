@@ -11,15 +11,13 @@ use emulator::image::{self, Format, Machine};
 use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange};
 use rstest::rstest;
 use serde_json::json;
-use support::pattern;
+use support::{pattern, ScratchDir};
 use support::qemu::{Guest, GuestConfig};
 
 const GIB: u64 = 1 << 30;
 
-fn work_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("live-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn work_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("live-{name}"))
 }
 
 /// A boot sector that counts forever: `cli; mov ax,0x8000; mov ds,ax; l: inc dword [0]; jmp l`,
@@ -58,16 +56,17 @@ fn wait_for_change(img: &dyn PhysMem, from: u32, what: &str) -> u32 {
 
 #[test]
 fn a_running_guest_is_served_fresh_from_its_ram_file() {
-    let dir = work_dir("running");
+    let scratch = work_dir("running");
+    let dir = scratch.path();
     let ram = dir.join("ram.live");
     let pat = pattern(42, 1 << 20);
     std::fs::write(dir.join("pattern.bin"), &pat).unwrap();
     let mut cfg = GuestConfig::new("pc", 128);
     cfg.ram_file = Some(ram.clone());
     cfg.loaders.push((dir.join("pattern.bin"), 0x20_0000));
-    cfg.boot_disk = Some(counter_disk(&dir));
+    cfg.boot_disk = Some(counter_disk(dir));
     cfg.paused = false;
-    let mut guest = Guest::start(&cfg, &dir).unwrap();
+    let mut guest = Guest::start(&cfg, dir).unwrap();
 
     let img = image::open(&ram, Some(Format::Live(Machine::Pc)), None).unwrap();
     assert_eq!(img.ranges(), vec![PhysRange::new(0, 128 << 20)]);
@@ -95,8 +94,6 @@ fn a_running_guest_is_served_fresh_from_its_ram_file() {
     guest.qmp.execute("cont", json!({})).unwrap();
     let _ = wait_for_change(&*img, held, "resumed");
     guest.quit().unwrap();
-    drop(img);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Guests whose RAM does or does not fit below the PCI hole, on both machine types.
@@ -106,7 +103,8 @@ fn a_running_guest_is_served_fresh_from_its_ram_file() {
 #[case::q35_3g_splits_at_2g("q35", Machine::Q35, 3 * GIB, 2 * GIB)]
 #[case::q35_2_5g_stays_low("q35", Machine::Q35, 2 * GIB + GIB / 2, 2 * GIB + GIB / 2)]
 fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machine: Machine, #[case] ram: u64, #[case] below: u64) {
-    let dir = work_dir(&format!("{qemu_machine}-{}", ram >> 20));
+    let scratch = work_dir(&format!("{qemu_machine}-{}", ram >> 20));
+    let dir = scratch.path();
     let above = ram - below;
     const N: usize = 8192;
     // Patterns at the last bytes below the split, and the first and last bytes above 4 GiB.
@@ -123,7 +121,7 @@ fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machi
         std::fs::write(&f, pattern(seed, N)).unwrap();
         cfg.loaders.push((f, addr));
     }
-    let mut guest = Guest::start(&cfg, &dir).unwrap();
+    let mut guest = Guest::start(&cfg, dir).unwrap();
 
     let img = image::open(&ram_file, Some(Format::Live(machine)), None).unwrap();
     let mut expected = vec![PhysRange::new(0, below)];
@@ -152,6 +150,4 @@ fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machi
         assert!(!found, "the {other} layout should not place this {qemu_machine} guest's RAM the same way");
     }
     guest.quit().unwrap();
-    drop(img);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,17 +12,16 @@ use std::path::{Path, PathBuf};
 use emulator::image::{self, Format, ImageError};
 use emulator::mem::{PhysAddr, PhysMem, ReadOp};
 use rstest::rstest;
-use support::{Case, Rng};
+use support::{Case, Rng, ScratchDir};
 
 /// A writable copy of a case's file: complete for small files, and for large ones a sparse
 /// file of the same length holding only the regions `keep` lists (headers), which is all a
 /// parser reads at open.
-fn work_copy(case: Case, keep: &[(u64, u64)]) -> (PathBuf, u64) {
+fn work_copy(case: Case, keep: &[(u64, u64)]) -> (ScratchDir, PathBuf, u64) {
     let src = case.file();
     let len = std::fs::metadata(&src).unwrap().len();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("robustness-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dst = dir.join(format!("{case:?}"));
+    let dir = ScratchDir::new("robustness");
+    let dst = dir.path().join(format!("{case:?}"));
     if len <= 64 << 20 {
         std::fs::copy(&src, &dst).unwrap();
         // Copies of read-only QEMU output must be writable here.
@@ -42,7 +41,7 @@ fn work_copy(case: Case, keep: &[(u64, u64)]) -> (PathBuf, u64) {
             out.write_all_at(&buf, at).unwrap();
         }
     }
-    (dst, len)
+    (dir, dst, len)
 }
 
 /// Open with `format` and, if that works, read a bounded amount. Never panics unless the code
@@ -172,7 +171,7 @@ fn targets(case: Case) -> (Vec<u64>, Vec<(u64, u64)>) {
 #[case::avml_v1(Case::AvmlV1, Some(Format::Avml))]
 fn mutated_headers_give_errors_not_panics(#[case] case: Case, #[case] format: Option<Format>) {
     let (positions, keep) = targets(case);
-    let (path, _) = work_copy(case, &keep);
+    let (_dir, path, _) = work_copy(case, &keep);
     let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
     let mut rng = Rng(0xbad ^ case as u64);
     assert!(exercise(&path, format, &mut rng), "{case:?}: the unmutated copy must open");
@@ -198,7 +197,6 @@ fn mutated_headers_give_errors_not_panics(#[case] case: Case, #[case] format: Op
         file.write_all_at(&orig, pos).unwrap();
     }
     assert!(failed > 0, "{case:?}: no mutation was rejected ({opened} opened)");
-    let _ = std::fs::remove_file(&path);
 }
 
 #[rstest]
@@ -211,7 +209,7 @@ fn mutated_headers_give_errors_not_panics(#[case] case: Case, #[case] format: Op
 #[case::avml(Case::Avml, Some(Format::Avml))]
 fn truncated_files_give_errors_not_panics(#[case] case: Case, #[case] format: Option<Format>) {
     let (positions, keep) = targets(case);
-    let (path, len) = work_copy(case, &keep);
+    let (_dir, path, len) = work_copy(case, &keep);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     let mut lengths: Vec<u64> = (0..=600).step_by(7).collect();
     lengths.extend((1..64).map(|i| len * i / 64));
@@ -230,7 +228,6 @@ fn truncated_files_give_errors_not_panics(#[case] case: Case, #[case] format: Op
         }
     }
     assert!(rejected > lengths.len() / 2, "{case:?}: only {rejected} of {} truncations rejected", lengths.len());
-    let _ = std::fs::remove_file(&path);
 }
 
 #[rstest]
@@ -240,9 +237,8 @@ fn truncated_files_give_errors_not_panics(#[case] case: Case, #[case] format: Op
 #[case::lime(Format::Lime)]
 #[case::avml(Format::Avml)]
 fn noise_and_hostile_headers_give_errors_not_panics(#[case] format: Format) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("noise-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{format}"));
+    let dir = ScratchDir::new("noise");
+    let path = dir.path().join(format!("{format}"));
     let mut rng = Rng(0x4015e ^ format.to_string().len() as u64);
     let magic: &[u8] = match format {
         Format::Elf => b"\x7fELF\x02\x01\x01\0",
@@ -269,5 +265,4 @@ fn noise_and_hostile_headers_give_errors_not_panics(#[case] format: Format) {
         let _ = exercise(&path, Some(format), &mut rng);
         let _ = exercise(&path, None, &mut rng);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,10 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+
+mod support;
+
+use support::ScratchDir;
 
 use emulator::image::{self, Format};
 use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange};
@@ -30,9 +33,8 @@ fn markers() -> Vec<(u64, Vec<u8>)> {
 
 #[test]
 fn a_sparse_16_gib_raw_image_is_served_with_a_small_resident_set() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("sparse-16g-{}.raw", std::process::id()));
+    let dir = ScratchDir::new("sparse-16g");
+    let path = dir.path().join("image.raw");
     let file = File::create(&path).unwrap();
     file.set_len(SIZE).unwrap();
     let mut placed = Vec::new();
@@ -93,6 +95,4 @@ fn a_sparse_16_gib_raw_image_is_served_with_a_small_resident_set() {
     based.read_phys(PhysAddr(1 << 32), &mut first).unwrap();
     assert_eq!(first, placed[0].1);
     assert!(matches!(based.read_phys(PhysAddr(0), &mut first), Err(MemError::Unmapped { addr: PhysAddr(0) })));
-    drop((img, based));
-    std::fs::remove_file(&path).unwrap();
 }

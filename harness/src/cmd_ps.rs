@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Result};
 use clap::Args;
 use emulator::mem::PhysMem;
 use harness::introspect::layout::{LayoutInputs, MethodKind};
@@ -14,10 +14,10 @@ use harness::introspect::source;
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("memory").required(true).args(["image", "target", "pcap"]))]
 pub struct PsArgs {
-    /// A memory image (ELF core; more formats once emulator::image lands).
+    /// A memory image: ELF core, kdump, raw, LiME, AVML, or a live QEMU RAM file.
     #[arg(long)]
     image: Option<PathBuf>,
-    /// The image's format, when it cannot be detected.
+    /// The image's format when it cannot be detected (raw, elf, kdump, lime, avml, live, live:q35).
     #[arg(long, requires = "image")]
     format_image: Option<String>,
     /// A live machine over NetTLP: nettlp://ADDR[:TAG].
@@ -65,7 +65,7 @@ pub fn run(args: PsArgs) -> Result<()> {
         inputs: LayoutInputs { kernel_source: args.kernel_source.clone(), isf: args.isf.clone() },
         ..Default::default()
     };
-    let report = ps(mem.as_ref(), &opts).context("listing processes")?;
+    let report = ps(mem.as_ref(), &opts).map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(render(&report.rows, args.format).as_bytes())?;
     stdout.flush()?;

@@ -10,9 +10,11 @@
 //!   (src/image.rs): version 2 cuts ranges into 16 MiB blocks, writes each as a snappy frame
 //!   stream plus its u64 length, and omits all-zero blocks; version 1 omits all-zero ranges of
 //!   at most 16 MiB; plain LiME writes every range.
-//! - `kdump_to_snappy`: Debian's QEMU 7.2 and makedumpfile 1.7.2 are both built without
+//! - `kdump_rewrite`: Debian's QEMU 7.2 and makedumpfile 1.7.2 are both built without
 //!   snappy, so this re-encodes the pages of a real kdump file with snappy (raw blocks, as
-//!   QEMU's `snappy_compress` writes them), keeping headers, bitmaps and notes.
+//!   QEMU's `snappy_compress` writes them), keeping headers, bitmaps and notes. It also
+//!   excludes zero pages from the 2nd bitmap with a chosen dump level: makedumpfile only
+//!   excludes pages by bitmap when it knows the kernel (VMCOREINFO), which this guest lacks.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -166,8 +168,21 @@ pub fn elf_to_lime(src: &Path, dst: &Path, kind: LimeKind) -> Result<()> {
     Ok(())
 }
 
-/// Re-encode a standard (non-flattened) kdump file's pages with snappy.
-pub fn kdump_to_snappy(src: &Path, dst: &Path) -> Result<()> {
+/// How to rewrite a kdump file.
+#[derive(Clone, Copy, Debug)]
+pub struct KdumpRewrite {
+    /// Re-encode every page with snappy (raw if snappy does not shrink it).
+    pub snappy: bool,
+    /// Drop all-zero pages from the 2nd bitmap (and their descriptors), as makedumpfile's
+    /// dump levels do.
+    pub exclude_zero_pages: bool,
+    /// The sub header's dump level to record.
+    pub dump_level: u32,
+}
+
+/// Rewrite a standard (non-flattened) kdump file's pages: re-encode and/or exclude zero
+/// pages, keeping headers, the 1st bitmap and notes.
+pub fn kdump_rewrite(src: &Path, dst: &Path, how: KdumpRewrite) -> Result<()> {
     let data = std::fs::read(src)?;
     ensure!(data.starts_with(b"KDUMP   "), "{} is not a standard kdump file", src.display());
     let block = u32_at(&data, 428) as usize;
@@ -175,16 +190,20 @@ pub fn kdump_to_snappy(src: &Path, dst: &Path) -> Result<()> {
     let bitmap_blocks = u32_at(&data, 436) as usize;
     let max_mapnr = u64_at(&data, block + 96) as usize;
     let bitmap2 = (1 + sub_hdr_size) * block + bitmap_blocks * block / 2;
-    let dumped: u64 = data[bitmap2..bitmap2 + max_mapnr.div_ceil(8)].iter().map(|b| u64::from(b.count_ones())).sum();
+    let bit = |b: &[u8], pfn: usize| b[bitmap2 + pfn / 8] >> (pfn % 8) & 1 == 1;
+    let dumped: Vec<usize> = (0..max_mapnr).filter(|&p| bit(&data, p)).collect();
     let desc_at = (1 + sub_hdr_size + bitmap_blocks) * block;
-    let data_at = desc_at + 24 * dumped as usize;
-    let mut out = data[..data_at].to_vec();
-    out[424..428].copy_from_slice(&4u32.to_le_bytes()); // status: DUMP_DH_COMPRESSED_SNAPPY
+    let mut out = data[..desc_at].to_vec();
+    if how.snappy {
+        out[424..428].copy_from_slice(&4u32.to_le_bytes()); // status: DUMP_DH_COMPRESSED_SNAPPY
+    }
+    out[block + 8..block + 12].copy_from_slice(&how.dump_level.to_le_bytes());
+    let mut descs = Vec::new();
     let mut pages = Vec::new();
     let mut page = vec![0u8; block];
     let mut enc = snap::raw::Encoder::new();
-    let mut snappy_pages = 0;
-    for i in 0..dumped as usize {
+    let (mut snappy_pages, mut excluded) = (0, 0);
+    for (i, &pfn) in dumped.iter().enumerate() {
         let d = &data[desc_at + 24 * i..desc_at + 24 * (i + 1)];
         let (off, size, flags) = (u64_at(d, 0) as usize, u32_at(d, 8) as usize, u32_at(d, 12));
         let stored = &data[off..off + size];
@@ -196,17 +215,34 @@ pub fn kdump_to_snappy(src: &Path, dst: &Path) -> Result<()> {
             }
             f => bail!("page {i}: flags {f:#x}, expected zlib or raw"),
         }
-        let compressed = enc.compress_vec(&page)?;
-        let new_off = (data_at + pages.len()) as u64;
-        let (flags, body) = if compressed.len() < block { (4u32, &compressed[..]) } else { (0, &page[..]) };
-        snappy_pages += usize::from(flags == 4);
-        let nd = desc_at + 24 * i;
-        out[nd..nd + 8].copy_from_slice(&new_off.to_le_bytes());
-        out[nd + 8..nd + 12].copy_from_slice(&(body.len() as u32).to_le_bytes());
-        out[nd + 12..nd + 16].copy_from_slice(&flags.to_le_bytes());
-        pages.extend_from_slice(body);
+        if how.exclude_zero_pages && page.iter().all(|&b| b == 0) {
+            out[bitmap2 + pfn / 8] &= !(1 << (pfn % 8));
+            excluded += 1;
+            continue;
+        }
+        let (flags, body): (u32, Vec<u8>) = if how.snappy {
+            let compressed = enc.compress_vec(&page)?;
+            if compressed.len() < block {
+                snappy_pages += 1;
+                (4, compressed)
+            } else {
+                (0, page.clone())
+            }
+        } else {
+            (flags, stored.to_vec())
+        };
+        descs.push((pages.len() as u64, body.len() as u32, flags));
+        pages.extend_from_slice(&body);
     }
-    ensure!(snappy_pages > 0, "no page was snappy-compressed");
+    ensure!(!how.snappy || snappy_pages > 0, "no page was snappy-compressed");
+    ensure!(!how.exclude_zero_pages || excluded > 0, "no zero page to exclude");
+    let data_at = (desc_at + 24 * descs.len()) as u64;
+    for (off, size, flags) in descs {
+        out.extend_from_slice(&(data_at + off).to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+    }
     out.extend_from_slice(&pages);
     std::fs::write(dst, out)?;
     Ok(())

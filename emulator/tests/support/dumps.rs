@@ -10,7 +10,9 @@
 //! Derived with real tools: `makedumpfile -R` (standard kdump-zlib from the flattened one),
 //! `makedumpfile -l` and `makedumpfile -F -l -d 1` on the (re-laid-out) ELF core (kdump-lzo,
 //! standard and flattened). Derived with test converters (no real producer here): LiME, AVML
-//! v2 and v1 from the ELF core, kdump-snappy from the standard kdump-zlib (see `convert`).
+//! v2 and v1 from the ELF core; kdump-snappy, and kdump-zlib with zero pages excluded at dump
+//! levels 1 and 31, from the standard kdump-zlib (see `convert`). Plus a filtered ELF core
+//! (`begin`/`length`), QEMU's own partial dump.
 //!
 //! Files live in `$CARGO_TARGET_TMPDIR/image-dumps-<key>`; the key changes with this
 //! generator's version and the QEMU/makedumpfile versions. A file lock makes concurrent test
@@ -29,7 +31,7 @@ use super::pattern;
 use super::qemu::{self, Guest, GuestConfig};
 
 /// Bump when the generated set changes.
-const GENERATOR: &str = "v1";
+const GENERATOR: &str = "v2";
 
 pub const RAM: u64 = 128 << 20;
 /// (seed, guest-physical address, length) of each loaded pattern. The first starts unaligned
@@ -38,6 +40,8 @@ pub const RAM: u64 = 128 << 20;
 pub const PATTERNS: [(u64, u64, usize); 3] = [(1, 0x1f_ff10, 0x30_0123), (2, RAM - 0x10_0000, 0x10_0000), (3, 0x9_0100, 0x2345)];
 /// The BIOS ROM at the top of the 32-bit space (pc.bios, 256 KiB).
 pub const BIOS: (u64, u64) = (0xfffc_0000, 0x4_0000);
+/// The window dumped with `dump-guest-memory`'s begin/length filter.
+pub const FILTERED: (u64, u64) = (0x1f_0000, 0x40_0000);
 /// The window saved as the raw image with a base address.
 pub const RAW_BASE: (u64, u64) = (0x10_0000, 0x100_0000);
 
@@ -91,6 +95,13 @@ fn generate_cached() -> Result<DumpSet> {
         std::fs::write(tmp.join("complete"), b"")?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir)?;
+        // Sets made for other generator or tool versions (and abandoned attempts) go.
+        for entry in std::fs::read_dir(&root)?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("image-dumps-") && entry.path() != dir && entry.path().is_dir() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
     drop(lock);
     Ok(DumpSet { dir })
@@ -117,6 +128,12 @@ fn generate(dir: &Path, makedumpfile: &Path) -> Result<()> {
     guest.pmemsave(0, RAM, &dir.join("truth-low.raw"))?;
     guest.pmemsave(BIOS.0, BIOS.1, &dir.join("truth-bios.raw"))?;
     guest.pmemsave(RAW_BASE.0, RAW_BASE.1, &dir.join("raw-base.raw"))?;
+    // QEMU's begin/length filter: a core holding only FILTERED.
+    guest.qmp.execute(
+        "dump-guest-memory",
+        serde_json::json!({ "paging": false, "protocol": format!("file:{}", dir.join("guest-filtered.elf").display()),
+                            "begin": FILTERED.0, "length": FILTERED.1 }),
+    )?;
     guest.quit()?;
 
     let file_in = |p: &Path| -> Result<Stdio> { Ok(Stdio::from(std::fs::File::open(p)?)) };
@@ -132,6 +149,10 @@ fn generate(dir: &Path, makedumpfile: &Path) -> Result<()> {
     convert::elf_to_lime(&dir.join("guest.elf"), &dir.join("guest.lime"), LimeKind::Lime)?;
     convert::elf_to_lime(&dir.join("guest.elf"), &dir.join("guest-v1.avml"), LimeKind::AvmlV1)?;
     convert::elf_to_lime(&dir.join("guest.elf"), &dir.join("guest.avml"), LimeKind::AvmlV2)?;
-    convert::kdump_to_snappy(&dir.join("kdump-zlib"), &dir.join("kdump-snappy"))?;
+    let zlib = dir.join("kdump-zlib");
+    let rewrite = |snappy, exclude_zero_pages, dump_level| convert::KdumpRewrite { snappy, exclude_zero_pages, dump_level };
+    convert::kdump_rewrite(&zlib, &dir.join("kdump-snappy"), rewrite(true, false, 1))?;
+    convert::kdump_rewrite(&zlib, &dir.join("kdump-zlib-d1"), rewrite(false, true, 1))?;
+    convert::kdump_rewrite(&zlib, &dir.join("kdump-zlib-d31"), rewrite(false, true, 31))?;
     Ok(())
 }

@@ -13,6 +13,28 @@ use std::path::PathBuf;
 use emulator::image::{Format, Machine};
 use emulator::mem::{PhysAddr, PhysRange};
 
+/// A per-process scratch directory under the target dir, removed when dropped (also when
+/// the test panics).
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> ScratchDir {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        ScratchDir(dir)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `len` pseudo-random bytes from `seed` (splitmix64), the content loaded into guests.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed;
@@ -96,6 +118,10 @@ pub enum Case {
     KdumpLzoFlat,
     /// kdump-zlib re-encoded with snappy by the test converter.
     KdumpSnappy,
+    /// kdump-zlib with zero pages excluded from the 2nd bitmap, dump level 1 (converter).
+    KdumpZeroExcluded,
+    /// QEMU ELF core with the begin/length filter: only `dumps::FILTERED`.
+    ElfFiltered,
     /// LiME from the ELF core by the test converter.
     Lime,
     /// AVML v2 (snappy) from the ELF core by the test converter.
@@ -118,6 +144,8 @@ impl Case {
             Case::KdumpLzo => "kdump-lzo",
             Case::KdumpLzoFlat => "kdump-lzo-d1.flat",
             Case::KdumpSnappy => "kdump-snappy",
+            Case::KdumpZeroExcluded => "kdump-zlib-d1",
+            Case::ElfFiltered => "guest-filtered.elf",
             Case::Lime => "guest.lime",
             Case::Avml => "guest.avml",
             Case::AvmlV1 => "guest-v1.avml",
@@ -129,8 +157,13 @@ impl Case {
     pub fn detected(self) -> Format {
         match self {
             Case::Raw | Case::RawBase | Case::Live => Format::Raw,
-            Case::Elf => Format::Elf,
-            Case::KdumpZlibFlat | Case::KdumpZlib | Case::KdumpLzo | Case::KdumpLzoFlat | Case::KdumpSnappy => Format::Kdump,
+            Case::Elf | Case::ElfFiltered => Format::Elf,
+            Case::KdumpZlibFlat
+            | Case::KdumpZlib
+            | Case::KdumpLzo
+            | Case::KdumpLzoFlat
+            | Case::KdumpSnappy
+            | Case::KdumpZeroExcluded => Format::Kdump,
             Case::Lime | Case::AvmlV1 => Format::Lime,
             Case::Avml => Format::Avml,
         }
@@ -156,6 +189,7 @@ impl Case {
         match self {
             Case::Raw | Case::Live => Some(vec![PhysRange::new(0, dumps::RAM)]),
             Case::RawBase => Some(vec![PhysRange::new(dumps::RAW_BASE.0, dumps::RAW_BASE.0 + dumps::RAW_BASE.1)]),
+            Case::ElfFiltered => Some(vec![PhysRange::new(dumps::FILTERED.0, dumps::FILTERED.0 + dumps::FILTERED.1)]),
             Case::Avml | Case::AvmlV1 => None,
             _ => Some(dump_ranges()),
         }

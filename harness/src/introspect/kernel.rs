@@ -2,23 +2,27 @@
 //!
 //! Derivation, from memory alone:
 //! 1. [`scan`](super::scan) finds `.rodata` and the kallsyms tables' physical address;
-//! 2. kallsyms gives each symbol's *virtual* address, including `__start_rodata`, whose physical
-//!    frame the scan already knows — so `phys_base = phys - (virt - __START_KERNEL_map)`; the
-//!    candidate is accepted only if `linux_banner` then maps onto the banner text (a weak copy
-//!    of the banner in `init/version.o` means the first banner found need not be
-//!    `linux_banner` itself);
-//! 3. variables read through the image mapping: `page_offset_base` (direct-map base, randomized
-//!    under KASLR), `__pgtable_l5_enabled`, `phys_base` (checked against step 2), and the
-//!    `vmcoreinfo_data` page when the kernel has one (its `KERNELOFFSET` is checked too).
+//! 2. kallsyms gives each symbol's *virtual* address, including `__start_rodata` (or, without
+//!    `CONFIG_KALLSYMS_ALL`, `_etext` rounded up to 2 MiB, which is where `.rodata` starts),
+//!    whose physical frame the scan already knows — so `phys_base = phys - (virt -
+//!    __START_KERNEL_map)`. When
+//!    `linux_banner` is in kallsyms the candidate must also map it onto a banner of the scanned
+//!    release (a weak copy of the banner in `init/version.o` means the first banner found need
+//!    not be `linux_banner` itself);
+//! 3. variables read through the image mapping when kallsyms has data symbols
+//!    (`CONFIG_KALLSYMS_ALL`): `page_offset_base` (direct-map base, randomized under KASLR),
+//!    `__pgtable_l5_enabled`, `phys_base` (checked against step 2), and the `vmcoreinfo_data`
+//!    page (its `KERNELOFFSET` is checked too). Without data symbols, `init_task` and the
+//!    direct-map base are found later from the layout ([`super::anchor`]).
 //!
-//! Invariant: a [`Kernel`] is returned only when the image mapping it derived puts a banner of
-//! the scanned release at `linux_banner`.
+//! Invariant: a [`Kernel`] is returned only with an image mapping that is consistent with
+//! every check available for this kernel (banner, 2 MiB alignment of `.rodata`).
 
 use emulator::mem::{PhysAddr, PhysMem};
 
 use super::addr::KVirt;
 use super::kallsyms::{Kallsyms, KallsymsError};
-use super::kspace::{KSpaceError, KernelSpace, PAGE_OFFSET_L4, PAGE_OFFSET_L5, START_KERNEL_MAP};
+use super::kspace::{KSpaceError, KernelSpace, START_KERNEL_MAP};
 use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
 use super::physread::read_vec;
 use super::scan::{find_kernel, parse_banner, Banner, Found, ScanConfig, ScanError};
@@ -26,6 +30,7 @@ use super::vmcoreinfo::{self, VmcoreInfo};
 
 /// `CONFIG_PHYSICAL_START` default: where `_text` sits without KASLR (x86-64).
 pub const DEFAULT_PHYSICAL_START: u64 = 0x100_0000;
+const ALIGN_2M: u64 = 2 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -33,7 +38,7 @@ pub enum KernelError {
     Scan(#[from] ScanError),
     #[error(transparent)]
     Kallsyms(#[from] KallsymsError),
-    #[error("kallsyms has no linux_banner: cannot place the image physically")]
+    #[error("kallsyms has none of linux_banner, __start_rodata, _etext: cannot place the image physically")]
     CannotPlaceImage,
     #[error("reading {what}: {source}")]
     Read { what: &'static str, source: KSpaceError },
@@ -48,7 +53,10 @@ pub struct KernelInfo {
     pub banner: String,
     pub banner_phys: PhysAddr,
     pub rodata_phys: PhysAddr,
+    pub rodata_virt: KVirt,
     pub num_syms: u32,
+    /// Whether kallsyms lists data symbols (`CONFIG_KALLSYMS_ALL`).
+    pub kallsyms_all: bool,
     /// Virtual address of `_text`.
     pub text_virt: KVirt,
     /// Physical address of `_text`.
@@ -60,12 +68,21 @@ pub struct KernelInfo {
     pub kaslr_virt_offset: u64,
     /// Physical shift: `_text`'s physical address minus `CONFIG_PHYSICAL_START`.
     pub kaslr_phys_offset: i64,
-    pub page_offset_base: u64,
+    /// Direct-map base; `None` until found (kernels without data symbols).
+    pub page_offset_base: Option<u64>,
+    /// How `page_offset_base` was learned.
+    pub page_offset_base_from: &'static str,
     pub paging: &'static str,
     pub init_task: Option<KVirt>,
+    /// How `init_task` was learned.
+    pub init_task_from: &'static str,
     pub init_top_pgt: Option<KVirt>,
     pub btf: Option<(KVirt, KVirt)>,
     pub ikconfig: Option<(KVirt, KVirt)>,
+    /// Start of `.data` (`__start_init_task`), where `init_task` is searched for.
+    pub data_start: Option<KVirt>,
+    /// End of the read-only sections that may hold IKCONFIG (`__start___ksymtab`).
+    pub rodata_search_end: Option<KVirt>,
     pub vmcoreinfo: Option<VmcoreInfo>,
     pub scan_candidates: usize,
 }
@@ -93,6 +110,9 @@ const WANTED: &[&str] = &[
     "__stop_BTF",
     "kernel_config_data",
     "kernel_config_data_end",
+    "__start_init_task",
+    "__start___ksymtab",
+    "_etext",
 ];
 
 impl<'m> Kernel<'m> {
@@ -106,38 +126,18 @@ impl<'m> Kernel<'m> {
         let kallsyms = Kallsyms::load(mem, found.kallsyms)?;
         let addrs = kallsyms.lookup(mem, WANTED)?;
         let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
+        // Without CONFIG_KALLSYMS_ALL only text symbols remain (plus a stray `__init_begin`).
+        let data_syms = kallsyms.symbols.iter().filter(|s| matches!(s.kind, 'D' | 'd' | 'B' | 'b' | 'R' | 'r')).count();
+        let kallsyms_all = data_syms > 100;
 
-        // Place the image physically: every candidate pairing of a symbol with a physical
-        // address must reproduce the banner through the mapping it implies.
-        let pairs = [
-            (sym("__start_rodata"), Some(found.rodata)),
-            (sym("linux_banner"), Some(found.banner.phys)),
-        ];
-        let mut candidates: Vec<u64> = pairs
-            .iter()
-            .filter_map(|&(v, p)| Some(p?.0.wrapping_sub(v?.0.wrapping_sub(START_KERNEL_MAP))))
-            .collect();
-        // Fallback: `_text` at each 2 MiB frame below `.rodata` (text is under 64 MiB).
-        if let Some(text) = sym("_text") {
-            for k in 1..=32u64 {
-                if let Some(p) = found.rodata.0.checked_sub(k << 21) {
-                    candidates.push(p.wrapping_sub(text.0.wrapping_sub(START_KERNEL_MAP)));
-                }
-            }
-        }
-        let banner_sym = sym("linux_banner").ok_or(KernelError::CannotPlaceImage)?;
-        let (phys_base, banner) = candidates
-            .into_iter()
-            .find_map(|pb| {
-                let p = PhysAddr(banner_sym.0.wrapping_sub(START_KERNEL_MAP).wrapping_add(pb));
-                let text = parse_banner(&read_vec(mem, p, 512).ok()?)?;
-                let b = Banner { phys: p, text };
-                (b.release() == found.banner.release()).then_some((pb, b))
-            })
-            .ok_or_else(|| {
-                KernelError::Inconsistent("no placement of the image puts a banner at linux_banner".into())
-            })?;
-        let mut space = KernelSpace::new(mem, phys_base, PAGE_OFFSET_L4, &X86_64_4LEVEL);
+        // `.rodata` starts at the first 2 MiB boundary after `_etext` (X86_ALIGN_RODATA_BEGIN);
+        // `_etext` is a text symbol, so kallsyms has it even without data symbols.
+        let start_rodata = sym("__start_rodata").or_else(|| {
+            let etext = sym("_etext")?;
+            Some(KVirt(etext.0.checked_add(ALIGN_2M - 1)? & !(ALIGN_2M - 1)))
+        });
+        let (phys_base, banner) = place_image(mem, &found, start_rodata, sym("linux_banner"))?;
+        let mut space = KernelSpace::new(mem, phys_base, None, &X86_64_4LEVEL);
 
         if let Some(v) = sym("phys_base") {
             let stored = space.read_u64(v).map_err(|source| KernelError::Read { what: "phys_base", source })?;
@@ -145,22 +145,23 @@ impl<'m> Kernel<'m> {
                 tracing::warn!(stored = format!("{stored:#x}"), derived = format!("{phys_base:#x}"), "phys_base variable differs from derived value");
             }
         }
-
         let l5 = match sym("__pgtable_l5_enabled") {
             Some(v) => space.read_u32(v).map_err(|source| KernelError::Read { what: "__pgtable_l5_enabled", source })? != 0,
             None => false,
         };
-        let page_offset_base = match sym("page_offset_base") {
-            Some(v) => space.read_u64(v).map_err(|source| KernelError::Read { what: "page_offset_base", source })?,
-            None if l5 => PAGE_OFFSET_L5,
-            None => PAGE_OFFSET_L4,
-        };
         let format = if l5 { &X86_64_5LEVEL } else { &X86_64_4LEVEL };
-        if !KVirt(page_offset_base).is_canonical(format.va_bits()) || page_offset_base < 0xff00_0000_0000_0000 {
-            return Err(KernelError::Inconsistent(format!("page_offset_base {page_offset_base:#x} is not a kernel address")));
-        }
-        space.page_offset_base = page_offset_base;
         space.format = format;
+        let page_offset_base = match sym("page_offset_base") {
+            Some(v) => {
+                let p = space.read_u64(v).map_err(|source| KernelError::Read { what: "page_offset_base", source })?;
+                if !KVirt(p).is_canonical(format.va_bits()) || p < 0xff00_0000_0000_0000 {
+                    return Err(KernelError::Inconsistent(format!("page_offset_base {p:#x} is not a kernel address")));
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        space.page_offset_base = page_offset_base;
         if let Some(v) = sym("init_top_pgt") {
             if let Some(p) = space.linear(v) {
                 space.page_tables = Some(PageTables::new(p, format));
@@ -186,18 +187,32 @@ impl<'m> Kernel<'m> {
             banner: banner.text.clone(),
             banner_phys: banner.phys,
             rodata_phys: found.rodata,
+            rodata_virt: KVirt(found.rodata.0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP)),
             num_syms: found.kallsyms.num_syms,
+            kallsyms_all,
             text_virt,
             text_phys,
             phys_base,
             kaslr_virt_offset,
             kaslr_phys_offset: text_phys.0 as i64 - DEFAULT_PHYSICAL_START as i64,
             page_offset_base,
+            page_offset_base_from: if page_offset_base.is_some() { "kallsyms page_offset_base" } else { "unknown" },
             paging: format.name,
             init_task: sym("init_task"),
+            init_task_from: if sym("init_task").is_some() { "kallsyms" } else { "unknown" },
             init_top_pgt: sym("init_top_pgt"),
             btf: pair("__start_BTF", "__stop_BTF"),
             ikconfig: pair("kernel_config_data", "kernel_config_data_end"),
+            // Without the symbol: .data starts on a 2 MiB boundary after .rodata, which holds
+            // the kallsyms tables.
+            data_start: sym("__start_init_task").or_else(|| {
+                let end = kallsyms.token_index.0.wrapping_add(512).wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP);
+                Some(KVirt(end.checked_add(ALIGN_2M - 1)? & !(ALIGN_2M - 1)))
+            }),
+            // IKCONFIG is in .rodata before the kallsyms tables (linked last).
+            rodata_search_end: sym("__start___ksymtab").or(Some(KVirt(
+                found.kallsyms.offsets.0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP),
+            ))),
             vmcoreinfo,
             scan_candidates: found.candidates_probed,
         };
@@ -207,6 +222,59 @@ impl<'m> Kernel<'m> {
     /// Addresses of named symbols (`None` where absent).
     pub fn symbols(&self, names: &[&str]) -> Result<Vec<Option<KVirt>>, KallsymsError> {
         self.kallsyms.lookup(self.space.mem(), names)
+    }
+
+    /// Record the direct-map base once known (see [`super::anchor`]).
+    pub fn set_page_offset_base(&mut self, pob: u64, from: &'static str) {
+        self.space.page_offset_base = Some(pob);
+        self.info.page_offset_base = Some(pob);
+        self.info.page_offset_base_from = from;
+        if pob < 0xff80_0000_0000_0000 {
+            self.space.format = &X86_64_5LEVEL;
+            self.info.paging = X86_64_5LEVEL.name;
+        }
+    }
+
+    /// Record `init_task` once found.
+    pub fn set_init_task(&mut self, v: KVirt, from: &'static str) {
+        self.info.init_task = Some(v);
+        self.info.init_task_from = from;
+    }
+}
+
+/// Find `phys_base` and the real banner.
+fn place_image(
+    mem: &dyn PhysMem,
+    found: &Found,
+    start_rodata: Option<KVirt>,
+    linux_banner: Option<KVirt>,
+) -> Result<(u64, Banner), KernelError> {
+    let pairs = [(start_rodata, Some(found.rodata)), (linux_banner, Some(found.banner.phys))];
+    let candidates: Vec<u64> = pairs
+        .iter()
+        .filter_map(|&(v, p)| Some(p?.0.wrapping_sub(v?.0.wrapping_sub(START_KERNEL_MAP))))
+        .collect();
+    if candidates.is_empty() {
+        return Err(KernelError::CannotPlaceImage);
+    }
+    match linux_banner {
+        Some(bv) => candidates
+            .into_iter()
+            .find_map(|pb| {
+                let p = PhysAddr(bv.0.wrapping_sub(START_KERNEL_MAP).wrapping_add(pb));
+                let text = parse_banner(&read_vec(mem, p, 512).ok()?)?;
+                let b = Banner { phys: p, text };
+                (b.release() == found.banner.release()).then_some((pb, b))
+            })
+            .ok_or_else(|| KernelError::Inconsistent("no placement of the image puts a banner at linux_banner".into())),
+        None => {
+            // Only `__start_rodata`: both it and the frame must be 2 MiB aligned (x86-64).
+            let v = start_rodata.ok_or(KernelError::CannotPlaceImage)?;
+            if v.0 % ALIGN_2M != 0 || found.rodata.0 % ALIGN_2M != 0 {
+                return Err(KernelError::Inconsistent(format!("__start_rodata {v} is not 2 MiB aligned")));
+            }
+            Ok((candidates[0], found.banner.clone()))
+        }
     }
 }
 

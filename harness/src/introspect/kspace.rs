@@ -52,8 +52,8 @@ pub struct KernelSpace<'m> {
     mem: &'m dyn PhysMem,
     /// `phys_base`: physical address of `__START_KERNEL_map`.
     pub phys_base: u64,
-    /// `page_offset_base`: virtual address of physical 0 in the direct map.
-    pub page_offset_base: u64,
+    /// `page_offset_base`: virtual address of physical 0 in the direct map (`None` until known).
+    pub page_offset_base: Option<u64>,
     /// Bytes of physical address space the direct map covers (end of the highest range).
     pub direct_map_size: u64,
     /// The kernel's page tables (`init_top_pgt`), for addresses outside both windows.
@@ -65,7 +65,7 @@ impl<'m> KernelSpace<'m> {
     pub fn new(
         mem: &'m dyn PhysMem,
         phys_base: u64,
-        page_offset_base: u64,
+        page_offset_base: Option<u64>,
         format: &'static PagingFormat,
     ) -> Self {
         let direct_map_size = mem.ranges().iter().map(|r| r.end.0).max().unwrap_or(1 << 46);
@@ -78,7 +78,7 @@ impl<'m> KernelSpace<'m> {
 
     /// Whether `v` lies in the direct map of RAM (where slab objects such as tasks live).
     pub fn in_direct_map(&self, v: KVirt) -> bool {
-        v.0 >= self.page_offset_base && v.0 - self.page_offset_base < self.direct_map_size
+        self.page_offset_base.is_some_and(|pob| v.0 >= pob && v.0 - pob < self.direct_map_size)
     }
 
     /// Whether `v` lies in the kernel image window.
@@ -91,7 +91,7 @@ impl<'m> KernelSpace<'m> {
         if self.in_image(v) {
             Some(PhysAddr((v.0 - START_KERNEL_MAP).wrapping_add(self.phys_base)))
         } else if self.in_direct_map(v) {
-            Some(PhysAddr(v.0 - self.page_offset_base))
+            Some(PhysAddr(v.0 - self.page_offset_base.unwrap_or(0)))
         } else {
             None
         }

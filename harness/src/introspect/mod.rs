@@ -18,9 +18,11 @@
 //! address that failed.
 
 pub mod addr;
+pub mod anchor;
 pub mod btf;
 pub mod bytes;
 pub mod cmdline;
+pub mod compare;
 pub mod counting;
 pub mod gather;
 pub mod ikconfig;
@@ -29,6 +31,7 @@ pub mod kernel;
 pub mod kspace;
 pub mod layout;
 pub mod names;
+pub mod naming;
 pub mod output;
 pub mod paging;
 pub mod physread;
@@ -36,7 +39,6 @@ pub mod ps;
 pub mod scan;
 pub mod source;
 pub mod state;
-pub mod tmp_elfcore;
 pub mod vmcoreinfo;
 pub mod walk;
 

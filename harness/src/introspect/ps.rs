@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use emulator::mem::PhysMem;
 
+use super::anchor::{self, AnchorError};
 use super::counting::{CountingMem, ReadCount};
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
-use super::walk::{walk, Thread, WalkConfig};
+use super::walk::{probe, walk, Thread, WalkConfig};
 use super::cmdline::join_args;
 
 #[derive(Debug, Clone, Default)]
@@ -113,7 +114,9 @@ pub enum PsError {
     Kernel(#[from] KernelError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("kallsyms has no init_task (kernel without CONFIG_KALLSYMS_ALL?)")]
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    #[error("init_task unknown")]
     NoInitTask,
 }
 
@@ -139,6 +142,17 @@ impl<M: PhysMem> Clock<'_, M> {
     }
 }
 
+/// Tasks followed to accept a layout in `auto`.
+const VALIDATE_TASKS: usize = 16;
+
+/// Does `layout` fit this kernel? Anchors `init_task` and the direct map with it, then follows
+/// the first tasks of the list.
+pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), String> {
+    anchor::complete(kernel, layout).map_err(|e| e.to_string())?;
+    let init = kernel.info.init_task.ok_or("init_task unknown")?;
+    probe(&kernel.space, layout, init, VALIDATE_TASKS).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// List the processes of the machine whose memory is `mem`.
 pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
     let counted = CountingMem::new(mem);
@@ -148,9 +162,10 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
 
     let found = Kernel::scan(&counted, &opts.scan)?;
     clock.lap("scan");
-    let kernel = Kernel::open(&counted, found)?;
+    let mut kernel = Kernel::open(&counted, found)?;
     clock.lap("symbols");
-    let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &kernel, &opts.inputs)?;
+    let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &mut kernel, &opts.inputs, &validate)?;
+    anchor::complete(&mut kernel, &layout)?;
     clock.lap("layout");
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
     let outcome = walk(&kernel.space, &layout, init_task, opts.walk);
@@ -170,7 +185,7 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
             virt_offset: format!("{:#x}", info.kaslr_virt_offset),
             phys_base: format!("{:#x}", info.phys_base),
             text_phys: format!("{:#x}", info.text_phys.0),
-            page_offset_base: format!("{:#x}", info.page_offset_base),
+            page_offset_base: info.page_offset_base.map(|p| format!("{p:#x}")).unwrap_or_default(),
         },
         dma_reads: total.reads,
         dma_bytes: total.bytes,

@@ -267,6 +267,17 @@ impl Walker<'_, '_> {
     }
 }
 
+/// Follow the first `n` entries of the task list from `init_task`, validating each — a cheap
+/// check that a layout fits this kernel. Returns how many tasks were checked.
+pub fn probe(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, n: usize) -> Result<usize, WalkError> {
+    let w = Walker { space, l: layout, plan: task_plan(layout), cfg: WalkConfig { max_tasks: n, ..WalkConfig::default() } };
+    let mut out = Vec::new();
+    match w.leaders(init_task, &mut out) {
+        Ok(()) | Err(WalkError::TooMany { .. }) => Ok(out.len()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Walk every task of the kernel.
 pub fn walk(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cfg: WalkConfig) -> WalkOutcome {
     let w = Walker { space, l: layout, plan: task_plan(layout), cfg };
@@ -340,7 +351,8 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         .zip(&base)
         .map(|((r, _), b)| NameInput { comm: r.bytes(t.comm, 16).map(cstr).unwrap_or(&[]), flags: b.3, worker_private: b.4 })
         .collect();
-    let (names, name_notes) = display_names(space, l, &inputs);
+    let addrs: Vec<KVirt> = recs.iter().map(|(r, _)| r.base).collect();
+    let (names, name_notes, _naming) = display_names(space, l, &inputs, &addrs);
 
     let mut out = Vec::with_capacity(recs.len());
     for (i, ((r, threads), b)) in recs.iter().zip(&base).enumerate() {
@@ -406,3 +418,7 @@ fn cstr(b: &[u8]) -> &[u8] {
 fn le_i32(b: &[u8]) -> i32 {
     b.get(..4).and_then(|s| s.try_into().ok()).map(i32::from_le_bytes).unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod tests;

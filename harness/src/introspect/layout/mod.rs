@@ -67,11 +67,12 @@ pub struct MmLayout {
     pub env_end: u64,
 }
 
-/// `struct kthread` (kernel/kthread.c): the thread's data pointer and untruncated name.
+/// `struct kthread` (kernel/kthread.c): the thread's data pointer and untruncated name (each
+/// `None` when the method could not learn it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KthreadLayout {
-    pub data: u64,
-    pub full_name: u64,
+    pub data: Option<u64>,
+    pub full_name: Option<u64>,
 }
 
 /// `struct worker` (kernel/workqueue_internal.h), for "kworker/0:1-events" names.
@@ -168,9 +169,15 @@ pub fn method(kind: MethodKind) -> Option<Box<dyn LayoutMethod>> {
 /// source build. `static` is never chosen automatically: it is right for one kernel only.
 pub const AUTO_ORDER: &[MethodKind] = &[MethodKind::Btf, MethodKind::Isf, MethodKind::Thesis, MethodKind::Heuristic];
 
-/// Learn the layout with `kind`; for `Auto`, the first available method in [`AUTO_ORDER`].
-/// Returns the method actually used.
-pub fn learn(kind: MethodKind, kernel: &Kernel<'_>, inputs: &LayoutInputs) -> Result<(MethodKind, Layout), LayoutError> {
+/// Learn the layout with `kind`; for `Auto`, the first method in [`AUTO_ORDER`] that is
+/// available and whose layout passes `validate` on this kernel (a wrong layout — e.g. a config
+/// build of a RANDSTRUCT kernel — is skipped, with its reason logged). Returns the method used.
+pub fn learn(
+    kind: MethodKind,
+    kernel: &mut Kernel<'_>,
+    inputs: &LayoutInputs,
+    validate: &dyn Fn(&mut Kernel<'_>, &Layout) -> Result<(), String>,
+) -> Result<(MethodKind, Layout), LayoutError> {
     if let Some(m) = method(kind) {
         return m.layout(kernel, inputs).map(|l| (kind, l));
     }
@@ -178,12 +185,21 @@ pub fn learn(kind: MethodKind, kernel: &Kernel<'_>, inputs: &LayoutInputs) -> Re
     for &k in AUTO_ORDER {
         let Some(m) = method(k) else { continue };
         match m.layout(kernel, inputs) {
-            Ok(l) => return Ok((k, l)),
+            Ok(l) => match validate(kernel, &l) {
+                Ok(()) => return Ok((k, l)),
+                Err(reason) => {
+                    tracing::warn!(method = %k, %reason, "auto: layout does not fit this kernel");
+                    skipped.push(format!("{k}: layout rejected: {reason}"));
+                }
+            },
             Err(LayoutError::Unavailable { reason, .. }) => {
                 tracing::debug!(method = %k, %reason, "auto: skipping");
                 skipped.push(format!("{k}: {reason}"));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(method = %k, error = %e, "auto: method failed");
+                skipped.push(e.to_string());
+            }
         }
     }
     Err(LayoutError::NoneAvailable(skipped.join("; ")))

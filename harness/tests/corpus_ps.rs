@@ -1,0 +1,167 @@
+//! `ps` over every corpus kernel, running and panicked, against the guest's own /proc truth.
+//!
+//! Tolerated differences are exactly those of `introspect::compare` (kernel threads coming and
+//! going or changing state, kworker descriptions, the recording agent's R/S race).
+
+mod common;
+
+use common::*;
+use harness::introspect::compare::compare;
+use harness::introspect::layout::{LayoutError, LayoutInputs, MethodKind};
+use harness::introspect::ps::PsError;
+use rstest::rstest;
+
+#[rstest]
+fn auto_matches_truth(
+    #[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "custom-randstruct"
+    )]
+    name: &str,
+    #[values("running", "panicked")] m: &str,
+) {
+    let e = entry(name);
+    let m = mode(m);
+    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let report = run(&e, m, MethodKind::Auto, inputs).unwrap_or_else(|err| panic!("{name} {}: {err}", m.as_str()));
+    assert_eq!(report.walk_error, None, "{name}: walk stopped early");
+    let c = compare(&report.rows, &truth(&e, m));
+    assert!(c.is_exact(), "{name} {} (method {}):\n{}", m.as_str(), report.method, c.describe());
+    assert_eq!(report.kernel.release, e.release);
+}
+
+/// The result a method must give on an entry: exact where its prerequisite exists, a refusal
+/// where it does not.
+#[rstest]
+fn each_method_where_its_prerequisite_exists(
+    #[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "custom-randstruct"
+    )]
+    name: &str,
+    #[values("running", "panicked")] m: &str,
+    #[values(MethodKind::Btf, MethodKind::Thesis)] method: MethodKind,
+) {
+    let e = entry(name);
+    let m = mode(m);
+    let has = match method {
+        MethodKind::Btf => e.flags.btf,
+        MethodKind::Thesis => e.flags.ikconfig,
+        _ => unreachable!(),
+    };
+    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let result = run(&e, m, method, inputs);
+    if has {
+        let report = result.unwrap_or_else(|err| panic!("{name}: {method} should work: {err}"));
+        let c = compare(&report.rows, &truth(&e, m));
+        // RANDSTRUCT: a layout computed from the config alone (thesis) cannot know the seed; the
+        // walker's validation must catch it rather than list garbage.
+        if method == MethodKind::Thesis && name == "custom-randstruct" {
+            assert!(report.walk_error.is_some() || !c.is_exact(), "thesis on randstruct cannot be right");
+        } else {
+            assert_eq!(report.walk_error, None);
+            assert!(c.is_exact(), "{name} {} {method}:\n{}", m.as_str(), c.describe());
+        }
+    } else {
+        match result {
+            Err(PsError::Layout(LayoutError::Unavailable { method: got, reason })) => {
+                assert_eq!(got, method);
+                assert!(!reason.is_empty());
+            }
+            Err(other) => panic!("{name}: {method} should refuse as unavailable, got {other}"),
+            Ok(_) => panic!("{name}: {method} has no prerequisite here but produced a listing"),
+        }
+    }
+}
+
+/// `static` is right exactly for kernels whose true offsets (reference/layout.json, from the
+/// kernel's own build) equal its constants, and wrong — an error or a wrong listing — elsewhere.
+#[rstest]
+fn static_is_right_only_where_its_offsets_are(
+    #[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "custom-randstruct"
+    )]
+    name: &str,
+) {
+    let e = entry(name);
+    let m = harness::lab::corpus::Mode::Running;
+    let result = run(&e, m, MethodKind::Static, LayoutInputs::default());
+    let exact = match &result {
+        Ok(r) => r.walk_error.is_none() && compare(&r.rows, &truth(&e, m)).is_exact(),
+        Err(_) => false,
+    };
+    let reference = e.layout().unwrap_or_else(|err| panic!("{name}: {err}; {BUILD}"));
+    let fits = static_fits(&reference);
+    assert_eq!(exact, fits, "{name}: static exact = {exact}, its offsets match the reference = {fits}");
+}
+
+/// The isf method refuses without a file.
+#[test]
+fn isf_without_a_file_is_unavailable() {
+    let e = entry("deb-amd64");
+    match run(&e, harness::lab::corpus::Mode::Running, MethodKind::Isf, LayoutInputs::default()) {
+        Err(PsError::Layout(LayoutError::Unavailable { method: MethodKind::Isf, .. })) => {}
+        other => panic!("expected unavailable, got {:?}", other.map(|r| r.rows.len())),
+    }
+}
+
+/// The workload's rows, pinned.
+#[rstest]
+fn workload_snapshot(
+    #[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "custom-randstruct"
+    )]
+    name: &str,
+    #[values("running", "panicked")] m: &str,
+) {
+    let e = entry(name);
+    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let report = run(&e, mode(m), MethodKind::Auto, inputs).unwrap_or_else(|err| panic!("{name}: {err}"));
+    insta::assert_snapshot!(format!("workload-{name}-{m}"), workload_projection(&report.rows).join("\n"));
+}
+
+/// Every dump format the lab wrote (ELF, kdump, raw) gives the same listing.
+#[rstest]
+fn every_image_format_gives_the_same_rows(
+    #[values("deb-amd64", "custom-thesis")] name: &str,
+    #[values("running", "panicked")] m: &str,
+) {
+    use harness::introspect::ps::{ps, PsOptions};
+    let e = entry(name);
+    let m = mode(m);
+    let record = e.mode(m).unwrap_or_else(|| panic!("{name}: no {} mode; {BUILD}", m.as_str()));
+    assert!(record.dumps.len() >= 2, "{name}: expected extra dump formats; {BUILD}");
+    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let mut listings = Vec::new();
+    for d in &record.dumps {
+        let mem = harness::introspect::source::open_image(&e.path(&d.path), None).unwrap_or_else(|err| panic!("{err}"));
+        let r = ps(mem.as_ref(), &PsOptions { method: Some(MethodKind::Auto), inputs: inputs.clone(), ..Default::default() })
+            .unwrap_or_else(|err| panic!("{name} {}: {err}", d.format.as_str()));
+        listings.push((d.format.as_str(), r.rows));
+    }
+    for (f, rows) in &listings[1..] {
+        assert_eq!(rows, &listings[0].1, "{name}: {f} differs from {}", listings[0].0);
+    }
+}

@@ -35,7 +35,7 @@ pub const SHELL_INIT: &str = r#"#!/bin/busybox sh
 # rdinit of a lab guest with an in-guest shell (harness/src/lab/shellport.rs): a shell on the third
 # serial port, then the lab's own /init (exec, so it stays PID 1).
 export PATH=/bin
-/bin/busybox setsid /bin/busybox sh -c '/bin/busybox stty -F /dev/ttyS2 -echo; exec /bin/busybox sh </dev/ttyS2 >/dev/ttyS2 2>&1' &
+/bin/busybox setsid /bin/busybox sh -c '/bin/busybox stty -F /dev/ttyS2 -echo; PS1= exec /bin/busybox sh </dev/ttyS2 >/dev/ttyS2 2>&1' &
 exec /init
 "#;
 
@@ -176,6 +176,8 @@ pub struct ShellGuest {
     child: Option<Child>,
     shell: BufReader<UnixStream>,
     shell_w: UnixStream,
+    /// Commands sent so far (numbers the markers).
+    requests: u64,
 }
 
 impl ShellGuest {
@@ -190,7 +192,7 @@ impl ShellGuest {
         let shm = Path::new("/dev/shm");
         let ram_dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
         let ram = ram_dir.join(format!("netdma-shell-{name}-{pid}.ram"));
-        let mut spec = record::guest_spec(&art, &initrd, ram, run_dir.clone());
+        let mut spec = record::guest_spec(&r, &art, &initrd, ram, run_dir.clone());
         if let Some(m) = opts.memory_mib {
             spec.memory_mib = m;
         }
@@ -241,6 +243,7 @@ impl ShellGuest {
             child: Some(child),
             shell: BufReader::new(shell),
             shell_w,
+            requests: 0,
         };
         // QMP and the control port exist once the shell socket does (QEMU creates them together).
         g.guest = Some(Guest::attach(spec)?);
@@ -266,21 +269,27 @@ impl ShellGuest {
         }
         let t0 = Instant::now();
         let deadline = t0 + timeout;
-        // The markers are built by the shell (quotes split them), so an echoed command line could
-        // never be mistaken for them.
-        let line = format!("echo '@@nd-sh'' begin'; {command}; echo \"@@nd-sh\"' end' $?\n");
+        self.requests += 1;
+        let n = self.requests;
+        // The markers carry the request number, so a late answer to an earlier request is never
+        // taken for this one, and are assembled by the shell (the quotes split them), so an
+        // echoed command line could not be mistaken for them.
+        let line = format!("echo '@@nd-sh'' {n} begin'; {command}; echo \"@@nd-sh\"' {n} end' $?\n");
         self.shell_w.write_all(line.as_bytes()).map_err(io("sh.sock"))?;
         let what = format!("shell answer to `{command}`");
+        let begin = format!("@@nd-sh {n} begin");
+        let end = format!("@@nd-sh {n} end ");
+        // The shell is interactive (its input is a tty): a prompt may precede the begin marker.
         loop {
             let l = self.read_line(deadline, &what, timeout)?;
-            if l == b"@@nd-sh begin" {
+            if l.ends_with(begin.as_bytes()) {
                 break;
             }
         }
         let mut lines = Vec::new();
         loop {
             let l = self.read_line(deadline, &what, timeout)?;
-            if let Some(rest) = l.strip_prefix(b"@@nd-sh end ") {
+            if let Some(rest) = l.strip_prefix(end.as_bytes()) {
                 let status = String::from_utf8_lossy(rest)
                     .trim()
                     .parse()
@@ -405,7 +414,7 @@ mod tests {
         assert!(SHELL_INIT.starts_with("#!/bin/busybox sh\n"));
         assert!(SHELL_INIT.trim_end().ends_with("exec /init"));
         // The markers the host waits for never appear literally in the command it sends.
-        let sent = "echo '@@nd-sh'' begin'; ps; echo \"@@nd-sh\"' end' $?";
-        assert!(!sent.contains("@@nd-sh begin") && !sent.contains("@@nd-sh end"));
+        let sent = "echo '@@nd-sh'' 1 begin'; ps; echo \"@@nd-sh\"' 1 end' $?";
+        assert!(!sent.contains("@@nd-sh 1 begin") && !sent.contains("@@nd-sh 1 end"));
     }
 }

@@ -13,6 +13,7 @@ fn context() -> Context {
         results_dir: repo.join("results"),
         repo,
         quick: false,
+        only_kernels: Vec::new(),
     }
 }
 

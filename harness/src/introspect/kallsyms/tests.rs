@@ -154,3 +154,25 @@ fn no_tables_no_location() {
     }
     assert!(locate::locate(&mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg()).is_none());
 }
+
+#[test]
+fn random_mutations_never_panic() {
+    let t = build(700, true);
+    let loc = find(&t).unwrap();
+    let mut seed = 0x1234_5678u64;
+    for _ in 0..300 {
+        let mut mem = VecMem { base: 0, data: t.mem.data.clone() };
+        for _ in 0..8 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Mutate inside the tables.
+            let i = (t.offsets as usize) + (seed as usize) % (t.token_index as usize + 512 - t.offsets as usize);
+            mem.data[i] = (seed >> 40) as u8;
+        }
+        if let Some(l) = locate::locate(&mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg()) {
+            let _ = Kallsyms::load(&mem, l);
+        }
+        let _ = Kallsyms::load(&mem, loc);
+    }
+}

@@ -106,7 +106,8 @@ fn find_tasks<'m>(kernel: &Kernel<'m>, init: &Snap, comm_off: u64) -> Option<Fou
             continue;
         }
         let head = init.base + q;
-        for k in 0..=ram.div_ceil(GIB) {
+        // A remote source may not know its RAM size: look at most 64 GiB below the pointer.
+        for k in 0..=ram.div_ceil(GIB).min(64) {
             let Some(pob) = (next & !(GIB - 1)).checked_sub(k * GIB) else { break };
             if next - pob >= ram {
                 continue;

@@ -18,6 +18,7 @@
 //! [`mem::PhysMem`], so an analysis runs unchanged against any of them.
 
 pub mod capture;
+pub mod endpoint;
 pub mod image;
 pub mod layers;
 pub mod mem;

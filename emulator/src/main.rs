@@ -4,10 +4,14 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 
+mod serve_cmd;
+
 /// Software NetTLP endpoint serving guest memory images.
 #[derive(Parser)]
 #[command(name = "emulator", version, about)]
 enum Cli {
+    /// Serve a memory image as a NetTLP endpoint: Memory Reads over UDP answered from it.
+    Serve(serve_cmd::ServeArgs),
     /// Decode a NetTLP capture (pcap/pcapng, Ethernet) to JSON Lines on stdout, one object
     /// per frame; frames that are not NetTLP or are cut short are reported, not dropped.
     Decode {
@@ -24,6 +28,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse() {
+        Cli::Serve(args) => serve_cmd::serve(args),
         Cli::Decode { capture } => decode(&capture),
     }
 }

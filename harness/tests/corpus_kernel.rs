@@ -120,7 +120,7 @@ fn btf_layout_equals_kbuild(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd
         ("task_struct.signal", l.task.signal),
         ("task_struct.real_cred", l.task.real_cred),
         ("task_struct.__state", l.task.state),
-        ("task_struct.exit_state", l.task.exit_state),
+        ("task_struct.exit_state", l.task.exit_state.unwrap()),
         ("task_struct.comm", l.task.comm),
         ("task_struct.mm", l.task.mm),
         ("task_struct.flags", l.task.flags),

@@ -162,11 +162,13 @@ fn wrong_schema_and_empty_files_are_errors() {
     let outcomes = paper_figures::render_all(results_dir.path(), out.path());
     let errors: Vec<String> = outcomes
         .iter()
-        .map(|o| match o {
-            Outcome::Failed { error, .. } => error.to_string(),
+        .filter_map(|o| match o {
+            Outcome::Failed { error, .. } => Some(error.to_string()),
+            Outcome::Skipped { .. } => None,
             other => panic!("expected failure, got {other:?}"),
         })
         .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("no rows"), "{}", errors[0]);
     assert!(
         errors[1].contains("wrong schema") && errors[1].contains("throughput_mbps"),

@@ -44,7 +44,13 @@ pub struct Counting<M> {
 
 impl<M: PhysMem> Counting<M> {
     pub fn new(inner: M) -> Self {
-        Counting { inner, reads: AtomicU64::new(0), bytes: AtomicU64::new(0), batches: AtomicU64::new(0), errors: AtomicU64::new(0) }
+        Counting {
+            inner,
+            reads: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
     }
 
     /// The counters now.
@@ -80,9 +86,13 @@ impl<M: PhysMem> PhysMem for Counting<M> {
     fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
         self.batches.fetch_add(1, Relaxed);
         self.reads.fetch_add(ops.len() as u64, Relaxed);
-        self.bytes.fetch_add(ops.iter().map(|op| op.buf.len() as u64).sum(), Relaxed);
+        self.bytes
+            .fetch_add(ops.iter().map(|op| op.buf.len() as u64).sum(), Relaxed);
         let results = self.inner.read_batch(ops);
-        self.errors.fetch_add(results.iter().filter(|r| r.is_err()).count() as u64, Relaxed);
+        self.errors.fetch_add(
+            results.iter().filter(|r| r.is_err()).count() as u64,
+            Relaxed,
+        );
         results
     }
 
@@ -123,7 +133,9 @@ struct Clock {
 
 impl Clock {
     fn copy_out(&mut self, page: u64, off: usize, out: &mut [u8]) -> bool {
-        let Some(&i) = self.index.get(&page) else { return false };
+        let Some(&i) = self.index.get(&page) else {
+            return false;
+        };
         let slot = &mut self.slots[i];
         slot.referenced = true;
         out.copy_from_slice(&slot.data[off..off + out.len()]);
@@ -134,7 +146,11 @@ impl Clock {
         if self.index.contains_key(&page) || self.capacity == 0 {
             return;
         }
-        let slot = Slot { page, data: data.into(), referenced: false };
+        let slot = Slot {
+            page,
+            data: data.into(),
+            referenced: false,
+        };
         if self.slots.len() < self.capacity {
             self.index.insert(page, self.slots.len());
             self.slots.push(slot);
@@ -169,7 +185,12 @@ impl<M: PhysMem> Cache<M> {
     pub fn new(inner: M, capacity: usize) -> Self {
         Cache {
             inner,
-            clock: Mutex::new(Clock { slots: Vec::new(), index: HashMap::new(), hand: 0, capacity }),
+            clock: Mutex::new(Clock {
+                slots: Vec::new(),
+                index: HashMap::new(),
+                hand: 0,
+                capacity,
+            }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -239,11 +260,17 @@ impl<M: PhysMem> PhysMem for Cache<M> {
         // 2. Fetch them in one batch from the inner source.
         let mut fetched: HashMap<u64, Vec<u8>> = HashMap::with_capacity(missing.len());
         if !missing.is_empty() {
-            let mut bufs: Vec<Vec<u8>> = missing.iter().map(|_| vec![0u8; CACHE_PAGE as usize]).collect();
+            let mut bufs: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|_| vec![0u8; CACHE_PAGE as usize])
+                .collect();
             let mut page_ops: Vec<ReadOp<'_>> = missing
                 .iter()
                 .zip(bufs.iter_mut())
-                .map(|(&page, buf)| ReadOp { addr: PhysAddr(page * CACHE_PAGE), buf })
+                .map(|(&page, buf)| ReadOp {
+                    addr: PhysAddr(page * CACHE_PAGE),
+                    buf,
+                })
                 .collect();
             let results = self.inner.read_batch(&mut page_ops);
             drop(page_ops);
@@ -265,7 +292,11 @@ impl<M: PhysMem> PhysMem for Cache<M> {
                     match fetched.get(&page) {
                         Some(data) => out.copy_from_slice(&data[off..off + out.len()]),
                         None => {
-                            let hit = self.clock.lock().map(|mut c| c.copy_out(page, off, out)).unwrap_or(false);
+                            let hit = self
+                                .clock
+                                .lock()
+                                .map(|mut c| c.copy_out(page, off, out))
+                                .unwrap_or(false);
                             if !hit {
                                 complete = false;
                                 break;
@@ -328,10 +359,18 @@ mod tests {
     #[test]
     fn cache_serves_identical_bytes_and_errors() {
         // The source ends mid-page, so the last page can never be cached whole.
-        let c = Cache::new(Pattern { len: 10 * 4096 + 100, reads: AtomicU64::new(0) }, 4);
+        let c = Cache::new(
+            Pattern {
+                len: 10 * 4096 + 100,
+                reads: AtomicU64::new(0),
+            },
+            4,
+        );
         let mut seed = 7u64;
         for _ in 0..500 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let addr = (seed >> 20) % (11 * 4096);
             let n = ((seed >> 8) % 9000) as usize + 1;
             let mut buf = vec![0u8; n];
@@ -351,24 +390,57 @@ mod tests {
 
     #[test]
     fn repeated_reads_hit_the_cache() {
-        let c = Cache::new(Pattern { len: 1 << 20, reads: AtomicU64::new(0) }, 16);
+        let c = Cache::new(
+            Pattern {
+                len: 1 << 20,
+                reads: AtomicU64::new(0),
+            },
+            16,
+        );
         let mut buf = [0u8; 64];
         for _ in 0..10 {
             c.read_phys(PhysAddr(0x1234), &mut buf).unwrap();
         }
         assert_eq!(c.inner().reads.load(Relaxed), 1);
-        assert_eq!(c.stats(), CacheStats { hits: 9, misses: 1, pages: 1 });
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 9,
+                misses: 1,
+                pages: 1
+            }
+        );
     }
 
     #[test]
     fn counting_counts_reads_batches_bytes_errors() {
-        let c = Counting::new(Pattern { len: 4096, reads: AtomicU64::new(0) });
+        let c = Counting::new(Pattern {
+            len: 4096,
+            reads: AtomicU64::new(0),
+        });
         let mut a = [0u8; 10];
         let mut b = [0u8; 20];
         c.read_phys(PhysAddr(0), &mut a).unwrap();
         assert!(c.read_phys(PhysAddr(4090), &mut a).is_err());
-        let results = c.read_batch(&mut [ReadOp { addr: PhysAddr(0), buf: &mut a }, ReadOp { addr: PhysAddr(100), buf: &mut b }]);
+        let results = c.read_batch(&mut [
+            ReadOp {
+                addr: PhysAddr(0),
+                buf: &mut a,
+            },
+            ReadOp {
+                addr: PhysAddr(100),
+                buf: &mut b,
+            },
+        ]);
         assert!(results.iter().all(|r| r.is_ok()));
-        assert_eq!(c.snapshot(), Counts { reads: 4, bytes: 50, batches: 1, errors: 1 });
+        assert_eq!(
+            c.snapshot(),
+            Counts {
+                reads: 4,
+                bytes: 50,
+                batches: 1,
+                errors: 1
+            }
+        );
     }
 }

@@ -11,8 +11,8 @@ use emulator::image::{self, Format, Machine};
 use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange};
 use rstest::rstest;
 use serde_json::json;
-use support::{pattern, ScratchDir};
 use support::qemu::{Guest, GuestConfig};
+use support::{pattern, ScratchDir};
 
 const GIB: u64 = 1 << 30;
 
@@ -24,7 +24,9 @@ fn work_dir(name: &str) -> ScratchDir {
 /// i.e. increments the 32-bit word at physical 0x80000.
 fn counter_disk(dir: &std::path::Path) -> PathBuf {
     let mut disk = vec![0u8; 1 << 20];
-    let code = [0xfa, 0xb8, 0x00, 0x80, 0x8e, 0xd8, 0x66, 0xff, 0x06, 0x00, 0x00, 0xeb, 0xf9];
+    let code = [
+        0xfa, 0xb8, 0x00, 0x80, 0x8e, 0xd8, 0x66, 0xff, 0x06, 0x00, 0x00, 0xeb, 0xf9,
+    ];
     disk[..code.len()].copy_from_slice(&code);
     disk[510] = 0x55;
     disk[511] = 0xaa;
@@ -49,7 +51,10 @@ fn wait_for_change(img: &dyn PhysMem, from: u32, what: &str) -> u32 {
         if now != from {
             return now;
         }
-        assert!(Instant::now() < deadline, "{what}: the counter at {COUNTER:#x} stayed {from} for 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the counter at {COUNTER:#x} stayed {from} for 120 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -79,13 +84,22 @@ fn a_running_guest_is_served_fresh_from_its_ram_file() {
     guest.qmp.execute("stop", json!({})).unwrap();
     let held = counter(&*img);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(counter(&*img), held, "counter moved while the guest was stopped");
+    assert_eq!(
+        counter(&*img),
+        held,
+        "counter moved while the guest was stopped"
+    );
     let saved = dir.join("pmem.raw");
-    guest.pmemsave(0x10_0000, (128 << 20) - 0x10_0000, &saved).unwrap();
+    guest
+        .pmemsave(0x10_0000, (128 << 20) - 0x10_0000, &saved)
+        .unwrap();
     let truth = std::fs::read(&saved).unwrap();
     let mut mine = vec![0u8; truth.len()];
     img.read_phys(PhysAddr(0x10_0000), &mut mine).unwrap();
-    assert!(mine == truth, "live view of a stopped guest differs from pmemsave");
+    assert!(
+        mine == truth,
+        "live view of a stopped guest differs from pmemsave"
+    );
     let mut loaded = vec![0u8; pat.len()];
     img.read_phys(PhysAddr(0x20_0000), &mut loaded).unwrap();
     assert!(loaded == pat, "loader pattern not at 0x200000");
@@ -102,7 +116,12 @@ fn a_running_guest_is_served_fresh_from_its_ram_file() {
 #[case::pc_3_25g_stays_low("pc", Machine::Pc, 3 * GIB + GIB / 4, 3 * GIB + GIB / 4)]
 #[case::q35_3g_splits_at_2g("q35", Machine::Q35, 3 * GIB, 2 * GIB)]
 #[case::q35_2_5g_stays_low("q35", Machine::Q35, 2 * GIB + GIB / 2, 2 * GIB + GIB / 2)]
-fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machine: Machine, #[case] ram: u64, #[case] below: u64) {
+fn the_ram_split_matches_qemus(
+    #[case] qemu_machine: &'static str,
+    #[case] machine: Machine,
+    #[case] ram: u64,
+    #[case] below: u64,
+) {
     let scratch = work_dir(&format!("{qemu_machine}-{}", ram >> 20));
     let dir = scratch.path();
     let above = ram - below;
@@ -135,19 +154,33 @@ fn the_ram_split_matches_qemus(#[case] qemu_machine: &'static str, #[case] machi
         assert!(buf == pattern(seed, N), "pattern {seed} not at {addr:#x}");
         let saved = dir.join(format!("pmem-{seed}.raw"));
         guest.pmemsave(addr, N as u64, &saved).unwrap();
-        assert!(buf == std::fs::read(&saved).unwrap(), "live view differs from pmemsave at {addr:#x}");
+        assert!(
+            buf == std::fs::read(&saved).unwrap(),
+            "live view differs from pmemsave at {addr:#x}"
+        );
     }
     // The first byte past low RAM is unmapped, and so is the gap below 4 GiB.
     let mut two = [0u8; 2];
-    assert!(matches!(img.read_phys(PhysAddr(below - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(below)));
+    assert!(
+        matches!(img.read_phys(PhysAddr(below - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(below))
+    );
     if above > 0 {
-        assert!(matches!(img.read_phys(PhysAddr(4 * GIB - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(4 * GIB - 1)));
+        assert!(
+            matches!(img.read_phys(PhysAddr(4 * GIB - 1), &mut two), Err(MemError::Unmapped { addr }) if addr == PhysAddr(4 * GIB - 1))
+        );
         // Read with the other machine's layout, the high pattern is not at 4 GiB.
-        let other = if machine == Machine::Pc { Machine::Q35 } else { Machine::Pc };
+        let other = if machine == Machine::Pc {
+            Machine::Q35
+        } else {
+            Machine::Pc
+        };
         let wrong = image::open(&ram_file, Some(Format::Live(other)), None).unwrap();
         let mut buf = vec![0u8; N];
         let found = wrong.read_phys(PhysAddr(4 * GIB), &mut buf).is_ok() && buf == pattern(2, N);
-        assert!(!found, "the {other} layout should not place this {qemu_machine} guest's RAM the same way");
+        assert!(
+            !found,
+            "the {other} layout should not place this {qemu_machine} guest's RAM the same way"
+        );
     }
     guest.quit().unwrap();
 }

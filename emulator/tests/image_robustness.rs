@@ -51,7 +51,10 @@ fn exercise(path: &Path, format: Option<Format>, rng: &mut Rng) -> bool {
         Ok(img) => img,
         Err(e) => {
             if let ImageError::Parse { source, .. } = &e {
-                assert!(e.to_string().contains("file offset 0x"), "error without offset: {e}");
+                assert!(
+                    e.to_string().contains("file offset 0x"),
+                    "error without offset: {e}"
+                );
                 let _ = source.offset();
             }
             return false;
@@ -67,8 +70,13 @@ fn exercise(path: &Path, format: Option<Format>, rng: &mut Rng) -> bool {
     }
     if let Some(r) = ranges.first() {
         let mut bufs = vec![vec![0u8; 100]; 16];
-        let mut ops: Vec<ReadOp<'_>> =
-            bufs.iter_mut().map(|b| ReadOp { addr: PhysAddr(r.start.0 + rng.below(r.len().max(1))), buf: b }).collect();
+        let mut ops: Vec<ReadOp<'_>> = bufs
+            .iter_mut()
+            .map(|b| ReadOp {
+                addr: PhysAddr(r.start.0 + rng.below(r.len().max(1))),
+                buf: b,
+            })
+            .collect();
         let _ = img.read_batch(&mut ops);
     }
     true
@@ -107,7 +115,9 @@ fn targets(case: Case) -> (Vec<u64>, Vec<(u64, u64)>) {
             let data = std::fs::read(&src).unwrap();
             let rank = |pfn: u64| -> u64 {
                 let b2 = (bitmap + bitmap_blocks * block / 2) as usize;
-                (0..pfn).filter(|&p| data[b2 + (p / 8) as usize] >> (p % 8) & 1 == 1).count() as u64
+                (0..pfn)
+                    .filter(|&p| data[b2 + (p / 8) as usize] >> (p % 8) & 1 == 1)
+                    .count() as u64
             };
             let d = (desc + 24 * rank(0x200)) as usize;
             pos.extend(d as u64..d as u64 + 24);
@@ -172,9 +182,16 @@ fn targets(case: Case) -> (Vec<u64>, Vec<(u64, u64)>) {
 fn mutated_headers_give_errors_not_panics(#[case] case: Case, #[case] format: Option<Format>) {
     let (positions, keep) = targets(case);
     let (_dir, path, _) = work_copy(case, &keep);
-    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let mut rng = Rng(0xbad ^ case as u64);
-    assert!(exercise(&path, format, &mut rng), "{case:?}: the unmutated copy must open");
+    assert!(
+        exercise(&path, format, &mut rng),
+        "{case:?}: the unmutated copy must open"
+    );
     let (mut opened, mut failed) = (0, 0);
     for &pos in &positions {
         let mut orig = [0u8; 1];
@@ -196,7 +213,10 @@ fn mutated_headers_give_errors_not_panics(#[case] case: Case, #[case] format: Op
         }
         file.write_all_at(&orig, pos).unwrap();
     }
-    assert!(failed > 0, "{case:?}: no mutation was rejected ({opened} opened)");
+    assert!(
+        failed > 0,
+        "{case:?}: no mutation was rejected ({opened} opened)"
+    );
 }
 
 #[rstest]
@@ -213,7 +233,12 @@ fn truncated_files_give_errors_not_panics(#[case] case: Case, #[case] format: Op
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     let mut lengths: Vec<u64> = (0..=600).step_by(7).collect();
     lengths.extend((1..64).map(|i| len * i / 64));
-    lengths.extend(positions.iter().flat_map(|&p| [p, p + 1]).filter(|&p| p % 5 == 0));
+    lengths.extend(
+        positions
+            .iter()
+            .flat_map(|&p| [p, p + 1])
+            .filter(|&p| p % 5 == 0),
+    );
     lengths.extend([len - 1, len - 8, 4095, 4096, 4097, 4096 + 104]);
     lengths.retain(|&l| l < len);
     lengths.sort_unstable();
@@ -227,7 +252,11 @@ fn truncated_files_give_errors_not_panics(#[case] case: Case, #[case] format: Op
             rejected += 1;
         }
     }
-    assert!(rejected > lengths.len() / 2, "{case:?}: only {rejected} of {} truncations rejected", lengths.len());
+    assert!(
+        rejected > lengths.len() / 2,
+        "{case:?}: only {rejected} of {} truncations rejected",
+        lengths.len()
+    );
 }
 
 #[rstest]
@@ -261,7 +290,10 @@ fn noise_and_hostile_headers_give_errors_not_panics(#[case] format: Format) {
             3 => data[body..].fill(0),
             _ => {}
         }
-        std::fs::File::create(&path).unwrap().write_all(&data).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
         let _ = exercise(&path, Some(format), &mut rng);
         let _ = exercise(&path, None, &mut rng);
     }

@@ -16,7 +16,11 @@ const SIZE: u64 = 16 << 30;
 /// Resident set size of this process in bytes.
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("statm resident field");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("statm resident field");
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
     pages * page
@@ -64,7 +68,9 @@ fn a_sparse_16_gib_raw_image_is_served_with_a_small_resident_set() {
         state ^= state << 17;
         let addr = (state % (SIZE - (1 << 20))) & !63;
         img.read_phys(PhysAddr(addr), &mut buf).unwrap();
-        let near_marker = placed.iter().any(|(o, b)| addr < o + b.len() as u64 && *o < addr + 64);
+        let near_marker = placed
+            .iter()
+            .any(|(o, b)| addr < o + b.len() as u64 && *o < addr + 64);
         if !near_marker {
             assert_eq!(buf, [0u8; 64], "hole at {addr:#x}");
         }
@@ -85,14 +91,28 @@ fn a_sparse_16_gib_raw_image_is_served_with_a_small_resident_set() {
         after_open.saturating_sub(before) >> 10,
         grown >> 20
     );
-    assert!(after_open.saturating_sub(before) < 4 << 20, "open grew RSS by {} bytes", after_open - before);
-    assert!(grown < 64 << 20, "RSS grew by {} MiB serving a sparse 16 GiB image", grown >> 20);
+    assert!(
+        after_open.saturating_sub(before) < 4 << 20,
+        "open grew RSS by {} bytes",
+        after_open - before
+    );
+    assert!(
+        grown < 64 << 20,
+        "RSS grew by {} MiB serving a sparse 16 GiB image",
+        grown >> 20
+    );
 
     // The same file with a base address moves every byte.
     let based = image::open(&path, Some(Format::Raw), Some(PhysAddr(1 << 32))).unwrap();
-    assert_eq!(based.ranges(), vec![PhysRange::new(1 << 32, (1 << 32) + SIZE)]);
+    assert_eq!(
+        based.ranges(),
+        vec![PhysRange::new(1 << 32, (1 << 32) + SIZE)]
+    );
     let mut first = vec![0u8; placed[0].1.len()];
     based.read_phys(PhysAddr(1 << 32), &mut first).unwrap();
     assert_eq!(first, placed[0].1);
-    assert!(matches!(based.read_phys(PhysAddr(0), &mut first), Err(MemError::Unmapped { addr: PhysAddr(0) })));
+    assert!(matches!(
+        based.read_phys(PhysAddr(0), &mut first),
+        Err(MemError::Unmapped { addr: PhysAddr(0) })
+    ));
 }

@@ -13,6 +13,8 @@ mod dma_cmd;
 enum Cli {
     /// List the processes of a machine from its physical memory.
     Ps(cmd_ps::PsArgs),
+    /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
+    Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
     #[command(subcommand)]
     Corpus(harness::lab::cli::CorpusCmd),
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse() {
         Cli::Ps(args) => cmd_ps::run(args)?,
+        Cli::Profile(args) => cmd_ps::run_profile(args)?,
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,
         Cli::Dma(c) => dma_cmd::dma(c)?,

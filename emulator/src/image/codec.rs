@@ -59,7 +59,11 @@ pub fn decompress(codec: Codec, input: &[u8], out: &mut [u8]) -> Result<(), Code
         Codec::SnappyFrameStored => {
             let (crc, body) = split_crc(input).map_err(err)?;
             if body.len() != out.len() {
-                return Err(err(format!("stored chunk holds {} bytes, expected {}", body.len(), out.len())));
+                return Err(err(format!(
+                    "stored chunk holds {} bytes, expected {}",
+                    body.len(),
+                    out.len()
+                )));
             }
             out.copy_from_slice(body);
             check_crc(crc, out).map_err(err)
@@ -75,18 +79,31 @@ fn zlib(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     let produced = z.total_out();
     match status {
         flate2::Status::StreamEnd if produced == out.len() as u64 => Ok(()),
-        flate2::Status::StreamEnd => Err(format!("stream ends after {produced} of {} bytes", out.len())),
-        _ if produced == out.len() as u64 => Err(format!("stream continues past {} bytes", out.len())),
-        _ => Err(format!("stream is cut short after {produced} of {} bytes", out.len())),
+        flate2::Status::StreamEnd => Err(format!(
+            "stream ends after {produced} of {} bytes",
+            out.len()
+        )),
+        _ if produced == out.len() as u64 => {
+            Err(format!("stream continues past {} bytes", out.len()))
+        }
+        _ => Err(format!(
+            "stream is cut short after {produced} of {} bytes",
+            out.len()
+        )),
     }
 }
 
 fn snappy_raw(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     let len = snap::raw::decompress_len(input).map_err(|e| e.to_string())?;
     if len != out.len() {
-        return Err(format!("block decodes to {len} bytes, expected {}", out.len()));
+        return Err(format!(
+            "block decodes to {len} bytes, expected {}",
+            out.len()
+        ));
     }
-    let n = snap::raw::Decoder::new().decompress(input, out).map_err(|e| e.to_string())?;
+    let n = snap::raw::Decoder::new()
+        .decompress(input, out)
+        .map_err(|e| e.to_string())?;
     if n != out.len() {
         return Err(format!("block decoded {n} of {} bytes", out.len()));
     }
@@ -105,7 +122,9 @@ fn check_crc(expected: u32, data: &[u8]) -> Result<(), String> {
     if got == expected {
         Ok(())
     } else {
-        Err(format!("checksum {got:#010x} does not match {expected:#010x}"))
+        Err(format!(
+            "checksum {got:#010x} does not match {expected:#010x}"
+        ))
     }
 }
 
@@ -135,13 +154,16 @@ mod tests {
         use std::io::Write;
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut framed = Vec::new();
-        snap::write::FrameEncoder::new(&mut framed).write_all(&data).unwrap();
+        snap::write::FrameEncoder::new(&mut framed)
+            .write_all(&data)
+            .unwrap();
         // Walk the chunks by hand: stream identifier, then data chunks.
         let mut pos = 0;
         let mut out = Vec::new();
         while pos < framed.len() {
             let kind = framed[pos];
-            let len = u32::from_le_bytes([framed[pos + 1], framed[pos + 2], framed[pos + 3], 0]) as usize;
+            let len =
+                u32::from_le_bytes([framed[pos + 1], framed[pos + 2], framed[pos + 3], 0]) as usize;
             let body = &framed[pos + 4..pos + 4 + len];
             let codec = match kind {
                 0xff => None,
@@ -184,7 +206,10 @@ mod tests {
         let mut long = vec![0u8; 4097];
         assert!(decompress(Codec::Zlib, &z, &mut long).is_err());
         for cut in [0, 1, 2, z.len() / 2, z.len() - 1] {
-            assert!(decompress(Codec::Zlib, &z[..cut], &mut out).is_err(), "cut at {cut}");
+            assert!(
+                decompress(Codec::Zlib, &z[..cut], &mut out).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -4,8 +4,10 @@
 //! Invariants:
 //! - Only the ELF header and the program header table are read at open; every field is
 //!   bounds-checked and every PT_LOAD must lie inside the file.
-//! - Holes between PT_LOADs are unmapped. `p_memsz > p_filesz` (memory that existed but was
-//!   not dumped, e.g. QEMU's `begin`/`length` filter) reads as [`MemError::Unknown`].
+//! - Holes between PT_LOADs are unmapped. Bytes between `p_filesz` and `p_memsz` read as zero,
+//!   as the ELF specification defines (and crash and gdb do). Dump tools use this for pages
+//!   they left out: `makedumpfile -E` for excluded pages (all zero at dump level 1; at higher
+//!   levels also free, cache and user pages, which then read as zero too).
 //! - Overlapping PT_LOADs (a `paging: true` dump maps one physical page once per virtual
 //!   mapping) keep the first bytes seen for each physical address.
 //! - Notes (including VMCOREINFO) are parsed only on request; serving memory never needs them.
@@ -122,22 +124,42 @@ impl ElfLayout {
 pub fn open(src: Source) -> Result<MappedImage<ElfLayout>, ParseError> {
     let ident = src.fields(FileOffset(0), 16, "ELF identification")?;
     if ident.bytes(0, 4)? != MAGIC {
-        return Err(ParseError::invalid(FileOffset(0), "ELF header", "no ELF magic"));
+        return Err(ParseError::invalid(
+            FileOffset(0),
+            "ELF header",
+            "no ELF magic",
+        ));
     }
     let class = match ident.bytes(4, 1)?[0] {
         1 => &ELF32,
         2 => &ELF64,
-        c => return Err(ParseError::invalid(FileOffset(4), "ELF header", format!("class {c}"))),
+        c => {
+            return Err(ParseError::invalid(
+                FileOffset(4),
+                "ELF header",
+                format!("class {c}"),
+            ))
+        }
     };
     let big = match ident.bytes(5, 1)?[0] {
         1 => false,
         2 => true,
-        d => return Err(ParseError::invalid(FileOffset(5), "ELF header", format!("data encoding {d}"))),
+        d => {
+            return Err(ParseError::invalid(
+                FileOffset(5),
+                "ELF header",
+                format!("data encoding {d}"),
+            ))
+        }
     };
     let eh = src.fields(FileOffset(0), class.ehsize, "ELF header")?;
     let e_type = eh.uint(16, 2, big)?;
     if e_type != ET_CORE {
-        return Err(ParseError::invalid(eh.at(16), "ELF header", format!("type {e_type} is not a core file (4)")));
+        return Err(ParseError::invalid(
+            eh.at(16),
+            "ELF header",
+            format!("type {e_type} is not a core file (4)"),
+        ));
     }
     let phoff = eh.uint(class.phoff.0, class.phoff.1, big)?;
     let shoff = eh.uint(class.shoff.0, class.shoff.1, big)?;
@@ -147,13 +169,21 @@ pub fn open(src: Source) -> Result<MappedImage<ElfLayout>, ParseError> {
         // The real count lives in section header 0's sh_info.
         let shentsize = eh.uint(class.shentsize, 2, big)?;
         if shoff == 0 || shentsize != class.shent {
-            return Err(ParseError::invalid(eh.at(class.phnum), "ELF header", "PN_XNUM without a valid section header 0"));
+            return Err(ParseError::invalid(
+                eh.at(class.phnum),
+                "ELF header",
+                "PN_XNUM without a valid section header 0",
+            ));
         }
         let sh0 = src.fields(FileOffset(shoff), class.shent, "ELF section header 0")?;
         phnum = sh0.uint(class.sh_info, 4, big)?;
     }
     if phnum == 0 || phoff == 0 {
-        return Err(ParseError::invalid(eh.at(class.phnum), "ELF header", "no program headers"));
+        return Err(ParseError::invalid(
+            eh.at(class.phnum),
+            "ELF header",
+            "no program headers",
+        ));
     }
     if phentsize != class.phent {
         return Err(ParseError::invalid(
@@ -163,7 +193,13 @@ pub fn open(src: Source) -> Result<MappedImage<ElfLayout>, ParseError> {
         ));
     }
     // Bounds-checked against the file before anything is allocated.
-    let table_len = phnum.checked_mul(class.phent).ok_or_else(|| ParseError::invalid(eh.at(class.phnum), "ELF header", "program header table size overflows"))?;
+    let table_len = phnum.checked_mul(class.phent).ok_or_else(|| {
+        ParseError::invalid(
+            eh.at(class.phnum),
+            "ELF header",
+            "program header table size overflows",
+        )
+    })?;
     let table = src.fields(FileOffset(phoff), table_len, "ELF program header table")?;
 
     let mut pieces = Vec::new();
@@ -177,39 +213,78 @@ pub fn open(src: Source) -> Result<MappedImage<ElfLayout>, ParseError> {
         if p_type == PT_NOTE {
             let len = field(class.p_filesz)?;
             let align = if field(class.p_align)? == 8 { 8 } else { 4 };
-            note_segments.push(NoteSegment { at: FileOffset(field(class.p_offset)?), len, align });
+            note_segments.push(NoteSegment {
+                at: FileOffset(field(class.p_offset)?),
+                len,
+                align,
+            });
             continue;
         }
         if p_type != PT_LOAD {
             continue;
         }
         loads += 1;
-        let (offset, paddr, filesz, memsz) =
-            (field(class.p_offset)?, field(class.p_paddr)?, field(class.p_filesz)?, field(class.p_memsz)?);
+        let (offset, paddr, filesz, memsz) = (
+            field(class.p_offset)?,
+            field(class.p_paddr)?,
+            field(class.p_filesz)?,
+            field(class.p_memsz)?,
+        );
         if filesz > memsz {
-            return Err(ParseError::invalid(at, "PT_LOAD", format!("p_filesz {filesz:#x} exceeds p_memsz {memsz:#x}")));
+            return Err(ParseError::invalid(
+                at,
+                "PT_LOAD",
+                format!("p_filesz {filesz:#x} exceeds p_memsz {memsz:#x}"),
+            ));
         }
         src.check(FileOffset(offset), filesz, "PT_LOAD data")?;
         let end = paddr.checked_add(memsz).ok_or_else(|| {
-            ParseError::invalid(at, "PT_LOAD", format!("p_paddr {paddr:#x} + p_memsz {memsz:#x} overflows"))
+            ParseError::invalid(
+                at,
+                "PT_LOAD",
+                format!("p_paddr {paddr:#x} + p_memsz {memsz:#x} overflows"),
+            )
         })?;
         let file_end = paddr + filesz;
-        pieces.push((Piece { start: PhysAddr(paddr), end: PhysAddr(file_end), loc: Location::Stored(FileOffset(offset)) }, at));
         pieces.push((
-            Piece { start: PhysAddr(file_end), end: PhysAddr(end), loc: Location::Excluded("not included in the ELF core (p_memsz beyond p_filesz)") },
+            Piece {
+                start: PhysAddr(paddr),
+                end: PhysAddr(file_end),
+                loc: Location::Stored(FileOffset(offset)),
+            },
+            at,
+        ));
+        pieces.push((
+            Piece {
+                start: PhysAddr(file_end),
+                end: PhysAddr(end),
+                loc: Location::Zero,
+            },
             at,
         ));
     }
     let map = ExtentMap::new(first_wins(pieces), "PT_LOAD")?;
     let flattened = src.is_flattened();
-    Ok(MappedImage::new(src, ElfLayout { map, bits: class.bits, big_endian: big, loads, note_segments, flattened }))
+    Ok(MappedImage::new(
+        src,
+        ElfLayout {
+            map,
+            bits: class.bits,
+            big_endian: big,
+            loads,
+            note_segments,
+            flattened,
+        },
+    ))
 }
 
 /// Resolve overlapping PT_LOAD parts: among stored parts the lowest start (then file order)
-/// keeps each address; "not dumped" parts only fill what no stored part covers.
+/// keeps each address; zero-filled tails (`p_memsz > p_filesz`) only fill what no stored
+/// part covers.
 fn first_wins(pieces: Vec<(Piece, FileOffset)>) -> Vec<(Piece, FileOffset)> {
-    let (excluded, stored): (Vec<_>, Vec<_>) =
-        pieces.into_iter().partition(|(p, _)| matches!(p.loc, Location::Excluded(_)));
+    let (excluded, stored): (Vec<_>, Vec<_>) = pieces
+        .into_iter()
+        .partition(|(p, _)| p.loc == Location::Zero);
     let stored = trim_overlaps(stored);
     let excluded = trim_overlaps(excluded);
     // Subtract the stored coverage from the excluded parts (both sorted and disjoint).
@@ -225,13 +300,27 @@ fn first_wins(pieces: Vec<(Piece, FileOffset)>) -> Vec<(Piece, FileOffset)> {
             match stored.get(k) {
                 Some((c, _)) if c.start < e.end => {
                     if c.start > cur {
-                        out.push((Piece { start: cur, end: c.start, loc: e.loc }, at));
+                        out.push((
+                            Piece {
+                                start: cur,
+                                end: c.start,
+                                loc: e.loc,
+                            },
+                            at,
+                        ));
                     }
                     cur = cur.max(c.end);
                     k += 1;
                 }
                 _ => {
-                    out.push((Piece { start: cur, end: e.end, loc: e.loc }, at));
+                    out.push((
+                        Piece {
+                            start: cur,
+                            end: e.end,
+                            loc: e.loc,
+                        },
+                        at,
+                    ));
                     break;
                 }
             }
@@ -272,10 +361,10 @@ impl Layout for ElfLayout {
     }
     fn label(&self) -> String {
         format!(
-            "ELF{} {} core{} ({} PT_LOAD)",
+            "ELF{} {} core ({}{} PT_LOAD)",
             self.bits,
             if self.big_endian { "BE" } else { "LE" },
-            if self.flattened { " (flattened)" } else { "" },
+            if self.flattened { "flattened, " } else { "" },
             self.loads
         )
     }
@@ -289,10 +378,19 @@ impl MappedImage<ElfLayout> {
         for seg in &self.layout().note_segments {
             total = total.saturating_add(seg.len);
             if total > MAX_NOTES_BYTES {
-                return Err(ParseError::unsupported(seg.at, "PT_NOTE", format!("more than {MAX_NOTES_BYTES} bytes of notes")));
+                return Err(ParseError::unsupported(
+                    seg.at,
+                    "PT_NOTE",
+                    format!("more than {MAX_NOTES_BYTES} bytes of notes"),
+                ));
             }
             let data = self.source().read_vec(seg.at, seg.len, "PT_NOTE data")?;
-            out.extend(notes::parse(&data, seg.at, self.layout().big_endian, seg.align)?);
+            out.extend(notes::parse(
+                &data,
+                seg.at,
+                self.layout().big_endian,
+                seg.align,
+            )?);
         }
         Ok(out)
     }
@@ -308,30 +406,61 @@ mod tests {
     use super::*;
 
     fn stored(start: u64, end: u64, off: u64) -> (Piece, FileOffset) {
-        (Piece { start: PhysAddr(start), end: PhysAddr(end), loc: Location::Stored(FileOffset(off)) }, FileOffset(0))
+        (
+            Piece {
+                start: PhysAddr(start),
+                end: PhysAddr(end),
+                loc: Location::Stored(FileOffset(off)),
+            },
+            FileOffset(0),
+        )
     }
 
     #[test]
     fn overlapping_loads_keep_the_first_bytes() {
-        let out = first_wins(vec![stored(0x2000, 0x4000, 0x10000), stored(0, 0x3000, 0), stored(0x1000, 0x2000, 0x50000)]);
+        let out = first_wins(vec![
+            stored(0x2000, 0x4000, 0x10000),
+            stored(0, 0x3000, 0),
+            stored(0x1000, 0x2000, 0x50000),
+        ]);
         let pieces: Vec<Piece> = out.into_iter().map(|(p, _)| p).collect();
-        assert_eq!(pieces, vec![stored(0, 0x3000, 0).0, stored(0x3000, 0x4000, 0x11000).0]);
+        assert_eq!(
+            pieces,
+            vec![stored(0, 0x3000, 0).0, stored(0x3000, 0x4000, 0x11000).0]
+        );
     }
 
     #[test]
-    fn not_dumped_tails_only_fill_gaps() {
-        let gone = Location::Excluded("gone");
-        let tail = |s: u64, e: u64| (Piece { start: PhysAddr(s), end: PhysAddr(e), loc: gone }, FileOffset(0));
+    fn zero_filled_tails_only_fill_gaps() {
+        let gone = Location::Zero;
+        let tail = |s: u64, e: u64| {
+            (
+                Piece {
+                    start: PhysAddr(s),
+                    end: PhysAddr(e),
+                    loc: gone,
+                },
+                FileOffset(0),
+            )
+        };
         // Load A: stored 0..0x1000, not dumped 0x1000..0x5000; load B stored 0x2000..0x3000.
-        let mut out: Vec<Piece> =
-            first_wins(vec![stored(0, 0x1000, 0), tail(0x1000, 0x5000), stored(0x2000, 0x3000, 0x9000)])
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect();
+        let mut out: Vec<Piece> = first_wins(vec![
+            stored(0, 0x1000, 0),
+            tail(0x1000, 0x5000),
+            stored(0x2000, 0x3000, 0x9000),
+        ])
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
         out.sort_by_key(|p| p.start);
         assert_eq!(
             out,
-            vec![stored(0, 0x1000, 0).0, tail(0x1000, 0x2000).0, stored(0x2000, 0x3000, 0x9000).0, tail(0x3000, 0x5000).0]
+            vec![
+                stored(0, 0x1000, 0).0,
+                tail(0x1000, 0x2000).0,
+                stored(0x2000, 0x3000, 0x9000).0,
+                tail(0x3000, 0x5000).0
+            ]
         );
     }
 }

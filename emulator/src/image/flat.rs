@@ -51,10 +51,18 @@ impl FlatIndex {
         let kind = hdr.i64_be(16)?;
         let version = hdr.i64_be(24)?;
         if kind != 1 {
-            return Err(ParseError::invalid(hdr.at(16), "flattened header", format!("type {kind}, expected 1")));
+            return Err(ParseError::invalid(
+                hdr.at(16),
+                "flattened header",
+                format!("type {kind}, expected 1"),
+            ));
         }
         if version != 1 {
-            return Err(ParseError::unsupported(hdr.at(24), "flattened header", format!("version {version}")));
+            return Err(ParseError::unsupported(
+                hdr.at(24),
+                "flattened header",
+                format!("version {version}"),
+            ));
         }
         let file_len = src.file_len();
         let mut segs: Vec<Piece> = Vec::new();
@@ -67,28 +75,46 @@ impl FlatIndex {
                 break;
             }
             let (Ok(offset), Ok(size)) = (u64::try_from(offset), u64::try_from(size)) else {
-                return Err(ParseError::invalid(at, "flattened segment header", format!("negative offset {offset} or size {size}")));
+                return Err(ParseError::invalid(
+                    at,
+                    "flattened segment header",
+                    format!("negative offset {offset} or size {size}"),
+                ));
             };
             let data = pos + DATA_HEADER;
-            let next = data.checked_add(size).filter(|&n| n <= file_len).ok_or(ParseError::Truncated {
-                at: FileOffset(data),
-                what: "flattened segment data",
-                need: size,
-                len: file_len,
-            })?;
+            let next =
+                data.checked_add(size)
+                    .filter(|&n| n <= file_len)
+                    .ok_or(ParseError::Truncated {
+                        at: FileOffset(data),
+                        what: "flattened segment data",
+                        need: size,
+                        len: file_len,
+                    })?;
             let end = offset.checked_add(size).ok_or_else(|| {
                 ParseError::invalid(at, "flattened segment header", "offset + size overflows")
             })?;
             if size > 0 {
                 if segs.len() >= MAX_SEGMENTS {
-                    return Err(ParseError::unsupported(at, "flattened file", format!("more than {MAX_SEGMENTS} segments")));
+                    return Err(ParseError::unsupported(
+                        at,
+                        "flattened file",
+                        format!("more than {MAX_SEGMENTS} segments"),
+                    ));
                 }
-                segs.push(Piece { start: offset, end, file: data });
+                segs.push(Piece {
+                    start: offset,
+                    end,
+                    file: data,
+                });
             }
             pos = next;
         }
         let len = segs.iter().map(|s| s.end).max().unwrap_or(0);
-        Ok(FlatIndex { pieces: resolve(segs), len })
+        Ok(FlatIndex {
+            pieces: resolve(segs),
+            len,
+        })
     }
 
     /// Length of the described file.
@@ -163,9 +189,15 @@ fn resolve(segs: Vec<Piece>) -> Vec<Piece> {
             continue;
         };
         let s = segs[winner];
-        let piece = Piece { start: pos, end: next, file: s.file + (pos - s.start) };
+        let piece = Piece {
+            start: pos,
+            end: next,
+            file: s.file + (pos - s.start),
+        };
         match out.last_mut() {
-            Some(last) if last.end == piece.start && last.file + (last.end - last.start) == piece.file => {
+            Some(last)
+                if last.end == piece.start && last.file + (last.end - last.start) == piece.file =>
+            {
                 last.end = piece.end;
             }
             _ if piece.start < piece.end => out.push(piece),
@@ -193,7 +225,15 @@ mod tests {
     fn later_writes_win() {
         // [0,100) written, then [40,60) rewritten, then [90,120) rewritten.
         let out = resolve(vec![p(0, 100, 1000), p(40, 60, 5000), p(90, 120, 7000)]);
-        assert_eq!(out, vec![p(0, 40, 1000), p(40, 60, 5000), p(60, 90, 1060), p(90, 120, 7000)]);
+        assert_eq!(
+            out,
+            vec![
+                p(0, 40, 1000),
+                p(40, 60, 5000),
+                p(60, 90, 1060),
+                p(90, 120, 7000)
+            ]
+        );
     }
 
     #[test]

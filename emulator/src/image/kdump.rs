@@ -92,7 +92,9 @@ impl Bitmap {
     }
 
     fn get(&self, bit: u64) -> bool {
-        self.words.get((bit / 64) as usize).is_some_and(|w| w >> (bit % 64) & 1 == 1)
+        self.words
+            .get((bit / 64) as usize)
+            .is_some_and(|w| w >> (bit % 64) & 1 == 1)
     }
 
     /// Number of set bits below `bit`.
@@ -114,7 +116,12 @@ impl Bitmap {
     }
 
     fn or(&self, other: &Bitmap) -> Bitmap {
-        let words = self.words.iter().zip(&other.words).map(|(a, b)| a | b).collect();
+        let words = self
+            .words
+            .iter()
+            .zip(&other.words)
+            .map(|(a, b)| a | b)
+            .collect();
         Bitmap::with_ranks(words)
     }
 
@@ -211,33 +218,62 @@ impl KdumpLayout {
 pub fn open(src: Source) -> Result<MappedImage<KdumpLayout>, ParseError> {
     let h = src.fields(FileOffset(0), HEADER_LEN, "kdump header")?;
     if h.bytes(0, 8)? != SIGNATURE {
-        return Err(ParseError::invalid(FileOffset(0), "kdump header", "no \"KDUMP   \" signature"));
+        return Err(ParseError::invalid(
+            FileOffset(0),
+            "kdump header",
+            "no \"KDUMP   \" signature",
+        ));
     }
     let version = h.u32(H_VERSION)?;
     let block_size = u64::from(h.u32(H_BLOCK_SIZE)?);
     let valid_block = |b: u64| b.is_power_of_two() && (512..=(1 << 16)).contains(&b);
     if !valid_block(block_size) {
         if valid_block(u64::from(h.u32(H32_BLOCK_SIZE)?)) {
-            return Err(ParseError::unsupported(h.at(H32_BLOCK_SIZE), "kdump header", "32-bit header layout"));
+            return Err(ParseError::unsupported(
+                h.at(H32_BLOCK_SIZE),
+                "kdump header",
+                "32-bit header layout",
+            ));
         }
-        return Err(ParseError::invalid(h.at(H_BLOCK_SIZE), "kdump header", format!("block size {block_size}")));
+        return Err(ParseError::invalid(
+            h.at(H_BLOCK_SIZE),
+            "kdump header",
+            format!("block size {block_size}"),
+        ));
     }
     if version == 0 {
-        return Err(ParseError::invalid(h.at(H_VERSION), "kdump header", "header version 0"));
+        return Err(ParseError::invalid(
+            h.at(H_VERSION),
+            "kdump header",
+            "header version 0",
+        ));
     }
     let status = h.u32(H_STATUS)?;
     let sub_hdr_size = u64::from(h.u32(H_SUB_HDR_SIZE)?);
     let bitmap_blocks = u64::from(h.u32(H_BITMAP_BLOCKS)?);
-    let release = String::from_utf8_lossy(h.bytes(H_RELEASE, 65)?).trim_end_matches('\0').to_string();
+    let release = String::from_utf8_lossy(h.bytes(H_RELEASE, 65)?)
+        .trim_end_matches('\0')
+        .to_string();
 
     let s = src.fields(FileOffset(block_size), SUB_HEADER_LEN, "kdump sub header")?;
     let dump_level = s.u32(8)?;
     let split = s.u32(12)?;
     if split != 0 {
-        return Err(ParseError::unsupported(s.at(12), "kdump sub header", "one part of a --split dump"));
+        return Err(ParseError::unsupported(
+            s.at(12),
+            "kdump sub header",
+            "one part of a --split dump",
+        ));
     }
-    let max_mapnr = if version >= 6 { s.u64(96)? } else { u64::from(h.u32(H_MAX_MAPNR)?) };
-    let area = |off: usize, len: usize, min_version: u32| -> Result<Option<(FileOffset, u64)>, ParseError> {
+    let max_mapnr = if version >= 6 {
+        s.u64(96)?
+    } else {
+        u64::from(h.u32(H_MAX_MAPNR)?)
+    };
+    let area = |off: usize,
+                len: usize,
+                min_version: u32|
+     -> Result<Option<(FileOffset, u64)>, ParseError> {
         let (at, n) = (s.u64(off)?, s.u64(len)?);
         Ok((version >= min_version && at != 0 && n != 0).then_some((FileOffset(at), n)))
     };
@@ -245,14 +281,22 @@ pub fn open(src: Source) -> Result<MappedImage<KdumpLayout>, ParseError> {
     let notes = area(48, 56, 4)?;
 
     let blocks = |n: u64, what| {
-        n.checked_mul(block_size).ok_or_else(|| ParseError::invalid(h.at(H_BITMAP_BLOCKS), what, "size overflows"))
+        n.checked_mul(block_size)
+            .ok_or_else(|| ParseError::invalid(h.at(H_BITMAP_BLOCKS), what, "size overflows"))
     };
     let bitmap_at = blocks(1 + sub_hdr_size, "kdump bitmap offset")?;
     let bitmap_len = blocks(bitmap_blocks, "kdump bitmap size")?;
     let half = bitmap_len / 2;
-    if max_mapnr == 0 || max_mapnr > half.saturating_mul(8) || max_mapnr.checked_mul(block_size).is_none() {
+    if max_mapnr == 0
+        || max_mapnr > half.saturating_mul(8)
+        || max_mapnr.checked_mul(block_size).is_none()
+    {
         return Err(ParseError::invalid(
-            if version >= 6 { s.at(96) } else { h.at(H_MAX_MAPNR) },
+            if version >= 6 {
+                s.at(96)
+            } else {
+                h.at(H_MAX_MAPNR)
+            },
             "kdump header",
             format!("max_mapnr {max_mapnr:#x} does not fit {bitmap_blocks} bitmap blocks"),
         ));
@@ -312,20 +356,36 @@ impl Layout for KdumpLayout {
         let at = FileOffset(self.descriptors.0 + self.dumped.rank(pfn) * DESC_SIZE);
         let corrupt = |reason: String| MemError::Corrupt { addr, reason };
         let mut d = [0u8; DESC_SIZE as usize];
-        src.read_at(at, &mut d, "kdump page descriptor").map_err(|e| corrupt(e.to_string()))?;
+        src.read_at(at, &mut d, "kdump page descriptor")
+            .map_err(|e| corrupt(e.to_string()))?;
         let [o0, o1, o2, o3, o4, o5, o6, o7, s0, s1, s2, s3, f0, f1, f2, f3, ..] = d;
         let offset = FileOffset(u64::from_le_bytes([o0, o1, o2, o3, o4, o5, o6, o7]));
         let size = u32::from_le_bytes([s0, s1, s2, s3]);
         let flags = u32::from_le_bytes([f0, f1, f2, f3]);
-        let compressed = |codec| Location::Compressed { codec, at: offset, len: size };
+        let compressed = |codec| Location::Compressed {
+            codec,
+            at: offset,
+            len: size,
+        };
         let loc = match flags & (DH_ZLIB | DH_LZO | DH_SNAPPY | DH_ZSTD) {
             0 if u64::from(size) == self.page_size => Location::Stored(offset),
-            0 => return Err(corrupt(format!("{at}: uncompressed page of {size} bytes, page size {}", self.page_size))),
+            0 => {
+                return Err(corrupt(format!(
+                    "{at}: uncompressed page of {size} bytes, page size {}",
+                    self.page_size
+                )))
+            }
             DH_ZLIB => compressed(Codec::Zlib),
             DH_LZO => compressed(Codec::Lzo),
             DH_SNAPPY => compressed(Codec::Snappy),
-            DH_ZSTD => Location::Excluded("page is zstd-compressed, which this reader does not decode"),
-            _ => return Err(corrupt(format!("{at}: page descriptor flags {flags:#x} name several codecs"))),
+            DH_ZSTD => {
+                Location::Excluded("page is zstd-compressed, which this reader does not decode")
+            }
+            _ => {
+                return Err(corrupt(format!(
+                    "{at}: page descriptor flags {flags:#x} name several codecs"
+                )))
+            }
         };
         Ok(Some(Piece { start, end, loc }))
     }
@@ -353,9 +413,15 @@ impl Layout for KdumpLayout {
 impl MappedImage<KdumpLayout> {
     /// The notes area of the sub header (header version ≥ 4), if any. Informational only.
     pub fn notes(&self) -> Result<Vec<Note>, ParseError> {
-        let Some((at, len)) = self.layout().notes else { return Ok(Vec::new()) };
+        let Some((at, len)) = self.layout().notes else {
+            return Ok(Vec::new());
+        };
         if len > MAX_NOTES_BYTES {
-            return Err(ParseError::unsupported(at, "kdump notes", format!("{len} bytes")));
+            return Err(ParseError::unsupported(
+                at,
+                "kdump notes",
+                format!("{len} bytes"),
+            ));
         }
         let data = self.source().read_vec(at, len, "kdump notes")?;
         notes::parse(&data, at, false, 4)
@@ -365,10 +431,18 @@ impl MappedImage<KdumpLayout> {
     pub fn vmcoreinfo(&self) -> Result<Option<String>, ParseError> {
         if let Some((at, len)) = self.layout().vmcoreinfo {
             if len > MAX_NOTES_BYTES {
-                return Err(ParseError::unsupported(at, "kdump vmcoreinfo", format!("{len} bytes")));
+                return Err(ParseError::unsupported(
+                    at,
+                    "kdump vmcoreinfo",
+                    format!("{len} bytes"),
+                ));
             }
             let data = self.source().read_vec(at, len, "kdump vmcoreinfo")?;
-            return Ok(Some(String::from_utf8_lossy(&data).trim_end_matches('\0').to_string()));
+            return Ok(Some(
+                String::from_utf8_lossy(&data)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            ));
         }
         Ok(self.notes()?.iter().find_map(Note::vmcoreinfo))
     }

@@ -66,7 +66,11 @@ pub fn open(src: Source, allow_compressed: bool) -> Result<MappedImage<LimeLayou
             (LIME_MAGIC, 1) => false,
             (AVML_MAGIC, 2) if allow_compressed => true,
             (AVML_MAGIC, 2) => {
-                return Err(ParseError::unsupported(at, "LiME range header", "AVML-compressed range; open it as avml"))
+                return Err(ParseError::unsupported(
+                    at,
+                    "LiME range header",
+                    "AVML-compressed range; open it as avml",
+                ))
             }
             _ => {
                 return Err(ParseError::invalid(
@@ -77,14 +81,28 @@ pub fn open(src: Source, allow_compressed: bool) -> Result<MappedImage<LimeLayou
             }
         };
         if reserved != 0 {
-            return Err(ParseError::invalid(h.at(24), "LiME range header", format!("reserved field {reserved:#x}")));
+            return Err(ParseError::invalid(
+                h.at(24),
+                "LiME range header",
+                format!("reserved field {reserved:#x}"),
+            ));
         }
         let size = last
             .checked_sub(start)
             .and_then(|d| d.checked_add(1))
-            .ok_or_else(|| ParseError::invalid(h.at(8), "LiME range header", format!("range {start:#x}..={last:#x}")))?;
+            .ok_or_else(|| {
+                ParseError::invalid(
+                    h.at(8),
+                    "LiME range header",
+                    format!("range {start:#x}..={last:#x}"),
+                )
+            })?;
         if start.checked_add(size).is_none() {
-            return Err(ParseError::unsupported(h.at(16), "LiME range header", "range ends at the top of the address space"));
+            return Err(ParseError::unsupported(
+                h.at(16),
+                "LiME range header",
+                "range ends at the top of the address space",
+            ));
         }
         let data = pos + HEADER_LEN;
         headers += 1;
@@ -93,18 +111,38 @@ pub fn open(src: Source, allow_compressed: bool) -> Result<MappedImage<LimeLayou
             index_snappy_frames(&src, FileOffset(data), PhysAddr(start), size, &mut pieces)?
         } else {
             src.check(FileOffset(data), size, "LiME range data")?;
-            push(&mut pieces, Piece { start: PhysAddr(start), end: PhysAddr(start + size), loc: Location::Stored(FileOffset(data)) }, at)?;
+            push(
+                &mut pieces,
+                Piece {
+                    start: PhysAddr(start),
+                    end: PhysAddr(start + size),
+                    loc: Location::Stored(FileOffset(data)),
+                },
+                at,
+            )?;
             data + size
         };
     }
     let map = ExtentMap::new(pieces, "LiME range")?;
     let flattened = src.is_flattened();
-    Ok(MappedImage::new(src, LimeLayout { map, headers, compressed, flattened }))
+    Ok(MappedImage::new(
+        src,
+        LimeLayout {
+            map,
+            headers,
+            compressed,
+            flattened,
+        },
+    ))
 }
 
 fn push(pieces: &mut Vec<(Piece, FileOffset)>, p: Piece, at: FileOffset) -> Result<(), ParseError> {
     if pieces.len() >= MAX_PIECES {
-        return Err(ParseError::unsupported(at, "LiME/AVML image", format!("more than {MAX_PIECES} ranges and chunks")));
+        return Err(ParseError::unsupported(
+            at,
+            "LiME/AVML image",
+            format!("more than {MAX_PIECES} ranges and chunks"),
+        ));
     }
     pieces.push((p, at));
     Ok(())
@@ -133,7 +171,11 @@ fn index_snappy_frames(
         let bad = |reason: String| ParseError::invalid(chunk_at, "snappy chunk", reason);
         let out_len = match kind {
             0xff => {
-                let id = src.read_vec(FileOffset(body), body_len.min(16), "snappy stream identifier")?;
+                let id = src.read_vec(
+                    FileOffset(body),
+                    body_len.min(16),
+                    "snappy stream identifier",
+                )?;
                 if id != STREAM_ID {
                     return Err(bad(format!("stream identifier {id:02x?}")));
                 }
@@ -146,7 +188,11 @@ fn index_snappy_frames(
                     return Err(bad(format!("compressed chunk of {body_len} bytes")));
                 }
                 // The raw block starts with its uncompressed length as a varint (≤ 5 bytes).
-                let pre = src.read_vec(FileOffset(body + 4), (body_len - 4).min(10), "snappy block length")?;
+                let pre = src.read_vec(
+                    FileOffset(body + 4),
+                    (body_len - 4).min(10),
+                    "snappy block length",
+                )?;
                 let n = snap::raw::decompress_len(&pre).map_err(|e| bad(e.to_string()))? as u64;
                 Some((n, Codec::SnappyFrameCompressed))
             }
@@ -161,12 +207,18 @@ fn index_snappy_frames(
         };
         if let Some((n, codec)) = out_len {
             if n > MAX_CHUNK || produced + n > size {
-                return Err(bad(format!("chunk of {n} bytes overruns the range ({produced} of {size} done)")));
+                return Err(bad(format!(
+                    "chunk of {n} bytes overruns the range ({produced} of {size} done)"
+                )));
             }
             let piece = Piece {
                 start: PhysAddr(start.0 + produced),
                 end: PhysAddr(start.0 + produced + n),
-                loc: Location::Compressed { codec, at: FileOffset(body), len: body_len as u32 },
+                loc: Location::Compressed {
+                    codec,
+                    at: FileOffset(body),
+                    len: body_len as u32,
+                },
             };
             push(pieces, piece, chunk_at)?;
             produced += n;
@@ -193,7 +245,11 @@ impl Layout for LimeLayout {
         self.map.ranges()
     }
     fn label(&self) -> String {
-        let kind = if self.compressed > 0 { "AVML (snappy)" } else { "LiME" };
+        let kind = if self.compressed > 0 {
+            "AVML (snappy)"
+        } else {
+            "LiME"
+        };
         let flat = if self.flattened { " (flattened)" } else { "" };
         format!("{kind}{flat} image ({} range headers)", self.headers)
     }

@@ -94,7 +94,10 @@ impl Machine {
         let above = ram_size - below;
         let mut out = vec![(PhysRange::new(0, below), FileOffset(0))];
         if above > 0 {
-            out.push((PhysRange::new(FOUR_GIB, FOUR_GIB.saturating_add(above)), FileOffset(below)));
+            out.push((
+                PhysRange::new(FOUR_GIB, FOUR_GIB.saturating_add(above)),
+                FileOffset(below),
+            ));
         }
         out
     }
@@ -117,19 +120,43 @@ impl LiveLayout {
 /// Serve a guest RAM file as `machine` lays it out. The RAM size is the file's length.
 pub fn open(src: Source, machine: Machine) -> Result<MappedImage<LiveLayout>, ParseError> {
     if src.is_flattened() {
-        return Err(ParseError::invalid(FileOffset(0), "live RAM file", "this is a makedumpfile flattened file"));
+        return Err(ParseError::invalid(
+            FileOffset(0),
+            "live RAM file",
+            "this is a makedumpfile flattened file",
+        ));
     }
     let ram_size = src.len();
     if ram_size > (1 << 46) {
-        return Err(ParseError::unsupported(FileOffset(0), "live RAM file", format!("{} of RAM", human_size(ram_size))));
+        return Err(ParseError::unsupported(
+            FileOffset(0),
+            "live RAM file",
+            format!("{} of RAM", human_size(ram_size)),
+        ));
     }
     let pieces = machine
         .ram_map(ram_size)
         .into_iter()
-        .map(|(r, at)| (Piece { start: r.start, end: r.end, loc: Location::Stored(at) }, at))
+        .map(|(r, at)| {
+            (
+                Piece {
+                    start: r.start,
+                    end: r.end,
+                    loc: Location::Stored(at),
+                },
+                at,
+            )
+        })
         .collect();
     let map = ExtentMap::new(pieces, "live RAM file")?;
-    Ok(MappedImage::new(src, LiveLayout { map, machine, ram_size }))
+    Ok(MappedImage::new(
+        src,
+        LiveLayout {
+            map,
+            machine,
+            ram_size,
+        },
+    ))
 }
 
 impl Layout for LiveLayout {
@@ -140,7 +167,11 @@ impl Layout for LiveLayout {
         self.map.ranges()
     }
     fn label(&self) -> String {
-        format!("live QEMU RAM file ({} layout, {} RAM)", self.machine, human_size(self.ram_size))
+        format!(
+            "live QEMU RAM file ({} layout, {} RAM)",
+            self.machine,
+            human_size(self.ram_size)
+        )
     }
 }
 
@@ -159,7 +190,10 @@ mod tests {
         assert_eq!(split(Machine::Pc, 4 * GIB), (3 * GIB, GIB));
         assert_eq!(split(Machine::Pc, 128 << 20), (128 << 20, 0));
         // Below 3.5 GiB everything stays low, even above 3 GiB.
-        assert_eq!(split(Machine::Pc, 3 * GIB + GIB / 4), (3 * GIB + GIB / 4, 0));
+        assert_eq!(
+            split(Machine::Pc, 3 * GIB + GIB / 4),
+            (3 * GIB + GIB / 4, 0)
+        );
         // At exactly 3.5 GiB the split moves to 3 GiB.
         assert_eq!(split(Machine::Pc, 0xe000_0000), (3 * GIB, GIB / 2));
     }
@@ -175,7 +209,10 @@ mod tests {
     fn high_part_maps_at_4g_from_the_split_offset() {
         assert_eq!(
             Machine::Q35.ram_map(3 * GIB),
-            vec![(PhysRange::new(0, 2 * GIB), FileOffset(0)), (PhysRange::new(4 * GIB, 5 * GIB), FileOffset(2 * GIB))]
+            vec![
+                (PhysRange::new(0, 2 * GIB), FileOffset(0)),
+                (PhysRange::new(4 * GIB, 5 * GIB), FileOffset(2 * GIB))
+            ]
         );
     }
 }

@@ -18,7 +18,9 @@ pub enum LzoError {
     InputOverrun(usize),
     #[error("instruction at input byte {at} writes past {limit} output bytes")]
     OutputOverrun { at: usize, limit: usize },
-    #[error("instruction at input byte {at} copies from {dist} bytes back with only {have} written")]
+    #[error(
+        "instruction at input byte {at} copies from {dist} bytes back with only {have} written"
+    )]
     LookBehind { at: usize, dist: usize, have: usize },
     #[error("end marker has length {0}, expected 3")]
     BadEndMarker(usize),
@@ -35,7 +37,10 @@ struct Input<'a> {
 
 impl<'a> Input<'a> {
     fn byte(&mut self) -> Result<u8, LzoError> {
-        let b = *self.buf.get(self.pos).ok_or(LzoError::InputOverrun(self.pos))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or(LzoError::InputOverrun(self.pos))?;
         self.pos += 1;
         Ok(b)
     }
@@ -45,7 +50,11 @@ impl<'a> Input<'a> {
         Ok(lo | hi << 8)
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], LzoError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(LzoError::InputOverrun(self.pos))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(LzoError::InputOverrun(self.pos))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -76,7 +85,11 @@ impl Output<'_> {
     }
     fn back_copy(&mut self, dist: usize, len: usize, at: usize) -> Result<(), LzoError> {
         if dist == 0 || dist > self.pos {
-            return Err(LzoError::LookBehind { at, dist, have: self.pos });
+            return Err(LzoError::LookBehind {
+                at,
+                dist,
+                have: self.pos,
+            });
         }
         let end = self.end(len, at)?;
         // Byte by byte: source and destination may overlap (run-length copies).
@@ -90,7 +103,10 @@ impl Output<'_> {
         self.pos
             .checked_add(len)
             .filter(|&e| e <= self.buf.len())
-            .ok_or(LzoError::OutputOverrun { at, limit: self.buf.len() })
+            .ok_or(LzoError::OutputOverrun {
+                at,
+                limit: self.buf.len(),
+            })
     }
 }
 
@@ -208,7 +224,15 @@ mod tests {
         let mut far = random.clone();
         far.extend(vec![0u8; 20000]);
         far.extend_from_slice(&random);
-        vec![vec![0u8; 4096], vec![0xabu8; 70000], random, text, mixed, far, vec![1, 2, 3]]
+        vec![
+            vec![0u8; 4096],
+            vec![0xabu8; 70000],
+            random,
+            text,
+            mixed,
+            far,
+            vec![1, 2, 3],
+        ]
     }
 
     #[test]
@@ -228,7 +252,13 @@ mod tests {
         let mut short = vec![0u8; data.len() - 1];
         assert!(decompress(&compressed, &mut short).is_err());
         let mut long = vec![0u8; data.len() + 1];
-        assert_eq!(decompress(&compressed, &mut long), Err(LzoError::Short { got: data.len(), want: data.len() + 1 }));
+        assert_eq!(
+            decompress(&compressed, &mut long),
+            Err(LzoError::Short {
+                got: data.len(),
+                want: data.len() + 1
+            })
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::str::FromStr;
 use crate::mem::{PhysAddr, PhysMem};
 
 pub use live::Machine;
-pub use reader::MappedImage;
+pub use reader::{ExtentMap, Layout, Location, MappedImage, Piece};
 pub use source::Source;
 
 /// A position in an image file (or, for a flattened kdump, in the file it describes).
@@ -96,6 +96,15 @@ impl Format {
     /// The names `FromStr` accepts, for help texts.
     pub const NAMES: &'static str = "raw, elf, kdump, lime, avml, live (= live:pc), live:q35";
 
+    /// For a CLI with `--format live --machine q35`: a live format takes `machine`'s layout;
+    /// other formats are unchanged.
+    pub fn with_machine(self, machine: Machine) -> Format {
+        match self {
+            Format::Live(_) => Format::Live(machine),
+            other => other,
+        }
+    }
+
     /// Whether this format can be recognised by its magic bytes (all but raw and live).
     pub fn has_magic(self) -> bool {
         !matches!(self, Format::Raw | Format::Live(_))
@@ -145,13 +154,26 @@ impl FromStr for Format {
 pub enum ParseError {
     /// A structure runs past the end of the file.
     #[error("{at}: {what} needs {need} bytes but the file ends at {len:#x}")]
-    Truncated { at: FileOffset, what: &'static str, need: u64, len: u64 },
+    Truncated {
+        at: FileOffset,
+        what: &'static str,
+        need: u64,
+        len: u64,
+    },
     /// A structure is malformed.
     #[error("{at}: {what}: {reason}")]
-    Invalid { at: FileOffset, what: &'static str, reason: String },
+    Invalid {
+        at: FileOffset,
+        what: &'static str,
+        reason: String,
+    },
     /// A structure is valid but uses a feature this reader does not implement.
     #[error("{at}: {what}: unsupported: {reason}")]
-    Unsupported { at: FileOffset, what: &'static str, reason: String },
+    Unsupported {
+        at: FileOffset,
+        what: &'static str,
+        reason: String,
+    },
 }
 
 impl ParseError {
@@ -164,14 +186,22 @@ impl ParseError {
         }
     }
     pub(crate) fn invalid(at: FileOffset, what: &'static str, reason: impl Into<String>) -> Self {
-        ParseError::Invalid { at, what, reason: reason.into() }
+        ParseError::Invalid {
+            at,
+            what,
+            reason: reason.into(),
+        }
     }
     pub(crate) fn unsupported(
         at: FileOffset,
         what: &'static str,
         reason: impl Into<String>,
     ) -> Self {
-        ParseError::Unsupported { at, what, reason: reason.into() }
+        ParseError::Unsupported {
+            at,
+            what,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -180,11 +210,18 @@ impl ParseError {
 #[non_exhaustive]
 pub enum ImageError {
     #[error("cannot open {}: {source}", path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: empty file", path.display())]
     Empty { path: PathBuf },
     #[error("{}: not a valid {format} image: {source}", path.display())]
-    Parse { path: PathBuf, format: Format, source: ParseError },
+    Parse {
+        path: PathBuf,
+        format: Format,
+        source: ParseError,
+    },
     #[error("{}: a base address applies to raw images only, not {format}", path.display())]
     BaseNotRaw { path: PathBuf, format: Format },
 }
@@ -217,23 +254,35 @@ pub fn open(
     format: Option<Format>,
     base: Option<PhysAddr>,
 ) -> Result<Box<dyn PhysMem>, ImageError> {
-    let parse_err = |format, source| ImageError::Parse { path: path.to_path_buf(), format, source };
+    let parse_err = |format, source| ImageError::Parse {
+        path: path.to_path_buf(),
+        format,
+        source,
+    };
     let src = Source::open(path)?;
     let format = match format {
         Some(f) => f,
         None => {
             let mut head = [0u8; 16];
-            let n = head.len().min(usize::try_from(src.len()).unwrap_or(usize::MAX));
-            src.read_at(FileOffset(0), &mut head[..n], "magic").map_err(|e| parse_err(Format::Raw, e))?;
+            let n = head
+                .len()
+                .min(usize::try_from(src.len()).unwrap_or(usize::MAX));
+            src.read_at(FileOffset(0), &mut head[..n], "magic")
+                .map_err(|e| parse_err(Format::Raw, e))?;
             detect(&head[..n])
         }
     };
     if base.is_some() && format != Format::Raw {
-        return Err(ImageError::BaseNotRaw { path: path.to_path_buf(), format });
+        return Err(ImageError::BaseNotRaw {
+            path: path.to_path_buf(),
+            format,
+        });
     }
     tracing::debug!(path = %path.display(), %format, flattened = src.is_flattened(), "opening image");
     let image: Box<dyn PhysMem> = match format {
-        Format::Raw => Box::new(raw::open(src, base.unwrap_or_default()).map_err(|e| parse_err(format, e))?),
+        Format::Raw => {
+            Box::new(raw::open(src, base.unwrap_or_default()).map_err(|e| parse_err(format, e))?)
+        }
         Format::Elf => Box::new(elf::open(src).map_err(|e| parse_err(format, e))?),
         Format::Kdump => Box::new(kdump::open(src).map_err(|e| parse_err(format, e))?),
         Format::Lime => Box::new(lime::open(src, false).map_err(|e| parse_err(format, e))?),
@@ -280,6 +329,11 @@ mod tests {
         assert_eq!("KDUMP".parse::<Format>().unwrap(), Format::Kdump);
         assert!("qcow2".parse::<Format>().is_err());
         assert!("live:isapc".parse::<Format>().is_err());
+        assert_eq!(
+            Format::Live(Machine::Pc).with_machine(Machine::Q35),
+            Format::Live(Machine::Q35)
+        );
+        assert_eq!(Format::Elf.with_machine(Machine::Q35), Format::Elf);
     }
 
     #[test]

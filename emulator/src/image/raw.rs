@@ -19,9 +19,17 @@ pub struct RawLayout {
 pub fn open(src: Source, base: PhysAddr) -> Result<MappedImage<RawLayout>, ParseError> {
     let len = src.len();
     let end = base.checked_add(len).ok_or_else(|| {
-        ParseError::invalid(FileOffset(0), "raw image", format!("{len:#x} bytes at base {:#x} overflow 64 bits", base.0))
+        ParseError::invalid(
+            FileOffset(0),
+            "raw image",
+            format!("{len:#x} bytes at base {:#x} overflow 64 bits", base.0),
+        )
     })?;
-    let piece = Piece { start: base, end, loc: Location::Stored(FileOffset(0)) };
+    let piece = Piece {
+        start: base,
+        end,
+        loc: Location::Stored(FileOffset(0)),
+    };
     let map = ExtentMap::new(vec![(piece, FileOffset(0))], "raw image")?;
     let flattened = src.is_flattened();
     Ok(MappedImage::new(src, RawLayout { map, flattened }))
@@ -35,6 +43,10 @@ impl Layout for RawLayout {
         self.map.ranges()
     }
     fn label(&self) -> String {
-        if self.flattened { "raw image (flattened)".into() } else { "raw image".into() }
+        if self.flattened {
+            "raw image (flattened)".into()
+        } else {
+            "raw image".into()
+        }
     }
 }

@@ -23,7 +23,11 @@ pub enum Location {
     /// The piece's bytes are stored verbatim from this file offset on.
     Stored(FileOffset),
     /// The whole piece is one compressed unit of `len` bytes at `at`.
-    Compressed { codec: Codec, at: FileOffset, len: u32 },
+    Compressed {
+        codec: Codec,
+        at: FileOffset,
+        len: u32,
+    },
     /// The piece reads as zeros (e.g. kdump pages excluded because they were zero).
     Zero,
     /// The memory existed but this image does not hold its bytes.
@@ -79,11 +83,16 @@ impl ExtentMap {
                 return Err(ParseError::invalid(
                     *at,
                     what,
-                    format!("range {:#x}..{:#x} overlaps {:#x}..{:#x}", b.start.0, b.end.0, a.start.0, a.end.0),
+                    format!(
+                        "range {:#x}..{:#x} overlaps {:#x}..{:#x}",
+                        b.start.0, b.end.0, a.start.0, a.end.0
+                    ),
                 ));
             }
         }
-        Ok(ExtentMap { pieces: pieces.into_iter().map(|(p, _)| p).collect() })
+        Ok(ExtentMap {
+            pieces: pieces.into_iter().map(|(p, _)| p).collect(),
+        })
     }
 
     pub fn pieces(&self) -> &[Piece] {
@@ -96,7 +105,10 @@ impl ExtentMap {
     }
 
     pub fn ranges(&self) -> Vec<PhysRange> {
-        merge_ranges(self.pieces.iter().map(|p| PhysRange { start: p.start, end: p.end }))
+        merge_ranges(self.pieces.iter().map(|p| PhysRange {
+            start: p.start,
+            end: p.end,
+        }))
     }
 }
 
@@ -156,7 +168,14 @@ pub struct MappedImage<L> {
 
 impl<L: Layout> MappedImage<L> {
     pub fn new(src: Source, layout: L) -> Self {
-        MappedImage { src, layout, cache: Mutex::new(UnitCache { units: VecDeque::new(), capacity: UNIT_CACHE }) }
+        MappedImage {
+            src,
+            layout,
+            cache: Mutex::new(UnitCache {
+                units: VecDeque::new(),
+                capacity: UNIT_CACHE,
+            }),
+        }
     }
 
     /// The format-specific layout (e.g. ELF notes, kdump header details).
@@ -174,7 +193,13 @@ impl<L: Layout> MappedImage<L> {
     }
 
     /// The decompressed bytes of a compressed piece, from the cache or freshly decoded.
-    fn unit(&self, piece: &Piece, codec: Codec, at: FileOffset, len: u32) -> Result<Arc<[u8]>, MemError> {
+    fn unit(
+        &self,
+        piece: &Piece,
+        codec: Codec,
+        at: FileOffset,
+        len: u32,
+    ) -> Result<Arc<[u8]>, MemError> {
         let addr = piece.start;
         let key = (at.0, len, codec, piece.len());
         if let Some(hit) = self.cache.lock().ok().and_then(|mut c| c.get(key)) {
@@ -182,9 +207,15 @@ impl<L: Layout> MappedImage<L> {
         }
         let corrupt = |reason: String| MemError::Corrupt { addr, reason };
         if len > MAX_UNIT_INPUT || piece.len() > MAX_UNIT_OUTPUT {
-            return Err(corrupt(format!("{codec} unit at {at}: {len} bytes for {} is too large", piece.len())));
+            return Err(corrupt(format!(
+                "{codec} unit at {at}: {len} bytes for {} is too large",
+                piece.len()
+            )));
         }
-        let input = self.src.read_vec(at, u64::from(len), "compressed unit").map_err(|e| corrupt(e.to_string()))?;
+        let input = self
+            .src
+            .read_vec(at, u64::from(len), "compressed unit")
+            .map_err(|e| corrupt(e.to_string()))?;
         let mut out = vec![0u8; piece.len() as usize];
         codec::decompress(codec, &input, &mut out).map_err(|e| corrupt(format!("{at}: {e}")))?;
         let out: Arc<[u8]> = out.into();
@@ -199,10 +230,18 @@ impl<L: Layout> PhysMem for MappedImage<L> {
     fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         let mut done = 0usize;
         while done < buf.len() {
-            let a = addr.checked_add(done as u64).ok_or(MemError::Unmapped { addr: PhysAddr(u64::MAX) })?;
-            let piece = self.layout.locate(a, &self.src)?.ok_or(MemError::Unmapped { addr: a })?;
+            let a = addr.checked_add(done as u64).ok_or(MemError::Unmapped {
+                addr: PhysAddr(u64::MAX),
+            })?;
+            let piece = self
+                .layout
+                .locate(a, &self.src)?
+                .ok_or(MemError::Unmapped { addr: a })?;
             if !(piece.start <= a && a < piece.end) {
-                return Err(MemError::Corrupt { addr: a, reason: format!("layout returned {piece:?}") });
+                return Err(MemError::Corrupt {
+                    addr: a,
+                    reason: format!("layout returned {piece:?}"),
+                });
             }
             let skip = a.0 - piece.start.0;
             let n = ((piece.end.0 - a.0).min((buf.len() - done) as u64)) as usize;
@@ -212,19 +251,27 @@ impl<L: Layout> PhysMem for MappedImage<L> {
                     let at = at.checked_add(skip).unwrap_or(FileOffset(u64::MAX));
                     self.src
                         .read_at(at, out, "stored bytes")
-                        .map_err(|e| MemError::Corrupt { addr: a, reason: e.to_string() })?;
+                        .map_err(|e| MemError::Corrupt {
+                            addr: a,
+                            reason: e.to_string(),
+                        })?;
                 }
                 Location::Compressed { codec, at, len } => {
                     let unit = self.unit(&piece, codec, at, len)?;
-                    let from = unit.get(skip as usize..skip as usize + n).ok_or_else(|| MemError::Corrupt {
-                        addr: a,
-                        reason: format!("unit at {at} is shorter than its range"),
+                    let from = unit.get(skip as usize..skip as usize + n).ok_or_else(|| {
+                        MemError::Corrupt {
+                            addr: a,
+                            reason: format!("unit at {at} is shorter than its range"),
+                        }
                     })?;
                     out.copy_from_slice(from);
                 }
                 Location::Zero => out.fill(0),
                 Location::Excluded(reason) => {
-                    return Err(MemError::Unknown { addr: a, reason: reason.to_string() })
+                    return Err(MemError::Unknown {
+                        addr: a,
+                        reason: reason.to_string(),
+                    })
                 }
             }
             done += n;
@@ -239,8 +286,16 @@ impl<L: Layout> PhysMem for MappedImage<L> {
     fn describe(&self) -> String {
         let ranges = self.layout.ranges();
         let total: u64 = ranges.iter().map(|r| r.len()).sum();
-        let shown: Vec<String> = ranges.iter().take(4).map(|r| format!("{:#x}-{:#x}", r.start.0, r.end.0)).collect();
-        let more = if ranges.len() > 4 { format!(", … {} more", ranges.len() - 4) } else { String::new() };
+        let shown: Vec<String> = ranges
+            .iter()
+            .take(4)
+            .map(|r| format!("{:#x}-{:#x}", r.start.0, r.end.0))
+            .collect();
+        let more = if ranges.len() > 4 {
+            format!(", … {} more", ranges.len() - 4)
+        } else {
+            String::new()
+        };
         format!(
             "{} {}: {} range{} [{}{}], {}",
             self.layout.label(),
@@ -259,13 +314,21 @@ mod tests {
     use super::*;
 
     fn piece(start: u64, end: u64) -> Piece {
-        Piece { start: PhysAddr(start), end: PhysAddr(end), loc: Location::Zero }
+        Piece {
+            start: PhysAddr(start),
+            end: PhysAddr(end),
+            loc: Location::Zero,
+        }
     }
 
     #[test]
     fn extent_map_locates_and_merges() {
         let m = ExtentMap::new(
-            vec![(piece(0x2000, 0x3000), FileOffset(2)), (piece(0, 0x1000), FileOffset(1)), (piece(0x1000, 0x2000), FileOffset(3))],
+            vec![
+                (piece(0x2000, 0x3000), FileOffset(2)),
+                (piece(0, 0x1000), FileOffset(1)),
+                (piece(0x1000, 0x2000), FileOffset(3)),
+            ],
             "test",
         )
         .unwrap();
@@ -276,14 +339,23 @@ mod tests {
 
     #[test]
     fn overlaps_are_reported_with_their_offset() {
-        let e = ExtentMap::new(vec![(piece(0, 0x1000), FileOffset(1)), (piece(0xfff, 0x2000), FileOffset(0x40))], "test")
-            .unwrap_err();
+        let e = ExtentMap::new(
+            vec![
+                (piece(0, 0x1000), FileOffset(1)),
+                (piece(0xfff, 0x2000), FileOffset(0x40)),
+            ],
+            "test",
+        )
+        .unwrap_err();
         assert_eq!(e.offset(), FileOffset(0x40));
     }
 
     #[test]
     fn unit_cache_is_bounded_lru() {
-        let mut c = UnitCache { units: VecDeque::new(), capacity: 2 };
+        let mut c = UnitCache {
+            units: VecDeque::new(),
+            capacity: 2,
+        };
         let k = |n: u64| (n, 1, Codec::Zlib, 4096);
         c.put(k(1), Arc::from(vec![1u8]));
         c.put(k(2), Arc::from(vec![2u8]));

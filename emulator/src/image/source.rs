@@ -38,11 +38,16 @@ impl Source {
     /// Map `path` read-only. A file starting with the makedumpfile flattened signature is
     /// indexed here, once; afterwards reads see the file `makedumpfile -R` would produce.
     pub fn open(path: &Path) -> Result<Source, ImageError> {
-        let open_err = |source| ImageError::Open { path: path.to_path_buf(), source };
+        let open_err = |source| ImageError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
         if len == 0 {
-            return Err(ImageError::Empty { path: path.to_path_buf() });
+            return Err(ImageError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         // SAFETY: the map is read-only and private to this struct. Its contents may change
         // underneath us (a live guest writing its RAM file), so we never hand out references
@@ -56,7 +61,11 @@ impl Source {
         if let Err(e) = map.advise(memmap2::Advice::Random) {
             tracing::debug!(path = %path.display(), error = %e, "madvise(MADV_RANDOM) failed");
         }
-        let mut src = Source { path: path.to_path_buf(), map, flat: None };
+        let mut src = Source {
+            path: path.to_path_buf(),
+            map,
+            flat: None,
+        };
         let mut head = [0u8; 16];
         let n = head.len().min(src.map.len());
         src.copy_out(0, &mut head[..n]);
@@ -99,7 +108,12 @@ impl Source {
 
     /// Fill `buf` from offset `at` of the (virtual) file. `what` names the structure read,
     /// for the error.
-    pub fn read_at(&self, at: FileOffset, buf: &mut [u8], what: &'static str) -> Result<(), ParseError> {
+    pub fn read_at(
+        &self,
+        at: FileOffset,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> Result<(), ParseError> {
         self.check(at, buf.len() as u64, what)?;
         match &self.flat {
             Some(index) => index.read(self, at.0, buf),
@@ -109,7 +123,12 @@ impl Source {
     }
 
     /// Copy `n` bytes at `at` into a new vector (the bounds are checked before allocating).
-    pub fn read_vec(&self, at: FileOffset, n: u64, what: &'static str) -> Result<Vec<u8>, ParseError> {
+    pub fn read_vec(
+        &self,
+        at: FileOffset,
+        n: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>, ParseError> {
         self.check(at, n, what)?;
         let len = usize::try_from(n).map_err(|_| ParseError::invalid(at, what, "too large"))?;
         let mut buf = vec![0u8; len];
@@ -118,16 +137,35 @@ impl Source {
     }
 
     /// Little-endian fields of a `len`-byte structure at `at`.
-    pub(crate) fn fields(&self, at: FileOffset, len: u64, what: &'static str) -> Result<Fields, ParseError> {
-        Ok(Fields { buf: self.read_vec(at, len, what)?, base: at, what })
+    pub(crate) fn fields(
+        &self,
+        at: FileOffset,
+        len: u64,
+        what: &'static str,
+    ) -> Result<Fields, ParseError> {
+        Ok(Fields {
+            buf: self.read_vec(at, len, what)?,
+            base: at,
+            what,
+        })
     }
 
     /// Error unless `[at, at+n)` lies inside the (virtual) file.
-    pub(crate) fn check(&self, at: FileOffset, n: u64, what: &'static str) -> Result<(), ParseError> {
+    pub(crate) fn check(
+        &self,
+        at: FileOffset,
+        n: u64,
+        what: &'static str,
+    ) -> Result<(), ParseError> {
         let len = self.len();
         match at.0.checked_add(n) {
             Some(end) if end <= len => Ok(()),
-            _ => Err(ParseError::Truncated { at, what, need: n, len }),
+            _ => Err(ParseError::Truncated {
+                at,
+                what,
+                need: n,
+                len,
+            }),
         }
     }
 
@@ -141,7 +179,9 @@ impl Source {
             // range, and as much again after it (the next read of a scan), ahead in one go
             // instead of faulting it in 4 KiB at a time.
             let ahead = (2 * avail as u64).min(map_len - off) as usize;
-            let _ = self.map.advise_range(memmap2::Advice::WillNeed, off as usize, ahead);
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, off as usize, ahead);
         }
         if avail > 0 {
             // SAFETY: `off + avail <= map.len()`, so the source range lies inside the
@@ -149,7 +189,11 @@ impl Source {
             // Raw-pointer copying avoids creating a reference to memory another process
             // may be writing (see `open`).
             unsafe {
-                std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off as usize), buf.as_mut_ptr(), avail);
+                std::ptr::copy_nonoverlapping(
+                    self.map.as_ptr().add(off as usize),
+                    buf.as_mut_ptr(),
+                    avail,
+                );
             }
         }
         buf[avail..].fill(0);
@@ -171,19 +215,25 @@ impl Fields {
     }
 
     pub fn bytes(&self, off: usize, n: usize) -> Result<&[u8], ParseError> {
-        off.checked_add(n).and_then(|end| self.buf.get(off..end)).ok_or(ParseError::Truncated {
-            at: self.at(off),
-            what: self.what,
-            need: n as u64,
-            len: self.buf.len() as u64,
-        })
+        off.checked_add(n)
+            .and_then(|end| self.buf.get(off..end))
+            .ok_or(ParseError::Truncated {
+                at: self.at(off),
+                what: self.what,
+                need: n as u64,
+                len: self.buf.len() as u64,
+            })
     }
 
     /// An unsigned integer of `width` (1, 2, 4 or 8) bytes, big- or little-endian.
     pub fn uint(&self, off: usize, width: usize, big_endian: bool) -> Result<u64, ParseError> {
         let b = self.bytes(off, width.min(8))?;
         let fold = |acc: u64, &x: &u8| acc << 8 | u64::from(x);
-        Ok(if big_endian { b.iter().fold(0, fold) } else { b.iter().rev().fold(0, fold) })
+        Ok(if big_endian {
+            b.iter().fold(0, fold)
+        } else {
+            b.iter().rev().fold(0, fold)
+        })
     }
 
     pub fn u32(&self, off: usize) -> Result<u32, ParseError> {
@@ -193,11 +243,15 @@ impl Fields {
 
     pub fn u64(&self, off: usize) -> Result<u64, ParseError> {
         let b = self.bytes(off, 8)?;
-        Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        Ok(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
     }
 
     pub fn i64_be(&self, off: usize) -> Result<i64, ParseError> {
         let b = self.bytes(off, 8)?;
-        Ok(i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        Ok(i64::from_be_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
     }
 }

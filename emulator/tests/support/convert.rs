@@ -47,7 +47,11 @@ pub fn read_phdrs(path: &Path) -> Result<(Vec<u8>, Vec<Phdr>)> {
     let mut f = File::open(path)?;
     let mut eh = vec![0u8; 64];
     f.read_exact(&mut eh)?;
-    ensure!(&eh[..4] == b"\x7fELF" && eh[4] == 2 && eh[5] == 1, "{} is not an ELF64 LE file", path.display());
+    ensure!(
+        &eh[..4] == b"\x7fELF" && eh[4] == 2 && eh[5] == 1,
+        "{} is not an ELF64 LE file",
+        path.display()
+    );
     let phoff = u64_at(&eh, 32);
     let (phentsize, phnum) = (u16_at(&eh, 54), u16_at(&eh, 56));
     ensure!(phentsize == 56, "unexpected e_phentsize {phentsize}");
@@ -56,7 +60,13 @@ pub fn read_phdrs(path: &Path) -> Result<(Vec<u8>, Vec<Phdr>)> {
     f.read_exact(&mut table)?;
     let phdrs = table
         .chunks(56)
-        .map(|p| Phdr { p_type: u32_at(p, 0), offset: u64_at(p, 8), paddr: u64_at(p, 24), filesz: u64_at(p, 32), memsz: u64_at(p, 40) })
+        .map(|p| Phdr {
+            p_type: u32_at(p, 0),
+            offset: u64_at(p, 8),
+            paddr: u64_at(p, 24),
+            filesz: u64_at(p, 32),
+            memsz: u64_at(p, 40),
+        })
         .collect();
     Ok((eh, phdrs))
 }
@@ -71,7 +81,12 @@ pub fn relayout_elf(src: &Path, dst: &Path) -> Result<()> {
         f.read_exact(&mut t)?;
         t
     };
-    let data_start = phdrs.iter().filter(|p| p.filesz > 0).map(|p| p.offset).min().context("no segment data")?;
+    let data_start = phdrs
+        .iter()
+        .filter(|p| p.filesz > 0)
+        .map(|p| p.offset)
+        .min()
+        .context("no segment data")?;
     let new_start = 64 + 56 * phdrs.len() as u64;
     eh[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
     eh[40..48].copy_from_slice(&0u64.to_le_bytes()); // e_shoff
@@ -80,7 +95,10 @@ pub fn relayout_elf(src: &Path, dst: &Path) -> Result<()> {
     out.write_all(&eh)?;
     for (i, p) in phdrs.iter().enumerate() {
         let mut entry = raw_table[i * 56..(i + 1) * 56].to_vec();
-        ensure!(p.offset >= data_start || p.filesz == 0, "segment before the data area");
+        ensure!(
+            p.offset >= data_start || p.filesz == 0,
+            "segment before the data area"
+        );
         let moved = p.offset.saturating_sub(data_start) + new_start;
         entry[8..16].copy_from_slice(&moved.to_le_bytes());
         out.write_all(&entry)?;
@@ -184,7 +202,11 @@ pub struct KdumpRewrite {
 /// pages, keeping headers, the 1st bitmap and notes.
 pub fn kdump_rewrite(src: &Path, dst: &Path, how: KdumpRewrite) -> Result<()> {
     let data = std::fs::read(src)?;
-    ensure!(data.starts_with(b"KDUMP   "), "{} is not a standard kdump file", src.display());
+    ensure!(
+        data.starts_with(b"KDUMP   "),
+        "{} is not a standard kdump file",
+        src.display()
+    );
     let block = u32_at(&data, 428) as usize;
     let sub_hdr_size = u32_at(&data, 432) as usize;
     let bitmap_blocks = u32_at(&data, 436) as usize;
@@ -234,8 +256,14 @@ pub fn kdump_rewrite(src: &Path, dst: &Path, how: KdumpRewrite) -> Result<()> {
         descs.push((pages.len() as u64, body.len() as u32, flags));
         pages.extend_from_slice(&body);
     }
-    ensure!(!how.snappy || snappy_pages > 0, "no page was snappy-compressed");
-    ensure!(!how.exclude_zero_pages || excluded > 0, "no zero page to exclude");
+    ensure!(
+        !how.snappy || snappy_pages > 0,
+        "no page was snappy-compressed"
+    );
+    ensure!(
+        !how.exclude_zero_pages || excluded > 0,
+        "no zero page to exclude"
+    );
     let data_at = (desc_at + 24 * descs.len()) as u64;
     for (off, size, flags) in descs {
         out.extend_from_slice(&(data_at + off).to_le_bytes());

@@ -9,7 +9,8 @@
 //!
 //! Derived with real tools: `makedumpfile -R` (standard kdump-zlib from the flattened one),
 //! `makedumpfile -l` and `makedumpfile -F -l -d 1` on the (re-laid-out) ELF core (kdump-lzo,
-//! standard and flattened). Derived with test converters (no real producer here): LiME, AVML
+//! standard and flattened), `makedumpfile -F -E` (flattened ELF) and `makedumpfile -E -d 1`
+//! (ELF with zero pages left out as `p_memsz > p_filesz`). Derived with test converters (no real producer here): LiME, AVML
 //! v2 and v1 from the ELF core; kdump-snappy, and kdump-zlib with zero pages excluded at dump
 //! levels 1 and 31, from the standard kdump-zlib (see `convert`). Plus a filtered ELF core
 //! (`begin`/`length`), QEMU's own partial dump.
@@ -31,13 +32,17 @@ use super::pattern;
 use super::qemu::{self, Guest, GuestConfig};
 
 /// Bump when the generated set changes.
-const GENERATOR: &str = "v2";
+const GENERATOR: &str = "v3";
 
 pub const RAM: u64 = 128 << 20;
 /// (seed, guest-physical address, length) of each loaded pattern. The first starts unaligned
 /// and spans many pages, the second ends exactly at the end of RAM, the third sits in the
 /// first 640 KiB.
-pub const PATTERNS: [(u64, u64, usize); 3] = [(1, 0x1f_ff10, 0x30_0123), (2, RAM - 0x10_0000, 0x10_0000), (3, 0x9_0100, 0x2345)];
+pub const PATTERNS: [(u64, u64, usize); 3] = [
+    (1, 0x1f_ff10, 0x30_0123),
+    (2, RAM - 0x10_0000, 0x10_0000),
+    (3, 0x9_0100, 0x2345),
+];
 /// The BIOS ROM at the top of the 32-bit space (pc.bios, 256 KiB).
 pub const BIOS: (u64, u64) = (0xfffc_0000, 0x4_0000);
 /// The window dumped with `dump-guest-memory`'s begin/length filter.
@@ -69,15 +74,27 @@ fn version_of(tool: &Path, arg: &str) -> String {
     Command::new(tool)
         .arg(arg)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
 fn generate_cached() -> Result<DumpSet> {
     let qemu = qemu::qemu_binary();
     let makedumpfile = qemu::tool("makedumpfile");
-    let key_text = format!("{GENERATOR}|{}|{}", version_of(&qemu, "--version"), version_of(&makedumpfile, "-v"));
-    let key = key_text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let key_text = format!(
+        "{GENERATOR}|{}|{}",
+        version_of(&qemu, "--version"),
+        version_of(&makedumpfile, "-v")
+    );
+    let key = key_text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&root)?;
     let dir = root.join(format!("image-dumps-{key:016x}"));
@@ -90,7 +107,8 @@ fn generate_cached() -> Result<DumpSet> {
         let tmp = root.join(format!("image-dumps-{key:016x}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        generate(&tmp, &makedumpfile).with_context(|| format!("generating dumps in {}", tmp.display()))?;
+        generate(&tmp, &makedumpfile)
+            .with_context(|| format!("generating dumps in {}", tmp.display()))?;
         std::fs::write(tmp.join("key.txt"), &key_text)?;
         std::fs::write(tmp.join("complete"), b"")?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -109,7 +127,12 @@ fn generate_cached() -> Result<DumpSet> {
 
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -123,8 +146,12 @@ fn generate(dir: &Path, makedumpfile: &Path) -> Result<()> {
     }
     let mut guest = Guest::start(&cfg, dir)?;
     let timeout = Duration::from_secs(300);
-    guest.qmp.dump_guest_memory(&dir.join("guest.elf"), "elf", timeout)?;
-    guest.qmp.dump_guest_memory(&dir.join("kdump-zlib.flat"), "kdump-zlib", timeout)?;
+    guest
+        .qmp
+        .dump_guest_memory(&dir.join("guest.elf"), "elf", timeout)?;
+    guest
+        .qmp
+        .dump_guest_memory(&dir.join("kdump-zlib.flat"), "kdump-zlib", timeout)?;
     guest.pmemsave(0, RAM, &dir.join("truth-low.raw"))?;
     guest.pmemsave(BIOS.0, BIOS.1, &dir.join("truth-bios.raw"))?;
     guest.pmemsave(RAW_BASE.0, RAW_BASE.1, &dir.join("raw-base.raw"))?;
@@ -138,19 +165,53 @@ fn generate(dir: &Path, makedumpfile: &Path) -> Result<()> {
 
     let file_in = |p: &Path| -> Result<Stdio> { Ok(Stdio::from(std::fs::File::open(p)?)) };
     let file_out = |p: &Path| -> Result<Stdio> { Ok(Stdio::from(std::fs::File::create(p)?)) };
-    run(Command::new(makedumpfile).arg("-R").arg(dir.join("kdump-zlib")).stdin(file_in(&dir.join("kdump-zlib.flat"))?))?;
+    run(Command::new(makedumpfile)
+        .arg("-R")
+        .arg(dir.join("kdump-zlib"))
+        .stdin(file_in(&dir.join("kdump-zlib.flat"))?))?;
 
     let md_elf = dir.join("guest-makedumpfile.elf");
     convert::relayout_elf(&dir.join("guest.elf"), &md_elf)?;
-    run(Command::new(makedumpfile).args(["-l", "-d", "0"]).arg(&md_elf).arg(dir.join("kdump-lzo")))?;
-    run(Command::new(makedumpfile).args(["-F", "-l", "-d", "1"]).arg(&md_elf).stdout(file_out(&dir.join("kdump-lzo-d1.flat"))?))?;
+    run(Command::new(makedumpfile)
+        .args(["-l", "-d", "0"])
+        .arg(&md_elf)
+        .arg(dir.join("kdump-lzo")))?;
+    run(Command::new(makedumpfile)
+        .args(["-F", "-l", "-d", "1"])
+        .arg(&md_elf)
+        .stdout(file_out(&dir.join("kdump-lzo-d1.flat"))?))?;
+    // ELF output: flattened, and with zero pages excluded (p_memsz > p_filesz).
+    run(Command::new(makedumpfile)
+        .args(["-F", "-E", "-d", "0"])
+        .arg(&md_elf)
+        .stdout(file_out(&dir.join("guest-elf.flat"))?))?;
+    run(Command::new(makedumpfile)
+        .args(["-E", "-d", "1"])
+        .arg(&md_elf)
+        .arg(dir.join("guest-d1.elf")))?;
     std::fs::remove_file(&md_elf)?;
 
-    convert::elf_to_lime(&dir.join("guest.elf"), &dir.join("guest.lime"), LimeKind::Lime)?;
-    convert::elf_to_lime(&dir.join("guest.elf"), &dir.join("guest-v1.avml"), LimeKind::AvmlV1)?;
-    convert::elf_to_lime(&dir.join("guest.elf"), &dir.join("guest.avml"), LimeKind::AvmlV2)?;
+    convert::elf_to_lime(
+        &dir.join("guest.elf"),
+        &dir.join("guest.lime"),
+        LimeKind::Lime,
+    )?;
+    convert::elf_to_lime(
+        &dir.join("guest.elf"),
+        &dir.join("guest-v1.avml"),
+        LimeKind::AvmlV1,
+    )?;
+    convert::elf_to_lime(
+        &dir.join("guest.elf"),
+        &dir.join("guest.avml"),
+        LimeKind::AvmlV2,
+    )?;
     let zlib = dir.join("kdump-zlib");
-    let rewrite = |snappy, exclude_zero_pages, dump_level| convert::KdumpRewrite { snappy, exclude_zero_pages, dump_level };
+    let rewrite = |snappy, exclude_zero_pages, dump_level| convert::KdumpRewrite {
+        snappy,
+        exclude_zero_pages,
+        dump_level,
+    };
     convert::kdump_rewrite(&zlib, &dir.join("kdump-snappy"), rewrite(true, false, 1))?;
     convert::kdump_rewrite(&zlib, &dir.join("kdump-zlib-d1"), rewrite(false, true, 1))?;
     convert::kdump_rewrite(&zlib, &dir.join("kdump-zlib-d31"), rewrite(false, true, 31))?;

@@ -19,7 +19,8 @@ pub struct ScratchDir(pub PathBuf);
 
 impl ScratchDir {
     pub fn new(name: &str) -> ScratchDir {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         ScratchDir(dir)
@@ -96,7 +97,10 @@ impl Truth {
 
 /// The guest-physical ranges a full dump of the test guest holds: RAM and the BIOS ROM.
 pub fn dump_ranges() -> Vec<PhysRange> {
-    vec![PhysRange::new(0, dumps::RAM), PhysRange::new(dumps::BIOS.0, dumps::BIOS.0 + dumps::BIOS.1)]
+    vec![
+        PhysRange::new(0, dumps::RAM),
+        PhysRange::new(dumps::BIOS.0, dumps::BIOS.0 + dumps::BIOS.1),
+    ]
 }
 
 /// One image of the test guest, with how it was made.
@@ -122,6 +126,10 @@ pub enum Case {
     KdumpZeroExcluded,
     /// QEMU ELF core with the begin/length filter: only `dumps::FILTERED`.
     ElfFiltered,
+    /// `makedumpfile -F -E -d 0` of the QEMU ELF core: a flattened ELF core.
+    ElfFlat,
+    /// `makedumpfile -E -d 1`: zero pages left out of the file (`p_memsz > p_filesz`).
+    ElfZeroExcluded,
     /// LiME from the ELF core by the test converter.
     Lime,
     /// AVML v2 (snappy) from the ELF core by the test converter.
@@ -146,6 +154,8 @@ impl Case {
             Case::KdumpSnappy => "kdump-snappy",
             Case::KdumpZeroExcluded => "kdump-zlib-d1",
             Case::ElfFiltered => "guest-filtered.elf",
+            Case::ElfFlat => "guest-elf.flat",
+            Case::ElfZeroExcluded => "guest-d1.elf",
             Case::Lime => "guest.lime",
             Case::Avml => "guest.avml",
             Case::AvmlV1 => "guest-v1.avml",
@@ -157,7 +167,9 @@ impl Case {
     pub fn detected(self) -> Format {
         match self {
             Case::Raw | Case::RawBase | Case::Live => Format::Raw,
-            Case::Elf | Case::ElfFiltered => Format::Elf,
+            Case::Elf | Case::ElfFiltered | Case::ElfZeroExcluded => Format::Elf,
+            // The signature says "flattened"; `open` looks inside and finds the ELF core.
+            Case::ElfFlat => Format::Kdump,
             Case::KdumpZlibFlat
             | Case::KdumpZlib
             | Case::KdumpLzo
@@ -180,7 +192,8 @@ impl Case {
 
     pub fn open(self) -> Box<dyn emulator::mem::PhysMem> {
         let (format, base) = self.open_args();
-        emulator::image::open(&self.file(), format, base).unwrap_or_else(|e| panic!("{self:?}: {e}"))
+        emulator::image::open(&self.file(), format, base)
+            .unwrap_or_else(|e| panic!("{self:?}: {e}"))
     }
 
     /// The ranges it must report exactly; `None` for AVML, whose omitted all-zero blocks are
@@ -188,8 +201,14 @@ impl Case {
     pub fn expected_ranges(self) -> Option<Vec<PhysRange>> {
         match self {
             Case::Raw | Case::Live => Some(vec![PhysRange::new(0, dumps::RAM)]),
-            Case::RawBase => Some(vec![PhysRange::new(dumps::RAW_BASE.0, dumps::RAW_BASE.0 + dumps::RAW_BASE.1)]),
-            Case::ElfFiltered => Some(vec![PhysRange::new(dumps::FILTERED.0, dumps::FILTERED.0 + dumps::FILTERED.1)]),
+            Case::RawBase => Some(vec![PhysRange::new(
+                dumps::RAW_BASE.0,
+                dumps::RAW_BASE.0 + dumps::RAW_BASE.1,
+            )]),
+            Case::ElfFiltered => Some(vec![PhysRange::new(
+                dumps::FILTERED.0,
+                dumps::FILTERED.0 + dumps::FILTERED.1,
+            )]),
             Case::Avml | Case::AvmlV1 => None,
             _ => Some(dump_ranges()),
         }

@@ -28,7 +28,9 @@ pub fn qemu_binary() -> PathBuf {
 /// A tool from a Debian package listed in scripts/apt-packages.txt; FAILS if missing.
 pub fn tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+    {
         let candidate = dir.join(name);
         if candidate.is_file() {
             return candidate;
@@ -55,7 +57,14 @@ pub struct GuestConfig {
 
 impl GuestConfig {
     pub fn new(machine: &'static str, mem_mib: u64) -> Self {
-        GuestConfig { machine, mem_mib, ram_file: None, loaders: Vec::new(), boot_disk: None, paused: true }
+        GuestConfig {
+            machine,
+            mem_mib,
+            ram_file: None,
+            loaders: Vec::new(),
+            boot_disk: None,
+            paused: true,
+        }
     }
 }
 
@@ -79,24 +88,39 @@ impl Guest {
             let _ = std::fs::remove_file(ram);
             cmd.args([
                 "-object",
-                &format!("memory-backend-file,id=ram,size={}M,mem-path={},share=on", cfg.mem_mib, ram.display()),
+                &format!(
+                    "memory-backend-file,id=ram,size={}M,mem-path={},share=on",
+                    cfg.mem_mib,
+                    ram.display()
+                ),
             ]);
             machine.push_str(",memory-backend=ram");
         }
         cmd.args(["-machine", &machine, "-m", &format!("{}M", cfg.mem_mib)]);
         cmd.args(["-nodefaults", "-display", "none", "-accel", "tcg"]);
-        cmd.args(["-qmp", &format!("unix:{},server=on,wait=off", sock.display())]);
+        cmd.args([
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", sock.display()),
+        ]);
         if cfg.paused {
             cmd.arg("-S");
         }
         for (file, addr) in &cfg.loaders {
-            cmd.args(["-device", &format!("loader,file={},addr={addr:#x},force-raw=on", file.display())]);
+            cmd.args([
+                "-device",
+                &format!("loader,file={},addr={addr:#x},force-raw=on", file.display()),
+            ]);
         }
         if let Some(disk) = &cfg.boot_disk {
-            cmd.args(["-drive", &format!("file={},format=raw,if=ide,index=0", disk.display())]);
+            cmd.args([
+                "-drive",
+                &format!("file={},format=raw,if=ide,index=0", disk.display()),
+            ]);
         }
         let logf = std::fs::File::create(&log)?;
-        cmd.stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf);
+        cmd.stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf);
         let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
         match Qmp::connect(&sock, Duration::from_secs(30)) {
             Ok(qmp) => Ok(Guest { child, qmp, log }),
@@ -111,7 +135,10 @@ impl Guest {
 
     /// `pmemsave`: write `len` bytes of guest-physical memory from `addr` to `path`.
     pub fn pmemsave(&mut self, addr: u64, len: u64, path: &Path) -> Result<()> {
-        self.qmp.execute("pmemsave", json!({ "val": addr, "size": len, "filename": path.display().to_string() }))?;
+        self.qmp.execute(
+            "pmemsave",
+            json!({ "val": addr, "size": len, "filename": path.display().to_string() }),
+        )?;
         Ok(())
     }
 

@@ -32,12 +32,19 @@ impl Qmp {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(e).with_context(|| format!("QMP socket {} never came up", path.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("QMP socket {} never came up", path.display()))
+                }
             }
         };
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
         let writer = stream.try_clone()?;
-        let mut qmp = Qmp { reader: BufReader::new(stream), writer, events: Vec::new() };
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+            events: Vec::new(),
+        };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
             bail!("unexpected QMP greeting {greeting}");
@@ -54,9 +61,13 @@ impl Qmp {
         }
         let mut line = serde_json::to_vec(&msg)?;
         line.push(b'\n');
-        self.writer.write_all(&line).with_context(|| format!("sending QMP {cmd}"))?;
+        self.writer
+            .write_all(&line)
+            .with_context(|| format!("sending QMP {cmd}"))?;
         loop {
-            let reply = self.read_message().with_context(|| format!("waiting for the reply to QMP {cmd}"))?;
+            let reply = self
+                .read_message()
+                .with_context(|| format!("waiting for the reply to QMP {cmd}"))?;
             if reply.get("event").is_some() {
                 self.events.push(reply);
                 continue;
@@ -65,7 +76,11 @@ impl Qmp {
                 return Ok(ret.clone());
             }
             if let Some(err) = reply.get("error") {
-                return Err(anyhow!("QMP {cmd} failed: {} ({})", err["desc"], err["class"]));
+                return Err(anyhow!(
+                    "QMP {cmd} failed: {} ({})",
+                    err["desc"],
+                    err["class"]
+                ));
             }
             bail!("unexpected QMP reply to {cmd}: {reply}");
         }
@@ -73,13 +88,21 @@ impl Qmp {
 
     /// HMP command through QMP's `human-monitor-command`.
     pub fn hmp(&mut self, command_line: &str) -> Result<String> {
-        let out = self.execute("human-monitor-command", json!({ "command-line": command_line }))?;
+        let out = self.execute(
+            "human-monitor-command",
+            json!({ "command-line": command_line }),
+        )?;
         Ok(out.as_str().unwrap_or_default().to_string())
     }
 
     /// `dump-guest-memory` to `path` in `format` (elf, kdump-zlib, …), detached, polling
     /// `query-dump` until it completes.
-    pub fn dump_guest_memory(&mut self, path: &Path, format: &str, timeout: Duration) -> Result<()> {
+    pub fn dump_guest_memory(
+        &mut self,
+        path: &Path,
+        format: &str,
+        timeout: Duration,
+    ) -> Result<()> {
         self.execute(
             "dump-guest-memory",
             json!({ "paging": false, "protocol": format!("file:{}", path.display()), "detach": true, "format": format }),
@@ -89,8 +112,13 @@ impl Qmp {
             let q = self.execute("query-dump", json!({}))?;
             match q["status"].as_str() {
                 Some("completed") => return Ok(()),
-                Some("failed") => bail!("dump-guest-memory {format} to {} failed: {q}", path.display()),
-                _ if Instant::now() > deadline => bail!("dump-guest-memory {format} still running after {timeout:?}"),
+                Some("failed") => bail!(
+                    "dump-guest-memory {format} to {} failed: {q}",
+                    path.display()
+                ),
+                _ if Instant::now() > deadline => {
+                    bail!("dump-guest-memory {format} still running after {timeout:?}")
+                }
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }

@@ -24,7 +24,9 @@ use super::layout::Layout;
 use super::physread::{read_u64, read_vec};
 use super::state::PF_KTHREAD;
 
-const SEARCH_SPAN: u64 = 16 << 20;
+/// `.data` up to `init_task`: it sits in init/init_task.o, linked early (tens to hundreds of KiB
+/// into `.data` on the corpus kernels); 4 MiB bounds the search.
+const SEARCH_SPAN: u64 = 4 << 20;
 const CHUNK: u64 = 256 << 10;
 const GIB: u64 = 1 << 30;
 
@@ -132,7 +134,8 @@ fn find_page_offset_base(kernel: &Kernel<'_>, l: &Layout, init: KVirt, next: KVi
     let ram_end = kernel.space.direct_map_size;
     let head = init.wrapping_add(l.task.tasks);
     let top = next.0 & !(GIB - 1);
-    for k in 0..=ram_end.div_ceil(GIB) {
+    // A remote source may not know its RAM size: look at most 64 GiB below the pointer.
+    for k in 0..=ram_end.div_ceil(GIB).min(64) {
         let Some(pob) = top.checked_sub(k * GIB) else { break };
         let phys = next.0 - pob;
         if phys + 16 > ram_end {

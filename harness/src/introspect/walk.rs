@@ -99,7 +99,6 @@ fn task_plan(l: &Layout) -> Plan {
         (t.signal, 8),
         (t.real_cred, 8),
         (t.state, t.state_size as usize),
-        (t.exit_state, 4),
         (t.comm, 16),
         (t.mm, 8),
         (t.flags, 4),
@@ -107,6 +106,9 @@ fn task_plan(l: &Layout) -> Plan {
     ];
     if let Some(w) = t.worker_private {
         f.push((w, 8));
+    }
+    if let Some(e) = t.exit_state {
+        f.push((e, 4));
     }
     Plan::new(&f, 512)
 }
@@ -384,7 +386,10 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         };
         let thread = (|| -> Result<Thread, NotRead> {
             let raw_state = r.uint(t.state, t.state_size)? as u32;
-            let exit_state = r.u32(t.exit_state)?;
+            let exit_state = match t.exit_state {
+                Some(o) => r.u32(o)?,
+                None => 0,
+            };
             Ok(Thread {
                 addr: r.base,
                 pid: r.i32(t.pid)?,

@@ -27,7 +27,7 @@ fn layout() -> Layout {
             real_cred: 120,
             state: 8,
             state_size: 4,
-            exit_state: 12,
+            exit_state: Some(12),
             comm: 128,
             mm: 144,
             flags: 16,
@@ -150,7 +150,7 @@ fn sample() -> Fake {
     // A zombie child of init.
     let z = f.process(12, b"defunct", init);
     f.w32(z + l.state, 0x80);
-    f.w32(z + l.exit_state, EXIT_ZOMBIE);
+    f.w32(z + l.exit_state.unwrap(), EXIT_ZOMBIE);
     f.link_tasks();
     f
 }
@@ -162,7 +162,8 @@ fn well_formed_list() {
     let f = sample();
     let out = f.walk(WalkConfig::default());
     assert!(out.error.is_none(), "{:?}", out.error);
-    let got: Vec<(i32, i32, i32, char, &[u8], Option<u32>, bool, u32)> = out
+    type Seen<'a> = (i32, i32, i32, char, &'a [u8], Option<u32>, bool, u32);
+    let got: Vec<Seen<'_>> = out
         .threads
         .iter()
         .map(|t| (t.pid, t.tgid, t.ppid, t.state, t.comm.as_slice(), t.threads, t.kthread, t.uid))

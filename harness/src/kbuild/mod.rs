@@ -11,7 +11,7 @@
 //! source tree after `make prepare`) or an installed headers tree such as Debian's
 //! `linux-headers-*`. With a config, the tree is a clean source tree and [`offsets`] prepares an
 //! out-of-tree build directory for that config inside it (`.netdma-kbuild/<hash>/`,
-//! `olddefconfig` + `modules_prepare`, a minute or two the first time, reused afterwards).
+//! `olddefconfig` + `prepare`, a minute or two the first time, reused afterwards).
 
 mod probe;
 
@@ -118,7 +118,7 @@ pub enum KbuildError {
 }
 
 /// Measures `fields` in `tree`. With `config`, `tree` is a source tree and an out-of-tree build
-/// directory is configured with it (`olddefconfig`) and prepared (`modules_prepare`) first;
+/// directory is configured with it (`olddefconfig`) and prepared (`prepare`) first;
 /// without, `tree` must already be prepared.
 pub fn offsets(tree: &Path, config: Option<&Path>, fields: &[FieldSpec]) -> Result<Layout, KbuildError> {
     let prepared;

@@ -66,7 +66,8 @@ pub(super) fn prepare(tree: &Path, config: &Path) -> Result<PathBuf, KbuildError
     let text = std::fs::read(config).map_err(|source| KbuildError::Io { path: config.to_path_buf(), source })?;
     let hash: String = Sha256::digest(&text).iter().take(8).map(|b| format!("{b:02x}")).collect();
     let build = tree.join(".netdma-kbuild").join(hash);
-    let stamp = build.join(".netdma-prepared");
+    // Versioned: a directory prepared by an older procedure is prepared again.
+    let stamp = build.join(".netdma-prepared-v2");
     if stamp.is_file() {
         return Ok(build);
     }
@@ -75,7 +76,8 @@ pub(super) fn prepare(tree: &Path, config: &Path) -> Result<PathBuf, KbuildError
     std::fs::write(&dot, &text).map_err(|source| KbuildError::Io { path: dot.clone(), source })?;
     let o = format!("O={}", build.display());
     run_make(tree, &[o.as_str(), "olddefconfig"])?;
-    run_make(tree, &[o.as_str(), "-j2", "modules_prepare"])?;
+    // `prepare`, not `modules_prepare`: the latter does nothing when CONFIG_MODULES is off.
+    run_make(tree, &[o.as_str(), "-j2", "prepare"])?;
     std::fs::write(&stamp, b"").map_err(|source| KbuildError::Io { path: stamp.clone(), source })?;
     Ok(build)
 }

@@ -38,10 +38,24 @@ const TRUTH_TIMEOUT: Duration = Duration::from_secs(300);
 const KALLSYMS_TIMEOUT: Duration = Duration::from_secs(900);
 const PANIC_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A RAM file name unique to this process and entry.
+/// A RAM file name unique to this process and entry. RAM files of this entry left behind by a
+/// recording process that no longer exists (killed mid-run) are removed.
 pub fn ram_file(name: &str) -> PathBuf {
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let prefix = format!("netdma-{name}-");
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for f in rd.flatten() {
+            let file_name = f.file_name();
+            let n = file_name.to_string_lossy();
+            let pid = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".ram")).and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+    }
     dir.join(format!("netdma-{name}-{}.ram", std::process::id()))
 }
 

@@ -56,8 +56,9 @@ impl ElfDump {
             let off = u64_at(&map, o + 8).ok_or("short phdr")?;
             let paddr = u64_at(&map, o + 24).ok_or("short phdr")?;
             let filesz = u64_at(&map, o + 32).ok_or("short phdr")?;
-            if off.checked_add(filesz).map_or(true, |end| end > map.len() as u64) {
-                return Err(format!("segment at {paddr:#x} beyond end of file"));
+            match off.checked_add(filesz) {
+                Some(end) if end <= map.len() as u64 => {}
+                _ => return Err(format!("segment at {paddr:#x} beyond end of file")),
             }
             segments.push((paddr, off, filesz));
         }
@@ -157,12 +158,11 @@ pub fn walk_tasks(dump: &ElfDump, sm: &HashMap<String, u64>, layout: &Layout, pl
     let off = |k: &str| layout.offset(k).ok_or_else(|| format!("layout has no {k}"));
     let (o_tasks, o_pid, o_tgid, o_comm) = (off("task_struct.tasks")?, off("task_struct.pid")?, off("task_struct.tgid")?, off("task_struct.comm")?);
     let (o_cred, o_state, o_exit, o_flags) = (off("task_struct.real_cred")?, off("task_struct.__state")?, off("task_struct.exit_state")?, off("task_struct.flags")?);
-    let (o_signal, o_thread_node, o_thread_head, o_uid) = (off("task_struct.signal")?, off("task_struct.thread_node")?, off("signal_struct.thread_head")?, off("cred.uid")?);
+    let (o_signal, o_thread_head, o_uid) = (off("task_struct.signal")?, off("signal_struct.thread_head")?, off("cred.uid")?);
 
     // The kernel image's virtual placement: the first process's tasks.prev is &init_task.tasks.
     let first = dump.u64(place.init_task_pa + o_tasks).ok_or("init_task.tasks unreadable")?;
     let text_sym = sm["_text"];
-    let init_sym = sm["init_task"];
     // Direct map base: the variable when memory randomisation is on, else the fixed 4-level base.
     let page_offset = match sm.get("page_offset_base") {
         Some(v) => dump.u64(place.phys_text + (v - text_sym)).ok_or("page_offset_base unreadable")?,
@@ -172,7 +172,6 @@ pub fn walk_tasks(dump: &ElfDump, sm: &HashMap<String, u64>, layout: &Layout, pl
     let init_tasks_va = dump.u64(first_pa + 8).ok_or("first task unreadable")?;
     let init_va = init_tasks_va - o_tasks;
     let image_delta = init_va.wrapping_sub(place.init_task_pa); // va - pa inside the kernel image
-    let _ = init_sym;
     let va2pa = |va: u64| -> Option<u64> {
         if va >= 0xffff_ffff_8000_0000 {
             Some(va.wrapping_sub(image_delta))
@@ -189,12 +188,10 @@ pub fn walk_tasks(dump: &ElfDump, sm: &HashMap<String, u64>, layout: &Layout, pl
         let signal = dump.u64(task_pa + o_signal).and_then(va2pa).ok_or_else(bad)?;
         let comm = dump.read(task_pa + o_comm, 16).ok_or_else(bad)?;
         let comm = comm[..comm.iter().position(|&b| b == 0).unwrap_or(16)].to_vec();
-        // Threads: signal->thread_head links each thread's thread_node.
-        let head_va = dump.u64(signal + o_thread_head + 8).ok_or_else(bad)?; // head.prev: last node
+        // Threads: signal->thread_head links each thread's task_struct.thread_node.
         let head_pa = signal + o_thread_head;
         let mut threads = 0;
         let mut node = dump.u64(head_pa).ok_or_else(bad)?;
-        let _ = head_va;
         while va2pa(node) != Some(head_pa) {
             threads += 1;
             if threads > 10_000 {
@@ -203,7 +200,6 @@ pub fn walk_tasks(dump: &ElfDump, sm: &HashMap<String, u64>, layout: &Layout, pl
             let npa = va2pa(node).ok_or_else(bad)?;
             node = dump.u64(npa).ok_or_else(bad)?;
         }
-        let _ = o_thread_node;
         Ok(MemTask {
             pid: dump.u32(task_pa + o_pid).ok_or_else(bad)?,
             tgid: dump.u32(task_pa + o_tgid).ok_or_else(bad)?,

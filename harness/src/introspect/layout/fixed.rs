@@ -32,7 +32,7 @@ pub fn debian_6_1_amd64() -> Layout {
             real_cred: 2952,
             state: 24,
             state_size: 4,
-            exit_state: 2308,
+            exit_state: Some(2308),
             comm: 2976,
             mm: 2272,
             flags: 44,

@@ -48,6 +48,16 @@ impl Served {
     }
 }
 
+impl Drop for Served {
+    /// A failed test must not leave the endpoint running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn serve(image: &Path, extra: &[&str]) -> Served {
     for attempt in 0..10 {
         let addr = loopback(attempt);

@@ -12,7 +12,17 @@ fn pcap_records_requests_and_completions() {
     let pcap = dir.path().join("serve.pcap");
     let pid = std::process::id();
     let addr = Ipv4Addr::new(127, 3, (pid >> 8) as u8, pid as u8 | 1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_emulator"))
+    /// A failed test must not leave the endpoint running.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_emulator"))
         .args(["serve", "--mps", "256", "--listen", &addr.to_string(), "--image"])
         .arg(&image)
         .arg("--pcap")
@@ -21,6 +31,7 @@ fn pcap_records_requests_and_completions() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = Reap(child);
     let sock = UdpSocket::bind((Ipv4Addr::new(127, 4, (pid >> 8) as u8, pid as u8 | 1), 0x3002)).unwrap();
     sock.connect((addr, 0x3002)).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -44,8 +55,8 @@ fn pcap_records_requests_and_completions() {
     }
     assert_eq!(got, 548, "two CplDs of 256 bytes");
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert!(child.wait().unwrap().success());
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
+    assert!(child.0.wait().unwrap().success());
     let frames = emulator::capture::decode_file(&pcap).unwrap();
     let kinds: Vec<String> = frames
         .iter()

@@ -48,20 +48,57 @@ pub enum DmaError {
     Write(String),
 }
 
-/// The address this host uses towards `remote`: for a loopback target 127.0.0.254 (no
-/// endpoint's conventional address), else the route's source address.
-fn default_local(remote: Ipv4Addr) -> Result<Ipv4Addr, DmaError> {
+/// Local addresses to try, in order. Given one, just it. Towards a non-loopback target, the
+/// route's source address. Towards a loopback target any loopback address will do (the
+/// endpoint answers to the source), so 127.0.0.254 (no endpoint's conventional address) and
+/// then addresses in 127.254.0.0/16 derived from the process id, until one is free.
+fn local_candidates(target: &Target) -> Result<Vec<Ipv4Addr>, DmaError> {
+    let remote = target.remote;
+    if let Some(l) = target.local {
+        return Ok(vec![l]);
+    }
     if remote.is_loopback() {
-        let a = Ipv4Addr::new(127, 0, 0, 254);
-        return Ok(if remote == a { Ipv4Addr::new(127, 0, 0, 253) } else { a });
+        let pid = std::process::id();
+        let mut v = vec![Ipv4Addr::new(127, 0, 0, 254)];
+        v.extend((0..32u32).map(|k| {
+            let x = emulator::endpoint::pattern::splitmix64(u64::from(pid) << 8 | u64::from(k));
+            Ipv4Addr::new(127, 254, (x >> 8) as u8, (x as u8).max(1))
+        }));
+        v.retain(|a| *a != remote);
+        return Ok(v);
     }
     let route = |source| DmaError::Route { remote, source };
     let s = UdpSocket::bind("0.0.0.0:0").map_err(route)?;
     s.connect(SocketAddrV4::new(remote, nettlp::MSG_PORT)).map_err(route)?;
     match s.local_addr().map_err(route)? {
-        std::net::SocketAddr::V4(a) => Ok(*a.ip()),
-        std::net::SocketAddr::V6(_) => Ok(Ipv4Addr::UNSPECIFIED),
+        std::net::SocketAddr::V4(a) => Ok(vec![*a.ip()]),
+        std::net::SocketAddr::V6(_) => Ok(vec![Ipv4Addr::UNSPECIFIED]),
     }
+}
+
+/// One socket per UDP port the tags use, bound to `local:0x3000+n` and connected to the
+/// same port at the target: (sockets, their peers, socket index per low nibble).
+fn bind_ports(local: Ipv4Addr, target: &Target) -> Result<(Vec<UdpSocket>, Vec<SocketAddrV4>, [usize; 16]), DmaError> {
+    let mut socks = Vec::new();
+    let mut peers = Vec::new();
+    let mut sock_of_nibble = [usize::MAX; 16];
+    for t in target.tag_list() {
+        let n = usize::from(t & 0xf);
+        if sock_of_nibble[n] != usize::MAX {
+            continue;
+        }
+        let port = nettlp::requester_port(t & 0xf);
+        let addr = SocketAddrV4::new(local, port);
+        let s = UdpSocket::bind(addr).map_err(|source| DmaError::Bind { addr, source })?;
+        s.connect(SocketAddrV4::new(target.remote, port))
+            .map_err(|source| DmaError::Bind { addr, source })?;
+        sys::size_buffers(&s, 4 << 20);
+        sys::enable_gro(&s);
+        sock_of_nibble[n] = socks.len();
+        socks.push(s);
+        peers.push(SocketAddrV4::new(target.remote, port));
+    }
+    Ok((socks, peers, sock_of_nibble))
 }
 
 /// Ask the adapter's messaging port for its device ID (libtlp `-R`).
@@ -164,34 +201,30 @@ const RECV_BATCH: usize = 32;
 impl Requester {
     /// Bind the ports of `target`'s tags and learn the requester ID.
     pub fn connect(target: &Target) -> Result<Requester, DmaError> {
-        let local = match target.local {
-            Some(l) => l,
-            None => default_local(target.remote)?,
+        let candidates = local_candidates(target)?;
+        let mut bound = None;
+        let mut last_err = None;
+        for &local in &candidates {
+            match bind_ports(local, target) {
+                Ok(b) => {
+                    bound = Some((local, b));
+                    break;
+                }
+                Err(e @ DmaError::Bind { .. }) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((local, (socks, peers, sock_of_nibble))) = bound else {
+            return Err(last_err.unwrap_or_else(|| DmaError::Route {
+                remote: target.remote,
+                source: std::io::Error::other("no local address to try"),
+            }));
         };
         let requester_id = match target.requester {
             RequesterId::Fixed(id) => id,
             RequesterId::Auto => query_dev_id(local, target.remote, Duration::from_millis(500))?,
         };
         let tags = target.tag_list();
-        let mut socks = Vec::new();
-        let mut peers = Vec::new();
-        let mut sock_of_nibble = [usize::MAX; 16];
-        for &t in &tags {
-            let n = usize::from(t & 0xf);
-            if sock_of_nibble[n] != usize::MAX {
-                continue;
-            }
-            let port = nettlp::requester_port(t & 0xf);
-            let addr = SocketAddrV4::new(local, port);
-            let s = UdpSocket::bind(addr).map_err(|source| DmaError::Bind { addr, source })?;
-            s.connect(SocketAddrV4::new(target.remote, port))
-                .map_err(|source| DmaError::Bind { addr, source })?;
-            sys::size_buffers(&s, 4 << 20);
-            sys::enable_gro(&s);
-            sock_of_nibble[n] = socks.len();
-            socks.push(s);
-            peers.push(SocketAddrV4::new(target.remote, port));
-        }
         let refs: Vec<&UdpSocket> = socks.iter().collect();
         let epoll = sys::Epoll::new(&refs).map_err(|e| DmaError::Bind { addr: SocketAddrV4::new(local, 0), source: e })?;
         let queues = socks

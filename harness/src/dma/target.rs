@@ -7,7 +7,7 @@
 //!   use tags 0, 1, 2, ...). The requester uses `tags` tags: `TAG, TAG+stride, TAG+2*stride...`.
 //!
 //! Options: `local=IP` (address to bind; default: the route's source address, or for a
-//! loopback target another loopback address), `tags=N` (default 16, the NetTLP adapter's
+//! loopback target a free loopback address: 127.0.0.254, else one in 127.254.0.0/16), `tags=N` (default 16, the NetTLP adapter's
 //! limit), `stride=S` (default 1; 16 puts every tag on one UDP port), `inflight=N` (reads
 //! outstanding at once, default = tags), `mrrs=BYTES` (max read request size, default 512
 //! like the adapter), `timeout=DUR` (least wait per attempt, default 20ms; the wait adapts

@@ -151,7 +151,7 @@ pub fn prerequisites(method: MethodKind) -> &'static str {
     match method {
         MethodKind::Btf => "BTF in memory",
         MethodKind::Thesis => "IKCONFIG in memory + kernel source",
-        MethodKind::Isf => "ISF file",
+        MethodKind::Isf => "ISF file (harness profile of the kernel's other dump)",
         MethodKind::Static => "none (fixed Debian 6.1 amd64 offsets)",
         MethodKind::Heuristic => "none (memory only)",
         MethodKind::Auto => "per method used",

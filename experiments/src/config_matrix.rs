@@ -3,6 +3,11 @@
 //! library call of `harness::introspect::ps::ps` on the entry's ELF dump, scored against the
 //! guest's own truth (see [`crate::analysis`] for the scores).
 //!
+//! The `isf` method (not `auto`, which stays "memory + kernel source") gets a Volatility 3 ISF written by `harness profile` from the
+//! kernel's *other* dump (running ↔ panicked): a profile made once per kernel build and used on
+//! a later snapshot. It tests the ISF path end to end; it is not an independent source of
+//! offsets (those would come from dwarf2json and a debug vmlinux, which the corpus lacks).
+//!
 //! A method whose prerequisite is absent (no BTF, no IKCONFIG, no ISF file, no kernel source) is
 //! a row with `ok = false` and the engine's reason: that refusal is the result being measured.
 //! A method that runs but fails (e.g. a layout that does not fit) is also `ok = false`, with its
@@ -19,8 +24,11 @@
 //! ```
 
 use std::fmt;
+use std::path::PathBuf;
 
 use harness::introspect::layout::MethodKind;
+use harness::introspect::profile::{profile, ProfileFormat};
+use harness::introspect::ps::PsOptions;
 use harness::lab::corpus::{DumpFormat, Entry, Mode};
 use serde::{Deserialize, Serialize};
 
@@ -104,14 +112,25 @@ impl Experiment for ConfigMatrix {
         let e = &run.entry;
         let truth = analysis::truth(e, run.mode)?;
         let (mem, _) = analysis::open_dump(e, run.mode, DumpFormat::Elf)?;
-        let inputs = analysis::layout_inputs();
-        Ok(METHODS
-            .iter()
-            .map(|&method| {
-                let timed = analysis::run_ps(mem.as_ref(), method, &inputs);
-                row(e, run.mode, method, timed, &truth)
-            })
-            .collect())
+        let mut inputs = analysis::layout_inputs();
+        let isf = isf_from_other_dump(e, run.mode);
+        let mut rows = Vec::new();
+        for &method in &METHODS {
+            inputs.isf = match (&isf, method) {
+                (Ok(file), MethodKind::Isf) => Some(file.path.clone()),
+                _ => None,
+            };
+            if let (MethodKind::Isf, Err(why)) = (method, &isf) {
+                // No ISF could be made: the method's prerequisite is absent, for that reason.
+                let mut r = row(e, run.mode, method, analysis::run_ps(mem.as_ref(), method, &inputs), &truth);
+                r.error = analysis::one_line(&format!("no ISF file: {why}"), 300);
+                rows.push(r);
+                continue;
+            }
+            let timed = analysis::run_ps(mem.as_ref(), method, &inputs);
+            rows.push(row(e, run.mode, method, timed, &truth));
+        }
+        Ok(rows)
     }
     fn headline(&self, rows: &[MatrixRow]) -> Vec<String> {
         let mut out = Vec::new();
@@ -131,6 +150,34 @@ impl Experiment for ConfigMatrix {
         }
         out
     }
+}
+
+/// A Volatility 3 ISF for this kernel, written by `harness profile --format isf` (the library
+/// call behind it) from the entry's *other* dump — a profile made once for a kernel build and
+/// used on a later snapshot, as a user with an ISF would. Removed when dropped.
+pub struct IsfFile {
+    pub path: PathBuf,
+}
+
+impl Drop for IsfFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn isf_from_other_dump(e: &Entry, mode: Mode) -> Result<IsfFile, String> {
+    let other = match mode {
+        Mode::Running => Mode::Panicked,
+        Mode::Panicked => Mode::Running,
+    };
+    let (mem, _) = analysis::open_dump(e, other, DumpFormat::Elf).map_err(|err| err.to_string())?;
+    let opts = PsOptions { method: Some(MethodKind::Auto), inputs: analysis::layout_inputs(), ..Default::default() };
+    let doc = profile(mem.as_ref(), &opts, ProfileFormat::Isf)
+        .map_err(|err| format!("profiling the {} dump failed: {err}", other.as_str()))?;
+    let path = std::env::temp_dir().join(format!("netdma-isf-{}-{}-{}.json", e.name, other.as_str(), std::process::id()));
+    let text = serde_json::to_vec(&doc).map_err(|err| err.to_string())?;
+    std::fs::write(&path, text).map_err(|err| format!("{}: {err}", path.display()))?;
+    Ok(IsfFile { path })
 }
 
 fn row(e: &Entry, mode: Mode, method: MethodKind, timed: analysis::Timed, truth: &[harness::lab::truth::Thread]) -> MatrixRow {

@@ -11,21 +11,27 @@
 //!   with `harness::introspect::ps`; `tasks_match` = the listing equals the listing of the same
 //!   dump read from the file, and `compare` finds it exact against the guest's truth.
 //!
-//! The requester runs with `retries=10` (the default 3 is for a clean path); its own counters
-//! give the retries, time-outs, duplicate and stale completions.
+//! The requester runs with `retries=10` (the default 3 is for a clean path), once with its
+//! default tag reuse (a freed tag is used again at once) and once with `reuse=auto` (a freed tag
+//! rests for twice the path's delay); its own counters give the retries, time-outs, duplicate
+//! and stale completions.
+//!
+//! Each check has a time budget (120 s, 30 s in `--quick`): past it every further read fails
+//! (`served::Deadline`), so a path made too slow by the faults ends as `ok = false` with that
+//! error instead of stalling the evaluation.
 //!
 //! Invariant: `bytes_exact` and `tasks_match` are computed from what was read, never assumed
 //! from the absence of errors; a read that failed is `ok = false` with its error.
 //!
 //! ```text
-//! results/faults.csv  check,loss,dup,reorder,delay_us,seed,repeat,ok,error,bytes_read,
+//! results/faults.csv  check,requester,loss,dup,reorder,delay_us,seed,repeat,ok,error,bytes_read,
 //!                     bytes_exact,tasks_found,tasks_match,wall_ms,dma_reads,requests,retries,
 //!                     timeouts,duplicates,stale, + stamp
 //! ```
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use emulator::mem::{PhysAddr, PhysMem, ReadOp};
 use harness::introspect::layout::MethodKind;
@@ -34,12 +40,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
-use crate::served::{PatternImage, Served};
+use crate::served::{Deadline, PatternImage, Served};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultRow {
     /// `readback` (known pattern) or `ps` (a corpus kernel's process list over the wire).
     pub check: String,
+    /// The requester's target options (`reuse=auto`: a freed tag rests before reuse, so a late
+    /// or duplicated completion of its previous request cannot be taken for the next one).
+    pub requester: String,
     pub loss: f64,
     pub dup: f64,
     pub reorder: f64,
@@ -83,28 +92,32 @@ impl FaultPoint {
 
 pub struct FaultRun {
     pub point: FaultPoint,
+    pub requester: &'static str,
     pub repeat: u32,
     pub entry: Entry,
 }
 
 impl fmt::Display for FaultRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} #{}", self.point.spec(self.repeat as u64), self.repeat)
+        write!(f, "{} {} #{}", self.point.spec(self.repeat as u64), self.requester, self.repeat)
     }
 }
 
-/// The grid: every combination of these rates.
+/// The requester settings compared: the defaults (tags reused at once) and `reuse=auto`.
+pub const REQUESTERS: [&str; 2] = ["retries=10", "retries=10&reuse=auto"];
+
+/// The fault settings: in `--quick`, none and each fault alone; otherwise every combination of
+/// the rates.
 pub fn grid(quick: bool) -> Vec<FaultPoint> {
-    let (loss, dup, reorder): (&[f64], &[f64], &[f64]) = if quick {
-        (&[0.0, 0.05], &[0.0, 0.05], &[0.0, 0.05])
-    } else {
-        (&[0.0, 0.01, 0.05, 0.1, 0.2], &[0.0, 0.05, 0.2], &[0.0, 0.05, 0.2])
-    };
+    let p = |loss, dup, reorder| FaultPoint { loss, dup, reorder, delay_us: 0 };
+    if quick {
+        return vec![p(0.0, 0.0, 0.0), p(0.02, 0.0, 0.0), p(0.0, 0.05, 0.0), p(0.0, 0.0, 0.05)];
+    }
     let mut out = Vec::new();
-    for &l in loss {
-        for &d in dup {
-            for &r in reorder {
-                out.push(FaultPoint { loss: l, dup: d, reorder: r, delay_us: 0 });
+    for &l in &[0.0, 0.01, 0.05, 0.2] {
+        for &d in &[0.0, 0.05, 0.2] {
+            for &r in &[0.0, 0.2] {
+                out.push(p(l, d, r));
             }
         }
     }
@@ -114,7 +127,7 @@ pub fn grid(quick: bool) -> Vec<FaultPoint> {
 /// Bytes read back per readback check.
 pub fn readback_bytes(quick: bool) -> u64 {
     if quick {
-        4 << 20
+        2 << 20
     } else {
         16 << 20
     }
@@ -125,7 +138,6 @@ pub struct Faults;
 /// Loopback addresses of the two endpoints (pattern, corpus dump).
 const PATTERN_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 78, 1);
 const DUMP_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 78, 2);
-const REQUESTER: &str = "retries=10";
 
 impl Experiment for Faults {
     type Row = FaultRow;
@@ -138,22 +150,28 @@ impl Experiment for Faults {
         "faults"
     }
     fn plan(&self, ctx: &Context) -> Result<Vec<FaultRun>, RunError> {
-        let entry = analysis::entries(ctx, 1)?
+        // The first selected entry that has a raw running dump (what the endpoint serves).
+        let entry = analysis::entries(ctx, usize::MAX)?
             .into_iter()
-            .next()
-            .ok_or_else(|| RunError::Prerequisite(format!("no corpus entry; {}", analysis::BUILD_CORPUS)))?;
-        let repeats = if ctx.quick { 1 } else { 3 };
-        Ok(grid(ctx.quick)
-            .into_iter()
-            .flat_map(|point| (1..=repeats).map(move |repeat| (point, repeat)))
-            .map(|(point, repeat)| FaultRun { point, repeat, entry: entry.clone() })
-            .collect())
+            .find(|e| e.dump_path(Mode::Running, DumpFormat::Raw).is_some())
+            .ok_or_else(|| RunError::Prerequisite(format!("no selected corpus entry has a raw running dump; {}", analysis::BUILD_CORPUS)))?;
+        let repeats = if ctx.quick { 1 } else { 2 };
+        let mut plan = Vec::new();
+        for point in grid(ctx.quick) {
+            for requester in REQUESTERS {
+                for repeat in 1..=repeats {
+                    plan.push(FaultRun { point, requester, repeat, entry: entry.clone() });
+                }
+            }
+        }
+        Ok(plan)
     }
     fn run(&self, ctx: &Context, run: &FaultRun) -> Result<Vec<FaultRow>, RunError> {
         let seed = run.repeat as u64;
         let spec = run.point.spec(seed);
         let base = FaultRow {
             check: String::new(),
+            requester: run.requester.into(),
             loss: run.point.loss,
             dup: run.point.dup,
             reorder: run.point.reorder,
@@ -174,22 +192,23 @@ impl Experiment for Faults {
             duplicates: 0,
             stale: 0,
         };
+        let budget = Duration::from_secs(if ctx.quick { 30 } else { 120 });
         let image = PatternImage::create("faults", readback_bytes(ctx.quick))?;
         let rb = {
             let served = Served::start(&image.path, Some("raw"), PATTERN_ADDR, Some(&spec))?;
-            readback(&served, &image, base.clone())?
+            readback(&served, run.requester, &image, budget, base.clone())?
         };
         let ps = {
             let (dump, truth, file_rows) = reference_listing(&run.entry)?;
             let served = Served::start(&dump, Some("raw"), DUMP_ADDR, Some(&spec))?;
-            ps_over_wire(&served, base, &truth, &file_rows)?
+            ps_over_wire(&served, run.requester, budget, base, &truth, &file_rows)?
         };
         Ok(vec![rb, ps])
     }
     fn headline(&self, rows: &[FaultRow]) -> Vec<String> {
         let mut out = Vec::new();
-        for check in ["readback", "ps"] {
-            let of: Vec<&FaultRow> = rows.iter().filter(|r| r.check == check).collect();
+        for (check, requester) in ["readback", "ps"].into_iter().flat_map(|c| REQUESTERS.map(|r| (c, r))) {
+            let of: Vec<&FaultRow> = rows.iter().filter(|r| r.check == check && r.requester == requester).collect();
             if of.is_empty() {
                 continue;
             }
@@ -199,8 +218,9 @@ impl Experiment for Faults {
                 .count();
             let worst = of.iter().map(|r| r.loss).fold(0.0, f64::max);
             let retries: u64 = of.iter().map(|r| r.retries).sum();
+            let dup_bad = of.iter().filter(|r| r.dup > 0.0 && !(r.ok && r.bytes_exact.unwrap_or(true) && r.tasks_match.unwrap_or(true))).count();
             out.push(format!(
-                "{check}: correct on {good}/{} fault settings (loss up to {worst}), {retries} retries in all",
+                "{check} [{requester}]: correct on {good}/{} runs (loss up to {worst}); wrong or failed with duplication on {dup_bad}; {retries} retries in all",
                 of.len()
             ));
         }
@@ -218,9 +238,10 @@ fn fill_stats(r: &mut FaultRow, s: &harness::dma::DmaStats) {
 }
 
 /// Reads the whole pattern image back in 4 KiB pieces, 64 per batch, and checks every byte.
-fn readback(served: &Served, image: &PatternImage, mut row: FaultRow) -> Result<FaultRow, RunError> {
+fn readback(served: &Served, options: &str, image: &PatternImage, budget: Duration, mut row: FaultRow) -> Result<FaultRow, RunError> {
     row.check = "readback".into();
-    let req = served.requester(REQUESTER)?;
+    let requester = served.requester(options)?;
+    let req = Deadline::new(&requester, budget);
     const PIECE: usize = 4096;
     const BATCH: usize = 64;
     let mut bufs = vec![vec![0u8; PIECE]; BATCH];
@@ -253,7 +274,7 @@ fn readback(served: &Served, image: &PatternImage, mut row: FaultRow) -> Result<
     row.wall_ms = t0.elapsed().as_secs_f64() * 1e3;
     row.ok = row.error.is_empty();
     row.bytes_exact = Some(exact && row.ok);
-    fill_stats(&mut row, &req.stats());
+    fill_stats(&mut row, &requester.stats());
     Ok(row)
 }
 
@@ -272,16 +293,19 @@ fn reference_listing(e: &Entry) -> Result<(std::path::PathBuf, Vec<harness::lab:
 
 fn ps_over_wire(
     served: &Served,
+    options: &str,
+    budget: Duration,
     mut row: FaultRow,
     truth: &[harness::lab::truth::Thread],
     file_rows: &[harness::introspect::ps::Row],
 ) -> Result<FaultRow, RunError> {
     row.check = "ps".into();
-    let req = served.requester(REQUESTER)?;
+    let requester = served.requester(options)?;
+    let req = Deadline::new(&requester, budget);
     let timed = analysis::run_ps(&req as &dyn PhysMem, MethodKind::Auto, &analysis::layout_inputs());
     row.wall_ms = timed.wall_ms;
     row.bytes_read = timed.reads.bytes;
-    fill_stats(&mut row, &req.stats());
+    fill_stats(&mut row, &requester.stats());
     match timed.result {
         Ok(report) => {
             let (s, _) = analysis::score(&report.rows, truth);

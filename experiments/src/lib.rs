@@ -14,6 +14,8 @@
 //!        │             │                                memory, scored with compare)
 //!        │             └── harness::lab::shellport      (a booted guest with a shell port)
 //!        │       wire ── hw_reference ── tlpperf   (published NetTLP hardware runs)
+//!        │         └─┬── served   `emulator serve` processes + harness::dma::Requester
+//!        │       faults ┘          (loopback; faults injected by the endpoint)
 //!        │
 //!   results    CSV exporter/reader (schema = row fields + git_rev,date_utc,quick)
 //!   provenance git revision and UTC date;  schema: column names from serde
@@ -25,6 +27,7 @@
 pub mod analysis;
 pub mod config_matrix;
 pub mod driver;
+pub mod faults;
 pub mod experiment;
 pub mod hw_reference;
 pub mod panic;
@@ -32,6 +35,7 @@ pub mod provenance;
 pub mod registry;
 pub mod results;
 pub mod scaling;
+pub mod served;
 pub mod schema;
 pub mod summary;
 pub mod timing;

@@ -1,11 +1,14 @@
 //! The `wire` experiments: DMA read latency and throughput against transfer size, for the real
-//! NetTLP adapter (published tlpperf runs) and, once the requester lands, for the emulator over
-//! loopback, blocking and pipelined. Both sources share one row schema per measure, told apart
-//! by the `source` column.
+//! NetTLP adapter (published tlpperf runs) and for the emulator: `emulator serve` started as its
+//! own process on a loopback address over a raw image of the known test pattern, read by
+//! `harness::dma::Requester` through `harness::dma::bench` — blocking (one read outstanding, as
+//! tlpperf) and pipelined (16 tags in flight), with the adapter's MPS (256 B) and MRRS (512 B),
+//! every byte read checked against the pattern. Both sources share one row schema per measure,
+//! told apart by the `source` column.
 //!
 //! Invariant: every row is derived from a measurement — a parsed tlpperf line or a timed read —
-//! and nothing else; the conversions ([`latency_rows`], [`throughput_rows`]) are pure and
-//! lossless at the stated resolution.
+//! and nothing else; the conversions ([`latency_rows`], [`throughput_rows`], [`from_bench`])
+//! are pure and lossless at the stated resolution.
 //!
 //! ```text
 //! results/wire-latency.csv     source,pattern,size_bytes,cpus,inflight_per_cpu,
@@ -19,6 +22,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use harness::dma::bench::{BenchConfig, BenchResult, Mode as BenchMode, Pattern as BenchPattern};
 
 use crate::experiment::{Context, Experiment, RunError};
 use crate::hw_reference::{self, Kind, RefName};
@@ -237,6 +242,8 @@ fn median(v: &[f64]) -> f64 {
 pub enum WireRun {
     /// Convert one published tlpperf output.
     Hardware { name: RefName, path: PathBuf },
+    /// Benchmark the emulator over loopback: every size for `seconds` each.
+    Emulator { mode: BenchMode, pattern: Pattern, sizes: Vec<u32>, seconds: f64 },
 }
 
 impl fmt::Display for WireRun {
@@ -249,8 +256,111 @@ impl fmt::Display for WireRun {
                     name.pattern, name.dma_len_bytes, name.cpus
                 )
             }
+            WireRun::Emulator { mode, pattern, sizes, seconds } => write!(
+                f,
+                "{} {pattern} {}-{} B, {seconds} s each",
+                mode.source(),
+                sizes.first().unwrap_or(&0),
+                sizes.last().unwrap_or(&0)
+            ),
         }
     }
+}
+
+/// Transfer sizes the emulator is measured at.
+pub fn emulator_sizes(quick: bool) -> Vec<u32> {
+    if quick {
+        vec![4, 64, 512, 4096]
+    } else {
+        (2..=12).map(|e| 1u32 << e).collect()
+    }
+}
+
+/// The emulator runs of one wire experiment.
+fn emulator_plan(ctx: &Context, patterns: &[Pattern], seconds: (f64, f64)) -> Vec<WireRun> {
+    let secs = if ctx.quick { seconds.0 } else { seconds.1 };
+    let mut out = Vec::new();
+    for &mode in &[BenchMode::Blocking, BenchMode::Pipelined] {
+        for &pattern in patterns {
+            out.push(WireRun::Emulator { mode, pattern, sizes: emulator_sizes(ctx.quick), seconds: secs });
+        }
+    }
+    out
+}
+
+/// Loopback addresses of the endpoints (one per experiment, so they never share ports).
+const LATENCY_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 77, 1);
+const THROUGHPUT_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 77, 2);
+/// The pattern image: big enough that sequential reads of every size stream through memory.
+const PATTERN_BYTES: u64 = 64 << 20;
+/// Reads per `read_batch` call in pipelined mode.
+const PIPELINE_BATCH: usize = 64;
+
+/// Runs the emulator benchmark of one run.
+fn bench_emulator(addr: std::net::Ipv4Addr, mode: BenchMode, pattern: Pattern, sizes: &[u32], seconds: f64) -> Result<BenchResult, RunError> {
+    let bench_pattern = match pattern {
+        Pattern::Fix => BenchPattern::Fix,
+        Pattern::Seq => BenchPattern::Seq,
+        other => return Err(RunError::Prerequisite(format!("the emulator benchmark has no {other} pattern"))),
+    };
+    let image = crate::served::PatternImage::create(&format!("wire-{addr}"), PATTERN_BYTES)?;
+    let served = crate::served::Served::start(&image.path, Some("raw"), addr, None)?;
+    let req = served.requester("tags=16&inflight=16")?;
+    let cfg = BenchConfig {
+        mode,
+        pattern: bench_pattern,
+        sizes: sizes.to_vec(),
+        region_start: 0,
+        region_len: image.len,
+        duration: std::time::Duration::from_secs_f64(seconds),
+        warmup: std::time::Duration::from_millis(200),
+        batch: PIPELINE_BATCH,
+        verify: true,
+        mps_bytes: 256,
+    };
+    harness::dma::bench::run(&req, &cfg)
+        .map_err(|e| RunError::Prerequisite(format!("emulator benchmark {} {pattern}: {e}", mode.source())))
+}
+
+/// The benchmark's rows in this crate's schema (sizes, sources and patterns mapped; nothing
+/// recomputed). Pure.
+pub fn from_bench(result: &BenchResult) -> (Vec<LatencyRow>, Vec<ThroughputRow>) {
+    let source = |s: &str| if s == BenchMode::Blocking.source() { Source::EmulatorBlocking } else { Source::EmulatorPipelined };
+    let pattern = |p: BenchPattern| match p {
+        BenchPattern::Fix => Pattern::Fix,
+        BenchPattern::Seq => Pattern::Seq,
+    };
+    let lat = result
+        .latency
+        .iter()
+        .map(|r| LatencyRow {
+            source: source(r.source),
+            pattern: pattern(r.pattern),
+            size_bytes: u64::from(r.size_bytes),
+            cpus: r.cpus,
+            inflight_per_cpu: r.inflight_per_cpu,
+            latency_us: r.latency_us,
+            resolution_us: r.resolution_us,
+            reads: r.reads,
+            cumulative_fraction: r.cumulative_fraction,
+        })
+        .collect();
+    let thr = result
+        .throughput
+        .iter()
+        .map(|r| ThroughputRow {
+            source: source(r.source),
+            pattern: pattern(r.pattern),
+            size_bytes: u64::from(r.size_bytes),
+            cpus: r.cpus,
+            inflight_per_cpu: r.inflight_per_cpu,
+            elapsed_s: r.elapsed_s,
+            interval_s: r.interval_s,
+            throughput_gbps: r.throughput_gbps,
+            reads_per_s: r.reads_per_s,
+        })
+        .collect();
+    (lat, thr)
 }
 
 fn hw_setup(name: &RefName) -> Setup {
@@ -285,10 +395,16 @@ impl Experiment for WireLatency {
         "wire"
     }
     fn plan(&self, ctx: &Context) -> Result<Vec<WireRun>, RunError> {
-        hw_plan(ctx, Kind::Latency)
+        let mut plan = hw_plan(ctx, Kind::Latency)?;
+        // tlpperf's latency runs read a fixed address.
+        plan.extend(emulator_plan(ctx, &[Pattern::Fix], (1.0, 2.0)));
+        Ok(plan)
     }
     fn run(&self, _ctx: &Context, run: &WireRun) -> Result<Vec<LatencyRow>, RunError> {
         match run {
+            WireRun::Emulator { mode, pattern, sizes, seconds } => {
+                Ok(from_bench(&bench_emulator(LATENCY_ADDR, *mode, *pattern, sizes, *seconds)?).0)
+            }
             WireRun::Hardware { name, path } => {
                 let file = hw_reference::load(Kind::Latency, *name, path)?;
                 // tlpperf measures with gettimeofday and prints whole microseconds.
@@ -355,10 +471,15 @@ impl Experiment for WireThroughput {
         "wire"
     }
     fn plan(&self, ctx: &Context) -> Result<Vec<WireRun>, RunError> {
-        hw_plan(ctx, Kind::Throughput)
+        let mut plan = hw_plan(ctx, Kind::Throughput)?;
+        plan.extend(emulator_plan(ctx, &[Pattern::Fix, Pattern::Seq], (1.1, 3.1)));
+        Ok(plan)
     }
     fn run(&self, _ctx: &Context, run: &WireRun) -> Result<Vec<ThroughputRow>, RunError> {
         match run {
+            WireRun::Emulator { mode, pattern, sizes, seconds } => {
+                Ok(from_bench(&bench_emulator(THROUGHPUT_ADDR, *mode, *pattern, sizes, *seconds)?).1)
+            }
             WireRun::Hardware { name, path } => {
                 let file = hw_reference::load(Kind::Throughput, *name, path)?;
                 // tlpperf's count thread sleeps 1 s between samples of the counters.

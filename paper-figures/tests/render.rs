@@ -96,7 +96,7 @@ fn wire_figures_render_from_hardware_rows() {
     let lat = svg_texts(&figs[0].1[0]);
     for want in [
         "DMA read latency (CDF)",
-        "latency per read (µs)",
+        "latency per read (µs, log scale)",
         "fraction of reads ≤ latency",
         "1 B",
         "4 B",

@@ -16,6 +16,7 @@ use crate::chart::ChartError;
 use crate::render::Chart;
 
 mod config_matrix;
+mod faults;
 mod panic;
 mod scaling;
 mod timing;
@@ -54,6 +55,16 @@ pub fn all() -> Vec<Figure> {
             stem: "scaling",
             inputs: &["scaling"],
             build: scaling::build,
+        },
+        Figure {
+            stem: "faults-correctness",
+            inputs: &["faults"],
+            build: faults::build_correctness,
+        },
+        Figure {
+            stem: "faults-time",
+            inputs: &["faults"],
+            build: faults::build_time,
         },
         Figure {
             stem: "wire-latency-cdf",

@@ -7,7 +7,7 @@ use std::path::Path;
 use experiments::wire::{group_latency, LatencyRow, Source};
 
 use super::{load, FigureError};
-use crate::chart::{nice_ceil, nice_floor, Axis, LegendAt, LineChart, Panel, Scale, Series, TickFormat};
+use crate::chart::{decade_bounds, Axis, LegendAt, LineChart, Panel, Scale, Series, TickFormat};
 use crate::render::Chart;
 use crate::style;
 
@@ -21,11 +21,13 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     );
     let min_us = rows.iter().map(|r| r.latency_us).fold(f64::INFINITY, f64::min);
     let max_us = rows.iter().map(|r| r.latency_us).fold(0.0, f64::max);
+    // Log scale: the hardware's 12 µs and a loaded host's millisecond tail on one axis.
+    let (xmin, xmax) = decade_bounds(min_us.max(0.01), max_us.max(0.02), 10.0);
     let x = Axis {
-        label: "latency per read (µs)".into(),
-        scale: Scale::Linear,
-        min: nice_floor(min_us),
-        max: nice_ceil(max_us),
+        label: "latency per read (µs, log scale)".into(),
+        scale: Scale::Log10,
+        min: xmin,
+        max: xmax,
         format: TickFormat::Number,
     };
     let y = Axis {

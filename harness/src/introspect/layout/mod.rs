@@ -15,6 +15,7 @@
 pub mod btf;
 pub mod build;
 pub mod fixed;
+pub mod heuristic;
 pub mod isf;
 pub mod thesis;
 
@@ -159,7 +160,7 @@ pub fn method(kind: MethodKind) -> Option<Box<dyn LayoutMethod>> {
         MethodKind::Isf => Some(Box::new(isf::IsfMethod)),
         MethodKind::Thesis => Some(Box::new(thesis::ThesisMethod)),
         MethodKind::Static => Some(Box::new(fixed::StaticMethod)),
-        MethodKind::Heuristic => Some(Box::new(Unimplemented(MethodKind::Heuristic))),
+        MethodKind::Heuristic => Some(Box::new(heuristic::HeuristicMethod)),
         MethodKind::Auto => None,
     }
 }

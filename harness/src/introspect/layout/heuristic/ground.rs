@@ -73,11 +73,21 @@ const SYMS: &[&str] = &[
     "fpu_kernel_xstate_size",
 ];
 
-pub fn ground<'m>(kernel: &Kernel<'m>) -> Result<Ground<'m>, LayoutError> {
-    let s = kernel.symbols(SYMS).map_err(|e| failed(format!("kallsyms: {e}")))?;
+/// Ground the inference on `kernel`. With `data_symbols` false, kallsyms' data symbols and
+/// everything derived from them (`init_task`, `page_offset_base`, the kernel page tables) are
+/// ignored, as on a kernel without `CONFIG_KALLSYMS_ALL`.
+pub fn ground<'m>(kernel: &Kernel<'m>, data_symbols: bool) -> Result<Ground<'m>, LayoutError> {
+    let mut s = kernel.symbols(SYMS).map_err(|e| failed(format!("kallsyms: {e}")))?;
     let mut space = kernel.space.clone();
+    let mut known_init = kernel.info.init_task;
+    if !data_symbols {
+        s.iter_mut().for_each(|v| *v = None);
+        known_init = None;
+        space.page_offset_base = None;
+        space.page_tables = None;
+    }
     let mut notes = Vec::new();
-    let init_task = match kernel.info.init_task.or(s[0]) {
+    let init_task = match known_init.or(s[0]) {
         Some(v) => {
             notes.push("init_task: kallsyms".to_string());
             v

@@ -7,9 +7,9 @@
 //!   every `kworker/*` thread this chain of heap pointers leads back to the task itself. Found
 //!   on one worker by following every heap pointer two levels deep (bounded windows), then
 //!   required on all.
-//! - `kthread.full_name`: NULL unless the name given at creation did not fit `comm`; so on
-//!   every kernel thread whose `comm` is full (15 bytes), a heap string that starts with it and
-//!   is longer; on every other kernel thread NULL or a heap string of 16+ bytes.
+//! - `kthread.full_name`: NULL unless the name given at creation did not fit `comm` (16+ bytes);
+//!   then `comm` holds its first 15 bytes. So on every kernel thread NULL, or a heap string of
+//!   16+ bytes starting with a 15-byte `comm` — and on some kernel thread the latter.
 //! - `worker.pool`: `kworker/<cpu>:<id>[H]` share a pool exactly when `<cpu>` and `H` agree, and
 //!   `kworker/u<pool>:<id>` when `<pool>` agrees — equal names, equal pointers.
 //! - `worker.desc`: `char[WORKER_DESC_LEN]` (24 since 3.x), on every worker empty or a
@@ -62,7 +62,7 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64, _mm: u64) -> Kthread
         .step_by(8)
         .filter(|&o| kthreads.iter().all(|t| t.u64(o).is_some_and(|v| p.heap(v))))
         .collect();
-    let Some((w, d, k)) = chain(p, first, &ws).and_then(|c| verify(p, &kworkers, &c)) else {
+    let Some((w, d, k)) = chain(p, first, &ws, s.win).and_then(|c| verify(p, &kworkers, &c)) else {
         tracing::info!("heuristic: no unique worker_private → kthread → worker → task chain");
         return out;
     };
@@ -99,15 +99,22 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64, _mm: u64) -> Kthread
 }
 
 /// On one worker task: every `(w, d, k)` with `task.w → kthread`, `kthread.d → worker`,
-/// `worker.k == task`.
-fn chain(p: &Probe<'_, '_>, task: &Obj, ws: &[u64]) -> Option<Vec<(u64, u64, u64)>> {
-    let l1: Vec<(u64, KVirt)> = ws.iter().take(MAX_FOLLOW).filter_map(|&w| Some((w, KVirt(task.u64(w)?)))).collect();
+/// `worker.k == task`, the three being distinct objects (pointers into the task itself, such
+/// as empty list heads, lead nowhere).
+fn chain(p: &Probe<'_, '_>, task: &Obj, ws: &[u64], win: u64) -> Option<Vec<(u64, u64, u64)>> {
+    let outside = |v: u64, base: u64, len: u64| v < base || v >= base + len;
+    let l1: Vec<(u64, KVirt)> = ws
+        .iter()
+        .filter_map(|&w| Some((w, KVirt(task.u64(w)?))))
+        .filter(|&(_, v)| outside(v.0, task.addr.0, win))
+        .take(MAX_FOLLOW)
+        .collect();
     let objs1 = p.objs_lossy(&l1.iter().map(|x| x.1).collect::<Vec<_>>(), KT_WIN);
     let mut l2: Vec<(u64, u64, KVirt)> = Vec::new();
     for ((w, _), o) in l1.iter().zip(&objs1) {
         let Some(o) = o else { continue };
         for d in (0..KT_WIN as u64 - 7).step_by(8) {
-            if let Some(v) = o.u64(d).filter(|&v| p.heap(v) && v != task.addr.0) {
+            if let Some(v) = o.u64(d).filter(|&v| p.heap(v) && outside(v, task.addr.0, win) && outside(v, o.addr.0, KT_WIN as u64)) {
                 l2.push((*w, d, KVirt(v)));
             }
         }
@@ -170,7 +177,6 @@ fn full_name(p: &Probe<'_, '_>, s: &Sample<'_>, kthreads: &[&Obj], kts: &[Option
         let n = b.iter().position(|&c| c == 0)?;
         b[..n].iter().all(|&c| c >= 0x20 && c != 0x7f).then_some(&b[..n])
     };
-    let mut any_full = false;
     let fits: Vec<u64> = offs
         .iter()
         .copied()
@@ -178,21 +184,19 @@ fn full_name(p: &Probe<'_, '_>, s: &Sample<'_>, kthreads: &[&Obj], kts: &[Option
             readable.iter().all(|(t, k)| {
                 let comm = s.name(t);
                 match k.u64(o) {
-                    Some(0) => comm.len() < 15,
-                    Some(v) => name_at(v).is_some_and(|n| n.len() >= 16 && (comm.len() < 15 || n.starts_with(comm))),
+                    Some(0) => true,
+                    Some(v) => comm.len() == 15 && name_at(v).is_some_and(|n| n.len() >= 16 && n.starts_with(comm)),
                     None => false,
                 }
             })
         })
         .collect();
-    for &o in &fits {
-        any_full |= readable.iter().any(|(_, k)| k.u64(o).is_some_and(|v| v != 0));
-    }
-    match (fits.as_slice(), any_full) {
-        ([one], _) => Some((*one, !any_full)),
-        ([], _) => None,
-        (many, false) => many.first().map(|&o| (o, true)),
-        (_, true) => None,
+    // Offsets NULL on every kernel thread fit trivially; only a long name is evidence.
+    let strong: Vec<u64> = fits.iter().copied().filter(|&o| readable.iter().any(|(_, k)| k.u64(o).is_some_and(|v| v != 0))).collect();
+    match (strong.as_slice(), fits.first()) {
+        ([one], _) => Some((*one, false)),
+        ([], Some(&first)) => Some((first, true)),
+        _ => None,
     }
 }
 

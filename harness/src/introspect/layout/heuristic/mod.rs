@@ -56,7 +56,7 @@ impl LayoutMethod for HeuristicMethod {
     }
 
     fn layout(&self, kernel: &Kernel<'_>, _: &LayoutInputs) -> Result<Layout, LayoutError> {
-        infer(kernel).map(|r| r.layout)
+        infer(kernel, true).map(|r| r.layout)
     }
 }
 
@@ -92,9 +92,10 @@ fn sample_indices(n: usize) -> Vec<usize> {
     }
 }
 
-/// Infer the layout of `kernel`'s structures.
-pub fn infer(kernel: &Kernel<'_>) -> Result<Inference, LayoutError> {
-    let g = ground::ground(kernel)?;
+/// Infer the layout of `kernel`'s structures; `data_symbols`: whether kallsyms' data symbols
+/// may be used (see [`ground::ground`]).
+pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, LayoutError> {
+    let g = ground::ground(kernel, data_symbols)?;
     for n in &g.notes {
         tracing::debug!("heuristic: {n}");
     }

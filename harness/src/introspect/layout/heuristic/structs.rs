@@ -70,7 +70,7 @@ pub fn find_signal(p: &Probe<'_, '_>, init: &Obj, init_signals: Option<KVirt>) -
         }
         for &(n, head) in &nodes {
             let th = head.wrapping_sub(ptr);
-            if th < (SIGNAL_WIN as u64 - 16) && n != s {
+            if th < (SIGNAL_WIN as u64 - 16) && s != n && s != n + 8 {
                 pairs.push((s, n, ptr, th));
                 targets.insert(ptr);
             }

@@ -4,6 +4,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 
+mod serve_cmd;
+
 /// Software NetTLP endpoint serving guest memory images.
 #[derive(Parser)]
 #[command(name = "emulator", version, about)]
@@ -14,6 +16,8 @@ enum Cli {
         /// The capture file.
         capture: PathBuf,
     },
+    /// Serve a memory image as a NetTLP endpoint: Memory Reads over UDP answered from it.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -25,6 +29,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse() {
         Cli::Decode { capture } => decode(&capture),
+        Cli::Serve(args) => serve_cmd::serve(args),
     }
 }
 

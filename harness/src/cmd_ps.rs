@@ -1,4 +1,4 @@
-//! `harness ps`: argument parsing and printing around `introspect::ps`.
+//! `harness ps` and `harness profile`: argument parsing and printing around `introspect`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,15 +9,16 @@ use emulator::mem::PhysMem;
 use harness::introspect::layout::{LayoutInputs, MethodKind};
 use harness::introspect::output::{render, Format};
 use harness::introspect::ps::{ps, PsOptions};
-use harness::introspect::source;
+use harness::introspect::{profile, source};
 
+/// Where the memory comes from, and what the layout methods may use.
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("memory").required(true).args(["image", "target", "pcap"]))]
-pub struct PsArgs {
-    /// A memory image (ELF core; more formats once emulator::image lands).
+pub struct SourceArgs {
+    /// A memory image: ELF core, kdump, raw, LiME, AVML, or a live QEMU RAM file.
     #[arg(long)]
     image: Option<PathBuf>,
-    /// The image's format, when it cannot be detected.
+    /// The image's format when it cannot be detected (raw, elf, kdump, lime, avml, live, live:q35).
     #[arg(long, requires = "image")]
     format_image: Option<String>,
     /// A live machine over NetTLP: nettlp://ADDR[:TAG].
@@ -38,6 +39,36 @@ pub struct PsArgs {
     isf: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     method: MethodKind,
+}
+
+impl SourceArgs {
+    fn open(&self) -> Result<Box<dyn PhysMem>> {
+        if self.system_map.is_some() {
+            tracing::info!("--system-map given but not needed: symbols come from kallsyms in memory");
+        }
+        let mem = match (&self.image, &self.target, &self.pcap) {
+            (Some(p), _, _) => source::open_image(p, self.format_image.as_deref())?,
+            (_, Some(t), _) => source::open_target(t)?,
+            (_, _, Some(p)) => source::open_pcap(p)?,
+            _ => anyhow::bail!("one of --image, --target, --pcap is required"),
+        };
+        tracing::info!(source = mem.describe(), "memory opened");
+        Ok(mem)
+    }
+
+    fn options(&self) -> PsOptions {
+        PsOptions {
+            method: Some(self.method),
+            inputs: LayoutInputs { kernel_source: self.kernel_source.clone(), isf: self.isf.clone() },
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    #[command(flatten)]
+    src: SourceArgs,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// End stderr with one JSON line of statistics.
@@ -45,27 +76,9 @@ pub struct PsArgs {
     stats: bool,
 }
 
-fn open(args: &PsArgs) -> Result<Box<dyn PhysMem>> {
-    Ok(match (&args.image, &args.target, &args.pcap) {
-        (Some(p), _, _) => source::open_image(p, args.format_image.as_deref())?,
-        (_, Some(t), _) => source::open_target(t)?,
-        (_, _, Some(p)) => source::open_pcap(p)?,
-        _ => anyhow::bail!("one of --image, --target, --pcap is required"),
-    })
-}
-
 pub fn run(args: PsArgs) -> Result<()> {
-    if args.system_map.is_some() {
-        tracing::info!("--system-map given but not needed: symbols come from kallsyms in memory");
-    }
-    let mem = open(&args)?;
-    tracing::info!(source = mem.describe(), "memory opened");
-    let opts = PsOptions {
-        method: Some(args.method),
-        inputs: LayoutInputs { kernel_source: args.kernel_source.clone(), isf: args.isf.clone() },
-        ..Default::default()
-    };
-    let report = ps(mem.as_ref(), &opts).context("listing processes")?;
+    let mem = args.src.open()?;
+    let report = ps(mem.as_ref(), &args.src.options()).map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(render(&report.rows, args.format).as_bytes())?;
     stdout.flush()?;
@@ -82,6 +95,33 @@ pub fn run(args: PsArgs) -> Result<()> {
     }
     if report.walk_error.is_some() {
         std::process::exit(2);
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    /// `isf`: a Volatility 3 symbol table; `json`: the kernel facts and the learned layout.
+    #[arg(long, value_enum, default_value = "isf")]
+    format: profile::ProfileFormat,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+pub fn run_profile(args: ProfileArgs) -> Result<()> {
+    let mem = args.src.open()?;
+    let doc = profile::profile(mem.as_ref(), &args.src.options(), args.format).map_err(|e| anyhow::anyhow!("profiling: {e}"))?;
+    let text = serde_json::to_string(&doc)?;
+    match &args.output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //!   lab          builds kernels and initramfs, boots QEMU guests, records /proc truth, dumps memory
 //! ```
 
+pub mod dma;
 pub mod kbuild;
 pub mod lab;
 pub mod introspect;

@@ -5,15 +5,22 @@ mod cmd_ps;
 use anyhow::Result;
 use clap::Parser;
 
+mod dma_cmd;
+
 /// Agentless Linux introspection over NetTLP DMA.
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
 enum Cli {
     /// List the processes of a machine from its physical memory.
     Ps(cmd_ps::PsArgs),
+    /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
+    Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
     #[command(subcommand)]
     Corpus(harness::lab::cli::CorpusCmd),
+    /// Read physical memory over NetTLP; wire benchmarks.
+    #[command(subcommand)]
+    Dma(dma_cmd::DmaCmd),
     /// A live lab guest for serving over NetTLP.
     #[command(subcommand)]
     Lab(harness::lab::cli::LabCmd),
@@ -28,8 +35,10 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse() {
         Cli::Ps(args) => cmd_ps::run(args)?,
+        Cli::Profile(args) => cmd_ps::run_profile(args)?,
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,
+        Cli::Dma(c) => dma_cmd::dma(c)?,
     }
     Ok(())
 }

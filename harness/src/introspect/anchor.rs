@@ -24,7 +24,9 @@ use super::layout::Layout;
 use super::physread::{read_u64, read_vec};
 use super::state::PF_KTHREAD;
 
-const SEARCH_SPAN: u64 = 16 << 20;
+/// `.data` up to `init_task`: it sits in init/init_task.o, linked early (tens to hundreds of KiB
+/// into `.data` on the corpus kernels); 4 MiB bounds the search.
+const SEARCH_SPAN: u64 = 4 << 20;
 const CHUNK: u64 = 256 << 10;
 const GIB: u64 = 1 << 30;
 

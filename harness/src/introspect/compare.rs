@@ -5,7 +5,8 @@
 //! 1. **Kernel threads that come and go**: a row with `kthread = true` present on one side only.
 //! 2. **Workqueue worker descriptions**: a `kworker/...` name ends in `+desc` or `-desc`, the
 //!    workqueue of the worker's most recent work item (`wq_worker_comm`), which changes each
-//!    time the worker runs; such names are compared up to that suffix.
+//!    time the worker runs; such names are compared up to that suffix (but a missing suffix
+//!    where the truth has one is a mismatch: that is a name we failed to reconstruct).
 //! 3. **Kernel thread states**: a kernel thread that ran between the truth and the dump may be
 //!    in another state (`I` → `R`, `R` → `I`, ...); only kernel threads get this allowance.
 //! 4. **The recording agent's state**: the lab's agent (`comm` `nd-agent`) records the truth and
@@ -124,7 +125,8 @@ pub fn compare(rows: &[Row], truth: &[TruthThread]) -> Comparison {
         check("start_time", t.start_time.to_string(), (o.start_time / NS_PER_TICK).to_string());
         let truth_comm = String::from_utf8_lossy(&t.comm_bytes()).into_owned();
         match (kworker_base(&truth_comm), kworker_base(&o.comm)) {
-            (Some(a), Some(b)) if a == b && truth_comm != o.comm => {
+            // A description we failed to produce is not a change.
+            (Some(a), Some(b)) if a == b && truth_comm != o.comm && (o.comm != b || truth_comm == a) => {
                 c.tolerated.push((pid, "kworker description changed"));
             }
             _ => check("comm", truth_comm, o.comm.clone()),
@@ -198,6 +200,9 @@ mod tests {
         assert_eq!(c.extra, vec![14]);
         assert_eq!(c.tolerated.len(), 3);
         assert!(!c.is_exact());
+        // A missing description is not tolerated.
+        let c = compare(&[row(10, "kworker/1:1", true)], &[truth(10, "kworker/1:1-events", true)]);
+        assert_eq!(c.mismatches.len(), 1);
         // A different worker is not tolerated.
         let c = compare(&[row(10, "kworker/1:2-events", true)], &[truth(10, "kworker/1:1-events", true)]);
         assert_eq!(c.mismatches.len(), 1);

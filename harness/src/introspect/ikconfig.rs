@@ -79,12 +79,14 @@ pub fn read(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
     search(kernel)
 }
 
-/// Look for the start marker through the image, 1 MiB at a time.
+/// Look for the start marker through `.rodata`, 256 KiB at a time, then read the blob up to
+/// its end marker 64 KiB at a time.
 fn search(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
-    const CHUNK: u64 = 1 << 20;
+    const CHUNK: u64 = 256 << 10;
+    const BLOB_CHUNK: usize = 64 << 10;
     let mem = kernel.space.mem();
     let from = kernel.info.rodata_phys;
-    // IKCONFIG is in .rodata, which ends before __ksymtab.
+    // IKCONFIG is in .rodata, which ends before __ksymtab (or the kallsyms tables, linked last).
     let span = kernel
         .info
         .rodata_search_end
@@ -94,17 +96,28 @@ fn search(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
         .min(SEARCH_SPAN);
     let mut off = 0u64;
     while off < span {
-        let Ok(chunk) = read_vec(mem, PhysAddr(from.0 + off), (CHUNK + 8) as usize) else { break };
+        let len = (CHUNK + START.len() as u64).min(span - off + START.len() as u64) as usize;
+        let Ok(chunk) = read_vec(mem, PhysAddr(from.0 + off), len) else { break };
         if let Some(p) = find(&chunk, START) {
             let at = PhysAddr(from.0 + off + p as u64);
             let virt = KVirt(kernel.info.text_virt.0.wrapping_add(at.0.wrapping_sub(kernel.info.text_phys.0)));
-            let blob = read_vec(mem, at, MAX_BLOB as usize).map_err(|e| IkconfigError::Corrupt { at: virt, reason: e.to_string() })?;
-            let end = find(&blob, END).ok_or(IkconfigError::Corrupt { at: virt, reason: "no IKCFG_ED".into() })?;
+            let corrupt = |reason: String| IkconfigError::Corrupt { at: virt, reason };
+            let mut blob: Vec<u8> = Vec::new();
+            let end = loop {
+                if let Some(e) = find(&blob[blob.len().saturating_sub(BLOB_CHUNK + END.len())..], END) {
+                    break blob.len().saturating_sub(BLOB_CHUNK + END.len()) + e;
+                }
+                if blob.len() as u64 >= MAX_BLOB {
+                    return Err(corrupt("no IKCFG_ED within 4 MiB".into()));
+                }
+                let next = read_vec(mem, PhysAddr(at.0 + blob.len() as u64), BLOB_CHUNK).map_err(|e| corrupt(e.to_string()))?;
+                blob.extend_from_slice(&next);
+            };
             return decode(&blob[..end + END.len()], virt);
         }
         off += CHUNK;
     }
-    Err(IkconfigError::Absent { from, searched: off })
+    Err(IkconfigError::Absent { from, searched: off.min(span) })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

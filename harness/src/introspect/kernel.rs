@@ -2,9 +2,10 @@
 //!
 //! Derivation, from memory alone:
 //! 1. [`scan`](super::scan) finds `.rodata` and the kallsyms tables' physical address;
-//! 2. kallsyms gives each symbol's *virtual* address, including `__start_rodata` (kept even
-//!    without `CONFIG_KALLSYMS_ALL`, like every `__start_*`/`__stop_*` symbol), whose physical
-//!    frame the scan already knows — so `phys_base = phys - (virt - __START_KERNEL_map)`. When
+//! 2. kallsyms gives each symbol's *virtual* address, including `__start_rodata` (or, without
+//!    `CONFIG_KALLSYMS_ALL`, `_etext` rounded up to 2 MiB, which is where `.rodata` starts),
+//!    whose physical frame the scan already knows — so `phys_base = phys - (virt -
+//!    __START_KERNEL_map)`. When
 //!    `linux_banner` is in kallsyms the candidate must also map it onto a banner of the scanned
 //!    release (a weak copy of the banner in `init/version.o` means the first banner found need
 //!    not be `linux_banner` itself);
@@ -37,7 +38,7 @@ pub enum KernelError {
     Scan(#[from] ScanError),
     #[error(transparent)]
     Kallsyms(#[from] KallsymsError),
-    #[error("kallsyms has neither linux_banner nor __start_rodata: cannot place the image physically")]
+    #[error("kallsyms has none of linux_banner, __start_rodata, _etext: cannot place the image physically")]
     CannotPlaceImage,
     #[error("reading {what}: {source}")]
     Read { what: &'static str, source: KSpaceError },
@@ -111,6 +112,7 @@ const WANTED: &[&str] = &[
     "kernel_config_data_end",
     "__start_init_task",
     "__start___ksymtab",
+    "_etext",
 ];
 
 impl<'m> Kernel<'m> {
@@ -124,9 +126,17 @@ impl<'m> Kernel<'m> {
         let kallsyms = Kallsyms::load(mem, found.kallsyms)?;
         let addrs = kallsyms.lookup(mem, WANTED)?;
         let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
-        let kallsyms_all = kallsyms.symbols.iter().any(|s| matches!(s.kind, 'D' | 'd' | 'B' | 'b'));
+        // Without CONFIG_KALLSYMS_ALL only text symbols remain (plus a stray `__init_begin`).
+        let data_syms = kallsyms.symbols.iter().filter(|s| matches!(s.kind, 'D' | 'd' | 'B' | 'b' | 'R' | 'r')).count();
+        let kallsyms_all = data_syms > 100;
 
-        let (phys_base, banner) = place_image(mem, &found, sym("__start_rodata"), sym("linux_banner"))?;
+        // `.rodata` starts at the first 2 MiB boundary after `_etext` (X86_ALIGN_RODATA_BEGIN);
+        // `_etext` is a text symbol, so kallsyms has it even without data symbols.
+        let start_rodata = sym("__start_rodata").or_else(|| {
+            let etext = sym("_etext")?;
+            Some(KVirt(etext.0.checked_add(ALIGN_2M - 1)? & !(ALIGN_2M - 1)))
+        });
+        let (phys_base, banner) = place_image(mem, &found, start_rodata, sym("linux_banner"))?;
         let mut space = KernelSpace::new(mem, phys_base, None, &X86_64_4LEVEL);
 
         if let Some(v) = sym("phys_base") {
@@ -193,8 +203,16 @@ impl<'m> Kernel<'m> {
             init_top_pgt: sym("init_top_pgt"),
             btf: pair("__start_BTF", "__stop_BTF"),
             ikconfig: pair("kernel_config_data", "kernel_config_data_end"),
-            data_start: sym("__start_init_task"),
-            rodata_search_end: sym("__start___ksymtab"),
+            // Without the symbol: .data starts on a 2 MiB boundary after .rodata, which holds
+            // the kallsyms tables.
+            data_start: sym("__start_init_task").or_else(|| {
+                let end = kallsyms.token_index.0.wrapping_add(512).wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP);
+                Some(KVirt(end.checked_add(ALIGN_2M - 1)? & !(ALIGN_2M - 1)))
+            }),
+            // IKCONFIG is in .rodata before the kallsyms tables (linked last).
+            rodata_search_end: sym("__start___ksymtab").or(Some(KVirt(
+                found.kallsyms.offsets.0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP),
+            ))),
             vmcoreinfo,
             scan_candidates: found.candidates_probed,
         };

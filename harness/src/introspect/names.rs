@@ -6,6 +6,9 @@
 //!   (`get_kthread_comm`);
 //! - everyone else: `comm`.
 //!
+//! Offsets of those private structures that the layout method could not provide are inferred
+//! from memory by [`naming`](super::naming).
+//!
 //! Invariant: every name is at most 63 bytes (`char tcomm[64]`), reads are batched across all
 //! tasks (three rounds: kthread, then worker or full name), and a task whose extra structures
 //! cannot be read keeps its plain `comm` with a note saying why.
@@ -13,7 +16,8 @@
 use super::addr::KVirt;
 use super::bytes::Bytes;
 use super::kspace::KernelSpace;
-use super::layout::Layout;
+use super::layout::{KthreadLayout, Layout};
+use super::naming::{self, Inferred};
 use super::state::{PF_KTHREAD, PF_WQ_WORKER};
 
 /// `sizeof(tcomm)` in `proc_task_name`, minus the terminator.
@@ -27,18 +31,36 @@ pub struct NameInput<'a> {
     pub worker_private: KVirt,
 }
 
-/// Display names for `tasks`, in order, with a note for each task whose name fell back.
-pub fn display_names(space: &KernelSpace<'_>, layout: &Layout, tasks: &[NameInput<'_>]) -> (Vec<Vec<u8>>, Vec<Option<String>>) {
+/// Display names for `tasks` (whose `task_struct` addresses are `addrs`), in order, with a note
+/// for each task whose name fell back to `comm`. Offsets of `struct kthread` / `struct worker`
+/// that the layout lacks are inferred from memory ([`naming`]); the offsets used are returned.
+pub fn display_names(
+    space: &KernelSpace<'_>,
+    layout: &Layout,
+    tasks: &[NameInput<'_>],
+    addrs: &[KVirt],
+) -> (Vec<Vec<u8>>, Vec<Option<String>>, Inferred) {
     let mut names: Vec<Vec<u8>> = tasks.iter().map(|t| t.comm.iter().copied().take(TCOMM_MAX).collect()).collect();
     let mut notes: Vec<Option<String>> = vec![None; tasks.len()];
-    let (Some(kl), Some(_)) = (&layout.kthread, layout.task.worker_private) else {
-        return (names, notes);
-    };
+    if layout.task.worker_private.is_none() {
+        return (names, notes, Inferred::default());
+    }
+    let mut used = Inferred { kthread: layout.kthread.clone(), worker: layout.worker.clone() };
+    let complete = used.kthread.as_ref().is_some_and(|k| k.data.is_some() && k.full_name.is_some()) && used.worker.is_some();
+    if !complete {
+        let inferred = naming::infer(space, tasks, addrs);
+        let k = used.kthread.get_or_insert(KthreadLayout { data: None, full_name: None });
+        let ik = inferred.kthread.unwrap_or(KthreadLayout { data: None, full_name: None });
+        k.data = k.data.or(ik.data);
+        k.full_name = k.full_name.or(ik.full_name);
+        used.worker = used.worker.or(inferred.worker);
+    }
+    let Some(kl) = used.kthread.clone() else { return (names, notes, used) };
     // Round 1: struct kthread of every kernel thread.
     let kidx: Vec<usize> = (0..tasks.len())
         .filter(|&i| tasks[i].flags & PF_KTHREAD != 0 && tasks[i].worker_private.0 != 0)
         .collect();
-    let span = kl.data.max(kl.full_name) + 8;
+    let span = kl.data.unwrap_or(0).max(kl.full_name.unwrap_or(0)) + 8;
     let regions: Vec<(KVirt, usize)> = kidx.iter().map(|&i| (tasks[i].worker_private, span as usize)).collect();
     let kthreads = space.read_many(&regions);
     let mut worker_reqs = Vec::new();
@@ -52,10 +74,10 @@ pub fn display_names(space: &KernelSpace<'_>, layout: &Layout, tasks: &[NameInpu
             }
         };
         let kb = Bytes::new(&k);
-        let data = KVirt(kb.u64(kl.data as usize).unwrap_or(0));
-        let full_name = KVirt(kb.u64(kl.full_name as usize).unwrap_or(0));
+        let data = KVirt(kl.data.and_then(|d| kb.u64(d as usize).ok()).unwrap_or(0));
+        let full_name = KVirt(kl.full_name.and_then(|f| kb.u64(f as usize).ok()).unwrap_or(0));
         if tasks[i].flags & PF_WQ_WORKER != 0 {
-            if let (Some(wl), true) = (&layout.worker, data.0 != 0) {
+            if let (Some(wl), true) = (&used.worker, data.0 != 0) {
                 let span = (wl.desc + wl.desc_len).max(wl.pool + 8).max(wl.current_work + 8);
                 worker_reqs.push((i, data, span as usize));
             }
@@ -68,7 +90,7 @@ pub fn display_names(space: &KernelSpace<'_>, layout: &Layout, tasks: &[NameInpu
     regions.extend(name_reqs.iter().map(|&(_, v)| (v, TCOMM_MAX)));
     let mut results = space.read_many(&regions).into_iter();
     for &(i, _, _) in &worker_reqs {
-        let (Some(wl), Some(r)) = (&layout.worker, results.next()) else { break };
+        let (Some(wl), Some(r)) = (&used.worker, results.next()) else { break };
         match r {
             Ok(w) => {
                 let wb = Bytes::new(&w);
@@ -92,5 +114,5 @@ pub fn display_names(space: &KernelSpace<'_>, layout: &Layout, tasks: &[NameInpu
             Err(e) => notes[i] = Some(format!("kthread full_name unreadable: {e}")),
         }
     }
-    (names, notes)
+    (names, notes, used)
 }

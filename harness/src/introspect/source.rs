@@ -15,17 +15,12 @@ pub enum SourceError {
     NotAvailable(String),
 }
 
-/// A memory image file. `format` names the image format when it cannot be detected.
+/// A memory image file (ELF core, kdump, raw, LiME, AVML, live RAM file). `format` names the
+/// format when it cannot be detected (see `emulator::image::Format::NAMES`).
 pub fn open_image(path: &Path, format: Option<&str>) -> Result<Box<dyn PhysMem>, SourceError> {
-    // TEMPORARY: only ELF cores, until `emulator::image::open` lands.
-    if let Some(f) = format {
-        if f != "elf" {
-            return Err(SourceError::NotAvailable(format!("image format {f}: only ELF cores are readable until emulator::image lands")));
-        }
-    }
-    let img = super::tmp_elfcore::ElfCore::open(path)
-        .map_err(|e| SourceError::Image { path: path.display().to_string(), reason: e.to_string() })?;
-    Ok(Box::new(img))
+    let err = |reason: String| SourceError::Image { path: path.display().to_string(), reason };
+    let format = format.map(|f| f.parse::<emulator::image::Format>()).transpose().map_err(|e| err(e.to_string()))?;
+    emulator::image::open(path, format, None).map_err(|e| err(e.to_string()))
 }
 
 /// A live machine over NetTLP (`nettlp://ADDR[:TAG]`).
@@ -33,7 +28,11 @@ pub fn open_target(url: &str) -> Result<Box<dyn PhysMem>, SourceError> {
     Err(SourceError::NotAvailable(format!("{url}: the NetTLP requester (harness::dma) has not landed yet")))
 }
 
-/// A recorded capture replayed as memory.
+/// A recorded capture replayed as memory: the bytes the captured completions carried, at the
+/// addresses they were read from (`emulator::capture::ReplayMem`).
 pub fn open_pcap(path: &Path) -> Result<Box<dyn PhysMem>, SourceError> {
-    Err(SourceError::NotAvailable(format!("{}: capture replay (emulator::capture) has not landed yet", path.display())))
+    let replay = emulator::capture::replay::ReplayMem::from_pcap(path)
+        .map_err(|e| SourceError::Image { path: path.display().to_string(), reason: e.to_string() })?;
+    tracing::info!(stats = ?replay.stats(), "capture replayed");
+    Ok(Box::new(replay))
 }

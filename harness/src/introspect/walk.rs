@@ -99,7 +99,6 @@ fn task_plan(l: &Layout) -> Plan {
         (t.signal, 8),
         (t.real_cred, 8),
         (t.state, t.state_size as usize),
-        (t.exit_state, 4),
         (t.comm, 16),
         (t.mm, 8),
         (t.flags, 4),
@@ -107,6 +106,9 @@ fn task_plan(l: &Layout) -> Plan {
     ];
     if let Some(w) = t.worker_private {
         f.push((w, 8));
+    }
+    if let Some(e) = t.exit_state {
+        f.push((e, 4));
     }
     Plan::new(&f, 512)
 }
@@ -351,7 +353,8 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         .zip(&base)
         .map(|((r, _), b)| NameInput { comm: r.bytes(t.comm, 16).map(cstr).unwrap_or(&[]), flags: b.3, worker_private: b.4 })
         .collect();
-    let (names, name_notes) = display_names(space, l, &inputs);
+    let addrs: Vec<KVirt> = recs.iter().map(|(r, _)| r.base).collect();
+    let (names, name_notes, _naming) = display_names(space, l, &inputs, &addrs);
 
     let mut out = Vec::with_capacity(recs.len());
     for (i, ((r, threads), b)) in recs.iter().zip(&base).enumerate() {
@@ -383,7 +386,10 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         };
         let thread = (|| -> Result<Thread, NotRead> {
             let raw_state = r.uint(t.state, t.state_size)? as u32;
-            let exit_state = r.u32(t.exit_state)?;
+            let exit_state = match t.exit_state {
+                Some(o) => r.u32(o)?,
+                None => 0,
+            };
             Ok(Thread {
                 addr: r.base,
                 pid: r.i32(t.pid)?,
@@ -417,3 +423,7 @@ fn cstr(b: &[u8]) -> &[u8] {
 fn le_i32(b: &[u8]) -> i32 {
     b.get(..4).and_then(|s| s.try_into().ok()).map(i32::from_le_bytes).unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod tests;

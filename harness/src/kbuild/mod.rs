@@ -7,9 +7,11 @@
 //! kernel's own `DEFINE()` marker (`include/linux/kbuild.h`, the asm-offsets trick) and read back
 //! from the `.s` text.
 //!
-//! A tree is either a kernel build tree (`O=` directory or a source tree after `make prepare`), or
-//! an installed headers tree such as Debian's `linux-headers-*` packages. [`offsets`] with a config
-//! first prepares the tree for that config (`olddefconfig` + `modules_prepare`).
+//! Without a config, the tree must be prepared: a kernel build directory (`O=` directory, or a
+//! source tree after `make prepare`) or an installed headers tree such as Debian's
+//! `linux-headers-*`. With a config, the tree is a clean source tree and [`offsets`] prepares an
+//! out-of-tree build directory for that config inside it (`.netdma-kbuild/<hash>/`,
+//! `olddefconfig` + `prepare`, a minute or two the first time, reused afterwards).
 
 mod probe;
 
@@ -115,12 +117,18 @@ pub enum KbuildError {
     BadMarker { path: PathBuf, line: String },
 }
 
-/// Measures `fields` in `tree`. With `config`, the tree is first configured with it
-/// (`olddefconfig`) and prepared (`modules_prepare`); without, it must already be prepared.
+/// Measures `fields` in `tree`. With `config`, `tree` is a source tree and an out-of-tree build
+/// directory is configured with it (`olddefconfig`) and prepared (`prepare`) first;
+/// without, `tree` must already be prepared.
 pub fn offsets(tree: &Path, config: Option<&Path>, fields: &[FieldSpec]) -> Result<Layout, KbuildError> {
-    if let Some(config) = config {
-        probe::prepare(tree, config)?;
-    }
+    let prepared;
+    let tree = match config {
+        Some(config) => {
+            prepared = probe::prepare(tree, config)?;
+            prepared.as_path()
+        }
+        None => tree,
+    };
     if !tree.join("include/config/auto.conf").is_file() {
         return Err(KbuildError::Unprepared { tree: tree.to_path_buf() });
     }

@@ -58,12 +58,27 @@ fn tail(text: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
-pub(super) fn prepare(tree: &Path, config: &Path) -> Result<(), KbuildError> {
-    let dot = tree.join(".config");
-    std::fs::copy(config, &dot).map_err(|source| KbuildError::Io { path: dot.clone(), source })?;
-    run_make(tree, &["olddefconfig"])?;
-    run_make(tree, &["-j2", "modules_prepare"])?;
-    Ok(())
+/// Configures and prepares an out-of-tree build directory for `config` under
+/// `tree/.netdma-kbuild/<hash of config>/` (the source tree itself stays clean, so other `O=`
+/// builds from it keep working). Reused when already prepared. Returns the build directory.
+pub(super) fn prepare(tree: &Path, config: &Path) -> Result<PathBuf, KbuildError> {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read(config).map_err(|source| KbuildError::Io { path: config.to_path_buf(), source })?;
+    let hash: String = Sha256::digest(&text).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let build = tree.join(".netdma-kbuild").join(hash);
+    let stamp = build.join(".netdma-prepared");
+    if stamp.is_file() {
+        return Ok(build);
+    }
+    std::fs::create_dir_all(&build).map_err(|source| KbuildError::Io { path: build.clone(), source })?;
+    let dot = build.join(".config");
+    std::fs::write(&dot, &text).map_err(|source| KbuildError::Io { path: dot.clone(), source })?;
+    let o = format!("O={}", build.display());
+    run_make(tree, &[o.as_str(), "olddefconfig"])?;
+    // `prepare`, not `modules_prepare`: the latter does nothing when CONFIG_MODULES is off.
+    run_make(tree, &[o.as_str(), "-j2", "prepare"])?;
+    std::fs::write(&stamp, b"").map_err(|source| KbuildError::Io { path: stamp.clone(), source })?;
+    Ok(build)
 }
 
 static PROBE_SEQ: AtomicU32 = AtomicU32::new(0);

@@ -13,7 +13,7 @@ use crate::kbuild::{self, Layout};
 use crate::lab::cache::{hash_parts, Cache};
 use crate::lab::corpus::{Corpus, Entry};
 use crate::lab::error::io;
-use crate::lab::recipe::{self, KernelRecipe, Recipe, APPEND, MEMORY_MIB, SMP};
+use crate::lab::recipe::{self, KernelRecipe, Recipe, MEMORY_MIB, SMP};
 use crate::lab::record::{self, KernelArtifacts};
 use crate::lab::{custom, debian, guest, Error, Result, LAB_VERSION};
 
@@ -54,7 +54,7 @@ fn qemu_version() -> Result<String> {
 
 pub fn recipe_hash(recipe: &Recipe, kernel_hash: &str, workload_hash: &str, qemu: &str) -> String {
     let formats: Vec<&str> = recipe.extra_formats.iter().map(|f| f.as_str()).collect();
-    let params = format!("{MEMORY_MIB} {SMP} {APPEND} {}", formats.join(","));
+    let params = format!("{MEMORY_MIB} {SMP} {} {}", recipe.append(), formats.join(","));
     hash_parts(&[
         &LAB_VERSION.to_le_bytes(),
         recipe.name.as_bytes(),
@@ -104,6 +104,7 @@ pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, O
         Some(n) => vec![recipe::find(n).ok_or_else(|| Error::UnknownEntry(n.clone()))?],
         None => recipe::default_corpus(),
     };
+    crate::lab::setup::ensure_packages()?;
     let workload = guest::workload_hash()?;
     let qemu = qemu_version()?;
     let corpus = Corpus::open(cache.corpus());

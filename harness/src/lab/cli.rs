@@ -178,3 +178,32 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(mode: Mode) -> Row {
+        Row {
+            kernel: "custom-thesis".into(),
+            release: "6.1.192-netdma-thesis".into(),
+            mode,
+            dump: format!("/cache/corpus/custom-thesis/{}/dump.elf", mode.as_str()),
+            formats: vec!["elf".into(), "kdump-flattened".into(), "raw".into()],
+            truth: format!("/cache/corpus/custom-thesis/{}/truth.jsonl", mode.as_str()),
+            threads: 51,
+            btf: false,
+            ikconfig: true,
+            vmcoreinfo: false,
+            kaslr: false,
+            layout_digest: "4dc1e2d77d17fec1".into(),
+        }
+    }
+
+    #[test]
+    fn list_table_and_json() {
+        let rows = vec![row(Mode::Running), row(Mode::Panicked)];
+        insta::assert_snapshot!("corpus_list_table", table(&rows));
+        insta::assert_json_snapshot!("corpus_list_json", rows);
+    }
+}

@@ -251,3 +251,18 @@ impl Corpus {
         Ok(e.with_dir(dir.to_path_buf()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_from_config() {
+        let c = "CONFIG_DEBUG_INFO_BTF=y\nCONFIG_IKCONFIG=m\nCONFIG_CRASH_CORE=y\nCONFIG_RANDOMIZE_BASE=y\n";
+        assert_eq!(
+            Flags::from_config(c, "console=ttyS0"),
+            Flags { btf: true, ikconfig: false, vmcoreinfo: true, kaslr: true }
+        );
+        assert!(!Flags::from_config(c, "console=ttyS0 nokaslr").kaslr);
+    }
+}

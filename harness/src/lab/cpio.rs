@@ -37,7 +37,7 @@ impl Archive {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while self.buf.len() & 3 != 0 {
             self.buf.push(0);
         }
     }
@@ -57,7 +57,7 @@ impl Archive {
     /// Appends the trailer and returns the archive bytes.
     pub fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, (0, 0), b"");
-        while self.buf.len() % 512 != 0 {
+        while self.buf.len() & 511 != 0 {
             self.buf.push(0);
         }
         self.buf

@@ -213,6 +213,9 @@ fn fix_randstruct_seed(b: &Path) -> Result<()> {
     if !seed_path.is_file() {
         return Err(Error::Invalid { path: seed_path, what: "kbuild did not generate the randstruct seed".into() });
     }
+    if std::fs::read_to_string(&seed_path).map_err(io(&seed_path))?.trim() == seed {
+        return Ok(()); // already ours: leave timestamps alone so nothing rebuilds
+    }
     std::fs::write(&seed_path, format!("{seed}\n")).map_err(io(&seed_path))?;
     std::fs::write(&hash_path, format!("#define RANDSTRUCT_HASHED_SEED \"{hashed}\"\n")).map_err(io(&hash_path))?;
     // Stale plugin seed header (from an earlier seed) must be regenerated.
@@ -294,4 +297,27 @@ fn make_with_progress(b: &Path, name: &str, jobs: u32, expected_lines: u64) -> R
     }
     tracing::info!("{name}: kernel built in {:.0} s ({lines} log lines)", t0.elapsed().as_secs_f64());
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_merge_later_wins_and_mismatches_are_reported() {
+        let m = merged_options(&["CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\n", "# CONFIG_C is not set\nCONFIG_D=\"x\"\n"]);
+        assert_eq!(m["CONFIG_A"], "y");
+        assert_eq!(m["CONFIG_B"], "n");
+        assert_eq!(m["CONFIG_C"], "n");
+        assert_eq!(m["CONFIG_D"], "\"x\"");
+        let config = "CONFIG_A=y\nCONFIG_C=y\nCONFIG_D=\"x\"\n";
+        assert_eq!(check_config(config, &m), vec!["CONFIG_C wanted n, got y".to_string()]);
+    }
+
+    #[test]
+    fn every_fragment_is_embedded_and_parses() {
+        for (name, text) in guest::FRAGMENTS {
+            assert!(!merged_options(&[text]).is_empty(), "{name} has no options");
+        }
+    }
 }

@@ -76,13 +76,14 @@ pub fn boot(cache: &Cache, name: &str, jobs: u32) -> Result<LiveGuest> {
             what: format!("already running (pid {}); `harness lab stop {name}` first", g.pid),
         });
     }
+    crate::lab::setup::ensure_packages()?;
     let art = build::kernel(cache, &r, jobs)?;
     let initrd = guest::initramfs(cache)?;
     let run_dir = cache.live(name);
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     let shm = std::path::Path::new("/dev/shm");
     let ram = if shm.is_dir() { shm.join(format!("netdma-{name}.ram")) } else { run_dir.join("guest.ram") };
-    let spec = guest_spec(&art, &initrd.path, ram, run_dir.clone());
+    let spec = guest_spec(&r, &art, &initrd.path, ram, run_dir.clone());
     let mut g = Guest::launch(spec.clone(), true)?;
     let release = g.control().wait_ready(Duration::from_secs(600))?;
     g.control().section("truth running", "truth", Duration::from_secs(300)).map(|t| {

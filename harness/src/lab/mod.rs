@@ -12,6 +12,7 @@
 //!   corpus    the on-disk contract read by the introspection tests (Corpus, Entry)
 //!   truth     one ground-truth record per thread (JSON Lines)
 //!   live      lab boot / panic / stop: a guest left running on a shared RAM file
+//!   setup     the Debian packages the lab needs (installed as root, else the command to run)
 //! ```
 //! Invariant: everything in an entry comes from the guest (truth, dumps) or from the kernel's own
 //! build or package (reference data); the analysis under test is never consulted.
@@ -29,6 +30,7 @@ pub mod live;
 pub mod qemu;
 pub mod recipe;
 pub mod record;
+pub mod setup;
 pub mod truth;
 
 pub use error::{Error, Result};

@@ -22,6 +22,19 @@ pub struct Recipe {
     pub kernel: KernelRecipe,
     /// Formats dumped in addition to ELF, in both modes.
     pub extra_formats: &'static [DumpFormat],
+    /// Appended to [`APPEND`] for this kernel only.
+    pub append_extra: &'static str,
+}
+
+impl Recipe {
+    /// The full kernel command line.
+    pub fn append(&self) -> String {
+        if self.append_extra.is_empty() {
+            APPEND.to_string()
+        } else {
+            format!("{APPEND} {}", self.append_extra)
+        }
+    }
 }
 
 /// Guest RAM in MiB and vCPUs for every recording.
@@ -35,24 +48,35 @@ pub fn default_corpus() -> Vec<Recipe> {
     use DumpFormat::{KdumpFlattened, Raw};
     use KernelRecipe::{Custom, Debian};
     vec![
-        Recipe { name: "deb-amd64", kernel: Debian { flavour: "amd64" }, extra_formats: &[KdumpFlattened, Raw] },
-        Recipe { name: "deb-cloud-amd64", kernel: Debian { flavour: "cloud-amd64" }, extra_formats: &[] },
-        Recipe { name: "deb-rt-amd64", kernel: Debian { flavour: "rt-amd64" }, extra_formats: &[] },
+        Recipe { name: "deb-amd64", kernel: Debian { flavour: "amd64" }, extra_formats: &[KdumpFlattened, Raw], append_extra: "" },
+        Recipe { name: "deb-cloud-amd64", kernel: Debian { flavour: "cloud-amd64" }, extra_formats: &[], append_extra: "" },
+        // PREEMPT_RT threads the 8250 interrupt; under TCG the edge-triggered UART interrupt then
+        // fires faster than the thread drains it, the spurious-IRQ detector disables IRQ 3 and the
+        // control port stalls. `noirqdebug` turns that detector off.
+        Recipe {
+            name: "deb-rt-amd64",
+            kernel: Debian { flavour: "rt-amd64" },
+            extra_formats: &[],
+            append_extra: "noirqdebug",
+        },
         Recipe {
             name: "custom-thesis",
             kernel: Custom { fragment: "thesis.config" },
             extra_formats: &[KdumpFlattened, Raw],
+            append_extra: "",
         },
         Recipe {
             name: "custom-smp-preempt-kaslr",
             kernel: Custom { fragment: "smp-preempt-kaslr.config" },
             extra_formats: &[],
+            append_extra: "",
         },
-        Recipe { name: "custom-bare", kernel: Custom { fragment: "bare.config" }, extra_formats: &[] },
+        Recipe { name: "custom-bare", kernel: Custom { fragment: "bare.config" }, extra_formats: &[], append_extra: "" },
         Recipe {
             name: "custom-randstruct",
             kernel: Custom { fragment: "randstruct.config" },
             extra_formats: &[],
+            append_extra: "",
         },
     ]
 }

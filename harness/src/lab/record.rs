@@ -15,7 +15,7 @@ use crate::kbuild::Layout;
 use crate::lab::corpus::{Dump, DumpFormat, Entry, Flags, Mode, ModeRecord, QemuParams, Reference};
 use crate::lab::error::io;
 use crate::lab::qemu::{Guest, GuestSpec};
-use crate::lab::recipe::{Recipe, APPEND, MEMORY_MIB, SMP};
+use crate::lab::recipe::{Recipe, MEMORY_MIB, SMP};
 use crate::lab::truth;
 use crate::lab::{Error, Result};
 
@@ -38,18 +38,32 @@ const TRUTH_TIMEOUT: Duration = Duration::from_secs(300);
 const KALLSYMS_TIMEOUT: Duration = Duration::from_secs(900);
 const PANIC_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A RAM file name unique to this process and entry.
+/// A RAM file name unique to this process and entry. RAM files of this entry left behind by a
+/// recording process that no longer exists (killed mid-run) are removed.
 pub fn ram_file(name: &str) -> PathBuf {
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let prefix = format!("netdma-{name}-");
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for f in rd.flatten() {
+            let file_name = f.file_name();
+            let n = file_name.to_string_lossy();
+            let pid = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".ram")).and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+    }
     dir.join(format!("netdma-{name}-{}.ram", std::process::id()))
 }
 
-pub fn guest_spec(art: &KernelArtifacts, initrd: &Path, ram_path: PathBuf, run_dir: PathBuf) -> GuestSpec {
+pub fn guest_spec(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, ram_path: PathBuf, run_dir: PathBuf) -> GuestSpec {
     GuestSpec {
         kernel: art.vmlinuz.clone(),
         initrd: initrd.to_path_buf(),
-        append: APPEND.to_string(),
+        append: recipe.append(),
         memory_mib: MEMORY_MIB,
         smp: SMP,
         ram_path,
@@ -64,7 +78,7 @@ pub fn record(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, recipe_hash
         std::fs::create_dir_all(dir.join(sub)).map_err(io(dir.join(sub)))?;
     }
     let ram = ram_file(recipe.name);
-    let spec = guest_spec(art, initrd, ram.clone(), dir.join("logs"));
+    let spec = guest_spec(recipe, art, initrd, ram.clone(), dir.join("logs"));
     let result = record_guest(recipe, spec, dir);
     let _ = std::fs::remove_file(&ram);
     for sock in ["qmp.sock", "ctl.sock"] {
@@ -93,7 +107,7 @@ pub fn record(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, recipe_hash
         kernel_version: art.kernel_version.clone(),
         release,
         recipe_hash: recipe_hash.to_string(),
-        flags: Flags::from_config(&config_text, APPEND),
+        flags: Flags::from_config(&config_text, &recipe.append()),
         layout_digest: art.layout.digest(),
         modes,
         reference,
@@ -101,7 +115,7 @@ pub fn record(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, recipe_hash
             machine: "pc".into(),
             memory_mib: MEMORY_MIB,
             smp: SMP,
-            append: APPEND.into(),
+            append: recipe.append(),
         },
         dir: dir.to_path_buf(),
     };

@@ -27,7 +27,7 @@ pub fn static_fits(reference: &harness::kbuild::Layout) -> bool {
         ("task_struct.signal", l.task.signal),
         ("task_struct.real_cred", l.task.real_cred),
         ("task_struct.__state", l.task.state),
-        ("task_struct.exit_state", l.task.exit_state),
+        ("task_struct.exit_state", l.task.exit_state.unwrap_or(u64::MAX)),
         ("task_struct.comm", l.task.comm),
         ("task_struct.mm", l.task.mm),
         ("task_struct.flags", l.task.flags),

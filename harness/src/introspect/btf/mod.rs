@@ -137,6 +137,11 @@ impl Btf {
         Bytes::new(&self.data).sub(start, h.str_len as usize).unwrap_or(Bytes::new(&[]))
     }
 
+    /// The type section's bytes (for decoding kind-specific data elsewhere in the crate).
+    pub(crate) fn type_bytes(&self) -> Bytes<'_> {
+        self.types_section()
+    }
+
     /// Every type record in order; stops for good after the first error.
     pub fn records(&self) -> Records<'_> {
         Records { sec: self.types_section(), pos: 0, next_id: 1, failed: false }

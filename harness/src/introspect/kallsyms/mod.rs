@@ -286,3 +286,6 @@ fn read_tokens(mem: &dyn PhysMem, tt: PhysAddr) -> Result<Option<(Vec<Vec<u8>>, 
     }
     Ok(Some((tokens, ti)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,7 +69,7 @@ pub fn build(types: &dyn Types) -> Result<Layout, String> {
         real_cred: t.off(&["real_cred"])?,
         state: state.offset,
         state_size: if state.size == 0 { if state_name == "__state" { 4 } else { 8 } } else { state.size },
-        exit_state: t.off(&["exit_state"])?,
+        exit_state: Some(t.off(&["exit_state"])?),
         comm: t.off(&["comm"])?,
         mm: t.off(&["mm"])?,
         flags: t.off(&["flags"])?,
@@ -89,7 +89,7 @@ pub fn build(types: &dyn Types) -> Result<Layout, String> {
         env_end: m.off(&["env_end"])?,
     };
     let kthread = S::new(types, "kthread", &["full_name", "data"])
-        .and_then(|k| Ok(KthreadLayout { data: k.off(&["data"])?, full_name: k.off(&["full_name"])? }))
+        .and_then(|k| Ok(KthreadLayout { data: Some(k.off(&["data"])?), full_name: Some(k.off(&["full_name"])?) }))
         .ok();
     let worker = S::new(types, "worker", &["desc", "current_work", "pool"])
         .and_then(|w| {

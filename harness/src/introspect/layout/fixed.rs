@@ -32,7 +32,7 @@ pub fn debian_6_1_amd64() -> Layout {
             real_cred: 2952,
             state: 24,
             state_size: 4,
-            exit_state: 2308,
+            exit_state: Some(2308),
             comm: 2976,
             mm: 2272,
             flags: 44,
@@ -42,7 +42,7 @@ pub fn debian_6_1_amd64() -> Layout {
         signal: SignalLayout { thread_head: 16, nr_threads: Some(8) },
         cred: CredLayout { uid: 8 },
         mm: MmLayout { pgd: 72, arg_start: 312, arg_end: 320, env_start: 328, env_end: 336 },
-        kthread: Some(KthreadLayout { data: 24, full_name: 104 }),
+        kthread: Some(KthreadLayout { data: Some(24), full_name: Some(104) }),
         worker: Some(WorkerLayout { current_work: 16, pool: 72, desc: 116, desc_len: 24 }),
     }
 }

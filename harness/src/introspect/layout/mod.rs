@@ -6,6 +6,7 @@
 //! | `btf`       | `.BTF` in the image (`CONFIG_DEBUG_INFO_BTF`) | the kernel's own type info      |
 //! | `isf`       | a Volatility 3 ISF file (`--isf`)             | the file's `user_types`         |
 //! | `thesis`    | IKCONFIG in memory + `--kernel-source`        | kbuild with the recovered config|
+//! | `heuristic` | none (tasks in memory)                        | inferred from the tasks' values |
 //! | `static`    | none                                          | constants for one Debian kernel |
 //!
 //! Invariant: a method either returns a complete [`Layout`] (every required field found, each
@@ -39,7 +40,8 @@ pub struct TaskLayout {
     /// `__state` (5.14+) or `state`.
     pub state: u64,
     pub state_size: u64,
-    pub exit_state: u64,
+    /// `None` when the method could not learn it (then no task is reported as a zombie).
+    pub exit_state: Option<u64>,
     pub comm: u64,
     pub mm: u64,
     pub flags: u64,
@@ -68,11 +70,12 @@ pub struct MmLayout {
     pub env_end: u64,
 }
 
-/// `struct kthread` (kernel/kthread.c): the thread's data pointer and untruncated name.
+/// `struct kthread` (kernel/kthread.c): the thread's data pointer and untruncated name (each
+/// `None` when the method could not learn it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KthreadLayout {
-    pub data: u64,
-    pub full_name: u64,
+    pub data: Option<u64>,
+    pub full_name: Option<u64>,
 }
 
 /// `struct worker` (kernel/workqueue_internal.h), for "kworker/0:1-events" names.
@@ -203,16 +206,4 @@ pub fn learn(
         }
     }
     Err(LayoutError::NoneAvailable(skipped.join("; ")))
-}
-
-/// A method not written yet: always unavailable, saying so.
-struct Unimplemented(MethodKind);
-
-impl LayoutMethod for Unimplemented {
-    fn kind(&self) -> MethodKind {
-        self.0
-    }
-    fn layout(&self, _: &Kernel<'_>, _: &LayoutInputs) -> Result<Layout, LayoutError> {
-        Err(LayoutError::Unavailable { method: self.0, reason: "not implemented in this version".into() })
-    }
 }

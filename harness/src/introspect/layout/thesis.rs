@@ -1,15 +1,27 @@
 //! The `thesis` layout method: the kernel configuration recovered from memory (IKCONFIG) plus
-//! the kernel source (`--kernel-source`), compiled by the kernel's own build system to obtain
-//! the offsets (the seed thesis' method, made automatic).
+//! the kernel source (`--kernel-source`, a tree or a tarball), compiled by the kernel's own build
+//! system to obtain the offsets — the seed thesis' method, made automatic.
 //!
-//! Invariant: the method is available only when both prerequisites exist: IKCONFIG decodes
-//! from memory and a kernel source path is given. The build itself is delegated to
-//! `harness::kbuild::offsets` (owned by the guest-lab work); until that is merged this method
-//! reports itself unavailable with that reason rather than pretending.
+//! Pipeline: IKCONFIG → `.config` → `make O=<objdir> olddefconfig` + `modules_prepare` in a
+//! build directory keyed by the config's hash → `kbuild::offsets` (offsetof through kbuild) →
+//! [`Layout`]. Results are cached per (source, config) under
+//! `$XDG_CACHE_HOME/netdma/thesis/`, so only the first run per config pays for the build.
+//! `struct kthread` and `struct worker` are private to kernel/*.c and cannot be probed through
+//! headers; their few offsets are left to the walker's naming inference (see `naming`).
+//!
+//! Invariant: the method is available only when both prerequisites exist — IKCONFIG decodes
+//! from memory and a kernel source path is given; any later failure is `Failed`, with the
+//! build's own error text.
 
+use std::path::{Path, PathBuf};
+
+use super::build::{build, Field, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
 use crate::introspect::ikconfig;
 use crate::introspect::kernel::Kernel;
+use crate::kbuild::{self, FieldSpec};
+
+mod tree;
 
 pub struct ThesisMethod;
 
@@ -20,12 +32,60 @@ impl LayoutMethod for ThesisMethod {
 
     fn layout(&self, kernel: &Kernel<'_>, inputs: &LayoutInputs) -> Result<Layout, LayoutError> {
         let unavailable = |reason: String| LayoutError::Unavailable { method: MethodKind::Thesis, reason };
+        let failed = |reason: String| LayoutError::Failed { method: MethodKind::Thesis, reason };
         let config = ikconfig::read(kernel).map_err(|e| unavailable(e.to_string()))?;
         let source = inputs
             .kernel_source
             .as_deref()
             .ok_or_else(|| unavailable("no kernel source given (--kernel-source PATH)".into()))?;
-        tracing::info!(config_lines = config.text.lines().count(), source = %source.display(), "thesis: config recovered");
-        Err(unavailable("kbuild offset computation (harness::kbuild::offsets) is not merged yet".into()))
+        tracing::info!(config_lines = config.text.lines().count(), source = %source.display(), "thesis: config recovered from memory");
+        let measured = tree::offsets_for(source, &config.text, &fields()).map_err(failed)?;
+        build(&Measured(measured)).map_err(failed)
     }
+}
+
+/// What the probe measures: every member `layout::build` asks for.
+pub fn fields() -> Vec<FieldSpec> {
+    let mut v: Vec<FieldSpec> = [
+        "tasks", "pid", "tgid", "real_parent", "thread_node", "signal", "real_cred", "__state", "exit_state", "comm",
+        "mm", "flags", "start_boottime",
+    ]
+    .iter()
+    .map(|m| FieldSpec::offset("task_struct", m))
+    .collect();
+    v.push(FieldSpec::optional("task_struct", "worker_private"));
+    v.push(FieldSpec::size("task_struct"));
+    v.push(FieldSpec::offset("signal_struct", "thread_head"));
+    v.push(FieldSpec::optional("signal_struct", "nr_threads"));
+    v.push(FieldSpec::size("signal_struct"));
+    v.push(FieldSpec::offset("cred", "uid"));
+    v.push(FieldSpec::offset("cred", "euid"));
+    v.push(FieldSpec::size("cred"));
+    v.extend(["pgd", "arg_start", "arg_end", "env_start", "env_end"].iter().map(|m| FieldSpec::offset("mm_struct", m)));
+    v.push(FieldSpec::size("mm_struct"));
+    v
+}
+
+/// kbuild's measurements as a [`Types`] source. Member sizes are not measured; the walker only
+/// needs `__state`'s, which is `unsigned int` in every kernel that has the field.
+struct Measured(kbuild::Layout);
+
+impl Types for Measured {
+    fn struct_size(&self, name: &str, _: &[&str]) -> Result<u64, String> {
+        self.0.sizes.get(name).copied().ok_or_else(|| format!("kbuild did not measure sizeof(struct {name})"))
+    }
+
+    fn member(&self, name: &str, _: &[&str], member: &str) -> Result<Option<Field>, String> {
+        Ok(self.0.offset(&format!("{name}.{member}")).map(|offset| Field { offset, size: 0 }))
+    }
+}
+
+/// Where the thesis method keeps extracted sources, build directories and layouts.
+pub fn cache_root() -> PathBuf {
+    crate::lab::cache::Cache::open_default().root().join("thesis")
+}
+
+/// Whether `p` looks like a kernel source (tree or tarball).
+pub fn is_source(p: &Path) -> bool {
+    p.join("Makefile").is_file() || p.is_file()
 }

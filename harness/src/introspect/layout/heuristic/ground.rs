@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::probe::{failed, swapper_names, u64_at, unavailable, Obj, Probe, MAX_TASK_SIZE};
-use super::structs::MM_WIN;
+use super::mm::MM_WIN;
 use crate::introspect::addr::KVirt;
 use crate::introspect::kernel::Kernel;
 use crate::introspect::kspace::KernelSpace;
@@ -52,10 +52,11 @@ pub struct Ground<'m> {
     pub task_size: u64,
     /// Bytes of each task searched for fields: up to the FPU state that ends the struct.
     pub task_win: u64,
-    /// The kernel's top-level page table and the `init_mm` holding it, with the offset of
-    /// `pgd` in it, when found.
+    /// `init_mm` with the offset of `pgd` in it (kallsyms only: the idle task's `active_mm` is
+    /// NULL whenever it is switched out, so memory alone does not lead there).
     pub init_mm: Option<(Obj, u64)>,
-    pub top: Option<KVirt>,
+    /// The kernel's top-level page table (`init_top_pgt`).
+    pub top: KVirt,
     pub init_cred: Option<KVirt>,
     pub init_signals: Option<KVirt>,
     /// How each anchor was found, for the log.
@@ -120,25 +121,28 @@ pub fn ground<'m>(kernel: &Kernel<'m>, data_symbols: bool) -> Result<Ground<'m>,
         (None, None) => return Err(failed("cannot size task_struct: no fpu.fpstate self-pointer, no arch_task_struct_size")),
     };
     notes.push(format!("task_struct: {task_size} bytes ({})", if by_fpstate.is_some() { "fpstate" } else { "kallsyms" }));
-    let (init_mm, top) = match (s[2], s[3]) {
-        (Some(mm), Some(top)) => {
+    let top = match s[3] {
+        Some(t) => t,
+        None => {
+            let from = kernel.info.data_start.ok_or_else(|| failed("no init_top_pgt in kallsyms and no __start_init_task to search .data from"))?;
+            let t = search_top(&p, from, init.addr)?;
+            notes.push(format!("top-level page table {t}: found in .data"));
+            t
+        }
+    };
+    let init_mm = match s[2] {
+        Some(mm) => {
             let o = p.objs(&[mm], MM_WIN, "init_mm")?.remove(0);
-            let pgd = (0..MM_WIN as u64 - 7).step_by(8).filter(|&g| o.u64(g) == Some(top.0)).collect::<Vec<_>>();
+            let pgd: Vec<u64> = (0..MM_WIN as u64 - 7).step_by(8).filter(|&g| o.u64(g) == Some(top.0)).collect();
             match pgd.as_slice() {
-                [g] => (Some((o, *g)), Some(top)),
-                _ => return Err(failed(format!("init_mm holds init_top_pgt at {pgd:?}, not exactly once"))),
+                [g] => Some((o, *g)),
+                _ => return Err(failed(format!("init_mm holds the top-level page table at {pgd:?}, not exactly once"))),
             }
         }
-        _ => match find_top(&p, &init)? {
-            Some((o, g, top)) => {
-                notes.push(format!("init_mm {} and top page table {top}: from init_task", o.addr));
-                (Some((o, g)), Some(top))
-            }
-            None => (None, None),
-        },
+        None => None,
     };
     if space.page_tables.is_none() {
-        if let Some(root) = top.and_then(|t| space.linear(t)) {
+        if let Some(root) = space.linear(top) {
             space.page_tables = Some(PageTables::new(root, space.format));
         }
     }
@@ -200,7 +204,7 @@ fn search_init_task(space: &KernelSpace<'_>, from: KVirt) -> Result<KVirt, Layou
         let mut pos = 0;
         while let Some(k) = chunk[pos..].windows(7).position(|w| w == b"swapper").map(|k| k + pos) {
             pos = k + 1;
-            if !chunk.get(k..k + 16).is_some_and(|w| !swapper_names(w).is_empty()) {
+            if chunk.get(k..k + 16).is_none_or(|w| swapper_names(w).is_empty()) {
                 continue;
             }
             let at = va.0 + k as u64;
@@ -234,7 +238,7 @@ fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64, LayoutErr
     let len = init.bytes.len() as u64;
     for o in (0..len.saturating_sub(15)).step_by(8) {
         let (Some(next), Some(prev)) = (init.u64(o), init.u64(o + 8)) else { continue };
-        let far = |v: u64| v % 8 == 0 && v >= 0xff00_0000_0000_0000 && !space.in_image(KVirt(v));
+        let far = |v: u64| v.is_multiple_of(8) && v >= 0xff00_0000_0000_0000 && !space.in_image(KVirt(v));
         if !far(next) || !far(prev) || heads >= 64 {
             continue;
         }
@@ -266,35 +270,37 @@ fn looks_like_top(space: &KernelSpace<'_>, page: &[u8]) -> bool {
     present(511) && present(dm) && (0..512).all(frame_ok)
 }
 
-/// `init_mm` and the top-level table, from `init_task`'s image pointers.
-fn find_top(p: &Probe<'_, '_>, init: &Obj) -> Result<Option<(Obj, u64, KVirt)>, LayoutError> {
-    let len = init.bytes.len() as u64;
-    let ptrs: BTreeSet<u64> = (0..len.saturating_sub(7)).step_by(8).filter_map(|o| init.u64(o)).filter(|&v| p.image(v)).collect();
-    let ptrs: Vec<KVirt> = ptrs.into_iter().take(256).map(KVirt).collect();
-    let objs: Vec<Obj> = p.objs_lossy(&ptrs, MM_WIN).into_iter().flatten().collect();
-    let mut pairs = Vec::new();
-    for o in &objs {
-        for g in (0..MM_WIN as u64 - 7).step_by(8) {
-            if let Some(v) = o.u64(g).filter(|&v| v % 4096 == 0 && v != o.addr.0 && p.image(v)) {
-                pairs.push((o, g, KVirt(v)));
+/// The kernel's top-level page table in `.data` (no `init_top_pgt` symbol): the page-aligned
+/// page that looks like one and through which `init_task`'s own address translates to where
+/// the image mapping puts it. Scans 256 KiB chunks from `from`, stopping at the first chunk
+/// with a hit; the hit must be unique.
+fn search_top(p: &Probe<'_, '_>, from: KVirt, init_task: KVirt) -> Result<KVirt, LayoutError> {
+    let space = p.space;
+    let want = space.linear(init_task).ok_or_else(|| failed("init_task is not in the image"))?;
+    let mut off = 0;
+    while off < SEARCH_SPAN {
+        let va = from.wrapping_add(off);
+        let mut chunk = vec![0u8; CHUNK as usize];
+        if space.read(va, &mut chunk).is_err() {
+            break;
+        }
+        let mut hits = Vec::new();
+        for k in (0..CHUNK).step_by(4096) {
+            let page = &chunk[k as usize..(k + 4096) as usize];
+            if !looks_like_top(space, page) {
+                continue;
+            }
+            let Some(root) = space.linear(va.wrapping_add(k)) else { continue };
+            let t = PageTables::new(root, space.format).translate(space.mem(), init_task);
+            if t.is_ok_and(|t| t.phys == want) {
+                hits.push(va.wrapping_add(k));
             }
         }
-    }
-    let pages: BTreeSet<KVirt> = pairs.iter().map(|x| x.2).collect();
-    let pages: Vec<KVirt> = pages.into_iter().take(256).collect();
-    let tops: BTreeSet<KVirt> = pages
-        .iter()
-        .zip(p.objs_lossy(&pages, 4096))
-        .filter(|(_, o)| o.as_ref().is_some_and(|o| looks_like_top(p.space, &o.bytes)))
-        .map(|(&a, _)| a)
-        .collect();
-    let hits: Vec<&(&Obj, u64, KVirt)> = pairs.iter().filter(|x| tops.contains(&x.2)).collect();
-    match hits.as_slice() {
-        [(o, g, t)] => Ok(Some(((*o).clone(), *g, *t))),
-        [] => Ok(None),
-        many => {
-            let desc: Vec<String> = many.iter().map(|(o, g, t)| format!("{}+{g}→{t}", o.addr)).collect();
-            Err(failed(format!("several candidates for init_mm.pgd: {desc:?}")))
+        match hits.as_slice() {
+            [] => off += CHUNK,
+            [t] => return Ok(*t),
+            many => return Err(failed(format!("several top-level page table candidates in .data: {many:?}"))),
         }
     }
+    Err(failed(format!("no top-level page table in {off:#x} bytes of .data from {from}")))
 }

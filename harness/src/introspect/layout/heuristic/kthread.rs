@@ -4,12 +4,14 @@
 //!
 //! Rules:
 //! - `worker_private` → `kthread`, `kthread.data` → `worker`, `worker.task` → the task: on
-//!   every `kworker/*` thread this chain of heap pointers leads back to the task itself. Found
-//!   on one worker by following every heap pointer two levels deep (bounded windows), then
-//!   required on all.
+//!   every `kworker/*` thread this chain of heap pointers leads back to the task itself, through
+//!   three distinct objects, the first holding an empty completion (a self-pointing list head)
+//!   at the same offset on every worker. Found on one worker by following every heap pointer two
+//!   levels deep (bounded windows), then required on all.
 //! - `kthread.full_name`: NULL unless the name given at creation did not fit `comm` (16+ bytes);
 //!   then `comm` holds its first 15 bytes. So on every kernel thread NULL, or a heap string of
-//!   16+ bytes starting with a 15-byte `comm` — and on some kernel thread the latter.
+//!   16+ bytes starting with a 15-byte `comm` — and on some kernel thread the latter (without
+//!   one, `None`).
 //! - `worker.pool`: `kworker/<cpu>:<id>[H]` share a pool exactly when `<cpu>` and `H` agree, and
 //!   `kworker/u<pool>:<id>` when `<pool>` agrees — equal names, equal pointers.
 //! - `worker.desc`: `char[WORKER_DESC_LEN]` (24 since 3.x), on every worker empty or a
@@ -20,8 +22,9 @@
 //!   field is reported weak.
 //!
 //! Invariant: best effort — a part that does not fit uniquely is `None` (the walker then shows
-//! plain `comm`), never a guess passed off as found; reads are bounded by [`KT_WIN`] per object
-//! and [`MAX_FOLLOW`] objects per level.
+//! plain `comm`); the one convention (`current_work` with every worker idle) is reported as
+//! weak, never passed off as found; reads are bounded by [`KT_WIN`] per object and
+//! [`MAX_FOLLOW`] objects per level.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -48,7 +51,7 @@ pub struct KthreadFound {
 }
 
 /// Infer what can be inferred; see the module doc.
-pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64, _mm: u64) -> KthreadFound {
+pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64) -> KthreadFound {
     let mut out = KthreadFound::default();
     let kthreads: Vec<&Obj> =
         s.all().skip(1).filter(|t| t.u32(flags).is_some_and(|f| f & PF_KTHREAD != 0)).collect();
@@ -69,15 +72,11 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64, _mm: u64) -> Kthread
     out.worker_private = Some(w);
     let kt_addrs: Vec<KVirt> = kthreads.iter().map(|t| KVirt(t.u64(w).unwrap_or(0))).collect();
     let kts: Vec<Option<Obj>> = p.objs_lossy(&kt_addrs, KT_WIN);
-    match full_name(p, s, &kthreads, &kts, d) {
-        Some((f, weak)) => {
-            out.kthread = Some(KthreadLayout { data: d, full_name: f });
-            if weak {
-                out.weak.push("kthread.full_name");
-            }
-        }
-        None => tracing::info!("heuristic: kthread.full_name not placed"),
+    let full = full_name(p, s, &kthreads, &kts, d);
+    if full.is_none() {
+        tracing::info!("heuristic: kthread.full_name not placed (no long kernel thread name in the sample)");
     }
+    out.kthread = Some(KthreadLayout { data: Some(d), full_name: full });
     let kw: Vec<(&Obj, KVirt)> = kthreads
         .iter()
         .zip(&kts)
@@ -135,16 +134,22 @@ fn chain(p: &Probe<'_, '_>, task: &Obj, ws: &[u64], win: u64) -> Option<Vec<(u64
     (!found.is_empty()).then_some(found)
 }
 
-/// The one chain that holds on every worker.
+/// The one chain that holds on every worker, through an object that is a `struct kthread`:
+/// it holds an empty completion (a list head pointing at itself, twice) at the same offset on
+/// every worker. (A sleeping worker's saved stack pointer also leads, through a stack frame, to
+/// its `struct worker`; a stack frame has no such self-pointers.)
 fn verify(p: &Probe<'_, '_>, kworkers: &[&Obj], cands: &[(u64, u64, u64)]) -> Option<(u64, u64, u64)> {
     let fits: Vec<(u64, u64, u64)> = cands
         .iter()
         .copied()
         .filter(|&(w, d, k)| {
             let kts: Vec<KVirt> = kworkers.iter().map(|t| KVirt(t.u64(w).unwrap_or(0))).collect();
-            let datas: Vec<u64> = p.words(&kts.iter().map(|a| a.0.wrapping_add(d)).collect::<Vec<_>>()).into_iter().map(|v| v.unwrap_or(0)).collect();
+            let Some(objs): Option<Vec<Obj>> = p.objs_lossy(&kts, KT_WIN).into_iter().collect() else { return false };
+            let empty_list = |o: &Obj, c: u64| o.u64(c) == Some(o.at(c)) && o.u64(c + 8) == Some(o.at(c));
+            let kthread_like = (0..KT_WIN as u64 - 15).step_by(8).any(|c| objs.iter().all(|o| empty_list(o, c)));
+            let datas: Vec<u64> = objs.iter().map(|o| o.u64(d).unwrap_or(0)).collect();
             let backs = p.words(&datas.iter().map(|a| a.wrapping_add(k)).collect::<Vec<_>>());
-            kworkers.iter().zip(&datas).zip(backs).all(|((t, &dv), b)| p.heap(dv) && b == Some(t.addr.0))
+            kthread_like && kworkers.iter().zip(&datas).zip(backs).all(|((t, &dv), b)| p.heap(dv) && b == Some(t.addr.0))
         })
         .collect();
     match fits.as_slice() {
@@ -153,8 +158,8 @@ fn verify(p: &Probe<'_, '_>, kworkers: &[&Obj], cands: &[(u64, u64, u64)]) -> Op
     }
 }
 
-/// `kthread.full_name`, and whether it was placed by convention (no full name in the sample).
-fn full_name(p: &Probe<'_, '_>, s: &Sample<'_>, kthreads: &[&Obj], kts: &[Option<Obj>], data: u64) -> Option<(u64, bool)> {
+/// `kthread.full_name`, if some sampled kernel thread has a long name to show it by.
+fn full_name(p: &Probe<'_, '_>, s: &Sample<'_>, kthreads: &[&Obj], kts: &[Option<Obj>], data: u64) -> Option<u64> {
     let readable: Vec<(&Obj, &Obj)> = kthreads.iter().zip(kts).filter_map(|(t, k)| Some((*t, k.as_ref()?))).collect();
     let offs: Vec<u64> = (0..KT_WIN as u64 - 7)
         .step_by(8)
@@ -193,9 +198,8 @@ fn full_name(p: &Probe<'_, '_>, s: &Sample<'_>, kthreads: &[&Obj], kts: &[Option
         .collect();
     // Offsets NULL on every kernel thread fit trivially; only a long name is evidence.
     let strong: Vec<u64> = fits.iter().copied().filter(|&o| readable.iter().any(|(_, k)| k.u64(o).is_some_and(|v| v != 0))).collect();
-    match (strong.as_slice(), fits.first()) {
-        ([one], _) => Some((*one, false)),
-        ([], Some(&first)) => Some((first, true)),
+    match strong.as_slice() {
+        [one] => Some(*one),
         _ => None,
     }
 }

@@ -5,36 +5,45 @@
 //! and found in memory when it does not ([`ground`]).
 //!
 //! Order of inference, each step checked on every sampled task (rules in the submodules):
-//! 1. [`ground`]: `init_task`, the direct-map base, `sizeof(task_struct)`, `init_mm` and the
-//!    kernel's top-level page table.
+//! 1. [`ground`]: `init_task`, the direct-map base, `sizeof(task_struct)`, the kernel's
+//!    top-level page table (and `init_mm` when kallsyms names it).
 //! 2. `comm`: "swapper[/N]" in `init_task`; `tasks`: the one list head of `init_task` that goes
 //!    round named heap tasks with consistent back links and returns ([`probe`]).
 //! 3. The members' windows are read (all of them up to 128, else the first 32 and last 96).
 //! 4. `signal`, `thread_node`, `thread_head` from `init_task`'s one-node thread list
-//!    ([`structs::find_signal`]); every sampled group's thread list, which tells `pid` from
+//!    ([`signal::find_signal`]); every sampled group's thread list, which tells `pid` from
 //!    `tgid` ([`task::pid_like`], [`task::pid_tgid`]) and gives `nr_threads`.
 //! 5. `real_parent`, `real_cred` + `cred.uid`, `mm` + `flags` + `mm_struct.pgd`, the argument
-//!    area, `__state`, `exit_state`, `start_boottime` ([`task`], [`structs`]).
+//!    area, `__state`, `exit_state`, `start_boottime` ([`task`], [`cred`], [`mm`]).
 //! 6. `worker_private`, `struct kthread`, `struct worker` ([`kthread`]) — optional: the walker
 //!    falls back to plain `comm` without them.
 //!
+//! Ties between fields that hold equal values on every sampled task (`real_parent`/`parent`,
+//! `real_cred`/`cred`, `mm`/`active_mm`, `start_time`/`start_boottime`, `arg_end`/`env_start`,
+//! uid among the ids of a shuffled `struct cred`) cannot be broken by values. They are broken
+//! by declaration order only when the two candidates are adjacent and the layout does not look
+//! shuffled (`tgid` right after `pid`, as declared in every version); otherwise the lowest (or,
+//! for the clock, the later) is taken and the field is listed in [`Inference::weak`] — right in
+//! value for this memory, possibly not the kernel's own offset (RANDSTRUCT).
+//!
 //! Invariant: the method only reads (through a copy of the [`Kernel`]'s address space), in
 //! batches, with every search bounded (task window ≤ 16 KiB, list walks ≤ 2^16 nodes, sample ≤
-//! 128 groups); it returns a layout only when each required offset is the single one that fits
-//! (or, for the few fields documented as such, is placed by a stated convention and reported in
-//! [`Inference::weak`]), and otherwise [`LayoutError::Failed`] naming the field and the offsets
+//! 128 groups, `.data` searches ≤ 32 MiB); it returns a layout only when each required offset
+//! is the single one that fits or a tie reported in [`Inference::weak`]; optional fields
+//! (`exit_state` without a zombie, `nr_threads`, the kthread/worker structures) are `None`
+//! without evidence; anything else is [`LayoutError::Failed`] naming the field and the offsets
 //! left. [`LayoutError::Unavailable`] means `init_task` cannot even be looked for.
 
+pub mod cred;
 pub mod ground;
 pub mod kthread;
+pub mod mm;
 pub mod probe;
-pub mod structs;
+pub mod signal;
 pub mod task;
 
 #[cfg(test)]
 mod tests;
-
-use std::collections::BTreeSet;
 
 use super::{CredLayout, Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind, MmLayout, SignalLayout, TaskLayout};
 use crate::introspect::addr::KVirt;
@@ -113,8 +122,8 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
     let picked: Vec<KVirt> = sample_indices(ring.members.len()).into_iter().map(|i| ring.members[i]).collect();
     let leaders = p.objs(&picked, win, "task_struct")?;
 
-    let sf = structs::find_signal(&p, &init, g.init_signals)?;
-    let groups = structs::groups(&p, &leaders, sf)?;
+    let sf = signal::find_signal(&p, &init, g.init_signals)?;
+    let groups = signal::groups(&p, &leaders, sf)?;
     let mut thread_addrs = Vec::new();
     for gr in &groups {
         let others = gr.members.iter().filter(|&&m| m != leaders[gr.leader].addr).take(THREADS_PER_GROUP);
@@ -128,34 +137,41 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
     let s = Sample { init: &init, leaders: &leaders, threads: &threads, win: win as u64, comm: ring.comm };
     let like = task::pid_like(&s);
     let (pid, tgid) = task::pid_tgid(&s, &like)?;
-    let real_parent = task::real_parent(&s, |v| p.heap(v))?;
+    // Fields declared next to each other in every version that are not adjacent here: the
+    // layout is shuffled (RANDSTRUCT), and declaration order decides nothing.
+    let shuffled = tgid != pid + 4;
+    let mut weak = Vec::new();
+    let (real_parent, rp_fits) = task::real_parent(&s, |v| p.heap(v))?;
+    if rp_fits.len() > 1 && !cred::declared_first(&rp_fits, 8, shuffled) {
+        weak.push("real_parent");
+    }
     let all: Vec<&Obj> = s.all().collect();
-    let (real_cred, uid) = structs::find_cred(&p, &all, g.init_cred, ver >= (6, 3))?;
+    let cred = cred::find_cred(&p, &s, g.init_cred, ver >= (6, 3), shuffled, sf.signal)?;
+    weak.extend(cred.weak.iter().copied());
 
-    let ((init_mm, pgd), top) = match (&g.init_mm, g.top) {
-        (Some(m), Some(t)) => (m, t),
-        _ => return Err(failed("init_mm / the kernel's top-level page table not found")),
-    };
     let mf = task::mm_flags(&s, |v| p.heap(v));
-    let (mm, flags) = structs::find_mm(&p, &all, &mf, *pgd, top)?;
-    let user_mms: BTreeSet<u64> = all.iter().filter_map(|t| t.u64(mm)).filter(|&v| v != 0).collect();
-    let user_mms: Vec<KVirt> = user_mms.into_iter().map(KVirt).collect();
-    let mms = p.objs(&user_mms, structs::MM_WIN, "mm_struct")?;
-    let arg_start = structs::find_args(&p, &mms, init_mm, *pgd)?;
+    let mmf = mm::find_mm(&p, &all, &mf, g.top, g.init_mm.as_ref(), shuffled)?;
+    if mmf.weak {
+        weak.push("mm");
+    }
+    let (mm, flags, pgd) = (mmf.mm, mmf.flags, mmf.pgd);
+    let args = mm::find_args(&p, &mmf.mms, g.init_mm.as_ref().map(|x| &x.0), pgd)?;
+    if args.weak {
+        weak.push("mm_struct.arg_end/env_start");
+    }
 
     let state_size = if ver >= (5, 14) { 4 } else { 8 };
     let state = task::state(&s, state_size)?;
-    let mut weak = Vec::new();
-    let (exit_state, exit_weak) = task::exit_state(&s, state, state_size, mm)?;
-    if exit_weak {
-        weak.push("exit_state");
+    let exit_state = task::exit_state(&s, state)?;
+    let taken = [(pid, 4), (tgid, 4), (state, state_size), (exit_state.unwrap_or(state), 4), (flags, 4), (mm, 8), (real_parent, 8), (cred.real_cred, 8)];
+    let (start_boottime, tied) = task::start_boottime(&s, &taken)?;
+    if tied.len() > 1 && !cred::declared_first(&tied, 8, shuffled) {
+        weak.push("start_boottime");
     }
-    let taken = [(pid, 4), (tgid, 4), (state, state_size), (exit_state, 4), (flags, 4), (mm, 8), (real_parent, 8), (real_cred, 8)];
-    let start_boottime = task::start_boottime(&s, &taken)?;
-    let init_signals = p.objs(&[KVirt(init.u64(sf.signal).unwrap_or(0))], structs::SIGNAL_WIN, "init_signals")?.remove(0);
-    let nr_threads = structs::nr_threads(&init_signals, &groups, sf.thread_head);
+    let init_signals = p.objs(&[KVirt(init.u64(sf.signal).unwrap_or(0))], signal::SIGNAL_WIN, "init_signals")?.remove(0);
+    let nr_threads = signal::nr_threads(&init_signals, &groups, sf.thread_head);
 
-    let kt = kthread::infer(&p, &s, flags, mm);
+    let kt = kthread::infer(&p, &s, flags);
     weak.extend(kt.weak.iter().copied());
 
     let layout = Layout {
@@ -167,7 +183,7 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
             real_parent,
             thread_node: sf.thread_node,
             signal: sf.signal,
-            real_cred,
+            real_cred: cred.real_cred,
             state,
             state_size,
             exit_state,
@@ -178,8 +194,8 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
             worker_private: kt.worker_private,
         },
         signal: SignalLayout { thread_head: sf.thread_head, nr_threads },
-        cred: CredLayout { uid },
-        mm: MmLayout { pgd: *pgd, arg_start, arg_end: arg_start + 8, env_start: arg_start + 16, env_end: arg_start + 24 },
+        cred: CredLayout { uid: cred.uid },
+        mm: MmLayout { pgd, arg_start: args.arg_start, arg_end: args.arg_end, env_start: args.env_start, env_end: args.env_end },
         kthread: kt.kthread,
         worker: kt.worker,
     };

@@ -79,12 +79,12 @@ pub struct Probe<'a, 'm> {
 impl Probe<'_, '_> {
     /// An 8-aligned pointer into the direct map (where slab objects live).
     pub fn heap(&self, v: u64) -> bool {
-        v % 8 == 0 && self.space.in_direct_map(KVirt(v))
+        v.is_multiple_of(8) && self.space.in_direct_map(KVirt(v))
     }
 
     /// An 8-aligned pointer into the kernel image (static data such as `init_cred`).
     pub fn image(&self, v: u64) -> bool {
-        v % 8 == 0 && self.space.in_image(KVirt(v))
+        v.is_multiple_of(8) && self.space.in_image(KVirt(v))
     }
 
     /// Either of the above.
@@ -244,32 +244,4 @@ pub fn swapper_names(init: &[u8]) -> Vec<u64> {
         }
     }
     out
-}
-
-/// Follow the circular list whose head is at `head` (its first node `first`), `node_off`
-/// bytes into each member, checking back links. Returns member addresses (node minus
-/// `node_off`) in order, at most `limit`.
-pub fn follow(p: &Probe<'_, '_>, head: u64, first: u64, node_off: u64, limit: usize) -> Result<Vec<KVirt>, String> {
-    let mut out = Vec::new();
-    let (mut prev, mut node) = (head, first);
-    let mut seen = HashSet::new();
-    while node != head {
-        if !p.heap(node) {
-            return Err(format!("list node {:#x} after {prev:#x} is not a heap pointer", node));
-        }
-        if !seen.insert(node) || out.len() >= limit {
-            return Err(format!("list at {head:#x} does not return to its head within {limit} nodes"));
-        }
-        let w = p.words(&[node, node.wrapping_add(8)]);
-        let (Some(next), Some(back)) = (w[0], w[1]) else {
-            return Err(format!("list node {node:#x} unreadable"));
-        };
-        if back != prev {
-            return Err(format!("list node {node:#x}: prev {back:#x}, expected {prev:#x}"));
-        }
-        out.push(KVirt(node.wrapping_sub(node_off)));
-        prev = node;
-        node = next;
-    }
-    Ok(out)
 }

@@ -9,7 +9,7 @@
 //! Invariant: pure functions of the sampled bytes; no reads, no panics on short windows (an
 //! offset whose bytes are missing on any task is not a candidate).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::probe::{failed, Obj};
 use super::super::LayoutError;
@@ -113,8 +113,9 @@ pub fn pid_tgid(s: &Sample<'_>, like: &[u64]) -> Result<(u64, u64), LayoutError>
 /// `real_parent`: `init_task`, `init` and `kthreadd` all point at `init_task`; every other
 /// task at a heap address, most of them (half at least) at a task of the sample. `parent`
 /// holds the same values except under ptrace; when several offsets fit, the lowest is taken
-/// (`real_parent` is declared before `parent`) if they agree on every task.
-pub fn real_parent(s: &Sample<'_>, heap: impl Fn(u64) -> bool) -> Result<u64, LayoutError> {
+/// (`real_parent` is declared before `parent`) if they agree on every task. Returns it with
+/// every offset that fitted.
+pub fn real_parent(s: &Sample<'_>, heap: impl Fn(u64) -> bool) -> Result<(u64, Vec<u64>), LayoutError> {
     let known: HashSet<u64> = s.all().map(|t| t.addr.0).collect();
     let init = s.init.addr.0;
     let fits: Vec<u64> = s
@@ -129,7 +130,7 @@ pub fn real_parent(s: &Sample<'_>, heap: impl Fn(u64) -> bool) -> Result<u64, La
             rest.len() + 3 == s.all().count() && rest.iter().all(|&v| v == init || heap(v)) && 2 * to_known >= rest.len()
         })
         .collect();
-    agreeing_lowest("real_parent", s, &fits, 8)
+    agreeing_lowest("real_parent", s, &fits, 8).map(|o| (o, fits))
 }
 
 /// The lowest of several offsets, if they hold the same bytes on every task; else an error.
@@ -211,12 +212,13 @@ pub fn state(s: &Sample<'_>, size: u64) -> Result<u64, LayoutError> {
 }
 
 /// `exit_state`: 0, `EXIT_DEAD`, `EXIT_ZOMBIE` (or both); non-zero exactly on tasks whose
-/// `__state` is `TASK_DEAD`. With no dead task in the sample every always-zero field fits;
-/// then the rule of layout is used: the first fitting `int` in the 64 bytes after `mm` (where
-/// `exit_state` has sat since 2.6), and the caller is told the result is weak.
-pub fn exit_state(s: &Sample<'_>, state: u64, state_size: u64, mm: u64) -> Result<(u64, bool), LayoutError> {
-    let dead = |t: &Obj| t.slice(state, state_size).and_then(|b| b.first()).is_some_and(|&b| u32::from(b) & TASK_DEAD != 0);
-    let any_dead = s.all().any(|t| dead(t));
+/// `__state` is `TASK_DEAD`. With no dead task in the sample every always-zero field fits and
+/// nothing tells them apart: `None` (the walker then reports no zombies).
+pub fn exit_state(s: &Sample<'_>, state: u64) -> Result<Option<u64>, LayoutError> {
+    let dead = |t: &Obj| t.u32(state).is_some_and(|v| v & TASK_DEAD != 0);
+    if !s.all().any(dead) {
+        return Ok(None);
+    }
     let fits: Vec<u64> = s
         .offsets(4, 4)
         .filter(|&o| o != state)
@@ -227,11 +229,7 @@ pub fn exit_state(s: &Sample<'_>, state: u64, state_size: u64, mm: u64) -> Resul
             })
         })
         .collect();
-    if any_dead {
-        return one("exit_state", &fits).map(|o| (o, false));
-    }
-    let near: Vec<u64> = fits.iter().copied().filter(|&o| o >= mm + 8 && o < mm + 64).collect();
-    near.first().map(|&o| (o, true)).ok_or_else(|| failed("exit_state: no dead task to recognise it by, and no zero int after mm"))
+    one("exit_state", &fits).map(Some)
 }
 
 /// `start_boottime` (ns since boot, suspend included): 0 on `init_task`; at least 10 µs on
@@ -242,7 +240,8 @@ pub fn exit_state(s: &Sample<'_>, state: u64, state_size: u64, mm: u64) -> Resul
 /// on equal values the later one (`start_boottime` is declared after `start_time`). Offsets
 /// overlapping fields already placed (`taken`: offset, size) are not candidates — `pid` and
 /// `tgid` read as one `u64` also grow with creation order.
-pub fn start_boottime(s: &Sample<'_>, taken: &[(u64, u64)]) -> Result<u64, LayoutError> {
+/// Returns it with the offsets that tied with it (equal values on every task).
+pub fn start_boottime(s: &Sample<'_>, taken: &[(u64, u64)]) -> Result<(u64, Vec<u64>), LayoutError> {
     let n = s.leaders.len();
     let fits: Vec<u64> = s
         .offsets(8, 8)
@@ -263,19 +262,8 @@ pub fn start_boottime(s: &Sample<'_>, taken: &[(u64, u64)]) -> Result<u64, Layou
     let top: Vec<u64> = fits.iter().copied().filter(|&o| Some(sum(o)) == best).collect();
     // Equal sums: the fields must agree on every task to be the same clock.
     match top.as_slice() {
-        [] => one("start_boottime", &[]),
-        [.., last] if top.iter().all(|&o| s.all().all(|t| t.u64(o) == t.u64(*last))) => Ok(*last),
+        [] => one("start_boottime", &[]).map(|o| (o, Vec::new())),
+        [.., last] if top.iter().all(|&o| s.all().all(|t| t.u64(o) == t.u64(*last))) => Ok((*last, top.clone())),
         many => Err(failed(format!("ambiguous start_boottime: offsets {many:?}"))),
     }
-}
-
-/// Group the sample's tasks by the value at `off` (for fields that are shared pointers).
-pub fn by_value<'s>(tasks: impl Iterator<Item = &'s Obj>, off: u64) -> HashMap<u64, Vec<&'s Obj>> {
-    let mut m: HashMap<u64, Vec<&Obj>> = HashMap::new();
-    for t in tasks {
-        if let Some(v) = t.u64(off) {
-            m.entry(v).or_default().push(t);
-        }
-    }
-    m
 }

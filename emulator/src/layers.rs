@@ -1,0 +1,446 @@
+//! Wrappers that implement [`PhysMem`] over any [`PhysMem`], so an analysis runs unchanged
+//! with or without them (memflow-style layers):
+//!
+//! - [`Counting`] counts reads, bytes, batches and failures with atomics; its
+//!   [`snapshot`](Counting::snapshot) is what `--stats` prints and what experiments record
+//!   ("how many DMA reads did `ps` need?").
+//! - [`Cache`] is a small bounded read-through page cache. Analyses that revisit the same
+//!   pages (page-table walks, list traversals) put it over a slow source such as the DMA
+//!   requester. It assumes memory does not change while cached: do not put it over a live
+//!   guest unless stale pages are acceptable.
+//!
+//! Invariant: a wrapper never changes what a read returns (bytes or error address), only how
+//! often the inner source is asked; batches stay batches, so pipelining backends keep
+//! pipelining underneath.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::mem::{MemError, PhysAddr, PhysMem, PhysRange, ReadOp};
+
+/// Read counters at one moment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Reads requested (each op of a batch counts once).
+    pub reads: u64,
+    /// Bytes requested.
+    pub bytes: u64,
+    /// `read_batch` calls.
+    pub batches: u64,
+    /// Reads that failed.
+    pub errors: u64,
+}
+
+/// Counts every read that passes through.
+#[derive(Debug)]
+pub struct Counting<M> {
+    inner: M,
+    reads: AtomicU64,
+    bytes: AtomicU64,
+    batches: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl<M: PhysMem> Counting<M> {
+    pub fn new(inner: M) -> Self {
+        Counting {
+            inner,
+            reads: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> Counts {
+        Counts {
+            reads: self.reads.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+
+    pub fn into_inner(self) -> M {
+        self.inner
+    }
+}
+
+impl<M: PhysMem> PhysMem for Counting<M> {
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        self.reads.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(buf.len() as u64, Relaxed);
+        let r = self.inner.read_phys(addr, buf);
+        if r.is_err() {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        self.batches.fetch_add(1, Relaxed);
+        self.reads.fetch_add(ops.len() as u64, Relaxed);
+        self.bytes
+            .fetch_add(ops.iter().map(|op| op.buf.len() as u64).sum(), Relaxed);
+        let results = self.inner.read_batch(ops);
+        self.errors.fetch_add(
+            results.iter().filter(|r| r.is_err()).count() as u64,
+            Relaxed,
+        );
+        results
+    }
+
+    fn ranges(&self) -> Vec<PhysRange> {
+        self.inner.ranges()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Cache hit/miss counters (per page looked up).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Pages held now.
+    pub pages: usize,
+}
+
+/// Page size of [`Cache`].
+pub const CACHE_PAGE: u64 = 4096;
+
+struct Slot {
+    page: u64,
+    data: Box<[u8]>,
+    referenced: bool,
+}
+
+/// Pages held, evicted by the CLOCK (second chance) policy.
+struct Clock {
+    slots: Vec<Slot>,
+    index: HashMap<u64, usize>,
+    hand: usize,
+    capacity: usize,
+}
+
+impl Clock {
+    fn copy_out(&mut self, page: u64, off: usize, out: &mut [u8]) -> bool {
+        let Some(&i) = self.index.get(&page) else {
+            return false;
+        };
+        let slot = &mut self.slots[i];
+        slot.referenced = true;
+        out.copy_from_slice(&slot.data[off..off + out.len()]);
+        true
+    }
+
+    fn insert(&mut self, page: u64, data: &[u8]) {
+        if self.index.contains_key(&page) || self.capacity == 0 {
+            return;
+        }
+        let slot = Slot {
+            page,
+            data: data.into(),
+            referenced: false,
+        };
+        if self.slots.len() < self.capacity {
+            self.index.insert(page, self.slots.len());
+            self.slots.push(slot);
+            return;
+        }
+        // At most two sweeps: the first clears every reference bit.
+        for _ in 0..2 * self.slots.len() {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            if self.slots[i].referenced {
+                self.slots[i].referenced = false;
+                continue;
+            }
+            self.index.remove(&self.slots[i].page);
+            self.index.insert(page, i);
+            self.slots[i] = slot;
+            return;
+        }
+    }
+}
+
+/// A bounded read-through cache of whole 4 KiB pages.
+pub struct Cache<M> {
+    inner: M,
+    clock: Mutex<Clock>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl<M: PhysMem> Cache<M> {
+    /// Cache at most `capacity` pages (each [`CACHE_PAGE`] bytes).
+    pub fn new(inner: M, capacity: usize) -> Self {
+        Cache {
+            inner,
+            clock: Mutex::new(Clock {
+                slots: Vec::new(),
+                index: HashMap::new(),
+                hand: 0,
+                capacity,
+            }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            pages: self.clock.lock().map(|c| c.slots.len()).unwrap_or(0),
+        }
+    }
+
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+
+    fn insert(&self, page: u64, data: &[u8]) {
+        if let Ok(mut clock) = self.clock.lock() {
+            clock.insert(page, data);
+        }
+    }
+
+    fn missing(&self, addr: PhysAddr, len: usize, out: &mut Vec<u64>) {
+        let Ok(clock) = self.clock.lock() else { return };
+        for (page, _, _) in pages(addr, len) {
+            if clock.index.contains_key(&page) {
+                self.hits.fetch_add(1, Relaxed);
+            } else {
+                self.misses.fetch_add(1, Relaxed);
+                out.push(page);
+            }
+        }
+    }
+}
+
+/// The pages `[addr, addr+len)` touches: (page number, offset in page, range in the buffer).
+fn pages(addr: PhysAddr, len: usize) -> impl Iterator<Item = (u64, usize, std::ops::Range<usize>)> {
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let a = addr.0.checked_add(done as u64)?;
+        let off = (a % CACHE_PAGE) as usize;
+        let n = (CACHE_PAGE as usize - off).min(len - done);
+        let item = (a / CACHE_PAGE, off, done..done + n);
+        done += n;
+        Some(item)
+    })
+}
+
+impl<M: PhysMem> PhysMem for Cache<M> {
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        let mut results = self.read_batch(&mut [ReadOp { addr, buf }]);
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        // 1. Which pages are missing, over all ops (deduplicated, in order).
+        let mut missing = Vec::new();
+        for op in ops.iter() {
+            self.missing(op.addr, op.buf.len(), &mut missing);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        // 2. Fetch them in one batch from the inner source.
+        let mut fetched: HashMap<u64, Vec<u8>> = HashMap::with_capacity(missing.len());
+        if !missing.is_empty() {
+            let mut bufs: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|_| vec![0u8; CACHE_PAGE as usize])
+                .collect();
+            let mut page_ops: Vec<ReadOp<'_>> = missing
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(&page, buf)| ReadOp {
+                    addr: PhysAddr(page * CACHE_PAGE),
+                    buf,
+                })
+                .collect();
+            let results = self.inner.read_batch(&mut page_ops);
+            drop(page_ops);
+            for ((page, buf), r) in missing.iter().zip(bufs).zip(results) {
+                if r.is_ok() {
+                    self.insert(*page, &buf);
+                    fetched.insert(*page, buf);
+                }
+            }
+        }
+        // 3. Fill each op from this batch's pages or the cache; an op touching a page that
+        //    could not be read whole (a partly backed page, an error) goes to the source
+        //    directly, which also yields the exact failing address.
+        ops.iter_mut()
+            .map(|op| {
+                let mut complete = true;
+                for (page, off, range) in pages(op.addr, op.buf.len()) {
+                    let out = &mut op.buf[range];
+                    match fetched.get(&page) {
+                        Some(data) => out.copy_from_slice(&data[off..off + out.len()]),
+                        None => {
+                            let hit = self
+                                .clock
+                                .lock()
+                                .map(|mut c| c.copy_out(page, off, out))
+                                .unwrap_or(false);
+                            if !hit {
+                                complete = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if complete {
+                    Ok(())
+                } else {
+                    self.inner.read_phys(op.addr, op.buf)
+                }
+            })
+            .collect()
+    }
+
+    fn ranges(&self) -> Vec<PhysRange> {
+        self.inner.ranges()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source whose byte at `a` is `a % 251`, backed on `[0, len)`, counting inner reads.
+    struct Pattern {
+        len: u64,
+        reads: AtomicU64,
+    }
+
+    impl PhysMem for Pattern {
+        fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+            self.reads.fetch_add(1, Relaxed);
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = addr.0 + i as u64;
+                if a >= self.len {
+                    return Err(MemError::Unmapped { addr: PhysAddr(a) });
+                }
+                *b = (a % 251) as u8;
+            }
+            Ok(())
+        }
+        fn ranges(&self) -> Vec<PhysRange> {
+            vec![PhysRange::new(0, self.len)]
+        }
+        fn describe(&self) -> String {
+            "pattern".into()
+        }
+    }
+
+    fn expect(addr: u64, n: usize) -> Vec<u8> {
+        (addr..addr + n as u64).map(|a| (a % 251) as u8).collect()
+    }
+
+    #[test]
+    fn cache_serves_identical_bytes_and_errors() {
+        // The source ends mid-page, so the last page can never be cached whole.
+        let c = Cache::new(
+            Pattern {
+                len: 10 * 4096 + 100,
+                reads: AtomicU64::new(0),
+            },
+            4,
+        );
+        let mut seed = 7u64;
+        for _ in 0..500 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let addr = (seed >> 20) % (11 * 4096);
+            let n = ((seed >> 8) % 9000) as usize + 1;
+            let mut buf = vec![0u8; n];
+            let r = c.read_phys(PhysAddr(addr), &mut buf);
+            if addr + n as u64 <= 10 * 4096 + 100 {
+                assert!(r.is_ok(), "{addr:#x}+{n}");
+                assert_eq!(buf, expect(addr, n));
+            } else {
+                let first_bad = addr.max(10 * 4096 + 100);
+                assert_eq!(r.unwrap_err().addr(), PhysAddr(first_bad));
+            }
+        }
+        let s = c.stats();
+        assert!(s.pages <= 4);
+        assert!(s.hits > 0 && s.misses > 0);
+    }
+
+    #[test]
+    fn repeated_reads_hit_the_cache() {
+        let c = Cache::new(
+            Pattern {
+                len: 1 << 20,
+                reads: AtomicU64::new(0),
+            },
+            16,
+        );
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            c.read_phys(PhysAddr(0x1234), &mut buf).unwrap();
+        }
+        assert_eq!(c.inner().reads.load(Relaxed), 1);
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 9,
+                misses: 1,
+                pages: 1
+            }
+        );
+    }
+
+    #[test]
+    fn counting_counts_reads_batches_bytes_errors() {
+        let c = Counting::new(Pattern {
+            len: 4096,
+            reads: AtomicU64::new(0),
+        });
+        let mut a = [0u8; 10];
+        let mut b = [0u8; 20];
+        c.read_phys(PhysAddr(0), &mut a).unwrap();
+        assert!(c.read_phys(PhysAddr(4090), &mut a).is_err());
+        let results = c.read_batch(&mut [
+            ReadOp {
+                addr: PhysAddr(0),
+                buf: &mut a,
+            },
+            ReadOp {
+                addr: PhysAddr(100),
+                buf: &mut b,
+            },
+        ]);
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(
+            c.snapshot(),
+            Counts {
+                reads: 4,
+                bytes: 50,
+                batches: 1,
+                errors: 1
+            }
+        );
+    }
+}

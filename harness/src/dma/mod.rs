@@ -1,0 +1,31 @@
+//! The NetTLP DMA requester: a remote machine's physical memory as a [`PhysMem`], read with
+//! PCIe Memory Reads over UDP (what libtlp's `dma_read` does, pipelined).
+//!
+//! ```text
+//!   PhysMem::read_batch / read_phys        Requester::read_blocking
+//!              │                                   │
+//!   requester  engine: pieces → tags → MRd batches; completions → reassembly; timeouts → retry
+//!     ├─ target     nettlp://ADDR[:TAG]?options  (what TAG means, defaults)
+//!     ├─ request    split at 4 KiB and MRRS; completion checks and reassembly (pure)
+//!     ├─ tags       FIFO tag pool with rest times (stale-completion defence)
+//!     ├─ rto        adaptive retransmission timeout (RFC 6298 on request round trips)
+//!     └─ stats      counters and latency histogram
+//!   bench        blocking and pipelined read benchmarks, rows for results/wire-*.csv
+//! ```
+//!
+//! Invariant: nothing here writes to the target, except [`Requester::write_for_testing`],
+//! which exists only to test the emulator's `--allow-write`.
+//!
+//! [`PhysMem`]: emulator::mem::PhysMem
+
+pub mod bench;
+pub mod request;
+pub mod requester;
+pub mod rto;
+pub mod stats;
+pub mod tags;
+pub mod target;
+
+pub use requester::{query_dev_id, DmaError, Requester};
+pub use stats::{DmaStats, Histogram};
+pub use target::{RequesterId, Reuse, Target, TargetError};

@@ -1,0 +1,205 @@
+//! One Memory Read on the wire: how a read is split into requests, and how the completions of
+//! one request are checked and put back together.
+//!
+//! Splitting: a request never crosses a 4 KiB boundary (PCIe forbids it) and asks for at most
+//! the max read request size.
+//!
+//! Reassembly: a completion belongs to the request whose tag it carries, and must fit it:
+//! same requester ID; Byte Count in `1..=len` (so it names the offset `len - BC` of its first
+//! byte); Lower Address equal to the low 7 bits of that byte's address; data length from the
+//! PCIe rule ([`Completion::data_range`]) inside the request and present in the datagram; and
+//! none of its DWs already received. Completions may arrive in any order (UDP reorders).
+//!
+//! Invariant: [`Reassembly::accept`] never panics, never reports data outside `0..len`, and
+//! reports each byte of the request at most once; the request is done when every byte was.
+
+use core::ops::Range;
+use emulator::wire::tlp::{Completion, CplStatus};
+
+/// Split `len` bytes at `addr` into requests `(addr, len)` that stay inside one 4 KiB page
+/// and ask for at most `mrrs` bytes.
+pub fn split(addr: u64, len: usize, mrrs: u32) -> impl Iterator<Item = (u64, u32)> {
+    let mrrs = u64::from(mrrs.clamp(4, 4096));
+    let end = addr.saturating_add(len as u64);
+    let mut cur = addr;
+    std::iter::from_fn(move || {
+        if cur >= end {
+            return None;
+        }
+        let page_end = (cur | 0xfff).saturating_add(1);
+        let n = (end - cur).min(mrrs).min(page_end - cur);
+        let piece = (cur, n as u32);
+        cur += n;
+        Some(piece)
+    })
+}
+
+/// Why a completion was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Byte Count, Lower Address or length do not fit this request (a stale completion of an
+    /// earlier request on the same tag, or a broken completer).
+    Mismatch,
+    /// Its bytes were already received (a duplicate).
+    Duplicate,
+    /// The datagram holds fewer payload bytes than the header declares.
+    Truncated,
+}
+
+/// What a completion means for its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Copy `payload[src]` to offset `offset` of the request; `done` if it was the last part.
+    Data { offset: usize, src: Range<usize>, done: bool },
+    /// The completer answered with an error status.
+    Failed(CplStatus),
+    Reject(Reject),
+}
+
+/// DWs a request of at most 4096 bytes can touch: 1024 + 1 for an unaligned start.
+const MAX_DW: usize = 1025;
+
+/// The completions received so far for one request.
+#[derive(Debug, Clone)]
+pub struct Reassembly {
+    addr: u64,
+    len: u32,
+    got: u32,
+    seen: [u64; MAX_DW.div_ceil(64)],
+}
+
+impl Reassembly {
+    /// A request for `len` (1..=4096) bytes at `addr`.
+    pub fn new(addr: u64, len: u32) -> Reassembly {
+        Reassembly {
+            addr,
+            len: len.clamp(1, 4096),
+            got: 0,
+            seen: [0; MAX_DW.div_ceil(64)],
+        }
+    }
+
+    pub fn received(&self) -> u32 {
+        self.got
+    }
+
+    /// Offset in the request of a completion's first byte, if its Byte Count and Lower
+    /// Address fit.
+    fn offset_of(&self, cpl: &Completion) -> Option<u32> {
+        let bc = u32::from(cpl.byte_count);
+        let offset = self.len.checked_sub(bc)?;
+        let first = self.addr.wrapping_add(u64::from(offset));
+        (bc >= 1 && u64::from(cpl.lower_address) == first & 0x7f).then_some(offset)
+    }
+
+    /// Judge `cpl`, whose datagram carried `payload_present` bytes after the header.
+    pub fn accept(&mut self, cpl: &Completion, payload_present: usize) -> Verdict {
+        let Some(offset) = self.offset_of(cpl) else {
+            return Verdict::Reject(Reject::Mismatch);
+        };
+        if cpl.status != CplStatus::SC {
+            return Verdict::Failed(cpl.status);
+        }
+        if !cpl.has_data() {
+            return Verdict::Reject(Reject::Mismatch);
+        }
+        let src = cpl.data_range();
+        let n = src.len() as u32;
+        if n == 0 || offset + n > self.len {
+            return Verdict::Reject(Reject::Mismatch);
+        }
+        if src.end > payload_present {
+            return Verdict::Reject(Reject::Truncated);
+        }
+        // DWs covered, relative to the request's first DW
+        let base_dw = self.addr & !3;
+        let first = self.addr + u64::from(offset);
+        let dws = ((first - base_dw) / 4) as usize..((first + u64::from(n) - 1 - base_dw) / 4 + 1) as usize;
+        if dws.end > MAX_DW {
+            return Verdict::Reject(Reject::Mismatch);
+        }
+        if dws.clone().any(|d| self.seen[d / 64] & (1 << (d % 64)) != 0) {
+            return Verdict::Reject(Reject::Duplicate);
+        }
+        for d in dws {
+            self.seen[d / 64] |= 1 << (d % 64);
+        }
+        self.got += n;
+        Verdict::Data {
+            offset: offset as usize,
+            src,
+            done: self.got == self.len,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use emulator::wire::tlp::{completion_chunks, DeviceId, MemRequest};
+
+    #[test]
+    fn split_respects_pages_and_mrrs() {
+        let v: Vec<_> = split(0x0ffe, 0x1010, 512).collect();
+        assert_eq!(v[0], (0x0ffe, 2));
+        assert_eq!(v[1], (0x1000, 512));
+        assert_eq!(v.last(), Some(&(0x2000, 14)));
+        assert_eq!(v.iter().map(|p| p.1 as usize).sum::<usize>(), 0x1010);
+        assert!(v.iter().all(|&(a, n)| a >> 12 == (a + u64::from(n) - 1) >> 12));
+        assert_eq!(split(0x10, 0, 512).count(), 0);
+        assert_eq!(split(u64::MAX - 2, 8, 512).collect::<Vec<_>>(), vec![(u64::MAX - 2, 2)]);
+    }
+
+    fn cpls(addr: u64, len: u32, mps: u32) -> Vec<Completion> {
+        let req = MemRequest::new(DeviceId(0x1a00), 1, addr, len).unwrap();
+        completion_chunks(addr, len, mps)
+            .map(|c| Completion::for_chunk(&req, DeviceId(0), &c))
+            .collect()
+    }
+
+    #[test]
+    fn in_any_order_each_byte_once() {
+        let (addr, len) = (0x1003u64, 1000u32);
+        let mut cs = cpls(addr, len, 128);
+        cs.reverse();
+        let mut r = Reassembly::new(addr, len);
+        let mut covered = vec![false; len as usize];
+        for (i, c) in cs.iter().enumerate() {
+            let Verdict::Data { offset, src, done } = r.accept(c, 4096) else { panic!() };
+            for b in &mut covered[offset..offset + src.len()] {
+                assert!(!*b);
+                *b = true;
+            }
+            assert_eq!(done, i + 1 == cs.len());
+            // the same completion again is a duplicate
+            assert_eq!(r.accept(c, 4096), Verdict::Reject(Reject::Duplicate));
+        }
+        assert!(covered.iter().all(|&b| b));
+    }
+
+    #[test]
+    fn stale_completions_that_do_not_fit_are_rejected() {
+        // a completion of a 512-byte read at 0x2000 offered to a 300-byte read at 0x1003
+        let mut r = Reassembly::new(0x1003, 300);
+        for c in cpls(0x2000, 512, 256) {
+            assert_eq!(r.accept(&c, 4096), Verdict::Reject(Reject::Mismatch));
+        }
+        // same byte count, wrong lower address
+        let mut c = cpls(0x1003, 300, 256)[0];
+        c.lower_address = 0x04;
+        assert_eq!(r.accept(&c, 4096), Verdict::Reject(Reject::Mismatch));
+        // cut short by the network
+        let c = cpls(0x1003, 300, 256)[0];
+        assert_eq!(r.accept(&c, 100), Verdict::Reject(Reject::Truncated));
+        assert_eq!(r.received(), 0);
+    }
+
+    #[test]
+    fn error_status_fails_the_request() {
+        let req = MemRequest::new(DeviceId(0x1a00), 1, 0x7000, 64).unwrap();
+        let ur = Completion::error(&req, DeviceId(0), CplStatus::UR);
+        assert_eq!(Reassembly::new(0x7000, 64).accept(&ur, 0), Verdict::Failed(CplStatus::UR));
+        // an error completion for some other request's bytes is stale, not a failure
+        assert_eq!(Reassembly::new(0x7004, 64).accept(&ur, 0), Verdict::Reject(Reject::Mismatch));
+    }
+}

@@ -1,0 +1,625 @@
+//! The DMA requester: physical memory read over NetTLP, with many tags in flight.
+//!
+//! ```text
+//!   read_batch(ops) ─▶ pieces (4 KiB pages, MRRS) ─▶ tag ─▶ MRd on UDP 0x3000+(tag&0xF) ─▶ adapter
+//!        ▲                                                                                 │
+//!        └── bytes copied into the caller's buffer ◀── Reassembly (per tag) ◀── CplD/Cpl ◀─┘
+//!                          timeouts (adaptive, [`super::rto`]) ─▶ retry with a new tag (≤ 1+retries)
+//! ```
+//!
+//! One engine behind a mutex does all I/O: it keeps up to `inflight` requests outstanding,
+//! waits with `ppoll` until a completion or the earliest deadline, takes completions in
+//! batches (`recvmmsg`) and sends requests in batches per port (`sendmmsg`).
+//!
+//! Invariants: the requester never sends a Memory Write except through the explicitly named
+//! [`Requester::write_for_testing`]; a caller's buffer only receives bytes of completions that
+//! fit the request they answer ([`super::request`]); every read returns, with the bytes or an
+//! error naming the lowest failed address, after at most `(1 + retries)` attempts of at most
+//! [`super::rto::MAX_RTO`] each per piece.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use emulator::endpoint::sys::{self, RecvBatch, SendBatch};
+use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange, ReadOp};
+use emulator::wire::msg;
+use emulator::wire::nettlp;
+use emulator::wire::tlp::{self, CplStatus, DeviceId, MemRequest, Repr};
+
+use super::request::{Reassembly, Reject, Verdict};
+use super::rto::Rto;
+use super::stats::DmaStats;
+use super::tags::{RecentMax, TagPool};
+use super::target::{RequesterId, Reuse, Target};
+
+/// Why a requester could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DmaError {
+    #[error("binding UDP {addr} (another requester or endpoint there? choose local=ADDR or other tags): {source}")]
+    Bind { addr: SocketAddrV4, source: std::io::Error },
+    #[error("asking {remote} for its device ID (GET_DEV_ID on port 0x2fff): {reason}")]
+    DevId { remote: Ipv4Addr, reason: String },
+    #[error("finding a local address towards {remote}: {source}")]
+    Route { remote: Ipv4Addr, source: std::io::Error },
+    #[error("sending a write: {0}")]
+    Write(String),
+}
+
+/// The address this host uses towards `remote`: for a loopback target 127.0.0.254 (no
+/// endpoint's conventional address), else the route's source address.
+fn default_local(remote: Ipv4Addr) -> Result<Ipv4Addr, DmaError> {
+    if remote.is_loopback() {
+        let a = Ipv4Addr::new(127, 0, 0, 254);
+        return Ok(if remote == a { Ipv4Addr::new(127, 0, 0, 253) } else { a });
+    }
+    let route = |source| DmaError::Route { remote, source };
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(route)?;
+    s.connect(SocketAddrV4::new(remote, nettlp::MSG_PORT)).map_err(route)?;
+    match s.local_addr().map_err(route)? {
+        std::net::SocketAddr::V4(a) => Ok(*a.ip()),
+        std::net::SocketAddr::V6(_) => Ok(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// Ask the adapter's messaging port for its device ID (libtlp `-R`).
+pub fn query_dev_id(local: Ipv4Addr, remote: Ipv4Addr, timeout: Duration) -> Result<DeviceId, DmaError> {
+    let err = |reason: String| DmaError::DevId { remote, reason };
+    let s = UdpSocket::bind(SocketAddrV4::new(local, 0)).map_err(|e| err(e.to_string()))?;
+    s.connect(SocketAddrV4::new(remote, nettlp::MSG_PORT)).map_err(|e| err(e.to_string()))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| err(e.to_string()))?;
+    let mut req = [0u8; msg::REQUEST_LEN];
+    msg::Request::GetDevId.emit(&mut msg::Packet::new_unchecked(&mut req[..]));
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        s.send(&req).map_err(|e| err(e.to_string()))?;
+        match s.recv(&mut buf) {
+            Ok(n) => match msg::Response::parse(msg::Request::GetDevId, &buf[..n]) {
+                Ok(msg::Response::DevId(id)) => return Ok(id),
+                other => return Err(err(format!("unexpected reply {other:?}"))),
+            },
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+    Err(err(format!("no reply after 3 tries of {timeout:?}")))
+}
+
+/// A part of a caller's read that one MRd asks for.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    op: usize,
+    off: usize,
+    addr: u64,
+    len: u32,
+    attempts: u32,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    /// Unique per request sent (matches `Engine::sent_order`).
+    id: u64,
+    piece: Piece,
+    asm: Reassembly,
+    sent: Instant,
+    deadline: Instant,
+}
+
+/// MRd datagrams waiting to be sent on one port.
+struct SendQueue {
+    bufs: Vec<[u8; 24]>,
+    lens: Vec<usize>,
+}
+
+struct Engine {
+    socks: Vec<UdpSocket>,
+    /// The remote address and port each socket is connected to.
+    peers: Vec<SocketAddrV4>,
+    /// Socket index of each tag's port (tag & 0xF).
+    sock_of_nibble: [usize; 16],
+    pollfds: Vec<libc::pollfd>,
+    recv: RecvBatch,
+    send: SendBatch,
+    queues: Vec<SendQueue>,
+    tags: TagPool,
+    slots: Vec<Option<Inflight>>,
+    inflight: usize,
+    next_expiry: Option<Instant>,
+    retry: VecDeque<Piece>,
+    rto: Rto,
+    /// Requests in the order sent (id, tag, time); entries of finished requests are dropped
+    /// lazily from the front.
+    sent_order: VecDeque<(u64, u8, Instant)>,
+    next_id: u64,
+    max_rtt: RecentMax,
+    stats: DmaStats,
+    seq: u16,
+}
+
+/// Physical memory of a remote machine, read over NetTLP.
+pub struct Requester {
+    target: Target,
+    local: Ipv4Addr,
+    requester_id: DeviceId,
+    engine: Mutex<Engine>,
+}
+
+impl std::fmt::Debug for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requester")
+            .field("target", &self.target.to_string())
+            .field("local", &self.local)
+            .field("requester_id", &self.requester_id)
+            .finish()
+    }
+}
+
+/// Receive slot: largest CplD (6 + 12 + 4096) with room to spot anything longer.
+const RECV_SLOT: usize = 4224;
+const RECV_BATCH: usize = 64;
+
+impl Requester {
+    /// Bind the ports of `target`'s tags and learn the requester ID.
+    pub fn connect(target: &Target) -> Result<Requester, DmaError> {
+        let local = match target.local {
+            Some(l) => l,
+            None => default_local(target.remote)?,
+        };
+        let requester_id = match target.requester {
+            RequesterId::Fixed(id) => id,
+            RequesterId::Auto => query_dev_id(local, target.remote, Duration::from_millis(500))?,
+        };
+        let tags = target.tag_list();
+        let mut socks = Vec::new();
+        let mut peers = Vec::new();
+        let mut sock_of_nibble = [usize::MAX; 16];
+        for &t in &tags {
+            let n = usize::from(t & 0xf);
+            if sock_of_nibble[n] != usize::MAX {
+                continue;
+            }
+            let port = nettlp::requester_port(t & 0xf);
+            let addr = SocketAddrV4::new(local, port);
+            let s = UdpSocket::bind(addr).map_err(|source| DmaError::Bind { addr, source })?;
+            s.connect(SocketAddrV4::new(target.remote, port))
+                .map_err(|source| DmaError::Bind { addr, source })?;
+            sys::size_buffers(&s, 4 << 20);
+            sock_of_nibble[n] = socks.len();
+            socks.push(s);
+            peers.push(SocketAddrV4::new(target.remote, port));
+        }
+        let pollfds = socks.iter().map(sys::pollfd_in).collect();
+        let queues = socks
+            .iter()
+            .map(|_| SendQueue { bufs: Vec::new(), lens: Vec::new() })
+            .collect();
+        let engine = Engine {
+            socks,
+            peers,
+            sock_of_nibble,
+            pollfds,
+            recv: RecvBatch::new(RECV_BATCH, RECV_SLOT),
+            send: SendBatch::new(256),
+            queues,
+            tags: TagPool::new(&tags),
+            slots: (0..256).map(|_| None).collect(),
+            inflight: 0,
+            next_expiry: None,
+            retry: VecDeque::new(),
+            rto: Rto::new(target.timeout),
+            sent_order: VecDeque::new(),
+            next_id: 0,
+            max_rtt: RecentMax::default(),
+            stats: DmaStats::default(),
+            seq: 0,
+        };
+        tracing::debug!(%local, requester = %requester_id, "NetTLP requester for {target}");
+        Ok(Requester {
+            target: target.clone(),
+            local,
+            requester_id,
+            engine: Mutex::new(engine),
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn local_addr(&self) -> Ipv4Addr {
+        self.local
+    }
+
+    pub fn requester_id(&self) -> DeviceId {
+        self.requester_id
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> DmaStats {
+        self.engine().stats.clone()
+    }
+
+    /// Zero the counters.
+    pub fn reset_stats(&self) {
+        self.engine().stats = DmaStats::default();
+    }
+
+    /// Read with one request outstanding at a time (libtlp's `dma_read` behaviour).
+    pub fn read_blocking(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        let mut ops = [ReadOp { addr, buf }];
+        self.run(&mut ops, 1).pop().unwrap_or(Ok(()))
+    }
+
+    fn run(&self, ops: &mut [ReadOp<'_>], inflight: u16) -> Vec<Result<(), MemError>> {
+        let mut e = self.engine();
+        e.run(&self.target, self.requester_id, ops, usize::from(inflight.max(1)))
+    }
+
+    /// TEST API, not for monitoring: post Memory Writes of `data` at `addr` (split at 4 KiB
+    /// pages and 256 bytes), then read one written byte back on the same port, which PCIe
+    /// ordering makes the write's completion barrier. Exists to test `emulator serve
+    /// --allow-write`; [`PhysMem`] never writes.
+    pub fn write_for_testing(&self, addr: PhysAddr, data: &[u8]) -> Result<(), DmaError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut e = self.engine();
+        let now = Instant::now();
+        let extra = e.extra_rest(&self.target, now);
+        let tag = e.tags.peek(now, extra).ok_or_else(|| DmaError::Write("no free tag".into()))?;
+        let sock = e.sock_of_nibble[usize::from(tag & 0xf)];
+        for (a, n) in super::request::split(addr.0, data.len(), 256) {
+            let req = MemRequest::new(self.requester_id, tag, a, n)
+                .ok_or_else(|| DmaError::Write(format!("cannot encode a write at {a:#x}")))?;
+            let repr = Repr::MemWrite(req);
+            let mut d = vec![0u8; nettlp::HEADER_LEN + repr.buffer_len()];
+            let mut outer = nettlp::Packet::new_unchecked(&mut d[..]);
+            nettlp::Repr::default().emit(&mut outer);
+            let mut p = tlp::Packet::new_unchecked(outer.payload_mut());
+            repr.emit(&mut p);
+            let off = (a & 3) as usize;
+            let from = (a - addr.0) as usize;
+            p.payload_mut()[off..off + n as usize].copy_from_slice(&data[from..from + n as usize]);
+            e.socks[sock].send(&d).map_err(|err| DmaError::Write(err.to_string()))?;
+        }
+        // the read barrier: the same tag (front of the pool) on the same port
+        let mut b = [0u8; 1];
+        let mut ops = [ReadOp { addr, buf: &mut b }];
+        let r = e.run(&self.target, self.requester_id, &mut ops, 1);
+        match r.into_iter().next() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(err)) => Err(DmaError::Write(format!("read-back barrier failed: {err}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl PhysMem for Requester {
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        let mut ops = [ReadOp { addr, buf }];
+        self.run(&mut ops, self.target.inflight).pop().unwrap_or(Ok(()))
+    }
+
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        self.run(ops, self.target.inflight)
+    }
+
+    fn ranges(&self) -> Vec<PhysRange> {
+        Vec::new()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "NetTLP DMA to {} from {} (requester {}, {} tags from {}, {} in flight, MRRS {})",
+            self.target.remote,
+            self.local,
+            self.requester_id,
+            self.target.tags,
+            self.target.first_tag,
+            self.target.inflight,
+            self.target.mrrs
+        )
+    }
+}
+
+/// Keep the error with the lowest address for op `op`.
+fn fail(results: &mut [Option<MemError>], op: usize, err: MemError) {
+    if let Some(slot) = results.get_mut(op) {
+        if slot.as_ref().map_or(true, |old| err.addr() < old.addr()) {
+            *slot = Some(err);
+        }
+    }
+}
+
+/// Walks the caller's ops, piece by piece.
+struct Cursor {
+    op: usize,
+    pos: usize,
+}
+
+impl Cursor {
+    fn next(&mut self, ops: &[ReadOp<'_>], failed: &[Option<MemError>], mrrs: u32) -> Option<Piece> {
+        while self.op < ops.len() {
+            let op = &ops[self.op];
+            if failed[self.op].is_some() || self.pos >= op.buf.len() {
+                self.op += 1;
+                self.pos = 0;
+                continue;
+            }
+            let Some(addr) = op.addr.0.checked_add(self.pos as u64) else {
+                self.op += 1;
+                self.pos = 0;
+                continue;
+            };
+            let (a, n) = super::request::split(addr, op.buf.len() - self.pos, mrrs).next()?;
+            let piece = Piece { op: self.op, off: self.pos, addr: a, len: n, attempts: 0 };
+            self.pos += n as usize;
+            return Some(piece);
+        }
+        None
+    }
+
+    fn done(&self, ops: &[ReadOp<'_>]) -> bool {
+        self.op >= ops.len()
+    }
+}
+
+impl Engine {
+    /// The rest every freed tag needs now beyond its own: with `reuse=auto`, twice the path's
+    /// current delay (slowest recent round trip, or the oldest request still outstanding).
+    fn extra_rest(&mut self, t: &Target, now: Instant) -> Duration {
+        if t.reuse != Reuse::Auto {
+            return Duration::ZERO;
+        }
+        while let Some(&(id, tag, _)) = self.sent_order.front() {
+            match &self.slots[usize::from(tag)] {
+                Some(inf) if inf.id == id => break,
+                _ => {
+                    self.sent_order.pop_front();
+                }
+            }
+        }
+        let oldest = self.sent_order.front().map_or(Duration::ZERO, |&(_, _, sent)| now.saturating_duration_since(sent));
+        self.max_rtt.get().max(oldest) * 2
+    }
+
+    fn run(&mut self, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], max_inflight: usize) -> Vec<Result<(), MemError>> {
+        let mut results: Vec<Option<MemError>> = (0..ops.len()).map(|_| None).collect();
+        // ops whose range wraps the address space fail up front
+        for (i, op) in ops.iter().enumerate() {
+            if op.addr.0.checked_add(op.buf.len() as u64).is_none() {
+                fail(&mut results, i, MemError::Unmapped { addr: PhysAddr(u64::MAX) });
+            }
+        }
+        let mut cursor = Cursor { op: 0, pos: 0 };
+        let mut now = Instant::now();
+        loop {
+            // issue as many requests as allowed
+            while self.inflight < max_inflight {
+                let piece = match self.retry.pop_front() {
+                    Some(p) => p,
+                    None => match cursor.next(ops, &results, t.mrrs) {
+                        Some(p) => p,
+                        None => break,
+                    },
+                };
+                if results[piece.op].is_some() {
+                    continue;
+                }
+                let extra = self.extra_rest(t, now);
+                let Some(tag) = self.tags.acquire(now, extra) else {
+                    self.retry.push_front(piece);
+                    break;
+                };
+                let wait = self.rto.timeout_for(piece.attempts);
+                self.issue(rid, tag, piece, now, wait);
+            }
+            self.flush();
+            if self.inflight == 0 && self.retry.is_empty() && cursor.done(ops) {
+                break;
+            }
+            // wait for a completion, the earliest deadline, or a resting tag
+            let mut wake = self.next_expiry;
+            if self.inflight < max_inflight && (!self.retry.is_empty() || !cursor.done(ops)) {
+                let extra = self.extra_rest(t, now);
+                if let Some(w) = self.tags.next_wake(extra) {
+                    wake = Some(wake.map_or(w, |x| x.min(w)));
+                }
+            }
+            let timeout = wake.map(|w| w.saturating_duration_since(now));
+            if let Err(e) = sys::poll(&mut self.pollfds, timeout) {
+                tracing::warn!("poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            now = Instant::now();
+            self.receive(now, t, rid, ops, &mut results);
+            if self.next_expiry.is_some_and(|x| x <= now) {
+                self.expire(now, t, &mut results);
+            }
+        }
+        self.stats.reads += ops.len() as u64;
+        results.into_iter().map(|r| r.map_or(Ok(()), Err)).collect()
+    }
+
+    fn issue(&mut self, rid: DeviceId, tag: u8, piece: Piece, now: Instant, timeout: Duration) {
+        let Some(req) = MemRequest::new(rid, tag, piece.addr, piece.len) else {
+            return; // cannot happen: pieces are at most 4096 bytes inside one page
+        };
+        let repr = Repr::MemRead(req);
+        let len = nettlp::HEADER_LEN + repr.buffer_len();
+        let mut buf = [0u8; 24];
+        let mut outer = nettlp::Packet::new_unchecked(&mut buf[..len]);
+        self.seq = self.seq.wrapping_add(1);
+        nettlp::Repr { seq: self.seq, timestamp: 0 }.emit(&mut outer);
+        repr.emit(&mut tlp::Packet::new_unchecked(outer.payload_mut()));
+        let q = &mut self.queues[self.sock_of_nibble[usize::from(tag & 0xf)]];
+        q.bufs.push(buf);
+        q.lens.push(len);
+        let deadline = now + timeout;
+        self.next_id += 1;
+        self.sent_order.push_back((self.next_id, tag, now));
+        self.slots[usize::from(tag)] = Some(Inflight {
+            id: self.next_id,
+            piece,
+            asm: Reassembly::new(piece.addr, piece.len),
+            sent: now,
+            deadline,
+        });
+        self.inflight += 1;
+        self.stats.requests += 1;
+        self.next_expiry = Some(self.next_expiry.map_or(deadline, |x| x.min(deadline)));
+    }
+
+    fn flush(&mut self) {
+        for (i, q) in self.queues.iter_mut().enumerate() {
+            if q.lens.is_empty() {
+                continue;
+            }
+            let fd = self.socks[i].as_raw_fd();
+            let dst = self.peers[i];
+            let msgs = q.bufs.iter().zip(&q.lens).map(|(b, &l)| (dst, &b[..l]));
+            let refused = self.send.send(fd, msgs);
+            if refused > 0 {
+                tracing::debug!(refused, "requests refused by the kernel (will time out and retry)");
+            }
+            q.bufs.clear();
+            q.lens.clear();
+        }
+    }
+
+    fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) {
+        for i in 0..self.socks.len() {
+            if self.pollfds[i].revents == 0 {
+                continue;
+            }
+            self.pollfds[i].revents = 0;
+            let fd = self.socks[i].as_raw_fd();
+            loop {
+                let n = self.recv.recv(fd).unwrap_or(0);
+                for j in 0..n {
+                    let Some((src, bytes, truncated)) = self.recv.get(j) else { break };
+                    if truncated || *src.ip() != t.remote {
+                        self.stats.malformed += 1;
+                        continue;
+                    }
+                    take_completion(
+                        bytes, now, t, rid, ops, results, &mut self.slots, &mut self.tags,
+                        &mut self.inflight, &mut self.rto, &mut self.max_rtt, &mut self.stats,
+                    );
+                }
+                if n < self.recv.capacity() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant, t: &Target, results: &mut [Option<MemError>]) {
+        let mut next: Option<Instant> = None;
+        for tag in 0..256usize {
+            let Some(inf) = &self.slots[tag] else { continue };
+            if inf.deadline > now {
+                next = Some(next.map_or(inf.deadline, |x| x.min(inf.deadline)));
+                continue;
+            }
+            let piece = inf.piece;
+            // its completions may still come: rest the tag twice as long as we waited
+            let rest = (inf.deadline.saturating_duration_since(inf.sent) * 2).max(t.reuse.fixed());
+            self.slots[tag] = None;
+            self.inflight -= 1;
+            self.tags.release(tag as u8, now, rest);
+            if piece.attempts < t.retries {
+                self.stats.retries += 1;
+                self.retry.push_back(Piece { attempts: piece.attempts + 1, ..piece });
+            } else {
+                self.stats.timeouts += 1;
+                fail(results, piece.op, MemError::Timeout { addr: PhysAddr(piece.addr), attempts: piece.attempts + 1 });
+            }
+        }
+        self.next_expiry = next;
+    }
+}
+
+/// Judge one received datagram and act on it.
+#[allow(clippy::too_many_arguments)]
+fn take_completion(
+    bytes: &[u8],
+    now: Instant,
+    t: &Target,
+    rid: DeviceId,
+    ops: &mut [ReadOp<'_>],
+    results: &mut [Option<MemError>],
+    slots: &mut [Option<Inflight>],
+    tags: &mut TagPool,
+    inflight: &mut usize,
+    rto: &mut Rto,
+    max_rtt: &mut RecentMax,
+    stats: &mut DmaStats,
+) {
+    let Ok(outer) = nettlp::Packet::new_checked(bytes) else {
+        stats.malformed += 1;
+        return;
+    };
+    let Ok(p) = tlp::Packet::new_checked(outer.payload()) else {
+        stats.malformed += 1;
+        return;
+    };
+    let Ok(Repr::Completion(cpl)) = Repr::parse(&p) else {
+        stats.malformed += 1;
+        return;
+    };
+    let tag = usize::from(cpl.tag);
+    let Some(inf) = slots.get_mut(tag).and_then(|s| s.as_mut()) else {
+        stats.stale += 1;
+        return;
+    };
+    if cpl.requester != rid {
+        stats.stale += 1;
+        return;
+    }
+    let payload = p.payload();
+    match inf.asm.accept(&cpl, payload.len()) {
+        Verdict::Data { offset, src, done } => {
+            stats.completions += 1;
+            let piece = inf.piece;
+            let at = piece.off + offset;
+            if let Some(dst) = ops.get_mut(piece.op).and_then(|op| op.buf.get_mut(at..at + src.len())) {
+                dst.copy_from_slice(&payload[src]);
+            }
+            if done {
+                let rtt = now.saturating_duration_since(inf.sent);
+                stats.latency.record(rtt);
+                max_rtt.sample(rtt);
+                if piece.attempts == 0 {
+                    rto.sample(rtt);
+                }
+                stats.bytes += u64::from(piece.len);
+                slots[tag] = None;
+                *inflight -= 1;
+                tags.release(cpl.tag, now, t.reuse.fixed());
+            }
+        }
+        Verdict::Failed(status) => {
+            stats.completions += 1;
+            match status {
+                CplStatus::UR => stats.ur += 1,
+                CplStatus::CA => stats.ca += 1,
+                _ => stats.other_status += 1,
+            }
+            let piece = inf.piece;
+            slots[tag] = None;
+            *inflight -= 1;
+            tags.release(cpl.tag, now, t.reuse.fixed());
+            fail(results, piece.op, MemError::Completion { addr: PhysAddr(piece.addr), status: status.to_string() });
+        }
+        Verdict::Reject(Reject::Duplicate) => stats.duplicates += 1,
+        Verdict::Reject(Reject::Mismatch) => stats.stale += 1,
+        Verdict::Reject(Reject::Truncated) => stats.malformed += 1,
+    }
+}

@@ -1,0 +1,277 @@
+//! Target strings: `nettlp://ADDR[:TAG][?key=value&...]`, and the requester's settings.
+//!
+//! - `ADDR`: the NetTLP adapter's (or `emulator serve`'s) IPv4 address.
+//! - `TAG`: the first PCIe tag this requester uses (default 0). Tags are what tell completions
+//!   apart; the UDP port of a tag is `0x3000 + (tag & 0xF)` at both ends (libtlp's rule), so
+//!   two requesters on one host must use tags whose low nibbles differ (as tlpperf's threads
+//!   use tags 0, 1, 2, ...). The requester uses `tags` tags: `TAG, TAG+stride, TAG+2*stride...`.
+//!
+//! Options: `local=IP` (address to bind; default: the route's source address, or for a
+//! loopback target another loopback address), `tags=N` (default 16, the NetTLP adapter's
+//! limit), `stride=S` (default 1; 16 puts every tag on one UDP port), `inflight=N` (reads
+//! outstanding at once, default = tags), `mrrs=BYTES` (max read request size, default 512
+//! like the adapter), `timeout=DUR` (least wait per attempt, default 20ms; the wait adapts
+//! to measured round trips and doubles per retry, see [`super::rto`]), `retries=N` (default 3),
+//! `reuse=DUR|auto` (least time between a tag's completion and its next use, default 0;
+//! `auto` follows the path's delay; see [`super::tags`]), `requester=auto|BB:DD.F` (requester ID; `auto` asks the adapter's
+//! messaging port for its device ID, like libtlp's `-R`).
+//!
+//! Invariant: a parsed [`Target`] is usable as is: tags are distinct and below 256, the MRRS
+//! is a power of two in 4..=4096, `inflight` is in 1..=tags.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use emulator::endpoint::fault::parse_duration;
+use emulator::wire::tlp::DeviceId;
+
+/// Why a target string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("target {0:?}: expected nettlp://ADDR[:TAG][?key=value&...]")]
+    Syntax(String),
+    #[error("target option {key}={value:?}: {reason}")]
+    Option { key: String, value: String, reason: String },
+    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, reuse, requester)")]
+    UnknownOption(String),
+}
+
+/// How the requester ID is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequesterId {
+    /// Ask the adapter (messaging port 0x2FFF, GET_DEV_ID).
+    Auto,
+    Fixed(DeviceId),
+}
+
+/// How long a freed tag rests before reuse (see [`super::tags`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// At least this long.
+    After(Duration),
+    /// Twice the path's current delay (slowest recent round trip, oldest outstanding request).
+    Auto,
+}
+
+impl Reuse {
+    /// The fixed part of the rest.
+    pub fn fixed(self) -> Duration {
+        match self {
+            Reuse::After(d) => d,
+            Reuse::Auto => Duration::ZERO,
+        }
+    }
+}
+
+/// Where to send reads and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub remote: Ipv4Addr,
+    pub local: Option<Ipv4Addr>,
+    pub first_tag: u8,
+    pub tags: u16,
+    pub stride: u8,
+    pub inflight: u16,
+    pub mrrs: u32,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub reuse: Reuse,
+    pub requester: RequesterId,
+}
+
+impl Target {
+    /// Defaults for `remote`.
+    pub fn new(remote: Ipv4Addr) -> Target {
+        Target {
+            remote,
+            local: None,
+            first_tag: 0,
+            tags: 16,
+            stride: 1,
+            inflight: 16,
+            mrrs: 512,
+            timeout: Duration::from_millis(20),
+            retries: 3,
+            reuse: Reuse::After(Duration::ZERO),
+            requester: RequesterId::Auto,
+        }
+    }
+
+    /// The tags used, in allocation order.
+    pub fn tag_list(&self) -> Vec<u8> {
+        (0..self.tags)
+            .map(|k| (u32::from(self.first_tag) + u32::from(k) * u32::from(self.stride)) as u8)
+            .collect()
+    }
+
+    /// Check the invariants (also run by `FromStr`).
+    pub fn validate(&self) -> Result<(), TargetError> {
+        let opt = |key: &str, value: String, reason: &str| TargetError::Option {
+            key: key.into(),
+            value,
+            reason: reason.into(),
+        };
+        if self.tags == 0 || self.stride == 0 {
+            return Err(opt("tags", self.tags.to_string(), "need at least one tag and a non-zero stride"));
+        }
+        let last = u32::from(self.first_tag) + (u32::from(self.tags) - 1) * u32::from(self.stride);
+        if last > 255 {
+            return Err(opt("tags", self.tags.to_string(), &format!("tag {last} would exceed 255")));
+        }
+        if !(1..=self.tags).contains(&self.inflight) {
+            return Err(opt("inflight", self.inflight.to_string(), "must be in 1..=tags"));
+        }
+        if !self.mrrs.is_power_of_two() || !(4..=4096).contains(&self.mrrs) {
+            return Err(opt("mrrs", self.mrrs.to_string(), "must be a power of two in 4..=4096"));
+        }
+        if self.timeout.is_zero() {
+            return Err(opt("timeout", "0".into(), "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_devid(s: &str) -> Option<DeviceId> {
+    let (bus, rest) = s.split_once(':')?;
+    let (dev, func) = rest.split_once('.').unwrap_or((rest, "0"));
+    let (bus, dev, func) = (
+        u8::from_str_radix(bus, 16).ok()?,
+        u8::from_str_radix(dev, 16).ok()?,
+        func.parse::<u8>().ok()?,
+    );
+    (dev <= 31 && func <= 7).then(|| DeviceId::new(bus, dev, func))
+}
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(s: &str) -> Result<Target, TargetError> {
+        let syntax = || TargetError::Syntax(s.to_owned());
+        let rest = s.strip_prefix("nettlp://").ok_or_else(syntax)?;
+        let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (host, tag) = match hostport.split_once(':') {
+            Some((h, t)) => (h, Some(t)),
+            None => (hostport, None),
+        };
+        let mut t = Target::new(host.parse().map_err(|_| syntax())?);
+        if let Some(tag) = tag {
+            t.first_tag = tag.parse().map_err(|_| syntax())?;
+        }
+        let mut inflight_given = false;
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (key, value) = kv.split_once('=').ok_or_else(syntax)?;
+            let bad = |reason: &str| TargetError::Option {
+                key: key.into(),
+                value: value.into(),
+                reason: reason.into(),
+            };
+            let num = || value.parse::<u32>().map_err(|_| bad("not an unsigned integer"));
+            let dur = || parse_duration(value).ok_or_else(|| bad("expected a duration like 500us, 20ms"));
+            match key {
+                "local" => t.local = Some(value.parse().map_err(|_| bad("not an IPv4 address"))?),
+                "tags" => t.tags = num()?.try_into().map_err(|_| bad("too many"))?,
+                "stride" => t.stride = num()?.try_into().map_err(|_| bad("at most 255"))?,
+                "inflight" => {
+                    t.inflight = num()?.try_into().map_err(|_| bad("too many"))?;
+                    inflight_given = true;
+                }
+                "mrrs" => t.mrrs = num()?,
+                "timeout" => t.timeout = dur()?,
+                "retries" => t.retries = num()?,
+                "reuse" => t.reuse = if value == "auto" { Reuse::Auto } else { Reuse::After(dur()?) },
+                "requester" => {
+                    t.requester = match value {
+                        "auto" => RequesterId::Auto,
+                        v => RequesterId::Fixed(parse_devid(v).ok_or_else(|| bad("expected auto or bb:dd.f"))?),
+                    }
+                }
+                other => return Err(TargetError::UnknownOption(other.into())),
+            }
+        }
+        if !inflight_given {
+            t.inflight = t.tags;
+        }
+        t.validate()?;
+        Ok(t)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "nettlp://{}:{}?tags={}&stride={}&inflight={}&mrrs={}&timeout={}us&retries={}&reuse={}",
+            self.remote,
+            self.first_tag,
+            self.tags,
+            self.stride,
+            self.inflight,
+            self.mrrs,
+            self.timeout.as_micros(),
+            self.retries,
+            match self.reuse {
+                Reuse::After(d) => format!("{}us", d.as_micros()),
+                Reuse::Auto => "auto".into(),
+            }
+        )?;
+        if let Some(l) = self.local {
+            write!(f, "&local={l}")?;
+        }
+        match self.requester {
+            RequesterId::Auto => write!(f, "&requester=auto"),
+            RequesterId::Fixed(id) => write!(f, "&requester={id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_libtlp() {
+        let t: Target = "nettlp://192.168.10.1".parse().unwrap();
+        assert_eq!(t, Target::new(Ipv4Addr::new(192, 168, 10, 1)));
+        assert_eq!(t.tag_list(), (0..16).collect::<Vec<u8>>());
+        assert_eq!((t.mrrs, t.inflight), (512, 16));
+    }
+
+    #[test]
+    fn tag_and_options() {
+        let t: Target = "nettlp://127.0.0.2:4?tags=8&stride=16&inflight=3&mrrs=4096&timeout=2ms&retries=9&reuse=500us&local=127.0.0.3&requester=1b:00.0"
+            .parse()
+            .unwrap();
+        assert_eq!(t.tag_list(), vec![4, 20, 36, 52, 68, 84, 100, 116]);
+        assert_eq!(t.inflight, 3);
+        assert_eq!(t.timeout, Duration::from_millis(2));
+        assert_eq!(t.reuse, Reuse::After(Duration::from_micros(500)));
+        let a: Target = "nettlp://127.0.0.2?reuse=auto".parse().unwrap();
+        assert_eq!(a.reuse, Reuse::Auto);
+        assert_eq!(a.to_string().parse::<Target>().unwrap(), a);
+        assert_eq!(t.local, Some(Ipv4Addr::new(127, 0, 0, 3)));
+        assert_eq!(t.requester, RequesterId::Fixed(DeviceId(0x1b00)));
+        // Display round-trips
+        assert_eq!(t.to_string().parse::<Target>().unwrap(), t);
+    }
+
+    #[test]
+    fn rejects_what_cannot_work() {
+        for bad in [
+            "127.0.0.1",
+            "nettlp://localhost",
+            "nettlp://127.0.0.1:256",
+            "nettlp://127.0.0.1?tags=17&stride=16",
+            "nettlp://127.0.0.1:250?tags=7",
+            "nettlp://127.0.0.1?tags=0",
+            "nettlp://127.0.0.1?inflight=17",
+            "nettlp://127.0.0.1?mrrs=300",
+            "nettlp://127.0.0.1?timeout=0ms",
+            "nettlp://127.0.0.1?colour=blue",
+            "nettlp://127.0.0.1?requester=zz",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The walker on task lists built here by hand: well-formed, then corrupted in every way the
+//! walker promises to survive (cycles, garbage pointers, unreadable memory, runaway lists,
+//! random bytes). Each must end in an error with the tasks read so far — never a hang or panic.
+
+use super::*;
+use crate::introspect::kspace::{KernelSpace, START_KERNEL_MAP};
+use crate::introspect::layout::{CredLayout, Layout, MmLayout, SignalLayout, TaskLayout};
+use crate::introspect::paging::X86_64_4LEVEL;
+use crate::introspect::state::{EXIT_ZOMBIE, PF_KTHREAD, TASK_INTERRUPTIBLE};
+use crate::introspect::testutil::VecMem;
+
+const POB: u64 = 0xffff_8880_0000_0000;
+const MEM: usize = 4 << 20;
+/// init_task lives in the "image" at physical 0x1000.
+const INIT_PHYS: u64 = 0x1000;
+
+fn layout() -> Layout {
+    Layout {
+        task: TaskLayout {
+            size: 512,
+            tasks: 64,
+            pid: 80,
+            tgid: 84,
+            real_parent: 88,
+            thread_node: 96,
+            signal: 112,
+            real_cred: 120,
+            state: 8,
+            state_size: 4,
+            exit_state: Some(12),
+            comm: 128,
+            mm: 144,
+            flags: 16,
+            start_boottime: 152,
+            worker_private: None,
+        },
+        signal: SignalLayout { thread_head: 16, nr_threads: None },
+        cred: CredLayout { uid: 4 },
+        mm: MmLayout { pgd: 0, arg_start: 8, arg_end: 16, env_start: 24, env_end: 32 },
+        kthread: None,
+        worker: None,
+    }
+}
+
+fn dm(phys: u64) -> u64 {
+    POB + phys
+}
+
+fn image(phys: u64) -> u64 {
+    START_KERNEL_MAP + phys
+}
+
+/// A fake kernel: tasks at 0x10000 + 0x1000·i (direct map), each with its own signal and cred.
+struct Fake {
+    mem: VecMem,
+    tasks: Vec<u64>, // virtual addresses, [0] = init_task
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let mut f = Fake { mem: VecMem::new(MEM), tasks: vec![image(INIT_PHYS)] };
+        f.fill(image(INIT_PHYS), 0, 0, b"swapper/0", image(INIT_PHYS), PF_KTHREAD, 0);
+        f
+    }
+
+    fn phys(v: u64) -> u64 {
+        if v >= START_KERNEL_MAP { v - START_KERNEL_MAP } else { v - POB }
+    }
+
+    fn w64(&mut self, v: u64, x: u64) {
+        self.mem.write_u64(Self::phys(v), x);
+    }
+
+    fn w32(&mut self, v: u64, x: u32) {
+        self.mem.write_u32(Self::phys(v), x);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill(&mut self, t: u64, pid: i32, tgid: i32, comm: &[u8], parent: u64, flags: u32, state: u32) {
+        let l = layout().task;
+        let idx = Self::phys(t) >> 12; // one signal and cred slot per task page
+        let signal = dm(0x200000 + 0x100 * idx);
+        let cred = dm(0x300000 + 0x100 * idx);
+        self.w32(t + l.pid, pid as u32);
+        self.w32(t + l.tgid, tgid as u32);
+        self.w64(t + l.real_parent, parent);
+        self.w64(t + l.signal, signal);
+        self.w64(t + l.real_cred, cred);
+        self.w32(t + l.state, state);
+        self.w32(t + l.flags, flags);
+        self.w64(t + l.start_boottime, 1_000_000 * pid as u64);
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm);
+        self.mem.write(Self::phys(t + l.comm), &c);
+        self.w32(cred + 4, 1000 + pid as u32);
+        // Single-thread group by default: thread_head <-> thread_node.
+        self.link(&[signal + 16, t + l.thread_node]);
+    }
+
+    /// Add a process (its own thread group) and return its address.
+    fn process(&mut self, pid: i32, comm: &[u8], parent: u64) -> u64 {
+        let t = dm(0x10000 + 0x1000 * self.tasks.len() as u64);
+        self.tasks.push(t);
+        self.fill(t, pid, pid, comm, parent, 0, TASK_INTERRUPTIBLE);
+        t
+    }
+
+    /// Make a circular doubly linked list of these list_head addresses.
+    fn link(&mut self, nodes: &[u64]) {
+        for (i, &n) in nodes.iter().enumerate() {
+            let next = nodes[(i + 1) % nodes.len()];
+            let prev = nodes[(i + nodes.len() - 1) % nodes.len()];
+            self.w64(n, next);
+            self.w64(n + 8, prev);
+        }
+    }
+
+    fn link_tasks(&mut self) {
+        let off = layout().task.tasks;
+        let nodes: Vec<u64> = self.tasks.iter().map(|t| t + off).collect();
+        self.link(&nodes);
+    }
+
+    fn space(&self) -> KernelSpace<'_> {
+        KernelSpace::new(&self.mem, 0, Some(POB), &X86_64_4LEVEL)
+    }
+
+    fn walk(&self, cfg: WalkConfig) -> WalkOutcome {
+        walk(&self.space(), &layout(), KVirt(self.tasks[0]), cfg)
+    }
+}
+
+fn sample() -> Fake {
+    let mut f = Fake::new();
+    let init = f.process(1, b"init", f.tasks[0]);
+    let a = f.process(2, b"kthreadd", f.tasks[0]);
+    let w = f.process(10, b"server", init);
+    f.w32(a + layout().task.flags, PF_KTHREAD);
+    // `server` gets a second thread (pid 11), not on the tasks list.
+    let th = dm(0x80000);
+    f.fill(th, 11, 10, b"server-io", init, 0, TASK_INTERRUPTIBLE);
+    let l = layout().task;
+    let signal = {
+        let mut b = [0u8; 8];
+        f.mem.read_phys(emulator::mem::PhysAddr(Fake::phys(w + l.signal)), &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    f.w64(th + l.signal, signal);
+    f.link(&[signal + 16, w + l.thread_node, th + l.thread_node]);
+    // A zombie child of init.
+    let z = f.process(12, b"defunct", init);
+    f.w32(z + l.state, 0x80);
+    f.w32(z + l.exit_state.unwrap(), EXIT_ZOMBIE);
+    f.link_tasks();
+    f
+}
+
+use emulator::mem::PhysMem;
+
+#[test]
+fn well_formed_list() {
+    let f = sample();
+    let out = f.walk(WalkConfig::default());
+    assert!(out.error.is_none(), "{:?}", out.error);
+    type Seen<'a> = (i32, i32, i32, char, &'a [u8], Option<u32>, bool, u32);
+    let got: Vec<Seen<'_>> = out
+        .threads
+        .iter()
+        .map(|t| (t.pid, t.tgid, t.ppid, t.state, t.comm.as_slice(), t.threads, t.kthread, t.uid))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, 1, 0, 'S', &b"init"[..], Some(1), false, 1001),
+            (2, 2, 0, 'S', &b"kthreadd"[..], Some(1), true, 1002),
+            (10, 10, 1, 'S', &b"server"[..], Some(2), false, 1010),
+            (11, 10, 1, 'S', &b"server-io"[..], None, false, 1011),
+            (12, 12, 1, 'Z', &b"defunct"[..], Some(1), false, 1012),
+        ]
+    );
+}
+
+#[test]
+fn cycle_that_skips_the_head_stops_with_the_tasks_so_far() {
+    let mut f = sample();
+    let off = layout().task.tasks;
+    // Last task's next points back at the second task; its prev agrees, so only the visited
+    // set can notice.
+    let (t1, t2, last) = (f.tasks[1] + off, f.tasks[2] + off, *f.tasks.last().unwrap() + off);
+    f.w64(last, t2);
+    f.w64(t2 + 8, last);
+    let _ = t1;
+    let out = f.walk(WalkConfig::default());
+    assert!(matches!(out.error, Some(WalkError::Cycle { .. }) | Some(WalkError::BrokenList { .. })), "{:?}", out.error);
+    assert!(out.threads.iter().any(|t| t.pid == 1));
+}
+
+#[test]
+fn ring_without_head_is_caught_by_the_visited_set() {
+    let mut f = sample();
+    let off = layout().task.tasks;
+    // A consistent ring 1 -> 2 -> 10 -> 12 -> 1 that never returns to init_task.
+    let nodes: Vec<u64> = f.tasks[1..].iter().map(|t| t + off).collect();
+    f.link(&nodes);
+    // init_task still points into the ring, and the ring's first prev points at init_task.
+    let head = f.tasks[0] + off;
+    f.w64(head, nodes[0]);
+    f.w64(nodes[0] + 8, head);
+    let out = f.walk(WalkConfig::default());
+    assert!(matches!(out.error, Some(WalkError::BrokenList { .. }) | Some(WalkError::Cycle { .. })), "{:?}", out.error);
+    assert_eq!(out.threads.iter().filter(|t| t.threads.is_some()).count(), 4, "the four groups before the loop are returned");
+}
+
+#[test]
+fn garbage_next_pointer() {
+    let mut f = sample();
+    let off = layout().task.tasks;
+    let t2 = f.tasks[2] + off;
+    f.w64(t2, 0xdead_beef_0000_0000);
+    let out = f.walk(WalkConfig::default());
+    assert!(matches!(out.error, Some(WalkError::BadPointer { what: "tasks.next", .. })), "{:?}", out.error);
+    assert_eq!(out.threads.iter().filter(|t| t.threads.is_some()).count(), 2);
+}
+
+#[test]
+fn next_pointer_past_the_end_of_ram() {
+    let mut f = sample();
+    let off = layout().task.tasks;
+    let t1 = f.tasks[1] + off;
+    f.w64(t1, dm(MEM as u64 + 0x1000));
+    let out = f.walk(WalkConfig::default());
+    assert!(out.error.is_some());
+    assert_eq!(out.threads.len(), 1);
+}
+
+#[test]
+fn runaway_list_is_bounded() {
+    let mut f = Fake::new();
+    let init = f.tasks[0];
+    for i in 0..50 {
+        f.process(100 + i, b"many", init);
+    }
+    f.link_tasks();
+    let out = f.walk(WalkConfig { max_tasks: 10, ..WalkConfig::default() });
+    assert!(matches!(out.error, Some(WalkError::TooMany { limit: 10 })), "{:?}", out.error);
+    assert_eq!(out.threads.len(), 10);
+}
+
+#[test]
+fn unterminated_comm_and_bad_pid_are_invalid() {
+    let mut f = sample();
+    let l = layout().task;
+    let t = f.tasks[3];
+    f.mem.write(Fake::phys(t + l.comm), &[b'x'; 16]);
+    let out = f.walk(WalkConfig::default());
+    assert!(matches!(out.error, Some(WalkError::InvalidTask { .. })), "{:?}", out.error);
+    let mut f = sample();
+    let t = f.tasks[2];
+    f.w32(t + l.pid, 0x7fff_ffff);
+    let out = f.walk(WalkConfig::default());
+    assert!(matches!(out.error, Some(WalkError::InvalidTask { .. })), "{:?}", out.error);
+}
+
+#[test]
+fn thread_list_cycle_is_caught() {
+    let mut f = sample();
+    let l = layout().task;
+    let w = f.tasks[3];
+    // server's second thread points back at the first thread instead of the head.
+    let th = dm(0x80000);
+    f.w64(th + l.thread_node, w + l.thread_node);
+    let out = f.walk(WalkConfig::default());
+    assert!(out.error.is_some());
+    assert!(!out.threads.is_empty());
+}
+
+#[test]
+fn random_memory_never_panics_or_hangs() {
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    for round in 0..20 {
+        let mut f = sample();
+        for b in f.mem.data.iter_mut().take(0x90000) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            if seed % 97 < 3 + round {
+                *b = (seed >> 24) as u8;
+            }
+        }
+        let out = f.walk(WalkConfig { max_tasks: 1000, ..WalkConfig::default() });
+        assert!(out.threads.len() <= 1000);
+    }
+}

@@ -1,0 +1,187 @@
+//! Finding the kernel in corpus dumps, checked against the kernel's own reference data (which
+//! the analysis never sees): /proc/kallsyms and System.map, layout.json from kbuild.
+
+mod common;
+
+use common::*;
+use emulator::mem::PhysMem;
+use harness::introspect::counting::CountingMem;
+use harness::introspect::kernel::Kernel;
+use harness::introspect::layout::build::build;
+use harness::introspect::layout::btf;
+use harness::introspect::scan::ScanConfig;
+use harness::lab::corpus::Mode;
+use rstest::rstest;
+
+
+/// Every symbol decoded from memory equals the guest's own /proc/kallsyms line for line
+/// (address, type, name), when the lab captured it; otherwise every symbol sits at its
+/// System.map address plus one KASLR shift.
+#[rstest]
+fn kallsyms_decoded_from_memory_matches_the_guest(#[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "custom-randstruct"
+    )]
+    name: &str) {
+    let e = entry(name);
+    let mem = dump(&e, Mode::Running);
+    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
+    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let ours: Vec<String> = k
+        .kallsyms
+        .all(mem.as_ref())
+        .unwrap()
+        .into_iter()
+        .map(|(a, s)| format!("{:016x} {} {}", a.0, s.kind, s.name))
+        .collect();
+    assert_eq!(ours.len() as u32, k.info.num_syms);
+    match &e.reference.kallsyms {
+        Some(rel) => {
+            let text = std::fs::read_to_string(e.path(rel)).unwrap_or_else(|err| panic!("{rel}: {err}; {BUILD}"));
+            let theirs: Vec<&str> = text.lines().filter(|l| !l.contains('[')).collect();
+            let mismatch = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+            assert_eq!(ours.len(), theirs.len(), "{}: symbol count", e.name);
+            assert_eq!(mismatch, None, "{}: first difference at line {mismatch:?}", e.name);
+        }
+        None => {
+            let map = std::fs::read_to_string(e.system_map_path()).unwrap_or_else(|err| panic!("{err}; {BUILD}"));
+            let shift = k.info.kaslr_virt_offset;
+            let linked: std::collections::HashMap<&str, u64> = map
+                .lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace();
+                    let a = u64::from_str_radix(w.next()?, 16).ok()?;
+                    let _ = w.next()?;
+                    Some((w.next()?, a))
+                })
+                .collect();
+            let mut checked = 0;
+            for line in &ours {
+                let mut w = line.split_whitespace();
+                let addr = u64::from_str_radix(w.next().unwrap(), 16).unwrap();
+                let name = w.nth(1).unwrap();
+                if addr < 0xffff_ffff_8000_0000 {
+                    continue; // per-CPU offsets are not shifted
+                }
+                if let Some(&a) = linked.get(name) {
+                    assert_eq!(addr, a.wrapping_add(shift), "{}: {name}", e.name);
+                    checked += 1;
+                }
+            }
+            assert!(checked > 1000, "{}: only {checked} symbols comparable", e.name);
+        }
+    }
+}
+
+/// The scan that finds the kernel reads under 2 % of the guest's RAM.
+#[rstest]
+fn scan_reads_little(#[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "custom-randstruct"
+    )]
+    name: &str) {
+    let e = entry(name);
+    let mem = dump(&e, Mode::Running);
+    let ram: u64 = mem.ranges().iter().map(|r| r.len()).sum();
+    let counted = CountingMem::new(mem.as_ref());
+    Kernel::scan(&counted, &ScanConfig::default()).unwrap();
+    let bytes = counted.count().bytes;
+    assert!(bytes * 50 < ram, "{}: scan read {bytes} of {ram} bytes ({:.2} %)", e.name, bytes as f64 * 100.0 / ram as f64);
+}
+
+/// The layout read from the kernel's BTF equals kbuild's offsets (reference/layout.json).
+#[rstest]
+fn btf_layout_equals_kbuild(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64")] name: &str) {
+    let e = entry(name);
+    assert!(e.flags.btf, "{} is expected to have BTF", e.name);
+    let mem = dump(&e, Mode::Running);
+    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
+    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let parsed = btf::load(&k).unwrap();
+    assert!(parsed.type_count() > 10_000, "{}: only {} BTF types", e.name, parsed.type_count());
+    let l = build(&parsed).unwrap();
+    let reference = e.layout().unwrap();
+    let pairs = [
+        ("task_struct.tasks", l.task.tasks),
+        ("task_struct.pid", l.task.pid),
+        ("task_struct.tgid", l.task.tgid),
+        ("task_struct.real_parent", l.task.real_parent),
+        ("task_struct.thread_node", l.task.thread_node),
+        ("task_struct.signal", l.task.signal),
+        ("task_struct.real_cred", l.task.real_cred),
+        ("task_struct.__state", l.task.state),
+        ("task_struct.exit_state", l.task.exit_state.unwrap()),
+        ("task_struct.comm", l.task.comm),
+        ("task_struct.mm", l.task.mm),
+        ("task_struct.flags", l.task.flags),
+        ("task_struct.start_boottime", l.task.start_boottime),
+        ("mm_struct.pgd", l.mm.pgd),
+        ("mm_struct.arg_start", l.mm.arg_start),
+        ("mm_struct.arg_end", l.mm.arg_end),
+        ("cred.uid", l.cred.uid),
+        ("signal_struct.thread_head", l.signal.thread_head),
+    ];
+    for (key, ours) in pairs {
+        assert_eq!(Some(ours), reference.offset(key), "{}: {key}", e.name);
+    }
+    assert_eq!(Some(&l.task.size), reference.sizes.get("task_struct"), "{}: sizeof(task_struct)", e.name);
+}
+
+/// KASLR values derived from memory agree with the guest's own view and with vmcoreinfo.
+#[rstest]
+fn kaslr_values_agree(#[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "custom-randstruct"
+    )]
+    name: &str) {
+    let e = entry(name);
+    let mem = dump(&e, Mode::Panicked);
+    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
+    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    if let Some(v) = &k.info.vmcoreinfo {
+        assert_eq!(v.osrelease(), Some(e.release.as_str()));
+        assert_eq!(v.kernel_offset(), Some(k.info.text_virt.0 - 0xffff_ffff_8100_0000));
+    }
+    assert_eq!(k.info.release, e.release);
+    assert_eq!(k.info.text_phys.0 % (2 << 20), 0, "{}: _text not 2 MiB aligned physically", e.name);
+    if !e.flags.kaslr {
+        assert_eq!(k.info.text_virt.0, 0xffff_ffff_8100_0000, "{}: KASLR off but _text moved", e.name);
+    }
+}
+
+/// Kernel-thread names come out the same when `struct kthread` / `struct worker` offsets are
+/// inferred from memory instead of read from BTF, and the inferred offsets are BTF's.
+#[rstest]
+fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64")] name: &str) {
+    use harness::introspect::walk::{walk, WalkConfig};
+    let e = entry(name);
+    let mem = dump(&e, Mode::Running);
+    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
+    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let full = build(&btf::load(&k).unwrap()).unwrap();
+    let mut bare = full.clone();
+    bare.kthread = None;
+    bare.worker = None;
+    let init = k.info.init_task.unwrap();
+    let a = walk(&k.space, &full, init, WalkConfig::default());
+    let b = walk(&k.space, &bare, init, WalkConfig::default());
+    assert!(a.error.is_none() && b.error.is_none());
+    let names = |o: &harness::introspect::walk::WalkOutcome| o.threads.iter().map(|t| (t.pid, t.comm.clone())).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "{name}");
+    assert!(a.threads.iter().any(|t| t.comm.starts_with(b"kworker/") && t.comm.contains(&b'-')), "{name}: no kworker description to check");
+}

@@ -36,6 +36,10 @@ use super::super::LayoutError;
 
 /// Bytes of `.data` searched for `init_task`.
 pub const SEARCH_SPAN: u64 = 32 << 20;
+/// Most "swapper" names in `.data` examined as `init_task`'s.
+const MAX_NAME_HITS: usize = 256;
+/// Most page-table-looking pages in one chunk translated through.
+const MAX_TOP_TRIES: usize = 64;
 const CHUNK: u64 = 256 << 10;
 const GIB: u64 = 1 << 30;
 /// `sizeof(union fpregs_state)`: the static register area at the end of `task_struct`.
@@ -192,9 +196,10 @@ fn fpstate_offset(init: &Obj) -> Option<u64> {
 }
 
 /// Find `init_task` in `.data` (see the module doc).
-fn search_init_task(space: &KernelSpace<'_>, from: KVirt) -> Result<KVirt, LayoutError> {
+pub(super) fn search_init_task(space: &KernelSpace<'_>, from: KVirt) -> Result<KVirt, LayoutError> {
     let mut found = BTreeSet::new();
     let mut off = 0;
+    let mut tried = 0;
     while off < SEARCH_SPAN && found.is_empty() {
         let va = from.wrapping_add(off);
         let mut chunk = vec![0u8; (CHUNK + 16) as usize];
@@ -206,6 +211,10 @@ fn search_init_task(space: &KernelSpace<'_>, from: KVirt) -> Result<KVirt, Layou
             pos = k + 1;
             if chunk.get(k..k + 16).is_none_or(|w| swapper_names(w).is_empty()) {
                 continue;
+            }
+            tried += 1;
+            if tried > MAX_NAME_HITS {
+                return Err(failed(format!("more than {MAX_NAME_HITS} idle-task names in .data from {from}")));
             }
             let at = va.0 + k as u64;
             let lo = (at.saturating_sub(MAX_TASK_SIZE)) & !63;
@@ -231,7 +240,7 @@ fn search_init_task(space: &KernelSpace<'_>, from: KVirt) -> Result<KVirt, Layou
 }
 
 /// The direct-map base from `init_task`'s list heads (see the module doc).
-fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64, LayoutError> {
+pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64, LayoutError> {
     let ram_end = space.direct_map_size;
     let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
     let mut heads = 0;
@@ -285,10 +294,15 @@ fn search_top(p: &Probe<'_, '_>, from: KVirt, init_task: KVirt) -> Result<KVirt,
             break;
         }
         let mut hits = Vec::new();
+        let mut tries = 0;
         for k in (0..CHUNK).step_by(4096) {
             let page = &chunk[k as usize..(k + 4096) as usize];
             if !looks_like_top(space, page) {
                 continue;
+            }
+            tries += 1;
+            if tries > MAX_TOP_TRIES {
+                return Err(failed(format!("more than {MAX_TOP_TRIES} page-table-like pages in 256 KiB of .data at {va}")));
             }
             let Some(root) = space.linear(va.wrapping_add(k)) else { continue };
             let t = PageTables::new(root, space.format).translate(space.mem(), init_task);

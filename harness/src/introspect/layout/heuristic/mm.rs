@@ -10,7 +10,7 @@
 //! Invariant: bounded windows ([`MM_WIN`], 256 bytes of user memory per check, 4 processes per
 //! check); an offset is returned only if exactly one fits or the tie is reported weak.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::cred::declared_first;
 use super::probe::{failed, u64_at, Obj, Probe};
@@ -161,28 +161,35 @@ pub fn find_args(p: &Probe<'_, '_>, mms: &[Obj], init_mm: Option<&Obj>, pgd: u64
         .filter(|&a| zero_in_init(a) && !auxv(a) && mms.iter().all(|m| m.u64(a).is_some_and(|v| v > 0 && v < USER_TOP)))
         .collect();
     let val = |m: &Obj, a: u64| m.u64(a).unwrap_or(0);
+    let pairs: Vec<(u64, u64)> = user
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &x)| user[i + 1..].iter().map(move |&y| (x, y)))
+        .filter(|&(x, y)| mms.iter().all(|m| val(m, x) == val(m, y)))
+        .collect();
+    if pairs.len() > MAX_EQUAL_PAIRS {
+        return Err(failed(format!("mm_struct: {} pairs of equal user addresses, more than {MAX_EQUAL_PAIRS}", pairs.len())));
+    }
+    // Each (from, to, kind) is checked once: at most |user| argv and |user| env checks per pair.
+    let mut checked: HashMap<(u64, u64, Text), bool> = HashMap::new();
+    let mut text = |from: u64, to: u64, kind: Text| *checked.entry((from, to, kind)).or_insert_with(|| user_text(p, mms, pgd, from, Some(to), kind));
     let mut found = Vec::new();
-    for (i, &x) in user.iter().enumerate() {
-        for &y in &user[i + 1..] {
-            if !mms.iter().all(|m| val(m, x) == val(m, y)) {
-                continue;
-            }
-            let starts: Vec<u64> = user
-                .iter()
-                .copied()
-                .filter(|&a| mms.iter().all(|m| val(m, a) < val(m, x) && val(m, x) - val(m, a) < 1 << 30))
-                .filter(|&a| user_text(p, mms, pgd, a, Some(x), Text::Argv))
-                .collect();
-            let ends: Vec<u64> = user
-                .iter()
-                .copied()
-                .filter(|&b| b != x && b != y && mms.iter().all(|m| val(m, b) >= val(m, x) && val(m, b) - val(m, x) < 1 << 30))
-                .filter(|&b| mms.iter().any(|m| val(m, b) > val(m, x)) && user_text(p, mms, pgd, x, Some(b), Text::Env))
-                .collect();
-            for &a in &starts {
-                for &b in &ends {
-                    found.push((a, x, y, b));
-                }
+    for (x, y) in pairs {
+        let starts: Vec<u64> = user
+            .iter()
+            .copied()
+            .filter(|&a| mms.iter().all(|m| val(m, a) < val(m, x) && val(m, x) - val(m, a) < 1 << 30))
+            .filter(|&a| text(a, x, Text::Argv))
+            .collect();
+        let ends: Vec<u64> = user
+            .iter()
+            .copied()
+            .filter(|&b| b != x && b != y && mms.iter().all(|m| val(m, b) >= val(m, x) && val(m, b) - val(m, x) < 1 << 30))
+            .filter(|&b| mms.iter().any(|m| val(m, b) > val(m, x)) && text(x, b, Text::Env))
+            .collect();
+        for &a in &starts {
+            for &b in &ends {
+                found.push((a, x, y, b));
             }
         }
     }
@@ -197,7 +204,10 @@ pub fn find_args(p: &Probe<'_, '_>, mms: &[Obj], init_mm: Option<&Obj>, pgd: u64
 /// at strings and bytes `create_elf_tables` puts next to argv and envp.
 const AUXV_STACK_TAGS: [u64; 4] = [15, 24, 25, 31];
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Most pairs of equal-valued user-address fields considered as `arg_end`/`env_start`.
+const MAX_EQUAL_PAIRS: usize = 16;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Text {
     /// NUL-separated printable strings.
     Argv,

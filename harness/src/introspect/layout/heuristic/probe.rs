@@ -18,6 +18,8 @@ pub const MAX_TASK_SIZE: u64 = 16 << 10;
 pub const MAX_RING: usize = 1 << 16;
 /// Most non-empty list heads in `init_task` considered (a 16 KiB struct holds at most 1024).
 pub const MAX_LIST_HEADS: usize = 1024;
+/// Most list nodes read by one ring search, over all candidate lists together.
+pub const RING_BUDGET: usize = 4 * MAX_RING;
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: u64 = 16;
 
@@ -139,7 +141,8 @@ struct Cand {
 /// Find the task list: among the non-empty list heads of `init_task`, those that go round
 /// through heap nodes with consistent back links and return to the head, every member having a
 /// name at one of the `comms` offsets that also names `init_task`. All candidates advance
-/// together, one batched read per hop. Exactly one ring must be longest.
+/// together, one batched read per hop, within [`RING_BUDGET`] nodes in all. Exactly one ring
+/// must be longest.
 pub fn find_ring(p: &Probe<'_, '_>, init: &Obj, comms: &[u64]) -> Result<Ring, LayoutError> {
     let mut cands = Vec::new();
     let mut off = 0u64;
@@ -164,10 +167,15 @@ pub fn find_ring(p: &Probe<'_, '_>, init: &Obj, comms: &[u64]) -> Result<Ring, L
         }
         off += 8;
     }
+    let mut spent = 0usize;
     for _hop in 0..=MAX_RING {
         let active: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].alive && cands[i].node != cands[i].head).collect();
         if active.is_empty() {
             break;
+        }
+        spent += active.len();
+        if spent > RING_BUDGET {
+            return Err(failed(format!("task list search: more than {RING_BUDGET} list nodes followed without settling")));
         }
         let mut regions = Vec::new();
         for &i in &active {

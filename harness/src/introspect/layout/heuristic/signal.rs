@@ -20,6 +20,8 @@ use crate::introspect::addr::KVirt;
 pub const SIGNAL_WIN: usize = 512;
 /// Most threads followed per thread group.
 pub const MAX_THREADS: usize = 1 << 14;
+/// Most thread list nodes followed over all groups.
+pub const MAX_NODES: usize = 1 << 16;
 /// Where the thread-group fields are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignalFound {
@@ -106,7 +108,8 @@ pub fn groups(p: &Probe<'_, '_>, leaders: &[Obj], sf: SignalFound) -> Result<Vec
 }
 
 /// Follow many circular lists together, one batched read per hop: for each `(head, first)`,
-/// the members (node minus `node_off`) in order, or why the list is broken.
+/// the members (node minus `node_off`) in order, or why the list is broken. At most `limit`
+/// nodes per list and [`MAX_NODES`] in all.
 pub fn follow_many(p: &Probe<'_, '_>, lists: &[(u64, u64)], node_off: u64, limit: usize) -> Vec<Result<Vec<KVirt>, String>> {
     struct L {
         head: u64,
@@ -117,6 +120,7 @@ pub fn follow_many(p: &Probe<'_, '_>, lists: &[(u64, u64)], node_off: u64, limit
     }
     let mut ls: Vec<L> =
         lists.iter().map(|&(head, first)| L { head, prev: head, node: first, seen: HashSet::new(), out: Ok(Vec::new()) }).collect();
+    let mut spent = 0usize;
     loop {
         let mut active = Vec::new();
         for (i, l) in ls.iter_mut().enumerate() {
@@ -133,6 +137,13 @@ pub fn follow_many(p: &Probe<'_, '_>, lists: &[(u64, u64)], node_off: u64, limit
             }
         }
         if active.is_empty() {
+            break;
+        }
+        spent += active.len();
+        if spent > MAX_NODES {
+            for &i in &active {
+                ls[i].out = Err(format!("more than {MAX_NODES} thread list nodes in all"));
+            }
             break;
         }
         let regions: Vec<(KVirt, usize)> = active.iter().map(|&i| (KVirt(ls[i].node), 16)).collect();

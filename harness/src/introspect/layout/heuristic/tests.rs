@@ -9,6 +9,7 @@ use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange};
 use rstest::rstest;
 
 use super::probe::{find_ring, is_comm, swapper_names, Obj, Probe};
+use super::{ground, signal};
 use super::signal::follow_many;
 use super::task::{pid_tgid, start_boottime, Sample};
 use super::*;
@@ -455,4 +456,104 @@ fn start_boottime_rules() {
     let s = Sample { init: &init, leaders: &leaders, threads: &[], win: 64, comm: 40 };
     assert_eq!(start_boottime(&s, &[]).expect("clock"), (24, vec![16, 24]));
     assert_eq!(start_boottime(&s, &[(24, 8)]).expect("clock"), (16, vec![16]));
+}
+
+/// Several long named chains off `init_task` at once: the ring search stops at its total
+/// budget, not after each chain's own bound.
+#[test]
+fn ring_search_has_a_total_budget() {
+    let (chains, n) = (5usize, probe::MAX_RING);
+    let base = 0x10000u64;
+    let stride = n + 8;
+    let mut m = fabricated(base as usize + 32 * chains * stride);
+    for c in 0..chains {
+        let node = |k: usize| base + 32 * (c * stride + k) as u64;
+        // Heads below COMM, 64 bytes apart: member k's name (node - head_off + COMM) is then the
+        // name field (+16) of the same chain's slot k + 2c.
+        let head_off = COMM - 16 - 64 * c as u64;
+        let head = image(INIT_PHYS + head_off);
+        m.write_u64(INIT_PHYS + head_off, POB + node(0));
+        m.write_u64(INIT_PHYS + head_off + 8, POB + node(n - 1));
+        for k in 0..stride {
+            m.write(node(k) + 16, b"t\0");
+        }
+        for k in 0..n {
+            m.write_u64(node(k), POB + node(k + 1));
+            m.write_u64(node(k) + 8, if k == 0 { head } else { POB + node(k - 1) });
+        }
+    }
+    let s = space(&m);
+    let err = find_ring(&Probe { space: &s }, &init_obj(&s), &[COMM]).expect_err("budget");
+    assert!(err.to_string().contains("list nodes followed"), "{err}");
+}
+
+/// Thread lists: a total node budget across all groups.
+#[test]
+fn thread_lists_have_a_total_budget() {
+    let n = signal::MAX_NODES / 2 + 8;
+    let mut m = VecMem::new(0x1000 + 2 * 16 * (n + 1) + 0x1000);
+    let mut lists = Vec::new();
+    for l in 0..3u64 {
+        // Two chains of n nodes; the third list shares the first's nodes (it dies on the back link).
+        let c = l.min(1);
+        let node = |k: usize| 0x1000 + 16 * (c * (n as u64 + 1) + k as u64);
+        let head = POB + 0x100 + 16 * l;
+        for k in 0..n {
+            m.write_u64(node(k), POB + node(k + 1));
+            m.write_u64(node(k) + 8, if k == 0 { POB + 0x100 + 16 * c } else { POB + node(k - 1) });
+        }
+        lists.push((head, POB + node(0)));
+    }
+    let s = space(&m);
+    let r = follow_many(&Probe { space: &s }, &lists, 0, 1 << 20);
+    assert!(r.iter().all(|x| x.is_err()), "{:?}", r.iter().map(|x| x.as_ref().map(|v| v.len())).collect::<Vec<_>>());
+    assert!(r[0].as_ref().expect_err("budget").contains("in all"));
+}
+
+/// `.data` with `init_task` in it (three words pointing at its own start, its name 2 KiB in)
+/// after decoys: a "swapper" name with too few self-pointers, and non-idle names.
+#[test]
+fn init_task_is_found_in_data() {
+    let mut m = VecMem::new(0x60000); // the search reads .data in 256 KiB chunks
+    let data = 0x10000u64;
+    m.write(data + 0x100, b"swapper/0\0\0\0\0\0\0\0"); // decoy: no task around it
+    m.write(data + 0x800, b"swapperX\0\0\0\0\0\0\0\0");
+    let task = data + 0x4000;
+    for o in [0x500u64, 0x508, 0x540] {
+        m.write_u64(task + o, image(task));
+    }
+    m.write(task + 0x800, b"swapper/0\0\0\0\0\0\0\0");
+    let s = space(&m);
+    let found = ground::search_init_task(&s, KVirt(image(data))).expect("init_task");
+    assert_eq!(found, KVirt(image(task)));
+}
+
+/// `.data` full of idle-task names: the search gives up after a bounded number of them.
+#[test]
+fn init_task_search_is_bounded() {
+    let mut m = VecMem::new(0x80000);
+    for k in 0..0x4000u64 {
+        m.write(0x10000 + 16 * k, b"swapper/0\0\0\0\0\0\0\0");
+    }
+    let s = space(&m);
+    let err = ground::search_init_task(&s, KVirt(image(0x10000))).expect_err("bounded");
+    assert!(err.to_string().contains("idle-task names"), "{err}");
+}
+
+/// The direct-map base: list heads whose nodes point back only under one 1 GiB-aligned base.
+#[test]
+fn direct_map_base_by_votes() {
+    let pob = 0xffff_9b00_0000_0000u64; // 1 GiB aligned, as CONFIG_RANDOMIZE_MEMORY places it
+    let mut m = fabricated(0x20000);
+    for (k, phys) in [(0u64, 0x10000u64), (1, 0x11000)] {
+        let head = image(INIT_PHYS + TASKS + 16 * k);
+        m.write_u64(INIT_PHYS + TASKS + 16 * k, pob + phys);
+        m.write_u64(INIT_PHYS + TASKS + 16 * k + 8, pob + phys);
+        m.write_u64(phys, head);
+        m.write_u64(phys + 8, head);
+    }
+    let mut s = space(&m);
+    s.page_offset_base = None;
+    let init = Probe { space: &s }.objs(&[KVirt(image(INIT_PHYS))], 0x1000, "init").expect("init").remove(0);
+    assert_eq!(ground::direct_map_base(&s, &init).expect("base"), pob);
 }

@@ -18,8 +18,8 @@
 //! [`mem::PhysMem`], so an analysis runs unchanged against any of them.
 
 pub mod capture;
+pub mod endpoint;
 pub mod image;
 pub mod layers;
-pub mod endpoint;
 pub mod mem;
 pub mod wire;

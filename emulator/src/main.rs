@@ -10,14 +10,14 @@ mod serve_cmd;
 #[derive(Parser)]
 #[command(name = "emulator", version, about)]
 enum Cli {
+    /// Serve a memory image as a NetTLP endpoint: Memory Reads over UDP answered from it.
+    Serve(serve_cmd::ServeArgs),
     /// Decode a NetTLP capture (pcap/pcapng, Ethernet) to JSON Lines on stdout, one object
     /// per frame; frames that are not NetTLP or are cut short are reported, not dropped.
     Decode {
         /// The capture file.
         capture: PathBuf,
     },
-    /// Serve a memory image as a NetTLP endpoint: Memory Reads over UDP answered from it.
-    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -28,8 +28,8 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse() {
-        Cli::Decode { capture } => decode(&capture),
         Cli::Serve(args) => serve_cmd::serve(args),
+        Cli::Decode { capture } => decode(&capture),
     }
 }
 

@@ -1,11 +1,15 @@
 //! `emulator serve`: bind the endpoint on a listen address and serve an image until SIGINT or
 //! SIGTERM, then print the counters.
 
-use anyhow::{bail, Context, Result};
-use emulator::endpoint::{self, Endpoint, EndpointConfig, FaultSpec, Identity, ResponderConfig};
-use emulator::mem::PhysMem;
+use anyhow::{Context, Result};
+use emulator::capture::Recorder;
+use emulator::endpoint::{Endpoint, EndpointConfig, FaultSpec, Identity, ResponderConfig, Tap};
+use emulator::image::{self, Format};
+use emulator::mem::{PhysAddr, PhysMem};
 use emulator::wire::tlp::DeviceId;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::SystemTime;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,12 +20,12 @@ pub struct ServeArgs {
     /// The memory image.
     #[arg(long)]
     image: PathBuf,
-    /// Image format (until `emulator::image` is merged only `raw` is available).
+    /// Image format (raw, elf, kdump, lime, avml, live, live:q35); detected when omitted.
     #[arg(long)]
-    format: Option<String>,
-    /// Physical address of the first byte of a raw image (hex with 0x, or decimal).
-    #[arg(long, value_parser = parse_u64, default_value = "0")]
-    base: u64,
+    format: Option<Format>,
+    /// Physical address of the first byte of a raw image (hex with 0x, or decimal; default 0).
+    #[arg(long, value_parser = parse_u64)]
+    base: Option<u64>,
     /// IPv4 address to listen on (one endpoint per loopback address 127.0.0.x).
     #[arg(long, default_value = "127.0.0.1")]
     listen: Ipv4Addr,
@@ -43,6 +47,10 @@ pub struct ServeArgs {
     /// Completer ID put in completions (bus:dev.fn; the root complex is 00:00.0).
     #[arg(long, value_parser = parse_devid, default_value = "00:00.0")]
     completer: DeviceId,
+    /// Busy-poll this many microseconds for the next request before sleeping (0: always
+    /// sleep; spinning helps only when both ends have a core to themselves).
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// Address answered to GET_BAR4_ADDR.
     #[arg(long, value_parser = parse_u64, default_value = "0")]
     bar4: u64,
@@ -78,16 +86,9 @@ fn parse_devid(s: &str) -> Result<DeviceId, String> {
     Ok(DeviceId::new(bus, dev, func))
 }
 
-/// Open the image. TEMPORARY: raw only, through `endpoint::tmp_raw`, until `emulator::image`
-/// (and its `image::open` with format detection) is merged.
 fn open_image(args: &ServeArgs) -> Result<Box<dyn PhysMem>> {
-    match args.format.as_deref() {
-        None | Some("raw") => {}
-        Some(other) => bail!("image format {other:?} needs emulator::image, which is not merged yet (raw only)"),
-    }
-    let raw = endpoint::tmp_raw::RawFile::open(&args.image, args.base)
-        .with_context(|| format!("opening {}", args.image.display()))?;
-    Ok(Box::new(raw))
+    image::open(&args.image, args.format, args.base.map(PhysAddr))
+        .with_context(|| format!("opening {}", args.image.display()))
 }
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
@@ -105,14 +106,23 @@ fn install_signal_handlers() {
     }
 }
 
-pub fn serve(args: ServeArgs) -> Result<()> {
-    if let Some(p) = &args.pcap {
-        bail!(
-            "--pcap {}: recording needs emulator::capture, which is not merged yet \
-             (the endpoint's Tap hook is ready for it)",
-            p.display()
-        );
+/// Records every datagram into a pcap file (errors are counted and logged once).
+struct PcapTap {
+    recorder: Recorder,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl Tap for PcapTap {
+    fn datagram(&self, now: SystemTime, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+        if let Err(e) = self.recorder.record(now, src, dst, bytes) {
+            if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::error!("pcap recording failed: {e}");
+            }
+        }
     }
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
     let mem = open_image(&args)?;
     let description = mem.describe();
     let ranges = mem.ranges();
@@ -130,9 +140,20 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             },
         },
         fault,
+        spin: Duration::from_micros(args.spin_us),
         ..EndpointConfig::default()
     };
-    let ep = Endpoint::bind(mem, cfg).context("binding the endpoint")?;
+    let mut ep = Endpoint::bind(mem, cfg).context("binding the endpoint")?;
+    let tap = match &args.pcap {
+        Some(p) => {
+            let recorder = Recorder::create(p).with_context(|| format!("creating {}", p.display()))?;
+            tracing::info!("recording every datagram to {}", p.display());
+            let tap = Arc::new(PcapTap { recorder, errors: Default::default() });
+            ep = ep.with_tap(tap.clone());
+            Some(tap)
+        }
+        None => None,
+    };
     tracing::info!("serving {description}");
     let total: u64 = ranges.iter().map(|r| r.len()).sum();
     tracing::info!("{} ranges, {total} bytes:", ranges.len());
@@ -166,6 +187,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
     }
     let counters = running.stop().context("serving")?;
+    if let Some(tap) = tap {
+        tap.recorder.flush().context("flushing the pcap file")?;
+        tracing::info!("{} frames recorded to {}", tap.recorder.frames(), tap.recorder.path().display());
+    }
     tracing::info!("stopped; counters: {counters}");
     println!("{}", serde_json::to_string(&counters)?);
     Ok(())

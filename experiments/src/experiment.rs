@@ -23,6 +23,8 @@ pub struct Context {
     pub hw_reference: PathBuf,
     /// Smaller inputs and fewer repetitions, so the whole chain finishes in minutes.
     pub quick: bool,
+    /// Corpus entries to run on (`--only-kernel`); empty = the experiment's default selection.
+    pub only_kernels: Vec<String>,
 }
 
 /// Why one run of an experiment failed. Earlier runs' rows are kept.

@@ -7,8 +7,12 @@
 //!        │
 //!   driver     plan → run → rewrite results/<name>.csv after every run → Outcome → summary
 //!        │            │
-//!        │       experiment::Experiment   one module per experiment (wire, ...), rows as serde structs
+//!        │       experiment::Experiment   one module per experiment, rows as serde structs
 //!        │            │
+//!        │       config_matrix, timing ──┐
+//!        │       panic, scaling ─────────┴── analysis  (harness::introspect::ps on corpus
+//!        │             │                                memory, scored with compare)
+//!        │             └── harness::lab::shellport      (a booted guest with a shell port)
 //!        │       wire ── hw_reference ── tlpperf   (published NetTLP hardware runs)
 //!        │
 //!   results    CSV exporter/reader (schema = row fields + git_rev,date_utc,quick)
@@ -18,14 +22,19 @@
 //! `paper-figures` reads the CSV files through [`results::read`] with the row types defined
 //! here, so a figure and the experiment that feeds it cannot disagree about a column.
 
+pub mod analysis;
+pub mod config_matrix;
 pub mod driver;
 pub mod experiment;
 pub mod hw_reference;
+pub mod panic;
 pub mod provenance;
 pub mod registry;
 pub mod results;
+pub mod scaling;
 pub mod schema;
 pub mod summary;
+pub mod timing;
 pub mod tlpperf;
 pub mod wire;
 

@@ -35,6 +35,9 @@ enum Command {
         /// NetTLP hardware tlpperf outputs (default: <repo>/../shared/reference/nettlp-hw-tlpperf).
         #[arg(long)]
         reference: Option<PathBuf>,
+        /// Only these corpus entries (repeatable), for the experiments that run on the corpus.
+        #[arg(long = "only-kernel", value_name = "NAME")]
+        only_kernel: Vec<String>,
     },
     /// List the experiments, available and pending.
     List,
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<ExitCode> {
             repo,
             results,
             reference,
+            only_kernel,
         } => {
             let selected = registry::select(&names)?;
             let cwd = std::env::current_dir().context("current directory")?;
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 hw_reference: reference.unwrap_or_else(|| repo.join(hw_reference::DEFAULT_RELATIVE)),
                 repo,
                 quick,
+                only_kernels: only_kernel,
             };
             let git_rev = provenance::git_rev(&ctx.repo)?;
             let progress = MultiProgress::new();

@@ -36,7 +36,7 @@ fn run_wire_writes_both_files() {
 #[test]
 fn pending_experiment_is_an_error_that_says_why() {
     let out = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args(["run", "panic"])
+        .args(["run", "faults"])
         .output()
         .unwrap();
     assert!(!out.status.success());

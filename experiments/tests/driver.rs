@@ -66,6 +66,7 @@ fn context(results_dir: PathBuf) -> Context {
         repo,
         results_dir,
         quick: true,
+        only_kernels: Vec::new(),
     }
 }
 

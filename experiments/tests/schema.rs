@@ -13,6 +13,7 @@ fn context() -> Context {
         results_dir: repo.join("results"),
         repo,
         quick: false,
+        only_kernels: Vec::new(),
     }
 }
 
@@ -63,4 +64,15 @@ fn wire_throughput_schema() {
         "wire_throughput_csv_fix_1_byte_1_cpu",
         String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
     );
+}
+
+/// The columns of the corpus experiments, pinned: a renamed or reordered column is a visible
+/// change (the figures read them by name).
+#[test]
+fn corpus_experiment_columns() {
+    use experiments::{config_matrix::MatrixRow, panic::PanicRow, scaling::ScalingRow, timing::TimingRow};
+    insta::assert_snapshot!("config_matrix_columns", results::columns::<MatrixRow>().unwrap().join(","));
+    insta::assert_snapshot!("timing_columns", results::columns::<TimingRow>().unwrap().join(","));
+    insta::assert_snapshot!("panic_columns", results::columns::<PanicRow>().unwrap().join(","));
+    insta::assert_snapshot!("scaling_columns", results::columns::<ScalingRow>().unwrap().join(","));
 }

@@ -28,6 +28,15 @@ pub enum DmaCmd {
     },
     /// Read benchmarks (tlpperf-like): requests/s, MB/s and latency per size; JSON results.
     Bench(BenchArgs),
+    /// Write a raw image holding the test pattern of physical BASE..BASE+LEN (for `emulator
+    /// serve` and `bench --verify`).
+    MakePattern {
+        path: PathBuf,
+        #[arg(long, value_parser = parse_u64, default_value = "0")]
+        base: u64,
+        #[arg(long, value_parser = parse_u64, default_value = "8388608")]
+        len: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +93,10 @@ pub fn dma(cmd: DmaCmd) -> Result<()> {
     match cmd {
         DmaCmd::Read { target, addr, len, out, blocking } => read(&target, addr, len, out, blocking),
         DmaCmd::Bench(args) => run_bench(args),
+        DmaCmd::MakePattern { path, base, len } => {
+            endpoint::pattern::write_pattern_file(&path, base, len)
+                .with_context(|| format!("writing {}", path.display()))
+        }
     }
 }
 
@@ -118,7 +131,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
                 tracing::info!("writing {} bytes of test pattern to {}", a.region_len, img.display());
                 endpoint::pattern::write_pattern_file(img, a.region_start, a.region_len)?;
             }
-            let mem = endpoint::tmp_raw::RawFile::open(img, a.region_start)
+            let mem = emulator::image::open(img, Some(emulator::image::Format::Raw), Some(PhysAddr(a.region_start)))
                 .with_context(|| format!("opening {}", img.display()))?;
             let cfg = EndpointConfig {
                 listen: a.target.remote,

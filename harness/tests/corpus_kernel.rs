@@ -185,3 +185,59 @@ fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "de
     assert_eq!(names(&a), names(&b), "{name}");
     assert!(a.threads.iter().any(|t| t.comm.starts_with(b"kworker/") && t.comm.contains(&b'-')), "{name}: no kworker description to check");
 }
+
+/// A real dump with one list pointer overwritten (an overlay; the image file is untouched).
+struct Patched<'a> {
+    inner: &'a dyn PhysMem,
+    at: u64,
+    value: [u8; 8],
+}
+
+impl PhysMem for Patched<'_> {
+    fn read_phys(&self, addr: emulator::mem::PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
+        self.inner.read_phys(addr, buf)?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr.0 + i as u64;
+            if (self.at..self.at + 8).contains(&a) {
+                *b = self.value[(a - self.at) as usize];
+            }
+        }
+        Ok(())
+    }
+    fn ranges(&self) -> Vec<emulator::mem::PhysRange> {
+        self.inner.ranges()
+    }
+    fn describe(&self) -> String {
+        format!("{} with 8 bytes patched at {:#x}", self.inner.describe(), self.at)
+    }
+}
+
+/// Corrupting the real task list (garbage pointer, a loop back to an earlier task) ends the
+/// walk with an error and the tasks read before the corruption — no hang, no panic.
+#[rstest]
+fn corrupted_task_list_gives_partial_results(#[values("garbage", "loop")] how: &str) {
+    use harness::introspect::ps::{ps, PsOptions};
+    let e = entry("deb-amd64");
+    let mem = dump(&e, Mode::Running);
+    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
+    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let l = build(&btf::load(&k).unwrap()).unwrap();
+    // The 10th and 3rd tasks on the list.
+    let mut node = k.space.read_u64(k.info.init_task.unwrap().wrapping_add(l.task.tasks)).unwrap();
+    let mut nodes = vec![];
+    for _ in 0..10 {
+        nodes.push(node);
+        node = k.space.read_u64(harness::introspect::addr::KVirt(node)).unwrap();
+    }
+    let victim = k.space.linear(harness::introspect::addr::KVirt(nodes[9])).unwrap();
+    let value = match how {
+        "garbage" => 0x4141_4141_4141_4141u64,
+        _ => nodes[2],
+    };
+    let patched = Patched { inner: mem.as_ref(), at: victim.0, value: value.to_le_bytes() };
+    let r = ps(&patched, &PsOptions { method: Some(harness::introspect::layout::MethodKind::Btf), ..Default::default() }).unwrap();
+    let err = r.walk_error.expect("the corruption is reported");
+    assert!(err.contains("tasks.next") || err.contains("prev") || err.contains("loops"), "{how}: {err}");
+    let leaders = r.rows.iter().filter(|row| row.threads.is_some()).count();
+    assert_eq!(leaders, 10, "{how}: the ten processes before the corruption are listed");
+}

@@ -22,7 +22,7 @@ pub enum Scale {
 }
 
 impl Scale {
-    fn to_pos(self, v: f64) -> f64 {
+    pub fn to_pos(self, v: f64) -> f64 {
         match self {
             Scale::Linear => v,
             Scale::Log2 => v.log2(),
@@ -352,14 +352,14 @@ where
 
 /// A plotters coordinate in axis positions (data after the scale's transform) whose tick marks
 /// are exactly [`Axis::ticks`].
-struct Ticked {
+pub(crate) struct Ticked {
     lo: f64,
     hi: f64,
     ticks: Vec<f64>,
 }
 
 impl Ticked {
-    fn new(a: &Axis) -> Ticked {
+    pub(crate) fn new(a: &Axis) -> Ticked {
         let pos = |v| a.scale.to_pos(v);
         Ticked {
             lo: pos(a.min),

@@ -2,14 +2,19 @@
 //!
 //! ```text
 //!   results/<name>.csv ──(experiments::results::read, schema-checked)──▶ figures::<figure>::build
-//!                                                                          │  rows → LineChart (data)
-//!   paper-figures/out/<stem>.{svg,png} ◀── render (SVG + PNG backends) ◀───┘  chart draws with plotters
+//!                                                                          │  rows → Chart (data):
+//!                                                                          │  chart::LineChart,
+//!                                                                          │  heatmap::Heatmap,
+//!                                                                          │  bars::BarChart
+//!   paper-figures/out/<stem>.{svg,png} ◀── render (SVG + PNG backends) ◀───┘  each draws with plotters
 //! ```
 //!
 //! This crate never runs an experiment: it only reads what `experiments run` wrote.
 
+pub mod bars;
 pub mod chart;
 pub mod figures;
+pub mod heatmap;
 pub mod render;
 pub mod style;
 

@@ -35,7 +35,6 @@ pub mod responder;
 pub mod server;
 pub mod stats;
 pub mod sys;
-pub mod tmp_raw;
 
 pub use fault::FaultSpec;
 pub use responder::{Identity, Responder, ResponderConfig};

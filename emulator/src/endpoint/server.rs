@@ -33,8 +33,9 @@ use crate::wire::nettlp::{self, PortClass};
 
 /// Ports libtlp uses for requester-issued transactions (`0x3000 + (tag & 0xF)`).
 pub const TAG_PORTS: u16 = 16;
-/// Receive slot: a 4 KiB MWr with 4DW header fits; anything larger is "oversized".
-const RECV_SLOT: usize = 6 + 16 + 4096 + 64;
+/// Largest valid request datagram: NetTLP header, 4DW MWr header, 4096 data bytes, digest.
+/// Anything longer is counted as oversized.
+pub const MAX_REQUEST: usize = 6 + 16 + 4096 + 4;
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct EndpointConfig {
     pub batch: usize,
     /// Socket buffer size requested (bytes).
     pub socket_buffer: usize,
+    /// Look for the next datagram this long before sleeping (busy-poll; default 0).
+    pub spin: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -56,6 +59,7 @@ impl Default for EndpointConfig {
             fault: FaultSpec::default(),
             batch: 64,
             socket_buffer: 4 << 20,
+            spin: Duration::ZERO,
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct Endpoint<M> {
     stop: Arc<AtomicBool>,
     fault: FaultSpec,
     batch: usize,
+    spin: Duration,
     tap: Option<Arc<dyn Tap>>,
 }
 
@@ -155,6 +160,7 @@ impl<M: PhysMem + 'static> Endpoint<M> {
             let addr = SocketAddrV4::new(cfg.listen, port);
             let socket = UdpSocket::bind(addr).map_err(|source| EndpointError::Bind { addr, source })?;
             sys::size_buffers(&socket, cfg.socket_buffer);
+            sys::enable_gro(&socket);
             socks.push(Sock { class, socket, local: addr });
         }
         Ok(Endpoint {
@@ -164,6 +170,7 @@ impl<M: PhysMem + 'static> Endpoint<M> {
             stop: Arc::new(AtomicBool::new(false)),
             fault: cfg.fault,
             batch: cfg.batch.clamp(1, 1024),
+            spin: cfg.spin.min(Duration::from_millis(10)),
             tap: None,
         })
     }
@@ -202,8 +209,11 @@ impl<M: PhysMem + 'static> Endpoint<M> {
 
     /// Serve until [`Handle::stop`]; returns the final counters.
     pub fn run(self) -> Result<Snapshot, EndpointError> {
-        let mut pollfds: Vec<libc::pollfd> = self.socks.iter().map(|s| sys::pollfd_in(&s.socket)).collect();
-        let mut recv = RecvBatch::new(self.batch, RECV_SLOT);
+        let sockets: Vec<&UdpSocket> = self.socks.iter().map(|s| &s.socket).collect();
+        let mut epoll = sys::Epoll::new(&sockets).map_err(EndpointError::Poll)?;
+        let mut ready: Vec<usize> = Vec::with_capacity(self.socks.len());
+        // slots hold a whole coalesced (GRO) message; datagrams are split out again
+        let mut recv = RecvBatch::new(self.batch, sys::MAX_UDP);
         let mut send = SendBatch::new(self.batch.max(MAX_REPLIES_PER_REQUEST));
         let mut out = Outbox::new(self.batch + MAX_REPLIES_PER_REQUEST);
         let mut dsts: Vec<SocketAddrV4> = Vec::with_capacity(out.free());
@@ -220,17 +230,17 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(STOP_POLL),
                 None => STOP_POLL,
             };
-            if let Err(e) = sys::poll(&mut pollfds, Some(timeout)) {
-                break Err(EndpointError::Poll(e));
+            match epoll.wait_spinning(Some(timeout), self.spin) {
+                Ok(r) => {
+                    ready.clear();
+                    ready.extend_from_slice(r);
+                }
+                Err(e) => break Err(EndpointError::Poll(e)),
             }
             let now = Instant::now();
             let mut tally = Snapshot::default();
-            for i in 0..self.socks.len() {
-                if pollfds[i].revents == 0 {
-                    continue;
-                }
-                pollfds[i].revents = 0;
-                let sock = &self.socks[i];
+            for &i in &ready {
+                let Some(sock) = self.socks.get(i) else { continue };
                 let fd = sock.socket.as_raw_fd();
                 // drain the socket, a bounded number of batches per wake-up
                 for _ in 0..16 {
@@ -241,12 +251,11 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                             0
                         }
                     };
-                    for j in 0..n {
-                        let Some((src, bytes, truncated)) = recv.get(j) else { break };
+                    for (src, bytes, truncated) in recv.datagrams() {
                         if let Some(tap) = &self.tap {
                             tap.datagram(wall(now, t0, w0), src, sock.local, bytes);
                         }
-                        if truncated {
+                        if truncated || bytes.len() > MAX_REQUEST {
                             tally.datagrams += 1;
                             tally.oversized += 1;
                             continue;
@@ -255,10 +264,10 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                         self.responder.handle(now, sock.class, src, bytes, &mut out, &mut tally);
                         dsts.extend(std::iter::repeat(src).take(out.len() - before));
                         if out.free() < MAX_REPLIES_PER_REQUEST {
-                            self.flush(i, now, wall(now, t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
+                            self.flush(i, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
                         }
                     }
-                    self.flush(i, now, wall(now, t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
+                    self.flush(i, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
                     if n < recv.capacity() {
                         break;
                     }
@@ -266,7 +275,7 @@ impl<M: PhysMem + 'static> Endpoint<M> {
             }
             if let Some(f) = faults.as_mut() {
                 f.pop_ready(Instant::now(), &mut due);
-                self.send_held(&mut due, wall(now, t0, w0), &mut send, &mut tally);
+                self.send_held(&mut due, wall(Instant::now(), t0, w0), &mut send, &mut tally);
                 let t = f.take_tally();
                 tally.fault_dropped += t.dropped;
                 tally.fault_duplicated += t.duplicated;

@@ -83,6 +83,27 @@ impl Reassembly {
         self.got
     }
 
+    /// The bits of `dws` in each word of the DW bitmap: (word index, mask).
+    fn masks(dws: Range<usize>) -> impl Iterator<Item = (usize, u64)> {
+        let (lo, hi) = (dws.start, dws.end);
+        (lo / 64..hi.div_ceil(64)).map(move |w| {
+            let from = lo.max(w * 64) - w * 64;
+            let to = hi.min(w * 64 + 64) - w * 64; // 1..=64
+            let upto = if to == 64 { u64::MAX } else { (1u64 << to) - 1 };
+            (w, upto & !((1u64 << from) - 1))
+        })
+    }
+
+    fn any_seen(&self, dws: Range<usize>) -> bool {
+        Self::masks(dws).any(|(w, m)| self.seen[w] & m != 0)
+    }
+
+    fn mark_seen(&mut self, dws: Range<usize>) {
+        for (w, m) in Self::masks(dws) {
+            self.seen[w] |= m;
+        }
+    }
+
     /// Offset in the request of a completion's first byte, if its Byte Count and Lower
     /// Address fit.
     fn offset_of(&self, cpl: &Completion) -> Option<u32> {
@@ -118,12 +139,10 @@ impl Reassembly {
         if dws.end > MAX_DW {
             return Verdict::Reject(Reject::Mismatch);
         }
-        if dws.clone().any(|d| self.seen[d / 64] & (1 << (d % 64)) != 0) {
+        if self.any_seen(dws.clone()) {
             return Verdict::Reject(Reject::Duplicate);
         }
-        for d in dws {
-            self.seen[d / 64] |= 1 << (d % 64);
-        }
+        self.mark_seen(dws);
         self.got += n;
         Verdict::Data {
             offset: offset as usize,
@@ -192,6 +211,25 @@ mod tests {
         let c = cpls(0x1003, 300, 256)[0];
         assert_eq!(r.accept(&c, 100), Verdict::Reject(Reject::Truncated));
         assert_eq!(r.received(), 0);
+    }
+
+    #[test]
+    fn bitmap_masks_cover_exactly_the_range() {
+        for lo in [0usize, 1, 63, 64, 65, 500] {
+            for len in [1usize, 2, 63, 64, 65, 128, 500] {
+                let hi = (lo + len).min(MAX_DW);
+                let mut bits = vec![false; MAX_DW];
+                for (w, m) in Reassembly::masks(lo..hi) {
+                    for b in 0..64 {
+                        if m & (1 << b) != 0 {
+                            bits[w * 64 + b] = true;
+                        }
+                    }
+                }
+                let want: Vec<bool> = (0..MAX_DW).map(|d| (lo..hi).contains(&d)).collect();
+                assert_eq!(bits, want, "{lo}..{hi}");
+            }
+        }
     }
 
     #[test]

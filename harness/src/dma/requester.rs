@@ -119,7 +119,9 @@ struct Engine {
     peers: Vec<SocketAddrV4>,
     /// Socket index of each tag's port (tag & 0xF).
     sock_of_nibble: [usize; 16],
-    pollfds: Vec<libc::pollfd>,
+    epoll: sys::Epoll,
+    /// Sockets found readable by the last wait.
+    ready: Vec<usize>,
     recv: RecvBatch,
     send: SendBatch,
     queues: Vec<SendQueue>,
@@ -156,9 +158,8 @@ impl std::fmt::Debug for Requester {
     }
 }
 
-/// Receive slot: largest CplD (6 + 12 + 4096) with room to spot anything longer.
-const RECV_SLOT: usize = 4224;
-const RECV_BATCH: usize = 64;
+/// Messages per receive; each slot holds a whole coalesced (GRO) message of datagrams.
+const RECV_BATCH: usize = 32;
 
 impl Requester {
     /// Bind the ports of `target`'s tags and learn the requester ID.
@@ -186,11 +187,13 @@ impl Requester {
             s.connect(SocketAddrV4::new(target.remote, port))
                 .map_err(|source| DmaError::Bind { addr, source })?;
             sys::size_buffers(&s, 4 << 20);
+            sys::enable_gro(&s);
             sock_of_nibble[n] = socks.len();
             socks.push(s);
             peers.push(SocketAddrV4::new(target.remote, port));
         }
-        let pollfds = socks.iter().map(sys::pollfd_in).collect();
+        let refs: Vec<&UdpSocket> = socks.iter().collect();
+        let epoll = sys::Epoll::new(&refs).map_err(|e| DmaError::Bind { addr: SocketAddrV4::new(local, 0), source: e })?;
         let queues = socks
             .iter()
             .map(|_| SendQueue { bufs: Vec::new(), lens: Vec::new() })
@@ -199,8 +202,9 @@ impl Requester {
             socks,
             peers,
             sock_of_nibble,
-            pollfds,
-            recv: RecvBatch::new(RECV_BATCH, RECV_SLOT),
+            epoll,
+            ready: Vec::new(),
+            recv: RecvBatch::new(RECV_BATCH, sys::MAX_UDP),
             send: SendBatch::new(256),
             queues,
             tags: TagPool::new(&tags),
@@ -433,9 +437,15 @@ impl Engine {
                 }
             }
             let timeout = wake.map(|w| w.saturating_duration_since(now));
-            if let Err(e) = sys::poll(&mut self.pollfds, timeout) {
-                tracing::warn!("poll failed: {e}");
-                std::thread::sleep(Duration::from_millis(1));
+            match self.epoll.wait_spinning(timeout, t.spin) {
+                Ok(r) => {
+                    self.ready.clear();
+                    self.ready.extend_from_slice(r);
+                }
+                Err(e) => {
+                    tracing::warn!("epoll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
             now = Instant::now();
             self.receive(now, t, rid, ops, &mut results);
@@ -494,16 +504,11 @@ impl Engine {
     }
 
     fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) {
-        for i in 0..self.socks.len() {
-            if self.pollfds[i].revents == 0 {
-                continue;
-            }
-            self.pollfds[i].revents = 0;
-            let fd = self.socks[i].as_raw_fd();
+        for k in 0..self.ready.len() {
+            let Some(fd) = self.socks.get(self.ready[k]).map(|s| s.as_raw_fd()) else { continue };
             loop {
                 let n = self.recv.recv(fd).unwrap_or(0);
-                for j in 0..n {
-                    let Some((src, bytes, truncated)) = self.recv.get(j) else { break };
+                for (src, bytes, truncated) in self.recv.datagrams() {
                     if truncated || *src.ip() != t.remote {
                         self.stats.malformed += 1;
                         continue;

@@ -13,7 +13,9 @@
 //! like the adapter), `timeout=DUR` (least wait per attempt, default 20ms; the wait adapts
 //! to measured round trips and doubles per retry, see [`super::rto`]), `retries=N` (default 3),
 //! `reuse=DUR|auto` (least time between a tag's completion and its next use, default 0;
-//! `auto` follows the path's delay; see [`super::tags`]), `requester=auto|BB:DD.F` (requester ID; `auto` asks the adapter's
+//! `auto` follows the path's delay; see [`super::tags`]), `spin=DUR` (busy-poll this long for
+//! the next completion before sleeping, default 0: spinning only pays when both ends have a
+//! core to themselves), `requester=auto|BB:DD.F` (requester ID; `auto` asks the adapter's
 //! messaging port for its device ID, like libtlp's `-R`).
 //!
 //! Invariant: a parsed [`Target`] is usable as is: tags are distinct and below 256, the MRRS
@@ -34,7 +36,7 @@ pub enum TargetError {
     Syntax(String),
     #[error("target option {key}={value:?}: {reason}")]
     Option { key: String, value: String, reason: String },
-    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, reuse, requester)")]
+    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, reuse, spin, requester)")]
     UnknownOption(String),
 }
 
@@ -78,6 +80,7 @@ pub struct Target {
     pub timeout: Duration,
     pub retries: u32,
     pub reuse: Reuse,
+    pub spin: Duration,
     pub requester: RequesterId,
 }
 
@@ -95,6 +98,7 @@ impl Target {
             timeout: Duration::from_millis(20),
             retries: 3,
             reuse: Reuse::After(Duration::ZERO),
+            spin: Duration::ZERO,
             requester: RequesterId::Auto,
         }
     }
@@ -180,6 +184,7 @@ impl FromStr for Target {
                 "mrrs" => t.mrrs = num()?,
                 "timeout" => t.timeout = dur()?,
                 "retries" => t.retries = num()?,
+                "spin" => t.spin = dur()?,
                 "reuse" => t.reuse = if value == "auto" { Reuse::Auto } else { Reuse::After(dur()?) },
                 "requester" => {
                     t.requester = match value {
@@ -202,7 +207,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nettlp://{}:{}?tags={}&stride={}&inflight={}&mrrs={}&timeout={}us&retries={}&reuse={}",
+            "nettlp://{}:{}?tags={}&stride={}&inflight={}&mrrs={}&timeout={}us&retries={}&reuse={}&spin={}us",
             self.remote,
             self.first_tag,
             self.tags,
@@ -214,7 +219,8 @@ impl fmt::Display for Target {
             match self.reuse {
                 Reuse::After(d) => format!("{}us", d.as_micros()),
                 Reuse::Auto => "auto".into(),
-            }
+            },
+            self.spin.as_micros()
         )?;
         if let Some(l) = self.local {
             write!(f, "&local={l}")?;

@@ -134,7 +134,8 @@ fn find_page_offset_base(kernel: &Kernel<'_>, l: &Layout, init: KVirt, next: KVi
     let ram_end = kernel.space.direct_map_size;
     let head = init.wrapping_add(l.task.tasks);
     let top = next.0 & !(GIB - 1);
-    for k in 0..=ram_end.div_ceil(GIB) {
+    // A remote source may not know its RAM size: look at most 64 GiB below the pointer.
+    for k in 0..=ram_end.div_ceil(GIB).min(64) {
         let Some(pob) = top.checked_sub(k * GIB) else { break };
         let phys = next.0 - pob;
         if phys + 16 > ram_end {

@@ -127,7 +127,7 @@ impl<'m> Kernel<'m> {
         let addrs = kallsyms.lookup(mem, WANTED)?;
         let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
         // Without CONFIG_KALLSYMS_ALL only text symbols remain (plus a stray `__init_begin`).
-        let data_syms = kallsyms.symbols.iter().filter(|s| matches!(s.kind, 'D' | 'd' | 'B' | 'b' | 'R' | 'r')).count();
+        let data_syms = kallsyms.iter().filter(|s| matches!(s.kind, 'D' | 'd' | 'B' | 'b' | 'R' | 'r')).count();
         let kallsyms_all = data_syms > 100;
 
         // `.rodata` starts at the first 2 MiB boundary after `_etext` (X86_ALIGN_RODATA_BEGIN);

@@ -107,13 +107,16 @@ fn candidates(mem: &dyn PhysMem, cfg: &ScanConfig) -> (Vec<(PhysAddr, PhysRange)
 /// Find the kernel: banner frame, then kallsyms after it.
 pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanError> {
     let (cands, ram) = candidates(mem, cfg);
+    // Search for kallsyms up to the end of the highest range, not just the candidate's own:
+    // sparse sources (a replayed capture) list many small ranges.
+    let top = cands.iter().map(|(_, r)| r.end).max().unwrap_or(PhysAddr(0));
     let mut banners = Vec::new();
     let mut probed = 0usize;
     for chunk in cands.chunks(cfg.batch.max(1)) {
         let regions: Vec<(PhysAddr, usize)> = chunk.iter().map(|&(a, _)| (a, cfg.probe_len)).collect();
         let results = read_many(mem, &regions);
         probed += chunk.len();
-        for (&(frame, range), res) in chunk.iter().zip(results) {
+        for (&(frame, _), res) in chunk.iter().zip(results) {
             let Ok(page) = res else { continue };
             let mut from = 0usize;
             while let Some(pos) = find(&page[from..], BANNER.as_bytes()).map(|p| p + from) {
@@ -122,7 +125,7 @@ pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanErr
                 let banner = Banner { phys: PhysAddr(frame.0 + pos as u64), text };
                 tracing::debug!(phys = %banner.phys, release = banner.release(), "banner candidate");
                 banners.push(banner.phys);
-                if let Some(kallsyms) = locate(mem, frame, range.end, &cfg.kallsyms) {
+                if let Some(kallsyms) = locate(mem, frame, top, &cfg.kallsyms) {
                     return Ok(Found { banner, rodata: frame, kallsyms, candidates_probed: probed });
                 }
                 break;

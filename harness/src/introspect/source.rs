@@ -1,7 +1,7 @@
 //! Opening the physical memory `ps` reads: an image file, a live target over NetTLP, a capture.
 //!
 //! Invariant: each source kind is one function returning `Box<dyn PhysMem>`; the analysis never
-//! knows which it got. Kinds whose backend has not landed yet return an error saying so.
+//! knows which it got.
 
 use std::path::Path;
 
@@ -23,9 +23,12 @@ pub fn open_image(path: &Path, format: Option<&str>) -> Result<Box<dyn PhysMem>,
     emulator::image::open(path, format, None).map_err(|e| err(e.to_string()))
 }
 
-/// A live machine over NetTLP (`nettlp://ADDR[:TAG]`).
+/// A live machine over NetTLP (`nettlp://ADDR[:TAG][?options]`, see `dma::target`).
 pub fn open_target(url: &str) -> Result<Box<dyn PhysMem>, SourceError> {
-    Err(SourceError::NotAvailable(format!("{url}: the NetTLP requester (harness::dma) has not landed yet")))
+    let target: crate::dma::target::Target = url.parse().map_err(|e: crate::dma::target::TargetError| SourceError::NotAvailable(e.to_string()))?;
+    let req = crate::dma::requester::Requester::connect(&target)
+        .map_err(|e| SourceError::Image { path: url.to_string(), reason: e.to_string() })?;
+    Ok(Box::new(req))
 }
 
 /// A recorded capture replayed as memory: the bytes the captured completions carried, at the

@@ -66,7 +66,8 @@ pub(super) fn prepare(tree: &Path, config: &Path) -> Result<PathBuf, KbuildError
     let text = std::fs::read(config).map_err(|source| KbuildError::Io { path: config.to_path_buf(), source })?;
     let hash: String = Sha256::digest(&text).iter().take(8).map(|b| format!("{b:02x}")).collect();
     let build = tree.join(".netdma-kbuild").join(hash);
-    let stamp = build.join(".netdma-prepared");
+    // Versioned: a directory prepared by an older procedure is prepared again.
+    let stamp = build.join(".netdma-prepared-v2");
     if stamp.is_file() {
         return Ok(build);
     }

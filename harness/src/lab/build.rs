@@ -105,6 +105,7 @@ pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, O
         None => recipe::default_corpus(),
     };
     crate::lab::setup::ensure_packages()?;
+    let _lock = crate::lab::cache::CacheLock::acquire(cache).map_err(io(cache.root().join("build.lock")))?;
     let workload = guest::workload_hash()?;
     let qemu = qemu_version()?;
     let corpus = Corpus::open(cache.corpus());

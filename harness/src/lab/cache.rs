@@ -70,3 +70,51 @@ pub fn hash_parts(parts: &[&[u8]]) -> String {
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// An exclusive lock on the cache for one writer (`corpus build`), held while this value lives.
+/// The lock file holds the owner's pid; a lock whose owner is gone is taken over.
+pub struct CacheLock {
+    path: PathBuf,
+}
+
+impl CacheLock {
+    /// Waits until the lock is free, then takes it.
+    pub fn acquire(cache: &Cache) -> std::io::Result<CacheLock> {
+        std::fs::create_dir_all(cache.root())?;
+        let path = cache.root().join("build.lock");
+        let mut told = false;
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    write!(f, "{}", std::process::id())?;
+                    return Ok(CacheLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let alive = owner.trim().parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                    // An empty file is a writer between create and write, unless it is old.
+                    let old = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|d| d.as_secs() > 10));
+                    if !alive && (!owner.is_empty() || old) {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if !told {
+                        tracing::info!("waiting for another corpus build (pid {}) to finish", owner.trim());
+                        told = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

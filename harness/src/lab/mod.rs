@@ -13,6 +13,7 @@
 //!   truth     one ground-truth record per thread (JSON Lines)
 //!   live      lab boot / panic / stop: a guest left running on a shared RAM file
 //!   setup     the Debian packages the lab needs (installed as root, else the command to run)
+//!   shellport a guest with a shell on ttyS2 (the experiments' in-guest agent), N sleepers, RAM size
 //! ```
 //! Invariant: everything in an entry comes from the guest (truth, dumps) or from the kernel's own
 //! build or package (reference data); the analysis under test is never consulted.
@@ -31,6 +32,7 @@ pub mod qemu;
 pub mod recipe;
 pub mod record;
 pub mod setup;
+pub mod shellport;
 pub mod truth;
 
 pub use error::{Error, Result};

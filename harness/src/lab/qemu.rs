@@ -124,7 +124,7 @@ impl Guest {
         let ctl = connect(&spec.ctl_path(), &mut child)?;
         let qmp = connect(&spec.qmp_path(), &mut child)?;
         let qmp = Qmp::handshake(qmp)?;
-        let ctl = Control::new(ctl, spec.console_path());
+        let ctl = Control::new(ctl, spec.console_path())?;
         Ok(Guest { spec, child: Some(child), qmp, ctl })
     }
 
@@ -132,7 +132,7 @@ impl Guest {
     pub fn attach(spec: GuestSpec) -> Result<Guest> {
         let qmp = UnixStream::connect(spec.qmp_path()).map_err(io(spec.qmp_path()))?;
         let ctl = UnixStream::connect(spec.ctl_path()).map_err(io(spec.ctl_path()))?;
-        Ok(Guest { qmp: Qmp::handshake(qmp)?, ctl: Control::new(ctl, spec.console_path()), spec, child: None })
+        Ok(Guest { qmp: Qmp::handshake(qmp)?, ctl: Control::new(ctl, spec.console_path())?, spec, child: None })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -268,9 +268,9 @@ const MAX_LINE: usize = 1 << 20;
 const MAX_SECTION_LINES: usize = 2_000_000;
 
 impl Control {
-    fn new(s: UnixStream, console: PathBuf) -> Control {
-        let writer = s.try_clone().expect("cloning a connected unix socket");
-        Control { reader: BufReader::new(s), writer, console }
+    fn new(s: UnixStream, console: PathBuf) -> Result<Control> {
+        let writer = s.try_clone().map_err(io("ctl.sock"))?;
+        Ok(Control { reader: BufReader::new(s), writer, console })
     }
 
     fn read_line(&mut self, deadline: Instant, what: &str) -> Result<Vec<u8>> {

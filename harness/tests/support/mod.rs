@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use emulator::endpoint::pattern::{pattern_bytes, write_pattern_file};
-use emulator::endpoint::tmp_raw::RawFile;
+use emulator::image::{self, Format};
+use emulator::mem::PhysAddr;
 use emulator::endpoint::{Endpoint, EndpointConfig, EndpointError, Running};
 use harness::dma::{Requester, Target};
 
@@ -54,7 +55,7 @@ pub fn serve(img: &Path, mut cfg: EndpointConfig) -> (Running, Ipv4Addr) {
     for _ in 0..20 {
         let addr = loopback();
         cfg.listen = addr;
-        let mem = RawFile::open(img, BASE).expect("mapping the image");
+        let mem = image::open(img, Some(Format::Raw), Some(PhysAddr(BASE))).expect("mapping the image");
         match Endpoint::bind(mem, cfg.clone()) {
             Ok(ep) => return (ep.spawn(), addr),
             Err(EndpointError::Bind { .. }) => continue,

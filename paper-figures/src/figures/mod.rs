@@ -12,8 +12,13 @@ use experiments::results::{self, ResultsError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::chart::{ChartError, LineChart};
+use crate::chart::ChartError;
+use crate::render::Chart;
 
+mod config_matrix;
+mod panic;
+mod scaling;
+mod timing;
 mod wire_latency;
 mod wire_throughput;
 
@@ -24,12 +29,32 @@ pub struct Figure {
     /// The results files it reads (`results/<input>.csv`).
     pub inputs: &'static [&'static str],
     /// Builds the chart from the results directory.
-    pub build: fn(&Path) -> Result<LineChart, FigureError>,
+    pub build: fn(&Path) -> Result<Chart, FigureError>,
 }
 
 /// Every figure, in the order they are rendered.
 pub fn all() -> Vec<Figure> {
     vec![
+        Figure {
+            stem: "config-matrix",
+            inputs: &["config-matrix"],
+            build: config_matrix::build,
+        },
+        Figure {
+            stem: "timing-phases",
+            inputs: &["timing"],
+            build: timing::build,
+        },
+        Figure {
+            stem: "panic-availability",
+            inputs: &["panic"],
+            build: panic::build,
+        },
+        Figure {
+            stem: "scaling",
+            inputs: &["scaling"],
+            build: scaling::build,
+        },
         Figure {
             stem: "wire-latency-cdf",
             inputs: &["wire-latency"],

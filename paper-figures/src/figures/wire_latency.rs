@@ -8,9 +8,10 @@ use experiments::wire::{group_latency, LatencyRow, Source};
 
 use super::{load, FigureError};
 use crate::chart::{nice_ceil, nice_floor, Axis, LegendAt, LineChart, Panel, Scale, Series, TickFormat};
+use crate::render::Chart;
 use crate::style;
 
-pub fn build(results_dir: &Path) -> Result<LineChart, FigureError> {
+pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let rows: Vec<LatencyRow> = load(results_dir, "wire-latency")?;
     let groups = group_latency(&rows);
     let sizes: Vec<f64> = groups.keys().map(|s| s.size_bytes as f64).collect();
@@ -62,11 +63,11 @@ pub fn build(results_dir: &Path) -> Result<LineChart, FigureError> {
         });
     }
     let n = panels.len() as u32;
-    Ok(LineChart {
+    Ok(Chart::Line(LineChart {
         title: "DMA read latency (CDF)".into(),
         panels: panels.into_values().collect(),
         size: (200 + 900 * n, 720),
-    })
+    }))
 }
 
 fn panel_title(source: Source, pattern: &str, cpus: u32, inflight: u32) -> String {

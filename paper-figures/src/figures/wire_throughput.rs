@@ -9,9 +9,10 @@ use experiments::wire::{summarize_throughput, Source, ThroughputRow};
 
 use super::{load, FigureError};
 use crate::chart::{decade_bounds, log_padded, Axis, LegendAt, LineChart, Marker, Panel, Scale, Series, TickFormat};
+use crate::render::Chart;
 use crate::style;
 
-pub fn build(results_dir: &Path) -> Result<LineChart, FigureError> {
+pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let rows: Vec<ThroughputRow> = load(results_dir, "wire-throughput")?;
     let summaries = summarize_throughput(&rows);
 
@@ -89,11 +90,11 @@ pub fn build(results_dir: &Path) -> Result<LineChart, FigureError> {
             legend: None,
         },
     ];
-    Ok(LineChart {
+    Ok(Chart::Line(LineChart {
         title: "DMA read throughput against transfer size".into(),
         panels,
         size: (1800, 760),
-    })
+    }))
 }
 
 fn series_label(source: Source, cpus: u32, inflight: u32, pattern: Pattern) -> String {

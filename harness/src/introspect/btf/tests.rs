@@ -179,3 +179,29 @@ fn self_containing_anonymous_member_is_bounded() {
     let btf = Btf::parse(b.blob()).unwrap();
     assert!(btf.find_member(s, "anything").is_err());
 }
+
+#[test]
+fn random_mutations_never_panic() {
+    let (blob, task) = sample();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..2000 {
+        let mut m = blob.clone();
+        for _ in 0..1 + (seed % 4) as usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let i = (seed as usize) % m.len();
+            m[i] = (seed >> 32) as u8;
+        }
+        if let Ok(btf) = Btf::parse(m) {
+            // Every lookup on whatever parsed must return, not panic.
+            let _ = btf.find_member(task, "comm");
+            let _ = btf.size_of(task);
+            for t in btf.records().flatten() {
+                let _ = btf.members(&t);
+                let _ = btf.resolve(t.id);
+                let _ = btf.name(&t);
+            }
+        }
+    }
+}

@@ -12,8 +12,6 @@
 
 pub mod locate;
 
-use std::collections::HashMap;
-
 use emulator::mem::{MemError, PhysAddr, PhysMem};
 
 use super::addr::KVirt;
@@ -40,14 +38,17 @@ pub enum KallsymsError {
 }
 
 /// One decoded symbol (its address is read on demand, see [`Kallsyms::addresses`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SymbolName {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolName<'a> {
     /// The type letter as `nm` prints it (`T` global text, `d` local data, ...).
     pub kind: char,
-    pub name: String,
+    pub name: &'a str,
 }
 
 /// Decoded kallsyms: every name, where each table is, and how to get addresses.
+///
+/// Names are kept in one string (`text`, each entry the type letter then the name) with their
+/// start offsets, so decoding 150 000 symbols makes two allocations, not 300 000.
 #[derive(Debug)]
 pub struct Kallsyms {
     pub location: KallsymsLocation,
@@ -57,8 +58,8 @@ pub struct Kallsyms {
     /// Whether `kallsyms_seqs_of_names` sits between the markers and the token table.
     pub has_seqs_of_names: bool,
     pub names_len: u64,
-    pub symbols: Vec<SymbolName>,
-    by_name: HashMap<String, u32>,
+    text: String,
+    starts: Vec<u32>,
 }
 
 impl Kallsyms {
@@ -118,11 +119,11 @@ impl Kallsyms {
             return Err(corrupt(PhysAddr(after_markers), "no token table/index after the markers".into()));
         };
 
-        // Expand every name.
+        // Expand every name into one string.
         let nb = Bytes::new(&names);
-        let mut symbols = Vec::with_capacity(n as usize);
-        let mut by_name = HashMap::with_capacity(n as usize);
-        for (i, &off) in entry_off.iter().enumerate() {
+        let mut raw: Vec<u8> = Vec::with_capacity(names.len() * 2);
+        let mut starts = Vec::with_capacity(n as usize + 1);
+        for &off in &entry_off {
             let off = off as usize;
             let b0 = nb.u8(off).unwrap_or(0);
             let (len, hdr) = if b0 & 0x80 != 0 {
@@ -131,24 +132,14 @@ impl Kallsyms {
                 (b0 as usize, 1)
             };
             let codes = nb.slice(off + hdr, len).map_err(|e| corrupt(loc.names, e.to_string()))?;
-            let mut full = Vec::with_capacity(len * 2);
+            starts.push(raw.len() as u32);
             for &c in codes {
-                full.extend_from_slice(&tokens[c as usize]);
+                raw.extend_from_slice(&tokens[c as usize]);
             }
-            let kind = full.first().copied().unwrap_or(b'?') as char;
-            let name = String::from_utf8_lossy(full.get(1..).unwrap_or(&[])).into_owned();
-            // Prefer a global (upper-case) definition when a name repeats.
-            match by_name.get(&name) {
-                Some(&prev) if !is_global(symbols_kind(&symbols, prev)) && kind.is_ascii_uppercase() => {
-                    by_name.insert(name.clone(), i as u32);
-                }
-                Some(_) => {}
-                None => {
-                    by_name.insert(name.clone(), i as u32);
-                }
-            }
-            symbols.push(SymbolName { kind, name });
         }
+        starts.push(raw.len() as u32);
+        // Symbol names are ASCII; anything else is replaced per byte so offsets stay valid.
+        let text: String = raw.iter().map(|&b| if b.is_ascii() { b as char } else { '?' }).collect();
         Ok(Kallsyms {
             location: loc,
             markers,
@@ -156,14 +147,52 @@ impl Kallsyms {
             token_index: ti,
             has_seqs_of_names: has_seqs,
             names_len,
-            symbols,
-            by_name,
+            text,
+            starts,
         })
+    }
+
+    /// Number of symbols.
+    pub fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Symbol `i`.
+    pub fn symbol(&self, i: usize) -> Option<SymbolName<'_>> {
+        let (s, e) = (*self.starts.get(i)? as usize, *self.starts.get(i + 1)? as usize);
+        let entry = self.text.get(s..e)?;
+        let kind = entry.chars().next().unwrap_or('?');
+        Some(SymbolName { kind, name: entry.get(1..).unwrap_or("") })
+    }
+
+    /// Every symbol, in table (address) order.
+    pub fn iter(&self) -> impl Iterator<Item = SymbolName<'_>> + '_ {
+        (0..self.len()).filter_map(|i| self.symbol(i))
     }
 
     /// Index of `name` in the table (the global one if the name repeats).
     pub fn index_of(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).copied()
+        self.indices_of(&[name])[0]
+    }
+
+    /// Indices of several names in one pass over the table (global definitions preferred).
+    pub fn indices_of(&self, names: &[&str]) -> Vec<Option<u32>> {
+        let mut out: Vec<Option<(u32, bool)>> = vec![None; names.len()];
+        for (i, s) in self.iter().enumerate() {
+            for (k, n) in names.iter().enumerate() {
+                if s.name == *n {
+                    let global = s.kind.is_ascii_uppercase();
+                    if out[k].is_none_or(|(_, g)| !g && global) {
+                        out[k] = Some((i as u32, global));
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|o| o.map(|(i, _)| i)).collect()
     }
 
     /// Addresses of symbols by index, read from `kallsyms_offsets` in one batch.
@@ -183,7 +212,8 @@ impl Kallsyms {
     pub fn addresses(&self, mem: &dyn PhysMem, names: &[&str]) -> Result<Vec<KVirt>, KallsymsError> {
         let idx = names
             .iter()
-            .map(|n| self.index_of(n).ok_or_else(|| KallsymsError::NoSymbol { name: n.to_string() }))
+            .zip(self.indices_of(names))
+            .map(|(n, i)| i.ok_or_else(|| KallsymsError::NoSymbol { name: n.to_string() }))
             .collect::<Result<Vec<_>, _>>()?;
         self.addresses_by_index(mem, &idx)
     }
@@ -191,7 +221,7 @@ impl Kallsyms {
     /// Addresses of the named symbols that exist; absent names map to `None`.
     pub fn lookup(&self, mem: &dyn PhysMem, names: &[&str]) -> Result<Vec<Option<KVirt>>, KallsymsError> {
         let present: Vec<(usize, u32)> =
-            names.iter().enumerate().filter_map(|(k, n)| self.index_of(n).map(|i| (k, i))).collect();
+            self.indices_of(names).into_iter().enumerate().filter_map(|(k, i)| i.map(|i| (k, i))).collect();
         let idx: Vec<u32> = present.iter().map(|&(_, i)| i).collect();
         let addrs = self.addresses_by_index(mem, &idx)?;
         let mut out = vec![None; names.len()];
@@ -202,12 +232,12 @@ impl Kallsyms {
     }
 
     /// Every symbol with its address (reads the whole offsets table).
-    pub fn all(&self, mem: &dyn PhysMem) -> Result<Vec<(KVirt, &SymbolName)>, KallsymsError> {
+    pub fn all(&self, mem: &dyn PhysMem) -> Result<Vec<(KVirt, SymbolName<'_>)>, KallsymsError> {
         let len = 4 * self.location.num_syms as usize;
         let raw = read_vec(mem, self.location.offsets, len)?;
         let b = Bytes::new(&raw);
-        let mut out = Vec::with_capacity(self.symbols.len());
-        for (i, s) in self.symbols.iter().enumerate() {
+        let mut out = Vec::with_capacity(self.len());
+        for (i, s) in self.iter().enumerate() {
             let v = b.i32(4 * i).map_err(|e| corrupt(self.location.offsets, e.to_string()))?;
             out.push((self.decode_offset(v), s));
         }
@@ -222,14 +252,6 @@ impl Kallsyms {
             OffsetMode::Relative => KVirt(base.wrapping_add(v as u32 as u64)),
         }
     }
-}
-
-fn symbols_kind(symbols: &[SymbolName], i: u32) -> char {
-    symbols.get(i as usize).map(|s| s.kind).unwrap_or('?')
-}
-
-fn is_global(kind: char) -> bool {
-    kind.is_ascii_uppercase()
 }
 
 fn corrupt(addr: PhysAddr, reason: String) -> KallsymsError {

@@ -93,7 +93,8 @@ fn locate_and_decode() {
         let k = Kallsyms::load(&t.mem, loc).unwrap();
         assert_eq!(k.has_seqs_of_names, seqs);
         assert_eq!((k.markers, k.token_table, k.token_index), (PhysAddr(t.markers), PhysAddr(t.token_table), PhysAddr(t.token_index)));
-        assert_eq!(k.symbols[699], SymbolName { kind: 'T', name: "sym_699".into() });
+        assert_eq!(k.symbol(699), Some(SymbolName { kind: 'T', name: "sym_699" }));
+        assert_eq!(k.len(), 700);
         assert_eq!(k.addresses(&t.mem, &["sym_0", "sym_300"]).unwrap(), vec![KVirt(BASE), KVirt(BASE + 16 * 300)]);
         assert!(matches!(k.addresses(&t.mem, &["nope"]), Err(KallsymsError::NoSymbol { .. })));
         assert_eq!(k.all(&t.mem).unwrap().len(), 700);
@@ -153,4 +154,26 @@ fn no_tables_no_location() {
         mem.write_u32(RODATA + 0x1000 + 4 * i, (i * 8) as u32);
     }
     assert!(locate::locate(&mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg()).is_none());
+}
+
+#[test]
+fn random_mutations_never_panic() {
+    let t = build(700, true);
+    let loc = find(&t).unwrap();
+    let mut seed = 0x1234_5678u64;
+    for _ in 0..300 {
+        let mut mem = VecMem { base: 0, data: t.mem.data.clone() };
+        for _ in 0..8 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Mutate inside the tables.
+            let i = (t.offsets as usize) + (seed as usize) % (t.token_index as usize + 512 - t.offsets as usize);
+            mem.data[i] = (seed >> 40) as u8;
+        }
+        if let Some(l) = locate::locate(&mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg()) {
+            let _ = Kallsyms::load(&mem, l);
+        }
+        let _ = Kallsyms::load(&mem, loc);
+    }
 }

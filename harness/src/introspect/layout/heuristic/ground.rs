@@ -17,9 +17,10 @@
 //!   register area that ends the struct: size = fpstate offset + 64 + 4096 (5.16+). With
 //!   `arch_task_struct_size` and the xstate size in kallsyms the same number follows from
 //!   `fpu__init_task_struct_size`; when both exist they must agree.
-//! - top-level page table (no `init_top_pgt`): some image pointer of `init_task` (its
-//!   `active_mm`, `&init_mm`) leads to a struct with a page-aligned image pointer to a page
-//!   whose entry 511 (`__START_KERNEL_map`) and direct-map entry are present.
+//! - top-level page table (no `init_top_pgt`): a page-aligned page of `.data` whose entry 511
+//!   (`__START_KERNEL_map`) and direct-map entry are present and through which `init_task`'s
+//!   address translates to where the image mapping puts it. (`init_mm` is not reachable from
+//!   memory alone: the idle task's `active_mm` is NULL whenever it is switched out.)
 //!
 //! Invariant: every search is bounded ([`SEARCH_SPAN`], 16 KiB windows, RAM size in GiB) and a
 //! value is accepted only when exactly one candidate passes.
@@ -270,13 +271,13 @@ pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64
 }
 
 /// Whether a 4 KiB page looks like the kernel's top-level table: entry 511 (the image) and the
-/// entry covering the direct map present, every present entry inside RAM.
+/// entry covering the direct map present. (No check of the frames against the RAM size: a
+/// replayed capture knows only the bytes read; the translation of `init_task` through the
+/// candidate is the decisive test.)
 fn looks_like_top(space: &KernelSpace<'_>, page: &[u8]) -> bool {
     let Some(pob) = space.page_offset_base else { return false };
     let present = |i: u64| u64_at(page, 8 * i).is_some_and(|e| e & 1 != 0);
-    let frame_ok = |i: u64| u64_at(page, 8 * i).is_some_and(|e| e & 1 == 0 || (e & 0x000f_ffff_ffff_f000) < space.direct_map_size);
-    let dm = (pob >> 39) & 511;
-    present(511) && present(dm) && (0..512).all(frame_ok)
+    present(511) && present((pob >> 39) & 511)
 }
 
 /// The kernel's top-level page table in `.data` (no `init_top_pgt` symbol): the page-aligned

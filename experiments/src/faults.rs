@@ -1,0 +1,296 @@
+//! `faults`: does the NetTLP path stay correct when the network misbehaves? `emulator serve
+//! --fault loss=…,dup=…,reorder=…` drops, duplicates and reorders its completions (seeded, so
+//! each run is reproducible); the requester must still deliver the right bytes.
+//!
+//! For every point of a loss × duplication × reordering grid, two checks, each against its own
+//! endpoint process:
+//! - `readback`: a raw image holding the emulator's known pattern is read back in 4 KiB reads,
+//!   pipelined; `bytes_exact` = every byte equals the pattern (checked independently of the
+//!   endpoint, from the pattern's definition);
+//! - `ps`: a corpus kernel's running memory (its raw dump) is served and listed over the wire
+//!   with `harness::introspect::ps`; `tasks_match` = the listing equals the listing of the same
+//!   dump read from the file, and `compare` finds it exact against the guest's truth.
+//!
+//! The requester runs with `retries=10` (the default 3 is for a clean path); its own counters
+//! give the retries, time-outs, duplicate and stale completions.
+//!
+//! Invariant: `bytes_exact` and `tasks_match` are computed from what was read, never assumed
+//! from the absence of errors; a read that failed is `ok = false` with its error.
+//!
+//! ```text
+//! results/faults.csv  check,loss,dup,reorder,delay_us,seed,repeat,ok,error,bytes_read,
+//!                     bytes_exact,tasks_found,tasks_match,wall_ms,dma_reads,requests,retries,
+//!                     timeouts,duplicates,stale, + stamp
+//! ```
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use emulator::mem::{PhysAddr, PhysMem, ReadOp};
+use harness::introspect::layout::MethodKind;
+use harness::lab::corpus::{DumpFormat, Entry, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::analysis;
+use crate::experiment::{Context, Experiment, RunError};
+use crate::served::{PatternImage, Served};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultRow {
+    /// `readback` (known pattern) or `ps` (a corpus kernel's process list over the wire).
+    pub check: String,
+    pub loss: f64,
+    pub dup: f64,
+    pub reorder: f64,
+    pub delay_us: u64,
+    pub seed: u64,
+    pub repeat: u32,
+    pub ok: bool,
+    pub error: String,
+    pub bytes_read: u64,
+    /// readback: every byte equals the pattern.
+    pub bytes_exact: Option<bool>,
+    pub tasks_found: usize,
+    /// ps: same listing as from the file, and exact against the truth.
+    pub tasks_match: Option<bool>,
+    pub wall_ms: f64,
+    pub dma_reads: u64,
+    /// MRd requests sent, retries included.
+    pub requests: u64,
+    pub retries: u64,
+    pub timeouts: u64,
+    pub duplicates: u64,
+    pub stale: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FaultPoint {
+    pub loss: f64,
+    pub dup: f64,
+    pub reorder: f64,
+    pub delay_us: u64,
+}
+
+impl FaultPoint {
+    pub fn spec(&self, seed: u64) -> String {
+        format!(
+            "loss={},dup={},reorder={},delay={}us,seed={seed}",
+            self.loss, self.dup, self.reorder, self.delay_us
+        )
+    }
+}
+
+pub struct FaultRun {
+    pub point: FaultPoint,
+    pub repeat: u32,
+    pub entry: Entry,
+}
+
+impl fmt::Display for FaultRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} #{}", self.point.spec(self.repeat as u64), self.repeat)
+    }
+}
+
+/// The grid: every combination of these rates.
+pub fn grid(quick: bool) -> Vec<FaultPoint> {
+    let (loss, dup, reorder): (&[f64], &[f64], &[f64]) = if quick {
+        (&[0.0, 0.05], &[0.0, 0.05], &[0.0, 0.05])
+    } else {
+        (&[0.0, 0.01, 0.05, 0.1, 0.2], &[0.0, 0.05, 0.2], &[0.0, 0.05, 0.2])
+    };
+    let mut out = Vec::new();
+    for &l in loss {
+        for &d in dup {
+            for &r in reorder {
+                out.push(FaultPoint { loss: l, dup: d, reorder: r, delay_us: 0 });
+            }
+        }
+    }
+    out
+}
+
+/// Bytes read back per readback check.
+pub fn readback_bytes(quick: bool) -> u64 {
+    if quick {
+        4 << 20
+    } else {
+        16 << 20
+    }
+}
+
+pub struct Faults;
+
+/// Loopback addresses of the two endpoints (pattern, corpus dump).
+const PATTERN_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 78, 1);
+const DUMP_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 78, 2);
+const REQUESTER: &str = "retries=10";
+
+impl Experiment for Faults {
+    type Row = FaultRow;
+    type Run = FaultRun;
+
+    fn name(&self) -> &'static str {
+        "faults"
+    }
+    fn module(&self) -> &'static str {
+        "faults"
+    }
+    fn plan(&self, ctx: &Context) -> Result<Vec<FaultRun>, RunError> {
+        let entry = analysis::entries(ctx, 1)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| RunError::Prerequisite(format!("no corpus entry; {}", analysis::BUILD_CORPUS)))?;
+        let repeats = if ctx.quick { 1 } else { 3 };
+        Ok(grid(ctx.quick)
+            .into_iter()
+            .flat_map(|point| (1..=repeats).map(move |repeat| (point, repeat)))
+            .map(|(point, repeat)| FaultRun { point, repeat, entry: entry.clone() })
+            .collect())
+    }
+    fn run(&self, ctx: &Context, run: &FaultRun) -> Result<Vec<FaultRow>, RunError> {
+        let seed = run.repeat as u64;
+        let spec = run.point.spec(seed);
+        let base = FaultRow {
+            check: String::new(),
+            loss: run.point.loss,
+            dup: run.point.dup,
+            reorder: run.point.reorder,
+            delay_us: run.point.delay_us,
+            seed,
+            repeat: run.repeat,
+            ok: false,
+            error: String::new(),
+            bytes_read: 0,
+            bytes_exact: None,
+            tasks_found: 0,
+            tasks_match: None,
+            wall_ms: 0.0,
+            dma_reads: 0,
+            requests: 0,
+            retries: 0,
+            timeouts: 0,
+            duplicates: 0,
+            stale: 0,
+        };
+        let image = PatternImage::create("faults", readback_bytes(ctx.quick))?;
+        let rb = {
+            let served = Served::start(&image.path, Some("raw"), PATTERN_ADDR, Some(&spec))?;
+            readback(&served, &image, base.clone())?
+        };
+        let ps = {
+            let (dump, truth, file_rows) = reference_listing(&run.entry)?;
+            let served = Served::start(&dump, Some("raw"), DUMP_ADDR, Some(&spec))?;
+            ps_over_wire(&served, base, &truth, &file_rows)?
+        };
+        Ok(vec![rb, ps])
+    }
+    fn headline(&self, rows: &[FaultRow]) -> Vec<String> {
+        let mut out = Vec::new();
+        for check in ["readback", "ps"] {
+            let of: Vec<&FaultRow> = rows.iter().filter(|r| r.check == check).collect();
+            if of.is_empty() {
+                continue;
+            }
+            let good = of
+                .iter()
+                .filter(|r| r.ok && r.bytes_exact.unwrap_or(true) && r.tasks_match.unwrap_or(true))
+                .count();
+            let worst = of.iter().map(|r| r.loss).fold(0.0, f64::max);
+            let retries: u64 = of.iter().map(|r| r.retries).sum();
+            out.push(format!(
+                "{check}: correct on {good}/{} fault settings (loss up to {worst}), {retries} retries in all",
+                of.len()
+            ));
+        }
+        out
+    }
+}
+
+fn fill_stats(r: &mut FaultRow, s: &harness::dma::DmaStats) {
+    r.dma_reads = s.reads;
+    r.requests = s.requests;
+    r.retries = s.retries;
+    r.timeouts = s.timeouts;
+    r.duplicates = s.duplicates;
+    r.stale = s.stale;
+}
+
+/// Reads the whole pattern image back in 4 KiB pieces, 64 per batch, and checks every byte.
+fn readback(served: &Served, image: &PatternImage, mut row: FaultRow) -> Result<FaultRow, RunError> {
+    row.check = "readback".into();
+    let req = served.requester(REQUESTER)?;
+    const PIECE: usize = 4096;
+    const BATCH: usize = 64;
+    let mut bufs = vec![vec![0u8; PIECE]; BATCH];
+    let mut want = vec![0u8; PIECE];
+    let mut exact = true;
+    let t0 = Instant::now();
+    let mut addr = 0u64;
+    'outer: while addr < image.len {
+        let n = (((image.len - addr) as usize).div_ceil(PIECE)).min(BATCH);
+        let mut ops: Vec<ReadOp<'_>> = bufs
+            .iter_mut()
+            .take(n)
+            .enumerate()
+            .map(|(i, b)| ReadOp { addr: PhysAddr(addr + (i * PIECE) as u64), buf: &mut b[..] })
+            .collect();
+        for (i, r) in req.read_batch(&mut ops).into_iter().enumerate() {
+            if let Err(e) = r {
+                row.error = analysis::one_line(&e.to_string(), 300);
+                break 'outer;
+            }
+            let a = addr + (i * PIECE) as u64;
+            emulator::endpoint::pattern::pattern_bytes(a, &mut want);
+            if bufs[i] != want {
+                exact = false;
+            }
+            row.bytes_read += PIECE as u64;
+        }
+        addr += (n * PIECE) as u64;
+    }
+    row.wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+    row.ok = row.error.is_empty();
+    row.bytes_exact = Some(exact && row.ok);
+    fill_stats(&mut row, &req.stats());
+    Ok(row)
+}
+
+/// The entry's raw running dump (ELF if it has none), its truth and its listing from the file.
+fn reference_listing(e: &Entry) -> Result<(std::path::PathBuf, Vec<harness::lab::truth::Thread>, Vec<harness::introspect::ps::Row>), RunError> {
+    let path = e.dump_path(Mode::Running, DumpFormat::Raw).ok_or_else(|| {
+        RunError::Prerequisite(format!("{}: no raw running dump (the wire experiments serve raw dumps); pick an entry with one via --only-kernel", e.name))
+    })?;
+    let truth = analysis::truth(e, Mode::Running)?;
+    let (mem, _) = analysis::open_dump(e, Mode::Running, DumpFormat::Raw)?;
+    let from_file = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &analysis::layout_inputs())
+        .result
+        .map_err(|err| RunError::Prerequisite(format!("{}: ps on the file: {err}", e.name)))?;
+    Ok((path, truth, from_file.rows))
+}
+
+fn ps_over_wire(
+    served: &Served,
+    mut row: FaultRow,
+    truth: &[harness::lab::truth::Thread],
+    file_rows: &[harness::introspect::ps::Row],
+) -> Result<FaultRow, RunError> {
+    row.check = "ps".into();
+    let req = served.requester(REQUESTER)?;
+    let timed = analysis::run_ps(&req as &dyn PhysMem, MethodKind::Auto, &analysis::layout_inputs());
+    row.wall_ms = timed.wall_ms;
+    row.bytes_read = timed.reads.bytes;
+    fill_stats(&mut row, &req.stats());
+    match timed.result {
+        Ok(report) => {
+            let (s, _) = analysis::score(&report.rows, truth);
+            row.ok = report.walk_error.is_none();
+            row.error = report.walk_error.unwrap_or_default();
+            row.tasks_found = report.rows.len();
+            row.tasks_match = Some(report.rows == file_rows && s.exact);
+        }
+        Err(e) => row.error = analysis::one_line(&e.to_string(), 300),
+    }
+    Ok(row)
+}

@@ -1,0 +1,196 @@
+//! `scaling`: how the cost of one process listing grows with the machine — against the number of
+//! processes (the lab workload plus N sleeping processes forked by `nd-sleepers`) and against
+//! guest RAM size (the lab workload alone).
+//!
+//! Each run boots one lab guest (`harness::lab::shellport`) with the given RAM. For every level,
+//! the guest's agent records the truth, QEMU is paused, and `harness::introspect::ps` (method
+//! `auto`) lists the tasks from the guest's live RAM file once untimed (mapping the file's pages
+//! into this process) and then `repeats` times; then QEMU continues and more sleepers are added
+//! for the next level.
+//!
+//! Invariant: `tasks_truth` is the guest's own count at that level, `tasks_found` and the costs
+//! are measured by that repeat; the process axis only ever adds processes, never assumes them.
+//!
+//! ```text
+//! results/scaling.csv  axis,kernel,target,guest_ram_mib,processes_added,tasks_truth,
+//!                      tasks_found,recall,repeat,ok,error,wall_ms,scan_ms,walk_ms,dma_reads,
+//!                      dma_bytes, + stamp
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use emulator::image::{Format, Machine};
+use harness::introspect::layout::MethodKind;
+use harness::lab::cache::Cache;
+use harness::lab::shellport::{ShellGuest, ShellGuestOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::analysis;
+use crate::experiment::{Context, Experiment, RunError};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScalingRow {
+    /// `processes` or `ram`: which quantity this series varies.
+    pub axis: String,
+    pub kernel: String,
+    /// Where the memory was read: `image` (the live RAM file) or `wire` (NetTLP via the emulator).
+    pub target: String,
+    pub guest_ram_mib: u32,
+    /// Sleeping processes added to the lab workload.
+    pub processes_added: u32,
+    /// Threads in the guest's own truth at this level.
+    pub tasks_truth: usize,
+    pub tasks_found: usize,
+    pub recall: f64,
+    pub repeat: u32,
+    pub ok: bool,
+    pub error: String,
+    pub wall_ms: f64,
+    pub scan_ms: f64,
+    pub walk_ms: f64,
+    pub dma_reads: u64,
+    pub dma_bytes: u64,
+}
+
+/// One guest boot: a RAM size and the process levels to measure in it.
+pub struct ScalingRun {
+    pub axis: &'static str,
+    pub kernel: String,
+    pub ram_mib: u32,
+    /// Cumulative sleepers at each level (ascending).
+    pub levels: Vec<u32>,
+    pub repeats: u32,
+}
+
+impl fmt::Display for ScalingRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {} MiB +{:?} processes", self.axis, self.kernel, self.ram_mib, self.levels)
+    }
+}
+
+pub struct Scaling;
+
+/// Process levels and the RAM they run in; RAM sizes of the RAM axis.
+pub fn levels(quick: bool) -> (Vec<u32>, u32, Vec<u32>) {
+    if quick {
+        (vec![0, 100, 1000], 512, vec![256, 1024])
+    } else {
+        // 10,000 sleepers need ~0.7 GiB of kernel memory and a threads-max above 10,000
+        // (the kernel sets it from RAM: 2 GiB gives 16,384).
+        (vec![0, 100, 300, 1000, 3000, 10_000], 2048, vec![256, 512, 1024, 2048, 4096])
+    }
+}
+
+impl Experiment for Scaling {
+    type Row = ScalingRow;
+    type Run = ScalingRun;
+
+    fn name(&self) -> &'static str {
+        "scaling"
+    }
+    fn module(&self) -> &'static str {
+        "scaling"
+    }
+    fn plan(&self, ctx: &Context) -> Result<Vec<ScalingRun>, RunError> {
+        let kernel = analysis::entries(ctx, 1)?
+            .into_iter()
+            .next()
+            .map(|e| e.name)
+            .ok_or_else(|| RunError::Prerequisite(format!("no corpus entry; {}", analysis::BUILD_CORPUS)))?;
+        let repeats = if ctx.quick { 2 } else { 3 };
+        let (procs, procs_ram, rams) = levels(ctx.quick);
+        let mut plan = vec![ScalingRun { axis: "processes", kernel: kernel.clone(), ram_mib: procs_ram, levels: procs, repeats }];
+        plan.extend(rams.into_iter().map(|ram_mib| ScalingRun {
+            axis: "ram",
+            kernel: kernel.clone(),
+            ram_mib,
+            levels: vec![0],
+            repeats,
+        }));
+        Ok(plan)
+    }
+    fn run(&self, _ctx: &Context, run: &ScalingRun) -> Result<Vec<ScalingRow>, RunError> {
+        let lab = |what: &str, e: harness::lab::Error| RunError::Prerequisite(format!("{} {what}: {e}", run.kernel));
+        let cache = Cache::open_default();
+        let opts = ShellGuestOptions { memory_mib: Some(run.ram_mib), ..Default::default() };
+        let mut g = ShellGuest::boot(&cache, &run.kernel, &opts).map_err(|e| lab("boot", e))?;
+        let mut rows = Vec::new();
+        let mut have = 0u32;
+        for &level in &run.levels {
+            if level > have {
+                g.add_sleepers(level - have, Duration::from_secs(900)).map_err(|e| lab("nd-sleepers", e))?;
+                have = level;
+            }
+            let truth = g.truth().map_err(|e| lab("truth", e))?;
+            g.guest().and_then(|q| q.qmp().stop()).map_err(|e| lab("pause", e))?;
+            let mem = emulator::image::open(g.ram_path(), Some(Format::Live(Machine::Pc)), None)
+                .map_err(|e| RunError::Prerequisite(format!("{}: {e}", g.ram_path().display())))?;
+            let inputs = analysis::layout_inputs();
+            // Untimed warm-up: this process maps the RAM file's pages and fills its caches.
+            let _ = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &inputs);
+            for repeat in 1..=run.repeats {
+                let timed = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &inputs);
+                let mut r = ScalingRow {
+                    axis: run.axis.into(),
+                    kernel: run.kernel.clone(),
+                    target: "image".into(),
+                    guest_ram_mib: run.ram_mib,
+                    processes_added: level,
+                    tasks_truth: truth.len(),
+                    tasks_found: 0,
+                    recall: 0.0,
+                    repeat,
+                    ok: false,
+                    error: String::new(),
+                    wall_ms: timed.wall_ms,
+                    scan_ms: 0.0,
+                    walk_ms: 0.0,
+                    dma_reads: timed.reads.reads,
+                    dma_bytes: timed.reads.bytes,
+                };
+                match timed.result {
+                    Ok(report) => {
+                        let (s, _) = analysis::score(&report.rows, &truth);
+                        let phase = |n: &str| report.stats.phases.iter().find(|p| p.name == n).map_or(0.0, |p| p.ms);
+                        r.ok = true;
+                        r.tasks_found = s.tasks_found;
+                        r.recall = s.recall;
+                        r.scan_ms = phase("scan");
+                        r.walk_ms = phase("walk");
+                        r.error = report.walk_error.unwrap_or_default();
+                    }
+                    Err(e) => r.error = analysis::one_line(&e.to_string(), 300),
+                }
+                rows.push(r);
+            }
+            g.guest().and_then(|q| q.qmp().cont()).map_err(|e| lab("continue", e))?;
+        }
+        g.shutdown().map_err(|e| lab("shutdown", e))?;
+        Ok(rows)
+    }
+    fn headline(&self, rows: &[ScalingRow]) -> Vec<String> {
+        let mut out = Vec::new();
+        for axis in ["processes", "ram"] {
+            let mut pts: Vec<(u32, u32, usize, f64, u64)> = Vec::new();
+            for r in rows.iter().filter(|r| r.axis == axis && r.ok) {
+                if !pts.iter().any(|p| p.0 == r.guest_ram_mib && p.1 == r.processes_added) {
+                    let same: Vec<&ScalingRow> = rows
+                        .iter()
+                        .filter(|x| x.axis == axis && x.ok && x.guest_ram_mib == r.guest_ram_mib && x.processes_added == r.processes_added)
+                        .collect();
+                    let ms = crate::timing::median(same.iter().map(|x| x.wall_ms).collect());
+                    pts.push((r.guest_ram_mib, r.processes_added, r.tasks_found, ms, r.dma_reads));
+                }
+            }
+            let parts: Vec<String> = pts
+                .iter()
+                .map(|(ram, _, found, ms, reads)| format!("{found} tasks/{ram} MiB: {ms:.0} ms, {reads} reads"))
+                .collect();
+            if !parts.is_empty() {
+                out.push(format!("{axis}: {}", parts.join("; ")));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,130 @@
+//! An `emulator serve` process on a loopback address, and a NetTLP requester connected to it —
+//! the software stand-in for the NetTLP adapter that the wire, faults and scaling experiments
+//! read through.
+//!
+//! Invariant: a [`Served`] endpoint is its own OS process (the same binary a user runs), ready
+//! when it answered the requester's GET_DEV_ID; it is stopped (and reaped) when dropped.
+//! Images served are only ever read: the emulator never writes its image file.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::dma::{Requester, Target};
+
+use crate::experiment::RunError;
+
+/// The binary `name` next to the running one (as `cargo build` lays them out), or
+/// `$NETDMA_<NAME>` (e.g. `NETDMA_EMULATOR`).
+pub fn sibling_binary(name: &str) -> Result<PathBuf, RunError> {
+    if let Some(p) = std::env::var_os(format!("NETDMA_{}", name.to_ascii_uppercase())) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| RunError::Prerequisite(format!("current executable: {e}")))?;
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        if d.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+        dir = d.parent();
+    }
+    Err(RunError::Prerequisite(format!(
+        "no `{name}` binary beside {}; run `cargo build --release -p {name}` (or set NETDMA_{})",
+        exe.display(),
+        name.to_ascii_uppercase()
+    )))
+}
+
+/// A running `emulator serve`.
+pub struct Served {
+    child: Child,
+    pub listen: Ipv4Addr,
+    pub log: PathBuf,
+}
+
+impl Served {
+    /// Starts `emulator serve --image IMAGE [--format F] --listen ADDR [--fault SPEC]` and waits
+    /// until it answers (at most 20 s).
+    pub fn start(image: &Path, format: Option<&str>, listen: Ipv4Addr, fault: Option<&str>) -> Result<Served, RunError> {
+        let bin = sibling_binary("emulator")?;
+        let log = std::env::temp_dir().join(format!("netdma-serve-{listen}-{}.log", std::process::id()));
+        let logf = std::fs::File::create(&log).map_err(|e| RunError::Prerequisite(format!("{}: {e}", log.display())))?;
+        let logf2 = logf.try_clone().map_err(|e| RunError::Prerequisite(format!("{}: {e}", log.display())))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve").arg("--image").arg(image).arg("--listen").arg(listen.to_string());
+        if let Some(f) = format {
+            cmd.arg("--format").arg(f);
+        }
+        if let Some(f) = fault {
+            cmd.arg("--fault").arg(f);
+        }
+        cmd.env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(logf).stderr(logf2);
+        let child = cmd
+            .spawn()
+            .map_err(|e| RunError::Prerequisite(format!("starting {}: {e}", bin.display())))?;
+        let mut s = Served { child, listen, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+                return Err(RunError::Prerequisite(format!("emulator serve exited ({status}): {}", text.trim())));
+            }
+            // GET_DEV_ID over the messaging port answers once the sockets are bound.
+            if harness::dma::query_dev_id(probe_local(listen), listen, Duration::from_millis(200)).is_ok() {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                return Err(RunError::Prerequisite(format!("emulator serve on {listen} did not answer in 20 s (log {})", s.log.display())));
+            }
+        }
+    }
+
+    /// A requester for this endpoint with `options` (the query part of a target string, e.g.
+    /// `inflight=16&retries=10`).
+    pub fn requester(&self, options: &str) -> Result<Requester, RunError> {
+        let url = if options.is_empty() { format!("nettlp://{}", self.listen) } else { format!("nettlp://{}?{options}", self.listen) };
+        let target: Target = url.parse().map_err(|e| RunError::Prerequisite(format!("{url}: {e}")))?;
+        Requester::connect(&target).map_err(|e| RunError::Prerequisite(format!("{url}: {e}")))
+    }
+}
+
+/// The loopback address the requester side binds for a probe (distinct from the endpoint's).
+fn probe_local(listen: Ipv4Addr) -> Ipv4Addr {
+    let o = listen.octets();
+    Ipv4Addr::new(127, o[1], o[2], o[3].wrapping_add(100))
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A raw image of `len` bytes holding the emulator's known test pattern (byte at offset `a` =
+/// pattern byte of physical address `a`), in a temporary file removed on drop.
+pub struct PatternImage {
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+impl PatternImage {
+    pub fn create(tag: &str, len: u64) -> Result<PatternImage, RunError> {
+        let path = std::env::temp_dir().join(format!("netdma-pattern-{tag}-{}.raw", std::process::id()));
+        emulator::endpoint::pattern::write_pattern_file(&path, 0, len)
+            .map_err(|e| RunError::Prerequisite(format!("{}: {e}", path.display())))?;
+        Ok(PatternImage { path, len })
+    }
+}
+
+impl Drop for PatternImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

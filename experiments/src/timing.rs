@@ -1,0 +1,357 @@
+//! `timing`: where the time of one process listing goes, per layout method — the engine's own
+//! phase clock (`ps::Stats::phases`: `scan` finds the kernel, `symbols` decodes kallsyms and
+//! KASLR, `layout` runs the method, `walk` lists the tasks) plus the total, on each corpus
+//! kernel's running ELF dump, repeated.
+//!
+//! The thesis method is measured twice: `warm` (its per-config layout cache filled by an earlier
+//! run in this process) and `cold` — a fresh `harness ps` process whose `$XDG_CACHE_HOME` is an
+//! empty directory, so it extracts the kernel source, configures and prepares it and runs the
+//! offsetof probe, exactly what a first run on a new configuration pays. Methods without their
+//! prerequisite on a kernel give one `total` row with `ok = false` and the reason.
+//!
+//! Invariant: every row is one phase of one measured run (phases of a run sum to at most its
+//! total); nothing is averaged here — the figure takes medians over `repeat`.
+//!
+//! ```text
+//! results/timing.csv  kernel,method,method_used,cache,repeat,phase,ok,error,wall_ms,dma_reads,
+//!                     dma_bytes, + stamp
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use harness::introspect::layout::MethodKind;
+use harness::lab::corpus::{DumpFormat, Entry, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::analysis;
+use crate::experiment::{Context, Experiment, RunError};
+
+/// The engine's phases, in order, then the whole call.
+pub const PHASES: [&str; 5] = ["scan", "symbols", "layout", "walk", "total"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimingRow {
+    pub kernel: String,
+    pub method: String,
+    pub method_used: String,
+    /// `warm` / `cold` for the thesis method's layout cache; `none` for methods without one.
+    pub cache: String,
+    pub repeat: u32,
+    /// `scan`, `symbols`, `layout`, `walk` or `total`.
+    pub phase: String,
+    pub ok: bool,
+    pub error: String,
+    pub wall_ms: f64,
+    pub dma_reads: u64,
+    pub dma_bytes: u64,
+}
+
+/// One (kernel, method, cache) measured `repeats` times.
+pub struct TimingRun {
+    pub entry: Entry,
+    pub method: MethodKind,
+    pub cache: Cache,
+    pub repeats: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cache {
+    None,
+    Warm,
+    Cold,
+}
+
+impl Cache {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cache::None => "none",
+            Cache::Warm => "warm",
+            Cache::Cold => "cold",
+        }
+    }
+}
+
+impl fmt::Display for TimingRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {} x{}", self.entry.name, self.method, self.cache.as_str(), self.repeats)
+    }
+}
+
+pub struct Timing;
+
+const QUICK_KERNELS: usize = 2;
+
+impl Experiment for Timing {
+    type Row = TimingRow;
+    type Run = TimingRun;
+
+    fn name(&self) -> &'static str {
+        "timing"
+    }
+    fn module(&self) -> &'static str {
+        "timing"
+    }
+    fn plan(&self, ctx: &Context) -> Result<Vec<TimingRun>, RunError> {
+        let entries = analysis::entries(ctx, QUICK_KERNELS)?;
+        let repeats = if ctx.quick { 2 } else { 10 };
+        let mut plan = Vec::new();
+        for e in entries {
+            for method in analysis::METHODS {
+                let cache = if method == MethodKind::Thesis { Cache::Warm } else { Cache::None };
+                plan.push(TimingRun { entry: e.clone(), method, cache, repeats });
+            }
+            // A cold thesis run rebuilds from the tarball (minutes): not in --quick.
+            if !ctx.quick && e.flags.ikconfig {
+                plan.push(TimingRun { entry: e, method: MethodKind::Thesis, cache: Cache::Cold, repeats: 1 });
+            }
+        }
+        Ok(plan)
+    }
+    fn run(&self, _ctx: &Context, run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
+        match run.cache {
+            Cache::Cold => cold_thesis(&run.entry),
+            _ => in_process(run),
+        }
+    }
+    fn headline(&self, rows: &[TimingRow]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut keys: Vec<(String, String)> = rows
+            .iter()
+            .filter(|r| r.ok && r.phase == "total")
+            .map(|r| (r.method.clone(), r.cache.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for (method, cache) in keys {
+            let mut v: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.ok && r.phase == "total" && r.method == method && r.cache == cache)
+                .map(|r| r.wall_ms)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let kernels = {
+                let mut k: Vec<&str> = rows
+                    .iter()
+                    .filter(|r| r.ok && r.phase == "total" && r.method == method && r.cache == cache)
+                    .map(|r| r.kernel.as_str())
+                    .collect();
+                k.sort();
+                k.dedup();
+                k.len()
+            };
+            let cache = if cache == "none" { String::new() } else { format!(" ({cache})") };
+            out.push(format!(
+                "{method}{cache}: median total {:.1} ms over {} runs on {kernels} kernels (min {:.1}, max {:.1})",
+                v[v.len() / 2],
+                v.len(),
+                v[0],
+                v[v.len() - 1]
+            ));
+        }
+        out
+    }
+}
+
+fn in_process(run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
+    let e = &run.entry;
+    let (mem, _) = analysis::open_dump(e, Mode::Running, DumpFormat::Elf)?;
+    let inputs = analysis::layout_inputs();
+    // Untimed warm-up: pages of the dump in the page cache, the thesis layout in its cache.
+    let warm = analysis::run_ps(mem.as_ref(), run.method, &inputs);
+    let base = |repeat: u32| TimingRow {
+        kernel: e.name.clone(),
+        method: run.method.name().into(),
+        method_used: String::new(),
+        cache: run.cache.as_str().into(),
+        repeat,
+        phase: "total".into(),
+        ok: false,
+        error: String::new(),
+        wall_ms: 0.0,
+        dma_reads: 0,
+        dma_bytes: 0,
+    };
+    if let Err(err) = &warm.result {
+        let mut r = base(0);
+        r.error = analysis::one_line(&err.to_string(), 300);
+        r.wall_ms = warm.wall_ms;
+        r.dma_reads = warm.reads.reads;
+        r.dma_bytes = warm.reads.bytes;
+        return Ok(vec![r]);
+    }
+    let mut rows = Vec::new();
+    for repeat in 1..=run.repeats {
+        let timed = analysis::run_ps(mem.as_ref(), run.method, &inputs);
+        match timed.result {
+            Ok(report) => {
+                let used = report.method.name().to_string();
+                for p in &report.stats.phases {
+                    let mut r = base(repeat);
+                    r.method_used = used.clone();
+                    r.phase = p.name.into();
+                    r.ok = true;
+                    r.wall_ms = p.ms;
+                    r.dma_reads = p.reads;
+                    r.dma_bytes = p.bytes;
+                    rows.push(r);
+                }
+                let mut r = base(repeat);
+                r.method_used = used;
+                r.ok = true;
+                r.wall_ms = report.stats.wall_ms;
+                r.dma_reads = report.stats.dma_reads;
+                r.dma_bytes = report.stats.dma_bytes;
+                r.error = report.walk_error.unwrap_or_default();
+                rows.push(r);
+            }
+            Err(err) => {
+                let mut r = base(repeat);
+                r.error = analysis::one_line(&err.to_string(), 300);
+                r.wall_ms = timed.wall_ms;
+                rows.push(r);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The `harness` binary next to this one (as `cargo build` lays them out), or `$NETDMA_HARNESS`.
+pub fn harness_binary() -> Result<PathBuf, RunError> {
+    if let Some(p) = std::env::var_os("NETDMA_HARNESS") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| RunError::Prerequisite(format!("current executable: {e}")))?;
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join("harness");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        if d.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+        dir = d.parent();
+    }
+    Err(RunError::Prerequisite(format!(
+        "no `harness` binary beside {}; run `cargo build --release -p harness` (or set NETDMA_HARNESS)",
+        exe.display()
+    )))
+}
+
+/// The thesis method in a fresh process with an empty cache directory.
+fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
+    let harness = harness_binary()?;
+    let dump = e
+        .dump_path(Mode::Running, DumpFormat::Elf)
+        .ok_or_else(|| RunError::Prerequisite(format!("{}: no running dump; {}", e.name, analysis::BUILD_CORPUS)))?;
+    let source = analysis::layout_inputs()
+        .kernel_source
+        .ok_or_else(|| RunError::Prerequisite(format!("{} missing: run `bash scripts/setup`", analysis::KERNEL_SOURCE)))?;
+    let scratch = std::env::temp_dir().join(format!("netdma-cold-thesis-{}-{}", e.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|err| RunError::Prerequisite(format!("{}: {err}", scratch.display())))?;
+    let out = Command::new(&harness)
+        .args(["ps", "--method", "thesis", "--format", "json", "--stats", "--image"])
+        .arg(&dump)
+        .arg("--kernel-source")
+        .arg(&source)
+        .env("XDG_CACHE_HOME", &scratch)
+        .env("RUST_LOG", "warn")
+        .output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let out = out.map_err(|err| RunError::Prerequisite(format!("running {}: {err}", harness.display())))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut row = TimingRow {
+        kernel: e.name.clone(),
+        method: "thesis".into(),
+        method_used: String::new(),
+        cache: "cold".into(),
+        repeat: 1,
+        phase: "total".into(),
+        ok: false,
+        error: String::new(),
+        wall_ms: 0.0,
+        dma_reads: 0,
+        dma_bytes: 0,
+    };
+    let Some(stats) = stats_line(&stderr) else {
+        row.error = analysis::one_line(&format!("exit {}: {}", out.status, stderr.lines().last().unwrap_or("")), 300);
+        return Ok(vec![row]);
+    };
+    Ok(rows_from_stats(&row, &stats))
+}
+
+/// The `--stats` JSON object: the last stderr line that parses as one with `phases`.
+pub fn stats_line(stderr: &str) -> Option<serde_json::Value> {
+    stderr
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .find(|v| v.get("phases").is_some())
+}
+
+fn rows_from_stats(base: &TimingRow, stats: &serde_json::Value) -> Vec<TimingRow> {
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+    let used = stats.get("method").and_then(|m| m.as_str()).unwrap_or("").to_string();
+    let mut rows = Vec::new();
+    for p in stats.get("phases").and_then(|p| p.as_array()).into_iter().flatten() {
+        let mut r = base.clone();
+        r.method_used = used.clone();
+        r.ok = true;
+        r.phase = p.get("name").and_then(|n| n.as_str()).unwrap_or("?").into();
+        r.wall_ms = num(p, "ms");
+        r.dma_reads = num(p, "reads") as u64;
+        r.dma_bytes = num(p, "bytes") as u64;
+        rows.push(r);
+    }
+    let mut r = base.clone();
+    r.method_used = used;
+    r.ok = true;
+    r.wall_ms = num(stats, "wall_ms");
+    r.dma_reads = num(stats, "dma_reads") as u64;
+    r.dma_bytes = num(stats, "dma_bytes") as u64;
+    rows.push(r);
+    rows
+}
+
+/// Median of `v` (NaN for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_line_is_the_last_json_with_phases() {
+        let err = "INFO something\n{\"x\":1}\n{\"method\":\"thesis\",\"wall_ms\":5.0,\"dma_reads\":3,\"dma_bytes\":12,\"phases\":[{\"name\":\"scan\",\"ms\":1.5,\"reads\":2,\"bytes\":8}]}\n";
+        let v = stats_line(err).unwrap();
+        let base = TimingRow {
+            kernel: "k".into(),
+            method: "thesis".into(),
+            method_used: String::new(),
+            cache: "cold".into(),
+            repeat: 1,
+            phase: "total".into(),
+            ok: false,
+            error: String::new(),
+            wall_ms: 0.0,
+            dma_reads: 0,
+            dma_bytes: 0,
+        };
+        let rows = rows_from_stats(&base, &v);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].phase.as_str(), rows[0].wall_ms, rows[0].dma_reads), ("scan", 1.5, 2));
+        assert_eq!((rows[1].phase.as_str(), rows[1].wall_ms, rows[1].dma_bytes), ("total", 5.0, 12));
+        assert!(stats_line("no json here").is_none());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+}

@@ -1,44 +1,61 @@
 //! The `heuristic` layout method: the offsets the walker needs, inferred from memory alone —
-//! for kernels with neither BTF nor IKCONFIG, and for RANDSTRUCT kernels whose layout no
-//! configuration can predict.
+//! for kernels with neither BTF nor IKCONFIG, given only what [`Kernel`] found (kallsyms, the
+//! image mapping) and physical reads. Data symbols (`init_task`, `init_cred`, `init_mm`,
+//! `init_top_pgt`, `init_signals`, `arch_task_struct_size`) are used when kallsyms has them
+//! and found in memory when it does not ([`ground`]).
 //!
-//! Each offset is the one whose values, across every task in memory, fit what the kernel
-//! guarantees about that field (all searches assume no field order, so they work on shuffled
-//! structures):
+//! Order of inference, each step checked on every sampled task (rules in the submodules):
+//! 1. [`ground`]: `init_task`, the direct-map base, `sizeof(task_struct)`, the kernel's
+//!    top-level page table (and `init_mm` when kallsyms names it).
+//! 2. `comm`: "swapper[/N]" in `init_task`; `tasks`: the one list head of `init_task` that goes
+//!    round named heap tasks with consistent back links and returns ([`probe`]).
+//! 3. The members' windows are read (all of them up to 128, else the first 32 and last 96).
+//! 4. `signal`, `thread_node`, `thread_head` from `init_task`'s one-node thread list
+//!    ([`signal::find_signal`]); every sampled group's thread list, which tells `pid` from
+//!    `tgid` ([`task::pid_like`], [`task::pid_tgid`]) and gives `nr_threads`.
+//! 5. `real_parent`, `real_cred` + `cred.uid`, `mm` + `flags` + `mm_struct.pgd`, the argument
+//!    area, `__state`, `exit_state`, `start_boottime` ([`task`], [`cred`], [`mm`]).
+//! 6. `worker_private`, `struct kthread`, `struct worker` ([`kthread`]) — optional: the walker
+//!    falls back to plain `comm` without them.
 //!
-//! | field            | evidence                                                              |
-//! |------------------|-----------------------------------------------------------------------|
-//! | init_task, comm  | "swapper[/0]" in `.data`; the image pointer found ≥ 3 times just before it is init_task itself (`real_parent`, `parent`, `group_leader`) |
-//! | tasks            | the list_head in init_task whose ring, every node minus the offset, lands on tasks with valid names |
-//! | pid, tgid        | 0 in init_task, 1, 2, then distinct and (up to SMP fork races) increasing along the task list; threads share tgid |
-//! | real_parent      | init_task for pids 1 and 2, a listed task for everyone                |
-//! | signal + thread lists | a per-process pointer whose `thread_head` ring holds the task first, closes, shares parent and signal, and is counted by a `nr_threads`; of several, the one holding the most threads |
-//! | flags            | `PF_KTHREAD` set exactly for init_task, kthreadd and kthreadd's children; no pointer halves |
-//! | __state          | task states only (`S`, `I`, ...), init_task running                  |
-//! | exit_state       | `EXIT_ZOMBIE` exactly on tasks in `TASK_DEAD` (needs a zombie)        |
-//! | start_boottime   | 0 in init_task, (mostly) non-decreasing in creation order, threads after leaders, children after parents |
-//! | mm + mm_struct   | NULL for kernel threads, shared by threads; `pgd` a page whose kernel half all processes share; `arg_end == env_start` |
-//! | real_cred, uid   | a per-task pointer (init_cred in the image for init_task) to structs holding CAP_FULL_SET; uid 0 in `init_cred`, the id pattern or the largest class of equal ids |
-//! | worker_private   | a distinct pointer for each kernel thread, NULL for user tasks; the one through which workqueue workers resolve |
+//! Ties between fields that hold equal values on every sampled task (`real_parent`/`parent`,
+//! `real_cred`/`cred`, `mm`/`active_mm`, `start_time`/`start_boottime`, `arg_end`/`env_start`,
+//! uid among the ids of a shuffled `struct cred`) cannot be broken by values. They are broken
+//! by declaration order only when the two candidates are adjacent and the layout does not look
+//! shuffled (`tgid` right after `pid`, as declared in every version); otherwise the lowest (or,
+//! for the clock, the later) is taken and the field is listed in [`Inference::weak`] — right in
+//! value for this memory, possibly not the kernel's own offset (RANDSTRUCT).
 //!
-//! Limits (inherent, documented rather than guessed around): `real_parent` vs `parent` and
-//! `start_time` vs `start_boottime` are told apart only by declaration order, which RANDSTRUCT
-//! shuffles — they hold equal values unless a task is ptraced or the machine has suspended; `uid`
-//! vs `euid`/`suid`/`fsuid` likewise when a kernel shuffles `struct cred`.
-//!
-//! Invariant: every search is bounded (window sizes, ring lengths, candidate counts) and an
-//! offset is accepted only if it fits every task read; ambiguity that matters is an error.
+//! Invariant: the method only reads (through a copy of the [`Kernel`]'s address space), in
+//! batches, with every search bounded (task window ≤ 16 KiB, list walks ≤ 2^16 nodes, sample ≤
+//! 128 groups, `.data` searches ≤ 32 MiB); it returns a layout only when each required offset
+//! is the single one that fits or a tie reported in [`Inference::weak`]; optional fields
+//! (`exit_state` without a zombie, `nr_threads`, the kthread/worker structures) are `None`
+//! without evidence; anything else is [`LayoutError::Failed`] naming the field and the offsets
+//! left. [`LayoutError::Unavailable`] means `init_task` cannot even be looked for.
 
-mod anchor;
-mod fields;
-mod mm;
+pub mod cred;
+pub mod ground;
+pub mod kthread;
+pub mod mm;
+pub mod probe;
+pub mod signal;
+pub mod task;
 
-use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
-use crate::introspect::bytes::Bytes;
+#[cfg(test)]
+mod tests;
+
+use super::{CredLayout, Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind, MmLayout, SignalLayout, TaskLayout};
+use crate::introspect::addr::KVirt;
 use crate::introspect::kernel::Kernel;
+use probe::{failed, Obj, Probe};
+use task::Sample;
 
-/// Bytes of each task_struct examined (x86-64 6.1 task_structs are 6–10 KiB).
-pub const TASK_SPAN: usize = 12 << 10;
+/// Most groups whose tasks are read in full.
+pub const SAMPLE_MAX: usize = 128;
+/// Most non-leader threads read per group, and in all.
+pub const THREADS_PER_GROUP: usize = 8;
+pub const THREADS_MAX: usize = 256;
 
 pub struct HeuristicMethod;
 
@@ -48,37 +65,147 @@ impl LayoutMethod for HeuristicMethod {
     }
 
     fn layout(&self, kernel: &Kernel<'_>, _: &LayoutInputs) -> Result<Layout, LayoutError> {
-        infer(kernel).map_err(|reason| LayoutError::Failed { method: MethodKind::Heuristic, reason })
+        infer(kernel, true).map(|r| r.layout)
     }
 }
 
-/// One structure's bytes, read at `base`.
+/// The inferred layout, with what the inference saw.
 #[derive(Debug, Clone)]
-pub struct Snap {
-    pub base: u64,
-    pub data: Vec<u8>,
+pub struct Inference {
+    pub layout: Layout,
+    /// Groups and threads whose full windows were examined.
+    pub sampled_leaders: usize,
+    pub sampled_threads: usize,
+    /// Fields placed by a layout convention rather than by evidence in this memory.
+    pub weak: Vec<&'static str>,
+    /// Where `init_task` was found, and the direct-map base used.
+    pub init_task: KVirt,
+    pub page_offset_base: Option<u64>,
+    /// How the anchors were found.
+    pub notes: Vec<String>,
 }
 
-impl Snap {
-    pub fn u32(&self, off: u64) -> Option<u32> {
-        Bytes::new(&self.data).u32(off as usize).ok()
-    }
-    pub fn u64(&self, off: u64) -> Option<u64> {
-        Bytes::new(&self.data).u64(off as usize).ok()
+/// `(major, minor)` of a release string such as `6.1.0-56-amd64`.
+fn version(release: &str) -> (u32, u32) {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Which ring members are read in full: all, or the first and last ones.
+fn sample_indices(n: usize) -> Vec<usize> {
+    if n <= SAMPLE_MAX {
+        (0..n).collect()
+    } else {
+        let head = SAMPLE_MAX / 4;
+        (0..head).chain(n - (SAMPLE_MAX - head)..n).collect()
     }
 }
 
-/// Run every inference step.
-pub fn infer(kernel: &Kernel<'_>) -> Result<Layout, String> {
-    let found = anchor::find(kernel)?;
-    tracing::info!(
-        init_task = %found.init,
-        tasks = found.tasks_off,
-        comm = found.comm_off,
-        processes = found.leaders.len(),
-        "heuristic: task list found"
-    );
-    let tasks = fields::infer(&found)?;
-    let (mm, cred) = mm::infer(&found.space, &tasks)?;
-    Ok(fields::layout(&found, &tasks, mm, cred))
+/// Infer the layout of `kernel`'s structures; `data_symbols`: whether kallsyms' data symbols
+/// may be used (see [`ground::ground`]).
+pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, LayoutError> {
+    let g = ground::ground(kernel, data_symbols)?;
+    for n in &g.notes {
+        tracing::debug!("heuristic: {n}");
+    }
+    let p = Probe { space: &g.space };
+    let ver = version(&kernel.info.release);
+    let win = g.task_win as usize;
+    let init = Obj { addr: g.init.addr, bytes: g.init.bytes.get(..win).unwrap_or(&g.init.bytes).to_vec() };
+
+    let comms = probe::swapper_names(&init.bytes);
+    if comms.is_empty() {
+        return Err(failed("no \"swapper\" name in init_task"));
+    }
+    let ring = probe::find_ring(&p, &init, &comms)?;
+    tracing::debug!(tasks = ring.tasks, comm = ring.comm, members = ring.members.len(), "heuristic: task list");
+    let picked: Vec<KVirt> = sample_indices(ring.members.len()).into_iter().map(|i| ring.members[i]).collect();
+    let leaders = p.objs(&picked, win, "task_struct")?;
+
+    let sf = signal::find_signal(&p, &init, g.init_signals)?;
+    let groups = signal::groups(&p, &leaders, sf)?;
+    let mut thread_addrs = Vec::new();
+    for gr in &groups {
+        let others = gr.members.iter().filter(|&&m| m != leaders[gr.leader].addr).take(THREADS_PER_GROUP);
+        thread_addrs.extend(others.map(|&m| (gr.leader, m)));
+    }
+    thread_addrs.truncate(THREADS_MAX);
+    let addrs: Vec<KVirt> = thread_addrs.iter().map(|&(_, m)| m).collect();
+    let threads: Vec<(usize, Obj)> =
+        thread_addrs.iter().map(|&(i, _)| i).zip(p.objs(&addrs, win, "thread task_struct")?).collect();
+
+    let s = Sample { init: &init, leaders: &leaders, threads: &threads, win: win as u64, comm: ring.comm };
+    let like = task::pid_like(&s);
+    let (pid, tgid) = task::pid_tgid(&s, &like)?;
+    // Fields declared next to each other in every version that are not adjacent here: the
+    // layout is shuffled (RANDSTRUCT), and declaration order decides nothing.
+    let shuffled = tgid != pid + 4;
+    let mut weak = Vec::new();
+    let (real_parent, rp_fits) = task::real_parent(&s, |v| p.heap(v))?;
+    if rp_fits.len() > 1 && !cred::declared_first(&rp_fits, 8, shuffled) {
+        weak.push("real_parent");
+    }
+    let all: Vec<&Obj> = s.all().collect();
+    let cred = cred::find_cred(&p, &s, g.init_cred, ver >= (6, 3), shuffled, sf.signal)?;
+    weak.extend(cred.weak.iter().copied());
+
+    let mf = task::mm_flags(&s, |v| p.heap(v));
+    let mmf = mm::find_mm(&p, &all, &mf, g.top, g.init_mm.as_ref(), shuffled)?;
+    if mmf.weak {
+        weak.push("mm");
+    }
+    let (mm, flags, pgd) = (mmf.mm, mmf.flags, mmf.pgd);
+    let args = mm::find_args(&p, &mmf.mms, g.init_mm.as_ref().map(|x| &x.0), pgd)?;
+    if args.weak {
+        weak.push("mm_struct.arg_end/env_start");
+    }
+
+    let state_size = if ver >= (5, 14) { 4 } else { 8 };
+    let state = task::state(&s, state_size)?;
+    let exit_state = task::exit_state(&s, state)?;
+    let taken = [(pid, 4), (tgid, 4), (state, state_size), (exit_state.unwrap_or(state), 4), (flags, 4), (mm, 8), (real_parent, 8), (cred.real_cred, 8)];
+    let (start_boottime, tied) = task::start_boottime(&s, &taken)?;
+    if tied.len() > 1 && !cred::declared_first(&tied, 8, shuffled) {
+        weak.push("start_boottime");
+    }
+    let init_signals = p.objs(&[KVirt(init.u64(sf.signal).unwrap_or(0))], signal::SIGNAL_WIN, "init_signals")?.remove(0);
+    let nr_threads = signal::nr_threads(&init_signals, &groups, sf.thread_head);
+
+    let kt = kthread::infer(&p, &s, flags);
+    weak.extend(kt.weak.iter().copied());
+
+    let layout = Layout {
+        task: TaskLayout {
+            size: g.task_size,
+            tasks: ring.tasks,
+            pid,
+            tgid,
+            real_parent,
+            thread_node: sf.thread_node,
+            signal: sf.signal,
+            real_cred: cred.real_cred,
+            state,
+            state_size,
+            exit_state,
+            comm: ring.comm,
+            mm,
+            flags,
+            start_boottime,
+            worker_private: kt.worker_private,
+        },
+        signal: SignalLayout { thread_head: sf.thread_head, nr_threads },
+        cred: CredLayout { uid: cred.uid },
+        mm: MmLayout { pgd, arg_start: args.arg_start, arg_end: args.arg_end, env_start: args.env_start, env_end: args.env_end },
+        kthread: kt.kthread,
+        worker: kt.worker,
+    };
+    Ok(Inference {
+        layout,
+        sampled_leaders: leaders.len(),
+        sampled_threads: threads.len(),
+        weak,
+        init_task: init.addr,
+        page_offset_base: g.space.page_offset_base,
+        notes: g.notes.clone(),
+    })
 }

@@ -35,7 +35,7 @@ fn fixture<E: Experiment<Run = WireRun>>(exp: &E, dir: &Path, max_bytes: u64) {
     let plan = exp.plan(&ctx).unwrap();
     for run in plan
         .iter()
-        .filter(|WireRun::Hardware { name, .. }| name.dma_len_bytes <= max_bytes)
+        .filter(|r| matches!(r, WireRun::Hardware { name, .. } if name.dma_len_bytes <= max_bytes))
     {
         rows.extend(exp.run(&ctx, run).unwrap().into_iter().map(|r| (r, stamp.clone())));
     }

@@ -5,8 +5,10 @@
 //! Each run boots one lab guest (`harness::lab::shellport`) with the given RAM. For every level,
 //! the guest's agent records the truth, QEMU is paused, and `harness::introspect::ps` (method
 //! `auto`) lists the tasks from the guest's live RAM file once untimed (mapping the file's pages
-//! into this process) and then `repeats` times; then QEMU continues and more sleepers are added
-//! for the next level.
+//! into this process) and then `repeats` times — target `image` — and then the same over the
+//! wire: `emulator serve --format live` serves the RAM file on a loopback address and the
+//! listing reads it through `harness::dma::Requester` (defaults: 16 tags, MRRS 512, MPS 256) —
+//! target `wire`. Then QEMU continues and more sleepers are added for the next level.
 //!
 //! Invariant: `tasks_truth` is the guest's own count at that level, `tasks_found` and the costs
 //! are measured by that repeat; the process axis only ever adds processes, never assumes them.
@@ -21,6 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use emulator::image::{Format, Machine};
+use emulator::mem::PhysMem;
 use harness::introspect::layout::MethodKind;
 use harness::lab::cache::Cache;
 use harness::lab::shellport::{ShellGuest, ShellGuestOptions};
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
+use crate::served::{Deadline, Served};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScalingRow {
@@ -70,6 +74,46 @@ impl fmt::Display for ScalingRun {
 }
 
 pub struct Scaling;
+
+/// The endpoint serving the guest's RAM file for the `wire` target.
+const WIRE_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 79, 1);
+/// Longest one listing over the wire may take.
+const WIRE_BUDGET: Duration = Duration::from_secs(300);
+
+fn row(run: &ScalingRun, target: &str, level: u32, repeat: u32, timed: analysis::Timed, truth: &[harness::lab::truth::Thread]) -> ScalingRow {
+    let mut r = ScalingRow {
+        axis: run.axis.into(),
+        kernel: run.kernel.clone(),
+        target: target.into(),
+        guest_ram_mib: run.ram_mib,
+        processes_added: level,
+        tasks_truth: truth.len(),
+        tasks_found: 0,
+        recall: 0.0,
+        repeat,
+        ok: false,
+        error: String::new(),
+        wall_ms: timed.wall_ms,
+        scan_ms: 0.0,
+        walk_ms: 0.0,
+        dma_reads: timed.reads.reads,
+        dma_bytes: timed.reads.bytes,
+    };
+    match timed.result {
+        Ok(report) => {
+            let (s, _) = analysis::score(&report.rows, truth);
+            let phase = |n: &str| report.stats.phases.iter().find(|p| p.name == n).map_or(0.0, |p| p.ms);
+            r.ok = true;
+            r.tasks_found = s.tasks_found;
+            r.recall = s.recall;
+            r.scan_ms = phase("scan");
+            r.walk_ms = phase("walk");
+            r.error = report.walk_error.unwrap_or_default();
+        }
+        Err(e) => r.error = analysis::one_line(&e.to_string(), 300),
+    }
+    r
+}
 
 /// Process levels and the RAM they run in; RAM sizes of the RAM axis.
 pub fn levels(quick: bool) -> (Vec<u32>, u32, Vec<u32>) {
@@ -131,39 +175,20 @@ impl Experiment for Scaling {
             let _ = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &inputs);
             for repeat in 1..=run.repeats {
                 let timed = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &inputs);
-                let mut r = ScalingRow {
-                    axis: run.axis.into(),
-                    kernel: run.kernel.clone(),
-                    target: "image".into(),
-                    guest_ram_mib: run.ram_mib,
-                    processes_added: level,
-                    tasks_truth: truth.len(),
-                    tasks_found: 0,
-                    recall: 0.0,
-                    repeat,
-                    ok: false,
-                    error: String::new(),
-                    wall_ms: timed.wall_ms,
-                    scan_ms: 0.0,
-                    walk_ms: 0.0,
-                    dma_reads: timed.reads.reads,
-                    dma_bytes: timed.reads.bytes,
-                };
-                match timed.result {
-                    Ok(report) => {
-                        let (s, _) = analysis::score(&report.rows, &truth);
-                        let phase = |n: &str| report.stats.phases.iter().find(|p| p.name == n).map_or(0.0, |p| p.ms);
-                        r.ok = true;
-                        r.tasks_found = s.tasks_found;
-                        r.recall = s.recall;
-                        r.scan_ms = phase("scan");
-                        r.walk_ms = phase("walk");
-                        r.error = report.walk_error.unwrap_or_default();
-                    }
-                    Err(e) => r.error = analysis::one_line(&e.to_string(), 300),
-                }
-                rows.push(r);
+                rows.push(row(run, "image", level, repeat, timed, &truth));
             }
+            // The same paused guest over the wire: its RAM file served by `emulator serve`.
+            let served = Served::start(g.ram_path(), Some("live"), WIRE_ADDR, None)?;
+            let req = served.requester("")?;
+            for repeat in 0..=run.repeats {
+                let mem = Deadline::new(&req, WIRE_BUDGET);
+                let timed = analysis::run_ps(&mem as &dyn PhysMem, MethodKind::Auto, &inputs);
+                // Repeat 0 is the untimed warm-up, as for the image.
+                if repeat > 0 {
+                    rows.push(row(run, "wire", level, repeat, timed, &truth));
+                }
+            }
+            drop(served);
             g.guest().and_then(|q| q.qmp().cont()).map_err(|e| lab("continue", e))?;
         }
         g.shutdown().map_err(|e| lab("shutdown", e))?;
@@ -172,23 +197,24 @@ impl Experiment for Scaling {
     fn headline(&self, rows: &[ScalingRow]) -> Vec<String> {
         let mut out = Vec::new();
         for axis in ["processes", "ram"] {
-            let mut pts: Vec<(u32, u32, usize, f64, u64)> = Vec::new();
-            for r in rows.iter().filter(|r| r.axis == axis && r.ok) {
-                if !pts.iter().any(|p| p.0 == r.guest_ram_mib && p.1 == r.processes_added) {
-                    let same: Vec<&ScalingRow> = rows
-                        .iter()
-                        .filter(|x| x.axis == axis && x.ok && x.guest_ram_mib == r.guest_ram_mib && x.processes_added == r.processes_added)
-                        .collect();
-                    let ms = crate::timing::median(same.iter().map(|x| x.wall_ms).collect());
-                    pts.push((r.guest_ram_mib, r.processes_added, r.tasks_found, ms, r.dma_reads));
+            for target in ["image", "wire"] {
+                let of: Vec<&ScalingRow> = rows.iter().filter(|r| r.axis == axis && r.target == target && r.ok).collect();
+                let mut keys: Vec<(u32, u32)> = of.iter().map(|r| (r.guest_ram_mib, r.processes_added)).collect();
+                keys.sort();
+                keys.dedup();
+                let parts: Vec<String> = keys
+                    .iter()
+                    .map(|&(ram, added)| {
+                        let same: Vec<&&ScalingRow> = of.iter().filter(|r| r.guest_ram_mib == ram && r.processes_added == added).collect();
+                        let ms = crate::timing::median(same.iter().map(|r| r.wall_ms).collect());
+                        let found = same.iter().map(|r| r.tasks_found).max().unwrap_or(0);
+                        let reads = same.iter().map(|r| r.dma_reads).max().unwrap_or(0);
+                        format!("{found} tasks/{ram} MiB: {ms:.0} ms, {reads} reads")
+                    })
+                    .collect();
+                if !parts.is_empty() {
+                    out.push(format!("{axis} ({target}): {}", parts.join("; ")));
                 }
-            }
-            let parts: Vec<String> = pts
-                .iter()
-                .map(|(ram, _, found, ms, reads)| format!("{found} tasks/{ram} MiB: {ms:.0} ms, {reads} reads"))
-                .collect();
-            if !parts.is_empty() {
-                out.push(format!("{axis}: {}", parts.join("; ")));
             }
         }
         out

@@ -106,7 +106,7 @@ fn rows_are_on_disk_after_every_run_and_survive_a_later_failure() {
         .filter(|(i, _)| *i != 2)
         .map(|(_, run)| match run {
             WireRun::Hardware { name, .. } => (name.dma_len_bytes, name.cpus),
-            _ => panic!("the plan lists the hardware runs first"),
+            other => panic!("the hardware runs come first, got {other}"),
         })
         .collect();
     let mut got: Vec<(u64, u32)> = rows.iter().map(|(r, _)| (r.size_bytes, r.cpus)).collect();

@@ -29,7 +29,8 @@ enum Command {
         /// Repository root (default: the git checkout containing the current directory).
         #[arg(long)]
         repo: Option<PathBuf>,
-        /// Results directory (default: <repo>/results).
+        /// Results directory (default: <repo>/results, or <repo>/results/quick with --quick so
+        /// that a quick run never replaces the full results).
         #[arg(long)]
         results: Option<PathBuf>,
         /// NetTLP hardware tlpperf outputs (default: <repo>/../shared/reference/nettlp-hw-tlpperf).
@@ -81,7 +82,13 @@ fn main() -> anyhow::Result<ExitCode> {
                 None => provenance::repo_root(&cwd).context("finding the repository root (pass --repo)")?,
             };
             let ctx = Context {
-                results_dir: results.unwrap_or_else(|| repo.join("results")),
+                results_dir: results.unwrap_or_else(|| {
+                    if quick {
+                        repo.join("results").join("quick")
+                    } else {
+                        repo.join("results")
+                    }
+                }),
                 hw_reference: reference.unwrap_or_else(|| repo.join(hw_reference::DEFAULT_RELATIVE)),
                 repo,
                 quick,

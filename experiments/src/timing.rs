@@ -259,6 +259,7 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
         .arg(&source)
         .env("XDG_CACHE_HOME", &scratch)
         .env("RUST_LOG", "warn")
+        .env_remove("RUST_BACKTRACE")
         .output();
     let _ = std::fs::remove_dir_all(&scratch);
     let out = out.map_err(|err| RunError::Prerequisite(format!("running {}: {err}", harness.display())))?;
@@ -277,7 +278,13 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
         dma_bytes: 0,
     };
     let Some(stats) = stats_line(&stderr) else {
-        row.error = analysis::one_line(&format!("exit {}: {}", out.status, stderr.lines().last().unwrap_or("")), 300);
+        // anyhow prints "Error: ..." (then causes and, with RUST_BACKTRACE, a backtrace).
+        let why = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("Error: "))
+            .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
+            .unwrap_or("");
+        row.error = analysis::one_line(&format!("{}: {why}", out.status), 300);
         return Ok(vec![row]);
     };
     Ok(rows_from_stats(&row, &stats))

@@ -165,7 +165,7 @@ impl Drop for IsfFile {
     }
 }
 
-fn isf_from_other_dump(e: &Entry, mode: Mode) -> Result<IsfFile, String> {
+pub fn isf_from_other_dump(e: &Entry, mode: Mode) -> Result<IsfFile, String> {
     let other = match mode {
         Mode::Running => Mode::Panicked,
         Mode::Panicked => Mode::Running,

@@ -6,7 +6,8 @@
 //! The thesis method is measured twice: `warm` (its per-config layout cache filled by an earlier
 //! run in this process) and `cold` — a fresh `harness ps` process whose `$XDG_CACHE_HOME` is an
 //! empty directory, so it extracts the kernel source, configures and prepares it and runs the
-//! offsetof probe, exactly what a first run on a new configuration pays. Methods without their
+//! offsetof probe, exactly what a first run on a new configuration pays. `isf` gets an ISF
+//! written (untimed) from the kernel's panicked dump, as in config-matrix. Methods without their
 //! prerequisite on a kernel give one `total` row with `ok = false` and the reason.
 //!
 //! Invariant: every row is one phase of one measured run (phases of a run sum to at most its
@@ -157,7 +158,20 @@ impl Experiment for Timing {
 fn in_process(run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
     let e = &run.entry;
     let (mem, _) = analysis::open_dump(e, Mode::Running, DumpFormat::Elf)?;
-    let inputs = analysis::layout_inputs();
+    let mut inputs = analysis::layout_inputs();
+    // `isf` reads an ISF written beforehand (untimed) from the kernel's panicked dump, as in
+    // config-matrix: a profile made once per kernel build.
+    let _isf = if run.method == MethodKind::Isf {
+        match crate::config_matrix::isf_from_other_dump(e, Mode::Running) {
+            Ok(file) => {
+                inputs.isf = Some(file.path.clone());
+                Some(file)
+            }
+            Err(why) => return Err(RunError::Prerequisite(format!("{}: no ISF for the isf method: {why}", e.name))),
+        }
+    } else {
+        None
+    };
     // Untimed warm-up: pages of the dump in the page cache, the thesis layout in its cache.
     let warm = analysis::run_ps(mem.as_ref(), run.method, &inputs);
     let base = |repeat: u32| TimingRow {

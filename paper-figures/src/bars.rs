@@ -85,7 +85,7 @@ impl BarChart {
         self.validate()?;
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
         root.fill(&WHITE).map_err(err)?;
-        let body = root.titled(&self.title, style::title_font()).map_err(err)?;
+        let body = style::titled(root, &self.title).map_err(err)?;
         let body = if self.legend.is_empty() {
             body
         } else {

@@ -241,7 +241,7 @@ impl LineChart {
     {
         self.validate()?;
         root.fill(&WHITE).map_err(draw_err)?;
-        let body = root.titled(&self.title, style::title_font()).map_err(draw_err)?;
+        let body = style::titled(root, &self.title).map_err(draw_err)?;
         let areas = body.split_evenly((1, self.panels.len()));
         for (panel, area) in self.panels.iter().zip(&areas) {
             draw_panel(panel, area)?;

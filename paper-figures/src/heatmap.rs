@@ -102,7 +102,7 @@ impl Heatmap {
         self.validate()?;
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
         root.fill(&WHITE).map_err(err)?;
-        let body = root.titled(&self.title, style::title_font()).map_err(err)?;
+        let body = style::titled(root, &self.title).map_err(err)?;
         let (w, _) = body.dim_in_pixel();
         let (grid, bar) = body.split_horizontally(w.saturating_sub(260));
         // The first panel also holds the row labels: it gets their width on top of its share.

@@ -62,6 +62,17 @@ pub fn legend_font() -> TextStyle<'static> {
     (FAMILY, 18).into_font().into()
 }
 
+/// Space above a figure's title, so no renderer clips its ascenders.
+pub const TITLE_TOP: u32 = 14;
+
+/// The area under the figure title `title`, drawn centred [`TITLE_TOP`] pixels below the top.
+pub fn titled<DB: plotters::prelude::DrawingBackend>(
+    root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+) -> Result<plotters::prelude::DrawingArea<DB, plotters::coord::Shift>, plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>> {
+    root.margin(TITLE_TOP, 0, 0, 0).titled(title, title_font())
+}
+
 pub const PANEL_MARGIN: u32 = 18;
 pub const X_LABEL_AREA: u32 = 70;
 pub const Y_LABEL_AREA: u32 = 95;

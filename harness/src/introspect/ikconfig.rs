@@ -25,6 +25,8 @@ const END: &[u8] = b"IKCFG_ED";
 pub enum IkconfigError {
     #[error("no IKCONFIG in the kernel image (searched {searched:#x} bytes from {from})")]
     Absent { from: PhysAddr, searched: u64 },
+    #[error("no IKCONFIG in the kernel image: kallsyms lists data symbols but not kernel_config_data (CONFIG_IKCONFIG off, or built as the module configs.ko)")]
+    NoSymbol,
     #[error("IKCONFIG at {at}: {reason}")]
     Corrupt { at: KVirt, reason: String },
 }
@@ -74,7 +76,7 @@ pub fn read(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
     }
     if kernel.info.kallsyms_all {
         // kallsyms lists data symbols, so kernel_config_data would be there.
-        return Err(IkconfigError::Absent { from: kernel.info.rodata_phys, searched: 0 });
+        return Err(IkconfigError::NoSymbol);
     }
     search(kernel)
 }

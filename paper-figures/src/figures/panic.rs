@@ -30,7 +30,8 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
             for (oi, (obs, name)) in OBSERVERS.iter().enumerate() {
                 let Some(r) = rows.iter().find(|r| &r.kernel == k && r.mode == mode && r.observer == *obs) else { continue };
                 let note = if r.available {
-                    format!("recall {:.2}, {}", r.recall, duration(r.answer_ms))
+                    let exact = r.fields_exact_fraction.map(|f| format!(", {:.0}% of tasks exact", f * 100.0)).unwrap_or_default();
+                    format!("recall {:.2}{exact}, {}", r.recall, duration(r.answer_ms))
                 } else if r.error.starts_with("no answer") {
                     format!("no answer in {}", duration(r.timeout_ms))
                 } else {

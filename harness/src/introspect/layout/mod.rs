@@ -191,7 +191,7 @@ pub fn learn(
             Ok(l) => match validate(kernel, &l) {
                 Ok(()) => return Ok((k, l)),
                 Err(reason) => {
-                    tracing::warn!(method = %k, %reason, "auto: layout does not fit this kernel");
+                    tracing::info!(method = %k, %reason, "auto: layout does not fit this kernel; trying the next method");
                     skipped.push(format!("{k}: layout rejected: {reason}"));
                 }
             },

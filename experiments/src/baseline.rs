@@ -3,7 +3,8 @@
 //!
 //! - `netdma-profile`: `harness profile --format isf` — the Volatility 3 ISF derived from that
 //!   memory alone, which Volatility needs before it can list anything (once per kernel-mode);
-//! - `netdma`: `harness ps --image DUMP --format json --stats` (layout method `auto`);
+//! - `netdma`: `harness ps --image DUMP --format json --stats` (layout method `auto`, memory
+//!   only: no `--kernel-source`, so no thesis method — Volatility gets no more than memory either);
 //! - `volatility3`: `vol -q --offline -f DUMP -s <dir holding that ISF> -r csv linux.pslist`, the
 //!   pinned release `scripts/setup` installs ([`crate::volatility`]).
 //!
@@ -30,9 +31,9 @@
 //!
 //! ```text
 //! results/baseline.csv  kernel,release,mode,tool,tool_version,repeat,ok,error,wall_ms,engine_ms,
-//!                       dump_format,dump_bytes,isf_method,isf_bytes,isf_missing,processes_truth,
-//!                       processes_listed,true_positives,precision,recall,fields_exact_fraction,
-//!                       + stamp
+//!                       method_used,dump_format,dump_bytes,isf_method,isf_bytes,isf_missing,
+//!                       processes_truth,processes_listed,true_positives,precision,recall,
+//!                       fields_exact_fraction, + stamp
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,6 +80,9 @@ pub struct BaselineRow {
     pub wall_ms: f64,
     /// `netdma` only: the engine's own time (`--stats` `wall_ms`), without process start.
     pub engine_ms: Option<f64>,
+    /// `netdma` and `netdma-profile`: the layout method `auto` chose (from `--stats`, or the
+    /// ISF's producer); empty for `volatility3`.
+    pub method_used: String,
     pub dump_format: String,
     pub dump_bytes: u64,
     /// The layout method `harness profile` used for the ISF (`btf`, `thesis`, `heuristic`).
@@ -181,6 +185,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         error: String::new(),
         wall_ms: 0.0,
         engine_ms: None,
+        method_used: String::new(),
         dump_format: DumpFormat::Elf.as_str().into(),
         dump_bytes,
         isf_method: String::new(),
@@ -212,6 +217,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         Ok(doc) => {
             profile_row.ok = true;
             profile_row.isf_method = doc.pointer("/metadata/producer/method").and_then(|m| m.as_str()).unwrap_or("").into();
+            profile_row.method_used = profile_row.isf_method.clone();
             profile_row.isf_bytes = std::fs::metadata(&isf).map(|m| m.len()).unwrap_or(0);
             profile_row.isf_missing = volatility::isf_missing(&doc).join(" ");
             true
@@ -239,7 +245,9 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         let partial = done.status.and_then(|s| s.code()) == Some(2);
         match (done.success() || partial).then(|| parse_ps_json(&done.stdout)) {
             Some(Ok(listed)) => {
-                r.engine_ms = stats_line(&done.stderr).and_then(|s| s.get("wall_ms").and_then(|v| v.as_f64()));
+                let stats = stats_line(&done.stderr);
+                r.engine_ms = stats.as_ref().and_then(|s| s.get("wall_ms")).and_then(|v| v.as_f64());
+                r.method_used = stats.as_ref().and_then(|s| s.get("method")).and_then(|m| m.as_str()).unwrap_or("").into();
                 r.ok = true;
                 if partial {
                     r.error = analysis::one_line(&harness_error(&done), 300);
@@ -498,10 +506,11 @@ fn headline(rows: &[BaselineRow]) -> Vec<String> {
         let vol_part = match (vol, netdma) {
             (Some(v), Some(n)) => format!("Volatility 3 {v:.0} ms{} = {:.0}x netdma", fmt_recall(recall(VOLATILITY)), v / n),
             (Some(v), None) => format!("Volatility 3 {v:.0} ms{}", fmt_recall(recall(VOLATILITY))),
-            (None, _) => {
-                let why = of(VOLATILITY).iter().find(|r| !r.error.is_empty()).map(|r| r.error.clone()).unwrap_or_default();
-                format!("Volatility 3 failed: {}", analysis::one_line(&why, 90))
-            }
+            (None, _) => match of(VOLATILITY).iter().find(|r| !r.error.is_empty()) {
+                Some(r) if !r.isf_missing.is_empty() => format!("Volatility 3 failed (the ISF lacks {})", r.isf_missing),
+                Some(r) => format!("Volatility 3 failed: {}", analysis::one_line(&r.error, 90)),
+                None => "Volatility 3 not measured".into(),
+            },
         };
         out.push(format!(
             "{kernel} {mode}: netdma {}{}; ISF {}; {vol_part}",

@@ -127,8 +127,7 @@ pub fn error_line(stderr: &str) -> String {
         .lines()
         .flat_map(|l| l.split('\r'))
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Volatility 3 Framework") && !l.starts_with("Progress:"))
-        .last()
+        .rfind(|l| !l.is_empty() && !l.starts_with("Volatility 3 Framework") && !l.starts_with("Progress:"))
         .unwrap_or("")
         .to_owned()
 }

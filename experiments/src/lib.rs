@@ -9,6 +9,8 @@
 //!        │            │
 //!        │       experiment::Experiment   one module per experiment, rows as serde structs
 //!        │            │
+//!        │       baseline ── volatility     (Volatility 3 linux.pslist beside `harness ps`,
+//!        │                                   both as processes on the same dump)
 //!        │       config_matrix, timing ──┐
 //!        │       panic, scaling ─────────┴── analysis  (harness::introspect::ps on corpus
 //!        │             │                                memory, scored with compare)
@@ -25,6 +27,7 @@
 //! here, so a figure and the experiment that feeds it cannot disagree about a column.
 
 pub mod analysis;
+pub mod baseline;
 pub mod config_matrix;
 pub mod driver;
 pub mod faults;
@@ -40,6 +43,7 @@ pub mod schema;
 pub mod summary;
 pub mod timing;
 pub mod tlpperf;
+pub mod volatility;
 pub mod wire;
 
 pub use experiment::{Context, Experiment, RunError};

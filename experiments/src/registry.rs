@@ -5,6 +5,7 @@
 //! it equals (`all` selects every available one); a name of a planned but unavailable
 //! experiment is an error that says what it waits for, never an empty success.
 
+use crate::baseline::Baseline;
 use crate::config_matrix::ConfigMatrix;
 use crate::driver::Runnable;
 use crate::faults::Faults;
@@ -23,6 +24,7 @@ pub fn available() -> Vec<Box<dyn Runnable>> {
         Box::new(WireThroughput),
         Box::new(Scaling),
         Box::new(Faults),
+        Box::new(Baseline),
     ]
 }
 

@@ -70,10 +70,13 @@ fn wire_throughput_schema() {
 /// change (the figures read them by name).
 #[test]
 fn corpus_experiment_columns() {
-    use experiments::{config_matrix::MatrixRow, faults::FaultRow, panic::PanicRow, scaling::ScalingRow, timing::TimingRow};
+    use experiments::{
+        baseline::BaselineRow, config_matrix::MatrixRow, faults::FaultRow, panic::PanicRow, scaling::ScalingRow, timing::TimingRow,
+    };
     insta::assert_snapshot!("config_matrix_columns", results::columns::<MatrixRow>().unwrap().join(","));
     insta::assert_snapshot!("timing_columns", results::columns::<TimingRow>().unwrap().join(","));
     insta::assert_snapshot!("panic_columns", results::columns::<PanicRow>().unwrap().join(","));
     insta::assert_snapshot!("scaling_columns", results::columns::<ScalingRow>().unwrap().join(","));
     insta::assert_snapshot!("faults_columns", results::columns::<FaultRow>().unwrap().join(","));
+    insta::assert_snapshot!("baseline_columns", results::columns::<BaselineRow>().unwrap().join(","));
 }

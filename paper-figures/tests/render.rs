@@ -205,3 +205,38 @@ fn committed_figures_match_committed_results() {
         }
     }
 }
+
+/// The baseline figure from real rows (`tests/fixtures/baseline.csv`: a full `experiments run
+/// baseline` on deb-amd64, where Volatility 3 lists, and custom-bare, where it fails).
+#[test]
+fn baseline_figure_renders_from_real_rows() {
+    let results_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("paper-figures/tests/fixtures/baseline.csv"),
+        results::path_for(results_dir.path(), "baseline"),
+    )
+    .unwrap();
+    let figs = rendered(paper_figures::render_all(results_dir.path(), out.path()));
+    assert_eq!(figs.iter().map(|f| f.0).collect::<Vec<_>>(), ["baseline-volatility"]);
+    let texts = svg_texts(&figs[0].1[0]);
+    for want in [
+        "running guest",
+        "panicked guest",
+        "time per listing (s, whole process, median of warm runs)",
+        "netdma: harness ps",
+        "Volatility 3: linux.pslist",
+        "deb-amd64 · Volatility 3",
+        "custom-bare · netdma",
+    ] {
+        assert!(texts.iter().any(|t| t == want), "{want:?} not in {texts:?}");
+    }
+    // Volatility's time against netdma's, and its failure on custom-bare with the reason.
+    assert!(texts.iter().any(|t| t.starts_with("pslist ") && t.contains("× netdma)")), "{texts:?}");
+    assert_eq!(texts.iter().filter(|t| t.starts_with("failed: the ISF lacks")).count(), 2, "{texts:?}");
+    let (w, h, px) = png_pixels(&figs[0].1[1]);
+    assert!(w >= 1000 && h >= 400, "{w}x{h}");
+    for c in &style::CATEGORICAL[..3] {
+        assert!(px.contains(&[c.0, c.1, c.2]), "colour {c:?} missing");
+    }
+}

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::chart::ChartError;
 use crate::render::Chart;
 
+mod baseline;
 mod config_matrix;
 mod faults;
 mod panic;
@@ -45,6 +46,11 @@ pub fn all() -> Vec<Figure> {
             stem: "timing-phases",
             inputs: &["timing"],
             build: timing::build,
+        },
+        Figure {
+            stem: "baseline-volatility",
+            inputs: &["baseline"],
+            build: baseline::build,
         },
         Figure {
             stem: "panic-availability",

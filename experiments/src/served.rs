@@ -51,6 +51,11 @@ impl Served {
     /// Starts `emulator serve --image IMAGE [--format F] --listen ADDR [--fault SPEC]` and waits
     /// until it answers (at most 20 s).
     pub fn start(image: &Path, format: Option<&str>, listen: Ipv4Addr, fault: Option<&str>) -> Result<Served, RunError> {
+        Self::start_with(image, format, listen, fault, &[])
+    }
+
+    /// As [`Served::start`], with further `emulator serve` arguments (e.g. `--mps 4096`).
+    pub fn start_with(image: &Path, format: Option<&str>, listen: Ipv4Addr, fault: Option<&str>, extra: &[&str]) -> Result<Served, RunError> {
         let bin = sibling_binary("emulator")?;
         let log = std::env::temp_dir().join(format!("netdma-serve-{listen}-{}.log", std::process::id()));
         let logf = std::fs::File::create(&log).map_err(|e| RunError::Prerequisite(format!("{}: {e}", log.display())))?;
@@ -63,6 +68,7 @@ impl Served {
         if let Some(f) = fault {
             cmd.arg("--fault").arg(f);
         }
+        cmd.args(extra);
         cmd.env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(logf).stderr(logf2);
         let child = cmd
             .spawn()

@@ -2,9 +2,10 @@
 //! NetTLP adapter (published tlpperf runs) and for the emulator: `emulator serve` started as its
 //! own process on a loopback address over a raw image of the known test pattern, read by
 //! `harness::dma::Requester` through `harness::dma::bench` — blocking (one read outstanding, as
-//! tlpperf) and pipelined (16 tags in flight), with the adapter's MPS (256 B) and MRRS (512 B),
-//! every byte read checked against the pattern. Both sources share one row schema per measure,
-//! told apart by the `source` column.
+//! tlpperf) and pipelined (16 tags in flight), with the adapter's MPS (256 B) and MRRS (512 B);
+//! for throughput also `batched`, the emulator unbound from the adapter's limits (MPS/MRRS 4096,
+//! one UDP port, GSO/GRO). Every byte read is checked against the pattern. All sources share one
+//! row schema per measure, told apart by the `source` column ([`Source::emulator_setup`]).
 //!
 //! Invariant: every row is derived from a measurement — a parsed tlpperf line or a timed read —
 //! and nothing else; the conversions ([`latency_rows`], [`throughput_rows`], [`from_bench`])
@@ -39,6 +40,10 @@ pub enum Source {
     EmulatorBlocking,
     /// `emulator serve` over loopback, read by `harness::dma` with many tags in flight.
     EmulatorPipelined,
+    /// As `EmulatorPipelined`, but not bound to the adapter's limits: MPS and MRRS 4096 and all
+    /// 16 tags on one UDP port, so the endpoint batches completions with UDP GSO and the
+    /// requester receives them coalesced (GRO) — what the emulator itself can serve.
+    EmulatorBatched,
 }
 
 impl Source {
@@ -47,6 +52,7 @@ impl Source {
             Source::NettlpHw => "nettlp-hw",
             Source::EmulatorBlocking => "emulator-blocking",
             Source::EmulatorPipelined => "emulator-pipelined",
+            Source::EmulatorBatched => "emulator-batched",
         }
     }
 }
@@ -243,7 +249,7 @@ pub enum WireRun {
     /// Convert one published tlpperf output.
     Hardware { name: RefName, path: PathBuf },
     /// Benchmark the emulator over loopback: every size for `seconds` each.
-    Emulator { mode: BenchMode, pattern: Pattern, sizes: Vec<u32>, seconds: f64 },
+    Emulator { source: Source, pattern: Pattern, sizes: Vec<u32>, seconds: f64 },
 }
 
 impl fmt::Display for WireRun {
@@ -256,10 +262,9 @@ impl fmt::Display for WireRun {
                     name.pattern, name.dma_len_bytes, name.cpus
                 )
             }
-            WireRun::Emulator { mode, pattern, sizes, seconds } => write!(
+            WireRun::Emulator { source, pattern, sizes, seconds } => write!(
                 f,
-                "{} {pattern} {}-{} B, {seconds} s each",
-                mode.source(),
+                "{source} {pattern} {}-{} B, {seconds} s each",
                 sizes.first().unwrap_or(&0),
                 sizes.last().unwrap_or(&0)
             ),
@@ -277,12 +282,12 @@ pub fn emulator_sizes(quick: bool) -> Vec<u32> {
 }
 
 /// The emulator runs of one wire experiment.
-fn emulator_plan(ctx: &Context, patterns: &[Pattern], seconds: (f64, f64)) -> Vec<WireRun> {
+fn emulator_plan(ctx: &Context, sources: &[Source], patterns: &[Pattern], seconds: (f64, f64)) -> Vec<WireRun> {
     let secs = if ctx.quick { seconds.0 } else { seconds.1 };
     let mut out = Vec::new();
-    for &mode in &[BenchMode::Blocking, BenchMode::Pipelined] {
+    for &source in sources {
         for &pattern in patterns {
-            out.push(WireRun::Emulator { mode, pattern, sizes: emulator_sizes(ctx.quick), seconds: secs });
+            out.push(WireRun::Emulator { source, pattern, sizes: emulator_sizes(ctx.quick), seconds: secs });
         }
     }
     out
@@ -297,17 +302,21 @@ const PATTERN_BYTES: u64 = 64 << 20;
 const PIPELINE_BATCH: usize = 64;
 
 /// Runs the emulator benchmark of one run.
-fn bench_emulator(addr: std::net::Ipv4Addr, mode: BenchMode, pattern: Pattern, sizes: &[u32], seconds: f64) -> Result<BenchResult, RunError> {
+fn bench_emulator(addr: std::net::Ipv4Addr, source: Source, pattern: Pattern, sizes: &[u32], seconds: f64) -> Result<BenchResult, RunError> {
+    let Some(setup) = source.emulator_setup() else {
+        return Err(RunError::Prerequisite(format!("{source} is not served by the emulator")));
+    };
     let bench_pattern = match pattern {
         Pattern::Fix => BenchPattern::Fix,
         Pattern::Seq => BenchPattern::Seq,
         other => return Err(RunError::Prerequisite(format!("the emulator benchmark has no {other} pattern"))),
     };
     let image = crate::served::PatternImage::create(&format!("wire-{addr}"), PATTERN_BYTES)?;
-    let served = crate::served::Served::start(&image.path, Some("raw"), addr, None)?;
-    let req = served.requester("tags=16&inflight=16")?;
+    let mps = setup.mps_bytes.to_string();
+    let served = crate::served::Served::start_with(&image.path, Some("raw"), addr, None, &["--mps", &mps])?;
+    let req = served.requester(setup.requester)?;
     let cfg = BenchConfig {
-        mode,
+        mode: setup.mode,
         pattern: bench_pattern,
         sizes: sizes.to_vec(),
         region_start: 0,
@@ -316,16 +325,14 @@ fn bench_emulator(addr: std::net::Ipv4Addr, mode: BenchMode, pattern: Pattern, s
         warmup: std::time::Duration::from_millis(200),
         batch: PIPELINE_BATCH,
         verify: true,
-        mps_bytes: 256,
+        mps_bytes: setup.mps_bytes,
     };
-    harness::dma::bench::run(&req, &cfg)
-        .map_err(|e| RunError::Prerequisite(format!("emulator benchmark {} {pattern}: {e}", mode.source())))
+    harness::dma::bench::run(&req, &cfg).map_err(|e| RunError::Prerequisite(format!("emulator benchmark {source} {pattern}: {e}")))
 }
 
 /// The benchmark's rows in this crate's schema (sizes, sources and patterns mapped; nothing
 /// recomputed). Pure.
-pub fn from_bench(result: &BenchResult) -> (Vec<LatencyRow>, Vec<ThroughputRow>) {
-    let source = |s: &str| if s == BenchMode::Blocking.source() { Source::EmulatorBlocking } else { Source::EmulatorPipelined };
+pub fn from_bench(source: Source, result: &BenchResult) -> (Vec<LatencyRow>, Vec<ThroughputRow>) {
     let pattern = |p: BenchPattern| match p {
         BenchPattern::Fix => Pattern::Fix,
         BenchPattern::Seq => Pattern::Seq,
@@ -334,7 +341,7 @@ pub fn from_bench(result: &BenchResult) -> (Vec<LatencyRow>, Vec<ThroughputRow>)
         .latency
         .iter()
         .map(|r| LatencyRow {
-            source: source(r.source),
+            source,
             pattern: pattern(r.pattern),
             size_bytes: u64::from(r.size_bytes),
             cpus: r.cpus,
@@ -349,7 +356,7 @@ pub fn from_bench(result: &BenchResult) -> (Vec<LatencyRow>, Vec<ThroughputRow>)
         .throughput
         .iter()
         .map(|r| ThroughputRow {
-            source: source(r.source),
+            source,
             pattern: pattern(r.pattern),
             size_bytes: u64::from(r.size_bytes),
             cpus: r.cpus,
@@ -381,6 +388,34 @@ fn hw_plan(ctx: &Context, kind: Kind) -> Result<Vec<WireRun>, RunError> {
         .collect())
 }
 
+/// How `emulator serve` and the requester are set up for one emulator source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmulatorSetup {
+    pub mode: BenchMode,
+    /// The endpoint's `--mps` (bytes per completion).
+    pub mps_bytes: u32,
+    /// The requester's target options.
+    pub requester: &'static str,
+}
+
+impl Source {
+    /// The setup of an emulator source; `None` for the hardware.
+    pub fn emulator_setup(self) -> Option<EmulatorSetup> {
+        // The adapter's limits: MPS 256, MRRS 512 (the requester's default); libtlp's 16 ports.
+        let adapter = |mode| EmulatorSetup { mode, mps_bytes: 256, requester: "tags=16&inflight=16" };
+        match self {
+            Source::NettlpHw => None,
+            Source::EmulatorBlocking => Some(adapter(BenchMode::Blocking)),
+            Source::EmulatorPipelined => Some(adapter(BenchMode::Pipelined)),
+            Source::EmulatorBatched => Some(EmulatorSetup {
+                mode: BenchMode::Pipelined,
+                mps_bytes: 4096,
+                requester: "tags=16&stride=16&inflight=16&mrrs=4096",
+            }),
+        }
+    }
+}
+
 /// Read latency distributions: `results/wire-latency.csv`.
 pub struct WireLatency;
 
@@ -397,13 +432,13 @@ impl Experiment for WireLatency {
     fn plan(&self, ctx: &Context) -> Result<Vec<WireRun>, RunError> {
         let mut plan = hw_plan(ctx, Kind::Latency)?;
         // tlpperf's latency runs read a fixed address.
-        plan.extend(emulator_plan(ctx, &[Pattern::Fix], (1.0, 2.0)));
+        plan.extend(emulator_plan(ctx, &[Source::EmulatorBlocking, Source::EmulatorPipelined], &[Pattern::Fix], (1.0, 2.0)));
         Ok(plan)
     }
     fn run(&self, _ctx: &Context, run: &WireRun) -> Result<Vec<LatencyRow>, RunError> {
         match run {
-            WireRun::Emulator { mode, pattern, sizes, seconds } => {
-                Ok(from_bench(&bench_emulator(LATENCY_ADDR, *mode, *pattern, sizes, *seconds)?).0)
+            WireRun::Emulator { source, pattern, sizes, seconds } => {
+                Ok(from_bench(*source, &bench_emulator(LATENCY_ADDR, *source, *pattern, sizes, *seconds)?).0)
             }
             WireRun::Hardware { name, path } => {
                 let file = hw_reference::load(Kind::Latency, *name, path)?;
@@ -472,13 +507,14 @@ impl Experiment for WireThroughput {
     }
     fn plan(&self, ctx: &Context) -> Result<Vec<WireRun>, RunError> {
         let mut plan = hw_plan(ctx, Kind::Throughput)?;
-        plan.extend(emulator_plan(ctx, &[Pattern::Fix, Pattern::Seq], (1.1, 3.1)));
+        let sources = [Source::EmulatorBlocking, Source::EmulatorPipelined, Source::EmulatorBatched];
+        plan.extend(emulator_plan(ctx, &sources, &[Pattern::Fix, Pattern::Seq], (1.1, 3.1)));
         Ok(plan)
     }
     fn run(&self, _ctx: &Context, run: &WireRun) -> Result<Vec<ThroughputRow>, RunError> {
         match run {
-            WireRun::Emulator { mode, pattern, sizes, seconds } => {
-                Ok(from_bench(&bench_emulator(THROUGHPUT_ADDR, *mode, *pattern, sizes, *seconds)?).1)
+            WireRun::Emulator { source, pattern, sizes, seconds } => {
+                Ok(from_bench(*source, &bench_emulator(THROUGHPUT_ADDR, *source, *pattern, sizes, *seconds)?).1)
             }
             WireRun::Hardware { name, path } => {
                 let file = hw_reference::load(Kind::Throughput, *name, path)?;

@@ -77,6 +77,7 @@ fn panel_title(source: Source, pattern: &str, cpus: u32, inflight: u32) -> Strin
         Source::NettlpHw => "NetTLP hardware (tlpperf)",
         Source::EmulatorBlocking => "emulator, blocking",
         Source::EmulatorPipelined => "emulator, pipelined",
+        Source::EmulatorBatched => "emulator, batched (MPS 4096, GSO)",
     };
     let cpus = if cpus == 1 {
         "1 CPU".to_string()

@@ -102,6 +102,7 @@ fn series_label(source: Source, cpus: u32, inflight: u32, pattern: Pattern) -> S
         Source::NettlpHw => "hardware",
         Source::EmulatorBlocking => "emulator blocking",
         Source::EmulatorPipelined => "emulator pipelined",
+        Source::EmulatorBatched => "emulator batched (MPS 4096, GSO)",
     };
     let cpus = if cpus == 1 {
         "1 CPU".to_string()

@@ -178,8 +178,10 @@ impl Experiment for Scaling {
                 rows.push(row(run, "image", level, repeat, timed, &truth));
             }
             // The same paused guest over the wire: its RAM file served by `emulator serve`.
-            let served = Served::start(g.ram_path(), Some("live"), WIRE_ADDR, None)?;
-            let req = served.requester("")?;
+            // Both ends busy-poll as in the wire experiment (the paused guest leaves the cores free).
+            let spin = crate::wire::SPIN_US.to_string();
+            let served = Served::start_with(g.ram_path(), Some("live"), WIRE_ADDR, None, &["--spin-us", &spin])?;
+            let req = served.requester(&format!("spin={spin}us"))?;
             for repeat in 0..=run.repeats {
                 let mem = Deadline::new(&req, WIRE_BUDGET);
                 let timed = analysis::run_ps(&mem as &dyn PhysMem, MethodKind::Auto, &inputs);

@@ -165,6 +165,7 @@ pub struct Series {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LegendAt {
     UpperLeft,
+    LowerLeft,
     LowerRight,
 }
 
@@ -339,6 +340,7 @@ where
         .configure_series_labels()
         .position(match legend {
             LegendAt::UpperLeft => SeriesLabelPosition::UpperLeft,
+            LegendAt::LowerLeft => SeriesLabelPosition::LowerLeft,
             LegendAt::LowerRight => SeriesLabelPosition::LowerRight,
         })
         .margin(style::LEGEND_MARGIN)

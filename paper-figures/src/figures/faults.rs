@@ -99,7 +99,7 @@ pub fn build_time(results_dir: &Path) -> Result<Chart, FigureError> {
             let max_reorder = rows.iter().map(|r| r.reorder).fold(0.0, f64::max);
             for (dashed, dup, reorder) in [(false, 0.0, 0.0), (true, max_dup, max_reorder)] {
                 let mut by_loss: BTreeMap<u64, (f64, Vec<f64>)> = BTreeMap::new();
-                for r in rows.iter().filter(|r| r.check == check && r.requester == *req && r.dup == dup && r.reorder == reorder && r.ok) {
+                for r in rows.iter().filter(|r| r.check == check && r.requester == *req && r.dup == dup && r.reorder == reorder && correct(r)) {
                     by_loss.entry(r.loss.to_bits()).or_insert((r.loss, Vec::new())).1.push(r.wall_ms);
                 }
                 if by_loss.is_empty() {

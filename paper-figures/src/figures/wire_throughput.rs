@@ -62,10 +62,12 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
         max: xmax,
         format: TickFormat::Bytes,
     };
-    let y_axis = |label: &str, series: &BTreeMap<_, Series>| {
+    // `room`: decades added below the data (for the legend).
+    let y_axis = |label: &str, series: &BTreeMap<_, Series>, room: i32| {
         let vals = series.values().flat_map(|s| s.points.iter().map(|p| p.1));
         let (lo, hi) = (vals.clone().fold(f64::INFINITY, f64::min), vals.fold(0.0, f64::max));
         let (min, max) = decade_bounds(lo, hi, 10.0);
+        let min = min / 10f64.powi(room);
         Axis {
             label: label.into(),
             scale: Scale::Log10,
@@ -78,16 +80,17 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
         Panel {
             title: "throughput (median of 1-s samples)".into(),
             x: x.clone(),
-            y: y_axis("throughput (Gbit/s)", &gbps),
+            y: y_axis("throughput (Gbit/s)", &gbps, 0),
             series: gbps.into_values().collect(),
-            legend: Some(LegendAt::UpperLeft),
+            legend: None,
         },
         Panel {
             title: "read rate (same lines)".into(),
             x,
-            y: y_axis("reads per second (millions)", &mrps),
+            y: y_axis("reads per second (millions)", &mrps, 2),
             series: mrps.into_values().collect(),
-            legend: None,
+            // Under the read rates, in the two decades added below them.
+            legend: Some(LegendAt::LowerLeft),
         },
     ];
     Ok(Chart::Line(LineChart {

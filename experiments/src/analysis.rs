@@ -114,7 +114,8 @@ pub struct Score {
     pub mismatched_fields: usize,
 }
 
-fn ratio(num: usize, den: usize) -> f64 {
+/// `num / den`, 0 when `den` is 0 (nothing to find: nothing found).
+pub fn ratio(num: usize, den: usize) -> f64 {
     if den == 0 {
         0.0
     } else {

@@ -419,14 +419,6 @@ pub struct ProcScore {
     pub fields_exact_fraction: f64,
 }
 
-fn ratio(num: usize, den: usize) -> f64 {
-    if den == 0 {
-        0.0
-    } else {
-        num as f64 / den as f64
-    }
-}
-
 /// `compare`'s comm rule: equal, or the same worker with another workqueue description (but a
 /// description missing where the truth has one is a difference).
 fn same_comm(truth: &str, listed: &str) -> bool {
@@ -455,9 +447,9 @@ pub fn score_processes(listed: &[Proc], truth: &[Proc]) -> ProcScore {
         truth: truth.len(),
         listed: listed.len(),
         true_positives: tp,
-        precision: ratio(tp, listed.len() - ours_only_kthreads),
-        recall: ratio(tp, truth.len() - truth_only_kthreads),
-        fields_exact_fraction: ratio(exact, tp),
+        precision: analysis::ratio(tp, listed.len() - ours_only_kthreads),
+        recall: analysis::ratio(tp, truth.len() - truth_only_kthreads),
+        fields_exact_fraction: analysis::ratio(exact, tp),
     }
 }
 

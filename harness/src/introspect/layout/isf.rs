@@ -4,9 +4,15 @@
 //! Invariant: only `user_types.<struct>.size` and `.fields.<member>.{offset,type}` are read;
 //! anonymous members (dwarf2json names them `unnamed_field_*`, their types `unnamed_*`) are
 //! searched to a fixed depth. A file that lacks a required member is an error naming it.
+//! Types are kept as their raw JSON text and parsed when asked for: a complete ISF (every BTF type,
+//! ~10 MB) never becomes one tree of millions of small allocations, whose freeing used to cost the
+//! next phase tens of milliseconds of allocator consolidation.
 
+use std::collections::HashMap;
 use std::path::Path;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::build::{build, Field, Types};
@@ -34,9 +40,21 @@ impl LayoutMethod for IsfMethod {
     }
 }
 
-/// A loaded ISF document.
+/// A loaded ISF document: its type tables, each type as raw JSON text.
 pub struct Isf {
-    pub doc: Value,
+    user_types: HashMap<String, Box<RawValue>>,
+    base_types: HashMap<String, Box<RawValue>>,
+    enums: HashMap<String, Box<RawValue>>,
+}
+
+/// The parts of an ISF document this method reads; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Tables {
+    user_types: Option<HashMap<String, Box<RawValue>>>,
+    #[serde(default)]
+    base_types: HashMap<String, Box<RawValue>>,
+    #[serde(default)]
+    enums: HashMap<String, Box<RawValue>>,
 }
 
 impl Isf {
@@ -49,19 +67,32 @@ impl Isf {
             return Err(format!("{}: compressed ISF not supported; unxz it first", path.display()));
         }
         let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let doc: Value = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Isf::from_value(doc)
+        Isf::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_slice(text: &[u8]) -> Result<Isf, String> {
+        let tables: Tables = serde_json::from_slice(text).map_err(|e| {
+            if e.is_data() {
+                format!("not an ISF document: {e}")
+            } else {
+                e.to_string()
+            }
+        })?;
+        let user_types = tables.user_types.ok_or("not an ISF document (no user_types object)")?;
+        Ok(Isf { user_types, base_types: tables.base_types, enums: tables.enums })
     }
 
     pub fn from_value(doc: Value) -> Result<Isf, String> {
-        if !doc.get("user_types").is_some_and(Value::is_object) {
-            return Err("not an ISF document (no user_types object)".into());
-        }
-        Ok(Isf { doc })
+        Isf::from_slice(doc.to_string().as_bytes())
     }
 
-    fn user_type(&self, name: &str) -> Option<&Value> {
-        self.doc.get("user_types")?.get(name)
+    /// One entry of a type table, parsed (`None` if absent or not JSON an ISF would hold).
+    fn entry(table: &HashMap<String, Box<RawValue>>, name: &str) -> Option<Value> {
+        serde_json::from_str(table.get(name)?.get()).ok()
+    }
+
+    fn user_type(&self, name: &str) -> Option<Value> {
+        Self::entry(&self.user_types, name)
     }
 
     /// Size of a type descriptor (`{"kind": "base"|"pointer"|"array"|"struct"|..., ...}`).
@@ -72,10 +103,10 @@ impl Isf {
         let name = ty.get("name").and_then(Value::as_str);
         match ty.get("kind")?.as_str()? {
             "pointer" => Some(8),
-            "base" => self.doc.get("base_types")?.get(name?)?.get("size")?.as_u64(),
+            "base" => Self::entry(&self.base_types, name?)?.get("size")?.as_u64(),
             "array" => Some(ty.get("count")?.as_u64()? * self.type_size(ty.get("subtype")?, depth + 1)?),
             "struct" | "union" => self.user_type(name?)?.get("size")?.as_u64(),
-            "enum" => self.doc.get("enums")?.get(name?)?.get("size")?.as_u64(),
+            "enum" => Self::entry(&self.enums, name?)?.get("size")?.as_u64(),
             _ => None,
         }
     }
@@ -84,7 +115,8 @@ impl Isf {
         if depth > MAX_DEPTH {
             return None;
         }
-        let fields = self.user_type(ty_name)?.get("fields")?.as_object()?;
+        let ty = self.user_type(ty_name)?;
+        let fields = ty.get("fields")?.as_object()?;
         if let Some(f) = fields.get(member) {
             let ty = f.get("type")?;
             if ty.get("kind").and_then(Value::as_str) == Some("bitfield") {
@@ -111,8 +143,7 @@ impl Isf {
 impl Types for Isf {
     fn struct_size(&self, name: &str, _: &[&str]) -> Result<u64, String> {
         self.user_type(name)
-            .and_then(|t| t.get("size"))
-            .and_then(Value::as_u64)
+            .and_then(|t| t.get("size").and_then(Value::as_u64))
             .ok_or_else(|| format!("ISF has no user type {name} with a size"))
     }
 

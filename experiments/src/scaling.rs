@@ -179,9 +179,8 @@ impl Experiment for Scaling {
             }
             // The same paused guest over the wire: its RAM file served by `emulator serve`.
             // Both ends busy-poll as in the wire experiment (the paused guest leaves the cores free).
-            let spin = crate::wire::SPIN_US.to_string();
-            let served = Served::start_with(g.ram_path(), Some("live"), WIRE_ADDR, None, &["--spin-us", &spin])?;
-            let req = served.requester(&format!("spin={spin}us"))?;
+            let served = Served::start_polling(g.ram_path(), Some("live"), WIRE_ADDR, &[])?;
+            let req = served.requester("")?;
             for repeat in 0..=run.repeats {
                 let mem = Deadline::new(&req, WIRE_BUDGET);
                 let timed = analysis::run_ps(&mem as &dyn PhysMem, MethodKind::Auto, &inputs);

@@ -6,7 +6,7 @@
 //! for throughput also `batched`, the emulator unbound from the adapter's limits (MPS/MRRS 4096,
 //! one UDP port, GSO/GRO). Every byte read is checked against the pattern. All sources share one
 //! row schema per measure, told apart by the `source` column ([`Source::emulator_setup`]). Both
-//! ends busy-poll [`SPIN_US`] before sleeping.
+//! ends busy-poll before sleeping ([`crate::served::Served::start_polling`]).
 //!
 //! Invariant: every row is derived from a measurement — a parsed tlpperf line or a timed read —
 //! and nothing else; the conversions ([`latency_rows`], [`throughput_rows`], [`from_bench`])
@@ -313,8 +313,8 @@ fn bench_emulator(addr: std::net::Ipv4Addr, source: Source, pattern: Pattern, si
         other => return Err(RunError::Prerequisite(format!("the emulator benchmark has no {other} pattern"))),
     };
     let image = crate::served::PatternImage::create(&format!("wire-{addr}"), PATTERN_BYTES)?;
-    let (mps, spin) = (setup.mps_bytes.to_string(), SPIN_US.to_string());
-    let served = crate::served::Served::start_with(&image.path, Some("raw"), addr, None, &["--mps", &mps, "--spin-us", &spin])?;
+    let mps = setup.mps_bytes.to_string();
+    let served = crate::served::Served::start_polling(&image.path, Some("raw"), addr, &["--mps", &mps])?;
     let req = served.requester(setup.requester)?;
     let cfg = BenchConfig {
         mode: setup.mode,
@@ -399,17 +399,12 @@ pub struct EmulatorSetup {
     pub requester: &'static str,
 }
 
-/// Both ends busy-poll this long for the next datagram before sleeping (`emulator serve
-/// --spin-us`, the requester's `spin=`). The endpoint and the requester each have a core of
-/// this 2-core machine; without it every read pays two vCPU wake-ups from idle (measured: a
-/// blocking 4 B read 60 µs p50 instead of 11 µs, on an otherwise idle box).
-pub const SPIN_US: u32 = 50;
 
 impl Source {
     /// The setup of an emulator source; `None` for the hardware.
     pub fn emulator_setup(self) -> Option<EmulatorSetup> {
         // The adapter's limits: MPS 256, MRRS 512 (the requester's default); libtlp's 16 ports.
-        let adapter = |mode| EmulatorSetup { mode, mps_bytes: 256, requester: "tags=16&inflight=16&spin=50us" };
+        let adapter = |mode| EmulatorSetup { mode, mps_bytes: 256, requester: "tags=16&inflight=16" };
         match self {
             Source::NettlpHw => None,
             Source::EmulatorBlocking => Some(adapter(BenchMode::Blocking)),
@@ -417,7 +412,7 @@ impl Source {
             Source::EmulatorBatched => Some(EmulatorSetup {
                 mode: BenchMode::Pipelined,
                 mps_bytes: 4096,
-                requester: "tags=16&stride=16&inflight=16&mrrs=4096&spin=50us",
+                requester: "tags=16&stride=16&inflight=16&mrrs=4096",
             }),
         }
     }
@@ -589,16 +584,3 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod setup_tests {
-    use super::*;
-
-    #[test]
-    fn emulator_sources_spin_as_documented() {
-        for s in [Source::EmulatorBlocking, Source::EmulatorPipelined, Source::EmulatorBatched] {
-            let setup = s.emulator_setup().expect("an emulator source");
-            assert!(setup.requester.contains(&format!("spin={SPIN_US}us")), "{s}: {}", setup.requester);
-        }
-        assert_eq!(Source::NettlpHw.emulator_setup(), None);
-    }
-}

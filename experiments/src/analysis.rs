@@ -186,6 +186,16 @@ pub fn is_unavailable(e: &PsError) -> bool {
     }
 }
 
+/// Why a `harness` command failed, from its stderr: the `Error: ...` line anyhow prints (before
+/// causes and any backtrace), else the last non-empty line that is not JSON (a `--stats` line).
+pub fn harness_failure(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Error: "))
+        .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('{')))
+        .unwrap_or("")
+}
+
 /// One line, for a CSV cell: newlines and runs of spaces collapsed, at most `max` characters.
 pub fn one_line(s: &str, max: usize) -> String {
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -259,5 +269,13 @@ mod tests {
     fn cells_are_one_line() {
         assert_eq!(one_line("a\n  b\tc", 10), "a b c");
         assert_eq!(one_line("abcdefghijkl", 5), "abcd…");
+    }
+
+    #[test]
+    fn harness_failure_is_anyhows_error_line_else_the_last_text_line() {
+        let anyhow = "WARN x\nError: no Linux banner found\n\nCaused by:\n    y\n";
+        assert_eq!(harness_failure(anyhow), "no Linux banner found");
+        assert_eq!(harness_failure("first\nlast line\n{\"method\":\"btf\"}\n\n"), "last line");
+        assert_eq!(harness_failure(""), "");
     }
 }

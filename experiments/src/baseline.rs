@@ -349,13 +349,7 @@ fn run_process(mut cmd: Command, dir: &Path, name: &str) -> std::io::Result<Fini
 
 /// The `Error: ...` line anyhow prints for a failed `harness` command, else its last stderr line.
 fn harness_error(done: &Finished) -> String {
-    let why = done
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("Error: "))
-        .or_else(|| done.stderr.lines().rev().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('{')))
-        .unwrap_or("");
-    format!("{}: {why}", done.describe())
+    format!("{}: {}", done.describe(), analysis::harness_failure(&done.stderr))
 }
 
 /// At most this many rows of one `harness ps` listing are read.

@@ -292,13 +292,7 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
         dma_bytes: 0,
     };
     let Some(stats) = stats_line(&stderr) else {
-        // anyhow prints "Error: ..." (then causes and, with RUST_BACKTRACE, a backtrace).
-        let why = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("Error: "))
-            .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
-            .unwrap_or("");
-        row.error = analysis::one_line(&format!("{}: {why}", out.status), 300);
+        row.error = analysis::one_line(&format!("{}: {}", out.status, analysis::harness_failure(&stderr)), 300);
         return Ok(vec![row]);
     };
     Ok(rows_from_stats(&row, &stats))

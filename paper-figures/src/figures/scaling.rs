@@ -63,6 +63,20 @@ fn bounds(series: &[Series]) -> ((f64, f64), (f64, f64)) {
     )
 }
 
+/// A log-log panel of `series` against the guest's task count, axes on whole decades.
+fn against_tasks(title: &str, y_label: &str, series: Vec<Series>) -> Panel {
+    let ((x0, x1), (y0, y1)) = bounds(&series);
+    let (xmin, xmax) = decade_bounds(x0, x1, 10.0);
+    let (ymin, ymax) = decade_bounds(y0, y1, 10.0);
+    Panel {
+        title: title.into(),
+        x: Axis { label: "tasks in the guest (threads, its own count)".into(), scale: Scale::Log10, min: xmin, max: xmax, format: TickFormat::Number },
+        y: Axis { label: y_label.into(), scale: Scale::Log10, min: ymin, max: ymax, format: TickFormat::Number },
+        series,
+        legend: Some(LegendAt::UpperLeft),
+    }
+}
+
 pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let rows: Vec<ScalingRow> = load(results_dir, "scaling")?;
     let mut panels = Vec::new();
@@ -71,27 +85,9 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let mut time = series(medians(&rows, "processes", tasks, |r| r.wall_ms), "total", false, 0);
     time.extend(series(medians(&rows, "processes", tasks, |r| r.walk_ms), "walk phase", true, 0));
     if !time.is_empty() {
-        let ((x0, x1), (y0, y1)) = bounds(&time);
-        let (xmin, xmax) = decade_bounds(x0, x1, 10.0);
-        let (ymin, ymax) = decade_bounds(y0, y1, 10.0);
-        panels.push(Panel {
-            title: "time against tasks".into(),
-            x: Axis { label: "tasks in the guest (threads, its own count)".into(), scale: Scale::Log10, min: xmin, max: xmax, format: TickFormat::Number },
-            y: Axis { label: "time per listing (ms)".into(), scale: Scale::Log10, min: ymin, max: ymax, format: TickFormat::Number },
-            series: time,
-            legend: Some(LegendAt::UpperLeft),
-        });
+        panels.push(against_tasks("time against tasks", "time per listing (ms)", time));
         let reads = one_if_identical(series(medians(&rows, "processes", tasks, |r| r.dma_reads as f64), "reads", false, 2), "reads, image = wire (same addresses)");
-        let ((x0, x1), (y0, y1)) = bounds(&reads);
-        let (xmin, xmax) = decade_bounds(x0, x1, 10.0);
-        let (ymin, ymax) = decade_bounds(y0, y1, 10.0);
-        panels.push(Panel {
-            title: "DMA reads against tasks".into(),
-            x: Axis { label: "tasks in the guest (threads, its own count)".into(), scale: Scale::Log10, min: xmin, max: xmax, format: TickFormat::Number },
-            y: Axis { label: "physical-memory reads per listing".into(), scale: Scale::Log10, min: ymin, max: ymax, format: TickFormat::Number },
-            series: reads,
-            legend: Some(LegendAt::UpperLeft),
-        });
+        panels.push(against_tasks("DMA reads against tasks", "physical-memory reads per listing", reads));
     }
 
     let ram = |r: &ScalingRow| r.guest_ram_mib as f64;

@@ -27,18 +27,28 @@ pub use probe::run_make;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldSpec {
     /// `offsetof(struct ty, member)`; `optional` members missing from this kernel are reported in
-    /// [`Layout::absent`] instead of failing.
-    Offset { ty: String, member: String, optional: bool },
+    /// [`Layout::absent`] instead of failing. `older` are earlier names of the same member, tried
+    /// in order when this kernel lacks `member`; the value is stored under `member`'s key.
+    Offset { ty: String, member: String, optional: bool, older: Vec<String> },
     /// `sizeof(struct ty)`.
     Size { ty: String },
 }
 
 impl FieldSpec {
     pub fn offset(ty: &str, member: &str) -> Self {
-        FieldSpec::Offset { ty: ty.into(), member: member.into(), optional: false }
+        FieldSpec::Offset { ty: ty.into(), member: member.into(), optional: false, older: Vec::new() }
     }
     pub fn optional(ty: &str, member: &str) -> Self {
-        FieldSpec::Offset { ty: ty.into(), member: member.into(), optional: true }
+        FieldSpec::Offset { ty: ty.into(), member: member.into(), optional: true, older: Vec::new() }
+    }
+    /// A member that an older kernel calls `older` (the first name this kernel has is measured).
+    pub fn renamed(ty: &str, member: &str, older: &[&str]) -> Self {
+        FieldSpec::Offset {
+            ty: ty.into(),
+            member: member.into(),
+            optional: false,
+            older: older.iter().map(|o| o.to_string()).collect(),
+        }
     }
     pub fn size(ty: &str) -> Self {
         FieldSpec::Size { ty: ty.into() }
@@ -50,9 +60,19 @@ impl FieldSpec {
             FieldSpec::Size { ty } => ty.clone(),
         }
     }
-    fn c_expr(&self) -> String {
+    /// The member's name in its `alt`-th form (0: current, then each older name).
+    fn member_name(&self, alt: usize) -> &str {
         match self {
-            FieldSpec::Offset { ty, member, .. } => format!("offsetof(struct {ty}, {member})"),
+            FieldSpec::Offset { member, older, .. } => match alt {
+                0 => member,
+                k => older.get(k - 1).map(String::as_str).unwrap_or(member),
+            },
+            FieldSpec::Size { ty } => ty,
+        }
+    }
+    fn c_expr_named(&self, alt: usize) -> String {
+        match self {
+            FieldSpec::Offset { ty, .. } => format!("offsetof(struct {ty}, {})", self.member_name(alt)),
             FieldSpec::Size { ty } => format!("sizeof(struct {ty})"),
         }
     }
@@ -65,7 +85,13 @@ pub fn analysis_fields() -> Vec<FieldSpec> {
         "comm", "real_cred", "cred", "__state", "exit_state", "flags", "mm", "active_mm",
         "start_time", "start_boottime", "stack",
     ];
-    let mut v: Vec<FieldSpec> = task.iter().map(|m| FieldSpec::offset("task_struct", m)).collect();
+    // The state word is `__state` (unsigned int) since 5.14 (commit 2f064a59a11f, "sched: Change
+    // task_struct::state") and `state` (long) before; both hold the same bits, so the offset of
+    // either is the offset of the state word (its low 32 bits on little-endian x86-64).
+    let mut v: Vec<FieldSpec> = task
+        .iter()
+        .map(|m| if *m == "__state" { FieldSpec::renamed("task_struct", m, &["state"]) } else { FieldSpec::offset("task_struct", m) })
+        .collect();
     v.push(FieldSpec::optional("task_struct", "thread_group"));
     v.push(FieldSpec::size("task_struct"));
     v.extend(["pgd", "arg_start", "arg_end"].iter().map(|m| FieldSpec::offset("mm_struct", m)));
@@ -132,15 +158,20 @@ pub fn offsets(tree: &Path, config: Option<&Path>, fields: &[FieldSpec]) -> Resu
     if !tree.join("include/config/auto.conf").is_file() {
         return Err(KbuildError::Unprepared { tree: tree.to_path_buf() });
     }
-    let mut wanted: Vec<&FieldSpec> = fields.iter().collect();
+    // Each attempt measures every wanted field under the name this kernel may use; a compile
+    // error on a missing member drops it (optional) or moves to its older name, then retries.
+    let mut wanted: Vec<(&FieldSpec, usize)> = fields.iter().map(|f| (f, 0)).collect();
     let mut absent = Vec::new();
-    // The first attempt may fail on optional members this kernel lacks; drop them and retry once.
-    for attempt in 0..2 {
-        let exprs: Vec<String> = wanted.iter().map(|f| f.c_expr()).collect();
+    let attempts = 2 + fields.iter().map(|f| match f {
+        FieldSpec::Offset { older, .. } => older.len(),
+        FieldSpec::Size { .. } => 0,
+    }).sum::<usize>();
+    for _ in 0..attempts {
+        let exprs: Vec<String> = wanted.iter().map(|(f, alt)| f.c_expr_named(*alt)).collect();
         match probe::compile(tree, &exprs)? {
             probe::Outcome::Values(values) => {
                 let mut layout = Layout { absent, ..Layout::default() };
-                for (i, f) in wanted.iter().enumerate() {
+                for (i, (f, _)) in wanted.iter().enumerate() {
                     let v = values.get(&i).copied().ok_or_else(|| KbuildError::MissingValue {
                         path: tree.to_path_buf(),
                         key: f.key(),
@@ -154,22 +185,32 @@ pub fn offsets(tree: &Path, config: Option<&Path>, fields: &[FieldSpec]) -> Resu
                 return Ok(layout);
             }
             probe::Outcome::Failed { missing_members, error } => {
-                let before = wanted.len();
-                wanted.retain(|f| match f {
-                    FieldSpec::Offset { ty, member, optional: true } => {
-                        let gone = missing_members.iter().any(|(t, m)| t == ty && m == member);
-                        if gone {
-                            absent.push(f.key());
-                        }
-                        !gone
+                let mut progressed = false;
+                let mut next = Vec::with_capacity(wanted.len());
+                for (f, alt) in wanted {
+                    let FieldSpec::Offset { ty, optional, older, .. } = f else {
+                        next.push((f, alt));
+                        continue;
+                    };
+                    let name = f.member_name(alt);
+                    if !missing_members.iter().any(|(t, m)| t == ty && m == name) {
+                        next.push((f, alt));
+                    } else if alt < older.len() {
+                        next.push((f, alt + 1));
+                        progressed = true;
+                    } else if *optional {
+                        absent.push(f.key());
+                        progressed = true;
+                    } else {
+                        next.push((f, alt));
                     }
-                    _ => true,
-                });
-                if attempt == 1 || wanted.len() == before {
+                }
+                wanted = next;
+                if !progressed {
                     return Err(error);
                 }
             }
         }
     }
-    unreachable!("the loop returns on its second attempt")
+    Err(KbuildError::MissingValue { path: tree.to_path_buf(), key: "(too many retries)".into() })
 }

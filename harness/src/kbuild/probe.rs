@@ -84,6 +84,37 @@ pub(super) fn prepare(tree: &Path, config: &Path) -> Result<PathBuf, KbuildError
 
 static PROBE_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Stands in for the compiler a Debian headers package was configured with when this host lacks
+/// it (7.x headers name `gcc-16`; the host has gcc 12): the host's gcc, retried without each
+/// command-line option it rejects (newer code-generation flags such as
+/// `-fmin-function-alignment`). Structure layout does not depend on those options, only on the
+/// types, the config and layout plugins, which are all still in force.
+const HOST_CC: &str = r#"#!/bin/bash
+args=("$@")
+err=$(mktemp)
+for _ in $(seq 32); do
+  gcc "${args[@]}" 2>"$err"; st=$?
+  if [ $st = 0 ]; then cat "$err" >&2; rm -f "$err"; exit 0; fi
+  bad=$(sed -nE "s/.*unrecognized command[- ]line option (‘|')(-[^’']*)(’|').*/\2/p" "$err" | head -n1)
+  if [ -z "$bad" ]; then cat "$err" >&2; rm -f "$err"; exit $st; fi
+  new=(); for a in "${args[@]}"; do [ "$a" = "$bad" ] || new+=("$a"); done
+  args=("${new[@]}")
+done
+cat "$err" >&2; rm -f "$err"; exit 1
+"#;
+
+/// The `gcc-N` a Debian headers tree was configured with (`.kernelvariables`), if this host
+/// has no such command.
+fn missing_configured_cc(tree: &Path) -> Option<String> {
+    let vars = std::fs::read_to_string(tree.join(".kernelvariables")).ok()?;
+    let line = vars.lines().find(|l| l.trim_start().starts_with("CC ") || l.trim_start().starts_with("CC="))?;
+    let gcc = line.split(|c: char| c.is_whitespace() || c == ')').find(|w| w.starts_with("gcc-"))?;
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    (!on_path(gcc) && !on_path(&format!("x86_64-linux-gnu-{gcc}"))).then(|| gcc.to_string())
+}
+
 pub(super) fn compile(tree: &Path, exprs: &[String]) -> Result<Outcome, KbuildError> {
     let dir = std::env::temp_dir().join(format!(
         "netdma-kbuild-{}-{}",
@@ -107,7 +138,17 @@ pub(super) fn compile(tree: &Path, exprs: &[String]) -> Result<Outcome, KbuildEr
     std::fs::write(dir.join("ndprobe.c"), src).map_err(io(&dir.join("ndprobe.c")))?;
     std::fs::write(dir.join("Kbuild"), "obj-m := ndprobe.o\n").map_err(io(&dir.join("Kbuild")))?;
     let m = format!("M={}", dir.display());
-    let result = run_make(tree, &[m.as_str(), "ndprobe.s"]);
+    let mut args = vec![m, "ndprobe.s".to_string()];
+    if let Some(gcc) = missing_configured_cc(tree) {
+        let shim = dir.join("host-cc");
+        std::fs::write(&shim, HOST_CC).map_err(io(&shim))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).map_err(io(&shim))?;
+        tracing::debug!("{}: configured for {gcc}, which this host lacks; compiling with the host's gcc", tree.display());
+        args.push(format!("CC={}", shim.display()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = run_make(tree, &args);
     let outcome = match result {
         Ok(_) => {
             let s_path = dir.join("ndprobe.s");
@@ -143,6 +184,8 @@ pub(super) fn parse_markers(path: &Path, text: &str) -> Result<BTreeMap<usize, u
 
 /// `(struct, member)` pairs from gcc's "'struct S' has no member named 'M'" diagnostics.
 fn missing_members(log: &str) -> Vec<(String, String)> {
+    // The kernel's Makefile unexports LC_ALL, so gcc may quote with ‘ ’ (a UTF-8 locale).
+    let log = log.replace(['\u{2018}', '\u{2019}'], "'");
     let mut v = Vec::new();
     for line in log.lines() {
         let Some(rest) = line.split("error: 'struct ").nth(1) else { continue };
@@ -173,5 +216,7 @@ mod tests {
     fn missing_member_diagnostics() {
         let log = "/tmp/x/ndprobe.c:9:9: error: 'struct task_struct' has no member named 'thread_group'\n";
         assert_eq!(missing_members(log), vec![("task_struct".into(), "thread_group".into())]);
+        let utf8 = "ndprobe.c:31:58: error: \u{2018}struct task_struct\u{2019} has no member named \u{2018}thread_group\u{2019}; did you mean \u{2018}thread_node\u{2019}?\n";
+        assert_eq!(missing_members(utf8), vec![("task_struct".into(), "thread_group".into())]);
     }
 }

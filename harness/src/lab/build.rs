@@ -13,7 +13,8 @@ use crate::kbuild::{self, Layout};
 use crate::lab::cache::{hash_parts, Cache};
 use crate::lab::corpus::{Corpus, Entry};
 use crate::lab::error::io;
-use crate::lab::recipe::{self, KernelRecipe, Recipe, MEMORY_MIB, SMP};
+use crate::lab::apt::Apt;
+use crate::lab::recipe::{self, KernelRecipe, Recipe, Tier, MEMORY_MIB, SMP};
 use crate::lab::record::{self, KernelArtifacts};
 use crate::lab::{custom, debian, guest, Error, Result, LAB_VERSION};
 
@@ -25,6 +26,10 @@ pub struct BuildOptions {
     pub jobs: u32,
     /// Rebuild even if up to date.
     pub force: bool,
+    /// Build the recipes of this tier and the tiers below it.
+    pub tier: Tier,
+    /// Fetch the private apt lists again first (newer kernels may then rebuild entries).
+    pub refresh_apt: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -34,14 +39,17 @@ pub enum Outcome {
 }
 
 /// Kernel identity without building anything.
-pub fn kernel_hash(recipe: &Recipe) -> Result<String> {
+pub fn kernel_hash(apt: &Apt, recipe: &Recipe) -> Result<String> {
     match &recipe.kernel {
-        KernelRecipe::Debian { flavour } => {
-            let (_, package, version) = debian::resolve(flavour)?;
-            Ok(hash_parts(&[b"debian", package.as_bytes(), version.as_bytes()]))
+        KernelRecipe::Debian { series, flavour } => Ok(debian_hash(&debian::resolve(apt, series, flavour)?)),
+        KernelRecipe::Custom { series, fragment } => {
+            custom::kernel_hash(&custom::resolve_source(apt, series)?.version, fragment)
         }
-        KernelRecipe::Custom { fragment } => custom::kernel_hash(&custom::source_version()?, fragment),
     }
+}
+
+fn debian_hash(k: &debian::Resolved) -> String {
+    hash_parts(&[b"debian", k.package.as_bytes(), k.version.as_bytes()])
 }
 
 fn qemu_version() -> Result<String> {
@@ -66,22 +74,26 @@ pub fn recipe_hash(recipe: &Recipe, kernel_hash: &str, workload_hash: &str, qemu
 }
 
 /// Fetches or builds the kernel of `recipe` and measures its layout.
-pub fn kernel(cache: &Cache, recipe: &Recipe, jobs: u32) -> Result<KernelArtifacts> {
+pub fn kernel(cache: &Cache, apt: &Apt, recipe: &Recipe, jobs: u32) -> Result<KernelArtifacts> {
     match &recipe.kernel {
-        KernelRecipe::Debian { flavour } => {
-            let k = debian::fetch(cache, flavour)?;
+        KernelRecipe::Debian { series, flavour } => {
+            let resolved = debian::resolve(apt, series, flavour)?;
+            let k = debian::fetch(cache, apt, &resolved)?;
             let layout = debian_layout(&k.headers)?;
             Ok(KernelArtifacts {
-                kernel: k.package.clone(),
-                kernel_version: k.version.clone(),
-                kernel_hash: hash_parts(&[b"debian", k.package.as_bytes(), k.version.as_bytes()]),
+                kernel: resolved.package.clone(),
+                kernel_version: resolved.version.clone(),
+                kernel_hash: debian_hash(&resolved),
                 vmlinuz: k.vmlinuz,
                 system_map: k.system_map,
                 config: k.config,
                 layout,
             })
         }
-        KernelRecipe::Custom { fragment } => custom::build(cache, recipe.name, fragment, jobs),
+        KernelRecipe::Custom { series, fragment } => {
+            let src = custom::resolve_source(apt, series)?;
+            custom::build(cache, apt, &src, recipe.name, fragment, jobs)
+        }
     }
 }
 
@@ -102,17 +114,21 @@ fn debian_layout(headers: &Path) -> Result<Layout> {
 pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, Outcome)>> {
     let recipes: Vec<Recipe> = match &opts.only {
         Some(n) => vec![recipe::find(n).ok_or_else(|| Error::UnknownEntry(n.clone()))?],
-        None => recipe::default_corpus(),
+        None => recipe::corpus_of(opts.tier),
     };
     crate::lab::setup::ensure_packages()?;
     let _lock = crate::lab::cache::CacheLock::acquire(cache).map_err(io(cache.root().join("build.lock")))?;
+    let apt = Apt::open(cache)?;
+    if opts.refresh_apt {
+        apt.update()?;
+    }
     let workload = guest::workload_hash()?;
     let qemu = qemu_version()?;
     let corpus = Corpus::open(cache.corpus());
     let mut outcomes = Vec::new();
     for r in &recipes {
         let t0 = Instant::now();
-        let khash = kernel_hash(r)?;
+        let khash = kernel_hash(&apt, r)?;
         let rhash = recipe_hash(r, &khash, &workload, &qemu);
         if !opts.force {
             if let Ok(e) = corpus.entry(r.name) {
@@ -124,7 +140,7 @@ pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, O
             }
         }
         tracing::info!("{}: building (recipe {})", r.name, &rhash[..16]);
-        let art = kernel(cache, r, opts.jobs)?;
+        let art = kernel(cache, &apt, r, opts.jobs)?;
         let initrd = guest::initramfs(cache)?;
         let final_dir = cache.corpus().join(r.name);
         let tmp_dir = cache.corpus().join(format!(".{}.tmp", r.name));

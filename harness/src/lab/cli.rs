@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::lab::build::{build_corpus, BuildOptions, Outcome};
 use crate::lab::cache::Cache;
 use crate::lab::corpus::{Corpus, Mode};
+use crate::lab::recipe::Tier;
 use crate::lab::{live, Result};
 
 #[derive(Subcommand, Debug)]
@@ -24,12 +25,25 @@ pub enum CorpusCmd {
         /// Rebuild even entries that are up to date.
         #[arg(long)]
         force: bool,
+        /// `test`: the kernels the test suite needs (every version, a few configs); `eval`: the
+        /// whole evaluation corpus.
+        #[arg(long, value_enum, default_value_t = TierArg::Eval)]
+        tier: TierArg,
+        /// Fetch the package lists of the lab's private apt again (newer kernels rebuild).
+        #[arg(long)]
+        refresh_apt: bool,
     },
     /// List the corpus: one row per (kernel, mode).
     List {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TierArg {
+    Test,
+    Eval,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -128,9 +142,13 @@ pub fn table(rows: &[Row]) -> String {
 pub fn corpus(cmd: CorpusCmd) -> Result<()> {
     let cache = Cache::open_default();
     match cmd {
-        CorpusCmd::Build { only, jobs, force } => {
+        CorpusCmd::Build { only, jobs, force, tier, refresh_apt } => {
             let t0 = std::time::Instant::now();
-            let outcomes = build_corpus(&cache, &BuildOptions { only, jobs, force })?;
+            let tier = match tier {
+                TierArg::Test => Tier::Test,
+                TierArg::Eval => Tier::Eval,
+            };
+            let outcomes = build_corpus(&cache, &BuildOptions { only, jobs, force, tier, refresh_apt })?;
             for (name, o) in outcomes {
                 match o {
                     Outcome::UpToDate => println!("{name:<26} up to date"),

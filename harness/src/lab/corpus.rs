@@ -83,7 +83,8 @@ pub struct Flags {
     pub btf: bool,
     /// `CONFIG_IKCONFIG=y`: the gzipped config is in the kernel image.
     pub ikconfig: bool,
-    /// `CONFIG_CRASH_CORE=y` (6.1): the kernel keeps a `vmcoreinfo` note in memory.
+    /// `CONFIG_CRASH_CORE=y` (to 6.8) or `CONFIG_VMCORE_INFO=y` (6.9 on): the kernel keeps a
+    /// `vmcoreinfo` note in memory.
     pub vmcoreinfo: bool,
     /// `CONFIG_RANDOMIZE_BASE=y` and no `nokaslr` on the command line.
     pub kaslr: bool,
@@ -96,7 +97,8 @@ impl Flags {
         Flags {
             btf: on("DEBUG_INFO_BTF"),
             ikconfig: on("IKCONFIG"),
-            vmcoreinfo: on("CRASH_CORE"),
+            // The vmcoreinfo part of CRASH_CORE became its own VMCORE_INFO in 6.9.
+            vmcoreinfo: on("CRASH_CORE") || on("VMCORE_INFO"),
             kaslr: on("RANDOMIZE_BASE") && !append.split_whitespace().any(|w| w == "nokaslr"),
         }
     }

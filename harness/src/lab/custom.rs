@@ -1,4 +1,5 @@
-//! Custom kernels from Debian's `linux-source-6.1`: tinyconfig + `base.config` + one fragment.
+//! Custom kernels from Debian's `linux-source-<series>` (5.10, 6.1, 6.12, 7.x, fetched through the
+//! lab's private apt): tinyconfig + `base.config` + one fragment, built with the host's gcc 12.
 //!
 //! Invariant: a build directory is reused only when its `kernel.json` records the same kernel
 //! hash (source version, fragments, compiler); after `olddefconfig` every option the fragments
@@ -16,34 +17,64 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::kbuild::{self, Layout};
+use crate::lab::apt::{self, Apt};
 use crate::lab::cache::{hash_parts, Cache};
 use crate::lab::error::io;
 use crate::lab::guest;
 use crate::lab::record::KernelArtifacts;
 use crate::lab::{Error, Result};
 
-const SOURCE_PACKAGE: &str = "linux-source-6.1";
-const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 /// Bumped when the build procedure below changes.
 const BUILD_VERSION: u32 = 1;
 /// The constant the randstruct seed is derived from.
 const RANDSTRUCT_SEED_INPUT: &str = "netdma lab randstruct seed v1";
 
-/// Installed version of `linux-source-6.1`, or the install command.
-pub fn source_version() -> Result<String> {
-    let out = Command::new("dpkg-query").args(["-W", "-f=${Version}", SOURCE_PACKAGE]).output();
-    match out {
-        Ok(o) if o.status.success() && Path::new(SOURCE_TARBALL).is_file() => {
-            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
-        }
-        _ => Err(Error::MissingPackages { install: format!("apt-get install -y {SOURCE_PACKAGE}") }),
+/// Debian's `linux-source-<major.minor>` of one series, as apt resolves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// `linux-source-7.2`
+    pub package: String,
+    /// The Debian version, `7.2.13-1`.
+    pub version: String,
+}
+
+impl Source {
+    /// `linux-source-7.2`'s upstream series, `7.2`.
+    pub fn series(&self) -> &str {
+        self.package.trim_start_matches("linux-source-")
     }
 }
 
-/// The source tree, unpacked once into the cache.
-pub fn source_tree(cache: &Cache, version: &str) -> Result<PathBuf> {
-    let dir = cache.source(version);
-    let tree = dir.join("linux-source-6.1");
+/// The newest `linux-source-<series>` apt knows; `series` is `major.minor` or a major alone
+/// (`7`: the newest 7.x).
+pub fn resolve_source(apt: &Apt, series: &str) -> Result<Source> {
+    let exact = format!("linux-source-{series}");
+    let candidates: Vec<String> = apt
+        .search(&format!("^linux-source-{}", series.replace('.', "\\.")))?
+        .into_iter()
+        .filter(|p| {
+            let rest = p.strip_prefix(&exact).unwrap_or("x");
+            rest.is_empty() || (!series.contains('.') && rest.strip_prefix('.').is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())))
+        })
+        .collect();
+    let mut best: Option<Source> = None;
+    for package in candidates {
+        let Ok(version) = apt.field(&package, "Version") else { continue };
+        if best.as_ref().is_none_or(|b| apt::version_gt(&version, &b.version)) {
+            best = Some(Source { package, version });
+        }
+    }
+    best.ok_or_else(|| Error::Command {
+        cmd: format!("apt-cache search linux-source-{series}"),
+        status: "no match".into(),
+        detail: format!("no linux-source package of series {series} in {:?}", apt::SUITES),
+    })
+}
+
+/// The source tree, downloaded and unpacked once into the cache (`src/<version>/<package>/`).
+pub fn source_tree(cache: &Cache, apt: &Apt, src: &Source) -> Result<PathBuf> {
+    let dir = cache.source(&src.version);
+    let tree = dir.join(&src.package);
     let stamp = dir.join(".complete");
     if stamp.is_file() {
         return Ok(tree);
@@ -52,12 +83,28 @@ pub fn source_tree(cache: &Cache, version: &str) -> Result<PathBuf> {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    tracing::info!("unpacking {SOURCE_TARBALL} into {}", dir.display());
-    let st = Command::new("tar").arg("-xf").arg(SOURCE_TARBALL).arg("-C").arg(&dir).status().map_err(io("tar"))?;
-    if !st.success() {
-        return Err(Error::Command { cmd: format!("tar -xf {SOURCE_TARBALL}"), status: st.to_string(), detail: String::new() });
+    let deb = apt.download(&cache.debs(), &src.package, &src.version)?;
+    let tarball = format!("./usr/src/{}.tar.xz", src.package);
+    tracing::info!("unpacking {tarball} of {} into {}", deb.display(), dir.display());
+    // dpkg-deb streams the package's data archive; the first tar takes the source tarball out
+    // of it and the second unpacks that.
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -xO \"$2\" | tar -xJ -C \"$3\"")
+        .arg("sh")
+        .arg(&deb)
+        .arg(&tarball)
+        .arg(&dir)
+        .status()
+        .map_err(io("tar"))?;
+    if !st.success() || !tree.join("Makefile").is_file() {
+        return Err(Error::Command {
+            cmd: format!("dpkg-deb --fsys-tarfile {} | tar -xO {tarball} | tar -xJ", deb.display()),
+            status: st.to_string(),
+            detail: format!("expected {}", tree.display()),
+        });
     }
-    std::fs::write(&stamp, version).map_err(io(&stamp))?;
+    std::fs::write(&stamp, &src.version).map_err(io(&stamp))?;
     Ok(tree)
 }
 
@@ -84,13 +131,13 @@ struct KernelStamp {
     build_log_lines: u64,
 }
 
-/// Builds (or reuses) the custom kernel `name` from `fragment`.
-pub fn build(cache: &Cache, name: &str, fragment: &str, jobs: u32) -> Result<KernelArtifacts> {
-    let version = source_version()?;
+/// Builds (or reuses) the custom kernel `name` from `src` and `fragment`.
+pub fn build(cache: &Cache, apt: &Apt, src: &Source, name: &str, fragment: &str, jobs: u32) -> Result<KernelArtifacts> {
+    let version = src.version.clone();
     let hash = kernel_hash(&version, fragment)?;
     let b = cache.build(name);
     let art = |layout: Layout| KernelArtifacts {
-        kernel: format!("{SOURCE_PACKAGE}+{}", fragment.trim_end_matches(".config")),
+        kernel: format!("{}+{}", src.package, fragment.trim_end_matches(".config")),
         kernel_version: version.clone(),
         kernel_hash: hash.clone(),
         vmlinuz: b.join("arch/x86/boot/bzImage"),
@@ -107,7 +154,7 @@ pub fn build(cache: &Cache, name: &str, fragment: &str, jobs: u32) -> Result<Ker
         }
     }
     let _ = std::fs::remove_file(&stamp_path);
-    let tree = source_tree(cache, &version)?;
+    let tree = source_tree(cache, apt, src)?;
     std::fs::create_dir_all(b.join("fragments")).map_err(io(&b))?;
 
     configure(&tree, &b, fragment)?;

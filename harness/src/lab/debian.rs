@@ -1,28 +1,44 @@
-//! Debian bookworm's stock kernels: `apt-get download` of the image, debug-symbol, headers and
-//! kbuild packages, extracted with `dpkg-deb` into the cache.
+//! Debian's stock kernels of any series (5.10, 6.1, 6.12, 7.x): `apt-get download` of the image,
+//! debug-symbol, headers and kbuild packages through the lab's private apt ([`super::apt`]),
+//! extracted with `dpkg-deb` into the cache.
+//!
+//! Package names, by release `R` (`5.10.0-46-amd64`, `6.12.118+deb12-amd64`, `7.2.13+deb14-rt-amd64`):
+//! - image: `linux-image-R-unsigned` where it exists (5.10 to 6.12: `boot/vmlinuz-R`,
+//!   `boot/config-R`), else `linux-image-R`, which newer Debian splits into the packages it
+//!   depends on: `linux-binary-R` (`usr/lib/modules/R/vmlinuz`) and `linux-base-R`
+//!   (`usr/lib/modules/R/config`). The dependencies named `linux-binary-*`/`linux-base-*` are
+//!   followed, so either shape yields the same three files;
+//! - `linux-image-R-dbg`: the real `System.map` (the image's is a placeholder), under
+//!   `usr/lib/debug/boot/` or `usr/lib/debug/lib/modules/R/`; tar stops at the first match, the
+//!   debug vmlinux is never unpacked;
+//! - `linux-headers-R` and the `linux-headers-*` and `linux-kbuild-*` packages it depends on: the
+//!   prepared headers tree `kbuild::offsets` measures the reference layout in.
 //!
 //! Invariant: every file comes from a Debian package fetched through apt; the version recorded
-//! is the one apt resolved, and all packages of one kernel share it. The image package's
-//! `/boot/System.map` is a placeholder on Debian, so the real one is taken from the matching
-//! `-dbg` package (read up to that one member, the vmlinux is never unpacked).
+//! is the one apt resolved for the image package, and all packages of one kernel share it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::lab::apt::{self, Apt};
 use crate::lab::cache::Cache;
 use crate::lab::error::io;
 use crate::lab::{Error, Result};
 
+/// A stock kernel as apt knows it, before anything is downloaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// `6.12.118+deb12-amd64`
+    pub release: String,
+    /// The image package: the kernel's identity in the corpus.
+    pub package: String,
+    pub version: String,
+}
+
 /// A stock kernel, extracted.
 #[derive(Clone, Debug)]
 pub struct DebianKernel {
-    pub flavour: String,
-    pub abi: u32,
-    /// `linux-image-6.1.0-<abi>-<flavour>-unsigned`
-    pub package: String,
-    pub version: String,
-    /// `6.1.0-<abi>-<flavour>`
-    pub release: String,
+    pub resolved: Resolved,
     pub vmlinuz: PathBuf,
     pub system_map: PathBuf,
     pub config: PathBuf,
@@ -30,88 +46,90 @@ pub struct DebianKernel {
     pub headers: PathBuf,
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().map_err(io(shown.clone()))?;
-    if !out.status.success() {
-        return Err(Error::Command {
-            cmd: shown,
-            status: out.status.to_string(),
-            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// Whether `release` is a kernel release of `series` (`5.10`, `6.12`, or a major such as `7`)
+/// and `flavour`: `<series>[.N]*` then `-ABI` or `+debN`, then `-<flavour>` and nothing more.
+pub fn release_matches(release: &str, series: &str, flavour: &str) -> bool {
+    let Some(rest) = release.strip_suffix(flavour).and_then(|r| r.strip_suffix('-')) else { return false };
+    let Some(rest) = rest.strip_prefix(series) else { return false };
+    let Some(rest) = rest.strip_prefix('.') else { return false };
+    // Version digits and dots, then the ABI or Debian suffix.
+    let split = rest.find(['-', '+']).unwrap_or(rest.len());
+    let (nums, abi) = rest.split_at(split);
+    let digits_dots = !nums.is_empty() && nums.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let abi_ok = match abi.as_bytes().first() {
+        Some(b'-') => abi[1..].bytes().all(|b| b.is_ascii_digit()) && abi.len() > 1,
+        Some(b'+') => abi.strip_prefix("+deb").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())),
+        _ => false,
+    };
+    digits_dots && abi_ok
 }
 
-/// The newest ABI of `linux-image-6.1.0-<abi>-<flavour>-unsigned` apt knows, and its version.
-pub fn resolve(flavour: &str) -> Result<(u32, String, String)> {
-    let pattern = format!("^linux-image-6\\.1\\.0-[0-9]+-{}-unsigned$", regex_escape(flavour));
-    let out = run(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
-    let prefix = "linux-image-6.1.0-";
-    let suffix = format!("-{flavour}-unsigned");
-    let abi = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|p| p.strip_prefix(prefix)?.strip_suffix(suffix.as_str())?.parse::<u32>().ok())
-        .max()
-        .ok_or_else(|| Error::Command {
-            cmd: format!("apt-cache search --names-only '{pattern}'"),
-            status: "no match".into(),
-            detail: "no linux-image-6.1 package for this flavour; run `apt-get update`".into(),
-        })?;
-    let package = format!("linux-image-6.1.0-{abi}-{flavour}-unsigned");
-    let version = package_version(&package)?;
-    Ok((abi, package, version))
+/// The newest kernel of `series` and `flavour` apt knows.
+pub fn resolve(apt: &Apt, series: &str, flavour: &str) -> Result<Resolved> {
+    let pattern = format!("^linux-image-{}\\.", regex_escape(series));
+    let mut releases: Vec<String> = apt
+        .search(&pattern)?
+        .into_iter()
+        .filter_map(|p| {
+            let r = p.strip_prefix("linux-image-")?;
+            let r = r.strip_suffix("-unsigned").unwrap_or(r);
+            release_matches(r, series, flavour).then(|| r.to_string())
+        })
+        .collect();
+    releases.sort();
+    releases.dedup();
+    let mut best: Option<Resolved> = None;
+    for release in releases {
+        let unsigned = format!("linux-image-{release}-unsigned");
+        let package = if apt.exists(&unsigned) { unsigned } else { format!("linux-image-{release}") };
+        let Ok(version) = apt.field(&package, "Version") else { continue };
+        if best.as_ref().is_none_or(|b| apt::version_gt(&version, &b.version)) {
+            best = Some(Resolved { release, package, version });
+        }
+    }
+    best.ok_or_else(|| Error::Command {
+        cmd: format!("apt-cache search --names-only '{pattern}'"),
+        status: "no match".into(),
+        detail: format!("no linux-image package of series {series}, flavour {flavour} in {:?}", apt::SUITES),
+    })
 }
 
 fn regex_escape(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
 }
 
-/// Fields of `apt-cache show --no-all-versions PKG`.
-fn show_field(package: &str, field: &str) -> Result<String> {
-    let out = run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))?;
-    let key = format!("{field}: ");
-    out.lines().find_map(|l| l.strip_prefix(&key)).map(str::to_string).ok_or_else(|| Error::Command {
-        cmd: format!("apt-cache show {package}"),
-        status: "no field".into(),
-        detail: format!("no `{field}` field"),
-    })
-}
-
-fn package_version(package: &str) -> Result<String> {
-    show_field(package, "Version")
-}
-
-/// Downloads `package=version` into the cache's debs/ unless already there.
-fn download(cache: &Cache, package: &str, version: &str) -> Result<PathBuf> {
-    let dir = cache.debs();
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let stem = format!("{package}_{}_", version.replace(':', "%3a"));
-    let find = || -> Result<Option<PathBuf>> {
-        for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let p = e.map_err(io(&dir))?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with(&stem) && name.ends_with(".deb") {
-                return Ok(Some(p));
-            }
-        }
-        Ok(None)
-    };
-    if let Some(p) = find()? {
-        return Ok(p);
+/// Member names of a .deb's data archive.
+fn members(deb: &Path) -> Result<Vec<String>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -t")
+        .arg("sh")
+        .arg(deb)
+        .output()
+        .map_err(io(deb))?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            cmd: format!("dpkg-deb --fsys-tarfile {} | tar -t", deb.display()),
+            status: out.status.to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
-    tracing::info!("apt-get download {package}={version}");
-    run(Command::new("apt-get").current_dir(&dir).args(["download", "-q", &format!("{package}={version}")]))?;
-    find()?.ok_or_else(|| Error::Invalid { path: dir.clone(), what: format!("apt-get download left no {stem}*.deb") })
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
 }
 
-/// Extracts `members` (tar patterns) of a .deb into `root`. With `first_only`, tar stops after the
-/// first match (dpkg-deb then dies of SIGPIPE, which is expected).
+/// Extracts `members` (tar patterns) of a .deb into `root` (all of it when empty). With
+/// `first_only`, tar stops after the first match (dpkg-deb then dies of SIGPIPE, as expected).
 fn extract(deb: &Path, root: &Path, members: &[&str], first_only: bool) -> Result<()> {
     std::fs::create_dir_all(root).map_err(io(root))?;
     if members.is_empty() {
-        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(root))?;
+        let out = Command::new("dpkg-deb").arg("-x").arg(deb).arg(root).output().map_err(io(deb))?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                cmd: format!("dpkg-deb -x {}", deb.display()),
+                status: out.status.to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
         return Ok(());
     }
     let mut dpkg = Command::new("dpkg-deb")
@@ -144,60 +162,97 @@ fn extract(deb: &Path, root: &Path, members: &[&str], first_only: bool) -> Resul
     Ok(())
 }
 
+/// The first of `candidates` (relative to `root`) that is a file.
+fn first_file(root: &Path, candidates: &[String]) -> Result<PathBuf> {
+    candidates.iter().map(|c| root.join(c)).find(|p| p.is_file()).ok_or_else(|| Error::Invalid {
+        path: root.to_path_buf(),
+        what: format!("none of {candidates:?} after extraction"),
+    })
+}
+
 /// Downloads and extracts one stock kernel (cached: a `.complete` stamp marks a finished extract).
-pub fn fetch(cache: &Cache, flavour: &str) -> Result<DebianKernel> {
-    let (abi, package, version) = resolve(flavour)?;
-    let release = format!("6.1.0-{abi}-{flavour}");
-    let root = cache.deb_root(&package, &version);
+pub fn fetch(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<DebianKernel> {
+    let Resolved { release, package, version } = k;
+    let root = cache.deb_root(package, version);
     let headers = root.join(format!("usr/src/linux-headers-{release}"));
-    let k = DebianKernel {
-        flavour: flavour.into(),
-        abi,
-        package: package.clone(),
-        version: version.clone(),
-        release: release.clone(),
-        vmlinuz: root.join(format!("boot/vmlinuz-{release}")),
-        system_map: root.join(format!("dbg/usr/lib/debug/boot/System.map-{release}")),
-        config: root.join(format!("boot/config-{release}")),
-        headers: headers.clone(),
+    let vmlinuz = [format!("boot/vmlinuz-{release}"), format!("usr/lib/modules/{release}/vmlinuz")];
+    let config = [format!("boot/config-{release}"), format!("usr/lib/modules/{release}/config")];
+    let system_map = [
+        format!("dbg/usr/lib/debug/boot/System.map-{release}"),
+        format!("dbg/usr/lib/debug/lib/modules/{release}/System.map"),
+    ];
+    let done = |root: &Path| -> Result<DebianKernel> {
+        Ok(DebianKernel {
+            resolved: k.clone(),
+            vmlinuz: first_file(root, &vmlinuz)?,
+            system_map: first_file(root, &system_map)?,
+            config: first_file(root, &config)?,
+            headers: headers.clone(),
+        })
     };
     let stamp = root.join(".complete");
     if stamp.is_file() {
-        return Ok(k);
+        return done(&root);
     }
     if root.exists() {
         std::fs::remove_dir_all(&root).map_err(io(&root))?;
     }
-    let image = download(cache, &package, &version)?;
-    extract(&image, &root, &["./boot/*"], false)?;
-
-    let dbg_pkg = format!("linux-image-{release}-dbg");
-    let dbg = download(cache, &dbg_pkg, &version)?;
-    extract(&dbg, &root.join("dbg"), &[&format!("./usr/lib/debug/boot/System.map-{release}")], true)?;
-
-    let hdr_pkg = format!("linux-headers-{release}");
-    let depends = show_field(&hdr_pkg, "Depends")?;
-    let common = depends
-        .split(',')
-        .filter_map(|d| d.split_whitespace().next())
-        .find(|d| d.starts_with("linux-headers-") && d.contains("-common"))
-        .ok_or_else(|| Error::Invalid { path: root.clone(), what: format!("{hdr_pkg}: no -common dependency") })?
-        .to_string();
-    for p in [hdr_pkg.as_str(), common.as_str(), "linux-kbuild-6.1"] {
-        let deb = download(cache, p, &version)?;
-        extract(&deb, &root, &[], false)?;
+    let debs = cache.debs();
+    // The image: vmlinuz and config, from the package itself or the ones it is split into.
+    let image = apt.download(&debs, package, version)?;
+    let wanted: Vec<String> = members(&image)?
+        .into_iter()
+        .filter(|m| (m.starts_with("./boot/") && !m.ends_with('/')) || vmlinuz.iter().chain(&config).any(|c| m == &format!("./{c}")))
+        .collect();
+    if !wanted.is_empty() {
+        let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        extract(&image, &root, &refs, false)?;
     }
-    // The flavour's Makefile includes the common tree by absolute path (/usr/src/...); point it
-    // at the extracted copy.
-    let mk = headers.join("Makefile");
-    let text = std::fs::read_to_string(&mk).map_err(io(&mk))?;
-    let fixed = text.replace("include /usr/src/", &format!("include {}/usr/src/", root.display()));
-    std::fs::write(&mk, fixed).map_err(io(&mk))?;
-    for p in [&k.vmlinuz, &k.system_map, &k.config] {
-        if !p.is_file() {
-            return Err(Error::Invalid { path: p.clone(), what: "missing after extraction".into() });
+    for dep in apt.depends(package)? {
+        if dep == format!("linux-binary-{release}") || dep == format!("linux-base-{release}") {
+            let deb = apt.download(&debs, &dep, version)?;
+            extract(&deb, &root, &[], false)?;
         }
     }
+
+    let dbg = apt.download(&debs, &format!("linux-image-{release}-dbg"), version)?;
+    extract(&dbg, &root.join("dbg"), &["./usr/lib/debug/*System.map*"], true)?;
+
+    let hdr_pkg = format!("linux-headers-{release}");
+    let mut header_pkgs = vec![hdr_pkg.clone()];
+    header_pkgs.extend(
+        apt.depends(&hdr_pkg)?.into_iter().filter(|d| d.starts_with("linux-headers-") || d.starts_with("linux-kbuild-")),
+    );
+    for p in &header_pkgs {
+        let deb = apt.download(&debs, p, version)?;
+        extract(&deb, &root, &[], false)?;
+    }
+    // The flavour's Makefile names the common tree (and, from 7.x, its own output directory) by
+    // absolute path (/usr/src/...); point them at the extracted copy.
+    let mk = headers.join("Makefile");
+    let text = std::fs::read_to_string(&mk).map_err(io(&mk))?;
+    let fixed = text.replace(" /usr/src/", &format!(" {}/usr/src/", root.display())).replace("=/usr/src/", &format!("={}/usr/src/", root.display()));
+    std::fs::write(&mk, fixed).map_err(io(&mk))?;
+    let kernel = done(&root)?;
     std::fs::write(&stamp, format!("{package} {version}\n")).map_err(io(&stamp))?;
-    Ok(k)
+    Ok(kernel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_of_every_naming_scheme() {
+        assert!(release_matches("5.10.0-46-amd64", "5.10", "amd64"));
+        assert!(release_matches("6.1.0-57-rt-amd64", "6.1", "rt-amd64"));
+        assert!(release_matches("6.12.118+deb12-cloud-amd64", "6.12", "cloud-amd64"));
+        assert!(release_matches("7.2.13+deb14-amd64", "7", "amd64"));
+        // another flavour, a bullseye backport, a meta package, a different series
+        assert!(!release_matches("6.12.118+deb12-cloud-amd64", "6.12", "amd64"));
+        assert!(!release_matches("6.1.0-0.deb11.52-amd64", "6.1", "amd64"));
+        assert!(!release_matches("6.12-amd64", "6.12", "amd64"));
+        assert!(!release_matches("6.12.118+deb12-amd64", "6.1", "amd64"));
+        assert!(!release_matches("6.1.0-57-amd64-dbg", "6.1", "amd64"));
+    }
 }

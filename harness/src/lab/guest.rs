@@ -21,6 +21,7 @@ pub const FRAGMENTS: &[(&str, &str)] = &[
     ("thesis.config", include_str!("../../guest/fragments/thesis.config")),
     ("smp-preempt-kaslr.config", include_str!("../../guest/fragments/smp-preempt-kaslr.config")),
     ("bare.config", include_str!("../../guest/fragments/bare.config")),
+    ("bare-lazy.config", include_str!("../../guest/fragments/bare-lazy.config")),
     ("randstruct.config", include_str!("../../guest/fragments/randstruct.config")),
 ];
 

@@ -77,7 +77,7 @@ pub fn boot(cache: &Cache, name: &str, jobs: u32) -> Result<LiveGuest> {
         });
     }
     crate::lab::setup::ensure_packages()?;
-    let art = build::kernel(cache, &r, jobs)?;
+    let art = build::kernel(cache, &crate::lab::apt::Apt::open(cache)?, &r, jobs)?;
     let initrd = guest::initramfs(cache)?;
     let run_dir = cache.live(name);
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //!   build     corpus build: per recipe, kernel → layout → initramfs → record → entry.json
-//!   ├─ recipe     the default corpus (Debian stock flavours + custom linux-source-6.1 builds)
+//!   ├─ recipe     the default corpus (Debian stock kernels 5.10 to 7.x + custom builds), two tiers
+//!   ├─ apt        a private apt configuration in the cache (bullseye, bookworm(-security), sid)
 //!   ├─ debian     apt-get download / dpkg-deb of image, headers and kbuild packages
-//!   ├─ custom     linux-source-6.1 + config fragments → bzImage (kbuild, niced, with progress)
+//!   ├─ custom     linux-source-<series> + config fragments → bzImage (kbuild, niced, with progress)
 //!   ├─ guest      initramfs: busybox-static + static C workload and agent (harness/guest/)
 //!   ├─ qemu       one QEMU process: QMP, control port (second serial), console log
 //!   └─ record     truth → dump (running) → truth → sysrq c → dump (panicked)
@@ -18,6 +19,7 @@
 //! Invariant: everything in an entry comes from the guest (truth, dumps) or from the kernel's own
 //! build or package (reference data); the analysis under test is never consulted.
 
+pub mod apt;
 pub mod build;
 pub mod cache;
 pub mod cli;

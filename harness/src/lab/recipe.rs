@@ -1,5 +1,9 @@
 //! The default corpus: which kernels, built how, recorded how.
 //!
+//! Two tiers: [`Tier::Test`] is what the test suite builds from an empty cache within CI's
+//! time (every version, every kallsyms format, every kind of layout source); [`Tier::Eval`]
+//! adds the rest of the evaluation corpus, which the main command builds.
+//!
 //! Invariant: a recipe is pure data; everything that can change an entry's content (package
 //! version, fragment text, guest sources, lab version) is hashed into the entry's recipe hash by
 //! `build`, so an entry is rebuilt exactly when one of them changes.
@@ -9,17 +13,30 @@ use crate::lab::corpus::DumpFormat;
 /// Where a kernel comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelRecipe {
-    /// Debian bookworm's stock `linux-image-6.1.0-<abi>-<flavour>-unsigned`, newest ABI available.
-    Debian { flavour: &'static str },
-    /// Debian's `linux-source-6.1` configured as `tinyconfig` + `base.config` + this fragment
-    /// (file name under `harness/guest/fragments/`).
-    Custom { fragment: &'static str },
+    /// Debian's stock kernel of upstream `series` (`5.10`, `6.1`, `6.12`, or a major such as `7`
+    /// for the newest 7.x) and `flavour` (`amd64`, `cloud-amd64`, `rt-amd64`): the newest release
+    /// apt knows (see [`crate::lab::debian`]).
+    Debian { series: &'static str, flavour: &'static str },
+    /// Debian's `linux-source-<series>` configured as `tinyconfig` + `base.config` + this
+    /// fragment (file name under `harness/guest/fragments/`).
+    Custom { series: &'static str, fragment: &'static str },
+}
+
+/// Which corpus a recipe belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    /// Built by the test suite (`scripts/test`) and CI: every kernel version, every kallsyms
+    /// format, every kind of layout source, within CI's time from an empty cache.
+    Test,
+    /// Built by the main command (`scripts/main`) in addition: the whole evaluation corpus.
+    Eval,
 }
 
 #[derive(Clone, Debug)]
 pub struct Recipe {
     pub name: &'static str,
     pub kernel: KernelRecipe,
+    pub tier: Tier,
     /// Formats dumped in addition to ELF, in both modes.
     pub extra_formats: &'static [DumpFormat],
     /// Appended to [`APPEND`] for this kernel only.
@@ -44,41 +61,57 @@ pub const SMP: u32 = 2;
 /// kernel's config makes it; `panic=0` keeps a panicked guest panicked.
 pub const APPEND: &str = "console=ttyS0 panic=0";
 
+/// PREEMPT_RT threads the 8250 interrupt; under TCG the edge-triggered UART interrupt then fires
+/// faster than the thread drains it, the spurious-IRQ detector disables IRQ 3 and the control
+/// port stalls. `noirqdebug` turns that detector off.
+const RT_APPEND: &str = "noirqdebug";
+
 pub fn default_corpus() -> Vec<Recipe> {
     use DumpFormat::{KdumpFlattened, Raw};
     use KernelRecipe::{Custom, Debian};
+    use Tier::{Eval, Test};
+    let deb = |name, series, flavour, tier, extra_formats, append_extra| Recipe {
+        name,
+        kernel: Debian { series, flavour },
+        tier,
+        extra_formats,
+        append_extra,
+    };
+    let custom = |name, series, fragment, tier, extra_formats| Recipe {
+        name,
+        kernel: Custom { series, fragment },
+        tier,
+        extra_formats,
+        append_extra: "",
+    };
     vec![
-        Recipe { name: "deb-amd64", kernel: Debian { flavour: "amd64" }, extra_formats: &[KdumpFlattened, Raw], append_extra: "" },
-        Recipe { name: "deb-cloud-amd64", kernel: Debian { flavour: "cloud-amd64" }, extra_formats: &[], append_extra: "" },
-        // PREEMPT_RT threads the 8250 interrupt; under TCG the edge-triggered UART interrupt then
-        // fires faster than the thread drains it, the spurious-IRQ detector disables IRQ 3 and the
-        // control port stalls. `noirqdebug` turns that detector off.
-        Recipe {
-            name: "deb-rt-amd64",
-            kernel: Debian { flavour: "rt-amd64" },
-            extra_formats: &[],
-            append_extra: "noirqdebug",
-        },
-        Recipe {
-            name: "custom-thesis",
-            kernel: Custom { fragment: "thesis.config" },
-            extra_formats: &[KdumpFlattened, Raw],
-            append_extra: "",
-        },
-        Recipe {
-            name: "custom-smp-preempt-kaslr",
-            kernel: Custom { fragment: "smp-preempt-kaslr.config" },
-            extra_formats: &[],
-            append_extra: "",
-        },
-        Recipe { name: "custom-bare", kernel: Custom { fragment: "bare.config" }, extra_formats: &[], append_extra: "" },
-        Recipe {
-            name: "custom-randstruct",
-            kernel: Custom { fragment: "randstruct.config" },
-            extra_formats: &[],
-            append_extra: "",
-        },
+        // Linux 6.1 (bookworm): the original corpus.
+        deb("deb-amd64", "6.1", "amd64", Test, &[KdumpFlattened, Raw], ""),
+        deb("deb-cloud-amd64", "6.1", "cloud-amd64", Test, &[], ""),
+        deb("deb-rt-amd64", "6.1", "rt-amd64", Test, &[], RT_APPEND),
+        custom("custom-thesis", "6.1", "thesis.config", Test, &[KdumpFlattened, Raw]),
+        custom("custom-smp-preempt-kaslr", "6.1", "smp-preempt-kaslr.config", Eval, &[]),
+        custom("custom-bare", "6.1", "bare.config", Eval, &[]),
+        custom("custom-randstruct", "6.1", "randstruct.config", Test, &[]),
+        // Linux 5.10 (bullseye), 6.12 (bookworm-security), 7.x (sid).
+        deb("deb5.10-amd64", "5.10", "amd64", Test, &[], ""),
+        deb("deb6.12-amd64", "6.12", "amd64", Test, &[], ""),
+        deb("deb6.12-rt-amd64", "6.12", "rt-amd64", Eval, &[], RT_APPEND),
+        deb("deb7-amd64", "7", "amd64", Test, &[], ""),
+        deb("deb7-cloud-amd64", "7", "cloud-amd64", Eval, &[], ""),
+        custom("custom5.10-thesis", "5.10", "thesis.config", Eval, &[]),
+        custom("custom5.10-bare", "5.10", "bare.config", Eval, &[]),
+        custom("custom6.12-thesis", "6.12", "thesis.config", Eval, &[]),
+        custom("custom6.12-bare", "6.12", "bare.config", Eval, &[]),
+        custom("custom7-thesis", "7", "thesis.config", Eval, &[]),
+        custom("custom7-bare", "7", "bare-lazy.config", Test, &[]),
+        custom("custom7-randstruct", "7", "randstruct.config", Eval, &[]),
     ]
+}
+
+/// The recipes of `tier` and every tier below it (the test corpus is part of the evaluation's).
+pub fn corpus_of(tier: Tier) -> Vec<Recipe> {
+    default_corpus().into_iter().filter(|r| r.tier <= tier).collect()
 }
 
 pub fn find(name: &str) -> Option<Recipe> {

@@ -11,7 +11,7 @@ use crate::lab::{Error, Result};
 pub const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
-    "linux-source-6.1",
+    "debian-archive-keyring",
     "gcc",
     "libc6-dev",
     "make",

@@ -185,7 +185,7 @@ impl ShellGuest {
     /// waits until the agent reports ready.
     pub fn boot(cache: &Cache, name: &str, opts: &ShellGuestOptions) -> Result<ShellGuest> {
         let r = recipe::find(name).ok_or_else(|| Error::UnknownEntry(name.into()))?;
-        let art = build::kernel(cache, &r, opts.jobs)?;
+        let art = build::kernel(cache, &crate::lab::apt::Apt::open(cache)?, &r, opts.jobs)?;
         let initrd = overlay_initramfs(cache)?;
         let pid = std::process::id();
         let run_dir = cache.root().join("shellport").join(format!("run-{name}-{pid}"));

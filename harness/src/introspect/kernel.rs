@@ -25,6 +25,7 @@ use super::kallsyms::{Kallsyms, KallsymsError};
 use super::kspace::{KSpaceError, KernelSpace, START_KERNEL_MAP};
 use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
 use super::physread::read_vec;
+use super::placement::{image_delta, PlacementError};
 use super::scan::{find_kernel, parse_banner, Banner, Found, ScanConfig, ScanError};
 use super::vmcoreinfo::{self, VmcoreInfo};
 
@@ -44,6 +45,8 @@ pub enum KernelError {
     Read { what: &'static str, source: KSpaceError },
     #[error("inconsistent kernel: {0}")]
     Inconsistent(String),
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
 }
 
 /// Facts about the kernel, all derived from memory.
@@ -55,6 +58,8 @@ pub struct KernelInfo {
     pub rodata_phys: PhysAddr,
     pub rodata_virt: KVirt,
     pub num_syms: u32,
+    /// How kallsyms is laid out and encoded, and how its addresses became virtual.
+    pub kallsyms_format: String,
     /// Whether kallsyms lists data symbols (`CONFIG_KALLSYMS_ALL`).
     pub kallsyms_all: bool,
     /// Virtual address of `_text`.
@@ -123,7 +128,13 @@ impl<'m> Kernel<'m> {
 
     /// Decode kallsyms and derive the address space (the symbols phase).
     pub fn open(mem: &'m dyn PhysMem, found: Found) -> Result<Kernel<'m>, KernelError> {
-        let kallsyms = Kallsyms::load(mem, found.kallsyms)?;
+        let mut kallsyms = Kallsyms::load(mem, found.kallsyms)?;
+        let mut placed_by = "kallsyms_relative_base";
+        if kallsyms.needs_placement() {
+            let (delta, how) = image_delta(mem, &kallsyms)?;
+            kallsyms.place_image(delta);
+            placed_by = how;
+        }
         let addrs = kallsyms.lookup(mem, WANTED)?;
         let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
         // Without CONFIG_KALLSYMS_ALL only text symbols remain (plus a stray `__init_begin`).
@@ -169,7 +180,9 @@ impl<'m> Kernel<'m> {
         }
 
         let vmcoreinfo = read_vmcoreinfo(&space, sym("vmcoreinfo_data"), sym("vmcoreinfo_size"));
-        let text_virt = sym("_text").unwrap_or(found.kallsyms.relative_base);
+        let text_virt = sym("_text")
+            .or(found.kallsyms.relative_base)
+            .ok_or_else(|| KernelError::Inconsistent("kallsyms has no _text and no relative base".into()))?;
         let text_phys = space.linear(text_virt).unwrap_or(PhysAddr(0));
         let computed_offset = text_virt.0.wrapping_sub(START_KERNEL_MAP + DEFAULT_PHYSICAL_START);
         let kaslr_virt_offset = match vmcoreinfo.as_ref().and_then(|v| v.kernel_offset()) {
@@ -189,6 +202,7 @@ impl<'m> Kernel<'m> {
             rodata_phys: found.rodata,
             rodata_virt: KVirt(found.rodata.0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP)),
             num_syms: found.kallsyms.num_syms,
+            kallsyms_format: format!("{:?}, {:?}, placed by {placed_by}", found.kallsyms.order, found.kallsyms.mode),
             kallsyms_all,
             text_virt,
             text_phys,
@@ -206,7 +220,7 @@ impl<'m> Kernel<'m> {
             // Without the symbol: .data starts on a 2 MiB boundary after .rodata, which holds
             // the kallsyms tables.
             data_start: sym("__start_init_task").or_else(|| {
-                let end = kallsyms.token_index.0.wrapping_add(512).wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP);
+                let end = kallsyms.end().0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP);
                 Some(KVirt(end.checked_add(ALIGN_2M - 1)? & !(ALIGN_2M - 1)))
             }),
             // IKCONFIG is in .rodata before the kallsyms tables (linked last).

@@ -5,6 +5,7 @@
 //!   ps::run ──────────────────────────────────────────────────────────────┐
 //!     │ scan      banner probe on 2 MiB boundaries → kallsyms by structure  │ CountingMem
 //!     │ kallsyms  decode names/tokens/offsets → symbol addresses            │ (per-phase
+//!     │ placement image virtual offset from .data (pc-relative kallsyms)    │
 //!     │ kspace    KASLR shifts, direct map, page tables → read KVirt        │  reads/bytes)
 //!     │ layout    btf | thesis | isf | static | heuristic → Layout          │
 //!     │ walk      init_task.tasks → thread groups → rows                    │
@@ -36,6 +37,7 @@ pub mod naming;
 pub mod output;
 pub mod paging;
 pub mod physread;
+pub mod placement;
 pub mod profile;
 pub mod ps;
 pub mod scan;

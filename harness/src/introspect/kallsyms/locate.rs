@@ -1,18 +1,41 @@
 //! Finding the kallsyms tables in physical memory by their structure, reading little.
 //!
-//! The 6.1 tables sit in `.rodata` in this order, each 8-byte aligned (scripts/kallsyms.c):
-//! `kallsyms_offsets` (`num_syms` × i32, sorted by address so monotonic), `kallsyms_relative_base`
-//! (u64, a kernel text address), `kallsyms_num_syms` (u32), `kallsyms_names`, `kallsyms_markers`,
-//! optionally `kallsyms_seqs_of_names`, `kallsyms_token_table`, `kallsyms_token_index`.
+//! `scripts/kallsyms.c` has written the tables into `.rodata` in two orders and three address
+//! encodings over the kernels we read (5.10 to 7.x):
+//!
+//! ```text
+//!   OffsetsFirst (to 6.3; ALGN 8)       NamesFirst (6.4 on; ALGN 8, then 4 with pc-relative)
+//!   kallsyms_offsets     i32 × n        kallsyms_num_syms      u32
+//!   kallsyms_relative_base u64          kallsyms_names         len + token codes, × n
+//!   kallsyms_num_syms    u32            kallsyms_markers       u32 × ⌈n/256⌉
+//!   kallsyms_names                      kallsyms_token_table   256 NUL-terminated strings
+//!   kallsyms_markers                    kallsyms_token_index   u16 × 256
+//!   [kallsyms_seqs_of_names 3 B × n]    kallsyms_offsets       i32 × n
+//!   kallsyms_token_table                [kallsyms_relative_base u64]   (absent when pc-relative)
+//!   kallsyms_token_index                kallsyms_seqs_of_names 3 B × n
+//! ```
+//!
+//! Encodings of `kallsyms_offsets` ([`OffsetMode`]): relative to `kallsyms_relative_base`
+//! (unsigned), the same with absolute per-CPU symbols (negative values are
+//! `relative_base - 1 - v`), or, once `scripts/kallsyms --pc-relative` is used on 64-bit, each
+//! entry relative to its own address (`&kallsyms_offsets[i] + v`, no base at all).
 //!
 //! Search: sample 256-byte blocks at a fixed stride from the start of `.rodata`; a block of 64
-//! monotonic i32 with small steps is a candidate inside the offsets table. Gallop forward and
-//! bisect to the table's end, then accept only a position where a kernel address is followed
-//! by a count `n` that makes the table end exactly there. The names and token tables are
-//! verified afterwards, when decoded ([`super::Kallsyms::load`]).
+//! monotonic i32 (as stored, or after adding `4 i` for pc-relative entries) with small steps is a
+//! candidate inside the offsets table. From a candidate, each order is tried by structure alone:
+//! - OffsetsFirst: gallop forward and bisect to the table's end, then accept only a kernel
+//!   address followed by a count `n` that makes the table end exactly there;
+//! - NamesFirst: the first hit is within one stride of the table's start; find the token index
+//!   just before that start (256
+//!   increasing u16 from 0, each step the length of a NUL-terminated token of the table before
+//!   it), the markers before the token table (increasing u32 from 0), and `kallsyms_num_syms`
+//!   as the one count that makes the last 256-symbol block of names end exactly at the markers.
 //!
-//! Invariant: the number of probes is bounded by `span / stride` plus a constant per candidate;
-//! a false candidate is rejected and the search continues after it.
+//! Names, markers and tokens are verified again when decoded ([`super::Kallsyms::load`]).
+//!
+//! Invariant: the number of probes is bounded by `span / stride` plus a constant number of
+//! bounded reads per candidate; a false candidate is rejected and the search continues after it.
+//! Every address computed from guest data is checked for overflow.
 
 use emulator::mem::{PhysAddr, PhysMem};
 
@@ -28,16 +51,30 @@ pub enum OffsetMode {
     AbsolutePercpu,
     /// Unsigned offsets from `relative_base`.
     Relative,
+    /// Each value is relative to its own entry: `&kallsyms_offsets[i] + value`. The table's
+    /// physical address is known, its virtual one only once the image is placed.
+    PcRelative,
 }
 
-/// Where the kallsyms tables begin; everything after `names` is found while decoding.
+/// The order of the tables in `.rodata`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TableOrder {
+    /// Offsets, base and count first (to 6.3).
+    OffsetsFirst,
+    /// Count and names first, offsets after the token index (6.4 on).
+    NamesFirst,
+}
+
+/// Where the kallsyms tables are; everything after `names` is found while decoding.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct KallsymsLocation {
+    pub order: TableOrder,
+    pub mode: OffsetMode,
     pub offsets: PhysAddr,
     pub num_syms: u32,
-    pub relative_base: KVirt,
+    /// `kallsyms_relative_base`; `None` for [`OffsetMode::PcRelative`].
+    pub relative_base: Option<KVirt>,
     pub names: PhysAddr,
-    pub mode: OffsetMode,
 }
 
 /// Search parameters.
@@ -58,94 +95,124 @@ impl Default for LocateConfig {
 }
 
 const BLOCK: u64 = 256;
+/// The lowest kernel-image address (`__START_KERNEL_map`).
+const KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// At most this many bytes in one compressed name entry (length byte(s) and token codes); the
+/// kernel allows 0x3fff, real entries are far below 64.
+const MAX_ENTRY: u64 = 128;
+/// Upper bound on the markers table (2 M symbols / 256 per marker, 4 bytes each).
+const MAX_MARKERS_BYTES: u64 = (super::MAX_SYMS as u64).div_ceil(256) * 4;
 
 /// Whether 256 bytes look like a run of `kallsyms_offsets`: 64 i32 all non-increasing or all
-/// non-decreasing, with steps under 16 MiB and at least 8 distinct steps.
+/// non-decreasing (as stored, or after adding `4 i` as pc-relative entries need), with steps
+/// under 16 MiB and at least 8 distinct steps.
 pub fn looks_like_offsets(block: &[u8]) -> bool {
     let b = Bytes::new(block);
     let vals: Vec<i64> = (0..block.len() / 4).filter_map(|i| b.i32(i * 4).ok().map(i64::from)).collect();
     if vals.len() < 16 {
         return false;
     }
-    let diffs: Vec<i64> = vals.windows(2).map(|w| w[1] - w[0]).collect();
-    let up = diffs.iter().all(|&d| d >= 0);
-    let down = diffs.iter().all(|&d| d <= 0);
-    let nonzero = diffs.iter().filter(|&&d| d != 0).count();
-    let small = diffs.iter().all(|&d| d.abs() < (16 << 20));
-    (up || down) && nonzero >= 8 && small
+    let monotonic = |vals: &[i64]| {
+        let diffs: Vec<i64> = vals.windows(2).map(|w| w[1] - w[0]).collect();
+        let up = diffs.iter().all(|&d| d >= 0);
+        let down = diffs.iter().all(|&d| d <= 0);
+        let small = diffs.iter().all(|&d| d.abs() < (16 << 20));
+        (up || down) && small
+    };
+    // At least 8 distinct stored steps: a constant run (zeroed memory) is no table, although
+    // adding `4 i` would make it increase.
+    let distinct = vals.windows(2).filter(|w| w[1] != w[0]).count() >= 8;
+    let adjusted: Vec<i64> = vals.iter().enumerate().map(|(i, v)| v + 4 * i as i64).collect();
+    distinct && (monotonic(&vals) || monotonic(&adjusted))
 }
 
 /// Find the kallsyms tables in `[start, end)`.
 pub fn locate(mem: &dyn PhysMem, start: PhysAddr, end: PhysAddr, cfg: &LocateConfig) -> Option<KallsymsLocation> {
     let limit = end.0.min(start.0.saturating_add(cfg.span));
     let mut next = start.0;
+    let mut rejected_until = 0u64;
     while next < limit {
         let addrs: Vec<(PhysAddr, usize)> = (0..cfg.batch as u64)
-            .map(|i| next + i * cfg.stride)
-            .take_while(|&a| a + BLOCK <= limit)
+            .filter_map(|i| next.checked_add(i.checked_mul(cfg.stride)?))
+            .take_while(|&a| a.saturating_add(BLOCK) <= limit)
             .map(|a| (PhysAddr(a), BLOCK as usize))
             .collect();
         if addrs.is_empty() {
             break;
         }
-        next += cfg.batch as u64 * cfg.stride;
+        next = next.saturating_add((cfg.batch as u64).saturating_mul(cfg.stride));
         for ((addr, _), res) in addrs.iter().zip(read_many(mem, &addrs)) {
             let Ok(block) = res else { continue };
-            if !looks_like_offsets(&block) {
+            if addr.0 < rejected_until || !looks_like_offsets(&block) {
                 continue;
             }
-            if let Some(loc) = refine(mem, start, *addr, limit) {
-                tracing::debug!(?loc, "kallsyms offsets table found");
+            // The run of table-like blocks this one is in: every hit inside it would be tried
+            // the same way, so a rejected run is skipped as a whole.
+            let Some(run_end) = boundary(mem, addr.0, start.0, limit, true) else { continue };
+            let found = offsets_first(mem, start, *addr, run_end, limit)
+                .or_else(|| names_first(mem, start, *addr, cfg.stride, limit));
+            if let Some(loc) = found {
+                tracing::debug!(?loc, "kallsyms tables found");
                 return Some(loc);
             }
+            rejected_until = run_end.saturating_add(BLOCK);
         }
     }
     None
 }
 
-fn block_good(mem: &dyn PhysMem, addr: u64, limit: u64) -> bool {
-    if addr + BLOCK > limit {
+fn block_good(mem: &dyn PhysMem, addr: u64, start: u64, limit: u64) -> bool {
+    if addr < start || addr.saturating_add(BLOCK) > limit {
         return false;
     }
     read_vec(mem, PhysAddr(addr), BLOCK as usize).is_ok_and(|b| looks_like_offsets(&b))
 }
 
-/// From a block inside the offsets table, find the table's end and its header.
-fn refine(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, limit: u64) -> Option<KallsymsLocation> {
-    // Gallop: lo is known good, hi the first known bad.
-    let mut lo = hit.0;
+/// The good/bad boundary next to `hit` (a good block), to `BLOCK` precision: walking forward,
+/// the last good block; walking backward, the first good block.
+fn boundary(mem: &dyn PhysMem, hit: u64, start: u64, limit: u64, forward: bool) -> Option<u64> {
+    let step_from = |x: u64, s: u64| if forward { x.checked_add(s) } else { x.checked_sub(s) };
+    // Gallop: `good` is known good, `bad` the first known bad in the walking direction.
+    let mut good = hit;
     let mut step = BLOCK;
-    let hi = loop {
-        let probe = lo.checked_add(step)?;
-        if !block_good(mem, probe, limit) {
+    let mut bad = loop {
+        let Some(probe) = step_from(good, step) else { break if forward { limit } else { start.saturating_sub(BLOCK) } };
+        if !block_good(mem, probe, start, limit) {
             break probe;
         }
-        lo = probe;
+        good = probe;
         step = step.checked_mul(2)?;
         if step > (64 << 20) {
             return None;
         }
     };
-    let (mut lo, mut hi) = (lo, hi);
-    while hi - lo > BLOCK {
-        let mid = lo + ((hi - lo) / BLOCK / 2) * BLOCK;
-        if block_good(mem, mid, limit) {
-            lo = mid;
+    // Bisect in whole blocks from `good`; stops when `bad` is less than two blocks away.
+    while good.abs_diff(bad) >= 2 * BLOCK {
+        let k = (good.abs_diff(bad) / BLOCK / 2) * BLOCK;
+        let mid = if forward { good + k } else { good - k };
+        if block_good(mem, mid, start, limit) {
+            good = mid;
         } else {
-            hi = mid;
+            bad = mid;
         }
     }
-    // The table ends somewhere in (lo, hi + BLOCK]; its header follows.
+    Some(good)
+}
+
+/// OffsetsFirst: the table ends within two blocks after `lo` (its last good block), then
+/// `relative_base` and `num_syms` follow.
+fn offsets_first(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, lo: u64, limit: u64) -> Option<KallsymsLocation> {
+    // The table ends somewhere in (lo, lo + 2 BLOCK]; its header follows.
     let win_start = lo & !7;
-    let win_len = (hi + 2 * BLOCK).min(limit).saturating_sub(win_start) as usize;
+    let win_len = usize::try_from(lo.checked_add(3 * BLOCK)?.min(limit).saturating_sub(win_start)).ok()?;
     let win = read_vec(mem, PhysAddr(win_start), win_len).ok()?;
     let w = Bytes::new(&win);
     let mut p = 0usize;
     while p + 12 <= win.len() {
         let pa = win_start + p as u64;
         let base = w.u64(p).ok()?;
-        let n = w.u32(p + 8).ok()? as u64;
-        if base >= 0xffff_ffff_8000_0000 && n > 0 {
+        let n = u64::from(w.u32(p + 8).ok()?);
+        if base >= KERNEL_MAP && n > 0 && n <= u64::from(super::MAX_SYMS) {
             let table_bytes = n * 4;
             if let Some(s) = pa.checked_sub(table_bytes).map(|x| x & !7) {
                 let gap = pa - (s + table_bytes);
@@ -154,11 +221,12 @@ fn refine(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, limit: u64) -> Opti
                     let last = Bytes::new(&read_vec(mem, PhysAddr(last_off), 4).ok()?).i32(0).ok()?;
                     let mode = if last < 0 { OffsetMode::AbsolutePercpu } else { OffsetMode::Relative };
                     return Some(KallsymsLocation {
+                        order: TableOrder::OffsetsFirst,
+                        mode,
                         offsets: PhysAddr(s),
                         num_syms: n as u32,
-                        relative_base: KVirt(base),
+                        relative_base: Some(KVirt(base)),
                         names: PhysAddr(pa + 16),
-                        mode,
                     });
                 }
             }
@@ -166,6 +234,189 @@ fn refine(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, limit: u64) -> Opti
         p += 8;
     }
     None
+}
+
+/// NamesFirst: token index before the table's start, markers before the token table, and the
+/// count before the names.
+fn names_first(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, stride: u64, limit: u64) -> Option<KallsymsLocation> {
+    // Blocks are sampled in address order, so the first hit inside the offsets table lies less
+    // than one stride after its start, and the token index right before that. (A backward
+    // gallop cannot find the start: the markers before the token table read as monotonic too.)
+    let win_start = hit.0.saturating_sub(stride + 1024).max(start.0) & !3;
+    let win_end = hit.0.checked_add(BLOCK)?.min(limit);
+    let win = read_vec(mem, PhysAddr(win_start), usize::try_from(win_end.checked_sub(win_start)?).ok()?).ok()?;
+    let mut p = 0usize;
+    while p + 512 <= win.len() {
+        let ti = win_start + p as u64;
+        let offsets = ti + 512;
+        if offsets <= hit.0 {
+            if let Some(index) = token_index_at(&win[p..p + 512]) {
+                if let Some(loc) = names_first_from(mem, start.0, ti, &index, offsets) {
+                    return Some(loc);
+                }
+            }
+        }
+        p += 4;
+    }
+    None
+}
+
+/// 256 u16 from 0, strictly increasing by 2 to 128 (a token of 1 to 127 characters and its NUL).
+fn token_index_at(bytes: &[u8]) -> Option<[u16; 256]> {
+    let b = Bytes::new(bytes);
+    let mut idx = [0u16; 256];
+    for (i, slot) in idx.iter_mut().enumerate() {
+        *slot = b.u16(2 * i).ok()?;
+    }
+    if idx[0] != 0 {
+        return None;
+    }
+    idx.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] >= 2 && w[1] - w[0] <= 128).then_some(idx)
+}
+
+/// The start of the token table whose index `idx` sits at `ti`, checked token by token.
+fn token_table_before(mem: &dyn PhysMem, lowest: u64, ti: u64, idx: &[u16; 256]) -> Option<u64> {
+    let last = u64::from(idx[255]);
+    let len = (last + MAX_ENTRY + 8).min(ti.saturating_sub(lowest));
+    let from = ti.checked_sub(len)?;
+    let raw = read_vec(mem, PhysAddr(from), usize::try_from(len).ok()?).ok()?;
+    // Backward from the index: alignment zeros, then token 255's NUL and characters.
+    let nonzero = raw.iter().rposition(|&b| b != 0)?;
+    if raw.len() - nonzero - 1 > 8 {
+        return None;
+    }
+    let tok255 = raw[..nonzero].iter().rposition(|&b| b == 0)? + 1;
+    let tt = (from + tok255 as u64).checked_sub(last)?;
+    let base = usize::try_from(tt.checked_sub(from)?).ok()?;
+    for (i, &off) in idx.iter().enumerate() {
+        let s = base + usize::from(off);
+        let e = if i == 255 { nonzero + 1 } else { base + usize::from(idx[i + 1]) - 1 };
+        let tok = raw.get(s..e)?;
+        if tok.is_empty() || tok.contains(&0) || raw.get(e) != Some(&0) {
+            return None;
+        }
+    }
+    Some(tt)
+}
+
+fn names_first_from(mem: &dyn PhysMem, lowest: u64, ti: u64, idx: &[u16; 256], offsets: u64) -> Option<KallsymsLocation> {
+    let tt = token_table_before(mem, lowest, ti, idx)?;
+    // The markers end at the token table, or 4 bytes of alignment before it.
+    let mlen = MAX_MARKERS_BYTES.min(tt.saturating_sub(lowest)) & !3;
+    let mfrom = tt.checked_sub(mlen)?;
+    let mraw = read_vec(mem, PhysAddr(mfrom), usize::try_from(mlen).ok()?).ok()?;
+    let mb = Bytes::new(&mraw);
+    for pad in [0u64, 4] {
+        if pad == 4 && mb.u32(mraw.len().checked_sub(4)?).ok()? != 0 {
+            continue;
+        }
+        let Some(markers) = markers_ending_at(&mb, mraw.len().checked_sub(pad as usize)?) else { continue };
+        let markers_start = tt - pad - 4 * markers.len() as u64;
+        if let Some(loc) = names_before(mem, lowest, markers_start, &markers, offsets) {
+            return Some(loc);
+        }
+    }
+    None
+}
+
+/// Markers ending at byte `end` of `b`: walking back, strictly decreasing values down to a 0.
+fn markers_ending_at(b: &Bytes<'_>, end: usize) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    let mut pos = end;
+    let mut above = u32::MAX;
+    loop {
+        pos = pos.checked_sub(4)?;
+        let v = b.u32(pos).ok()?;
+        if v >= above {
+            return None;
+        }
+        out.push(v);
+        if v == 0 {
+            out.reverse();
+            return Some(out);
+        }
+        above = v;
+    }
+}
+
+/// The names table ending at the markers (within 7 bytes of zero padding), and the count
+/// stored just before it (4 bytes before with ALGN 4, 8 with ALGN 8).
+fn names_before(mem: &dyn PhysMem, lowest: u64, markers_start: u64, markers: &[u32], offsets: u64) -> Option<KallsymsLocation> {
+    let m = markers.len() as u64;
+    let last = u64::from(*markers.last()?);
+    let (n_lo, n_hi) = (256 * (m - 1) + 1, 256 * m);
+    // The last block of names (up to 256 entries) and the region its start may be in.
+    let tail_len = 256 * MAX_ENTRY + 8;
+    let tail_from = markers_start.checked_sub(tail_len)?.max(lowest);
+    let tail = read_vec(mem, PhysAddr(tail_from), usize::try_from(markers_start - tail_from).ok()?).ok()?;
+    let head_to = markers_start.checked_sub(last)?;
+    let head_from = head_to.checked_sub(tail_len + 8)?.max(lowest);
+    let head = read_vec(mem, PhysAddr(head_from), usize::try_from(head_to - head_from).ok()?).ok()?;
+    let hb = Bytes::new(&head);
+    // Candidate names starts X, 4-aligned, nearest first.
+    let mut x = head_to.checked_sub(1)? & !3;
+    while x >= head_from + 8 {
+        let at = |a: u64| hb.u32(usize::try_from(a - head_from).ok()?).ok();
+        let counts = [at(x - 4), at(x - 8).filter(|_| at(x - 4) == Some(0))];
+        for n in counts.into_iter().flatten().map(u64::from) {
+            if n < n_lo || n > n_hi {
+                continue;
+            }
+            let y = x.checked_add(last)?;
+            if y < tail_from {
+                continue;
+            }
+            let walked = walk_entries(&tail, usize::try_from(y - tail_from).ok()?, n - 256 * (m - 1));
+            if let Some(end) = walked.map(|e| tail_from + e as u64) {
+                let pad = markers_start.checked_sub(end)?;
+                let zeros = tail.get(usize::try_from(end - tail_from).ok()?..).is_some_and(|z| z.iter().all(|&b| b == 0));
+                if pad < 8 && zeros {
+                    return Some(finish_names_first(mem, x, n as u32, offsets));
+                }
+            }
+        }
+        x -= 4;
+    }
+    None
+}
+
+/// Walk `count` name entries from byte `at` of `buf`; the offset just past the last one.
+fn walk_entries(buf: &[u8], mut at: usize, count: u64) -> Option<usize> {
+    let b = Bytes::new(buf);
+    for _ in 0..count {
+        let b0 = b.u8(at).ok()?;
+        let (len, hdr) = if b0 & 0x80 != 0 {
+            (usize::from(b0 & 0x7f) | (usize::from(b.u8(at + 1).ok()?) << 7), 2)
+        } else {
+            (usize::from(b0), 1)
+        };
+        if len == 0 {
+            return None;
+        }
+        at = at.checked_add(hdr + len)?;
+    }
+    (at <= buf.len()).then_some(at)
+}
+
+/// The encoding: a kernel address right after the offsets table is `kallsyms_relative_base`;
+/// without one the entries are pc-relative.
+fn finish_names_first(mem: &dyn PhysMem, names: u64, n: u32, offsets: u64) -> KallsymsLocation {
+    let end = offsets + 4 * u64::from(n);
+    let base = read_vec(mem, PhysAddr((end + 7) & !7), 8).ok().and_then(|b| Bytes::new(&b).u64(0).ok()).filter(|&b| b >= KERNEL_MAP);
+    let last = read_vec(mem, PhysAddr(end - 4), 4).ok().and_then(|b| Bytes::new(&b).i32(0).ok()).unwrap_or(0);
+    let mode = match base {
+        None => OffsetMode::PcRelative,
+        Some(_) if last < 0 => OffsetMode::AbsolutePercpu,
+        Some(_) => OffsetMode::Relative,
+    };
+    KallsymsLocation {
+        order: TableOrder::NamesFirst,
+        mode,
+        offsets: PhysAddr(offsets),
+        num_syms: n,
+        relative_base: base.map(KVirt),
+        names: PhysAddr(names),
+    }
 }
 
 #[cfg(test)]
@@ -180,8 +431,30 @@ mod tests {
     fn classifier() {
         assert!(looks_like_offsets(&block_of((0..).map(|i| -1 - i * 40))));
         assert!(looks_like_offsets(&block_of((0..).map(|i| i * 16))));
+        // pc-relative: each entry 4 bytes further along, symbols 0 or 32 bytes apart.
+        assert!(looks_like_offsets(&block_of((0..).map(|i| -0x10_0000 + (i / 2) * 32 - 4 * i))));
         assert!(!looks_like_offsets(&[0u8; 256]));
         assert!(!looks_like_offsets(&block_of((0..).map(|i| if i % 2 == 0 { i } else { -i }))));
         assert!(!looks_like_offsets(&block_of((0..).map(|i| i * (1 << 25)))));
+    }
+
+    #[test]
+    fn token_index_shape() {
+        let mut idx = Vec::new();
+        for i in 0..256u16 {
+            idx.extend_from_slice(&(i * 3).to_le_bytes());
+        }
+        assert!(token_index_at(&idx).is_some());
+        idx[2] = 1; // a one-byte step: an empty token
+        assert!(token_index_at(&idx).is_none());
+    }
+
+    #[test]
+    fn markers_walk_back_to_zero() {
+        let raw: Vec<u8> = [7u32, 0, 900, 1800, 2700].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(markers_ending_at(&Bytes::new(&raw), raw.len()), Some(vec![0, 900, 1800, 2700]));
+        assert_eq!(markers_ending_at(&Bytes::new(&raw[..8]), 8), Some(vec![0]));
+        let bad: Vec<u8> = [5u32, 900, 800].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(markers_ending_at(&Bytes::new(&bad), bad.len()), None);
     }
 }

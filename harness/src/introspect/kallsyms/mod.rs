@@ -1,4 +1,5 @@
-//! The kernel's own symbol table (kallsyms, 6.1 format), decoded from physical memory.
+//! The kernel's own symbol table (kallsyms, every format from 5.10 to 7.x), decoded from
+//! physical memory. Where the tables are and how addresses are encoded: [`locate`].
 //!
 //! Names are compressed: each entry is a ULEB128 length (one or two bytes) and that many token
 //! numbers; token `t` expands to the NUL-terminated string at `token_table[token_index[t]]`; the
@@ -8,7 +9,8 @@
 //! Invariant: a [`Kallsyms`] exists only if the names stream walked to exactly `num_syms`
 //! entries, every marker agreed with the walk, and the token index agreed with the token table —
 //! three independent checks that a structural false positive cannot pass by chance. Every count
-//! and length read from the guest is bounded before it sizes anything.
+//! and length read from the guest is bounded before it sizes anything. A pc-relative table
+//! yields no virtual address until the image is placed ([`Kallsyms::place_image`]).
 
 pub mod locate;
 
@@ -17,7 +19,7 @@ use emulator::mem::{MemError, PhysAddr, PhysMem};
 use super::addr::KVirt;
 use super::bytes::{align_up, Bytes};
 use super::physread::{read_many, read_vec};
-pub use locate::{KallsymsLocation, LocateConfig, OffsetMode};
+pub use locate::{KallsymsLocation, LocateConfig, OffsetMode, TableOrder};
 
 /// At most this many symbols (6.1 x86-64 distribution kernels have about 150 000).
 pub const MAX_SYMS: u32 = 2_000_000;
@@ -35,6 +37,8 @@ pub enum KallsymsError {
     Mem(#[from] MemError),
     #[error("symbol {name} not in kallsyms")]
     NoSymbol { name: String },
+    #[error("kallsyms at {offsets} is pc-relative: symbol addresses are virtual only once the image is placed")]
+    Unplaced { offsets: PhysAddr },
 }
 
 /// One decoded symbol (its address is read on demand, see [`Kallsyms::addresses`]).
@@ -58,6 +62,8 @@ pub struct Kallsyms {
     /// Whether `kallsyms_seqs_of_names` sits between the markers and the token table.
     pub has_seqs_of_names: bool,
     pub names_len: u64,
+    /// For pc-relative tables: virtual minus physical address of the kernel image, once known.
+    pub image_delta: Option<u64>,
     text: String,
     starts: Vec<u32>,
 }
@@ -93,30 +99,36 @@ impl Kallsyms {
         names.truncate(pos);
         let names_len = pos as u64;
 
-        // Markers: one per 256 entries, each equal to the walked offset.
-        let markers = PhysAddr(align8(loc.names.0 + names_len)?);
+        // Markers: one per 256 entries, each equal to the walked offset, after the names at the
+        // tables' alignment (8, or 4 in the pc-relative format); then the token table, directly
+        // or after `kallsyms_seqs_of_names` (3 bytes each, OffsetsFirst from 6.2 to 6.3).
         let n_markers = n.div_ceil(256) as usize;
-        let mbuf = read_vec(mem, markers, n_markers * 4)?;
-        let mb = Bytes::new(&mbuf);
-        for k in 0..n_markers {
-            let m = mb.u32(k * 4).map_err(|e| corrupt(markers, e.to_string()))?;
-            if m != entry_off[k * 256] {
-                return Err(corrupt(markers, format!("marker {k} is {m:#x}, names walk says {:#x}", entry_off[k * 256])));
-            }
-        }
-        let after_markers = align8(markers.0 + n_markers as u64 * 4)?;
-
-        // Token table directly after the markers, or after kallsyms_seqs_of_names (3 bytes each).
-        let candidates = [(false, after_markers), (true, align8(after_markers + 3 * n as u64)?)];
+        let names_end = loc.names.0 + names_len;
         let mut found = None;
-        for (seqs, tt) in candidates {
-            if let Some(tokens) = read_tokens(mem, PhysAddr(tt))? {
-                found = Some((seqs, tt, tokens));
+        for align in [8u64, 4] {
+            let markers = PhysAddr(align_to(names_end, align)?);
+            let Ok(mbuf) = read_vec(mem, markers, n_markers * 4) else { continue };
+            let mb = Bytes::new(&mbuf);
+            if !(0..n_markers).all(|k| mb.u32(k * 4).ok() == Some(entry_off[k * 256])) {
+                continue;
+            }
+            let after_markers = markers.0 + n_markers as u64 * 4;
+            let seqs_too = loc.order == TableOrder::OffsetsFirst;
+            let seqs_end = align_to(after_markers, align)? + 3 * u64::from(n);
+            let candidates = [(false, after_markers), (true, seqs_end)];
+            for (seqs, at) in candidates.into_iter().filter(|(seqs, _)| !seqs || seqs_too) {
+                let tt = align_to(at, align)?;
+                if let Some(tokens) = read_tokens(mem, PhysAddr(tt), align)? {
+                    found = Some((markers, seqs, tt, tokens));
+                    break;
+                }
+            }
+            if found.is_some() {
                 break;
             }
         }
-        let Some((has_seqs, tt, (tokens, ti))) = found else {
-            return Err(corrupt(PhysAddr(after_markers), "no token table/index after the markers".into()));
+        let Some((markers, has_seqs, tt, (tokens, ti))) = found else {
+            return Err(corrupt(PhysAddr(names_end), "no markers agreeing with the names, or no token table/index after them".into()));
         };
 
         // Expand every name into one string.
@@ -147,6 +159,7 @@ impl Kallsyms {
             token_index: ti,
             has_seqs_of_names: has_seqs,
             names_len,
+            image_delta: None,
             text,
             starts,
         })
@@ -197,15 +210,52 @@ impl Kallsyms {
 
     /// Addresses of symbols by index, read from `kallsyms_offsets` in one batch.
     pub fn addresses_by_index(&self, mem: &dyn PhysMem, idx: &[u32]) -> Result<Vec<KVirt>, KallsymsError> {
+        self.raw_by_index(mem, idx)?.into_iter().zip(idx).map(|(v, &i)| self.decode(i, v)).collect()
+    }
+
+    /// The stored `kallsyms_offsets` values of symbols by index, in one batch.
+    fn raw_by_index(&self, mem: &dyn PhysMem, idx: &[u32]) -> Result<Vec<i32>, KallsymsError> {
         let regions: Vec<(PhysAddr, usize)> =
-            idx.iter().map(|&i| (PhysAddr(self.location.offsets.0 + 4 * i as u64), 4)).collect();
+            idx.iter().map(|&i| (PhysAddr(self.location.offsets.0 + 4 * u64::from(i)), 4)).collect();
         let mut out = Vec::with_capacity(idx.len());
         for r in read_many(mem, &regions) {
             let raw = r?;
-            let v = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-            out.push(self.decode_offset(v));
+            out.push(Bytes::new(&raw).i32(0).map_err(|e| corrupt(self.location.offsets, e.to_string()))?);
         }
         Ok(out)
+    }
+
+    /// Whether addresses need the image's placement first ([`Kallsyms::place_image`]).
+    pub fn needs_placement(&self) -> bool {
+        self.location.mode == OffsetMode::PcRelative && self.image_delta.is_none()
+    }
+
+    /// Record where the image is mapped: `virtual = physical + delta` (wrapping).
+    pub fn place_image(&mut self, delta: u64) {
+        self.image_delta = Some(delta);
+    }
+
+    /// Physical addresses of named symbols of a pc-relative table (`None` where absent, or for
+    /// the other encodings, whose addresses are virtual only).
+    pub fn image_phys(&self, mem: &dyn PhysMem, names: &[&str]) -> Result<Vec<Option<PhysAddr>>, KallsymsError> {
+        if self.location.mode != OffsetMode::PcRelative {
+            return Ok(vec![None; names.len()]);
+        }
+        let present: Vec<(usize, u32)> =
+            self.indices_of(names).into_iter().enumerate().filter_map(|(k, i)| i.map(|i| (k, i))).collect();
+        let idx: Vec<u32> = present.iter().map(|&(_, i)| i).collect();
+        let raw = self.raw_by_index(mem, &idx)?;
+        let mut out = vec![None; names.len()];
+        for ((k, i), v) in present.into_iter().zip(raw) {
+            out[k] = self.pc_relative_phys(i, v);
+        }
+        Ok(out)
+    }
+
+    /// `&kallsyms_offsets[i] + v`, physically.
+    fn pc_relative_phys(&self, i: u32, v: i32) -> Option<PhysAddr> {
+        let entry = self.location.offsets.0.checked_add(4 * u64::from(i))?;
+        entry.checked_add_signed(i64::from(v)).map(PhysAddr)
     }
 
     /// Addresses of named symbols in one batch; a missing name is an error naming it.
@@ -239,18 +289,36 @@ impl Kallsyms {
         let mut out = Vec::with_capacity(self.len());
         for (i, s) in self.iter().enumerate() {
             let v = b.i32(4 * i).map_err(|e| corrupt(self.location.offsets, e.to_string()))?;
-            out.push((self.decode_offset(v), s));
+            out.push((self.decode(i as u32, v)?, s));
         }
         Ok(out)
     }
 
-    fn decode_offset(&self, v: i32) -> KVirt {
-        let base = self.location.relative_base.0;
-        match self.location.mode {
+    /// The end of the last table (`kallsyms_seqs_of_names` or the token index).
+    pub fn end(&self) -> PhysAddr {
+        match self.location.order {
+            TableOrder::OffsetsFirst => PhysAddr(self.token_index.0 + 512),
+            TableOrder::NamesFirst => {
+                let n = u64::from(self.location.num_syms);
+                let offsets_end = self.location.offsets.0 + 4 * n;
+                let seqs = if self.location.relative_base.is_some() { ((offsets_end + 7) & !7) + 8 } else { offsets_end };
+                PhysAddr(seqs + 3 * n)
+            }
+        }
+    }
+
+    fn decode(&self, i: u32, v: i32) -> Result<KVirt, KallsymsError> {
+        let base = self.location.relative_base.map_or(0, |b| b.0);
+        Ok(match self.location.mode {
             OffsetMode::AbsolutePercpu if v >= 0 => KVirt(v as u64),
             OffsetMode::AbsolutePercpu => KVirt(base.wrapping_sub(1).wrapping_sub(v as i64 as u64)),
             OffsetMode::Relative => KVirt(base.wrapping_add(v as u32 as u64)),
-        }
+            OffsetMode::PcRelative => {
+                let unplaced = || KallsymsError::Unplaced { offsets: self.location.offsets };
+                let delta = self.image_delta.ok_or_else(unplaced)?;
+                KVirt(self.pc_relative_phys(i, v).ok_or_else(unplaced)?.0.wrapping_add(delta))
+            }
+        })
     }
 }
 
@@ -258,8 +326,8 @@ fn corrupt(addr: PhysAddr, reason: String) -> KallsymsError {
     KallsymsError::Corrupt { addr, reason }
 }
 
-fn align8(x: u64) -> Result<u64, KallsymsError> {
-    align_up(x, 8).ok_or_else(|| corrupt(PhysAddr(x), "address overflow".into()))
+fn align_to(x: u64, align: u64) -> Result<u64, KallsymsError> {
+    align_up(x, align).ok_or_else(|| corrupt(PhysAddr(x), "address overflow".into()))
 }
 
 /// Make sure `buf` (the names stream read so far, from `base`) holds at least `need` bytes.
@@ -279,10 +347,10 @@ fn ensure(mem: &dyn PhysMem, base: PhysAddr, buf: &mut Vec<u8>, need: usize) -> 
     Ok(())
 }
 
-/// Parse 256 NUL-terminated tokens at `tt` and check the token index that follows them.
-/// `Ok(None)` if the bytes there are not a token table.
+/// Parse 256 NUL-terminated tokens at `tt` and check the token index that follows them at
+/// `align`. `Ok(None)` if the bytes there are not a token table.
 #[allow(clippy::type_complexity)]
-fn read_tokens(mem: &dyn PhysMem, tt: PhysAddr) -> Result<Option<(Vec<Vec<u8>>, PhysAddr)>, KallsymsError> {
+fn read_tokens(mem: &dyn PhysMem, tt: PhysAddr, align: u64) -> Result<Option<(Vec<Vec<u8>>, PhysAddr)>, KallsymsError> {
     const MAX_TABLE: usize = 16 << 10;
     let Ok(raw) = read_vec(mem, tt, MAX_TABLE) else { return Ok(None) };
     let b = Bytes::new(&raw);
@@ -298,7 +366,7 @@ fn read_tokens(mem: &dyn PhysMem, tt: PhysAddr) -> Result<Option<(Vec<Vec<u8>>, 
         tokens.push(s.to_vec());
         pos += s.len() + 1;
     }
-    let ti = PhysAddr(align8(tt.0 + pos as u64)?);
+    let ti = PhysAddr(align_to(tt.0 + pos as u64, align)?);
     let Ok(idx) = read_vec(mem, ti, 512) else { return Ok(None) };
     let ib = Bytes::new(&idx);
     for (t, &off) in offsets.iter().enumerate() {

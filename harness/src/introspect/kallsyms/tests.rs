@@ -1,5 +1,6 @@
-//! kallsyms located and decoded from tables laid out here exactly as scripts/kallsyms.c (6.1)
-//! lays them out, then corrupted. (The real tables are checked against /proc/kallsyms by the
+//! kallsyms located and decoded from tables laid out here exactly as scripts/kallsyms.c lays
+//! them out in each format (6.1 offsets-first, 6.12 names-first with a base, 7.x names-first
+//! pc-relative), then corrupted. (The real tables are checked against /proc/kallsyms by the
 //! corpus tests.)
 
 use super::*;
@@ -17,6 +18,17 @@ struct Tables {
     token_index: u64,
 }
 
+/// The formats `scripts/kallsyms` writes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fmt {
+    /// 6.1: offsets, base, count, names, markers, [seqs], tokens; ALGN 8, absolute per-CPU.
+    OffsetsFirst { seqs: bool },
+    /// 6.4 to 6.14: count, names, markers, tokens, offsets, base, seqs; ALGN 8.
+    NamesFirst,
+    /// 7.x: the same without the base, entries pc-relative; ALGN 4.
+    PcRelative,
+}
+
 fn token(i: usize) -> Vec<u8> {
     if (0x21..0x7f).contains(&i) {
         vec![i as u8]
@@ -25,22 +37,14 @@ fn token(i: usize) -> Vec<u8> {
     }
 }
 
-fn align8(x: u64) -> u64 {
-    (x + 7) & !7
+fn align(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
 }
 
-/// `n` symbols `T sym_<i>` at `BASE + 16 i`, absolute-percpu encoding.
-fn build(n: usize, seqs: bool) -> Tables {
+/// Symbol `i` is `T sym_<i>` at `BASE + 16 i` (pc-relative: at physical `RODATA - 0x100000 + 16 i`).
+fn build(n: usize, fmt: Fmt) -> Tables {
     let mut mem = VecMem::new(4 << 20);
-    let offsets = RODATA + 0x1000;
-    for i in 0..n {
-        let v = -1i32 - 16 * i as i32;
-        mem.write_u32(offsets + 4 * i as u64, v as u32);
-    }
-    let rb = align8(offsets + 4 * n as u64);
-    mem.write_u64(rb, BASE);
-    mem.write_u32(rb + 8, n as u32);
-    let names = rb + 16;
+    let a = if fmt == Fmt::PcRelative { 4 } else { 8 };
     let mut stream = Vec::new();
     let mut markers = Vec::new();
     for i in 0..n {
@@ -51,15 +55,6 @@ fn build(n: usize, seqs: bool) -> Tables {
         stream.push(name.len() as u8);
         stream.extend(name.bytes());
     }
-    mem.write(names, &stream);
-    let m = align8(names + stream.len() as u64);
-    for (k, v) in markers.iter().enumerate() {
-        mem.write_u32(m + 4 * k as u64, *v);
-    }
-    let mut tt = align8(m + 4 * markers.len() as u64);
-    if seqs {
-        tt = align8(tt + 3 * n as u64);
-    }
     let mut table = Vec::new();
     let mut index = Vec::new();
     for i in 0..256 {
@@ -67,12 +62,71 @@ fn build(n: usize, seqs: bool) -> Tables {
         table.extend(token(i));
         table.push(0);
     }
-    mem.write(tt, &table);
-    let ti = align8(tt + table.len() as u64);
-    for (i, v) in index.iter().enumerate() {
-        mem.write(ti + 2 * i as u64, &v.to_le_bytes());
+    let write_offsets = |mem: &mut VecMem, at: u64| {
+        for i in 0..n {
+            let v = match fmt {
+                Fmt::PcRelative => ((RODATA - 0x10_0000 + 16 * i as u64) as i64 - (at + 4 * i as u64) as i64) as i32,
+                _ => -1i32 - 16 * i as i32,
+            };
+            mem.write_u32(at + 4 * i as u64, v as u32);
+        }
+    };
+    let write_markers = |mem: &mut VecMem, at: u64| {
+        for (k, v) in markers.iter().enumerate() {
+            mem.write_u32(at + 4 * k as u64, *v);
+        }
+    };
+    let write_tokens = |mem: &mut VecMem, tt: u64| -> u64 {
+        mem.write(tt, &table);
+        let ti = align(tt + table.len() as u64, a);
+        for (i, v) in index.iter().enumerate() {
+            mem.write(ti + 2 * i as u64, &v.to_le_bytes());
+        }
+        ti
+    };
+    match fmt {
+        Fmt::OffsetsFirst { seqs } => {
+            let offsets = RODATA + 0x1000;
+            write_offsets(&mut mem, offsets);
+            let rb = align(offsets + 4 * n as u64, 8);
+            mem.write_u64(rb, BASE);
+            mem.write_u32(rb + 8, n as u32);
+            let names = rb + 16;
+            mem.write(names, &stream);
+            let m = align(names + stream.len() as u64, 8);
+            write_markers(&mut mem, m);
+            let mut tt = align(m + 4 * markers.len() as u64, 8);
+            if seqs {
+                tt = align(tt + 3 * n as u64, 8);
+            }
+            let ti = write_tokens(&mut mem, tt);
+            Tables { mem, offsets, names, markers: m, token_table: tt, token_index: ti }
+        }
+        Fmt::NamesFirst | Fmt::PcRelative => {
+            // Something before the tables, as the banner is before them in 7.x.
+            mem.write(RODATA, b"Linux version 7.2.13 (test)\0");
+            let count = RODATA + 0x1000;
+            mem.write_u32(count, n as u32);
+            let names = align(count + 4, a);
+            mem.write(names, &stream);
+            let m = align(names + stream.len() as u64, a);
+            write_markers(&mut mem, m);
+            let tt = align(m + 4 * markers.len() as u64, a);
+            let ti = write_tokens(&mut mem, tt);
+            let offsets = align(ti + 512, a);
+            write_offsets(&mut mem, offsets);
+            let mut seqs = offsets + 4 * n as u64;
+            if fmt == Fmt::NamesFirst {
+                let rb = align(seqs, 8);
+                mem.write_u64(rb, BASE);
+                seqs = rb + 8;
+            }
+            for i in 0..n {
+                mem.write(seqs + 3 * i as u64, &[0, (i >> 8) as u8, i as u8]);
+            }
+            Tables { mem, offsets, names, markers: m, token_table: tt, token_index: ti }
+        }
     }
-    Tables { mem, offsets, names, markers: m, token_table: tt, token_index: ti }
 }
 
 fn cfg() -> LocateConfig {
@@ -83,27 +137,45 @@ fn find(t: &Tables) -> Option<KallsymsLocation> {
     locate::locate(&t.mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg())
 }
 
-#[test]
-fn locate_and_decode() {
-    for seqs in [false, true] {
-        let t = build(700, seqs);
-        let loc = find(&t).expect("tables found");
-        assert_eq!((loc.offsets, loc.num_syms, loc.relative_base, loc.names), (PhysAddr(t.offsets), 700, KVirt(BASE), PhysAddr(t.names)));
-        assert_eq!(loc.mode, OffsetMode::AbsolutePercpu);
-        let k = Kallsyms::load(&t.mem, loc).unwrap();
-        assert_eq!(k.has_seqs_of_names, seqs);
-        assert_eq!((k.markers, k.token_table, k.token_index), (PhysAddr(t.markers), PhysAddr(t.token_table), PhysAddr(t.token_index)));
-        assert_eq!(k.symbol(699), Some(SymbolName { kind: 'T', name: "sym_699" }));
-        assert_eq!(k.len(), 700);
-        assert_eq!(k.addresses(&t.mem, &["sym_0", "sym_300"]).unwrap(), vec![KVirt(BASE), KVirt(BASE + 16 * 300)]);
-        assert!(matches!(k.addresses(&t.mem, &["nope"]), Err(KallsymsError::NoSymbol { .. })));
-        assert_eq!(k.all(&t.mem).unwrap().len(), 700);
+#[rstest::rstest]
+#[case::v6_1(Fmt::OffsetsFirst { seqs: false }, 700)]
+#[case::v6_2_seqs(Fmt::OffsetsFirst { seqs: true }, 700)]
+#[case::v6_12(Fmt::NamesFirst, 700)]
+#[case::v6_12_one_block(Fmt::NamesFirst, 200)]
+#[case::v7(Fmt::PcRelative, 700)]
+#[case::v7_one_marker_block(Fmt::PcRelative, 256)]
+#[case::v7_odd(Fmt::PcRelative, 1029)]
+fn locate_and_decode(#[case] fmt: Fmt, #[case] n: usize) {
+    let t = build(n, fmt);
+    let loc = find(&t).expect("tables found");
+    assert_eq!((loc.offsets, loc.num_syms as usize, loc.names), (PhysAddr(t.offsets), n, PhysAddr(t.names)));
+    let (order, mode, base) = match fmt {
+        Fmt::OffsetsFirst { .. } => (TableOrder::OffsetsFirst, OffsetMode::AbsolutePercpu, Some(KVirt(BASE))),
+        Fmt::NamesFirst => (TableOrder::NamesFirst, OffsetMode::AbsolutePercpu, Some(KVirt(BASE))),
+        Fmt::PcRelative => (TableOrder::NamesFirst, OffsetMode::PcRelative, None),
+    };
+    assert_eq!((loc.order, loc.mode, loc.relative_base), (order, mode, base));
+    let mut k = Kallsyms::load(&t.mem, loc).unwrap();
+    assert_eq!(k.has_seqs_of_names, fmt == Fmt::OffsetsFirst { seqs: true });
+    assert_eq!((k.markers, k.token_table, k.token_index), (PhysAddr(t.markers), PhysAddr(t.token_table), PhysAddr(t.token_index)));
+    let last = format!("sym_{}", n - 1);
+    assert_eq!(k.symbol(n - 1), Some(SymbolName { kind: 'T', name: &last }));
+    assert_eq!(k.len(), n);
+    if fmt == Fmt::PcRelative {
+        assert!(k.needs_placement());
+        assert!(matches!(k.addresses(&t.mem, &["sym_0"]), Err(KallsymsError::Unplaced { .. })));
+        let phys = k.image_phys(&t.mem, &["sym_0", "sym_100", "nope"]).unwrap();
+        assert_eq!(phys, vec![Some(PhysAddr(RODATA - 0x10_0000)), Some(PhysAddr(RODATA - 0x10_0000 + 1600)), None]);
+        k.place_image(BASE.wrapping_sub(RODATA - 0x10_0000));
     }
+    assert_eq!(k.addresses(&t.mem, &["sym_0", "sym_100"]).unwrap(), vec![KVirt(BASE), KVirt(BASE + 16 * 100)]);
+    assert!(matches!(k.addresses(&t.mem, &["nope"]), Err(KallsymsError::NoSymbol { .. })));
+    assert_eq!(k.all(&t.mem).unwrap().len(), n);
 }
 
 #[test]
 fn wrong_marker_is_corrupt() {
-    let mut t = build(700, false);
+    let mut t = build(700, Fmt::OffsetsFirst { seqs: false });
     t.mem.write_u32(t.markers + 4, 12345);
     let loc = find(&t).unwrap();
     assert!(matches!(Kallsyms::load(&t.mem, loc), Err(KallsymsError::Corrupt { .. })));
@@ -111,7 +183,7 @@ fn wrong_marker_is_corrupt() {
 
 #[test]
 fn zero_length_name_is_corrupt() {
-    let mut t = build(700, false);
+    let mut t = build(700, Fmt::OffsetsFirst { seqs: false });
     // Entry 0 is [6, "Tsym_0"]: entry 1's length byte is at +7.
     t.mem.write(t.names + 7, &[0]);
     let loc = find(&t).unwrap();
@@ -120,7 +192,7 @@ fn zero_length_name_is_corrupt() {
 
 #[test]
 fn token_index_disagreeing_with_table_is_corrupt() {
-    let mut t = build(700, false);
+    let mut t = build(700, Fmt::OffsetsFirst { seqs: false });
     t.mem.write(t.token_index + 10, &[0xff, 0xff]);
     let loc = find(&t).unwrap();
     assert!(matches!(Kallsyms::load(&t.mem, loc), Err(KallsymsError::Corrupt { .. })));
@@ -128,7 +200,7 @@ fn token_index_disagreeing_with_table_is_corrupt() {
 
 #[test]
 fn implausible_counts_are_refused() {
-    let t = build(700, false);
+    let t = build(700, Fmt::OffsetsFirst { seqs: false });
     let mut loc = find(&t).unwrap();
     loc.num_syms = u32::MAX;
     assert!(matches!(Kallsyms::load(&t.mem, loc), Err(KallsymsError::Corrupt { .. })));
@@ -138,7 +210,7 @@ fn implausible_counts_are_refused() {
 
 #[test]
 fn names_running_off_memory_are_an_error() {
-    let t = build(700, false);
+    let t = build(700, Fmt::OffsetsFirst { seqs: false });
     let mut loc = find(&t).unwrap();
     loc.names = PhysAddr((4 << 20) - 100);
     assert!(Kallsyms::load(&t.mem, loc).is_err());
@@ -156,19 +228,20 @@ fn no_tables_no_location() {
     assert!(locate::locate(&mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg()).is_none());
 }
 
-#[test]
-fn random_mutations_never_panic() {
-    let t = build(700, true);
+#[rstest::rstest]
+fn random_mutations_never_panic(#[values(Fmt::OffsetsFirst { seqs: true }, Fmt::NamesFirst, Fmt::PcRelative)] fmt: Fmt) {
+    let t = build(700, fmt);
     let loc = find(&t).unwrap();
     let mut seed = 0x1234_5678u64;
-    for _ in 0..300 {
+    for _ in 0..100 {
         let mut mem = VecMem { base: 0, data: t.mem.data.clone() };
         for _ in 0..8 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             // Mutate inside the tables.
-            let i = (t.offsets as usize) + (seed as usize) % (t.token_index as usize + 512 - t.offsets as usize);
+            let (lo, hi) = (t.offsets.min(t.names - 8), t.offsets.max(t.token_index) + 512 + 4 * 700);
+            let i = lo as usize + (seed as usize) % (hi - lo) as usize;
             mem.data[i] = (seed >> 40) as u8;
         }
         if let Some(l) = locate::locate(&mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg()) {

@@ -6,13 +6,11 @@
 //!   points at its `struct worker`, whose `task` points back at the task. The pair of offsets
 //!   that closes this loop for *every* worker is the one (searched over the first 128 bytes of
 //!   `kthread` and 256 of `worker`).
-//! - `worker->current_work`, `->pool`, `->desc`: at fixed distances from `->task` in 6.1's
-//!   `struct worker`, which has no conditional members (kernel/workqueue_internal.h):
-//!   `current_work = task - 48`, `pool = task + 8`, `desc = task + 52` (24 bytes). Checked: every
-//!   worker's `pool` is a kernel pointer and its `desc` NUL-terminated.
-//! - `kthread->full_name`: set only for threads whose name was truncated to 15 bytes; the offset
-//!   after `data` whose pointer, for each such thread, names a string extending its `comm` — and
-//!   is NULL for every other thread.
+//! - `worker->current_work`, `->pool`, `->desc` and `kthread->full_name`: by the same structural
+//!   rules the heuristic layout uses ([`kthread::worker`], [`kthread::full_name`]: pools shared
+//!   exactly by workers whose names say so, a NUL-preceded workqueue name, the busy/idle pair of
+//!   `current_work`/`current_func`, a heap string extending `comm`), not by one version's
+//!   distances — `struct worker` grew fields between 6.1 and 7.x.
 //!
 //! Invariant: an offset is returned only if it holds for every task it applies to; with no
 //! applicable task (no workers, no truncated names) the answer is `None`, never a guess.
@@ -24,6 +22,8 @@ use super::bytes::Bytes;
 use super::kspace::KernelSpace;
 use super::layout::{KthreadLayout, WorkerLayout};
 use super::names::NameInput;
+use super::layout::heuristic::kthread;
+use super::layout::heuristic::probe::{Obj, Probe};
 use super::state::{PF_KTHREAD, PF_WQ_WORKER};
 
 const KTHREAD_SPAN: usize = 256;
@@ -81,53 +81,23 @@ pub fn infer(space: &KernelSpace<'_>, tasks: &[NameInput<'_>], addrs: &[KVirt]) 
         data_task = all.first().map(|&(d, t)| (d as u64, t as u64));
     }
 
+    let p = Probe { space };
     let worker = data_task.and_then(|(d, t)| {
-        let w = WorkerLayout { current_work: t.checked_sub(48)?, pool: t + 8, desc: t + 52, desc_len: 24 };
-        // Check pool and desc on every worker.
-        let regions: Vec<(KVirt, usize)> =
-            workers.iter().map(|i| (KVirt(ptr(&kthreads[i], d as usize)), (w.desc + w.desc_len) as usize)).collect();
-        let good = space.read_many(&regions).into_iter().all(|r| {
-            r.is_ok_and(|b| {
-                let pool = ptr(&b, w.pool as usize);
-                (pool == 0 || kernel_ptr(space, pool)) && Bytes::new(&b).cstr(w.desc as usize, w.desc_len as usize).is_some()
-            })
-        });
-        good.then_some(w)
+        let addrs: Vec<KVirt> = workers.iter().map(|i| KVirt(ptr(&kthreads[i], d as usize))).collect();
+        let bodies = p.objs_lossy(&addrs, WORKER_SPAN);
+        let named: Vec<(&[u8], Obj)> = workers.iter().zip(bodies).filter_map(|(&i, o)| Some((tasks[i].comm, o?))).collect();
+        (named.len() == workers.len()).then_some(())?;
+        kthread::worker(&p, &named, t).map(|(w, _)| w)
     });
 
-    // full_name: among offsets after `data`.
+    // full_name: over every kernel thread's `struct kthread`.
     let data_off = data_task.map(|(d, _)| d);
-    let long: Vec<usize> = kidx.iter().copied().filter(|i| tasks[*i].flags & PF_WQ_WORKER == 0 && tasks[*i].comm.len() == 15 && kthreads.contains_key(i)).collect();
-    let short: Vec<usize> = kidx.iter().copied().filter(|i| tasks[*i].flags & PF_WQ_WORKER == 0 && tasks[*i].comm.len() < 15 && kthreads.contains_key(i)).collect();
-    let mut full_name = None;
-    if !long.is_empty() {
-        let start = data_off.map(|d| d as usize + 8).unwrap_or(8);
-        let mut cand: Vec<(usize, usize, KVirt)> = Vec::new();
-        for &i in &long {
-            for f in (start..KTHREAD_SPAN).step_by(8) {
-                let p = ptr(&kthreads[&i], f);
-                if kernel_ptr(space, p) {
-                    cand.push((i, f, KVirt(p)));
-                }
-            }
-        }
-        let strs = space.read_many(&cand.iter().map(|c| (c.2, 64)).collect::<Vec<_>>());
-        let mut agree: HashMap<usize, usize> = HashMap::new();
-        for (c, s) in cand.iter().zip(strs) {
-            let Ok(s) = s else { continue };
-            let name = Bytes::new(&s).cstr_lossy_end(0, 63);
-            if name.len() > 15 && name.starts_with(tasks[c.0].comm) {
-                *agree.entry(c.1).or_default() += 1;
-            }
-        }
-        let mut offs: Vec<usize> = agree
-            .into_iter()
-            .filter(|&(f, n)| n == long.len() && short.iter().all(|i| ptr(&kthreads[i], f) == 0))
-            .map(|(f, _)| f)
-            .collect();
-        offs.sort_unstable();
-        full_name = offs.first().map(|&f| f as u64);
-    }
+    let kobjs: Vec<Obj> = kidx
+        .iter()
+        .filter_map(|i| Some(Obj { addr: tasks[*i].worker_private, bytes: kthreads.get(i)?.clone() }))
+        .collect();
+    let named: Vec<(&[u8], &Obj)> = kidx.iter().filter(|i| kthreads.contains_key(i)).map(|&i| tasks[i].comm).zip(&kobjs).collect();
+    let full_name = kthread::full_name(&p, &named, data_off);
     let kthread = (data_off.is_some() || full_name.is_some()).then_some(KthreadLayout { data: data_off, full_name });
     Inferred { kthread, worker }
 }

@@ -74,7 +74,9 @@ pub fn build(types: &dyn Types) -> Result<Layout, String> {
         mm: t.off(&["mm"])?,
         flags: t.off(&["flags"])?,
         start_boottime: t.off(&["start_boottime", "real_start_time"])?,
-        worker_private: t.opt(&["worker_private"])?,
+        // Before `worker_private` (5.17), a kernel thread's `struct kthread` pointer was kept in
+        // `set_child_tid`, which kernel threads do not otherwise use.
+        worker_private: t.opt(&["worker_private", "set_child_tid"])?,
     };
     let s = S::new(types, "signal_struct", &["thread_head"])?;
     let signal = SignalLayout { thread_head: s.off(&["thread_head"])?, nr_threads: s.opt(&["nr_threads"])? };

@@ -9,9 +9,13 @@
 //! `struct kthread` and `struct worker` are private to kernel/*.c and cannot be probed through
 //! headers; their few offsets are left to the walker's naming inference (see `naming`).
 //!
+//! Without `--kernel-source`, the source is Debian's `linux-source-<major.minor>` of the
+//! banner's release, fetched through the lab's private apt and unpacked into the cache on first
+//! use (as the thesis put it: given only the kernel version).
+//!
 //! Invariant: the method is available only when both prerequisites exist — IKCONFIG decodes
-//! from memory and a kernel source path is given; any later failure is `Failed`, with the
-//! build's own error text.
+//! from memory and a kernel source is given or can be fetched for the banner's version; any
+//! later failure is `Failed`, with the build's own error text.
 
 use std::path::{Path, PathBuf};
 
@@ -34,12 +38,12 @@ impl LayoutMethod for ThesisMethod {
         let unavailable = |reason: String| LayoutError::Unavailable { method: MethodKind::Thesis, reason };
         let failed = |reason: String| LayoutError::Failed { method: MethodKind::Thesis, reason };
         let config = ikconfig::read(kernel).map_err(|e| unavailable(e.to_string()))?;
-        let source = inputs
-            .kernel_source
-            .as_deref()
-            .ok_or_else(|| unavailable("no kernel source given (--kernel-source PATH)".into()))?;
+        let source = match inputs.kernel_source.clone() {
+            Some(s) => s,
+            None => debian_source(&kernel.info.release).map_err(unavailable)?,
+        };
         tracing::info!(config_lines = config.text.lines().count(), source = %source.display(), "thesis: config recovered from memory");
-        let measured = tree::offsets_for(source, &config.text, &fields()).map_err(failed)?;
+        let measured = tree::offsets_for(&source, &config.text, &fields()).map_err(failed)?;
         build(&Measured(measured)).map_err(failed)
     }
 }
@@ -51,9 +55,16 @@ pub fn fields() -> Vec<FieldSpec> {
         "mm", "flags", "start_boottime",
     ]
     .iter()
-    .map(|m| FieldSpec::offset("task_struct", m))
+    // The state word is `state` before 5.14 (see `kbuild::analysis_fields`).
+    .map(|m| if *m == "__state" { FieldSpec::renamed("task_struct", m, &["state"]) } else { FieldSpec::offset("task_struct", m) })
     .collect();
-    v.push(FieldSpec::optional("task_struct", "worker_private"));
+    // `set_child_tid` held the kthread pointer before `worker_private` (see `build`).
+    v.push(FieldSpec::Offset {
+        ty: "task_struct".into(),
+        member: "worker_private".into(),
+        optional: true,
+        older: vec!["set_child_tid".into()],
+    });
     v.push(FieldSpec::size("task_struct"));
     v.push(FieldSpec::offset("signal_struct", "thread_head"));
     v.push(FieldSpec::optional("signal_struct", "nr_threads"));
@@ -80,6 +91,22 @@ impl Types for Measured {
     }
 }
 
+/// `major.minor` of a kernel release (`7.2.13+deb14-amd64` → `7.2`).
+pub fn series_of(release: &str) -> Option<String> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let (major, minor) = (parts.next()?, parts.next()?);
+    (!major.is_empty() && !minor.is_empty()).then(|| format!("{major}.{minor}"))
+}
+
+/// Debian's source tree of the release's series, fetched and unpacked into the cache once.
+fn debian_source(release: &str) -> Result<PathBuf, String> {
+    let series = series_of(release).ok_or_else(|| format!("no kernel version in the release {release:?}"))?;
+    let cache = crate::lab::cache::Cache::open_default();
+    let apt = crate::lab::apt::Apt::open(&cache).map_err(|e| e.to_string())?;
+    let src = crate::lab::custom::resolve_source(&apt, &series).map_err(|e| format!("linux-source-{series}: {e}"))?;
+    crate::lab::custom::source_tree(&cache, &apt, &src).map_err(|e| e.to_string())
+}
+
 /// Where the thesis method keeps extracted sources, build directories and layouts.
 pub fn cache_root() -> PathBuf {
     crate::lab::cache::Cache::open_default().root().join("thesis")
@@ -88,4 +115,15 @@ pub fn cache_root() -> PathBuf {
 /// Whether `p` looks like a kernel source (tree or tarball).
 pub fn is_source(p: &Path) -> bool {
     p.join("Makefile").is_file() || p.is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn series_of_releases() {
+        assert_eq!(super::series_of("7.2.13+deb14-amd64").as_deref(), Some("7.2"));
+        assert_eq!(super::series_of("5.10.0-46-amd64").as_deref(), Some("5.10"));
+        assert_eq!(super::series_of("6.12.118-netdma-bare").as_deref(), Some("6.12"));
+        assert_eq!(super::series_of("x"), None);
+    }
 }

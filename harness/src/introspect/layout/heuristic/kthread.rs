@@ -8,14 +8,17 @@
 //!   three distinct objects, the first holding an empty completion (a self-pointing list head)
 //!   at the same offset on every worker. Found on one worker by following every heap pointer two
 //!   levels deep (bounded windows), then required on all.
-//! - `kthread.full_name`: NULL unless the name given at creation did not fit `comm` (16+ bytes);
-//!   then `comm` holds its first 15 bytes. So on every kernel thread NULL, or a heap string of
-//!   16+ bytes starting with a 15-byte `comm` — and on some kernel thread the latter (without
-//!   one, `None`).
+//! - `kthread.full_name`: the name given at creation, a heap string. Up to 6.3 it is set only when
+//!   that name did not fit `comm` (16+ bytes); later kernels keep it for every kernel thread. In
+//!   both, `comm` holds its first 15 bytes. So on every kernel thread NULL, or a heap string that
+//!   equals a shorter `comm` or starts with a 15-byte one — and on some kernel thread not NULL
+//!   (without one, `None`).
 //! - `worker.pool`: `kworker/<cpu>:<id>[H]` share a pool exactly when `<cpu>` and `H` agree, and
 //!   `kworker/u<pool>:<id>` when `<pool>` agrees — equal names, equal pointers.
 //! - `worker.desc`: `char[WORKER_DESC_LEN]` (24 since 3.x), on every worker empty or a
-//!   workqueue name, on some non-empty, and the byte before it never part of a name.
+//!   workqueue name, on some non-empty, and the byte before it never part of a name. A shorter
+//!   name written over a longer one leaves the longer one's tail after the NUL, which can pass
+//!   the same test: of candidates less than 24 bytes apart, the first is the buffer.
 //! - `worker.current_work`: NULL exactly when idle; the next word (`current_func`) then is NULL
 //!   too and otherwise a text address. With every worker idle this does not place it; then the
 //!   convention (right after the 16-byte list node that starts `struct worker`) is used and the
@@ -60,10 +63,14 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64) -> KthreadFound {
         tracing::info!("heuristic: no kworker in the sample; worker_private not inferred");
         return out;
     };
-    // Offsets that are heap pointers on every kernel thread.
+    // Offsets that are heap pointers on every worker and NULL or heap pointers on every other
+    // kernel thread (before 5.13 `kthreadd` itself had no `struct kthread`).
     let ws: Vec<u64> = (0..s.win.saturating_sub(7))
         .step_by(8)
-        .filter(|&o| kthreads.iter().all(|t| t.u64(o).is_some_and(|v| p.heap(v))))
+        .filter(|&o| {
+            kthreads.iter().all(|t| t.u64(o).is_some_and(|v| v == 0 || p.heap(v)))
+                && kworkers.iter().all(|t| t.u64(o).is_some_and(|v| p.heap(v)))
+        })
         .collect();
     let Some((w, d, k)) = chain(p, first, &ws, s.win).and_then(|c| verify(p, &kworkers, &c)) else {
         tracing::info!("heuristic: no unique worker_private → kthread → worker → task chain");
@@ -72,7 +79,8 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64) -> KthreadFound {
     out.worker_private = Some(w);
     let kt_addrs: Vec<KVirt> = kthreads.iter().map(|t| KVirt(t.u64(w).unwrap_or(0))).collect();
     let kts: Vec<Option<Obj>> = p.objs_lossy(&kt_addrs, KT_WIN);
-    let full = full_name(p, s, &kthreads, &kts, d);
+    let named: Vec<(&[u8], &Obj)> = kthreads.iter().zip(&kts).filter_map(|(t, k)| Some((s.name(t), k.as_ref()?))).collect();
+    let full = full_name(p, &named, Some(d));
     if full.is_none() {
         tracing::info!("heuristic: kthread.full_name not placed (no long kernel thread name in the sample)");
     }
@@ -84,8 +92,8 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64) -> KthreadFound {
         .filter_map(|(t, kt)| Some((*t, KVirt(kt.as_ref()?.u64(d)?))))
         .collect();
     let wobjs = p.objs_lossy(&kw.iter().map(|x| x.1).collect::<Vec<_>>(), KT_WIN);
-    let workers: Vec<(&Obj, Obj)> = kw.iter().zip(wobjs).filter_map(|((t, _), o)| Some((*t, o?))).collect();
-    match worker(p, s, &workers, k) {
+    let workers: Vec<(&[u8], Obj)> = kw.iter().zip(wobjs).filter_map(|((t, _), o)| Some((s.name(t), o?))).collect();
+    match worker(p, &workers, k) {
         Some((wl, weak)) => {
             out.worker = Some(wl);
             if weak {
@@ -159,11 +167,12 @@ fn verify(p: &Probe<'_, '_>, kworkers: &[&Obj], cands: &[(u64, u64, u64)]) -> Op
 }
 
 /// `kthread.full_name`, if some sampled kernel thread has a long name to show it by.
-fn full_name(p: &Probe<'_, '_>, s: &Sample<'_>, kthreads: &[&Obj], kts: &[Option<Obj>], data: u64) -> Option<u64> {
-    let readable: Vec<(&Obj, &Obj)> = kthreads.iter().zip(kts).filter_map(|(t, k)| Some((*t, k.as_ref()?))).collect();
+/// `kthread.full_name` over kernel threads given as `(comm, struct kthread)`; `data` (if known)
+/// is not a candidate. Shared with [`crate::introspect::naming`].
+pub fn full_name(p: &Probe<'_, '_>, readable: &[(&[u8], &Obj)], data: Option<u64>) -> Option<u64> {
     let offs: Vec<u64> = (0..KT_WIN as u64 - 7)
         .step_by(8)
-        .filter(|&o| o != data && readable.iter().all(|(_, k)| k.u64(o).is_some_and(|v| v == 0 || p.heap(v))))
+        .filter(|&o| Some(o) != data && readable.iter().all(|(_, k)| k.u64(o).is_some_and(|v| v == 0 || p.heap(v))))
         .collect();
     // Read the strings every candidate points at (bounded).
     let ptrs: Vec<KVirt> = offs
@@ -186,17 +195,18 @@ fn full_name(p: &Probe<'_, '_>, s: &Sample<'_>, kthreads: &[&Obj], kts: &[Option
         .iter()
         .copied()
         .filter(|&o| {
-            readable.iter().all(|(t, k)| {
-                let comm = s.name(t);
+            readable.iter().all(|(comm, k)| {
+                let comm = *comm;
                 match k.u64(o) {
                     Some(0) => true,
-                    Some(v) => comm.len() == 15 && name_at(v).is_some_and(|n| n.len() >= 16 && n.starts_with(comm)),
+                    // A 15-byte comm may be a cut full name; a shorter one is the whole name.
+                    Some(v) => name_at(v).is_some_and(|n| if comm.len() == 15 { n.starts_with(comm) } else { n == comm }),
                     None => false,
                 }
             })
         })
         .collect();
-    // Offsets NULL on every kernel thread fit trivially; only a long name is evidence.
+    // Offsets NULL on every kernel thread fit trivially; only a name is evidence.
     let strong: Vec<u64> = fits.iter().copied().filter(|&o| readable.iter().any(|(_, k)| k.u64(o).is_some_and(|v| v != 0))).collect();
     match strong.as_slice() {
         [one] => Some(*one),
@@ -216,10 +226,11 @@ fn wq_name(b: &[u8]) -> bool {
     b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_-./:".contains(&c))
 }
 
-/// `struct worker`, given the back pointer's offset `k`, and whether `current_work` was placed
-/// by convention.
-fn worker(p: &Probe<'_, '_>, s: &Sample<'_>, workers: &[(&Obj, Obj)], k: u64) -> Option<(WorkerLayout, bool)> {
-    let keyed: Vec<((Vec<u8>, bool), &Obj)> = workers.iter().filter_map(|(t, w)| Some((pool_key(s.name(t))?, w))).collect();
+/// `struct worker` over workers given as `(comm, struct worker)`, with the back pointer's offset
+/// `k`, and whether `current_work` was placed by convention. Shared with
+/// [`crate::introspect::naming`].
+pub fn worker(p: &Probe<'_, '_>, workers: &[(&[u8], Obj)], k: u64) -> Option<(WorkerLayout, bool)> {
+    let keyed: Vec<((Vec<u8>, bool), &Obj)> = workers.iter().filter_map(|(name, w)| Some((pool_key(name)?, w))).collect();
     let words = (0..KT_WIN as u64 - 7).step_by(8);
     let pools: Vec<u64> = words
         .clone()
@@ -254,6 +265,9 @@ fn worker(p: &Probe<'_, '_>, s: &Sample<'_>, workers: &[(&Obj, Obj)], k: u64) ->
             ok && nonempty
         })
         .collect();
+    // `set_worker_desc` overwrites the buffer with a shorter name and leaves the old name's tail
+    // after the NUL: an offset inside an earlier candidate's buffer is that stale tail.
+    let descs: Vec<u64> = descs.iter().copied().filter(|&o| !descs.iter().any(|&c| c < o && o < c + WORKER_DESC_LEN)).collect();
     let [desc] = descs.as_slice() else { return None };
     let busy_rule = |o: u64| {
         workers.iter().all(|(_, w)| match (w.u64(o), w.u64(o + 8)) {

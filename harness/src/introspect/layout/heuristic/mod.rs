@@ -160,8 +160,9 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
         weak.push("mm_struct.arg_end/env_start");
     }
 
-    let state_size = if ver >= (5, 14) { 4 } else { 8 };
-    let state = task::state(&s, state_size)?;
+    // The low 32 bits of the state word, whatever its declared size (see `task::state`).
+    let state_size = 4;
+    let state = task::state(&s)?;
     let exit_state = task::exit_state(&s, state)?;
     let taken = [(pid, 4), (tgid, 4), (state, state_size), (exit_state.unwrap_or(state), 4), (flags, 4), (mm, 8), (real_parent, 8), (cred.real_cred, 8)];
     let (start_boottime, tied) = task::start_boottime(&s, &taken)?;

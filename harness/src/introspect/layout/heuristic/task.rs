@@ -193,22 +193,26 @@ pub fn mm_flags(s: &Sample<'_>, heap: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
     out
 }
 
-/// `__state` (4 bytes, or `state`, 8 bytes, before 5.14): 0 on `init_task` (the idle task
-/// never sleeps); on every task only defined state bits; among the tasks both `S` (1) and `I`
-/// (`TASK_IDLE`) occur — an idle kernel always has sleeping tasks and idle kernel workers.
-pub fn state(s: &Sample<'_>, size: u64) -> Result<u64, LayoutError> {
+/// The state word (`__state`, 4 bytes, since 5.14; `state`, 8 bytes, before): 0 on `init_task`
+/// (the idle task never sleeps); on every task only defined state bits; among the tasks both
+/// `S` (1) and `I` (`TASK_IDLE`) occur — an idle kernel always has sleeping tasks and idle kernel
+/// workers. Every state fits in 32 bits, so the low half of the older `long` obeys the same rules
+/// and both are found as a 4-byte word, with no version test. When several offsets fit, the
+/// lowest is taken: in every version the state word is the first member after `thread_info`,
+/// ahead of the part of `task_struct` that RANDSTRUCT shuffles.
+pub fn state(s: &Sample<'_>) -> Result<u64, LayoutError> {
     let fits: Vec<u64> = s
-        .offsets(size, size)
+        .offsets(4, 4)
         .filter(|&o| {
-            let vals: Option<Vec<u64>> = s.all().map(|t| if size == 8 { t.u64(o) } else { t.u32(o).map(u64::from) }).collect();
+            let vals: Option<Vec<u32>> = s.all().map(|t| t.u32(o)).collect();
             let Some(vals) = vals else { return false };
-            vals[0] == 0
-                && vals.iter().all(|&v| v & !(STATE_BITS as u64) == 0)
-                && vals.contains(&1)
-                && vals.contains(&(TASK_IDLE as u64))
+            vals[0] == 0 && vals.iter().all(|&v| v & !STATE_BITS == 0) && vals.contains(&1) && vals.contains(&TASK_IDLE)
         })
         .collect();
-    one("__state", &fits)
+    match fits.first() {
+        Some(&o) => Ok(o),
+        None => one("__state", &fits),
+    }
 }
 
 /// `exit_state`: 0, `EXIT_DEAD`, `EXIT_ZOMBIE` (or both); non-zero exactly on tasks whose

@@ -98,9 +98,11 @@ fn offsets_equal_the_kernels_own(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
@@ -155,7 +157,7 @@ fn offsets_equal_the_kernels_own(
 /// (`env_*`, `worker_private`, `struct kthread`, `struct worker`) — equals the BTF method's.
 #[rstest]
 fn whole_layout_equals_btf_where_there_is_btf(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64")] name: &str,
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")] name: &str,
     #[values("running", "panicked")] m: &str,
 ) {
     let e = entry(name);
@@ -176,9 +178,11 @@ fn ps_matches_truth(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use labsupport::{entry, place_kernel, system_map, walk_tasks, ElfDump, BUILD_HINT};
 use harness::kbuild::Layout;
 use harness::lab::corpus::{Corpus, DumpFormat, Flags, Mode};
-use harness::lab::recipe::default_corpus;
+use harness::lab::recipe::{corpus_of, Tier};
 use harness::lab::truth::Thread;
 use rstest::rstest;
 
@@ -29,18 +29,36 @@ fn one<'a>(t: &'a [Thread], comm: &str) -> &'a Thread {
 }
 
 #[test]
-fn corpus_has_every_default_entry() {
+fn corpus_has_every_test_entry() {
     let entries = Corpus::open_default().entries().unwrap_or_else(|e| panic!("{e}; {BUILD_HINT}"));
     let have: BTreeSet<String> = entries.iter().map(|e| e.name.clone()).collect();
-    for r in default_corpus() {
+    for r in corpus_of(Tier::Test) {
         assert!(have.contains(r.name), "corpus entry {} missing; {BUILD_HINT}", r.name);
     }
+}
+
+/// The kernels the tests below name are exactly the test tier (so neither list drifts).
+#[test]
+fn tests_cover_the_test_tier() {
+    let named: BTreeSet<&str> = ["deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-bare"].into_iter().collect();
+    let tier: BTreeSet<&str> = corpus_of(Tier::Test).iter().map(|r| r.name).collect();
+    assert_eq!(named, tier);
+}
+
+/// The test tier spans kernel versions: at least four upstream series, every kallsyms format.
+#[test]
+fn test_tier_spans_versions() {
+    let series: BTreeSet<String> = corpus_of(Tier::Test)
+        .iter()
+        .map(|r| entry(r.name).release.split('.').take(2).collect::<Vec<_>>().join("."))
+        .collect();
+    assert!(series.len() >= 4, "test tier versions: {series:?}");
 }
 
 #[test]
 fn layouts_are_distinct_and_digests_match() {
     let mut digests = BTreeSet::new();
-    for r in default_corpus() {
+    for r in corpus_of(Tier::Test) {
         let e = entry(r.name);
         let layout = e.layout().expect("reference/layout.json");
         assert_eq!(layout.digest(), e.layout_digest, "{}: digest of layout.json", e.name);
@@ -51,12 +69,12 @@ fn layouts_are_distinct_and_digests_match() {
 
 #[test]
 fn at_least_one_kernel_without_btf() {
-    assert!(default_corpus().iter().any(|r| !entry(r.name).flags.btf));
+    assert!(corpus_of(Tier::Test).iter().any(|r| !entry(r.name).flags.btf));
 }
 
 #[rstest]
 fn flags_follow_the_kernel_config(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-smp-preempt-kaslr", "custom-bare", "custom-randstruct")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-bare")]
     name: &str,
 ) {
     let e = entry(name);
@@ -67,20 +85,20 @@ fn flags_follow_the_kernel_config(
         "custom-smp-preempt-kaslr" | "custom-randstruct" => {
             Some(Flags { btf: false, ikconfig: true, vmcoreinfo: false, kaslr: true })
         }
-        "custom-bare" => Some(Flags { btf: false, ikconfig: false, vmcoreinfo: false, kaslr: true }),
+        "custom-bare" | "custom7-bare" => Some(Flags { btf: false, ikconfig: false, vmcoreinfo: false, kaslr: true }),
         _ => None,
     };
     if let Some(f) = expected {
         assert_eq!(e.flags, f, "{name}: the fragment's intent");
     }
-    if name.starts_with("deb-") {
+    if name.starts_with("deb") {
         assert!(e.flags.btf && e.flags.kaslr, "{name}: Debian stock kernels have BTF and KASLR");
     }
 }
 
 #[rstest]
 fn truth_is_sane(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-smp-preempt-kaslr", "custom-bare", "custom-randstruct")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-bare")]
     name: &str,
     #[values(Mode::Running, Mode::Panicked)] mode: Mode,
 ) {
@@ -154,7 +172,7 @@ fn truth_is_sane(
 
 #[rstest]
 fn dumps_hold_the_kernel_and_its_tasks(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-smp-preempt-kaslr", "custom-bare", "custom-randstruct")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-bare")]
     name: &str,
     #[values(Mode::Running, Mode::Panicked)] mode: Mode,
 ) {
@@ -207,7 +225,7 @@ fn dumps_hold_the_kernel_and_its_tasks(
 
 #[rstest]
 fn kallsyms_shift_is_consistent(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-smp-preempt-kaslr", "custom-bare", "custom-randstruct")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-bare")]
     name: &str,
 ) {
     let e = entry(name);

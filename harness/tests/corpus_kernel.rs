@@ -23,9 +23,11 @@ fn kallsyms_decoded_from_memory_matches_the_guest(#[values(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str) {
     let e = entry(name);
@@ -85,9 +87,11 @@ fn scan_reads_little(#[values(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str) {
     let e = entry(name);
@@ -101,7 +105,7 @@ fn scan_reads_little(#[values(
 
 /// The layout read from the kernel's BTF equals kbuild's offsets (reference/layout.json).
 #[rstest]
-fn btf_layout_equals_kbuild(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64")] name: &str) {
+fn btf_layout_equals_kbuild(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")] name: &str) {
     let e = entry(name);
     assert!(e.flags.btf, "{} is expected to have BTF", e.name);
     let mem = dump(&e, Mode::Running);
@@ -144,9 +148,11 @@ fn kaslr_values_agree(#[values(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str) {
     let e = entry(name);
@@ -167,7 +173,7 @@ fn kaslr_values_agree(#[values(
 /// Kernel-thread names come out the same when `struct kthread` / `struct worker` offsets are
 /// inferred from memory instead of read from BTF, and the inferred offsets are BTF's.
 #[rstest]
-fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64")] name: &str) {
+fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")] name: &str) {
     use harness::introspect::walk::{walk, WalkConfig};
     let e = entry(name);
     let mem = dump(&e, Mode::Running);

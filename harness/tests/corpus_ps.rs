@@ -18,16 +18,18 @@ fn auto_matches_truth(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
 ) {
     let e = entry(name);
     let m = mode(m);
-    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let inputs = LayoutInputs::default();
     let report = run(&e, m, MethodKind::Auto, inputs).unwrap_or_else(|err| panic!("{name} {}: {err}", m.as_str()));
     assert_eq!(report.walk_error, None, "{name}: walk stopped early");
     let c = compare(&report.rows, &truth(&e, m));
@@ -44,9 +46,11 @@ fn each_method_where_its_prerequisite_exists(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
@@ -61,7 +65,7 @@ fn each_method_where_its_prerequisite_exists(
         MethodKind::Heuristic => true,
         _ => unreachable!(),
     };
-    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let inputs = LayoutInputs::default();
     let result = run(&e, m, method, inputs);
     // RANDSTRUCT: a layout computed from the config alone (thesis) cannot know the build's
     // seed; it must fail — an error or a walk that stops — rather than list garbage as truth.
@@ -103,9 +107,11 @@ fn static_is_right_only_where_its_offsets_are(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str,
 ) {
@@ -139,15 +145,17 @@ fn workload_snapshot(
         "deb-cloud-amd64",
         "deb-rt-amd64",
         "custom-thesis",
-        "custom-smp-preempt-kaslr",
-        "custom-bare",
-        "custom-randstruct"
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64",
+        "custom7-bare"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
 ) {
     let e = entry(name);
-    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let inputs = LayoutInputs::default();
     let report = run(&e, mode(m), MethodKind::Auto, inputs).unwrap_or_else(|err| panic!("{name}: {err}"));
     insta::assert_snapshot!(format!("workload-{name}-{m}"), workload_projection(&report.rows).join("\n"));
 }
@@ -163,7 +171,7 @@ fn every_image_format_gives_the_same_rows(
     let m = mode(m);
     let record = e.mode(m).unwrap_or_else(|| panic!("{name}: no {} mode; {BUILD}", m.as_str()));
     assert!(record.dumps.len() >= 2, "{name}: expected extra dump formats; {BUILD}");
-    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let inputs = LayoutInputs::default();
     let mut listings = Vec::new();
     for d in &record.dumps {
         let mem = harness::introspect::source::open_image(&e.path(&d.path), None).unwrap_or_else(|err| panic!("{err}"));
@@ -188,7 +196,7 @@ fn isf_profile_round_trips(
     let e = entry(name);
     let m = harness::lab::corpus::Mode::Running;
     let mem = dump(&e, m);
-    let inputs = LayoutInputs { kernel_source: Some(kernel_source()), isf: None };
+    let inputs = LayoutInputs::default();
     let doc = profile(mem.as_ref(), &PsOptions { method: Some(MethodKind::Auto), inputs, ..Default::default() }, ProfileFormat::Isf)
         .unwrap_or_else(|err| panic!("{name}: {err}"));
     assert_eq!(doc["metadata"]["format"], "6.2.0");

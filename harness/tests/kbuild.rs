@@ -10,7 +10,7 @@ use harness::lab::cache::Cache;
 use rstest::rstest;
 
 #[rstest]
-fn fresh_tree_with_config_reproduces_the_build_layout(#[values("custom-thesis", "custom-smp-preempt-kaslr")] name: &str) {
+fn fresh_tree_with_config_reproduces_the_build_layout(#[values("custom-thesis")] name: &str) {
     let e = entry(name);
     let tree = Cache::open_default().source(&e.kernel_version).join("linux-source-6.1");
     assert!(tree.join("Makefile").is_file(), "{}: no source tree; {BUILD_HINT}", tree.display());

@@ -32,13 +32,13 @@ fn loopback(salt: u32) -> Ipv4Addr {
 
 #[rstest]
 fn ps_over_the_wire_and_from_its_capture(
-    #[values("deb-amd64", "custom-bare")] name: &str,
+    #[values("deb-amd64", "deb7-amd64", "custom7-bare")] name: &str,
 ) {
     let e = entry(name);
     let m = harness::lab::corpus::Mode::Running;
     let opts = PsOptions {
         method: Some(MethodKind::Auto),
-        inputs: LayoutInputs { kernel_source: Some(kernel_source()), isf: None },
+        inputs: LayoutInputs::default(),
         ..Default::default()
     };
     let local_rows = ps(dump(&e, m).as_ref(), &opts).unwrap_or_else(|err| panic!("{name}: {err}")).rows;

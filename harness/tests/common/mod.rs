@@ -3,7 +3,6 @@
 //! A missing corpus entry or prerequisite is a test failure saying how to get it, never a skip.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 
 use emulator::mem::PhysMem;
 use harness::introspect::layout::{LayoutInputs, MethodKind};
@@ -64,13 +63,6 @@ pub fn dump(e: &Entry, m: Mode) -> Box<dyn PhysMem> {
 
 pub fn truth(e: &Entry, m: Mode) -> Vec<Thread> {
     e.truth(m).unwrap_or_else(|err| panic!("{}: {err}; {BUILD}", e.name))
-}
-
-/// Debian's kernel source tarball (the thesis method's `--kernel-source`).
-pub fn kernel_source() -> PathBuf {
-    let p = PathBuf::from("/usr/src/linux-source-6.1.tar.xz");
-    assert!(p.is_file(), "{} missing: run `bash scripts/setup` (package linux-source-6.1)", p.display());
-    p
 }
 
 pub fn run(e: &Entry, m: Mode, method: MethodKind, inputs: LayoutInputs) -> Result<PsReport, PsError> {

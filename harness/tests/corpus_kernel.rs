@@ -26,8 +26,7 @@ fn kallsyms_decoded_from_memory_matches_the_guest(#[values(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64",
-        "custom7-bare"
+        "deb7-amd64"
     )]
     name: &str) {
     let e = entry(name);
@@ -90,8 +89,7 @@ fn scan_reads_little(#[values(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64",
-        "custom7-bare"
+        "deb7-amd64"
     )]
     name: &str) {
     let e = entry(name);
@@ -151,8 +149,7 @@ fn kaslr_values_agree(#[values(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64",
-        "custom7-bare"
+        "deb7-amd64"
     )]
     name: &str) {
     let e = entry(name);

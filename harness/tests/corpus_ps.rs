@@ -21,8 +21,7 @@ fn auto_matches_truth(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64",
-        "custom7-bare"
+        "deb7-amd64"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
@@ -49,8 +48,7 @@ fn each_method_where_its_prerequisite_exists(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64",
-        "custom7-bare"
+        "deb7-amd64"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
@@ -110,8 +108,7 @@ fn static_is_right_only_where_its_offsets_are(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64",
-        "custom7-bare"
+        "deb7-amd64"
     )]
     name: &str,
 ) {
@@ -148,8 +145,7 @@ fn workload_snapshot(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64",
-        "custom7-bare"
+        "deb7-amd64"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,

@@ -32,7 +32,7 @@ fn loopback(salt: u32) -> Ipv4Addr {
 
 #[rstest]
 fn ps_over_the_wire_and_from_its_capture(
-    #[values("deb-amd64", "deb7-amd64", "custom7-bare")] name: &str,
+    #[values("deb-amd64", "deb7-amd64")] name: &str,
 ) {
     let e = entry(name);
     let m = harness::lab::corpus::Mode::Running;

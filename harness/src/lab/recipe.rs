@@ -104,7 +104,7 @@ pub fn default_corpus() -> Vec<Recipe> {
         custom("custom6.12-thesis", "6.12", "thesis.config", Eval, &[]),
         custom("custom6.12-bare", "6.12", "bare.config", Eval, &[]),
         custom("custom7-thesis", "7", "thesis.config", Eval, &[]),
-        custom("custom7-bare", "7", "bare-lazy.config", Test, &[]),
+        custom("custom7-bare", "7", "bare-lazy.config", Eval, &[]),
         custom("custom7-randstruct", "7", "randstruct.config", Eval, &[]),
     ]
 }

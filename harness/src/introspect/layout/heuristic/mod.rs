@@ -172,7 +172,7 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
     let init_signals = p.objs(&[KVirt(init.u64(sf.signal).unwrap_or(0))], signal::SIGNAL_WIN, "init_signals")?.remove(0);
     let nr_threads = signal::nr_threads(&init_signals, &groups, sf.thread_head);
 
-    let kt = kthread::infer(&p, &s, flags);
+    let kt = kthread::infer(&p, &s, flags, ver);
     weak.extend(kt.weak.iter().copied());
 
     let layout = Layout {

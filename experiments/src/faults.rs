@@ -242,7 +242,7 @@ fn fill_stats(r: &mut FaultRow, s: &harness::dma::DmaStats) {
     r.retries = s.retries;
     r.timeouts = s.timeouts;
     r.duplicates = s.duplicates;
-    r.stale = s.stale;
+    r.stale = s.stale + s.late;
 }
 
 /// Reads the whole pattern image back in 4 KiB pieces, 64 per batch, and checks every byte.

@@ -8,7 +8,7 @@
 //! - a completion that arrives for a held tag and fits the given-up request is absorbed
 //!   (counted as late, never copied anywhere); once every byte of it has come, the tag is
 //!   released;
-//! - otherwise the tag is released when it has rested `max(its rest, the path's delay)` since
+//! - otherwise the tag is released when it has rested `max(its rest, twice the RTO)` since
 //!   the timeout *and* some request sent after the timeout has been answered: the path has
 //!   delivered newer answers, so the endpoint is past this one. While nothing is answered at
 //!   all (a stall, or a dead endpoint), nothing is released before [`CAP`].
@@ -114,7 +114,7 @@ impl Quarantine {
         }
     }
 
-    /// Let go of every tag due at `now` (`extra`: the path's current delay, doubled), into
+    /// Let go of every tag due at `now` (`extra`: twice the current RTO), into
     /// `out`.
     pub fn release_due(&mut self, now: Instant, extra: Duration, out: &mut Vec<u8>) {
         if self.count == 0 {

@@ -41,7 +41,7 @@ use super::quarantine::{Absorbed, Quarantine};
 use super::request::{Reassembly, Reject, Verdict};
 use super::rto::Rto;
 use super::stats::DmaStats;
-use super::tags::{RecentMax, TagPool};
+use super::tags::TagPool;
 use super::target::{PortRule, RequesterId, Target};
 
 /// Why a requester could not be set up.
@@ -146,8 +146,6 @@ struct Piece {
 
 #[derive(Debug)]
 struct Inflight {
-    /// Unique per request sent (matches `Engine::sent_order`).
-    id: u64,
     piece: Piece,
     asm: Reassembly,
     sent: Instant,
@@ -189,9 +187,6 @@ struct Engine {
     rto: Rto,
     /// Requests in the order sent (id, tag, time); entries of finished requests are dropped
     /// lazily from the front.
-    sent_order: VecDeque<(u64, u8, Instant)>,
-    next_id: u64,
-    max_rtt: RecentMax,
     stats: DmaStats,
     seq: u16,
 }
@@ -270,9 +265,6 @@ impl Requester {
             next_expiry: None,
             retry: VecDeque::new(),
             rto: Rto::new(target.timeout),
-            sent_order: VecDeque::new(),
-            next_id: 0,
-            max_rtt: RecentMax::default(),
             stats: DmaStats::default(),
             seq: 0,
         };
@@ -332,8 +324,7 @@ impl Requester {
         }
         let mut e = self.engine();
         let now = Instant::now();
-        let extra = e.extra_rest(now);
-        let tag = e.tags.peek(now, extra).ok_or_else(|| DmaError::Write("no free tag".into()))?;
+        let tag = e.tags.peek(now).ok_or_else(|| DmaError::Write("no free tag".into()))?;
         let sock = e.send_sock(tag);
         for (a, n) in super::request::split(addr.0, data.len(), 256) {
             let req = MemRequest::new(self.requester_id, tag, a, n)
@@ -447,26 +438,11 @@ impl Engine {
             return;
         }
         self.next_parole = now + Duration::from_micros(50);
-        let extra = self.extra_rest(now);
+        let extra = self.rto.rto() * 2;
         self.quarantine.release_due(now, extra, &mut self.paroled);
         for tag in self.paroled.drain(..) {
             self.tags.release(tag, now, Duration::ZERO);
         }
-    }
-
-    /// The rest every freed tag needs now beyond its own: twice the path's current delay
-    /// (slowest recent round trip, or the oldest request still outstanding).
-    fn extra_rest(&mut self, now: Instant) -> Duration {
-        while let Some(&(id, tag, _)) = self.sent_order.front() {
-            match &self.slots[usize::from(tag)] {
-                Some(inf) if inf.id == id => break,
-                _ => {
-                    self.sent_order.pop_front();
-                }
-            }
-        }
-        let oldest = self.sent_order.front().map_or(Duration::ZERO, |&(_, _, sent)| now.saturating_duration_since(sent));
-        self.max_rtt.get().max(oldest) * 2
     }
 
     fn run(&mut self, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], max_inflight: usize) -> Vec<Result<(), MemError>> {
@@ -493,8 +469,7 @@ impl Engine {
                 if results[piece.op].is_some() {
                     continue;
                 }
-                let extra = self.extra_rest(now);
-                let Some(tag) = self.tags.acquire(now, extra) else {
+                let Some(tag) = self.tags.acquire(now) else {
                     self.retry.push_front(piece);
                     break;
                 };
@@ -508,12 +483,11 @@ impl Engine {
             // wait for a completion, the earliest deadline, or a resting tag
             let mut wake = self.next_expiry;
             if self.inflight < max_inflight && (!self.retry.is_empty() || !cursor.done(ops)) {
-                let extra = self.extra_rest(now);
-                if let Some(w) = self.tags.next_wake(extra) {
+                if let Some(w) = self.tags.next_wake() {
                     wake = Some(wake.map_or(w, |x| x.min(w)));
                 }
                 if !self.tags.has_free() {
-                    if let Some(w) = self.quarantine.next_due(extra) {
+                    if let Some(w) = self.quarantine.next_due(self.rto.rto() * 2) {
                         wake = Some(wake.map_or(w, |x| x.min(w)));
                     }
                 }
@@ -555,10 +529,7 @@ impl Engine {
         q.bufs.push(buf);
         q.lens.push(len);
         let deadline = now + timeout;
-        self.next_id += 1;
-        self.sent_order.push_back((self.next_id, tag, now));
         self.slots[usize::from(tag)] = Some(Inflight {
-            id: self.next_id,
             piece,
             asm: Reassembly::new(piece.addr, piece.len),
             sent: now,
@@ -600,7 +571,7 @@ impl Engine {
                     let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
                     take_completion(
                         bytes, now, t, ids, ops, results, &mut self.slots, &mut self.quarantine, &mut self.tags,
-                        &mut self.inflight, &mut self.rto, &mut self.max_rtt, &mut self.stats,
+                        &mut self.inflight, &mut self.rto, &mut self.stats,
                     );
                 }
                 if n < self.recv.capacity() {
@@ -688,7 +659,6 @@ fn take_completion(
     tags: &mut TagPool,
     inflight: &mut usize,
     rto: &mut Rto,
-    max_rtt: &mut RecentMax,
     stats: &mut DmaStats,
 ) {
     let Ok(outer) = nettlp::Packet::new_checked(bytes) else {
@@ -738,7 +708,6 @@ fn take_completion(
             if done {
                 let rtt = now.saturating_duration_since(inf.sent);
                 stats.latency.record(rtt);
-                max_rtt.sample(rtt);
                 if piece.attempts == 0 {
                     rto.sample(rtt);
                 }

@@ -4,7 +4,8 @@
 //! ```text
 //!   PhysMem::read_batch / read_phys        Requester::read_blocking
 //!              │                                   │
-//!   requester  engine: pieces → tags → MRd batches; completions → reassembly; timeouts → retry
+//!   requester  engine: pieces → tags → MRd batches; completions → checks → reassembly;
+//!              timeouts → quarantine the tag, ask again for the missing bytes only
 //!     ├─ target     nettlp://ADDR[:TAG]?options  (what TAG means, defaults)
 //!     ├─ request    split at 4 KiB and MRRS; completion checks and reassembly (pure)
 //!     ├─ tags       FIFO pool of all 256 tags with rest times (stale-completion defence)

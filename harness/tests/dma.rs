@@ -421,7 +421,7 @@ fn misbehaving_completer(addr: std::net::Ipv4Addr, how: Misbehaviour) -> std::th
 #[case::wrong_lower_address(Misbehaviour::WrongLowerAddress, "1s")]
 #[case::short_byte_count(Misbehaviour::ShortByteCount, "1s")]
 #[case::short_length(Misbehaviour::ShortLength, "1s")]
-#[case::lose_second_on_first_attempt(Misbehaviour::LoseSecondOnFirstAttempt, "2ms")]
+#[case::lose_second_on_first_attempt(Misbehaviour::LoseSecondOnFirstAttempt, "20ms")]
 fn misbehaving_completer_never_gets_a_wrong_byte_in(#[case] how: Misbehaviour, #[case] timeout: &str) {
     let addr = support::loopback();
     let completer = misbehaving_completer(addr, how);
@@ -443,12 +443,15 @@ fn misbehaving_completer_never_gets_a_wrong_byte_in(#[case] how: Misbehaviour, #
     assert_eq!((s.reads, s.bytes, s.timeouts), (reads, reads * 300, 0), "{s}");
     match how {
         Misbehaviour::LoseSecondOnFirstAttempt => {
-            // each read asked twice: all of it, then the 64 bytes of its lost second CplD only
-            assert_eq!((s.requests, s.retries), (2 * reads, reads), "{s}");
-            for pair in seen.chunks(2) {
-                let ((_, a0, n0), (_, a1, n1)) = (pair[0], pair[1]);
+            // each read asked for all of it once, then again only for the 64 bytes of its
+            // lost second CplD (more than once if the loaded machine outlasts a wait)
+            assert!(s.retries >= reads && s.requests == reads + s.retries, "{s}");
+            let firsts: Vec<u64> = seen.iter().filter(|r| r.2 == 300).map(|r| r.1).collect();
+            assert_eq!(firsts.len() as u64, reads, "{seen:?}");
+            for &(_, a1, n1) in seen.iter().filter(|r| r.2 != 300) {
+                let a0 = *firsts.iter().filter(|&&a0| a0 <= a1).max().unwrap();
                 let second = (a0 | 63) + 1;
-                assert_eq!((n0, a1, n1), (300, second, 64), "{seen:?}");
+                assert!(a1 >= second && a1 + u64::from(n1) <= second + 64, "asked {n1} at {a1:#x} for the read at {a0:#x}: {seen:?}");
             }
         }
         _ => {

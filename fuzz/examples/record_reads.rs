@@ -86,11 +86,15 @@ fn main() {
     eprintln!("ps: {} tasks, walk error {:?}", report.rows.len(), report.walk_error);
     write(out, "ps", name, &[], &rec.take());
 
-    // kallsyms: what decoding the tables reads.
-    let found = Kernel::scan(&img, &ScanConfig::default()).expect("scan");
+    // kallsyms: what finding and decoding the tables reads, from .rodata on (the target searches
+    // the span of the pages it is given).
     let _ = rec.take();
+    let found = Kernel::scan(&rec, &ScanConfig::default()).expect("scan");
+    let rodata_page = found.rodata.0 / PAGE;
     let kernel = Kernel::open(&rec, found).expect("kernel");
-    write(out, "kallsyms", name, &[], &rec.take());
+    let mut ks = rec.take();
+    ks.pages.retain(|&n, _| n >= rodata_page);
+    write(out, "kallsyms", name, &[], &ks);
 
     // walk: the tasks and their page tables, from init_task, with the kernel's own space.
     let space = kernel.space.clone();

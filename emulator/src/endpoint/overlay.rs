@@ -151,7 +151,9 @@ impl<M: PhysMem> Overlay<M> {
         }
         for r in &self.backed {
             let lo = r.start.0.max(start);
-            let hi = r.end.0.min(start + PAGE);
+            // The last page below 2^64 ends at 2^64: saturate (a half-open range never holds
+            // u64::MAX itself, so nothing is lost).
+            let hi = r.end.0.min(start.saturating_add(PAGE));
             if lo < hi {
                 let off = (lo - start) as usize;
                 self.base
@@ -215,5 +217,18 @@ mod tests {
         assert!(o.read(PhysAddr(0x5800), &mut buf).is_err());
         let e = o.read(PhysAddr(u64::MAX - 3), &mut buf).unwrap_err();
         assert!(matches!(e, MemError::Unmapped { .. }));
+    }
+
+    /// Found by the `nettlp` fuzz target: a write into the last page below 2^64 of a backed
+    /// range overflowed `start + PAGE` while copying that page in.
+    #[test]
+    fn write_into_the_last_page_below_2_64() {
+        let top = PhysRange::new(0xffff_ffff_ffff_0000, u64::MAX);
+        let o = Overlay::new(PatternMem::new(vec![top]));
+        o.write(PhysAddr(0xffff_ffff_ffff_fff0), &[7; 8]).unwrap();
+        let mut got = [0u8; 8];
+        o.read(PhysAddr(0xffff_ffff_ffff_fff0), &mut got).unwrap();
+        assert_eq!(got, [7; 8]);
+        assert_eq!(o.pages_written(), 1);
     }
 }

@@ -20,12 +20,14 @@ pub struct Plan {
 impl Plan {
     /// Cover every `(offset, len)` field, merging fields separated by less than `max_gap`.
     pub fn new(fields: &[(u64, usize)], max_gap: u64) -> Plan {
-        let mut fs: Vec<(u64, u64)> = fields.iter().map(|&(o, l)| (o, o + l as u64)).collect();
+        // Offsets and lengths come from a layout (type information is untrusted): saturate
+        // rather than wrap; a range past the struct then fails its read, it does not alias.
+        let mut fs: Vec<(u64, u64)> = fields.iter().map(|&(o, l)| (o, o.saturating_add(l as u64))).collect();
         fs.sort_unstable();
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for (s, e) in fs {
             match ranges.last_mut() {
-                Some(last) if s <= last.1 + max_gap => last.1 = last.1.max(e),
+                Some(last) if s <= last.1.saturating_add(max_gap) => last.1 = last.1.max(e),
                 _ => ranges.push((s, e)),
             }
         }
@@ -125,6 +127,9 @@ mod tests {
         assert_eq!(p.ranges, vec![(24, 24), (2416, 8), (2976, 104)]);
         let p = Plan::new(&[(0, 8), (4, 8)], 0);
         assert_eq!(p.ranges, vec![(0, 12)]);
+        // Offsets near 2^64 (from untrusted type information) saturate instead of wrapping.
+        let p = Plan::new(&[(u64::MAX - 2, 8), (0, 8)], u64::MAX);
+        assert_eq!(p.ranges, vec![(0, (u64::MAX) as usize)]);
     }
 
     #[test]

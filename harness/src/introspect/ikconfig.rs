@@ -65,7 +65,11 @@ pub fn decode(blob: &[u8], at: KVirt) -> Result<KernelConfig, IkconfigError> {
 /// Recover the configuration from the kernel in memory.
 pub fn read(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
     if let Some((start, end)) = kernel.info.ikconfig {
-        let len = (end.0 - start.0).min(MAX_BLOB) as usize;
+        let len = end
+            .0
+            .checked_sub(start.0)
+            .ok_or_else(|| IkconfigError::Corrupt { at: start, reason: format!("kernel_config_data_end {end} is below its start") })?
+            .min(MAX_BLOB) as usize;
         let mut blob = vec![0u8; len];
         kernel.space.read(start, &mut blob).map_err(|e| IkconfigError::Corrupt { at: start, reason: e.to_string() })?;
         // kernel_config_data_end may sit after the end marker; cut at the marker.
@@ -99,9 +103,10 @@ fn search(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
     let mut off = 0u64;
     while off < span {
         let len = (CHUNK + START.len() as u64).min(span - off + START.len() as u64) as usize;
-        let Ok(chunk) = read_vec(mem, PhysAddr(from.0 + off), len) else { break };
+        let Some(chunk_at) = from.checked_add(off) else { break };
+        let Ok(chunk) = read_vec(mem, chunk_at, len) else { break };
         if let Some(p) = find(&chunk, START) {
-            let at = PhysAddr(from.0 + off + p as u64);
+            let at = PhysAddr(chunk_at.0 + p as u64); // within the chunk just read
             let virt = KVirt(kernel.info.text_virt.0.wrapping_add(at.0.wrapping_sub(kernel.info.text_phys.0)));
             let corrupt = |reason: String| IkconfigError::Corrupt { at: virt, reason };
             let mut blob: Vec<u8> = Vec::new();
@@ -112,7 +117,8 @@ fn search(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
                 if blob.len() as u64 >= MAX_BLOB {
                     return Err(corrupt("no IKCFG_ED within 4 MiB".into()));
                 }
-                let next = read_vec(mem, PhysAddr(at.0 + blob.len() as u64), BLOB_CHUNK).map_err(|e| corrupt(e.to_string()))?;
+                let next_at = at.checked_add(blob.len() as u64).ok_or_else(|| corrupt("runs past the end of the physical address space".into()))?;
+                let next = read_vec(mem, next_at, BLOB_CHUNK).map_err(|e| corrupt(e.to_string()))?;
                 blob.extend_from_slice(&next);
             };
             return decode(&blob[..end + END.len()], virt);

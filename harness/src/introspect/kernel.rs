@@ -208,7 +208,7 @@ impl<'m> Kernel<'m> {
             text_phys,
             phys_base,
             kaslr_virt_offset,
-            kaslr_phys_offset: text_phys.0 as i64 - DEFAULT_PHYSICAL_START as i64,
+            kaslr_phys_offset: (text_phys.0 as i64).wrapping_sub(DEFAULT_PHYSICAL_START as i64),
             page_offset_base,
             page_offset_base_from: if page_offset_base.is_some() { "kallsyms page_offset_base" } else { "unknown" },
             paging: format.name,

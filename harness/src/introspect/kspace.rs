@@ -26,6 +26,9 @@ pub const KERNEL_IMAGE_SIZE: u64 = 1 << 30;
 pub const PAGE_OFFSET_L4: u64 = 0xffff_8880_0000_0000;
 /// `__PAGE_OFFSET_BASE_L5`.
 pub const PAGE_OFFSET_L5: u64 = 0xff11_0000_0000_0000;
+/// Longest single read (the largest `.BTF` accepted): lengths come from guest memory and type
+/// information, so a region longer than this is an error before anything is allocated.
+pub const MAX_READ: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KSpaceError {
@@ -35,13 +38,18 @@ pub enum KSpaceError {
     Paging { addr: KVirt, source: PagingError },
     #[error("{addr} (at {phys}): {source}")]
     Mem { addr: KVirt, phys: PhysAddr, source: MemError },
+    #[error("{addr}: a read of {len:#x} bytes is longer than the {MAX_READ:#x} allowed")]
+    TooLong { addr: KVirt, len: usize },
 }
 
 impl KSpaceError {
     /// The kernel virtual address that failed.
     pub fn addr(&self) -> KVirt {
         match self {
-            KSpaceError::Unmapped { addr } | KSpaceError::Paging { addr, .. } | KSpaceError::Mem { addr, .. } => *addr,
+            KSpaceError::Unmapped { addr }
+            | KSpaceError::Paging { addr, .. }
+            | KSpaceError::Mem { addr, .. }
+            | KSpaceError::TooLong { addr, .. } => *addr,
         }
     }
 }
@@ -132,11 +140,15 @@ impl<'m> KernelSpace<'m> {
     }
 
     /// Read many regions in one physical batch (plus one batch per page-table level for
-    /// addresses outside the linear windows). One result per region, in order.
+    /// addresses outside the linear windows). One result per region, in order; a region longer
+    /// than [`MAX_READ`] fails without allocating.
     pub fn read_many(&self, regions: &[(KVirt, usize)]) -> Vec<Result<Vec<u8>, KSpaceError>> {
         // Split each region into physically contiguous pieces.
         let mut pieces: Vec<(usize, KVirt, usize)> = Vec::new(); // (region, virt, len)
         for (i, &(v, len)) in regions.iter().enumerate() {
+            if len > MAX_READ {
+                continue;
+            }
             let linear_ok = self.linear(v).is_some()
                 && len > 0
                 && v.checked_add(len as u64 - 1).is_some_and(|e| self.linear(e).is_some() && self.in_image(e) == self.in_image(v));
@@ -183,8 +195,10 @@ impl<'m> KernelSpace<'m> {
             }
         }
         // Reassemble per region; the first failing piece fails its region.
-        let mut out: Vec<Result<Vec<u8>, KSpaceError>> =
-            regions.iter().map(|&(_, len)| Ok(Vec::with_capacity(len))).collect();
+        let mut out: Vec<Result<Vec<u8>, KSpaceError>> = regions
+            .iter()
+            .map(|&(addr, len)| if len > MAX_READ { Err(KSpaceError::TooLong { addr, len }) } else { Ok(Vec::with_capacity(len)) })
+            .collect();
         for (k, (&(i, _, _), buf)) in pieces.iter().zip(bufs).enumerate() {
             let slot = &mut out[i];
             if slot.is_err() {
@@ -200,5 +214,26 @@ impl<'m> KernelSpace<'m> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::introspect::paging::X86_64_4LEVEL;
+    use crate::introspect::testutil::VecMem;
+
+    #[test]
+    fn a_read_longer_than_the_cap_fails_before_allocating() {
+        let mut mem = VecMem::new(1 << 20);
+        mem.write_u64(0x1000, 0x1122_3344_5566_7788);
+        let space = KernelSpace::new(&mem, 0, Some(PAGE_OFFSET_L4), &X86_64_4LEVEL);
+        let at = KVirt(PAGE_OFFSET_L4 + 0x1000);
+        // A length from guest memory (a BTF member size, a `desc_len`) near usize::MAX.
+        let out = space.read_many(&[(at, usize::MAX), (at, 8), (at, MAX_READ + 1)]);
+        assert!(matches!(out[0], Err(KSpaceError::TooLong { len: usize::MAX, .. })));
+        assert_eq!(out[1].as_ref().unwrap(), &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert!(matches!(out[2], Err(KSpaceError::TooLong { .. })));
+        assert_eq!(out[0].as_ref().unwrap_err().addr(), at);
     }
 }

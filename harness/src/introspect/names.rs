@@ -16,12 +16,20 @@
 use super::addr::KVirt;
 use super::bytes::Bytes;
 use super::kspace::KernelSpace;
-use super::layout::{KthreadLayout, Layout};
+use super::layout::{KthreadLayout, Layout, WorkerLayout};
 use super::naming::{self, Inferred};
 use super::state::{PF_KTHREAD, PF_WQ_WORKER};
 
 /// `sizeof(tcomm)` in `proc_task_name`, minus the terminator.
 const TCOMM_MAX: usize = 63;
+/// Most bytes of `struct kthread` or `struct worker` read per task (both are a few hundred).
+const MAX_STRUCT: u64 = 64 << 10;
+
+/// Bytes of `struct worker` to read for `desc`, `pool` and `current_work`, if the offsets are sane.
+fn worker_span(wl: &WorkerLayout) -> Option<u64> {
+    let span = wl.desc.checked_add(wl.desc_len)?.max(wl.pool.checked_add(8)?).max(wl.current_work.checked_add(8)?);
+    (span <= MAX_STRUCT).then_some(span)
+}
 
 /// One task's inputs.
 #[derive(Debug, Clone, Copy)]
@@ -60,8 +68,18 @@ pub fn display_names(
     let kidx: Vec<usize> = (0..tasks.len())
         .filter(|&i| tasks[i].flags & PF_KTHREAD != 0 && tasks[i].worker_private.0 != 0)
         .collect();
-    let span = kl.data.unwrap_or(0).max(kl.full_name.unwrap_or(0)) + 8;
-    let regions: Vec<(KVirt, usize)> = kidx.iter().map(|&i| (tasks[i].worker_private, span as usize)).collect();
+    // Offsets come from the layout (BTF, an ISF file, or inferred from memory): a span past
+    // MAX_STRUCT reads nothing, so every kthread keeps its comm with a note.
+    let span = kl.data.unwrap_or(0).max(kl.full_name.unwrap_or(0)).checked_add(8).filter(|&n| n <= MAX_STRUCT);
+    let regions: Vec<(KVirt, usize)> = match span {
+        Some(span) => kidx.iter().map(|&i| (tasks[i].worker_private, span as usize)).collect(),
+        None => {
+            for &i in &kidx {
+                notes[i] = Some(format!("struct kthread offsets {kl:?} exceed {MAX_STRUCT} bytes"));
+            }
+            return (names, notes, used);
+        }
+    };
     let kthreads = space.read_many(&regions);
     let mut worker_reqs = Vec::new();
     let mut name_reqs = Vec::new();
@@ -78,8 +96,11 @@ pub fn display_names(
         let full_name = KVirt(kl.full_name.and_then(|f| kb.u64(f as usize).ok()).unwrap_or(0));
         if tasks[i].flags & PF_WQ_WORKER != 0 {
             if let (Some(wl), true) = (&used.worker, data.0 != 0) {
-                let span = (wl.desc + wl.desc_len).max(wl.pool + 8).max(wl.current_work + 8);
-                worker_reqs.push((i, data, span as usize));
+                let span = worker_span(wl);
+                match span {
+                    Some(span) => worker_reqs.push((i, data, span as usize)),
+                    None => notes[i] = Some(format!("struct worker offsets {wl:?} exceed {MAX_STRUCT} bytes")),
+                }
             }
         } else if full_name.0 != 0 {
             name_reqs.push((i, full_name));
@@ -115,4 +136,20 @@ pub fn display_names(
         }
     }
     (names, notes, used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_span_is_checked_and_capped() {
+        let wl = |desc: u64, desc_len: u64| WorkerLayout { current_work: 8, pool: 72, desc, desc_len };
+        assert_eq!(worker_span(&wl(96, 24)), Some(120));
+        assert_eq!(worker_span(&wl(16, 8)), Some(80));
+        // A BTF or ISF member size near 2^64 (`desc + desc_len` used to overflow).
+        assert_eq!(worker_span(&wl(96, u64::MAX - 8)), None);
+        assert_eq!(worker_span(&wl(96, MAX_STRUCT)), None);
+        assert_eq!(worker_span(&WorkerLayout { current_work: u64::MAX, pool: 0, desc: 0, desc_len: 1 }), None);
+    }
 }

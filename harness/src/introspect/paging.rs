@@ -101,6 +101,10 @@ pub enum PagingError {
     BadEntry { va: u64, level: &'static str, entry: PhysAddr, value: u64 },
     #[error("virtual address {va:#x}: reading the {level} entry failed: {source}")]
     Mem { va: u64, level: &'static str, source: MemError },
+    /// The table's entry lies past the end of the physical address space (a root or table base
+    /// taken from guest memory near 2^64).
+    #[error("virtual address {va:#x}: the {level} table at {table} has no entry {index} below 2^64")]
+    TableOutOfRange { va: u64, level: &'static str, table: PhysAddr, index: u64 },
 }
 
 impl PagingError {
@@ -109,7 +113,8 @@ impl PagingError {
             PagingError::NonCanonical { va, .. }
             | PagingError::NotPresent { va, .. }
             | PagingError::BadEntry { va, .. }
-            | PagingError::Mem { va, .. } => *va,
+            | PagingError::Mem { va, .. }
+            | PagingError::TableOutOfRange { va, .. } => *va,
         }
     }
 }
@@ -167,15 +172,21 @@ pub fn translate_many(mem: &dyn PhysMem, reqs: &[(PageTables, u64)]) -> Vec<Resu
         if pending.is_empty() {
             break;
         }
-        let mut bufs = vec![[0u8; 8]; pending.len()];
-        let mut entry_addrs = Vec::with_capacity(pending.len());
+        // The entry of each pending walk at its level; a table whose entry would lie past 2^64
+        // (a root from guest memory) ends its walk here.
+        let mut entry_of: Vec<(usize, PhysAddr)> = Vec::with_capacity(pending.len());
         for &i in &pending {
             let (pt, _) = &reqs[i];
-            let w = &walks[i];
+            let w = &mut walks[i];
             let lvl = pt.format.levels[w.level];
             let index = (w.va >> lvl.shift) & ((1 << pt.format.index_bits) - 1);
-            entry_addrs.push(PhysAddr(w.table.0 + index * 8));
+            match w.table.checked_add(index * 8) {
+                Some(a) => entry_of.push((i, a)),
+                None => w.done = Some(Err(PagingError::TableOutOfRange { va: w.va, level: lvl.name, table: w.table, index })),
+            }
         }
+        let (pending, entry_addrs): (Vec<usize>, Vec<PhysAddr>) = entry_of.into_iter().unzip();
+        let mut bufs = vec![[0u8; 8]; pending.len()];
         let results = {
             let mut ops: Vec<ReadOp<'_>> = bufs
                 .iter_mut()

@@ -202,3 +202,22 @@ fn read_virt_crosses_pages_and_reports_progress() {
     assert_eq!(done, 4);
     assert_eq!(err.va(), 0x7000_2000);
 }
+
+#[test]
+fn root_near_the_top_of_the_address_space_is_an_error_not_a_wrap() {
+    // A root derived from a guest `phys_base` (wrapping image translation) can sit within a page
+    // of 2^64: the entry address must not wrap to low memory (or panic in debug builds).
+    let b = Builder::new(4);
+    let counted = CountingMem::new(&b.mem);
+    let pt = PageTables::new(PhysAddr(u64::MAX - 0x7ff), &X86_64_4LEVEL);
+    let va = 0xffff_ffff_8100_0000u64; // PML4 index 511: entry at root + 0xff8
+    match pt.translate(&counted, crate::introspect::addr::KVirt(va)) {
+        Err(PagingError::TableOutOfRange { level: "PML4", index: 511, .. }) => {}
+        other => panic!("expected TableOutOfRange at PML4, got {other:?}"),
+    }
+    assert_eq!(counted.count().reads, 0);
+    // Other walks of the same batch are unaffected.
+    let ok = translate_many(&b.mem, &[(pt, va), (b.pt(), 0x1000)]);
+    assert!(matches!(ok[0], Err(PagingError::TableOutOfRange { .. })));
+    assert!(matches!(ok[1], Err(PagingError::NotPresent { .. })));
+}

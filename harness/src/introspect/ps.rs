@@ -156,7 +156,8 @@ pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), String> 
 /// List the processes of the machine whose memory is `mem`.
 pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
     let counted = CountingMem::new(mem);
-    let ram_bytes: u64 = mem.ranges().iter().map(|r| r.len()).sum();
+    // Ranges come from the image's headers: a sum past 2^64 saturates.
+    let ram_bytes: u64 = mem.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
     let t0 = Instant::now();
     let mut clock = Clock { mem: &counted, t0, last: (t0, ReadCount::default()), phases: Vec::new() };
 

@@ -16,6 +16,9 @@ use emulator::mem::{PhysAddr, PhysMem, PhysRange};
 use super::kallsyms::locate::{locate, KallsymsLocation, LocateConfig};
 use super::physread::read_many;
 
+/// Most aligned frames probed for the banner (2 TiB of RAM at 2 MiB).
+pub const MAX_CANDIDATES: usize = 1 << 20;
+
 /// Scan parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanConfig {
@@ -92,13 +95,20 @@ fn candidates(mem: &dyn PhysMem, cfg: &ScanConfig) -> (Vec<(PhysAddr, PhysRange)
     if ranges.is_empty() {
         ranges = vec![PhysRange::new(0, cfg.assumed_ram)];
     }
-    let ram: u64 = ranges.iter().map(|r| r.len()).sum();
+    // Ranges come from the image's headers (untrusted): sum, align and step without wrapping,
+    // and stop listing at MAX_CANDIDATES (2 TiB of RAM at 2 MiB).
+    let ram: u64 = ranges.iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
+    let align = cfg.align.max(1);
     let mut out = Vec::new();
-    for r in &ranges {
-        let mut a = r.start.0.div_ceil(cfg.align) * cfg.align;
-        while a + cfg.probe_len as u64 <= r.end.0 {
+    'ranges: for r in &ranges {
+        let Some(mut a) = r.start.0.div_ceil(align).checked_mul(align) else { continue };
+        while a.checked_add(cfg.probe_len as u64).is_some_and(|end| end <= r.end.0) {
+            if out.len() >= MAX_CANDIDATES {
+                break 'ranges;
+            }
             out.push((PhysAddr(a), *r));
-            a += cfg.align;
+            let Some(next) = a.checked_add(align) else { break };
+            a = next;
         }
     }
     (out, ram)
@@ -146,6 +156,28 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A memory whose ranges (from an image's headers) reach 2^64 and span far more than any RAM.
+    struct Huge;
+    impl PhysMem for Huge {
+        fn read_phys(&self, addr: PhysAddr, _: &mut [u8]) -> Result<(), emulator::mem::MemError> {
+            Err(emulator::mem::MemError::Unmapped { addr })
+        }
+        fn ranges(&self) -> Vec<PhysRange> {
+            vec![PhysRange::new(0x1000, 1 << 62), PhysRange::new(u64::MAX - (3 << 20), u64::MAX)]
+        }
+        fn describe(&self) -> String {
+            "huge".into()
+        }
+    }
+
+    #[test]
+    fn candidates_are_capped_and_never_wrap() {
+        let (cands, ram) = candidates(&Huge, &ScanConfig::default());
+        assert_eq!(cands.len(), MAX_CANDIDATES);
+        assert_eq!(cands[0].0, PhysAddr(2 << 20));
+        assert!(ram > 1 << 62);
+    }
 
     #[test]
     fn banner_parsing() {

@@ -251,7 +251,10 @@ impl Btf {
                 let inner = self.resolve(m.type_id)?;
                 if matches!(inner.kind, Kind::Struct | Kind::Union) {
                     if let Some(found) = self.find_member_depth(inner.id, name, depth + 1)? {
-                        return Ok(Some(Member { bit_offset: found.bit_offset + m.bit_offset, ..found }));
+                        let bit_offset = found.bit_offset.checked_add(m.bit_offset).ok_or_else(|| {
+                            BtfError::Lookup(format!("member offset {} + {} bits in type {} overflows", found.bit_offset, m.bit_offset, inner.id))
+                        })?;
+                        return Ok(Some(Member { bit_offset, ..found }));
                     }
                 }
             } else if self.str_at(m.name_off)? == name {

@@ -31,7 +31,7 @@ pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
         .info
         .btf
         .ok_or_else(|| unavailable("no __start_BTF/__stop_BTF in kallsyms (kernel built without CONFIG_DEBUG_INFO_BTF)".into()))?;
-    let len = stop.0 - start.0;
+    let len = stop.0.checked_sub(start.0).ok_or_else(|| failed(format!("__stop_BTF {stop} is below __start_BTF {start}")))?;
     if !(24..=MAX_BTF).contains(&len) {
         return Err(failed(format!("implausible .BTF size {len:#x}")));
     }

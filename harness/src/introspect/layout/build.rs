@@ -6,6 +6,10 @@
 
 use super::{CredLayout, KthreadLayout, Layout, MmLayout, SignalLayout, TaskLayout, WorkerLayout};
 
+/// Largest struct size accepted from a type source (`task_struct` is about 10 KiB; type
+/// information is untrusted, and sizes and offsets become read lengths).
+pub const MAX_STRUCT: u64 = 1 << 20;
+
 /// A member's byte offset and size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
@@ -32,6 +36,9 @@ struct S<'t> {
 impl<'t> S<'t> {
     fn new(types: &'t dyn Types, name: &'static str, must: &'static [&'static str]) -> Result<Self, String> {
         let size = types.struct_size(name, must)?;
+        if size == 0 || size > MAX_STRUCT {
+            return Err(format!("struct {name} has an implausible size {size:#x} (at most {MAX_STRUCT:#x})"));
+        }
         Ok(S { types, name, must, size })
     }
     fn opt_field(&self, alts: &[&str]) -> Result<Option<(Field, String)>, String> {
@@ -39,6 +46,10 @@ impl<'t> S<'t> {
             if let Some(f) = self.types.member(self.name, self.must, a)? {
                 if f.offset >= self.size {
                     return Err(format!("{}.{a} at {} is past the struct's size {}", self.name, f.offset, self.size));
+                }
+                // Sizes reach the walker as read lengths: a member must end inside its struct.
+                if f.offset.checked_add(f.size).is_none_or(|end| end > self.size) {
+                    return Err(format!("{}.{a} at {} with size {} runs past the struct's size {}", self.name, f.offset, f.size, self.size));
                 }
                 return Ok(Some((f, a.to_string())));
             }
@@ -68,7 +79,11 @@ pub fn build(types: &dyn Types) -> Result<Layout, String> {
         signal: t.off(&["signal"])?,
         real_cred: t.off(&["real_cred"])?,
         state: state.offset,
-        state_size: if state.size == 0 { if state_name == "__state" { 4 } else { 8 } } else { state.size },
+        state_size: match state.size {
+            0 => if state_name == "__state" { 4 } else { 8 },
+            n @ (1 | 2 | 4 | 8) => n,
+            n => return Err(format!("task_struct.{state_name} has size {n}, not an integer's")),
+        },
         exit_state: Some(t.off(&["exit_state"])?),
         comm: t.off(&["comm"])?,
         mm: t.off(&["mm"])?,

@@ -104,7 +104,7 @@ impl Isf {
         match ty.get("kind")?.as_str()? {
             "pointer" => Some(8),
             "base" => Self::entry(&self.base_types, name?)?.get("size")?.as_u64(),
-            "array" => Some(ty.get("count")?.as_u64()? * self.type_size(ty.get("subtype")?, depth + 1)?),
+            "array" => ty.get("count")?.as_u64()?.checked_mul(self.type_size(ty.get("subtype")?, depth + 1)?),
             "struct" | "union" => self.user_type(name?)?.get("size")?.as_u64(),
             "enum" => Self::entry(&self.enums, name?)?.get("size")?.as_u64(),
             _ => None,
@@ -132,7 +132,7 @@ impl Isf {
             if anonymous && matches!(kind, Some("struct") | Some("union")) {
                 if let Some(inner) = self.find(tname, member, depth + 1) {
                     let base = f.get("offset")?.as_u64()?;
-                    return Some(Field { offset: base + inner.offset, size: inner.size });
+                    return Some(Field { offset: base.checked_add(inner.offset)?, size: inner.size });
                 }
             }
         }

@@ -184,10 +184,14 @@ fn fpstate_offset(init: &Obj) -> Option<u64> {
         .step_by(8)
         .filter_map(|f| {
             let x = init.u64(f)?.checked_sub(init.addr.0)?;
-            let fits = x > f + 8 && x % 64 == 0 && x + FPSTATE_HEADER + FPREGS_STATE <= MAX_TASK_SIZE;
+            // x comes from guest memory: bound it before any arithmetic on it.
+            let fits = x <= MAX_TASK_SIZE && x > f + 8 && x % 64 == 0 && x + FPSTATE_HEADER + FPREGS_STATE <= MAX_TASK_SIZE;
+            if !fits {
+                return None;
+            }
             let (size, user) = (init.u32(x)?, init.u32(x + 4)?);
             let xfeatures = init.u64(x + 8)?;
-            (fits && (512..=8192).contains(&size) && (512..=size).contains(&user) && (xfeatures == 0 || xfeatures & 3 == 3)).then_some(x)
+            ((512..=8192).contains(&size) && (512..=size).contains(&user) && (xfeatures == 0 || xfeatures & 3 == 3)).then_some(x)
         })
         .collect();
     match xs.len() {
@@ -217,7 +221,8 @@ pub(super) fn search_init_task(space: &KernelSpace<'_>, from: KVirt) -> Result<K
             if tried > MAX_NAME_HITS {
                 return Err(failed(format!("more than {MAX_NAME_HITS} idle-task names in .data from {from}")));
             }
-            let at = va.0 + k as u64;
+            // A name within 2 * MAX_TASK_SIZE of 2^64 cannot start a whole task: skip it.
+            let Some(at) = va.0.checked_add(k as u64).filter(|a| a.checked_add(MAX_TASK_SIZE).is_some()) else { continue };
             let lo = (at.saturating_sub(MAX_TASK_SIZE)) & !63;
             let mut win = vec![0u8; (at + MAX_TASK_SIZE - lo) as usize];
             if space.read(KVirt(lo), &mut win).is_err() {
@@ -318,4 +323,36 @@ fn search_top(p: &Probe<'_, '_>, from: KVirt, init_task: KVirt) -> Result<KVirt,
         }
     }
     Err(failed(format!("no top-level page table in {off:#x} bytes of .data from {from}")))
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::*;
+    use crate::introspect::paging::X86_64_4LEVEL;
+    use crate::introspect::testutil::VecMem;
+
+    /// An idle-task name in the last page below 2^64 (a direct-map base taken from guest memory):
+    /// the search skips it instead of overflowing `at + MAX_TASK_SIZE`.
+    #[test]
+    fn init_task_search_near_the_top_of_the_address_space() {
+        let size = 512u64 << 10;
+        let mut mem = VecMem::new(size as usize);
+        let pob = 0u64.wrapping_sub(size);
+        // The chunk read from `from` ends exactly at 2^64; the name sits 8 KiB below it.
+        let from = KVirt(pob + (size - CHUNK - 16));
+        mem.write(size - 8192, b"swapper/0\0\0\0\0\0\0\0");
+        let space = KernelSpace::new(&mem, 0, Some(pob), &X86_64_4LEVEL);
+        let e = search_init_task(&space, from).expect_err("no init_task there");
+        assert!(e.to_string().contains("init_task not found"), "{e}");
+    }
+
+    /// `fpu.fpstate` holding a pointer far above the task: not a candidate, and no overflow.
+    #[test]
+    fn fpstate_pointer_far_away_is_ignored() {
+        let mut bytes = vec![0u8; MAX_TASK_SIZE as usize];
+        // addr + x with x = 2^64 - 128: 64-byte aligned, past every field, and x + 4 KiB wraps.
+        bytes[8..16].copy_from_slice(&0xffff_ffff_ffff_ffc0u64.to_le_bytes());
+        let init = Obj { addr: KVirt(0x40), bytes };
+        assert_eq!(fpstate_offset(&init), None);
+    }
 }

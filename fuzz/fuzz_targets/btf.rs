@@ -1,0 +1,22 @@
+//! A `.BTF` blob as read from guest memory: the parser, the layout built from it (the `btf`
+//! method after its read), and the ISF type tables `harness profile` writes from it.
+#![no_main]
+
+use harness::introspect::btf::Btf;
+use harness::introspect::isf;
+use harness::introspect::layout::build::build;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(btf) = Btf::parse(data.to_vec()) else { return };
+    let _ = btf.type_count();
+    for r in btf.records().take(4096) {
+        if r.is_err() {
+            break;
+        }
+    }
+    if let Ok(layout) = build(&btf) {
+        let _ = isf::from_layout(&layout);
+    }
+    let _ = isf::from_btf(&btf);
+});

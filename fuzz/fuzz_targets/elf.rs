@@ -1,0 +1,20 @@
+//! A elf image file, opened as `harness ps --image` opens it (forced format and by detection), and
+//! read a little in every range it claims.
+#![no_main]
+
+use emulator::image::{self, Format};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    netdma_fuzz::with_file(data, |path| {
+        for format in [Some(Format::Elf), None] {
+            if let Ok(mem) = image::open(path, format, None) {
+                netdma_fuzz::exercise(&mem);
+            }
+        }
+        if let Ok(img) = emulator::image::Source::open(path).map_err(drop).and_then(|s| emulator::image::elf::open(s).map_err(drop)) {
+            let _ = img.notes();
+            let _ = img.vmcoreinfo();
+        }
+    });
+});

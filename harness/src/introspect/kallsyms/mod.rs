@@ -241,13 +241,25 @@ impl Kallsyms {
         if self.location.mode != OffsetMode::PcRelative {
             return Ok(vec![None; names.len()]);
         }
+        self.per_present_name(names, |idx| {
+            let raw = self.raw_by_index(mem, idx)?;
+            Ok(idx.iter().zip(raw).map(|(&i, v)| self.pc_relative_phys(i, v)).collect())
+        })
+    }
+
+    /// `f` applied to the indices of the names kallsyms has, spread back over `names` (`None`
+    /// for the absent ones).
+    fn per_present_name<T: Clone>(
+        &self,
+        names: &[&str],
+        f: impl FnOnce(&[u32]) -> Result<Vec<Option<T>>, KallsymsError>,
+    ) -> Result<Vec<Option<T>>, KallsymsError> {
         let present: Vec<(usize, u32)> =
             self.indices_of(names).into_iter().enumerate().filter_map(|(k, i)| i.map(|i| (k, i))).collect();
         let idx: Vec<u32> = present.iter().map(|&(_, i)| i).collect();
-        let raw = self.raw_by_index(mem, &idx)?;
         let mut out = vec![None; names.len()];
-        for ((k, i), v) in present.into_iter().zip(raw) {
-            out[k] = self.pc_relative_phys(i, v);
+        for ((k, _), v) in present.into_iter().zip(f(&idx)?) {
+            out[k] = v;
         }
         Ok(out)
     }
@@ -270,15 +282,7 @@ impl Kallsyms {
 
     /// Addresses of the named symbols that exist; absent names map to `None`.
     pub fn lookup(&self, mem: &dyn PhysMem, names: &[&str]) -> Result<Vec<Option<KVirt>>, KallsymsError> {
-        let present: Vec<(usize, u32)> =
-            self.indices_of(names).into_iter().enumerate().filter_map(|(k, i)| i.map(|i| (k, i))).collect();
-        let idx: Vec<u32> = present.iter().map(|&(_, i)| i).collect();
-        let addrs = self.addresses_by_index(mem, &idx)?;
-        let mut out = vec![None; names.len()];
-        for ((k, _), a) in present.into_iter().zip(addrs) {
-            out[k] = Some(a);
-        }
-        Ok(out)
+        self.per_present_name(names, |idx| Ok(self.addresses_by_index(mem, idx)?.into_iter().map(Some).collect()))
     }
 
     /// Every symbol with its address (reads the whole offsets table).

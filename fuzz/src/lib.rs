@@ -49,6 +49,16 @@ pub fn with_file<R>(data: &[u8], f: impl FnOnce(&std::path::Path) -> R) -> R {
     f(&path)
 }
 
+/// Open the image at `path` as `harness ps --image` does, with `format` forced and by
+/// detection, and [`exercise`] whatever opens.
+pub fn open_both_ways(path: &std::path::Path, format: emulator::image::Format) {
+    for format in [Some(format), None] {
+        if let Ok(mem) = emulator::image::open(path, format, None) {
+            exercise(&mem);
+        }
+    }
+}
+
 /// Read a little of every range of `mem` (first and last page, and one batch across ranges), so
 /// that lazily decoded formats decode something. Errors are fine; panics are bugs.
 pub fn exercise(mem: &dyn PhysMem) {

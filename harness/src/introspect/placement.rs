@@ -22,7 +22,7 @@ use emulator::mem::{PhysAddr, PhysMem};
 
 use super::bytes::Bytes;
 use super::kallsyms::{Kallsyms, KallsymsError};
-use super::physread::read_vec;
+use super::physread::{read_u64, read_vec};
 use super::vmcoreinfo::{self, VmcoreInfo};
 
 const SPAN: u64 = 4 << 20;
@@ -55,8 +55,7 @@ pub fn image_delta(mem: &dyn PhysMem, kallsyms: &Kallsyms) -> Result<(u64, &'sta
 fn from_vmcoreinfo(mem: &dyn PhysMem, kallsyms: &Kallsyms) -> Result<Option<u64>, PlacementError> {
     let syms = kallsyms.image_phys(mem, &["vmcoreinfo_data", "page_offset_base"])?;
     let (Some(data), Some(pob)) = (syms[0], syms[1]) else { return Ok(None) };
-    let word = |a: PhysAddr| read_vec(mem, a, 8).ok().and_then(|b| Bytes::new(&b).u64(0).ok());
-    let (Some(ptr), Some(base)) = (word(data), word(pob)) else { return Ok(None) };
+    let (Ok(ptr), Ok(base)) = (read_u64(mem, data), read_u64(mem, pob)) else { return Ok(None) };
     // The direct map lies in the kernel half, below the image; the note page is inside it.
     if base < 0xff00_0000_0000_0000 || ptr < base || base >= IMAGE_START {
         return Ok(None);

@@ -164,6 +164,19 @@ impl Apt {
         })
     }
 
+    /// Of `(key, package)` candidates, the one whose package has the highest candidate version:
+    /// `(key, package, version)`. Packages apt has no version for are skipped.
+    pub fn newest<K>(&self, candidates: impl IntoIterator<Item = (K, String)>) -> Option<(K, String, String)> {
+        let mut best: Option<(K, String, String)> = None;
+        for (key, package) in candidates {
+            let Ok(version) = self.field(&package, "Version") else { continue };
+            if best.as_ref().is_none_or(|b| version_gt(&version, &b.2)) {
+                best = Some((key, package, version));
+            }
+        }
+        best
+    }
+
     /// The package names `package` depends on (alternatives and version constraints dropped).
     pub fn depends(&self, package: &str) -> Result<Vec<String>> {
         let d = self.field(package, "Depends").unwrap_or_default();

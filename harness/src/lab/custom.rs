@@ -57,13 +57,7 @@ pub fn resolve_source(apt: &Apt, series: &str) -> Result<Source> {
             rest.is_empty() || (!series.contains('.') && rest.strip_prefix('.').is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())))
         })
         .collect();
-    let mut best: Option<Source> = None;
-    for package in candidates {
-        let Ok(version) = apt.field(&package, "Version") else { continue };
-        if best.as_ref().is_none_or(|b| apt::version_gt(&version, &b.version)) {
-            best = Some(Source { package, version });
-        }
-    }
+    let best = apt.newest(candidates.into_iter().map(|p| ((), p))).map(|((), package, version)| Source { package, version });
     best.ok_or_else(|| Error::Command {
         cmd: format!("apt-cache search linux-source-{series}"),
         status: "no match".into(),

@@ -78,15 +78,12 @@ pub fn resolve(apt: &Apt, series: &str, flavour: &str) -> Result<Resolved> {
         .collect();
     releases.sort();
     releases.dedup();
-    let mut best: Option<Resolved> = None;
-    for release in releases {
+    let candidates = releases.into_iter().map(|release| {
         let unsigned = format!("linux-image-{release}-unsigned");
         let package = if apt.exists(&unsigned) { unsigned } else { format!("linux-image-{release}") };
-        let Ok(version) = apt.field(&package, "Version") else { continue };
-        if best.as_ref().is_none_or(|b| apt::version_gt(&version, &b.version)) {
-            best = Some(Resolved { release, package, version });
-        }
-    }
+        (release, package)
+    });
+    let best = apt.newest(candidates).map(|(release, package, version)| Resolved { release, package, version });
     best.ok_or_else(|| Error::Command {
         cmd: format!("apt-cache search --names-only '{pattern}'"),
         status: "no match".into(),

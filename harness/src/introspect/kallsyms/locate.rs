@@ -41,7 +41,7 @@ use emulator::mem::{PhysAddr, PhysMem};
 
 use crate::introspect::addr::KVirt;
 use crate::introspect::bytes::Bytes;
-use crate::introspect::physread::{read_many, read_vec};
+use crate::introspect::physread::{read_many, read_u64, read_vec};
 
 /// How symbol addresses are encoded in `kallsyms_offsets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -402,7 +402,7 @@ fn walk_entries(buf: &[u8], mut at: usize, count: u64) -> Option<usize> {
 /// without one the entries are pc-relative.
 fn finish_names_first(mem: &dyn PhysMem, names: u64, n: u32, offsets: u64) -> KallsymsLocation {
     let end = offsets + 4 * u64::from(n);
-    let base = read_vec(mem, PhysAddr((end + 7) & !7), 8).ok().and_then(|b| Bytes::new(&b).u64(0).ok()).filter(|&b| b >= KERNEL_MAP);
+    let base = read_u64(mem, PhysAddr((end + 7) & !7)).ok().filter(|&b| b >= KERNEL_MAP);
     let last = read_vec(mem, PhysAddr(end - 4), 4).ok().and_then(|b| Bytes::new(&b).i32(0).ok()).unwrap_or(0);
     let mode = match base {
         None => OffsetMode::PcRelative,

@@ -127,8 +127,18 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
         Some(t) => t,
         None => {
             let forked: Vec<&Obj> = leaders.iter().filter(|t| t.addr != init.addr).collect();
-            let t = size::from_forked(&forked)?;
-            size::check_symbols(&t, g.sym_end)?;
+            let t = match (size::from_forked(&forked), g.sym_end) {
+                (Ok(t), _) => {
+                    size::check_symbols(&t, g.sym_end)?;
+                    t
+                }
+                // Memory does not tell; kallsyms does (the register area ends the struct).
+                (Err(e), Some(end)) => {
+                    tracing::debug!("heuristic: {e}; sizing from kallsyms");
+                    size::TaskSize { size: end, win: end.saturating_sub(size::FPREGS_STATE), fpu_end: end, how: "kallsyms" }
+                }
+                (Err(e), None) => return Err(e),
+            };
             notes.push(format!("task_struct: {} bytes ({}, {} tasks)", t.size, t.how, forked.len()));
             win = t.win as usize;
             init = cut(&init, win);

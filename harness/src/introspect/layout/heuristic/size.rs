@@ -13,9 +13,11 @@
 //!   boundary at or below `f` (the pointer is among its first 64 bytes; `task_struct` is a
 //!   multiple of 64 bytes): size = f rounded down to 64.
 //! - **no fpstate pointer** (up to 5.15: `union fpregs_state` ends `struct fpu`, the last member):
-//!   forked tasks hold an FXSAVE image at the same 64-byte aligned `r` (MXCSR_MASK with the
-//!   architectural bits 7-15 set and nothing above bit 17, MXCSR within it, reserved bytes of
-//!   the XSAVE header zero): size = r + 4096.
+//!   tasks that have used the FPU hold an FXSAVE image at the same 64-byte aligned `r` (MXCSR_MASK
+//!   with the architectural bits 7-15 set and nothing above bit 17, MXCSR within it, FCW with
+//!   its reserved bits 13-15 clear); kernel threads that never did hold zeros there (the state
+//!   is cleared at fork and saved only when used); `fpu.last_cpu`, 64 bytes before, is a CPU
+//!   number or -1 in every task. At least two tasks must show the image: size = r + 4096.
 //!
 //! Where kallsyms has `arch_task_struct_size` and the default xstate size, the kernel's own
 //! allocation size follows; its static part is where the register area ends (x + 64 + 4096)
@@ -34,8 +36,10 @@ use super::super::LayoutError;
 pub const FPREGS_STATE: u64 = 4096;
 /// Header of `struct fpstate` before its `__aligned(64)` register area.
 pub const FPSTATE_HEADER: u64 = 64;
-/// Bytes of an FXSAVE image plus the XSAVE header after it.
-const FXSAVE_AND_HEADER: u64 = 512 + 64;
+/// Bytes of an FXSAVE image (the legacy area every format starts with). Nothing after it is
+/// looked at: a task's allocation holds only the xstate size the CPU needs (512 bytes without
+/// XSAVE), so the next object in the slab may follow.
+const FXSAVE: u64 = 512;
 
 /// Where the struct ends, and the bytes of each task worth searching for fields (up to the
 /// FPU state, which holds nothing the walker reads).
@@ -80,15 +84,33 @@ pub fn from_init(init: &Obj) -> Option<TaskSize> {
     }
 }
 
-/// 64-byte aligned offsets holding a plausible FXSAVE image followed by an XSAVE header.
-fn fxsave_images(t: &Obj) -> BTreeSet<(u64, u32)> {
-    let len = t.bytes.len() as u64;
-    (0..len.saturating_sub(FXSAVE_AND_HEADER - 1))
+/// Whether `t` holds a plausible FXSAVE image at `r`.
+fn fxsave_image(t: &Obj, r: u64) -> bool {
+    let (Some(fcw), Some(mxcsr), Some(mask)) = (t.u32(r), t.u32(r + 24), t.u32(r + 28)) else { return false };
+    mask >> 18 == 0 && mask & 0xff80 == 0xff80 && mxcsr & !mask == 0 && fcw & 0xe000 == 0 && fcw & 0xffff != 0
+}
+
+/// Offsets `r` where at least two of `tasks` hold an FXSAVE image, every other one zeros, and
+/// every one a CPU number or -1 as `fpu.last_cpu` at `r - 64`.
+fn fxsave_offsets(tasks: &[&Obj]) -> BTreeSet<u64> {
+    let len = tasks.iter().map(|t| t.bytes.len() as u64).min().unwrap_or(0);
+    (FPSTATE_HEADER..len.saturating_sub(FXSAVE - 1))
         .step_by(64)
-        .filter_map(|r| {
-            let (mxcsr, mask) = (t.u32(r + 24)?, t.u32(r + 28)?);
-            let reserved = t.slice(r + 512 + 16, 48)?;
-            (mask >> 18 == 0 && mask & 0xff80 == 0xff80 && mxcsr & !mask == 0 && reserved.iter().all(|&b| b == 0)).then_some((r, mask))
+        .filter(|&r| {
+            let mut images = 0;
+            for t in tasks {
+                let cpu_ok = t.u32(r - FPSTATE_HEADER).is_some_and(|c| c == u32::MAX || c < 8192);
+                let zero = t.slice(r, FXSAVE).is_some_and(|b| b.iter().all(|&x| x == 0));
+                if !cpu_ok {
+                    return false;
+                }
+                if fxsave_image(t, r) {
+                    images += 1;
+                } else if !zero {
+                    return false;
+                }
+            }
+            images >= 2
         })
         .collect()
 }
@@ -108,14 +130,13 @@ pub fn from_forked(tasks: &[&Obj]) -> Result<TaskSize, LayoutError> {
         [] => {}
         many => return Err(failed(format!("cannot size task_struct: fpstate pointers at {many:?} in every task"))),
     }
-    let images = common(tasks.iter().map(|t| fxsave_images(t).into_iter().map(|(r, m)| (r, u64::from(m))).collect()).collect());
-    let rs: BTreeSet<u64> = images.iter().map(|&(r, _)| r).collect();
+    let rs = fxsave_offsets(tasks);
     match rs.iter().copied().collect::<Vec<_>>().as_slice() {
         &[r] if r >= 1024 && r + FPREGS_STATE <= MAX_TASK_SIZE => {
             Ok(TaskSize { size: r + FPREGS_STATE, win: r, fpu_end: r + FPREGS_STATE, how: "FXSAVE image ends the struct" })
         }
         other => Err(failed(format!(
-            "cannot size task_struct: no fpstate pointer in init_task, none common to {} tasks, FXSAVE images common to all at {other:?}",
+            "cannot size task_struct: no fpstate pointer in init_task, none common to {} tasks, FXSAVE images (zeros elsewhere) at {other:?}",
             tasks.len()
         ))),
     }
@@ -148,6 +169,7 @@ mod tests {
     }
 
     fn put_fxsave(t: &mut Obj, r: u64) {
+        t.bytes[r as usize..r as usize + 2].copy_from_slice(&0x037fu16.to_le_bytes());
         t.bytes[r as usize + 24..r as usize + 28].copy_from_slice(&0x1f80u32.to_le_bytes());
         t.bytes[r as usize + 28..r as usize + 32].copy_from_slice(&0xffffu32.to_le_bytes());
     }
@@ -177,13 +199,19 @@ mod tests {
     fn fxsave_image_when_there_is_no_pointer() {
         let mut a = task(0xffff_8880_0001_0000);
         let mut b = task(0xffff_8880_0002_0000);
+        // A kernel thread that never used the FPU: zeros, last_cpu -1.
+        let mut k = task(0xffff_8880_0003_0000);
         for t in [&mut a, &mut b] {
-            put_fxsave(t, 5248);
+            put_fxsave(t, 5312);
+            t.bytes[5248..5252].copy_from_slice(&1u32.to_le_bytes());
         }
+        k.bytes[5248..5252].copy_from_slice(&u32::MAX.to_le_bytes());
         // Another image-like spot in one task only does not count.
         put_fxsave(&mut a, 1024);
-        let ts = from_forked(&[&a, &b]).expect("sized");
-        assert_eq!(ts.size, 5248 + 4096);
+        let ts = from_forked(&[&a, &k, &b]).expect("sized");
+        assert_eq!(ts.size, 5312 + 4096);
+        // One image alone is not enough.
+        assert!(from_forked(&[&a, &k]).is_err());
     }
 
     /// `fpu.fpstate` holding a pointer far above the task: not a candidate, and no overflow.

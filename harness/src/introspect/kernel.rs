@@ -87,7 +87,8 @@ pub struct KernelInfo {
     pub ikconfig: Option<(KVirt, KVirt)>,
     /// Start of `.data` (`__start_init_task`), where `init_task` is searched for.
     pub data_start: Option<KVirt>,
-    /// End of the read-only sections that may hold IKCONFIG (`__start___ksymtab`).
+    /// End of the read-only sections that may hold IKCONFIG (`__start___ksymtab`, else
+    /// `_sinittext`).
     pub rodata_search_end: Option<KVirt>,
     pub vmcoreinfo: Option<VmcoreInfo>,
     pub scan_candidates: usize,
@@ -119,6 +120,7 @@ const WANTED: &[&str] = &[
     "__start_init_task",
     "__start___ksymtab",
     "_etext",
+    "_sinittext",
 ];
 
 impl<'m> Kernel<'m> {
@@ -235,10 +237,10 @@ impl<'m> Kernel<'m> {
                 let end = kallsyms.end().0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP);
                 Some(KVirt(end.checked_add(ALIGN_2M - 1)? & !(ALIGN_2M - 1)))
             }),
-            // IKCONFIG is in .rodata before the kallsyms tables (linked last).
-            rodata_search_end: sym("__start___ksymtab").or(Some(KVirt(
-                found.kallsyms.offsets.0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP),
-            ))),
+            // IKCONFIG is in .rodata, before `__ksymtab`; without that (a data symbol), before
+            // `.init.text`, which follows `.rodata` and `.data` (the kallsyms tables are not a
+            // bound: they sit anywhere in .rodata, before or after IKCONFIG).
+            rodata_search_end: sym("__start___ksymtab").or(sym("_sinittext")),
             vmcoreinfo,
             scan_candidates: found.candidates_probed,
         };

@@ -42,18 +42,6 @@ use crate::introspect::state::PF_KTHREAD;
 pub const KT_WIN: usize = 256;
 /// Most pointers followed per level of the search on the first worker.
 pub const MAX_FOLLOW: usize = 512;
-/// `WORKER_DESC_LEN`, the one version switch of this module: 24 until 6.10 and 32 from 6.11
-/// (commit 231035f18d6b, "workqueue: Increase worker desc's length to 32"; some stable series
-/// took it too, which this table cannot see). Nothing in memory tells a 24-byte buffer followed
-/// by a NULL `rescue_wq` from a 32-byte one.
-pub fn worker_desc_len(version: (u32, u32)) -> u64 {
-    if version >= (6, 11) {
-        32
-    } else {
-        24
-    }
-}
-
 /// The shorter `WORKER_DESC_LEN`, which every version's buffer holds at least.
 pub const WORKER_DESC_LEN: u64 = 24;
 
@@ -105,7 +93,7 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64, version: (u32, u32))
         .collect();
     let wobjs = p.objs_lossy(&kw.iter().map(|x| x.1).collect::<Vec<_>>(), KT_WIN);
     let workers: Vec<(&[u8], Obj)> = kw.iter().zip(wobjs).filter_map(|((t, _), o)| Some((s.name(t), o?))).collect();
-    match worker(p, &workers, k).map(|(w, weak)| (WorkerLayout { desc_len: worker_desc_len(version), ..w }, weak)) {
+    match worker(p, &workers, k).map(|(w, weak)| (WorkerLayout { desc_len: super::versions::facts(version).worker_desc_len, ..w }, weak)) {
         Some((wl, weak)) => {
             out.worker = Some(wl);
             if weak {

@@ -43,6 +43,7 @@ pub mod probe;
 pub mod signal;
 pub mod size;
 pub mod task;
+pub mod versions;
 
 #[cfg(test)]
 mod tests;
@@ -171,7 +172,7 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
         weak.push("real_parent");
     }
     let all: Vec<&Obj> = s.all().collect();
-    let cred = cred::find_cred(&p, &s, g.init_cred, ver >= (6, 3), shuffled, sf.signal)?;
+    let cred = cred::find_cred(&p, &s, g.init_cred, versions::facts(ver).caps_u64, shuffled, sf.signal)?;
     weak.extend(cred.weak.iter().copied());
 
     let mf = task::mm_flags(&s, |v| p.heap(v));

@@ -185,7 +185,7 @@ fn every_image_format_gives_the_same_rows(
 /// otherwise).
 #[rstest]
 fn isf_profile_round_trips(
-    #[values("deb-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct")] name: &str,
+    #[values("deb-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")] name: &str,
 ) {
     use harness::introspect::profile::{profile, ProfileFormat};
     use harness::introspect::ps::PsOptions;

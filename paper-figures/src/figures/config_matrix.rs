@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use experiments::analysis::METHODS;
+use harness::introspect::layout::version_of;
 use experiments::config_matrix::MatrixRow;
 
 use super::{load, FigureError};
@@ -17,12 +18,6 @@ use crate::render::Chart;
 /// documented tolerances).
 pub fn exact_fraction(r: &MatrixRow) -> Option<f64> {
     Some(r.recall? * r.fields_exact_fraction?)
-}
-
-/// `(major, minor)` of a release such as `6.12.57+deb13-amd64` (`(0, 0)` if it has none).
-pub fn version_of(release: &str) -> (u32, u32) {
-    let mut it = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 /// "6.1 · deb-amd64" + what the kernel offers, e.g. "6.1 · deb-amd64 (BTF, KASLR)".

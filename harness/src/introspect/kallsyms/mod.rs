@@ -69,6 +69,10 @@ pub struct Kallsyms {
     names: Vec<u8>,
     entry_off: Vec<u32>,
     tokens: Vec<Vec<u8>>,
+    /// `kallsyms_seqs_of_names` (6.2 on): entry indices in name order, when the table read is a
+    /// permutation of the entries and a sample of neighbours is in order; lookups then search
+    /// it instead of scanning every entry.
+    by_name: Option<Vec<u32>>,
 }
 
 impl Kallsyms {
@@ -130,7 +134,15 @@ impl Kallsyms {
         };
 
         // Each entry lies within the stream by construction of the walk above.
-        Ok(Kallsyms {
+        let seqs = match loc.order {
+            TableOrder::OffsetsFirst if has_seqs => Some(align_to(markers.0 + n_markers as u64 * 4, 8)?),
+            TableOrder::OffsetsFirst => None,
+            TableOrder::NamesFirst => {
+                let offsets_end = loc.offsets.0 + 4 * u64::from(n);
+                Some(if loc.relative_base.is_some() { align_to(offsets_end, 8)? + 8 } else { offsets_end })
+            }
+        };
+        let mut k = Kallsyms {
             location: loc,
             markers,
             token_table: PhysAddr(tt),
@@ -141,7 +153,83 @@ impl Kallsyms {
             names,
             entry_off,
             tokens,
-        })
+            by_name: None,
+        };
+        if let Some(at) = seqs {
+            k.by_name = read_vec(mem, PhysAddr(at), 3 * n as usize).ok().and_then(|raw| k.name_order(&raw));
+        }
+        Ok(k)
+    }
+
+    /// The entry indices of a `kallsyms_seqs_of_names` table (3 bytes each, big-endian), if it is
+    /// a permutation of the entries, 256 evenly spread neighbours are in name order, and a
+    /// search for 32 evenly spread entries' names finds each. (A table that passes and is still
+    /// out of order somewhere can only make a lookup miss a symbol, never return a wrong one:
+    /// every hit is an entry whose expanded name equals the one asked for.)
+    fn name_order(&self, raw: &[u8]) -> Option<Vec<u32>> {
+        let n = self.len();
+        let order: Vec<u32> = raw.chunks_exact(3).map(|b| u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2])).collect();
+        let mut seen = vec![false; n];
+        for &i in &order {
+            let slot = seen.get_mut(i as usize)?;
+            if std::mem::replace(slot, true) {
+                return None;
+            }
+        }
+        if order.len() != n {
+            return None;
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for p in (0..n.saturating_sub(1)).step_by((n / 256).max(1)) {
+            self.expand_into(order[p] as usize, &mut a, usize::MAX);
+            self.expand_into(order[p + 1] as usize, &mut b, usize::MAX);
+            if a.get(1..) > b.get(1..) {
+                return None;
+            }
+        }
+        let probes: Vec<String> = (0..n).step_by((n / 32).max(1)).filter_map(|i| self.symbol(i)).map(|s| s.name).collect();
+        let refs: Vec<&str> = probes.iter().map(String::as_str).collect();
+        self.indices_by_name(&order, &refs).iter().all(Option::is_some).then_some(order)
+    }
+
+    /// [`Kallsyms::indices_of`] by binary search in name order.
+    fn indices_by_name(&self, order: &[u32], names: &[&str]) -> Vec<Option<u32>> {
+        let mut buf = Vec::with_capacity(256);
+        let name_at = |p: usize, buf: &mut Vec<u8>| {
+            self.expand_into(order[p] as usize, buf, usize::MAX);
+            buf.get(1..).map(<[u8]>::to_vec).unwrap_or_default()
+        };
+        names
+            .iter()
+            .map(|want| {
+                let want = want.as_bytes();
+                let (mut lo, mut hi) = (0usize, order.len());
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if name_at(mid, &mut buf).as_slice() < want {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                // Every entry of that name: the first global one in table order, else the first.
+                let mut best: Option<(u32, bool)> = None;
+                for p in lo..order.len() {
+                    if name_at(p, &mut buf).as_slice() != want {
+                        break;
+                    }
+                    let (i, global) = (order[p], buf.first().is_some_and(u8::is_ascii_uppercase));
+                    let better = match best {
+                        None => true,
+                        Some((j, g)) => (global && !g) || (global == g && i < j),
+                    };
+                    if better {
+                        best = Some((i, global));
+                    }
+                }
+                best.map(|(i, _)| i)
+            })
+            .collect()
     }
 
     /// Number of symbols.
@@ -204,6 +292,20 @@ impl Kallsyms {
     /// (a table of two-byte prefixes) and its length is one of theirs, so most entries cost a
     /// few token lookups.
     pub fn indices_of(&self, names: &[&str]) -> Vec<Option<u32>> {
+        match &self.by_name {
+            Some(order) => self.indices_by_name(order, names),
+            None => self.indices_by_scan(names),
+        }
+    }
+
+    /// Whether lookups search `kallsyms_seqs_of_names` rather than scan.
+    pub fn searches_by_name(&self) -> bool {
+        self.by_name.is_some()
+    }
+
+    /// [`Kallsyms::indices_of`] by a pass over every entry (kernels without
+    /// `kallsyms_seqs_of_names`, and to cross-check the search).
+    pub fn indices_by_scan(&self, names: &[&str]) -> Vec<Option<u32>> {
         let mut sorted: Vec<(&[u8], usize)> = names.iter().enumerate().map(|(k, n)| (n.as_bytes(), k)).collect();
         sorted.sort_unstable();
         let mut prefix = vec![false; 1 << 16];

@@ -42,6 +42,16 @@ fn align(x: u64, a: u64) -> u64 {
 }
 
 /// Symbol `i` is `T sym_<i>` at `BASE + 16 i` (pc-relative: at physical `RODATA - 0x100000 + 16 i`).
+/// `kallsyms_seqs_of_names`: entry indices in name order, as scripts/kallsyms writes them (3
+/// bytes each, big-endian).
+fn write_seqs(mem: &mut VecMem, at: u64, n: usize) {
+    let mut by_name: Vec<usize> = (0..n).collect();
+    by_name.sort_by_key(|i| format!("sym_{i}"));
+    for (p, i) in by_name.into_iter().enumerate() {
+        mem.write(at + 3 * p as u64, &[(i >> 16) as u8, (i >> 8) as u8, i as u8]);
+    }
+}
+
 fn build(n: usize, fmt: Fmt) -> Tables {
     let mut mem = VecMem::new(4 << 20);
     let a = if fmt == Fmt::PcRelative { 4 } else { 8 };
@@ -97,6 +107,7 @@ fn build(n: usize, fmt: Fmt) -> Tables {
             write_markers(&mut mem, m);
             let mut tt = align(m + 4 * markers.len() as u64, 8);
             if seqs {
+                write_seqs(&mut mem, tt, n);
                 tt = align(tt + 3 * n as u64, 8);
             }
             let ti = write_tokens(&mut mem, tt);
@@ -121,9 +132,7 @@ fn build(n: usize, fmt: Fmt) -> Tables {
                 mem.write_u64(rb, BASE);
                 seqs = rb + 8;
             }
-            for i in 0..n {
-                mem.write(seqs + 3 * i as u64, &[0, (i >> 8) as u8, i as u8]);
-            }
+            write_seqs(&mut mem, seqs, n);
             Tables { mem, offsets, names, markers: m, token_table: tt, token_index: ti }
         }
     }
@@ -157,6 +166,8 @@ fn locate_and_decode(#[case] fmt: Fmt, #[case] n: usize) {
     assert_eq!((loc.order, loc.mode, loc.relative_base), (order, mode, base));
     let mut k = Kallsyms::load(&t.mem, loc).unwrap();
     assert_eq!(k.has_seqs_of_names, fmt == Fmt::OffsetsFirst { seqs: true });
+    // Where kallsyms_seqs_of_names is there (written sorted above), lookups search it.
+    assert_eq!(k.searches_by_name(), fmt != Fmt::OffsetsFirst { seqs: false });
     assert_eq!((k.markers, k.token_table, k.token_index), (PhysAddr(t.markers), PhysAddr(t.token_table), PhysAddr(t.token_index)));
     let last = format!("sym_{}", n - 1);
     assert_eq!(k.symbol(n - 1), Some(SymbolName { kind: 'T', name: last }));
@@ -249,4 +260,21 @@ fn random_mutations_never_panic(#[values(Fmt::OffsetsFirst { seqs: true }, Fmt::
         }
         let _ = Kallsyms::load(&mem, loc);
     }
+}
+
+/// A `kallsyms_seqs_of_names` that is a permutation but not in name order is not searched:
+/// lookups scan, and still find every symbol.
+#[test]
+fn unsorted_name_order_is_not_trusted() {
+    let n = 700;
+    let mut t = build(n, Fmt::NamesFirst);
+    let loc = find(&t).expect("tables found");
+    // After the offsets and the 8-aligned base: table order, not name order.
+    let seqs = ((t.offsets + 4 * n as u64 + 7) & !7) + 8;
+    for i in 0..n {
+        t.mem.write(seqs + 3 * i as u64, &[0, (i >> 8) as u8, i as u8]);
+    }
+    let k = Kallsyms::load(&t.mem, loc).unwrap();
+    assert!(!k.searches_by_name());
+    assert_eq!(k.indices_of(&["sym_99", "sym_650", "nope"]), vec![Some(99), Some(650), None]);
 }

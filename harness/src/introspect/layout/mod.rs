@@ -156,6 +156,13 @@ pub trait LayoutMethod {
     fn layout(&self, kernel: &Kernel<'_>, inputs: &LayoutInputs) -> Result<Layout, LayoutError>;
 }
 
+/// `(major, minor)` of a release string such as `6.1.0-56-amd64` or `7.2.13+deb14-amd64`
+/// (`(0, 0)` where it has no number).
+pub fn version_of(release: &str) -> (u32, u32) {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
 /// The method object for a kind (`Auto` has none: see [`learn`]).
 pub fn method(kind: MethodKind) -> Option<Box<dyn LayoutMethod>> {
     match kind {

@@ -93,9 +93,8 @@ impl Types for Measured {
 
 /// `major.minor` of a kernel release (`7.2.13+deb14-amd64` → `7.2`).
 pub fn series_of(release: &str) -> Option<String> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let (major, minor) = (parts.next()?, parts.next()?);
-    (!major.is_empty() && !minor.is_empty()).then(|| format!("{major}.{minor}"))
+    let (major, minor) = super::version_of(release);
+    (major > 0).then(|| format!("{major}.{minor}"))
 }
 
 /// Debian's source tree of the release's series, fetched and unpacked into the cache once.

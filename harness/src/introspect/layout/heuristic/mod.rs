@@ -88,11 +88,6 @@ pub struct Inference {
     pub notes: Vec<String>,
 }
 
-/// `(major, minor)` of a release string such as `6.1.0-56-amd64`.
-fn version(release: &str) -> (u32, u32) {
-    let mut it = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
 
 /// Which ring members are read in full: all, or the first and last ones.
 fn sample_indices(n: usize) -> Vec<usize> {
@@ -109,7 +104,7 @@ fn sample_indices(n: usize) -> Vec<usize> {
 pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, LayoutError> {
     let g = ground::ground(kernel, data_symbols)?;
     let p = Probe { space: &g.space };
-    let ver = version(&kernel.info.release);
+    let ver = super::version_of(&kernel.info.release);
     // Until the size is known, windows span the most a task can be; cut once it is.
     let mut win = g.task_size.map_or(probe::MAX_TASK_SIZE, |t| t.win) as usize;
     let mut notes = g.notes.clone();

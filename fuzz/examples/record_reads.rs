@@ -4,8 +4,9 @@
 //!
 //!     cargo run --release --manifest-path fuzz/Cargo.toml --example record_reads -- DUMP OUTDIR NAME
 //!
-//! Writes OUTDIR/{ps,walk,paging,kallsyms}/NAME. `ps` uses the `static` layout method (no BTF
-//! read, so the seed stays a few MB before compression).
+//! Writes OUTDIR/{ps,walk,paging,kallsyms}/NAME. `ps` uses the `static` layout method where its
+//! offsets fit, else `heuristic` (neither reads BTF, so the seed stays a few MB before
+//! compression).
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Mutex;
@@ -82,7 +83,13 @@ fn main() {
     let rec = Recording::new(&img);
 
     // ps: the whole engine.
-    let report = ps(&rec, &PsOptions { method: Some(MethodKind::Static), ..Default::default() }).expect("ps on the dump");
+    // `static` where its offsets fit (6.1), else the heuristic (reads no BTF either).
+    let report = ps(&rec, &PsOptions { method: Some(MethodKind::Static), ..Default::default() })
+        .or_else(|_| {
+            let _ = rec.take();
+            ps(&rec, &PsOptions { method: Some(MethodKind::Heuristic), ..Default::default() })
+        })
+        .expect("ps on the dump");
     eprintln!("ps: {} tasks, walk error {:?}", report.rows.len(), report.walk_error);
     write(out, "ps", name, &[], &rec.take());
 

@@ -4,10 +4,12 @@
 //! ```text
 //!   PhysMem::read_batch / read_phys        Requester::read_blocking
 //!              │                                   │
-//!   requester  engine: pieces → tags → MRd batches; completions → reassembly; timeouts → retry
+//!   requester  engine: pieces → tags → MRd batches; completions → checks → reassembly;
+//!              timeouts → quarantine the tag, ask again for the missing bytes only
 //!     ├─ target     nettlp://ADDR[:TAG]?options  (what TAG means, defaults)
 //!     ├─ request    split at 4 KiB and MRRS; completion checks and reassembly (pure)
-//!     ├─ tags       FIFO tag pool with rest times (stale-completion defence)
+//!     ├─ tags       FIFO pool of all 256 tags with rest times (stale-completion defence)
+//!     ├─ quarantine tags of requests given up, held until their late completions are past
 //!     ├─ rto        adaptive retransmission timeout (RFC 6298 on request round trips)
 //!     └─ stats      counters and latency histogram
 //!   bench        blocking and pipelined read benchmarks, rows for results/wire-*.csv
@@ -19,6 +21,7 @@
 //! [`PhysMem`]: emulator::mem::PhysMem
 
 pub mod bench;
+pub mod quarantine;
 pub mod request;
 pub mod requester;
 pub mod rto;
@@ -28,4 +31,4 @@ pub mod target;
 
 pub use requester::{query_dev_id, DmaError, Requester};
 pub use stats::{DmaStats, Histogram};
-pub use target::{RequesterId, Reuse, Target, TargetError};
+pub use target::{PortRule, RequesterId, Target, TargetError};

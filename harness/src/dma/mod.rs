@@ -5,11 +5,11 @@
 //!   PhysMem::read_batch / read_phys        Requester::read_blocking
 //!              │                                   │
 //!   requester  engine: pieces → tags → MRd batches; completions → checks → reassembly;
-//!              timeouts → quarantine the tag, ask again for the missing bytes only
+//!              timeouts → hold the tag, ask again for the missing bytes only
 //!     ├─ target     nettlp://ADDR[:TAG]?options  (what TAG means, defaults)
 //!     ├─ request    split at 4 KiB and MRRS; completion checks and reassembly (pure)
-//!     ├─ tags       FIFO pool of all 256 tags with rest times (stale-completion defence)
-//!     ├─ quarantine tags of requests given up, held until their late completions are past
+//!     ├─ tags       when a tag may carry a request again: FIFO over all tags, given-up and
+//!     │             suspect tags rest a completion's lifetime (the stale-completion defence)
 //!     ├─ rto        adaptive retransmission timeout (RFC 6298 on request round trips)
 //!     └─ stats      counters and latency histogram
 //!   bench        blocking and pipelined read benchmarks, rows for results/wire-*.csv
@@ -21,7 +21,6 @@
 //! [`PhysMem`]: emulator::mem::PhysMem
 
 pub mod bench;
-pub mod quarantine;
 pub mod request;
 pub mod requester;
 pub mod rto;

@@ -11,8 +11,9 @@
 //! request and present in the datagram; a completion that does not finish the request ends on
 //! a Read Completion Boundary ([`RCB`]), the one that does carries exactly the DWs its Byte
 //! Count needs; and none of its DWs already received. Completions may arrive in any order
-//! (UDP reorders). What is still missing after a timeout is [`Reassembly::missing`], so only
-//! that is asked again.
+//! (UDP reorders). A completion all of whose DWs were received is a [`Verdict::Repeat`], for
+//! the requester to compare with the bytes it took. What is still missing after a timeout is
+//! [`Reassembly::missing`], so only that is asked again.
 //!
 //! Invariant: [`Reassembly::accept`] never panics, never reports data outside `0..len`, and
 //! reports each byte of the request at most once; the request is done when every byte was;
@@ -46,7 +47,7 @@ pub enum Reject {
     /// earlier request on the same tag, or a broken completer). The requester also uses it for
     /// a requester or completer ID that is not ours, or a tag with no request outstanding.
     Mismatch,
-    /// Its bytes were already received (a duplicate).
+    /// Some of its bytes were already received, not all (a copy cut differently: stale).
     Duplicate,
     /// The datagram holds fewer payload bytes than the header declares.
     Truncated,
@@ -57,6 +58,10 @@ pub enum Reject {
 pub enum Verdict {
     /// Copy `payload[src]` to offset `offset` of the request; `done` if it was the last part.
     Data { offset: usize, src: Range<usize>, done: bool },
+    /// Every byte of it was received before: `payload[src]` should equal what offset
+    /// `offset` of the request holds (a copy of the same answer), or one of the two copies is
+    /// not this request's (see [`super::tags`]).
+    Repeat { offset: usize, src: Range<usize> },
     /// The completer answered with an error status.
     Failed(CplStatus),
     Reject(Reject),
@@ -102,6 +107,10 @@ impl Reassembly {
 
     fn any_seen(&self, dws: Range<usize>) -> bool {
         Self::masks(dws).any(|(w, m)| self.seen[w] & m != 0)
+    }
+
+    fn all_seen(&self, dws: Range<usize>) -> bool {
+        Self::masks(dws).all(|(w, m)| self.seen[w] & m == m)
     }
 
     fn mark_seen(&mut self, dws: Range<usize>) {
@@ -153,6 +162,9 @@ impl Reassembly {
         let dws = ((first - base_dw) / 4) as usize..((first + u64::from(n) - 1 - base_dw) / 4 + 1) as usize;
         if dws.end > MAX_DW {
             return Verdict::Reject(Reject::Mismatch);
+        }
+        if self.all_seen(dws.clone()) {
+            return Verdict::Repeat { offset: offset as usize, src };
         }
         if self.any_seen(dws.clone()) {
             return Verdict::Reject(Reject::Duplicate);
@@ -228,8 +240,8 @@ mod tests {
                 *b = true;
             }
             assert_eq!(done, i + 1 == cs.len());
-            // the same completion again is a duplicate
-            assert_eq!(r.accept(c, 4096), Verdict::Reject(Reject::Duplicate));
+            // the same completion again is a repeat of the same bytes
+            assert_eq!(r.accept(c, 4096), Verdict::Repeat { offset, src: c.data_range() });
         }
         assert!(covered.iter().all(|&b| b));
     }

@@ -37,11 +37,10 @@ use emulator::wire::msg;
 use emulator::wire::nettlp;
 use emulator::wire::tlp::{self, CplStatus, DeviceId, MemRequest, Repr};
 
-use super::quarantine::{Absorbed, Quarantine};
 use super::request::{Reassembly, Reject, Verdict};
 use super::rto::Rto;
 use super::stats::DmaStats;
-use super::tags::TagPool;
+use super::tags::{self, Absorbed, Clock, TagPool};
 use super::target::{PortRule, RequesterId, Target};
 
 /// Why a requester could not be set up.
@@ -175,18 +174,12 @@ struct Engine {
     queues: Vec<SendQueue>,
     tags: TagPool,
     slots: Vec<Option<Inflight>>,
-    /// Tags of requests given up, held until their late completions cannot arrive.
-    quarantine: Quarantine,
-    /// When to look for quarantined tags to let go next.
-    next_parole: Instant,
-    /// Scratch: tags let go of.
-    paroled: Vec<u8>,
+    /// Every datagram that arrived before this was taken (see [`super::tags`]).
+    drained: Instant,
     inflight: usize,
     next_expiry: Option<Instant>,
     retry: VecDeque<Piece>,
     rto: Rto,
-    /// Requests in the order sent (id, tag, time); entries of finished requests are dropped
-    /// lazily from the front.
     stats: DmaStats,
     seq: u16,
 }
@@ -258,9 +251,7 @@ impl Requester {
             queues,
             tags: TagPool::new(&tags),
             slots: (0..256).map(|_| None).collect(),
-            quarantine: Quarantine::default(),
-            next_parole: Instant::now(),
-            paroled: Vec::new(),
+            drained: Instant::now(),
             inflight: 0,
             next_expiry: None,
             retry: VecDeque::new(),
@@ -323,8 +314,7 @@ impl Requester {
             return Ok(());
         }
         let mut e = self.engine();
-        let now = Instant::now();
-        let tag = e.tags.peek(now).ok_or_else(|| DmaError::Write("no free tag".into()))?;
+        let tag = e.tags.peek().ok_or_else(|| DmaError::Write("no free tag".into()))?;
         let sock = e.send_sock(tag);
         for (a, n) in super::request::split(addr.0, data.len(), 256) {
             let req = MemRequest::new(self.requester_id, tag, a, n)
@@ -431,18 +421,11 @@ impl Engine {
         }
     }
 
-    /// Move the quarantined tags that may go back to the pool (at most every 50 us unless no
-    /// tag is free).
-    fn parole(&mut self, now: Instant) {
-        if self.quarantine.is_empty() || (now < self.next_parole && self.tags.has_free()) {
-            return;
-        }
-        self.next_parole = now + Duration::from_micros(50);
-        let extra = self.rto.rto() * 2;
-        self.quarantine.release_due(now, extra, &mut self.paroled);
-        for tag in self.paroled.drain(..) {
-            self.tags.release(tag, now, Duration::ZERO);
-        }
+    /// The times tag decisions are made with: the assumed lifetime of a completion is the
+    /// target's, or four times the RTO if longer.
+    fn clock(&self, now: Instant, t: &Target) -> Clock {
+        let lifetime = t.lifetime.max(self.rto.estimate() * 4).min(tags::MAX_LIFETIME);
+        Clock { now, drained: self.drained, lifetime }
     }
 
     fn run(&mut self, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], max_inflight: usize) -> Vec<Result<(), MemError>> {
@@ -456,7 +439,7 @@ impl Engine {
         let mut cursor = Cursor { op: 0, pos: 0 };
         let mut now = Instant::now();
         loop {
-            self.parole(now);
+            let clock = self.clock(now, t);
             // issue as many requests as allowed
             while self.inflight < max_inflight {
                 let piece = match self.retry.pop_front() {
@@ -469,7 +452,7 @@ impl Engine {
                 if results[piece.op].is_some() {
                     continue;
                 }
-                let Some(tag) = self.tags.acquire(now) else {
+                let Some(tag) = self.tags.acquire(&clock) else {
                     self.retry.push_front(piece);
                     break;
                 };
@@ -482,29 +465,29 @@ impl Engine {
             }
             // wait for a completion, the earliest deadline, or a resting tag
             let mut wake = self.next_expiry;
-            if self.inflight < max_inflight && (!self.retry.is_empty() || !cursor.done(ops)) {
-                if let Some(w) = self.tags.next_wake() {
+            if self.inflight < max_inflight && (!self.retry.is_empty() || !cursor.done(ops)) && !self.tags.has_free(&clock) {
+                if let Some(w) = self.tags.next_wake(&clock) {
                     wake = Some(wake.map_or(w, |x| x.min(w)));
                 }
-                if !self.tags.has_free() {
-                    if let Some(w) = self.quarantine.next_due(self.rto.rto() * 2) {
-                        wake = Some(wake.map_or(w, |x| x.min(w)));
-                    }
-                }
             }
-            let timeout = wake.map(|w| w.saturating_duration_since(now));
-            match self.epoll.wait_spinning(timeout, t.spin) {
+            let before_wait = Instant::now();
+            let timeout = wake.map(|w| w.saturating_duration_since(before_wait));
+            let complete = match self.epoll.wait_spinning(timeout, t.spin) {
                 Ok(r) => {
                     self.ready.clear();
                     self.ready.extend_from_slice(r);
+                    self.epoll.complete()
                 }
                 Err(e) => {
                     tracing::warn!("epoll failed: {e}");
                     std::thread::sleep(Duration::from_millis(1));
+                    false
                 }
-            }
+            };
             now = Instant::now();
-            self.receive(now, t, rid, ops, &mut results);
+            if self.receive(now, t, rid, ops, &mut results) && complete {
+                self.drained = before_wait;
+            }
             if self.next_expiry.is_some_and(|x| x <= now) {
                 self.expire(now, t, &mut results);
             }
@@ -557,27 +540,68 @@ impl Engine {
         }
     }
 
-    fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) {
+    /// Take every datagram queued on the ready sockets; false if a socket could not be read
+    /// to the end.
+    fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) -> bool {
+        let mut drained = true;
+        let mut conflicts = Vec::new();
         for k in 0..self.ready.len() {
             let sock = self.ready[k];
             let Some(fd) = self.socks.get(sock).map(|s| s.as_raw_fd()) else { continue };
+            let mut errors = 0;
             loop {
-                let n = self.recv.recv(fd).unwrap_or(0);
+                let n = match self.recv.recv(fd) {
+                    Ok(n) => n,
+                    // e.g. ECONNREFUSED after an ICMP error: the queue may still hold datagrams
+                    Err(e) if errors < 4 => {
+                        errors += 1;
+                        tracing::debug!("receiving completions: {e}");
+                        continue;
+                    }
+                    Err(_) => {
+                        drained = false;
+                        break;
+                    }
+                };
                 for (src, bytes, truncated) in self.recv.datagrams() {
                     if truncated || *src.ip() != t.remote {
                         self.stats.malformed += 1;
                         continue;
                     }
                     let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
-                    take_completion(
-                        bytes, now, t, ids, ops, results, &mut self.slots, &mut self.quarantine, &mut self.tags,
+                    let conflict = take_completion(
+                        bytes, now, ids, ops, results, &mut self.slots, &mut self.tags,
                         &mut self.inflight, &mut self.rto, &mut self.stats,
                     );
+                    conflicts.extend(conflict);
                 }
                 if n < self.recv.capacity() {
                     break;
                 }
             }
+        }
+        for tag in conflicts {
+            self.abandon(tag, now, t, results);
+        }
+        drained
+    }
+
+    /// Two copies of the same bytes of the request on `tag` differ: one is not its answer.
+    /// Give it up (the tag is held like a timed-out one's) and ask again for all of it.
+    fn abandon(&mut self, tag: u8, now: Instant, t: &Target, results: &mut [Option<MemError>]) {
+        let Some(inf) = self.slots[usize::from(tag)].take() else { return };
+        self.inflight -= 1;
+        self.stats.conflicts += 1;
+        self.stats.bytes -= u64::from(inf.asm.received());
+        self.tags.anomaly(now);
+        self.tags.hold(tag, inf.asm, now, inf.deadline.saturating_duration_since(inf.sent));
+        let piece = inf.piece;
+        if piece.attempts < t.retries {
+            self.stats.retries += 1;
+            self.retry.push_back(Piece { attempts: piece.attempts + 1, ..piece });
+        } else {
+            self.stats.timeouts += 1;
+            fail(results, piece.op, MemError::Timeout { addr: PhysAddr(piece.addr), attempts: piece.attempts + 1 });
         }
     }
 
@@ -594,10 +618,8 @@ impl Engine {
             self.inflight -= 1;
             self.rto.timed_out(inf.sent, now);
             let missing = inf.asm.missing();
-            // its completions may still come: hold the tag, resting at least twice as long
-            // as we waited
-            let rest = (inf.deadline.saturating_duration_since(inf.sent) * 2).max(t.reuse);
-            self.quarantine.hold(tag as u8, inf.asm, now, rest);
+            // its completions may still come: hold the tag (see super::tags)
+            self.tags.hold(tag as u8, inf.asm, now, inf.deadline.saturating_duration_since(inf.sent));
             // ask again for what is still missing, and only that
             for (off, n) in missing {
                 let part = Piece {
@@ -645,51 +667,48 @@ impl Ids<'_> {
     }
 }
 
-/// Judge one received datagram and act on it.
+/// Judge one received datagram and act on it; returns the tag of a request to abandon
+/// (two copies of the same bytes of it differ).
 #[allow(clippy::too_many_arguments)]
 fn take_completion(
     bytes: &[u8],
     now: Instant,
-    t: &Target,
     ids: Ids<'_>,
     ops: &mut [ReadOp<'_>],
     results: &mut [Option<MemError>],
     slots: &mut [Option<Inflight>],
-    quarantine: &mut Quarantine,
     tags: &mut TagPool,
     inflight: &mut usize,
     rto: &mut Rto,
     stats: &mut DmaStats,
-) {
+) -> Option<u8> {
     let Ok(outer) = nettlp::Packet::new_checked(bytes) else {
         stats.malformed += 1;
-        return;
+        return None;
     };
     let Ok(p) = tlp::Packet::new_checked(outer.payload()) else {
         stats.malformed += 1;
-        return;
+        return None;
     };
     let Ok(Repr::Completion(cpl)) = Repr::parse(&p) else {
         stats.malformed += 1;
-        return;
+        return None;
     };
     let tag = usize::from(cpl.tag);
     if !ids.fit(&cpl) {
         stats.stale += 1;
-        return;
+        return None;
     }
     let payload = p.payload();
     let Some(inf) = slots.get_mut(tag).and_then(|s| s.as_mut()) else {
-        match quarantine.absorb(&cpl, payload.len()) {
-            Absorbed::Late { release } => {
-                stats.late += 1;
-                if release {
-                    tags.release(cpl.tag, now, t.reuse);
-                }
+        match tags.absorb(&cpl, payload.len(), now) {
+            Absorbed::Late => stats.late += 1,
+            Absorbed::Stale => {
+                stats.stale += 1;
+                tags.anomaly(now);
             }
-            Absorbed::Stale | Absorbed::NotHeld => stats.stale += 1,
         }
-        return;
+        return None;
     };
     match inf.asm.accept(&cpl, payload.len()) {
         Verdict::Data { offset, src, done } => {
@@ -700,7 +719,7 @@ fn take_completion(
             if piece.attempts == 0 {
                 rto.answered();
             }
-            quarantine.answered(inf.sent);
+            tags.answered(inf.sent, now);
             let at = piece.off + offset;
             if let Some(dst) = ops.get_mut(piece.op).and_then(|op| op.buf.get_mut(at..at + src.len())) {
                 dst.copy_from_slice(&payload[src]);
@@ -713,8 +732,18 @@ fn take_completion(
                 }
                 slots[tag] = None;
                 *inflight -= 1;
-                tags.release(cpl.tag, now, t.reuse);
+                tags.release(cpl.tag);
             }
+        }
+        Verdict::Repeat { offset, src } => {
+            // a copy: of this answer (the same bytes), or of another request's (see tags)
+            tags.anomaly(now);
+            let at = inf.piece.off + offset;
+            let same = ops.get(inf.piece.op).and_then(|op| op.buf.get(at..at + src.len())).is_some_and(|b| b == &payload[src]);
+            if !same {
+                return Some(cpl.tag);
+            }
+            stats.duplicates += 1;
         }
         Verdict::Failed(status) => {
             stats.completions += 1;
@@ -727,11 +756,18 @@ fn take_completion(
             let piece = inf.piece;
             slots[tag] = None;
             *inflight -= 1;
-            tags.release(cpl.tag, now, t.reuse);
+            tags.release(cpl.tag);
             fail(results, piece.op, MemError::Completion { addr: PhysAddr(piece.addr), status: status.to_string() });
         }
-        Verdict::Reject(Reject::Duplicate) => stats.duplicates += 1,
-        Verdict::Reject(Reject::Mismatch) => stats.stale += 1,
+        Verdict::Reject(Reject::Duplicate) => {
+            stats.duplicates += 1;
+            tags.anomaly(now);
+        }
+        Verdict::Reject(Reject::Mismatch) => {
+            stats.stale += 1;
+            tags.anomaly(now);
+        }
         Verdict::Reject(Reject::Truncated) => stats.malformed += 1,
     }
+    None
 }

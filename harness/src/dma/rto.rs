@@ -3,7 +3,9 @@
 //! TCP's estimator (RFC 6298) on request round trips, in microseconds rather than seconds:
 //! - `srtt` and `rttvar` are smoothed from requests answered on their first attempt (Karn: a
 //!   retried request's round trip is ambiguous);
-//! - `rto = max(floor, srtt + 4 * rttvar)`; before the first sample it is [`INITIAL_RTO`];
+//! - `rto = max(floor, srtt + max(G, 4 * rttvar))` with G = [`GRANULARITY`] (RFC 6298's clock
+//!   granularity; here the cost of a thread wake-up, so a steady path does not retry on one
+//!   slow wake-up); before the first sample it is [`INITIAL_RTO`];
 //! - attempt `k` of a request waits `rto * 2^(k + backoff)`, never above [`MAX_RTO`];
 //! - `backoff` (RFC 6298 5.5) grows by one when a request times out that was sent after the
 //!   last growth (so once per round of time-outs, not once per request of the round), and
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// The longest a request waits for its completions.
 pub const MAX_RTO: Duration = Duration::from_millis(250);
+/// RFC 6298's G: the least variance term.
+pub const GRANULARITY: Duration = Duration::from_micros(50);
 /// The wait before any round trip was measured (a direct NetTLP link answers in ~12 us).
 pub const INITIAL_RTO: Duration = Duration::from_millis(1);
 
@@ -74,10 +78,14 @@ impl Rto {
         }
     }
 
+    /// The path's own estimate, `srtt + max(G, 4 * rttvar)`, without the floor or back-off.
+    pub fn estimate(&self) -> Duration {
+        self.srtt.map_or(INITIAL_RTO, |s| s + (self.rttvar * 4).max(GRANULARITY)).min(MAX_RTO)
+    }
+
     /// The current estimate for a first attempt, without back-off.
     pub fn rto(&self) -> Duration {
-        let est = self.srtt.map_or(INITIAL_RTO, |s| s + self.rttvar * 4);
-        est.max(self.floor).min(MAX_RTO)
+        self.estimate().max(self.floor).min(MAX_RTO)
     }
 
     /// How long attempt number `attempts` (0 = first) of a request may wait.
@@ -97,12 +105,12 @@ mod tests {
 
     #[test]
     fn follows_the_round_trips_above_the_floor() {
-        let mut r = Rto::new(us(50));
+        let mut r = Rto::new(us(100));
         assert_eq!(r.rto(), INITIAL_RTO);
         for _ in 0..100 {
             r.sample(us(11));
         }
-        assert_eq!(r.rto(), us(50), "never below the floor");
+        assert_eq!(r.rto(), us(100), "never below the floor");
         for _ in 0..100 {
             r.sample(us(3000));
         }
@@ -119,7 +127,7 @@ mod tests {
         for k in 0..200 {
             r.sample(us(10 + k % 3));
         }
-        assert!(r.rto() < us(30), "{:?}", r.rto());
+        assert!(r.rto() >= us(60) && r.rto() < us(70), "srtt + G: {:?}", r.rto());
         assert!(r.timeout_for(1) >= r.rto() * 2 && r.timeout_for(2) >= r.rto() * 4);
     }
 

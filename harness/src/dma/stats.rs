@@ -128,6 +128,8 @@ pub struct DmaStats {
     pub duplicates: u64,
     /// Completions of requests already given up after a timeout (absorbed, never copied).
     pub late: u64,
+    /// Requests abandoned and asked again because two copies of the same bytes differed.
+    pub conflicts: u64,
     /// Datagrams that were not completions, were cut short, or came from elsewhere.
     pub malformed: u64,
     /// Requests answered Unsupported Request / Completer Abort / other error status.
@@ -143,9 +145,9 @@ impl fmt::Display for DmaStats {
         let q = |x| self.latency.quantile(x).map_or("-".to_string(), |d| format!("{:.1}us", d.as_secs_f64() * 1e6));
         write!(
             f,
-            "reads {} ({} B) | requests {} completions {} | retries {} timeouts {} | stale {} duplicates {} late {} malformed {} | UR {} CA {} other {} | latency p50 {} p99 {}",
+            "reads {} ({} B) | requests {} completions {} | retries {} timeouts {} | stale {} duplicates {} late {} conflicts {} malformed {} | UR {} CA {} other {} | latency p50 {} p99 {}",
             self.reads, self.bytes, self.requests, self.completions, self.retries, self.timeouts,
-            self.stale, self.duplicates, self.late, self.malformed, self.ur, self.ca, self.other_status,
+            self.stale, self.duplicates, self.late, self.conflicts, self.malformed, self.ur, self.ca, self.other_status,
             q(0.5), q(0.99)
         )
     }

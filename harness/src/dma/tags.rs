@@ -1,37 +1,109 @@
-//! Which tags are free to use.
+//! Tags: which one carries the next request, and when a used one may carry another.
 //!
-//! A completion is matched to its request by tag. A stale one (a duplicate, or the late answer
-//! to a request already given up) is rejected when it does not fit the request now holding its
-//! tag ([`super::request`]); but one that fits exactly (same Byte Count and Lower Address,
-//! which happens when both requests end at the same address modulo 128, e.g. two aligned
-//! 512-byte reads) is indistinguishable on the wire, since NetTLP carries no nonce. The defence
-//! is not to reuse a tag while such a completion may still be on its way:
+//! A completion is matched to its request by tag alone: NetTLP carries no nonce. A copy of
+//! an earlier request's completion (a network duplicate, a duplicated MRd answered twice, or
+//! the late answer to a request given up) whose Byte Count, Lower Address and length fit the
+//! request now holding its tag is indistinguishable from that request's own answer: this
+//! happens whenever the two requests end at the same address modulo 128, e.g. any two aligned
+//! 512-byte reads. The checks of [`super::request`] cannot catch it; only not reusing the tag
+//! while such a copy may still come can.
 //!
-//! - the requester uses all 256 tags by default, handed out first-in first-out, so a freed tag
-//!   is used again only after every other free tag (255 requests later);
-//! - a tag freed by its completion rests at least the target's `reuse` time (default 0);
-//! - a tag whose request timed out is held by [`super::quarantine`] until its late
-//!   completions have arrived or newer requests have been answered, then released here.
+//! **The lifetime assumption** (TCP's maximum segment lifetime, scaled to a PCIe link): every
+//! copy of a completion reaches the requester's socket within `lifetime` of the send of the
+//! MRd it answers, once the completer is processing requests sent after that MRd. `lifetime`
+//! is `max(the target's lifetime option (default 5 ms), 4 x RTO)`, and for a request that
+//! timed out at least twice the wait it was given; [`MAX_LIFETIME`] bounds it when the
+//! completer answers nothing at all.
 //!
-//! Like TCP's maximum segment lifetime this is an assumption about the network, not a proof:
-//! a copy delayed past 255 later requests (and, for a timed-out request, past the answers to
-//! newer ones) meets its tag's next request, and only the checks of [`super::request`] stand
-//! between it and the caller's buffer. The earlier `reuse=auto` (every freed tag resting twice
-//! the slowest recent round trip) is gone: on a loaded machine one slow round trip made every
-//! tag rest for tens of milliseconds and starved the pool.
+//! **The drain point.** Time `drained` passed in is taken before a look at every socket
+//! (level-triggered epoll) after which each readable socket was read until empty: every
+//! datagram that arrived before `drained` has been taken or dropped. So our own stalls (the
+//! requester descheduled while completions pile up) never count against the lifetime.
 //!
-//! Invariant: a tag is never handed out twice without being released in between; time is
-//! passed in.
+//! **The rules.** A tag is in one of three states:
+//! - *live*: a request holds it; only completions fitting that request reach a buffer;
+//! - *held*: its request timed out (or saw conflicting copies), so copies may still come.
+//!   Completions that fit the given-up request are absorbed (counted as late, copied nowhere).
+//!   It goes back to the free list only at a drain point `drained >= e + lifetime`, where `e`
+//!   is the latest of: its send, its last late completion, and the first answer to a request
+//!   sent after it was given up (*evidence* the completer has moved past it; no evidence, no
+//!   release before `send + MAX_LIFETIME`);
+//! - *free*: first-in first-out over every configured tag, so a freed tag is reused as late as
+//!   possible. While the network is *suspect* (a duplicate, a stale completion or a conflict
+//!   was seen in the last [`SUSPECT_WINDOW`]), a free tag is reused only at a drain point
+//!   `drained >= last send + lifetime`; otherwise at once.
+//!
+//! **Why no wrong byte** (under the assumption): a request R2 taking tag T at drain point `d`
+//! can meet a copy of an earlier request R1 on T only if that copy arrives after `d`. If T
+//! was held or the network is suspect, `d >= send(R1) + lifetime` (and past the evidence that
+//! R1 is behind the completer), so every copy of R1 had arrived before `d` and was taken then,
+//! when R1 was no longer live: absorbed or dropped. If the network is not suspect and R1
+//! completed, every byte of R1 arrived exactly once and no copy was ever seen twice in the
+//! window: no copy is left unless the network duplicated one for the first time in
+//! [`SUSPECT_WINDOW`] and delayed it past the tag's turn in the FIFO. That copy is the
+//! residual risk; the requester narrows it further (a repeat of received bytes with different
+//! contents abandons the request and asks it again, see [`super::requester`]).
+//!
+//! Invariant: a tag is handed out only when free, and never while live or held; time
+//! (`now`, `drained`) is passed in, never read here.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use emulator::wire::tlp::Completion;
+
+use super::request::{Reassembly, Verdict};
+
+/// The longest a given-up request's tag is held when the completer answers nothing newer.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(1);
+/// How long after a duplicate, stale or conflicting completion the network stays suspect.
+pub const SUSPECT_WINDOW: Duration = Duration::from_secs(1);
+
+/// The times a decision is made with.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: Instant,
+    /// Every datagram that arrived before this has been taken (see the module doc).
+    pub drained: Instant,
+    /// The assumed longest lifetime of a completion.
+    pub lifetime: Duration,
+}
+
+#[derive(Debug)]
+struct Held {
+    asm: Reassembly,
+    sent: Instant,
+    /// When it was given up.
+    since: Instant,
+    /// Its last late completion (or its send).
+    last: Instant,
+    /// When a request sent after `since` was first answered.
+    evidence: Option<Instant>,
+    /// At least this lifetime (twice the wait it was given).
+    lifetime: Duration,
+}
+
+/// What became of a completion offered to a tag with no live request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absorbed {
+    /// It fit the given-up request the tag is held for.
+    Late,
+    /// The tag is not held, or the completion does not fit its request (a duplicate, or
+    /// garbage): the network is suspect.
+    Stale,
+}
+
 #[derive(Debug)]
 pub struct TagPool {
     free: VecDeque<u8>,
-    /// (tag, released at, least rest), in release order.
-    resting: VecDeque<(u8, Instant, Duration)>,
-    in_use: [bool; 256],
+    live: [bool; 256],
+    last_send: [Option<Instant>; 256],
+    held: Vec<Option<Held>>,
+    n_held: usize,
+    /// Held tags still waiting for evidence.
+    unproven: usize,
+    suspect_until: Option<Instant>,
+    next_parole: Option<Instant>,
 }
 
 impl TagPool {
@@ -45,85 +117,242 @@ impl TagPool {
         }
         TagPool {
             free,
-            resting: VecDeque::new(),
-            in_use: [false; 256],
+            live: [false; 256],
+            last_send: [None; 256],
+            held: (0..256).map(|_| None).collect(),
+            n_held: 0,
+            unproven: 0,
+            suspect_until: None,
+            next_parole: None,
         }
     }
 
-    /// Move every resting tag that has rested its least rest to the free list.
-    fn wake(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.resting.len() {
-            let (tag, at, rest) = self.resting[i];
-            if now.saturating_duration_since(at) >= rest {
-                self.resting.remove(i);
-                self.free.push_back(tag);
+    /// Whether a duplicate, stale or conflicting completion was seen in the last
+    /// [`SUSPECT_WINDOW`].
+    pub fn suspect(&self, now: Instant) -> bool {
+        self.suspect_until.is_some_and(|u| now < u)
+    }
+
+    /// A completion that cannot be explained by one copy per request was seen.
+    pub fn anomaly(&mut self, now: Instant) {
+        self.suspect_until = Some(now + SUSPECT_WINDOW);
+    }
+
+    /// When free tag `tag` may carry a request (None: at once).
+    fn free_at(&self, tag: u8, c: &Clock) -> Option<Instant> {
+        let sent = self.last_send[usize::from(tag)]?;
+        self.suspect(c.now).then(|| sent + c.lifetime)
+    }
+
+    fn held_due(h: &Held, lifetime: Duration) -> Instant {
+        let cap = h.sent + MAX_LIFETIME;
+        match h.evidence {
+            Some(ev) => (h.last.max(ev) + lifetime.max(h.lifetime)).min(cap),
+            None => cap,
+        }
+    }
+
+    /// Free the held tags that are due at `c.drained`.
+    fn parole(&mut self, c: &Clock) {
+        if self.n_held == 0 || self.next_parole.is_some_and(|n| c.drained < n) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for tag in 0..256 {
+            let Some(h) = &self.held[tag] else { continue };
+            let due = Self::held_due(h, c.lifetime);
+            if due <= c.drained {
+                if h.evidence.is_none() {
+                    self.unproven -= 1;
+                }
+                self.held[tag] = None;
+                self.n_held -= 1;
+                self.free.push_back(tag as u8);
             } else {
-                i += 1;
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        // evidence brings it forward (see answered)
+        self.next_parole = next;
+    }
+
+    /// The next tag to use, if one may carry a request now; it becomes live, sent at `c.now`.
+    pub fn acquire(&mut self, c: &Clock) -> Option<u8> {
+        self.parole(c);
+        let &tag = self.free.front()?;
+        if self.free_at(tag, c).is_some_and(|at| c.drained < at) {
+            return None;
+        }
+        self.free.pop_front();
+        self.live[usize::from(tag)] = true;
+        self.last_send[usize::from(tag)] = Some(c.now);
+        Some(tag)
+    }
+
+    /// The tag [`TagPool::acquire`] would hand out next, without taking it (free now or not).
+    pub fn peek(&self) -> Option<u8> {
+        self.free.front().copied()
+    }
+
+    /// The request on `tag` got every byte (or an error status): the tag is free.
+    pub fn release(&mut self, tag: u8) {
+        if std::mem::replace(&mut self.live[usize::from(tag)], false) {
+            self.free.push_back(tag);
+        }
+    }
+
+    /// The request on `tag` was given up at `now` with `asm` received so far, after waiting
+    /// `wait`: hold the tag.
+    pub fn hold(&mut self, tag: u8, asm: Reassembly, now: Instant, wait: Duration) {
+        let t = usize::from(tag);
+        if !std::mem::replace(&mut self.live[t], false) {
+            return;
+        }
+        let sent = self.last_send[t].unwrap_or(now);
+        self.held[t] = Some(Held { asm, sent, since: now, last: sent, evidence: None, lifetime: wait * 2 });
+        self.n_held += 1;
+        self.unproven += 1;
+    }
+
+    /// A request sent at `sent` was answered at `now`: evidence for the tags given up before.
+    pub fn answered(&mut self, sent: Instant, now: Instant) {
+        if self.unproven == 0 {
+            return;
+        }
+        for h in self.held.iter_mut().flatten() {
+            if h.evidence.is_none() && sent >= h.since {
+                h.evidence = Some(now);
+                self.unproven -= 1;
+                self.next_parole = None;
             }
         }
     }
 
-    /// The next free tag, if any.
-    pub fn acquire(&mut self, now: Instant) -> Option<u8> {
-        if self.free.is_empty() {
-            self.wake(now);
+    /// Offer a completion for a tag with no live request (IDs already checked), whose
+    /// datagram carried `payload_present` bytes, arriving at `now`.
+    pub fn absorb(&mut self, cpl: &Completion, payload_present: usize, now: Instant) -> Absorbed {
+        let Some(h) = self.held[usize::from(cpl.tag)].as_mut() else { return Absorbed::Stale };
+        match h.asm.accept(cpl, payload_present) {
+            Verdict::Data { .. } | Verdict::Failed(_) => {
+                h.last = h.last.max(now);
+                Absorbed::Late
+            }
+            Verdict::Repeat { .. } | Verdict::Reject(_) => Absorbed::Stale,
         }
-        let tag = self.free.pop_front()?;
-        self.in_use[usize::from(tag)] = true;
-        Some(tag)
     }
 
-    /// The tag [`TagPool::acquire`] would hand out, without taking it.
-    pub fn peek(&mut self, now: Instant) -> Option<u8> {
-        if self.free.is_empty() {
-            self.wake(now);
+    /// When a tag may next become usable without a completion arriving (for the wait).
+    pub fn next_wake(&self, c: &Clock) -> Option<Instant> {
+        let front = self.free.front().and_then(|&t| self.free_at(t, c));
+        let held = self.held.iter().flatten().map(|h| Self::held_due(h, c.lifetime)).min();
+        match (front, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.free.front().copied()
     }
 
-    /// Give `tag` back at `now`; it rests at least `rest`. Releasing a tag not in use is
-    /// ignored.
-    pub fn release(&mut self, tag: u8, now: Instant, rest: Duration) {
-        if !std::mem::replace(&mut self.in_use[usize::from(tag)], false) {
-            return;
-        }
-        self.resting.push_back((tag, now, rest));
+    /// Whether a free tag may carry a request at `c` (without paroling held ones).
+    pub fn has_free(&self, c: &Clock) -> bool {
+        self.free.front().is_some_and(|&t| self.free_at(t, c).is_none_or(|at| c.drained >= at))
     }
 
-    /// When the first resting tag becomes free (None if none rests).
-    pub fn next_wake(&self) -> Option<Instant> {
-        self.resting.iter().map(|&(_, at, rest)| at + rest).min()
-    }
-
-    /// Whether a tag is free right now without waking resting ones.
-    pub fn has_free(&self) -> bool {
-        !self.free.is_empty()
+    pub fn held(&self) -> usize {
+        self.n_held
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use emulator::wire::tlp::{completion_chunks, DeviceId, MemRequest};
 
-    const Z: Duration = Duration::ZERO;
+    const fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    fn clock(t0: Instant, now: u64, drained: u64) -> Clock {
+        Clock { now: t0 + us(now), drained: t0 + us(drained), lifetime: us(1000) }
+    }
+
+    fn cpls(tag: u8, addr: u64, len: u32) -> Vec<Completion> {
+        let req = MemRequest::new(DeviceId(0x1a00), tag, addr, len).unwrap();
+        completion_chunks(addr, len, 256).map(|c| Completion::for_chunk(&req, DeviceId(0), &c)).collect()
+    }
 
     #[test]
-    fn fifo_and_rest() {
+    fn fifo_at_once_on_a_clean_network() {
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut p = TagPool::new(&[0, 1, 2]);
-        assert_eq!(p.acquire(t0), Some(0));
-        assert_eq!(p.acquire(t0), Some(1));
-        p.release(0, t0, Z);
-        assert_eq!(p.acquire(t0), Some(2), "a freed tag waits behind the others");
-        assert_eq!(p.acquire(t0), Some(0));
-        assert_eq!(p.acquire(t0), None);
-        p.release(1, t0, ms(1));
-        p.release(1, t0, Z); // double release ignored
-        assert_eq!(p.acquire(t0), None);
-        assert_eq!(p.next_wake(), Some(t0 + ms(1)));
-        assert_eq!(p.acquire(t0 + ms(1)), Some(1));
-        assert_eq!(p.acquire(t0 + ms(1000)), None);
+        let c = clock(t0, 0, 0);
+        let mut p = TagPool::new(&[0, 1, 2, 1]);
+        assert_eq!(p.acquire(&c), Some(0));
+        assert_eq!(p.acquire(&c), Some(1));
+        p.release(0);
+        p.release(0); // a second release is ignored
+        assert_eq!(p.acquire(&c), Some(2), "a freed tag waits behind the others");
+        assert_eq!(p.acquire(&c), Some(0));
+        assert_eq!(p.acquire(&c), None);
+        assert_eq!(p.peek(), None);
+    }
+
+    #[test]
+    fn suspect_network_rests_every_tag_a_lifetime_from_its_send() {
+        let t0 = Instant::now();
+        let mut p = TagPool::new(&[5, 6]);
+        assert_eq!(p.acquire(&clock(t0, 0, 0)), Some(5));
+        p.release(5);
+        // a duplicate at 10 us: the network is suspect for a while
+        p.anomaly(t0 + us(10));
+        assert!(p.suspect(t0 + us(10)));
+        assert_eq!(p.acquire(&clock(t0, 20, 20)), Some(6), "never used: free at once");
+        p.release(6);
+        assert_eq!(p.acquire(&clock(t0, 900, 900)), None);
+        assert_eq!(p.next_wake(&clock(t0, 900, 900)), Some(t0 + us(1000)));
+        // what counts is the drain point, not the clock
+        assert_eq!(p.acquire(&clock(t0, 1500, 999)), None);
+        assert_eq!(p.acquire(&clock(t0, 1500, 1000)), Some(5));
+        // once the window has passed, at once again
+        let late = SUSPECT_WINDOW.as_micros() as u64 + 100;
+        assert_eq!(p.acquire(&clock(t0, late, late)), Some(6));
+    }
+
+    #[test]
+    fn given_up_tags_wait_for_evidence_then_a_lifetime() {
+        let t0 = Instant::now();
+        let mut p = TagPool::new(&[3, 4]);
+        assert_eq!(p.acquire(&clock(t0, 0, 0)), Some(3));
+        p.hold(3, Reassembly::new(0x1000, 512), t0 + us(200), us(200));
+        assert_eq!(p.held(), 1);
+        // no evidence: held however long we wait, short of the cap
+        assert_eq!(p.acquire(&clock(t0, 50_000, 50_000)), Some(4));
+        assert_eq!(p.acquire(&clock(t0, 60_000, 60_000)), None);
+        // a request sent before the timeout is no evidence; one sent after it is
+        p.answered(t0 + us(100), t0 + us(60_000));
+        assert_eq!(p.acquire(&clock(t0, 60_001, 60_001)), None);
+        p.answered(t0 + us(50_000), t0 + us(60_000));
+        // then a late completion moves the rest
+        let cs = cpls(3, 0x1000, 512);
+        assert_eq!(p.absorb(&cs[0], 4096, t0 + us(60_500)), Absorbed::Late);
+        assert_eq!(p.absorb(&cs[0], 4096, t0 + us(60_600)), Absorbed::Stale, "a copy of a late one");
+        assert_eq!(p.absorb(&cpls(4, 0x1000, 64)[0], 4096, t0), Absorbed::Stale, "a tag not held");
+        assert_eq!(p.acquire(&clock(t0, 61_400, 61_400)), None);
+        assert_eq!(p.acquire(&clock(t0, 61_500, 61_500)), Some(3));
+        assert_eq!(p.held(), 0);
+    }
+
+    #[test]
+    fn held_tags_rest_twice_their_wait_and_go_at_the_cap() {
+        let t0 = Instant::now();
+        let mut p = TagPool::new(&[9]);
+        assert_eq!(p.acquire(&clock(t0, 0, 0)), Some(9));
+        p.hold(9, Reassembly::new(0x1000, 512), t0 + us(4000), us(4000));
+        p.answered(t0 + us(4000), t0 + us(4100));
+        // the evidence, then twice the 4 ms wait (longer than the 1 ms lifetime)
+        assert_eq!(p.acquire(&clock(t0, 12_099, 12_099)), None);
+        assert_eq!(p.acquire(&clock(t0, 12_100, 12_100)), Some(9));
+        p.hold(9, Reassembly::new(0x1000, 512), t0 + us(13_000), us(100));
+        let cap = 12_100 + MAX_LIFETIME.as_micros() as u64;
+        assert_eq!(p.acquire(&clock(t0, cap - 1, cap - 1)), None);
+        assert_eq!(p.next_wake(&clock(t0, cap - 1, cap - 1)), Some(t0 + us(cap)));
+        assert_eq!(p.acquire(&clock(t0, cap, cap)), Some(9));
     }
 }

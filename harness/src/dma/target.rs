@@ -12,10 +12,12 @@
 //! `tags=N` (default 256: every tag, so a freed tag is reused as late as possible, see
 //! [`super::tags`]), `stride=S` (default 1), `inflight=N` (requests outstanding at once,
 //! default 16, the NetTLP adapter's), `mrrs=BYTES` (max read request size, default 512 like the
-//! adapter), `timeout=DUR` (floor of the retransmission timeout, default 50us; the wait follows
+//! adapter), `timeout=DUR` (floor of the retransmission timeout, default 200us; the wait follows
 //! measured round trips and doubles per retry, see [`super::rto`]), `retries=N` (how many times
-//! a missing byte is asked again before the read fails, default 16), `reuse=DUR` (least time
-//! between a tag's completion and its next use on top of the adaptive rest, default 0),
+//! a missing byte is asked again before the read fails, default 16), `lifetime=DUR` (the
+//! longest a completion is assumed to take to arrive after its request was sent, at least
+//! 4 x RTO, default 5ms: how long a tag rests after a timeout, or while the network duplicates;
+//! see [`super::tags`]),
 //! `port=tag|first` (`tag`, the default: each request on its tag's port, libtlp's rule;
 //! `first`: every request on the first tag's port, so batches go out as one UDP GSO message
 //! — completions are taken on every tag's port either way), `spin=DUR` (busy-poll this long
@@ -41,7 +43,7 @@ pub enum TargetError {
     Syntax(String),
     #[error("target option {key}={value:?}: {reason}")]
     Option { key: String, value: String, reason: String },
-    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, reuse, port, spin, requester)")]
+    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, lifetime, port, spin, requester)")]
     UnknownOption(String),
 }
 
@@ -74,7 +76,7 @@ pub struct Target {
     pub mrrs: u32,
     pub timeout: Duration,
     pub retries: u32,
-    pub reuse: Duration,
+    pub lifetime: Duration,
     pub port: PortRule,
     pub spin: Duration,
     pub requester: RequesterId,
@@ -91,9 +93,9 @@ impl Target {
             stride: 1,
             inflight: 16,
             mrrs: 512,
-            timeout: Duration::from_micros(50),
+            timeout: Duration::from_micros(200),
             retries: 16,
-            reuse: Duration::ZERO,
+            lifetime: Duration::from_millis(5),
             port: PortRule::Tag,
             spin: Duration::ZERO,
             requester: RequesterId::Auto,
@@ -129,6 +131,9 @@ impl Target {
         }
         if self.timeout.is_zero() {
             return Err(opt("timeout", "0".into(), "must be positive"));
+        }
+        if self.lifetime.is_zero() {
+            return Err(opt("lifetime", "0".into(), "must be positive"));
         }
         Ok(())
     }
@@ -182,7 +187,7 @@ impl FromStr for Target {
                 "timeout" => t.timeout = dur()?,
                 "retries" => t.retries = num()?,
                 "spin" => t.spin = dur()?,
-                "reuse" => t.reuse = dur().map_err(|_| bad("expected a duration (the adaptive rest is always on; `auto` is gone)"))?,
+                "lifetime" => t.lifetime = dur()?,
                 "port" => {
                     t.port = match value {
                         "tag" => PortRule::Tag,
@@ -211,7 +216,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nettlp://{}:{}?tags={}&stride={}&inflight={}&mrrs={}&timeout={}us&retries={}&reuse={}us&port={}&spin={}us",
+            "nettlp://{}:{}?tags={}&stride={}&inflight={}&mrrs={}&timeout={}us&retries={}&lifetime={}us&port={}&spin={}us",
             self.remote,
             self.first_tag,
             self.tags,
@@ -220,7 +225,7 @@ impl fmt::Display for Target {
             self.mrrs,
             self.timeout.as_micros(),
             self.retries,
-            self.reuse.as_micros(),
+            self.lifetime.as_micros(),
             match self.port {
                 PortRule::Tag => "tag",
                 PortRule::First => "first",
@@ -247,20 +252,21 @@ mod tests {
         assert_eq!(t, Target::new(Ipv4Addr::new(192, 168, 10, 1)));
         assert_eq!(t.tag_list(), (0..=255).collect::<Vec<u8>>());
         assert_eq!((t.mrrs, t.inflight, t.port), (512, 16, PortRule::Tag));
-        assert_eq!(t.timeout, Duration::from_micros(50), "a floor in microseconds");
+        assert_eq!(t.timeout, Duration::from_micros(200), "a floor in microseconds");
+        assert_eq!(t.lifetime, Duration::from_millis(5));
         let few: Target = "nettlp://192.168.10.1?tags=4".parse().unwrap();
         assert_eq!(few.inflight, 4);
     }
 
     #[test]
     fn tag_and_options() {
-        let t: Target = "nettlp://127.0.0.2:4?tags=8&stride=16&inflight=3&mrrs=4096&timeout=2ms&retries=9&reuse=500us&port=first&local=127.0.0.3&requester=1b:00.0"
+        let t: Target = "nettlp://127.0.0.2:4?tags=8&stride=16&inflight=3&mrrs=4096&timeout=2ms&retries=9&lifetime=20ms&port=first&local=127.0.0.3&requester=1b:00.0"
             .parse()
             .unwrap();
         assert_eq!(t.tag_list(), vec![4, 20, 36, 52, 68, 84, 100, 116]);
         assert_eq!(t.inflight, 3);
         assert_eq!(t.timeout, Duration::from_millis(2));
-        assert_eq!(t.reuse, Duration::from_micros(500));
+        assert_eq!(t.lifetime, Duration::from_millis(20));
         assert_eq!(t.port, PortRule::First);
         assert_eq!(t.local, Some(Ipv4Addr::new(127, 0, 0, 3)));
         assert_eq!(t.requester, RequesterId::Fixed(DeviceId(0x1b00)));
@@ -283,6 +289,7 @@ mod tests {
             "nettlp://127.0.0.1?colour=blue",
             "nettlp://127.0.0.1?requester=zz",
             "nettlp://127.0.0.1?reuse=auto",
+            "nettlp://127.0.0.1?lifetime=0s",
             "nettlp://127.0.0.1?port=0x3000",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");

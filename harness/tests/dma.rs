@@ -174,6 +174,8 @@ fn read_back_exact(req: &harness::dma::Requester, len: u64) {
 #[case::heavy_everything("loss=0.2,dup=0.2,reorder=0.2,seed=3", 16 << 20, "")]
 #[case::heavy_one_port_mps_4096("loss=0.2,dup=0.2,reorder=0.2,seed=4", 16 << 20, "port=first&mrrs=4096")]
 #[case::duplicates_only("dup=0.5,reorder=0.5,seed=5", 16 << 20, "")]
+#[case::sixteen_tags_like_libtlp("loss=0.2,dup=0.2,reorder=0.2,delay=100us,seed=7", 4 << 20, "tags=16&stride=16")]
+#[case::four_tags_duplicates("dup=0.3,reorder=0.3,seed=8", 1 << 20, "tags=4")]
 fn faulty_network_read_back_is_exact_with_defaults(#[case] fault: &str, #[case] len: u64, #[case] options: &str) {
     let img = image(len);
     let fault: FaultSpec = fault.parse().unwrap();
@@ -186,7 +188,7 @@ fn faulty_network_read_back_is_exact_with_defaults(#[case] fault: &str, #[case] 
     eprintln!("requester: {s}\nendpoint: {c}");
     assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
     if fault.loss > 0.0 {
-        assert!(s.retries > 100, "loss must have caused retries: {s}");
+        assert!(s.retries > 50, "loss must have caused retries: {s}");
     }
     assert!(s.duplicates + s.stale > 100, "duplicates must have been dropped: {s}");
     assert!(c.fault_duplicated > 0 && c.fault_reordered > 0, "{c}");
@@ -460,4 +462,92 @@ fn misbehaving_completer_never_gets_a_wrong_byte_in(#[case] how: Misbehaviour, #
             assert_eq!(s.stale + s.duplicates, spoilt_sent, "{s}");
         }
     }
+}
+
+/// The failure of the first requester rework (issue 10): a request that times out is only
+/// late, and its answer arrives after the retry's, when a requester that reused the tag at
+/// once would take it for the next request (aligned 512-byte reads: the late completions fit
+/// it exactly). This completer answers every first attempt only after it has answered the
+/// retry, 1 ms later; the late answers must be absorbed, never copied.
+#[rstest::rstest]
+#[case::four_tags("tags=4")]
+#[case::sixteen_tags("tags=16&stride=16")]
+fn late_answers_to_given_up_requests_never_reach_a_buffer(#[case] options: &str) {
+    use emulator::wire::nettlp;
+    use emulator::wire::tlp::{self, Completion, Repr};
+    use std::net::{SocketAddrV4, UdpSocket};
+    use std::time::{Duration, Instant};
+    let addr = support::loopback();
+    let sock = UdpSocket::bind(SocketAddrV4::new(addr, 0x3000)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_micros(200))).unwrap();
+    let completer = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut firsts = std::collections::HashMap::new();
+        let mut late: Vec<(Instant, Vec<Vec<u8>>, SocketAddrV4)> = Vec::new();
+        let mut idle = Instant::now();
+        let (mut requests, mut late_sent) = (0u64, 0u64);
+        while idle.elapsed() < Duration::from_secs(2) || !late.is_empty() {
+            let now = Instant::now();
+            for (_, dgrams, to) in late.extract_if(.., |(at, _, _)| *at <= now) {
+                for d in &dgrams {
+                    sock.send_to(d, to).unwrap();
+                }
+                late_sent += dgrams.len() as u64;
+            }
+            let Ok((n, std::net::SocketAddr::V4(src))) = sock.recv_from(&mut buf) else { continue };
+            idle = Instant::now();
+            requests += 1;
+            let outer = nettlp::Packet::new_checked(&buf[..n]).unwrap();
+            let Repr::MemRead(req) = Repr::parse(&tlp::Packet::new_checked(outer.payload()).unwrap()).unwrap() else {
+                panic!("not a read")
+            };
+            let (a, len) = req.bytes();
+            let data = pattern(a, len as usize);
+            let dgrams: Vec<Vec<u8>> = req
+                .completion_chunks(256)
+                .map(|ch| {
+                    let repr = Repr::Completion(Completion::for_chunk(&req, DeviceId(0), &ch));
+                    let mut d = vec![0u8; 6 + repr.buffer_len()];
+                    let mut o = nettlp::Packet::new_unchecked(&mut d[..]);
+                    let mut p = tlp::Packet::new_unchecked(o.payload_mut());
+                    repr.emit(&mut p);
+                    let (off, from) = ((ch.addr & 3) as usize, (ch.addr - a) as usize);
+                    p.payload_mut()[off..off + ch.len as usize].copy_from_slice(&data[from..from + ch.len as usize]);
+                    d
+                })
+                .collect();
+            match firsts.remove(&a) {
+                // a first attempt: kept until its retry has been answered
+                None if !firsts.contains_key(&a) => {
+                    firsts.insert(a, dgrams);
+                }
+                // the retry: answered now, the first attempt 1 ms later
+                Some(first) => {
+                    for d in &dgrams {
+                        sock.send_to(d, src).unwrap();
+                    }
+                    late.push((Instant::now() + Duration::from_millis(1), first, src));
+                }
+                None => unreachable!(),
+            }
+        }
+        (requests, late_sent)
+    });
+    let req = requester(addr, &format!("requester=1a:00.0&port=first&timeout=2ms&{options}"));
+    let reads = 40u64;
+    for i in 0..reads {
+        let a = BASE + i * 4096;
+        let mut b = vec![0u8; 512];
+        req.read_blocking(PhysAddr(a), &mut b).unwrap();
+        assert!(b == pattern(a, 512), "read {i}: wrong bytes; {}", req.stats());
+    }
+    let s = req.stats();
+    drop(req);
+    let (requests, late_sent) = completer.join().unwrap();
+    eprintln!("{s}");
+    assert_eq!((s.reads, s.bytes, s.timeouts, s.conflicts), (reads, reads * 512, 0, 0), "{s}");
+    assert_eq!((s.retries, requests), (reads, 2 * reads), "{s}");
+    assert_eq!(late_sent, 2 * reads);
+    // every late completion that arrived while the requester listened was absorbed
+    assert!(s.late > 0 && s.stale + s.duplicates == 0, "{s}");
 }

@@ -593,7 +593,7 @@ impl Engine {
         self.inflight -= 1;
         self.stats.conflicts += 1;
         self.stats.bytes -= u64::from(inf.asm.received());
-        self.tags.anomaly(now);
+        self.tags.anomaly();
         self.tags.hold(tag, inf.asm, now, inf.deadline.saturating_duration_since(inf.sent));
         let piece = inf.piece;
         if piece.attempts < t.retries {
@@ -705,7 +705,7 @@ fn take_completion(
             Absorbed::Late => stats.late += 1,
             Absorbed::Stale => {
                 stats.stale += 1;
-                tags.anomaly(now);
+                tags.anomaly();
             }
         }
         return None;
@@ -737,7 +737,7 @@ fn take_completion(
         }
         Verdict::Repeat { offset, src } => {
             // a copy: of this answer (the same bytes), or of another request's (see tags)
-            tags.anomaly(now);
+            tags.anomaly();
             let at = inf.piece.off + offset;
             let same = ops.get(inf.piece.op).and_then(|op| op.buf.get(at..at + src.len())).is_some_and(|b| b == &payload[src]);
             if !same {
@@ -761,11 +761,11 @@ fn take_completion(
         }
         Verdict::Reject(Reject::Duplicate) => {
             stats.duplicates += 1;
-            tags.anomaly(now);
+            tags.anomaly();
         }
         Verdict::Reject(Reject::Mismatch) => {
             stats.stale += 1;
-            tags.anomaly(now);
+            tags.anomaly();
         }
         Verdict::Reject(Reject::Truncated) => stats.malformed += 1,
     }

@@ -30,8 +30,8 @@
 //!   release before `send + MAX_LIFETIME`);
 //! - *free*: first-in first-out over every configured tag, so a freed tag is reused as late as
 //!   possible. While the network is *suspect* (a duplicate, a stale completion or a conflict
-//!   was seen in the last [`SUSPECT_WINDOW`]), a free tag is reused only at a drain point
-//!   `drained >= last send + lifetime`; otherwise at once.
+//!   was seen, and fewer than [`CLEAN_STREAK`] completions were taken since), a free tag is
+//!   reused only at a drain point `drained >= last send + lifetime`; otherwise at once.
 //!
 //! **Why no wrong byte** (under the assumption): a request R2 taking tag T at drain point `d`
 //! can meet a copy of an earlier request R1 on T only if that copy arrives after `d`. If T
@@ -39,8 +39,8 @@
 //! R1 is behind the completer), so every copy of R1 had arrived before `d` and was taken then,
 //! when R1 was no longer live: absorbed or dropped. If the network is not suspect and R1
 //! completed, every byte of R1 arrived exactly once and no copy was ever seen twice in the
-//! window: no copy is left unless the network duplicated one for the first time in
-//! [`SUSPECT_WINDOW`] and delayed it past the tag's turn in the FIFO. That copy is the
+//! last [`CLEAN_STREAK`] completions: no copy is left unless the network duplicated one for
+//! the first time in that streak and delayed it past the tag's turn in the FIFO. That copy is the
 //! residual risk; the requester narrows it further (a repeat of received bytes with different
 //! contents abandons the request and asks it again, see [`super::requester`]).
 //!
@@ -56,8 +56,10 @@ use super::request::{Reassembly, Verdict};
 
 /// The longest a given-up request's tag is held when the completer answers nothing newer.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(1);
-/// How long after a duplicate, stale or conflicting completion the network stays suspect.
-pub const SUSPECT_WINDOW: Duration = Duration::from_secs(1);
+/// How many completions in a row must fit without a duplicate, stale or conflicting one in
+/// between before a suspect network is trusted again (counted in completions, not time, so a
+/// stall never makes a network look clean).
+pub const CLEAN_STREAK: u32 = 1024;
 
 /// The times a decision is made with.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +104,8 @@ pub struct TagPool {
     n_held: usize,
     /// Held tags still waiting for evidence.
     unproven: usize,
-    suspect_until: Option<Instant>,
+    /// Completions taken since the last anomaly (starts trusted).
+    clean_streak: u32,
     next_parole: Option<Instant>,
 }
 
@@ -122,26 +125,26 @@ impl TagPool {
             held: (0..256).map(|_| None).collect(),
             n_held: 0,
             unproven: 0,
-            suspect_until: None,
+            clean_streak: CLEAN_STREAK,
             next_parole: None,
         }
     }
 
     /// Whether a duplicate, stale or conflicting completion was seen in the last
-    /// [`SUSPECT_WINDOW`].
-    pub fn suspect(&self, now: Instant) -> bool {
-        self.suspect_until.is_some_and(|u| now < u)
+    /// [`CLEAN_STREAK`] completions.
+    pub fn suspect(&self) -> bool {
+        self.clean_streak < CLEAN_STREAK
     }
 
     /// A completion that cannot be explained by one copy per request was seen.
-    pub fn anomaly(&mut self, now: Instant) {
-        self.suspect_until = Some(now + SUSPECT_WINDOW);
+    pub fn anomaly(&mut self) {
+        self.clean_streak = 0;
     }
 
     /// When free tag `tag` may carry a request (None: at once).
     fn free_at(&self, tag: u8, c: &Clock) -> Option<Instant> {
         let sent = self.last_send[usize::from(tag)]?;
-        self.suspect(c.now).then(|| sent + c.lifetime)
+        self.suspect().then(|| sent + c.lifetime)
     }
 
     fn held_due(h: &Held, lifetime: Duration) -> Instant {
@@ -214,8 +217,10 @@ impl TagPool {
         self.unproven += 1;
     }
 
-    /// A request sent at `sent` was answered at `now`: evidence for the tags given up before.
+    /// A completion of a request sent at `sent` was taken at `now`: evidence for the tags
+    /// given up before, and one more for the clean streak.
     pub fn answered(&mut self, sent: Instant, now: Instant) {
+        self.clean_streak = self.clean_streak.saturating_add(1);
         if self.unproven == 0 {
             return;
         }
@@ -301,8 +306,8 @@ mod tests {
         assert_eq!(p.acquire(&clock(t0, 0, 0)), Some(5));
         p.release(5);
         // a duplicate at 10 us: the network is suspect for a while
-        p.anomaly(t0 + us(10));
-        assert!(p.suspect(t0 + us(10)));
+        p.anomaly();
+        assert!(p.suspect());
         assert_eq!(p.acquire(&clock(t0, 20, 20)), Some(6), "never used: free at once");
         p.release(6);
         assert_eq!(p.acquire(&clock(t0, 900, 900)), None);
@@ -310,9 +315,14 @@ mod tests {
         // what counts is the drain point, not the clock
         assert_eq!(p.acquire(&clock(t0, 1500, 999)), None);
         assert_eq!(p.acquire(&clock(t0, 1500, 1000)), Some(5));
-        // once the window has passed, at once again
-        let late = SUSPECT_WINDOW.as_micros() as u64 + 100;
-        assert_eq!(p.acquire(&clock(t0, late, late)), Some(6));
+        // however long nothing is answered, still suspect
+        assert_eq!(p.acquire(&clock(t0, 1001, 1001)), None);
+        // once enough completions fit in a row, at once again
+        for _ in 0..CLEAN_STREAK {
+            p.answered(t0, t0 + us(1001));
+        }
+        assert!(!p.suspect());
+        assert_eq!(p.acquire(&clock(t0, 1001, 1001)), Some(6));
     }
 
     #[test]

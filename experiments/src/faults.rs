@@ -11,8 +11,8 @@
 //!   with `harness::introspect::ps`; `tasks_match` = the listing equals the listing of the same
 //!   dump read from the file, and `compare` finds it exact against the guest's truth.
 //!
-//! The requester runs with its defaults (since issue 10: all 256 tags, timed-out tags
-//! quarantined, only missing bytes asked again, RTO from the measured round trips); its own
+//! The requester runs with its defaults (since issue 10: all 256 tags, timed-out tags held for
+//! a completion lifetime, only missing bytes asked again, RTO from the measured round trips); its own
 //! counters give the retries, time-outs, duplicate and stale (incl. late) completions. Rows of
 //! earlier runs name the settings of the time (`retries=10`, `retries=10&reuse=auto`); the
 //! figures keep showing them when the results hold them.

@@ -546,8 +546,9 @@ fn late_answers_to_given_up_requests_never_reach_a_buffer(#[case] options: &str)
     let (requests, late_sent) = completer.join().unwrap();
     eprintln!("{s}");
     assert_eq!((s.reads, s.bytes, s.timeouts, s.conflicts), (reads, reads * 512, 0, 0), "{s}");
-    assert_eq!((s.retries, requests), (reads, 2 * reads), "{s}");
-    assert_eq!(late_sent, 2 * reads);
+    // each read retried once (more if the loaded machine outlasts a retry's wait too)
+    assert!(s.retries >= reads && requests == reads + s.retries, "{requests} requests: {s}");
+    assert!(late_sent >= 2 * reads, "{late_sent}");
     // every late completion that arrived while the requester listened was absorbed
     assert!(s.late > 0 && s.stale + s.duplicates == 0, "{s}");
 }

@@ -244,3 +244,51 @@ fn corrupted_task_list_gives_partial_results(#[values("garbage", "loop")] how: &
     let leaders = r.rows.iter().filter(|row| row.threads.is_some()).count();
     assert_eq!(leaders, 10, "{how}: the ten processes before the corruption are listed");
 }
+
+/// Where the kernel exports its kallsyms tables in VMCOREINFO (Debian's 6.1 and later), the
+/// tables taken from those entries are the ones the structural search found, and the kernel
+/// reports that they agree; 5.10 exports none.
+#[rstest]
+fn vmcoreinfo_kallsyms_entries_agree_with_the_search(#[values(
+        "deb-amd64",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64"
+    )]
+    name: &str) {
+    use harness::introspect::kallsyms::locate::from_vmcoreinfo;
+    let e = entry(name);
+    let mem = dump(&e, Mode::Running);
+    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
+    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let info = k.info.vmcoreinfo.as_ref().unwrap_or_else(|| panic!("{name}: no VMCOREINFO"));
+    match from_vmcoreinfo(mem.as_ref(), info) {
+        Some(loc) => {
+            let ours = &k.found.kallsyms;
+            assert_eq!(
+                (loc.order, loc.mode, loc.offsets, loc.names, loc.num_syms, loc.relative_base),
+                (ours.order, ours.mode, ours.offsets, ours.names, ours.num_syms, ours.relative_base),
+                "{name}"
+            );
+            assert!(k.info.kallsyms_format.contains("VMCOREINFO agrees"), "{name}: {}", k.info.kallsyms_format);
+        }
+        None => assert!(info.symbol("kallsyms_names").is_none(), "{name}: VMCOREINFO names kallsyms_names but gave no tables"),
+    }
+}
+
+/// With the structural search kept from reaching the tables (a span of one page), the kernel
+/// is still found: through VMCOREINFO's entries, with the same symbols.
+#[rstest]
+fn kallsyms_found_through_vmcoreinfo_alone(#[values("deb-amd64", "deb7-amd64")] name: &str) {
+    let e = entry(name);
+    let mem = dump(&e, Mode::Running);
+    let mut cfg = ScanConfig::default();
+    cfg.kallsyms.span = 4096;
+    let found = Kernel::scan(mem.as_ref(), &cfg).unwrap_or_else(|err| panic!("{name}: {err}"));
+    assert_eq!(found.kallsyms_from, "VMCOREINFO");
+    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let normal = Kernel::open(mem.as_ref(), Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap()).unwrap();
+    let names = ["init_task", "linux_banner", "_text", "vmcoreinfo_data"];
+    assert_eq!(k.symbols(&names).unwrap(), normal.symbols(&names).unwrap(), "{name}");
+    assert_eq!(k.info.num_syms, normal.info.num_syms);
+}

@@ -2,7 +2,7 @@
 //! of the `.config` text, `"IKCFG_ED"` (kernel/configs.c).
 //!
 //! Found through the `kernel_config_data` symbol when kallsyms has data symbols; otherwise by a
-//! search of `.rodata` (up to `__start___ksymtab`) for the start marker.
+//! search of `.rodata` (up to `__start___ksymtab`, else `_sinittext`) for the start marker.
 //!
 //! Invariant: decompression output is capped at [`MAX_CONFIG`] and the search at
 //! [`SEARCH_SPAN`]; a missing or corrupt blob is an error, never a panic.
@@ -92,7 +92,7 @@ fn search(kernel: &Kernel<'_>) -> Result<KernelConfig, IkconfigError> {
     const BLOB_CHUNK: usize = 64 << 10;
     let mem = kernel.space.mem();
     let from = kernel.info.rodata_phys;
-    // IKCONFIG is in .rodata, which ends before __ksymtab (or the kallsyms tables, linked last).
+    // IKCONFIG is in .rodata, which ends before __ksymtab (or, without that, before .init.text).
     let span = kernel
         .info
         .rodata_search_end

@@ -288,7 +288,7 @@ pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>) -> Result<Map<String, Val
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
     for (addr, s) in kernel.kallsyms.all(kernel.space.mem())? {
         let a = if addr.0 >= 0xffff_ffff_8000_0000 { addr.0.wrapping_sub(shift) } else { addr.0 };
-        out.entry(s.name.to_string()).or_insert_with(|| json!({"address": a}));
+        out.entry(s.name).or_insert_with(|| json!({"address": a}));
     }
     if let Some(btf) = btf {
         let names = Names::new(btf)?;

@@ -27,6 +27,7 @@ use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
 use super::physread::read_vec;
 use super::placement::{image_delta, PlacementError};
 use super::scan::{find_kernel, parse_banner, Banner, Found, ScanConfig, ScanError};
+use super::kallsyms::locate::agrees_with_vmcoreinfo;
 use super::vmcoreinfo::{self, VmcoreInfo};
 
 /// `CONFIG_PHYSICAL_START` default: where `_text` sits without KASLR (x86-64).
@@ -86,7 +87,8 @@ pub struct KernelInfo {
     pub ikconfig: Option<(KVirt, KVirt)>,
     /// Start of `.data` (`__start_init_task`), where `init_task` is searched for.
     pub data_start: Option<KVirt>,
-    /// End of the read-only sections that may hold IKCONFIG (`__start___ksymtab`).
+    /// End of the read-only sections that may hold IKCONFIG (`__start___ksymtab`, else
+    /// `_sinittext`).
     pub rodata_search_end: Option<KVirt>,
     pub vmcoreinfo: Option<VmcoreInfo>,
     pub scan_candidates: usize,
@@ -118,6 +120,7 @@ const WANTED: &[&str] = &[
     "__start_init_task",
     "__start___ksymtab",
     "_etext",
+    "_sinittext",
 ];
 
 impl<'m> Kernel<'m> {
@@ -138,7 +141,7 @@ impl<'m> Kernel<'m> {
         let addrs = kallsyms.lookup(mem, WANTED)?;
         let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
         // Without CONFIG_KALLSYMS_ALL only text symbols remain (plus a stray `__init_begin`).
-        let data_syms = kallsyms.iter().filter(|s| matches!(s.kind, 'D' | 'd' | 'B' | 'b' | 'R' | 'r')).count();
+        let data_syms = (0..kallsyms.len()).filter(|&i| matches!(kallsyms.kind(i), Some('D' | 'd' | 'B' | 'b' | 'R' | 'r'))).count();
         let kallsyms_all = data_syms > 100;
 
         // `.rodata` starts at the first 2 MiB boundary after `_etext` (X86_ALIGN_RODATA_BEGIN);
@@ -180,6 +183,14 @@ impl<'m> Kernel<'m> {
         }
 
         let vmcoreinfo = read_vmcoreinfo(&space, sym("vmcoreinfo_data"), sym("vmcoreinfo_size"));
+        let vmcoreinfo_check = match vmcoreinfo.as_ref().and_then(|v| agrees_with_vmcoreinfo(&found.kallsyms, v)) {
+            Some(true) => ", VMCOREINFO agrees",
+            Some(false) => {
+                tracing::warn!("VMCOREINFO's kallsyms entries point elsewhere than the tables found (and verified) in memory");
+                ", VMCOREINFO disagrees"
+            }
+            None => "",
+        };
         let text_virt = sym("_text")
             .or(found.kallsyms.relative_base)
             .ok_or_else(|| KernelError::Inconsistent("kallsyms has no _text and no relative base".into()))?;
@@ -202,7 +213,10 @@ impl<'m> Kernel<'m> {
             rodata_phys: found.rodata,
             rodata_virt: KVirt(found.rodata.0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP)),
             num_syms: found.kallsyms.num_syms,
-            kallsyms_format: format!("{:?}, {:?}, placed by {placed_by}", found.kallsyms.order, found.kallsyms.mode),
+            kallsyms_format: format!(
+                "{:?}, {:?}, found by {}, placed by {placed_by}{vmcoreinfo_check}",
+                found.kallsyms.order, found.kallsyms.mode, found.kallsyms_from
+            ),
             kallsyms_all,
             text_virt,
             text_phys,
@@ -223,10 +237,10 @@ impl<'m> Kernel<'m> {
                 let end = kallsyms.end().0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP);
                 Some(KVirt(end.checked_add(ALIGN_2M - 1)? & !(ALIGN_2M - 1)))
             }),
-            // IKCONFIG is in .rodata before the kallsyms tables (linked last).
-            rodata_search_end: sym("__start___ksymtab").or(Some(KVirt(
-                found.kallsyms.offsets.0.wrapping_sub(phys_base).wrapping_add(START_KERNEL_MAP),
-            ))),
+            // IKCONFIG is in .rodata, before `__ksymtab`; without that (a data symbol), before
+            // `.init.text`, which follows `.rodata` and `.data` (the kallsyms tables are not a
+            // bound: they sit anywhere in .rodata, before or after IKCONFIG).
+            rodata_search_end: sym("__start___ksymtab").or(sym("_sinittext")),
             vmcoreinfo,
             scan_candidates: found.candidates_probed,
         };

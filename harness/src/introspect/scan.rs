@@ -6,6 +6,9 @@
 //! first page of every 2 MiB-aligned frame finds `.rodata` candidates for about 0.2 % of RAM.
 //! From a candidate, the kallsyms tables are found by their structure
 //! ([`kallsyms::locate`](super::kallsyms::locate)); the first candidate that yields them wins.
+//! If none does (a table format the search does not know), the VMCOREINFO text is looked for
+//! at the start of every page (`OSRELEASE=` and the banner's release) and the tables are taken
+//! from its `SYMBOL(kallsyms_*)` entries, where the kernel exports them.
 //!
 //! Invariant: the number of bytes read is bounded by `RAM / align × probe_len` plus the
 //! kallsyms search's own bound per candidate; nothing here trusts a banner until kallsyms
@@ -13,8 +16,9 @@
 
 use emulator::mem::{PhysAddr, PhysMem, PhysRange};
 
-use super::kallsyms::locate::{locate, KallsymsLocation, LocateConfig};
+use super::kallsyms::locate::{from_vmcoreinfo, locate, KallsymsLocation, LocateConfig};
 use super::physread::read_many;
+use super::vmcoreinfo::{self, VmcoreInfo};
 
 /// Most aligned frames probed for the banner (2 TiB of RAM at 2 MiB).
 pub const MAX_CANDIDATES: usize = 1 << 20;
@@ -60,6 +64,8 @@ pub struct Found {
     /// Start of the 2 MiB frame holding the banner (the start of `.rodata`).
     pub rodata: PhysAddr,
     pub kallsyms: KallsymsLocation,
+    /// How the tables were found: "structure" or "VMCOREINFO".
+    pub kallsyms_from: &'static str,
     /// Candidates probed before the kernel was found.
     pub candidates_probed: usize,
 }
@@ -68,8 +74,8 @@ pub struct Found {
 pub enum ScanError {
     #[error("no Linux banner found at any {align:#x}-aligned frame of {ram_bytes:#x} bytes of RAM ({probed} probed)")]
     NoBanner { align: u64, ram_bytes: u64, probed: usize },
-    #[error("found a Linux banner at {banners:?} but no kallsyms tables after any of them")]
-    NoKallsyms { banners: Vec<PhysAddr> },
+    #[error("found a Linux banner ({release}) at {banners:?} but no kallsyms tables of a known format after any of them, and {vmcoreinfo}")]
+    NoKallsyms { banners: Vec<PhysAddr>, release: String, vmcoreinfo: String },
 }
 
 const BANNER: &str = "Linux version ";
@@ -121,6 +127,7 @@ pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanErr
     // sparse sources (a replayed capture) list many small ranges.
     let top = cands.iter().map(|(_, r)| r.end).max().unwrap_or(PhysAddr(0));
     let mut banners = Vec::new();
+    let mut first: Option<(Banner, PhysAddr)> = None;
     let mut probed = 0usize;
     for chunk in cands.chunks(cfg.batch.max(1)) {
         let regions: Vec<(PhysAddr, usize)> = chunk.iter().map(|&(a, _)| (a, cfg.probe_len)).collect();
@@ -136,17 +143,57 @@ pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanErr
                 tracing::debug!(phys = %banner.phys, release = banner.release(), "banner candidate");
                 banners.push(banner.phys);
                 if let Some(kallsyms) = locate(mem, frame, top, &cfg.kallsyms) {
-                    return Ok(Found { banner, rodata: frame, kallsyms, candidates_probed: probed });
+                    return Ok(Found { banner, rodata: frame, kallsyms, kallsyms_from: "structure", candidates_probed: probed });
                 }
+                first.get_or_insert((banner, frame));
                 break;
             }
         }
     }
-    if banners.is_empty() {
-        Err(ScanError::NoBanner { align: cfg.align, ram_bytes: ram, probed })
-    } else {
-        Err(ScanError::NoKallsyms { banners })
+    let Some((banner, rodata)) = first else {
+        return Err(ScanError::NoBanner { align: cfg.align, ram_bytes: ram, probed });
+    };
+    let release = banner.release().to_owned();
+    let vmcoreinfo = match find_vmcoreinfo(mem, &release, cfg) {
+        None => "no VMCOREINFO page for this release".to_string(),
+        Some((at, info)) => match from_vmcoreinfo(mem, &info) {
+            Some(kallsyms) => {
+                tracing::info!(%at, "kallsyms tables from VMCOREINFO");
+                return Ok(Found { banner, rodata, kallsyms, kallsyms_from: "VMCOREINFO", candidates_probed: probed });
+            }
+            None => format!("VMCOREINFO at {at} names no usable kallsyms tables"),
+        },
+    };
+    Err(ScanError::NoKallsyms { banners, release, vmcoreinfo })
+}
+
+/// Most pages whose start is read looking for VMCOREINFO (16 GiB of RAM).
+pub const MAX_VMCOREINFO_PAGES: usize = 1 << 22;
+
+/// The page holding VMCOREINFO's text for `release` (it starts with `OSRELEASE=<release>\n`):
+/// the start of every page is read, in batches, up to [`MAX_VMCOREINFO_PAGES`].
+fn find_vmcoreinfo(mem: &dyn PhysMem, release: &str, cfg: &ScanConfig) -> Option<(PhysAddr, VmcoreInfo)> {
+    let want = format!("OSRELEASE={release}\n");
+    let mut ranges = mem.ranges();
+    if ranges.is_empty() {
+        ranges = vec![PhysRange::new(0, cfg.assumed_ram)];
     }
+    let pages = ranges.iter().flat_map(|r| {
+        let first = r.start.0.div_ceil(4096);
+        let last = r.end.0 / 4096;
+        (first..last).map(|p| PhysAddr(p * 4096))
+    });
+    let pages: Vec<PhysAddr> = pages.take(MAX_VMCOREINFO_PAGES).collect();
+    for chunk in pages.chunks(1024) {
+        let regions: Vec<(PhysAddr, usize)> = chunk.iter().map(|&a| (a, want.len())).collect();
+        for (&at, r) in chunk.iter().zip(read_many(mem, &regions)) {
+            if r.is_ok_and(|b| b == want.as_bytes()) {
+                let page = read_many(mem, &[(at, vmcoreinfo::MAX_BYTES)]).pop()?.ok()?;
+                return Some((at, VmcoreInfo::parse(&page)));
+            }
+        }
+    }
+    None
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,4 +1,5 @@
-//! The config matrix as a heatmap: kernels (rows) × layout methods (columns), one panel per mode;
+//! The config matrix as a heatmap: kernels (rows, grouped by Linux version, oldest first) ×
+//! layout methods (columns), one panel per mode;
 //! each cell the fraction of the guest's tasks listed with every field right (recall × fields
 //! exact), a refusal (prerequisite absent) in grey, a failure in orange.
 
@@ -18,7 +19,13 @@ pub fn exact_fraction(r: &MatrixRow) -> Option<f64> {
     Some(r.recall? * r.fields_exact_fraction?)
 }
 
-/// "deb-amd64" + what the kernel offers, e.g. "deb-amd64 (BTF, KASLR)".
+/// `(major, minor)` of a release such as `6.12.57+deb13-amd64` (`(0, 0)` if it has none).
+pub fn version_of(release: &str) -> (u32, u32) {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// "6.1 · deb-amd64" + what the kernel offers, e.g. "6.1 · deb-amd64 (BTF, KASLR)".
 pub fn kernel_label(r: &MatrixRow) -> String {
     let mut has = Vec::new();
     if r.btf {
@@ -30,10 +37,12 @@ pub fn kernel_label(r: &MatrixRow) -> String {
     if r.kaslr {
         has.push("KASLR");
     }
+    let (major, minor) = version_of(&r.release);
+    let name = format!("{major}.{minor} · {}", r.kernel);
     if has.is_empty() {
-        r.kernel.clone()
+        name
     } else {
-        format!("{} ({})", r.kernel, has.join(", "))
+        format!("{name} ({})", has.join(", "))
     }
 }
 
@@ -51,12 +60,14 @@ pub fn cell(r: &MatrixRow) -> Cell {
 
 pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let rows: Vec<MatrixRow> = load(results_dir, "config-matrix")?;
-    let mut kernels: Vec<(String, String)> = Vec::new();
+    let mut kernels: Vec<(String, String, (u32, u32))> = Vec::new();
     for r in &rows {
         if !kernels.iter().any(|k| k.0 == r.kernel) {
-            kernels.push((r.kernel.clone(), kernel_label(r)));
+            kernels.push((r.kernel.clone(), kernel_label(r), version_of(&r.release)));
         }
     }
+    // Grouped by version; within a version, in the order the experiment ran them.
+    kernels.sort_by_key(|k| k.2);
     let methods: Vec<&str> = METHODS.iter().map(|m| m.name()).filter(|m| rows.iter().any(|r| r.method == *m)).collect();
     let mut panels = Vec::new();
     for mode in ["running", "panicked"] {
@@ -65,7 +76,7 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
         }
         let cells = kernels
             .iter()
-            .map(|(k, _)| {
+            .map(|(k, _, _)| {
                 methods
                     .iter()
                     .map(|m| match rows.iter().find(|r| &r.kernel == k && r.mode == mode && r.method == *m) {

@@ -42,6 +42,7 @@ use emulator::mem::{PhysAddr, PhysMem};
 use crate::introspect::addr::KVirt;
 use crate::introspect::bytes::Bytes;
 use crate::introspect::physread::{read_many, read_u64, read_vec};
+use crate::introspect::vmcoreinfo::VmcoreInfo;
 
 /// How symbol addresses are encoded in `kallsyms_offsets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -403,12 +404,7 @@ fn walk_entries(buf: &[u8], mut at: usize, count: u64) -> Option<usize> {
 fn finish_names_first(mem: &dyn PhysMem, names: u64, n: u32, offsets: u64) -> KallsymsLocation {
     let end = offsets + 4 * u64::from(n);
     let base = read_u64(mem, PhysAddr((end + 7) & !7)).ok().filter(|&b| b >= KERNEL_MAP);
-    let last = read_vec(mem, PhysAddr(end - 4), 4).ok().and_then(|b| Bytes::new(&b).i32(0).ok()).unwrap_or(0);
-    let mode = match base {
-        None => OffsetMode::PcRelative,
-        Some(_) if last < 0 => OffsetMode::AbsolutePercpu,
-        Some(_) => OffsetMode::Relative,
-    };
+    let mode = mode_of(mem, offsets, n, base.is_some());
     KallsymsLocation {
         order: TableOrder::NamesFirst,
         mode,
@@ -417,6 +413,52 @@ fn finish_names_first(mem: &dyn PhysMem, names: u64, n: u32, offsets: u64) -> Ka
         relative_base: base.map(KVirt),
         names: PhysAddr(names),
     }
+}
+
+/// With a base, the last (highest) symbol's value tells the two base-relative encodings apart:
+/// negative only with absolute per-CPU symbols. Without a base the entries are pc-relative.
+fn mode_of(mem: &dyn PhysMem, offsets: u64, n: u32, has_base: bool) -> OffsetMode {
+    let last_at = (offsets + 4 * u64::from(n)).saturating_sub(4);
+    let last = read_vec(mem, PhysAddr(last_at), 4).ok().and_then(|b| Bytes::new(&b).i32(0).ok()).unwrap_or(0);
+    match (has_base, last < 0) {
+        (false, _) => OffsetMode::PcRelative,
+        (true, true) => OffsetMode::AbsolutePercpu,
+        (true, false) => OffsetMode::Relative,
+    }
+}
+
+/// The tables as VMCOREINFO names them (`SYMBOL(kallsyms_names)`, `_num_syms`, `_offsets`,
+/// `_relative_base`, with `NUMBER(phys_base)` to place them), for kernels that export them
+/// (our 6.1 and later corpus kernels do). `None` if an entry is missing or the count read
+/// through it is implausible; the tables are verified like any others when decoded.
+pub fn from_vmcoreinfo(mem: &dyn PhysMem, info: &VmcoreInfo) -> Option<KallsymsLocation> {
+    let phys_base = info.number("phys_base")? as u64;
+    let phys = |name: &str| Some(info.symbol(name)?.0.checked_sub(KERNEL_MAP)?.wrapping_add(phys_base));
+    let (names, offsets, count) = (phys("kallsyms_names")?, phys("kallsyms_offsets")?, phys("kallsyms_num_syms")?);
+    let n = read_vec(mem, PhysAddr(count), 4).ok().and_then(|b| Bytes::new(&b).u32(0).ok())?;
+    if n == 0 || n > super::MAX_SYMS {
+        return None;
+    }
+    let base = match phys("kallsyms_relative_base") {
+        Some(at) => Some(KVirt(read_u64(mem, PhysAddr(at)).ok().filter(|&b| b >= KERNEL_MAP)?)),
+        None => None,
+    };
+    Some(KallsymsLocation {
+        order: if names < offsets { TableOrder::NamesFirst } else { TableOrder::OffsetsFirst },
+        mode: mode_of(mem, offsets, n, base.is_some()),
+        offsets: PhysAddr(offsets),
+        num_syms: n,
+        relative_base: base,
+        names: PhysAddr(names),
+    })
+}
+
+/// Whether VMCOREINFO's kallsyms entries (if it has them) put the tables where the structural
+/// search found them.
+pub fn agrees_with_vmcoreinfo(found: &KallsymsLocation, info: &VmcoreInfo) -> Option<bool> {
+    let phys_base = info.number("phys_base")? as u64;
+    let phys = |name: &str| Some(PhysAddr(info.symbol(name)?.0.checked_sub(KERNEL_MAP)?.wrapping_add(phys_base)));
+    Some(phys("kallsyms_names")? == found.names && phys("kallsyms_offsets")? == found.offsets)
 }
 
 #[cfg(test)]

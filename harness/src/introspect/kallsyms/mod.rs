@@ -42,17 +42,19 @@ pub enum KallsymsError {
 }
 
 /// One decoded symbol (its address is read on demand, see [`Kallsyms::addresses`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SymbolName<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolName {
     /// The type letter as `nm` prints it (`T` global text, `d` local data, ...).
     pub kind: char,
-    pub name: &'a str,
+    pub name: String,
 }
 
-/// Decoded kallsyms: every name, where each table is, and how to get addresses.
+/// Validated kallsyms: where each table is, and how to get names and addresses.
 ///
-/// Names are kept in one string (`text`, each entry the type letter then the name) with their
-/// start offsets, so decoding 150 000 symbols makes two allocations, not 300 000.
+/// Names stay compressed as the kernel stores them (the stream, each entry's offset in it, the
+/// 256 tokens) and are expanded only when asked for: a lookup of a few dozen names expands each
+/// entry only as far as it can still equal one of them, so opening a kernel does not pay for
+/// 150 000 strings it never reads.
 #[derive(Debug)]
 pub struct Kallsyms {
     pub location: KallsymsLocation,
@@ -64,8 +66,9 @@ pub struct Kallsyms {
     pub names_len: u64,
     /// For pc-relative tables: virtual minus physical address of the kernel image, once known.
     pub image_delta: Option<u64>,
-    text: String,
-    starts: Vec<u32>,
+    names: Vec<u8>,
+    entry_off: Vec<u32>,
+    tokens: Vec<Vec<u8>>,
 }
 
 impl Kallsyms {
@@ -80,15 +83,10 @@ impl Kallsyms {
         let mut entry_off: Vec<u32> = Vec::with_capacity(n as usize);
         let mut pos = 0usize;
         for _ in 0..n {
-            ensure(mem, loc.names, &mut names, pos + 2)?;
-            let b = Bytes::new(&names);
-            let b0 = b.u8(pos).map_err(|e| corrupt(loc.names, e.to_string()))?;
-            let (len, hdr) = if b0 & 0x80 != 0 {
-                let b1 = b.u8(pos + 1).map_err(|e| corrupt(loc.names, e.to_string()))?;
-                (((b0 & 0x7f) as usize) | ((b1 as usize) << 7), 2)
-            } else {
-                (b0 as usize, 1)
-            };
+            if names.len() < pos + 2 {
+                ensure(mem, loc.names, &mut names, pos + 2)?;
+            }
+            let (hdr, len) = entry_header(&names, pos);
             if len == 0 {
                 return Err(corrupt(PhysAddr(loc.names.0 + pos as u64), "zero-length symbol".into()));
             }
@@ -131,27 +129,7 @@ impl Kallsyms {
             return Err(corrupt(PhysAddr(names_end), "no markers agreeing with the names, or no token table/index after them".into()));
         };
 
-        // Expand every name into one string.
-        let nb = Bytes::new(&names);
-        let mut raw: Vec<u8> = Vec::with_capacity(names.len() * 2);
-        let mut starts = Vec::with_capacity(n as usize + 1);
-        for &off in &entry_off {
-            let off = off as usize;
-            let b0 = nb.u8(off).unwrap_or(0);
-            let (len, hdr) = if b0 & 0x80 != 0 {
-                (((b0 & 0x7f) as usize) | ((nb.u8(off + 1).unwrap_or(0) as usize) << 7), 2)
-            } else {
-                (b0 as usize, 1)
-            };
-            let codes = nb.slice(off + hdr, len).map_err(|e| corrupt(loc.names, e.to_string()))?;
-            starts.push(raw.len() as u32);
-            for &c in codes {
-                raw.extend_from_slice(&tokens[c as usize]);
-            }
-        }
-        starts.push(raw.len() as u32);
-        // Symbol names are ASCII; anything else is replaced per byte so offsets stay valid.
-        let text: String = raw.iter().map(|&b| if b.is_ascii() { b as char } else { '?' }).collect();
+        // Each entry lies within the stream by construction of the walk above.
         Ok(Kallsyms {
             location: loc,
             markers,
@@ -160,30 +138,59 @@ impl Kallsyms {
             has_seqs_of_names: has_seqs,
             names_len,
             image_delta: None,
-            text,
-            starts,
+            names,
+            entry_off,
+            tokens,
         })
     }
 
     /// Number of symbols.
     pub fn len(&self) -> usize {
-        self.starts.len().saturating_sub(1)
+        self.entry_off.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Symbol `i`.
-    pub fn symbol(&self, i: usize) -> Option<SymbolName<'_>> {
-        let (s, e) = (*self.starts.get(i)? as usize, *self.starts.get(i + 1)? as usize);
-        let entry = self.text.get(s..e)?;
-        let kind = entry.chars().next().unwrap_or('?');
-        Some(SymbolName { kind, name: entry.get(1..).unwrap_or("") })
+    /// The token numbers of entry `i`.
+    fn codes(&self, i: usize) -> &[u8] {
+        let Some(&off) = self.entry_off.get(i) else { return &[] };
+        let (hdr, len) = entry_header(&self.names, off as usize);
+        self.names.get(off as usize + hdr..off as usize + hdr + len).unwrap_or(&[])
+    }
+
+    /// Expand entry `i` (type letter, then name) into `out`, stopping once it is longer than
+    /// `limit`; whether it fit.
+    fn expand_into(&self, i: usize, out: &mut Vec<u8>, limit: usize) -> bool {
+        out.clear();
+        for &c in self.codes(i) {
+            out.extend_from_slice(&self.tokens[c as usize]);
+            if out.len() > limit {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The type letter of symbol `i` (the first byte of its first token).
+    pub fn kind(&self, i: usize) -> Option<char> {
+        let c = *self.codes(i).first()?;
+        self.tokens[c as usize].first().map(|&b| b as char)
+    }
+
+    /// Symbol `i`, expanded.
+    pub fn symbol(&self, i: usize) -> Option<SymbolName> {
+        let mut buf = Vec::new();
+        self.expand_into(i, &mut buf, usize::MAX);
+        let (&k, name) = buf.split_first()?;
+        // Symbol names are ASCII; anything else is replaced per byte.
+        let name = name.iter().map(|&b| if b.is_ascii() { b as char } else { '?' }).collect();
+        Some(SymbolName { kind: k as char, name })
     }
 
     /// Every symbol, in table (address) order.
-    pub fn iter(&self) -> impl Iterator<Item = SymbolName<'_>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = SymbolName> + '_ {
         (0..self.len()).filter_map(|i| self.symbol(i))
     }
 
@@ -193,15 +200,49 @@ impl Kallsyms {
     }
 
     /// Indices of several names in one pass over the table (global definitions preferred).
+    /// An entry is expanded only if the first two characters of its name begin one of `names`
+    /// (a table of two-byte prefixes) and its length is one of theirs, so most entries cost a
+    /// few token lookups.
     pub fn indices_of(&self, names: &[&str]) -> Vec<Option<u32>> {
+        let mut sorted: Vec<(&[u8], usize)> = names.iter().enumerate().map(|(k, n)| (n.as_bytes(), k)).collect();
+        sorted.sort_unstable();
+        let mut prefix = vec![false; 1 << 16];
+        for (n, _) in &sorted {
+            if let [a, b, ..] = n {
+                prefix[usize::from(*a) << 8 | usize::from(*b)] = true;
+            }
+        }
+        // Expanded lengths (type letter included) of the names wanted, as a bit set.
+        let lengths: u128 = sorted.iter().filter(|(n, _)| n.len() < 127).fold(0, |m, (n, _)| m | 1 << (n.len() + 1));
         let mut out: Vec<Option<(u32, bool)>> = vec![None; names.len()];
-        for (i, s) in self.iter().enumerate() {
-            for (k, n) in names.iter().enumerate() {
-                if s.name == *n {
-                    let global = s.kind.is_ascii_uppercase();
-                    if out[k].is_none_or(|(_, g)| !g && global) {
-                        out[k] = Some((i as u32, global));
-                    }
+        let mut buf: Vec<u8> = Vec::with_capacity(256);
+        for i in 0..self.len() {
+            // Type letter and the name's first two characters.
+            let mut head = [0u8; 3];
+            let mut got = 0;
+            for &c in self.codes(i) {
+                for &b in self.tokens[c as usize].iter().take(3 - got) {
+                    head[got] = b;
+                    got += 1;
+                }
+                if got == 3 {
+                    break;
+                }
+            }
+            if got == 3 && !prefix[usize::from(head[1]) << 8 | usize::from(head[2])] {
+                continue;
+            }
+            let len: usize = self.codes(i).iter().map(|&c| self.tokens[c as usize].len()).sum();
+            if len >= 128 || lengths & 1 << len == 0 {
+                continue;
+            }
+            self.expand_into(i, &mut buf, len);
+            let Some((&kind, name)) = buf.split_first() else { continue };
+            let p = sorted.partition_point(|(n, _)| *n < name);
+            let global = kind.is_ascii_uppercase();
+            for &(_, k) in sorted[p..].iter().take_while(|(n, _)| *n == name) {
+                if out[k].is_none_or(|(_, g)| !g && global) {
+                    out[k] = Some((i as u32, global));
                 }
             }
         }
@@ -286,7 +327,7 @@ impl Kallsyms {
     }
 
     /// Every symbol with its address (reads the whole offsets table).
-    pub fn all(&self, mem: &dyn PhysMem) -> Result<Vec<(KVirt, SymbolName<'_>)>, KallsymsError> {
+    pub fn all(&self, mem: &dyn PhysMem) -> Result<Vec<(KVirt, SymbolName)>, KallsymsError> {
         let len = 4 * self.location.num_syms as usize;
         let raw = read_vec(mem, self.location.offsets, len)?;
         let b = Bytes::new(&raw);
@@ -323,6 +364,17 @@ impl Kallsyms {
                 KVirt(self.pc_relative_phys(i, v).ok_or_else(unplaced)?.0.wrapping_add(delta))
             }
         })
+    }
+}
+
+/// `(header bytes, token count)` of the entry at `off`: a one- or two-byte ULEB128 length
+/// (bytes past the end read as 0).
+fn entry_header(names: &[u8], off: usize) -> (usize, usize) {
+    let b0 = names.get(off).copied().unwrap_or(0);
+    if b0 & 0x80 != 0 {
+        (2, ((b0 & 0x7f) as usize) | ((names.get(off + 1).copied().unwrap_or(0) as usize) << 7))
+    } else {
+        (1, b0 as usize)
     }
 }
 

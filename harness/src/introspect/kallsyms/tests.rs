@@ -159,7 +159,7 @@ fn locate_and_decode(#[case] fmt: Fmt, #[case] n: usize) {
     assert_eq!(k.has_seqs_of_names, fmt == Fmt::OffsetsFirst { seqs: true });
     assert_eq!((k.markers, k.token_table, k.token_index), (PhysAddr(t.markers), PhysAddr(t.token_table), PhysAddr(t.token_index)));
     let last = format!("sym_{}", n - 1);
-    assert_eq!(k.symbol(n - 1), Some(SymbolName { kind: 'T', name: &last }));
+    assert_eq!(k.symbol(n - 1), Some(SymbolName { kind: 'T', name: last }));
     assert_eq!(k.len(), n);
     if fmt == Fmt::PcRelative {
         assert!(k.needs_placement());

@@ -12,11 +12,9 @@
 //!   head of `init_task` whose pointers are outside the image, the bases below its `next`
 //!   (within the RAM size) whose translation holds a node pointing back at the head get a
 //!   vote; the base with most votes, at least two, wins.
-//! - `sizeof(task_struct)`: `thread.fpu.fpstate` points into the task itself, at `__fpstate`,
-//!   whose 64-byte header (size, user size, xfeatures: x87|SSE, or 0 without XSAVE) precedes the 4 KiB static
-//!   register area that ends the struct: size = fpstate offset + 64 + 4096 (5.16+). With
-//!   `arch_task_struct_size` and the xstate size in kallsyms the same number follows from
-//!   `fpu__init_task_struct_size`; when both exist they must agree.
+//! - `sizeof(task_struct)`: from where the FPU state sits ([`size`]); when `init_task` alone
+//!   does not tell, the caller reads it off forked tasks once it has them. kallsyms'
+//!   `arch_task_struct_size` and xstate size, when present, are kept to cross-check.
 //! - top-level page table (no `init_top_pgt`): a page-aligned page of `.data` whose entry 511
 //!   (`__START_KERNEL_map`) and direct-map entry are present and through which `init_task`'s
 //!   address translates to where the image mapping puts it. (`init_mm` is not reachable from
@@ -29,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::probe::{failed, swapper_names, u64_at, unavailable, Obj, Probe, MAX_TASK_SIZE};
 use super::mm::MM_WIN;
+use super::size::{self, FPREGS_STATE};
 use crate::introspect::addr::KVirt;
 use crate::introspect::kernel::Kernel;
 use crate::introspect::kspace::KernelSpace;
@@ -43,10 +42,6 @@ const MAX_NAME_HITS: usize = 256;
 const MAX_TOP_TRIES: usize = 64;
 const CHUNK: u64 = 256 << 10;
 const GIB: u64 = 1 << 30;
-/// `sizeof(union fpregs_state)`: the static register area at the end of `task_struct`.
-const FPREGS_STATE: u64 = 4096;
-/// Header of `struct fpstate` before its `__aligned(64)` register area.
-const FPSTATE_HEADER: u64 = 64;
 
 /// What the inference stands on.
 pub struct Ground<'m> {
@@ -54,9 +49,10 @@ pub struct Ground<'m> {
     pub space: KernelSpace<'m>,
     /// `init_task`'s first [`MAX_TASK_SIZE`] bytes.
     pub init: Obj,
-    pub task_size: u64,
-    /// Bytes of each task searched for fields: up to the FPU state that ends the struct.
-    pub task_win: u64,
+    /// The struct's size, when `init_task` alone tells it; else it is read off forked tasks.
+    pub task_size: Option<size::TaskSize>,
+    /// Where kallsyms puts the end of a task's static FPU state, when it has the symbols.
+    pub sym_end: Option<u64>,
     /// `init_mm` with the offset of `pgd` in it (kallsyms only: the idle task's `active_mm` is
     /// NULL whenever it is switched out, so memory alone does not lead there).
     pub init_mm: Option<(Obj, u64)>,
@@ -115,17 +111,12 @@ pub fn ground<'m>(kernel: &Kernel<'m>, data_symbols: bool) -> Result<Ground<'m>,
         notes.push(format!("page_offset_base {pob:#x}: from init_task's list heads"));
     }
     let p = Probe { space: &space };
-    let by_fpstate = fpstate_offset(&init);
-    let by_syms = symbol_size(&space, s[5], s[6], s[7])?;
-    let (task_size, task_win) = match (by_fpstate, by_syms) {
-        (Some(x), Some(n)) if x + FPSTATE_HEADER + FPREGS_STATE != n => {
-            return Err(failed(format!("task_struct size: fpstate at {x} implies {}, kallsyms {n}", x + FPSTATE_HEADER + FPREGS_STATE)))
-        }
-        (Some(x), _) => (x + FPSTATE_HEADER + FPREGS_STATE, x),
-        (None, Some(n)) => (n, n),
-        (None, None) => return Err(failed("cannot size task_struct: no fpu.fpstate self-pointer, no arch_task_struct_size")),
-    };
-    notes.push(format!("task_struct: {task_size} bytes ({})", if by_fpstate.is_some() { "fpstate" } else { "kallsyms" }));
+    let sym_end = symbol_size(&space, s[5], s[6], s[7])?;
+    let task_size = size::from_init(&init);
+    if let Some(ts) = &task_size {
+        size::check_symbols(ts, sym_end)?;
+        notes.push(format!("task_struct: {} bytes ({})", ts.size, ts.how));
+    }
     let top = match s[3] {
         Some(t) => t,
         None => {
@@ -155,7 +146,7 @@ pub fn ground<'m>(kernel: &Kernel<'m>, data_symbols: bool) -> Result<Ground<'m>,
         space,
         init,
         task_size,
-        task_win: task_win.min(task_size),
+        sym_end,
         init_mm,
         top,
         init_cred: s[1],
@@ -164,7 +155,8 @@ pub fn ground<'m>(kernel: &Kernel<'m>, data_symbols: bool) -> Result<Ground<'m>,
     })
 }
 
-/// `sizeof(task_struct)` from `arch_task_struct_size` and the default xstate size.
+/// The static end of a task's FPU state from `arch_task_struct_size` and the default xstate
+/// size (see [`size`]).
 fn symbol_size(space: &KernelSpace<'_>, ats: Option<KVirt>, cfg: Option<KVirt>, xsz: Option<KVirt>) -> Result<Option<u64>, LayoutError> {
     let Some(ats) = ats else { return Ok(None) };
     let read32 = |v: KVirt| space.read_u32(v).map(u64::from).map_err(|e| failed(format!("reading {v}: {e}")));
@@ -174,30 +166,7 @@ fn symbol_size(space: &KernelSpace<'_>, ats: Option<KVirt>, cfg: Option<KVirt>, 
         (None, None) => return Ok(None),
     };
     let n = (read32(ats)? + FPREGS_STATE).checked_sub(xstate);
-    Ok(n.filter(|&n| (1024..=MAX_TASK_SIZE).contains(&n)))
-}
-
-/// Offset of `thread.fpu.__fpstate` in `init_task`, from `fpu.fpstate` pointing at it.
-fn fpstate_offset(init: &Obj) -> Option<u64> {
-    let len = init.bytes.len() as u64;
-    let xs: BTreeSet<u64> = (0..len.saturating_sub(7))
-        .step_by(8)
-        .filter_map(|f| {
-            let x = init.u64(f)?.checked_sub(init.addr.0)?;
-            // x comes from guest memory: bound it before any arithmetic on it.
-            let fits = x <= MAX_TASK_SIZE && x > f + 8 && x % 64 == 0 && x + FPSTATE_HEADER + FPREGS_STATE <= MAX_TASK_SIZE;
-            if !fits {
-                return None;
-            }
-            let (size, user) = (init.u32(x)?, init.u32(x + 4)?);
-            let xfeatures = init.u64(x + 8)?;
-            ((512..=8192).contains(&size) && (512..=size).contains(&user) && (xfeatures == 0 || xfeatures & 3 == 3)).then_some(x)
-        })
-        .collect();
-    match xs.len() {
-        1 => xs.first().copied(),
-        _ => None,
-    }
+    Ok(n.filter(|&n| (1024..=2 * MAX_TASK_SIZE).contains(&n)))
 }
 
 /// Find `init_task` in `.data` (see the module doc).
@@ -344,15 +313,5 @@ mod overflow_tests {
         let space = KernelSpace::new(&mem, 0, Some(pob), &X86_64_4LEVEL);
         let e = search_init_task(&space, from).expect_err("no init_task there");
         assert!(e.to_string().contains("init_task not found"), "{e}");
-    }
-
-    /// `fpu.fpstate` holding a pointer far above the task: not a candidate, and no overflow.
-    #[test]
-    fn fpstate_pointer_far_away_is_ignored() {
-        let mut bytes = vec![0u8; MAX_TASK_SIZE as usize];
-        // addr + x with x = 2^64 - 128: 64-byte aligned, past every field, and x + 4 KiB wraps.
-        bytes[8..16].copy_from_slice(&0xffff_ffff_ffff_ffc0u64.to_le_bytes());
-        let init = Obj { addr: KVirt(0x40), bytes };
-        assert_eq!(fpstate_offset(&init), None);
     }
 }

@@ -5,7 +5,8 @@
 //! and found in memory when it does not ([`ground`]).
 //!
 //! Order of inference, each step checked on every sampled task (rules in the submodules):
-//! 1. [`ground`]: `init_task`, the direct-map base, `sizeof(task_struct)`, the kernel's
+//! 1. [`ground`]: `init_task`, the direct-map base, `sizeof(task_struct)` when `init_task`
+//!    tells it ([`size`]; else from the first forked tasks read, step 2), the kernel's
 //!    top-level page table (and `init_mm` when kallsyms names it).
 //! 2. `comm`: "swapper[/N]" in `init_task`; `tasks`: the one list head of `init_task` that goes
 //!    round named heap tasks with consistent back links and returns ([`probe`]).
@@ -40,6 +41,7 @@ pub mod kthread;
 pub mod mm;
 pub mod probe;
 pub mod signal;
+pub mod size;
 pub mod task;
 
 #[cfg(test)]
@@ -105,13 +107,13 @@ fn sample_indices(n: usize) -> Vec<usize> {
 /// may be used (see [`ground::ground`]).
 pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, LayoutError> {
     let g = ground::ground(kernel, data_symbols)?;
-    for n in &g.notes {
-        tracing::debug!("heuristic: {n}");
-    }
     let p = Probe { space: &g.space };
     let ver = version(&kernel.info.release);
-    let win = g.task_win as usize;
-    let init = Obj { addr: g.init.addr, bytes: g.init.bytes.get(..win).unwrap_or(&g.init.bytes).to_vec() };
+    // Until the size is known, windows span the most a task can be; cut once it is.
+    let mut win = g.task_size.map_or(probe::MAX_TASK_SIZE, |t| t.win) as usize;
+    let mut notes = g.notes.clone();
+    let cut = |o: &Obj, win: usize| Obj { addr: o.addr, bytes: o.bytes.get(..win).unwrap_or(&o.bytes).to_vec() };
+    let mut init = cut(&g.init, win);
 
     let comms = probe::swapper_names(&init.bytes);
     if comms.is_empty() {
@@ -120,7 +122,30 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
     let ring = probe::find_ring(&p, &init, &comms)?;
     tracing::debug!(tasks = ring.tasks, comm = ring.comm, members = ring.members.len(), "heuristic: task list");
     let picked: Vec<KVirt> = sample_indices(ring.members.len()).into_iter().map(|i| ring.members[i]).collect();
-    let leaders = p.objs(&picked, win, "task_struct")?;
+    let mut leaders = p.objs(&picked, win, "task_struct")?;
+    let task_size = match g.task_size {
+        Some(t) => t,
+        None => {
+            let forked: Vec<&Obj> = leaders.iter().filter(|t| t.addr != init.addr).collect();
+            let t = match (size::from_forked(&forked), g.sym_end) {
+                (Ok(t), _) => {
+                    size::check_symbols(&t, g.sym_end)?;
+                    t
+                }
+                // Memory does not tell; kallsyms does (the register area ends the struct).
+                (Err(e), Some(end)) => {
+                    tracing::debug!("heuristic: {e}; sizing from kallsyms");
+                    size::TaskSize { size: end, win: end.saturating_sub(size::FPREGS_STATE), fpu_end: end, how: "kallsyms" }
+                }
+                (Err(e), None) => return Err(e),
+            };
+            notes.push(format!("task_struct: {} bytes ({}, {} tasks)", t.size, t.how, forked.len()));
+            win = t.win as usize;
+            init = cut(&init, win);
+            leaders = leaders.iter().map(|o| cut(o, win)).collect();
+            t
+        }
+    };
 
     let sf = signal::find_signal(&p, &init, g.init_signals)?;
     let groups = signal::groups(&p, &leaders, sf)?;
@@ -177,7 +202,7 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
 
     let layout = Layout {
         task: TaskLayout {
-            size: g.task_size,
+            size: task_size.size,
             tasks: ring.tasks,
             pid,
             tgid,
@@ -200,6 +225,9 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
         kthread: kt.kthread,
         worker: kt.worker,
     };
+    for n in &notes {
+        tracing::debug!("heuristic: {n}");
+    }
     Ok(Inference {
         layout,
         sampled_leaders: leaders.len(),
@@ -207,6 +235,6 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
         weak,
         init_task: init.addr,
         page_offset_base: g.space.page_offset_base,
-        notes: g.notes.clone(),
+        notes,
     })
 }

@@ -99,7 +99,9 @@ fn offsets_equal_the_kernels_own(
         "deb-rt-amd64",
         "custom-thesis",
         "custom-randstruct",
-        "deb6.12-amd64"
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,

@@ -84,8 +84,11 @@ fn reads_past_the_image_fail_with_ur_and_the_first_bad_address() {
     assert!(r[0].is_ok() && r[1].is_err() && r[2].is_ok() && r[3].is_err(), "{r:?}");
     assert_eq!(bufs[2], pattern(BASE + 4096, 64));
     let c = ep.stop().unwrap();
-    assert_eq!(c.reads_ur, req.stats().ur);
-    assert!(c.reads_ur >= 6);
+    let s = req.stats();
+    // one UR taken per failed request (6 here, more if one straddles); a request the loaded
+    // machine retried before its UR arrived is answered UR twice, the late one absorbed
+    assert!(s.ur >= 6 && c.reads_ur >= s.ur, "{s} / {c}");
+    assert!(c.reads_ur - s.ur <= s.retries, "URs not accounted for by retries: {s} / {c}");
 }
 
 #[test]

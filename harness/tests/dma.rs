@@ -220,7 +220,7 @@ fn lost_completions_are_asked_again_alone() {
     // (whole reads asked again would be about 4096 B per lost CplD; margin for retries a
     // stalled machine makes before a completion arrives)
     assert!(resent <= c.fault_dropped * 1024, "resent {resent} B for {} lost CplDs: {s}", c.fault_dropped);
-    assert_eq!(s.requests, first + s.retries, "{s}");
+    assert_eq!(s.requests, first + s.retries + s.cuts, "{s}");
 }
 
 /// A slow endpoint (every completion held up to 20 ms) gets more time, not a retry storm:
@@ -330,6 +330,9 @@ enum Misbehaviour {
     ShortLength,
     /// Each first attempt's second completion never sent: only its bytes are asked again.
     LoseSecondOnFirstAttempt,
+    /// Each first attempt's last completion replaced by the last completion of the previous
+    /// request on its tag: what a completer that stalls with a late copy sends (issue 10).
+    PreviousLastInsteadOfOwn,
 }
 
 /// A completer on `addr:0x3000` built on the codec (the requester sends every request there with
@@ -396,6 +399,12 @@ fn misbehaving_completer(addr: std::net::Ipv4Addr, how: Misbehaviour) -> std::th
                         skip = Some(1);
                     }
                 }
+                Misbehaviour::PreviousLastInsteadOfOwn => {
+                    if answered.insert(a) {
+                        skip = Some(right.len() - 1);
+                        bad.extend(last_on_tag[usize::from(req.tag)].last().cloned());
+                    }
+                }
             }
             for d in &bad {
                 sock.send_to(d, src).unwrap();
@@ -434,9 +443,9 @@ fn misbehaving_completer_never_gets_a_wrong_byte_in(#[case] how: Misbehaviour, #
     let req = requester(addr, &format!("requester=1a:00.0&tags=4&port=first&mrrs=4096&timeout={timeout}"));
     let reads = 24u64;
     for i in 0..reads {
-        // within one page; the ends of requests four apart differ modulo 128, so the old
-        // completions of a tag never fit its next request exactly (see harness::dma::tags)
-        let a = BASE + i * 4096 + 17 + (i % 8) * 40;
+        // within one page; no two requests end alike modulo 128, so the old completions of
+        // a tag never fit its next request exactly and none is cut (see harness::dma::tags)
+        let a = BASE + i * 4096 + 21 + i;
         let mut b = vec![0u8; 300];
         req.read_blocking(PhysAddr(a), &mut b).unwrap();
         assert_eq!(b, pattern(a, 300), "read {i} ({how:?})");
@@ -450,7 +459,7 @@ fn misbehaving_completer_never_gets_a_wrong_byte_in(#[case] how: Misbehaviour, #
         Misbehaviour::LoseSecondOnFirstAttempt => {
             // each read asked for all of it once, then again only for the 64 bytes of its
             // lost second CplD (more than once if the loaded machine outlasts a wait)
-            assert!(s.retries >= reads && s.requests == reads + s.retries, "{s}");
+            assert!(s.retries >= reads && s.requests == reads + s.retries + s.cuts, "{s}");
             let firsts: Vec<u64> = seen.iter().filter(|r| r.2 == 300).map(|r| r.1).collect();
             assert_eq!(firsts.len() as u64, reads, "{seen:?}");
             for &(_, a1, n1) in seen.iter().filter(|r| r.2 != 300) {
@@ -459,12 +468,45 @@ fn misbehaving_completer_never_gets_a_wrong_byte_in(#[case] how: Misbehaviour, #
                 assert!(a1 >= second && a1 + u64::from(n1) <= second + 64, "asked {n1} at {a1:#x} for the read at {a0:#x}: {seen:?}");
             }
         }
+        Misbehaviour::PreviousLastInsteadOfOwn => unreachable!("tested on aligned reads"),
         _ => {
-            assert_eq!((s.requests, s.retries), (reads, 0), "{s}");
+            assert_eq!((s.requests, s.retries, s.cuts), (reads, 0, 0), "{s}");
             assert!(spoilt_sent >= reads, "{how:?}: only {spoilt_sent} spoilt completions sent");
             assert_eq!(s.stale + s.duplicates, spoilt_sent, "{s}");
         }
     }
+}
+
+/// The failure of the lifetime-only requester (issue 10): a completer stalled with a late copy
+/// of the previous request's last completion on a tag sends it right after the first part of
+/// the next request on that tag, instead of that request's own last part. Aligned 512-byte
+/// reads all end alike modulo 128, so the copy fits exactly; however late, it must be dropped
+/// and the missing part asked again.
+#[rstest::rstest]
+#[case::four_tags("tags=4")]
+#[case::sixteen_tags("tags=16&stride=16")]
+fn a_late_copy_that_fits_the_next_request_on_its_tag_is_never_taken(#[case] options: &str) {
+    let addr = support::loopback();
+    let completer = misbehaving_completer(addr, Misbehaviour::PreviousLastInsteadOfOwn);
+    let req = requester(addr, &format!("requester=1a:00.0&port=first&mrrs=4096&timeout=5ms&{options}"));
+    let reads = 48u64;
+    for i in 0..reads {
+        let a = BASE + i * 512;
+        let mut b = vec![0u8; 512];
+        if let Err(e) = req.read_blocking(PhysAddr(a), &mut b) {
+            let s = req.stats();
+            drop(req);
+            let (seen, _) = completer.join().unwrap();
+            panic!("read {i}: {e}; {s}; last requests seen (tag, addr, len): {:x?}", seen.iter().rev().take(20).collect::<Vec<_>>());
+        }
+        assert!(b == pattern(a, 512), "read {i}: wrong bytes; {}", req.stats());
+    }
+    let s = req.stats();
+    drop(req);
+    let (_, spoilt_sent) = completer.join().unwrap();
+    eprintln!("{s}");
+    assert_eq!((s.reads, s.bytes, s.timeouts), (reads, reads * 512, 0), "{s}");
+    assert!(spoilt_sent > reads / 2 && s.stale >= spoilt_sent, "{spoilt_sent} copies sent: {s}");
 }
 
 /// The failure of the first requester rework (issue 10): a request that times out is only
@@ -550,8 +592,9 @@ fn late_answers_to_given_up_requests_never_reach_a_buffer(#[case] options: &str)
     eprintln!("{s}");
     assert_eq!((s.reads, s.bytes, s.timeouts, s.conflicts), (reads, reads * 512, 0, 0), "{s}");
     // each read retried once (more if the loaded machine outlasts a retry's wait too)
-    assert!(s.retries >= reads && requests == reads + s.retries, "{requests} requests: {s}");
+    assert!(s.retries >= reads && requests == s.requests, "{requests} requests: {s}");
     assert!(late_sent >= 2 * reads, "{late_sent}");
-    // every late completion that arrived while the requester listened was absorbed
-    assert!(s.late > 0 && s.stale + s.duplicates == 0, "{s}");
+    // late completions were absorbed (one a loaded machine delays past its tag's rest is
+    // dropped as stale: the bytes above are exact either way)
+    assert!(s.late > 0 && s.conflicts == 0, "{s}");
 }

@@ -8,8 +8,9 @@
 //!              timeouts → hold the tag, ask again for the missing bytes only
 //!     ├─ target     nettlp://ADDR[:TAG]?options  (what TAG means, defaults)
 //!     ├─ request    split at 4 KiB and MRRS; completion checks and reassembly (pure)
-//!     ├─ tags       when a tag may carry a request again: FIFO over all tags, given-up and
-//!     │             suspect tags rest a completion's lifetime (the stale-completion defence)
+//!     ├─ tags       when a tag may carry a request again: FIFO over all tags; on a suspect
+//!     │             network never one whose recent requests the new one aliases (the
+//!     │             stale-completion defence), cutting the request short if need be
 //!     ├─ rto        adaptive retransmission timeout (RFC 6298 on request round trips)
 //!     └─ stats      counters and latency histogram
 //!   bench        blocking and pipelined read benchmarks, rows for results/wire-*.csv

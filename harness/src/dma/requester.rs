@@ -18,6 +18,8 @@
 //! status, length, Byte Count and Lower Address fit bytes of that request still missing
 //! ([`super::request`]). Anything else is dropped and counted (`stale`, `duplicates`,
 //! `malformed`); the bytes it claimed are asked again if their own completion never comes.
+//! Which tag a request gets, and whether it is cut a few bytes short so that no stale copy on
+//! that tag can fit it, is [`super::tags`]'s decision (a cut's rest starts the next request).
 //!
 //! Invariants: the requester never sends a Memory Write except through the explicitly named
 //! [`Requester::write_for_testing`]; a caller's buffer only receives bytes of completions that
@@ -407,6 +409,17 @@ impl Cursor {
         None
     }
 
+    /// `piece`, the last one handed out, is asked for only its first `len` bytes: the next
+    /// piece starts after them (so one cut shifts the following pieces instead of leaving a
+    /// short piece behind). False if `piece` is not the last one handed out.
+    fn take_back(&mut self, piece: &Piece, len: u32) -> bool {
+        let last = self.op == piece.op && self.pos == piece.off + piece.len as usize;
+        if last {
+            self.pos = piece.off + len as usize;
+        }
+        last
+    }
+
     fn done(&self, ops: &[ReadOp<'_>]) -> bool {
         self.op >= ops.len()
     }
@@ -421,8 +434,8 @@ impl Engine {
         }
     }
 
-    /// The times tag decisions are made with: the assumed lifetime of a completion is the
-    /// target's, or four times the RTO if longer.
+    /// The times tag decisions are made with: the rest of a tag is the target's lifetime, or
+    /// four times the RTO if longer (not the lateness seen: see [`super::tags`]).
     fn clock(&self, now: Instant, t: &Target) -> Clock {
         let lifetime = t.lifetime.max(self.rto.estimate() * 4).min(tags::MAX_LIFETIME);
         Clock { now, drained: self.drained, lifetime }
@@ -441,6 +454,7 @@ impl Engine {
         loop {
             let clock = self.clock(now, t);
             // issue as many requests as allowed
+            let mut tag_wake = None;
             while self.inflight < max_inflight {
                 let piece = match self.retry.pop_front() {
                     Some(p) => p,
@@ -452,23 +466,33 @@ impl Engine {
                 if results[piece.op].is_some() {
                     continue;
                 }
-                let Some(tag) = self.tags.acquire(&clock) else {
-                    self.retry.push_front(piece);
-                    break;
+                let (tag, len) = match self.tags.acquire(&clock, piece.addr, piece.len) {
+                    Ok(x) => x,
+                    Err(wake) => {
+                        tag_wake = wake;
+                        self.retry.push_front(piece);
+                        break;
+                    }
                 };
+                if len < piece.len {
+                    // cut short so it aliases no recent request on its tag: the rest next
+                    self.stats.cuts += 1;
+                    if !cursor.take_back(&piece, len) {
+                        let rest = Piece { off: piece.off + len as usize, addr: piece.addr + u64::from(len), len: piece.len - len, ..piece };
+                        self.retry.push_front(rest);
+                    }
+                }
                 let wait = self.rto.timeout_for(piece.attempts);
-                self.issue(rid, tag, piece, now, wait);
+                self.issue(rid, tag, Piece { len, ..piece }, now, wait);
             }
             self.flush();
             if self.inflight == 0 && self.retry.is_empty() && cursor.done(ops) {
                 break;
             }
-            // wait for a completion, the earliest deadline, or a resting tag
+            // wait for a completion, the earliest deadline, or a tag done resting
             let mut wake = self.next_expiry;
-            if self.inflight < max_inflight && (!self.retry.is_empty() || !cursor.done(ops)) && !self.tags.has_free(&clock) {
-                if let Some(w) = self.tags.next_wake(&clock) {
-                    wake = Some(wake.map_or(w, |x| x.min(w)));
-                }
+            if let Some(w) = tag_wake {
+                wake = Some(wake.map_or(w, |x| x.min(w)));
             }
             let before_wait = Instant::now();
             let timeout = wake.map(|w| w.saturating_duration_since(before_wait));
@@ -488,6 +512,7 @@ impl Engine {
             if self.receive(now, t, rid, ops, &mut results) && complete {
                 self.drained = before_wait;
             }
+            self.stats.max_lateness = self.stats.max_lateness.max(self.tags.lateness());
             if self.next_expiry.is_some_and(|x| x <= now) {
                 self.expire(now, t, &mut results);
             }
@@ -570,7 +595,7 @@ impl Engine {
                     }
                     let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
                     let conflict = take_completion(
-                        bytes, now, ids, ops, results, &mut self.slots, &mut self.tags,
+                        bytes, now, self.drained, ids, ops, results, &mut self.slots, &mut self.tags,
                         &mut self.inflight, &mut self.rto, &mut self.stats,
                     );
                     conflicts.extend(conflict);
@@ -673,6 +698,7 @@ impl Ids<'_> {
 fn take_completion(
     bytes: &[u8],
     now: Instant,
+    drained: Instant,
     ids: Ids<'_>,
     ops: &mut [ReadOp<'_>],
     results: &mut [Option<MemError>],
@@ -706,6 +732,7 @@ fn take_completion(
             Absorbed::Stale => {
                 stats.stale += 1;
                 tags.anomaly();
+                tags.stale_seen(cpl.tag, false, drained);
             }
         }
         return None;
@@ -766,6 +793,7 @@ fn take_completion(
         Verdict::Reject(Reject::Mismatch) => {
             stats.stale += 1;
             tags.anomaly();
+            tags.stale_seen(cpl.tag, true, drained);
         }
         Verdict::Reject(Reject::Truncated) => stats.malformed += 1,
     }

@@ -2,23 +2,21 @@
 //!
 //! A completion is matched to its request by tag alone: NetTLP carries no nonce. A copy of
 //! an earlier request's completion (a network duplicate, a duplicated MRd answered twice, or
-//! the late answer to a request given up) whose Byte Count, Lower Address and length fit the
-//! request now holding its tag is indistinguishable from that request's own answer: this
-//! happens whenever the two requests end at the same address modulo 128, e.g. any two aligned
-//! 512-byte reads. The checks of [`super::request`] cannot catch it; only not reusing the tag
-//! while such a copy may still come can.
+//! the late answer to a request given up) fits a later request on its tag exactly when the
+//! two requests end at different addresses that agree modulo 128: Byte Count and Lower
+//! Address then name a byte of the later request ([`super::request`] checks everything else),
+//! e.g. any two aligned 512-byte reads. Such two requests *alias*. (With equal ends the copy's
+//! bytes land at their own addresses; with other ends it is dropped as stale.)
 //!
-//! **The lifetime assumption** (TCP's maximum segment lifetime, scaled to a PCIe link): every
-//! copy of a completion reaches the requester's socket within `lifetime` of the send of the
-//! MRd it answers, once the completer is processing requests sent after that MRd. `lifetime`
-//! is `max(the target's lifetime option (default 5 ms), 4 x RTO)`, and for a request that
-//! timed out at least twice the wait it was given; [`MAX_LIFETIME`] bounds it when the
-//! completer answers nothing at all.
-//!
-//! **The drain point.** Time `drained` passed in is taken before a look at every socket
-//! (level-triggered epoll) after which each readable socket was read until empty: every
-//! datagram that arrived before `drained` has been taken or dropped. So our own stalls (the
-//! requester descheduled while completions pile up) never count against the lifetime.
+//! **Why not a lifetime alone.** The first version rested a tag for a fixed lifetime (5 ms)
+//! after its send and trusted every copy to arrive within it. Under load it failed: the
+//! emulator's thread, descheduled for longer, sent a copy it held for reordering right after
+//! the first completion of the next request on the tag, which it fit (issue 10). Stale copies
+//! in the dma tests arrive up to 9 ms after their request's send on a loaded 2-core box
+//! ([`TagPool::stale_seen`] measures it; `DmaStats::max_lateness`). No fixed time is safe when
+//! the completer can be descheduled; and a lifetime raised to the lateness seen (evaluated)
+//! drives the requester to a crawl after one stall, while a copy later than any bound still
+//! fits. So the defence is by address, and time only orders requests on one tag.
 //!
 //! **The rules.** A tag is in one of three states:
 //! - *live*: a request holds it; only completions fitting that request reach a buffer;
@@ -26,23 +24,39 @@
 //!   Completions that fit the given-up request are absorbed (counted as late, copied nowhere).
 //!   It goes back to the free list only at a drain point `drained >= e + lifetime`, where `e`
 //!   is the latest of: its send, its last late completion, and the first answer to a request
-//!   sent after it was given up (*evidence* the completer has moved past it; no evidence, no
-//!   release before `send + MAX_LIFETIME`);
+//!   sent after it was given up (no such answer, no release before `send + MAX_LIFETIME`);
 //! - *free*: first-in first-out over every configured tag, so a freed tag is reused as late as
-//!   possible. While the network is *suspect* (a duplicate, a stale completion or a conflict
-//!   was seen, and fewer than [`CLEAN_STREAK`] completions were taken since), a free tag is
-//!   reused only at a drain point `drained >= last send + lifetime`; otherwise at once.
+//!   possible. On a *trusted* network (no duplicate, stale or conflicting completion in the
+//!   last [`CLEAN_STREAK`] taken; a requester starts suspect) the front tag at once. On a
+//!   *suspect* one, a tag rests until a drain point `drained >= last send + lifetime`, and then
+//!   carries a request only if the request aliases none of the tag's last [`HISTORY`] requests:
+//!   the first rested tag for which that holds; else the request is cut short by a few DWs to an
+//!   end that aliases none (the rest goes to the next request); a request too short to cut
+//!   waits for an alias [`ALIAS_LIFETIMES`] lifetimes old (the one time-based escape).
 //!
-//! **Why no wrong byte** (under the assumption): a request R2 taking tag T at drain point `d`
-//! can meet a copy of an earlier request R1 on T only if that copy arrives after `d`. If T
-//! was held or the network is suspect, `d >= send(R1) + lifetime` (and past the evidence that
-//! R1 is behind the completer), so every copy of R1 had arrived before `d` and was taken then,
-//! when R1 was no longer live: absorbed or dropped. If the network is not suspect and R1
-//! completed, every byte of R1 arrived exactly once and no copy was ever seen twice in the
-//! last [`CLEAN_STREAK`] completions: no copy is left unless the network duplicated one for
-//! the first time in that streak and delayed it past the tag's turn in the FIFO. That copy is the
-//! residual risk; the requester narrows it further (a repeat of received bytes with different
-//! contents abandons the request and asks it again, see [`super::requester`]).
+//! `lifetime` is `max(the target's lifetime option (default 5 ms), 4 x RTO)`. Drain points
+//! (`drained`) are taken before a look at every socket after which each readable socket was
+//! read until empty, so our own stalls never count against a rest.
+//!
+//! **Why no wrong byte on a suspect network.** A copy of request R on tag T can reach a buffer
+//! only while a request aliasing R holds T. The next [`HISTORY`] requests on T alias neither R
+//! nor (being cut when needed) one another, so it takes a copy that arrives after the
+//! ([`HISTORY`] + 1)-th request after R on T was sent. Requests on T go out one at a time, each
+//! after its predecessor was answered (or given up, held and released) and after resting a
+//! lifetime; they go through one port, which a completer serves in order. With the emulator's
+//! fault injector (a copy released at most `delay + 500 us` after its push, or with the next
+//! datagram pushed; released in order), the copies of R are sent before the answer to the
+//! fourth request after R on T however long either side is descheduled: a copy may meet R+1 ..
+//! R+4 on T, never R+5, and none of those alias R. The assumption, for any completer: *a copy
+//! does not outlive [`HISTORY`] later requests on its tag, each a lifetime apart*.
+//!
+//! **Residual risks.** (1) On a trusted network a first duplicate, delayed past the next
+//! aliasing request on its tag, fits it (once seen, the network is suspect again); a repeat of
+//! received bytes with other contents abandons the request and asks it again, see
+//! [`super::requester`]. (2) A request too short to cut that aliases all free tags goes out
+//! when the aliases are [`ALIAS_LIFETIMES`] lifetimes old: a copy older than that (40 ms by
+//! default) that is no longer than it fits. (3) A completer that holds a copy across more than
+//! [`HISTORY`] answered requests on its tag.
 //!
 //! Invariant: a tag is handed out only when free, and never while live or held; time
 //! (`now`, `drained`) is passed in, never read here.
@@ -56,6 +70,11 @@ use super::request::{Reassembly, Verdict};
 
 /// The longest a given-up request's tag is held when the completer answers nothing newer.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(1);
+/// How many earlier requests on a tag a new request on it must not alias (see the module doc).
+pub const HISTORY: usize = 4;
+/// An earlier request stops blocking aliases on its tag this many lifetimes after its send
+/// (so a workload whose every request aliases still makes progress).
+pub const ALIAS_LIFETIMES: u32 = 8;
 /// How many completions in a row must fit without a duplicate, stale or conflicting one in
 /// between before a suspect network is trusted again (counted in completions, not time, so a
 /// stall never makes a network look clean).
@@ -69,6 +88,20 @@ pub struct Clock {
     pub drained: Instant,
     /// The assumed longest lifetime of a completion.
     pub lifetime: Duration,
+}
+
+/// An earlier request on a tag: where it ended and when it was sent.
+#[derive(Debug, Clone, Copy)]
+struct Past {
+    end: u64,
+    sent: Instant,
+}
+
+/// Whether a completion of a request ending at `a` can fit a request ending at `b` at other
+/// addresses: Byte Count and Lower Address fit exactly when the ends agree modulo 128
+/// ([`super::request`]); with equal ends the bytes land at their own addresses.
+pub fn aliases(a: u64, b: u64) -> bool {
+    a != b && (a ^ b) & 0x7f == 0
 }
 
 #[derive(Debug)]
@@ -100,11 +133,19 @@ pub struct TagPool {
     free: VecDeque<u8>,
     live: [bool; 256],
     last_send: [Option<Instant>; 256],
+    /// The last [`HISTORY`] requests on each tag, newest at `past_next[tag] - 1`.
+    past: Vec<[Option<Past>; HISTORY]>,
+    past_next: [u8; 256],
+    /// The latest a completion was seen to arrive after its request's send (a lower bound:
+    /// measured from the drain point before it, to the newest earlier send on its tag).
+    lateness: Duration,
+    /// Completions taken (for the lateness decay).
+    taken: u32,
     held: Vec<Option<Held>>,
     n_held: usize,
     /// Held tags still waiting for evidence.
     unproven: usize,
-    /// Completions taken since the last anomaly (starts trusted).
+    /// Completions taken since the last anomaly (starts suspect: trust is earned).
     clean_streak: u32,
     next_parole: Option<Instant>,
 }
@@ -122,10 +163,14 @@ impl TagPool {
             free,
             live: [false; 256],
             last_send: [None; 256],
+            past: vec![[None; HISTORY]; 256],
+            past_next: [0; 256],
+            lateness: Duration::ZERO,
+            taken: 0,
             held: (0..256).map(|_| None).collect(),
             n_held: 0,
             unproven: 0,
-            clean_streak: CLEAN_STREAK,
+            clean_streak: 0,
             next_parole: None,
         }
     }
@@ -134,6 +179,24 @@ impl TagPool {
     /// [`CLEAN_STREAK`] completions.
     pub fn suspect(&self) -> bool {
         self.clean_streak < CLEAN_STREAK
+    }
+
+    /// A completion on `tag` that fits no request of ours arrived after the drain point
+    /// `drained`: it answers an earlier request on the tag (the newest one if the tag is not
+    /// `live`, else the one before), so it is at least this late.
+    pub fn stale_seen(&mut self, tag: u8, live: bool, drained: Instant) {
+        let t = usize::from(tag);
+        let newest = usize::from(self.past_next[t]) + HISTORY - 1;
+        let k = if live { newest - 1 } else { newest };
+        if let Some(p) = self.past[t][k % HISTORY] {
+            self.lateness = self.lateness.max(drained.saturating_duration_since(p.sent));
+        }
+    }
+
+    /// The lateness seen (see [`TagPool::stale_seen`]); halved every [`CLEAN_STREAK`]
+    /// completions taken, so one stall does not slow the rest of a long run.
+    pub fn lateness(&self) -> Duration {
+        self.lateness
     }
 
     /// A completion that cannot be explained by one copy per request was seen.
@@ -179,17 +242,79 @@ impl TagPool {
         self.next_parole = next;
     }
 
-    /// The next tag to use, if one may carry a request now; it becomes live, sent at `c.now`.
-    pub fn acquire(&mut self, c: &Clock) -> Option<u8> {
+    /// If a request ending at `end` on `tag` would alias one of its last [`HISTORY`]
+    /// requests: when the last such alias expires ([`ALIAS_LIFETIMES`] lifetimes after its
+    /// send).
+    fn alias_until(&self, tag: u8, end: u64, c: &Clock) -> Option<Instant> {
+        let expiry = c.lifetime * ALIAS_LIFETIMES;
+        self.past[usize::from(tag)].iter().flatten().filter(|p| aliases(p.end, end)).map(|p| p.sent + expiry).max()
+    }
+
+    /// Take free tag number `i` of the FIFO for a request ending at `end`.
+    fn take(&mut self, i: usize, end: u64, c: &Clock) -> u8 {
+        let tag = self.free.remove(i).unwrap_or_default();
+        let t = usize::from(tag);
+        self.live[t] = true;
+        self.last_send[t] = Some(c.now);
+        let k = usize::from(self.past_next[t]) % HISTORY;
+        self.past[t][k] = Some(Past { end, sent: c.now });
+        self.past_next[t] = ((k + 1) % HISTORY) as u8;
+        tag
+    }
+
+    /// A tag for a request of `len` bytes at `addr`, sent at `c.now`, and how many of those
+    /// bytes it may ask for (all of them, or fewer: the rest is for another request). The tag
+    /// becomes live.
+    ///
+    /// On a trusted network the front of the FIFO, at once. On a suspect one, the first free
+    /// tag that rested a lifetime and whose last [`HISTORY`] requests the request does not
+    /// alias; failing that, the request is cut short (by a multiple of 4 bytes) to an end that
+    /// aliases none of them on the first rested tag; failing that (it is too short to cut),
+    /// nothing; the error is the drain point at which to ask again (a tag done resting, an
+    /// alias expired, a held tag due), if any (else: wait for a completion or a time-out).
+    pub fn acquire(&mut self, c: &Clock, addr: u64, len: u32) -> Result<(u8, u32), Option<Instant>> {
         self.parole(c);
-        let &tag = self.free.front()?;
-        if self.free_at(tag, c).is_some_and(|at| c.drained < at) {
-            return None;
+        let end = addr + u64::from(len);
+        let mut wake = self.held_wake(c);
+        if self.free.is_empty() {
+            return Err(wake);
         }
-        self.free.pop_front();
-        self.live[usize::from(tag)] = true;
-        self.last_send[usize::from(tag)] = Some(c.now);
-        Some(tag)
+        if !self.suspect() {
+            return Ok((self.take(0, end, c), len));
+        }
+        // the free tags that rested a lifetime, in FIFO order, and when the others will have
+        let mut rested = Vec::with_capacity(self.free.len());
+        for (i, &tag) in self.free.iter().enumerate() {
+            match self.free_at(tag, c).filter(|&at| c.drained < at) {
+                Some(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+                None => rested.push(i),
+            }
+        }
+        // 1. a tag none of whose last requests the request aliases
+        if let Some(&i) = rested.iter().find(|&&i| self.alias_until(self.free[i], end, c).is_none()) {
+            return Ok((self.take(i, end, c), len));
+        }
+        // 2. cut short on the first: ends below `end`, DW-aligned, a DW apart; HISTORY + 1 of
+        // them have distinct residues modulo 128, so one aliases none of the tag's requests
+        if let Some(&i) = rested.first() {
+            let tag = self.free[i];
+            let cut = if end & 3 == 0 { end.saturating_sub(4) } else { end & !3 };
+            let found = (0..=HISTORY as u64)
+                .map(|k| cut.saturating_sub(4 * k))
+                .take_while(|&e| e > addr)
+                .find(|&e| self.alias_until(tag, e, c).is_none());
+            if let Some(e) = found {
+                return Ok((self.take(i, e, c), (e - addr) as u32));
+            }
+        }
+        // 3. too short to cut: a tag whose aliases are all old enough (the liveness escape)
+        for &i in &rested {
+            match self.alias_until(self.free[i], end, c) {
+                Some(until) if c.drained < until => wake = Some(wake.map_or(until, |w| w.min(until))),
+                _ => return Ok((self.take(i, end, c), len)),
+            }
+        }
+        Err(wake)
     }
 
     /// The tag [`TagPool::acquire`] would hand out next, without taking it (free now or not).
@@ -221,6 +346,10 @@ impl TagPool {
     /// given up before, and one more for the clean streak.
     pub fn answered(&mut self, sent: Instant, now: Instant) {
         self.clean_streak = self.clean_streak.saturating_add(1);
+        self.taken = self.taken.wrapping_add(1);
+        if self.taken.is_multiple_of(CLEAN_STREAK) {
+            self.lateness /= 2;
+        }
         if self.unproven == 0 {
             return;
         }
@@ -246,19 +375,9 @@ impl TagPool {
         }
     }
 
-    /// When a tag may next become usable without a completion arriving (for the wait).
-    pub fn next_wake(&self, c: &Clock) -> Option<Instant> {
-        let front = self.free.front().and_then(|&t| self.free_at(t, c));
-        let held = self.held.iter().flatten().map(|h| Self::held_due(h, c.lifetime)).min();
-        match (front, held) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Whether a free tag may carry a request at `c` (without paroling held ones).
-    pub fn has_free(&self, c: &Clock) -> bool {
-        self.free.front().is_some_and(|&t| self.free_at(t, c).is_none_or(|at| c.drained >= at))
+    /// When the next held tag is due.
+    fn held_wake(&self, c: &Clock) -> Option<Instant> {
+        self.held.iter().flatten().map(|h| Self::held_due(h, c.lifetime)).min()
     }
 
     pub fn held(&self) -> usize {
@@ -279,6 +398,22 @@ mod tests {
         Clock { now: t0 + us(now), drained: t0 + us(drained), lifetime: us(1000) }
     }
 
+    /// A tag for a 4-byte request ending at 0x1004 (requests with equal ends never alias).
+    fn acq(p: &mut TagPool, c: &Clock) -> Option<u8> {
+        p.acquire(c, 0x1000, 4).ok().map(|(tag, len)| {
+            assert_eq!(len, 4);
+            tag
+        })
+    }
+
+    fn trust(p: &mut TagPool) {
+        let t = Instant::now();
+        for _ in 0..CLEAN_STREAK {
+            p.answered(t, t);
+        }
+        assert!(!p.suspect());
+    }
+
     fn cpls(tag: u8, addr: u64, len: u32) -> Vec<Completion> {
         let req = MemRequest::new(DeviceId(0x1a00), tag, addr, len).unwrap();
         completion_chunks(addr, len, 256).map(|c| Completion::for_chunk(&req, DeviceId(0), &c)).collect()
@@ -289,13 +424,14 @@ mod tests {
         let t0 = Instant::now();
         let c = clock(t0, 0, 0);
         let mut p = TagPool::new(&[0, 1, 2, 1]);
-        assert_eq!(p.acquire(&c), Some(0));
-        assert_eq!(p.acquire(&c), Some(1));
+        trust(&mut p);
+        assert_eq!(acq(&mut p, &c), Some(0));
+        assert_eq!(acq(&mut p, &c), Some(1));
         p.release(0);
         p.release(0); // a second release is ignored
-        assert_eq!(p.acquire(&c), Some(2), "a freed tag waits behind the others");
-        assert_eq!(p.acquire(&c), Some(0));
-        assert_eq!(p.acquire(&c), None);
+        assert_eq!(acq(&mut p, &c), Some(2), "a freed tag waits behind the others");
+        assert_eq!(acq(&mut p, &c), Some(0));
+        assert_eq!(acq(&mut p, &c), None);
         assert_eq!(p.peek(), None);
     }
 
@@ -303,49 +439,49 @@ mod tests {
     fn suspect_network_rests_every_tag_a_lifetime_from_its_send() {
         let t0 = Instant::now();
         let mut p = TagPool::new(&[5, 6]);
-        assert_eq!(p.acquire(&clock(t0, 0, 0)), Some(5));
+        trust(&mut p);
+        assert_eq!(acq(&mut p, &clock(t0, 0, 0)), Some(5));
         p.release(5);
         // a duplicate at 10 us: the network is suspect for a while
         p.anomaly();
         assert!(p.suspect());
-        assert_eq!(p.acquire(&clock(t0, 20, 20)), Some(6), "never used: free at once");
+        assert_eq!(acq(&mut p, &clock(t0, 20, 20)), Some(6), "never used: free at once");
         p.release(6);
-        assert_eq!(p.acquire(&clock(t0, 900, 900)), None);
-        assert_eq!(p.next_wake(&clock(t0, 900, 900)), Some(t0 + us(1000)));
+        assert_eq!(p.acquire(&clock(t0, 900, 900), 0x1000, 4), Err(Some(t0 + us(1000))));
         // what counts is the drain point, not the clock
-        assert_eq!(p.acquire(&clock(t0, 1500, 999)), None);
-        assert_eq!(p.acquire(&clock(t0, 1500, 1000)), Some(5));
+        assert_eq!(acq(&mut p, &clock(t0, 1500, 999)), None);
+        assert_eq!(acq(&mut p, &clock(t0, 1500, 1000)), Some(5));
         // however long nothing is answered, still suspect
-        assert_eq!(p.acquire(&clock(t0, 1001, 1001)), None);
+        assert_eq!(acq(&mut p, &clock(t0, 1001, 1001)), None);
         // once enough completions fit in a row, at once again
         for _ in 0..CLEAN_STREAK {
             p.answered(t0, t0 + us(1001));
         }
         assert!(!p.suspect());
-        assert_eq!(p.acquire(&clock(t0, 1001, 1001)), Some(6));
+        assert_eq!(acq(&mut p, &clock(t0, 1001, 1001)), Some(6));
     }
 
     #[test]
     fn given_up_tags_wait_for_evidence_then_a_lifetime() {
         let t0 = Instant::now();
         let mut p = TagPool::new(&[3, 4]);
-        assert_eq!(p.acquire(&clock(t0, 0, 0)), Some(3));
+        assert_eq!(acq(&mut p, &clock(t0, 0, 0)), Some(3));
         p.hold(3, Reassembly::new(0x1000, 512), t0 + us(200), us(200));
         assert_eq!(p.held(), 1);
         // no evidence: held however long we wait, short of the cap
-        assert_eq!(p.acquire(&clock(t0, 50_000, 50_000)), Some(4));
-        assert_eq!(p.acquire(&clock(t0, 60_000, 60_000)), None);
+        assert_eq!(acq(&mut p, &clock(t0, 50_000, 50_000)), Some(4));
+        assert_eq!(acq(&mut p, &clock(t0, 60_000, 60_000)), None);
         // a request sent before the timeout is no evidence; one sent after it is
         p.answered(t0 + us(100), t0 + us(60_000));
-        assert_eq!(p.acquire(&clock(t0, 60_001, 60_001)), None);
+        assert_eq!(acq(&mut p, &clock(t0, 60_001, 60_001)), None);
         p.answered(t0 + us(50_000), t0 + us(60_000));
         // then a late completion moves the rest
         let cs = cpls(3, 0x1000, 512);
         assert_eq!(p.absorb(&cs[0], 4096, t0 + us(60_500)), Absorbed::Late);
         assert_eq!(p.absorb(&cs[0], 4096, t0 + us(60_600)), Absorbed::Stale, "a copy of a late one");
         assert_eq!(p.absorb(&cpls(4, 0x1000, 64)[0], 4096, t0), Absorbed::Stale, "a tag not held");
-        assert_eq!(p.acquire(&clock(t0, 61_400, 61_400)), None);
-        assert_eq!(p.acquire(&clock(t0, 61_500, 61_500)), Some(3));
+        assert_eq!(acq(&mut p, &clock(t0, 61_400, 61_400)), None);
+        assert_eq!(acq(&mut p, &clock(t0, 61_500, 61_500)), Some(3));
         assert_eq!(p.held(), 0);
     }
 
@@ -353,16 +489,71 @@ mod tests {
     fn held_tags_rest_twice_their_wait_and_go_at_the_cap() {
         let t0 = Instant::now();
         let mut p = TagPool::new(&[9]);
-        assert_eq!(p.acquire(&clock(t0, 0, 0)), Some(9));
+        assert_eq!(acq(&mut p, &clock(t0, 0, 0)), Some(9));
         p.hold(9, Reassembly::new(0x1000, 512), t0 + us(4000), us(4000));
         p.answered(t0 + us(4000), t0 + us(4100));
         // the evidence, then twice the 4 ms wait (longer than the 1 ms lifetime)
-        assert_eq!(p.acquire(&clock(t0, 12_099, 12_099)), None);
-        assert_eq!(p.acquire(&clock(t0, 12_100, 12_100)), Some(9));
+        assert_eq!(acq(&mut p, &clock(t0, 12_099, 12_099)), None);
+        assert_eq!(acq(&mut p, &clock(t0, 12_100, 12_100)), Some(9));
         p.hold(9, Reassembly::new(0x1000, 512), t0 + us(13_000), us(100));
         let cap = 12_100 + MAX_LIFETIME.as_micros() as u64;
-        assert_eq!(p.acquire(&clock(t0, cap - 1, cap - 1)), None);
-        assert_eq!(p.next_wake(&clock(t0, cap - 1, cap - 1)), Some(t0 + us(cap)));
-        assert_eq!(p.acquire(&clock(t0, cap, cap)), Some(9));
+        assert_eq!(p.acquire(&clock(t0, cap - 1, cap - 1), 0x1000, 4), Err(Some(t0 + us(cap))));
+        assert_eq!(acq(&mut p, &clock(t0, cap, cap)), Some(9));
+    }
+
+    #[test]
+    fn aliasing_requests_are_cut_on_a_suspect_network() {
+        let t0 = Instant::now();
+        let mut p = TagPool::new(&[1]);
+        assert!(p.suspect(), "trust is earned");
+        assert_eq!(p.acquire(&clock(t0, 0, 0), 0x1000, 512), Ok((1, 512)));
+        p.release(1);
+        // the next aligned 512 bytes end at 0x1400, which 0x1200 aliases: cut by a DW
+        assert_eq!(p.acquire(&clock(t0, 1000, 1000), 0x1200, 512), Ok((1, 508)));
+        p.release(1);
+        // the rest ends at 0x1400 and is too short to cut: wait for the alias to expire
+        let c = clock(t0, 2000, 2000);
+        assert_eq!(p.acquire(&c, 0x13fc, 4), Err(Some(t0 + us(1000) * ALIAS_LIFETIMES)));
+        // a request ending where an earlier one did is no alias (the bytes are its own)
+        assert_eq!(p.acquire(&c, 0x1300, 0xfc), Ok((1, 0xfc)));
+        p.release(1);
+        let late = clock(t0, 8000, 8000);
+        assert_eq!(p.acquire(&late, 0x13fc, 4), Ok((1, 4)));
+        p.release(1);
+        // pushed out by HISTORY later requests: no longer an alias, however recent
+        for k in 0..HISTORY as u64 {
+            let c = clock(t0, 9000 + 1000 * k, 9000 + 1000 * k);
+            assert_eq!(p.acquire(&c, 0x3000 + 4 * k, 4), Ok((1, 4)));
+            p.release(1);
+        }
+        assert_eq!(p.acquire(&clock(t0, 13_000, 13_000), 0x7000, 0x400), Ok((1, 0x400)));
+    }
+
+    #[test]
+    fn a_free_tag_without_the_alias_goes_first_and_trust_skips_the_check() {
+        let t0 = Instant::now();
+        let mut p = TagPool::new(&[1, 2]);
+        assert_eq!(p.acquire(&clock(t0, 0, 0), 0x1000, 512), Ok((1, 512)));
+        p.release(1);
+        let c = clock(t0, 1000, 1000);
+        // tag 1 is first in the FIFO but aliases; tag 2 does not
+        assert_eq!(p.acquire(&c, 0x1200, 512), Ok((2, 512)));
+        p.release(2);
+        trust(&mut p);
+        assert_eq!(p.acquire(&c, 0x1400, 512), Ok((1, 512)), "trusted: the front, uncut");
+    }
+
+    #[test]
+    fn stale_completions_raise_the_lateness_then_it_decays() {
+        let t0 = Instant::now();
+        let mut p = TagPool::new(&[1]);
+        assert_eq!(p.acquire(&clock(t0, 0, 0), 0x1000, 512), Ok((1, 512)));
+        p.release(1);
+        p.stale_seen(1, false, t0 + us(7000));
+        assert_eq!(p.lateness(), us(7000));
+        for _ in 0..CLEAN_STREAK {
+            p.answered(t0, t0);
+        }
+        assert_eq!(p.lateness(), us(3500));
     }
 }

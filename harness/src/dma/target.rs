@@ -14,10 +14,10 @@
 //! default 16, the NetTLP adapter's), `mrrs=BYTES` (max read request size, default 512 like the
 //! adapter), `timeout=DUR` (floor of the retransmission timeout, default 200us; the wait follows
 //! measured round trips and doubles per retry, see [`super::rto`]), `retries=N` (how many times
-//! a missing byte is asked again before the read fails, default 16), `lifetime=DUR` (the
-//! longest a completion is assumed to take to arrive after its request was sent, at least
-//! 4 x RTO, default 5ms: how long a tag rests after a timeout, or while the network duplicates;
-//! see [`super::tags`]),
+//! a missing byte is asked again before the read fails, default 16), `lifetime=DUR` (how
+//! long a tag rests after a timeout, or from its last send while the network is suspect, at
+//! least 4 x RTO, default 5ms; what keeps a stale copy out is the alias rule, see
+//! [`super::tags`]),
 //! `port=tag|first` (`tag`, the default: each request on its tag's port, libtlp's rule;
 //! `first`: every request on the first tag's port, so batches go out as one UDP GSO message
 //! — completions are taken on every tag's port either way), `spin=DUR` (busy-poll this long

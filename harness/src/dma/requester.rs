@@ -316,7 +316,9 @@ impl Requester {
             return Ok(());
         }
         let mut e = self.engine();
-        let tag = e.tags.peek().ok_or_else(|| DmaError::Write("no free tag".into()))?;
+        // the tag the read-back barrier will get (the same choice at the same drain point)
+        let clock = e.clock(Instant::now(), &self.target);
+        let tag = e.tags.peek(&clock, addr.0, 1).ok_or_else(|| DmaError::Write("no free tag".into()))?;
         let sock = e.send_sock(tag);
         for (a, n) in super::request::split(addr.0, data.len(), 256) {
             let req = MemRequest::new(self.requester_id, tag, a, n)
@@ -332,7 +334,7 @@ impl Requester {
             p.payload_mut()[off..off + n as usize].copy_from_slice(&data[from..from + n as usize]);
             e.socks[sock].send(&d).map_err(|err| DmaError::Write(err.to_string()))?;
         }
-        // the read barrier: the same tag (front of the pool) on the same port
+        // the read barrier: the same tag (see above) on the same port
         let mut b = [0u8; 1];
         let mut ops = [ReadOp { addr, buf: &mut b }];
         let r = e.run(&self.target, self.requester_id, &mut ops, 1);

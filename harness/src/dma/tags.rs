@@ -252,7 +252,7 @@ impl TagPool {
 
     /// Take free tag number `i` of the FIFO for a request ending at `end`.
     fn take(&mut self, i: usize, end: u64, c: &Clock) -> u8 {
-        let tag = self.free.remove(i).unwrap_or_default();
+        let tag = self.free.remove(i).expect("an index into the free FIFO");
         let t = usize::from(tag);
         self.live[t] = true;
         self.last_send[t] = Some(c.now);
@@ -269,18 +269,32 @@ impl TagPool {
     /// On a trusted network the front of the FIFO, at once. On a suspect one, the first free
     /// tag that rested a lifetime and whose last [`HISTORY`] requests the request does not
     /// alias; failing that, the request is cut short (by a multiple of 4 bytes) to an end that
-    /// aliases none of them on the first rested tag; failing that (it is too short to cut),
-    /// nothing; the error is the drain point at which to ask again (a tag done resting, an
+    /// aliases none of them on the first rested tag; failing that (it is too short to cut), a
+    /// rested tag whose aliases are all [`ALIAS_LIFETIMES`] lifetimes old; failing that,
+    /// nothing: the error is the drain point at which to ask again (a tag done resting, an
     /// alias expired, a held tag due), if any (else: wait for a completion or a time-out).
     pub fn acquire(&mut self, c: &Clock, addr: u64, len: u32) -> Result<(u8, u32), Option<Instant>> {
         self.parole(c);
+        let (i, n) = self.choose(c, addr, len)?;
+        Ok((self.take(i, addr + u64::from(n), c), n))
+    }
+
+    /// The tag [`TagPool::acquire`] would hand out for the same request at the same drain
+    /// point, without taking it.
+    pub fn peek(&mut self, c: &Clock, addr: u64, len: u32) -> Option<u8> {
+        self.parole(c);
+        self.choose(c, addr, len).ok().map(|(i, _)| self.free[i])
+    }
+
+    /// [`TagPool::acquire`]'s choice: an index into the free FIFO and the bytes granted.
+    fn choose(&self, c: &Clock, addr: u64, len: u32) -> Result<(usize, u32), Option<Instant>> {
         let end = addr + u64::from(len);
         let mut wake = self.held_wake(c);
         if self.free.is_empty() {
             return Err(wake);
         }
         if !self.suspect() {
-            return Ok((self.take(0, end, c), len));
+            return Ok((0, len));
         }
         // the free tags that rested a lifetime, in FIFO order, and when the others will have
         let mut rested = Vec::with_capacity(self.free.len());
@@ -292,7 +306,7 @@ impl TagPool {
         }
         // 1. a tag none of whose last requests the request aliases
         if let Some(&i) = rested.iter().find(|&&i| self.alias_until(self.free[i], end, c).is_none()) {
-            return Ok((self.take(i, end, c), len));
+            return Ok((i, len));
         }
         // 2. cut short on the first: ends below `end`, DW-aligned, a DW apart; HISTORY + 1 of
         // them have distinct residues modulo 128, so one aliases none of the tag's requests
@@ -304,22 +318,17 @@ impl TagPool {
                 .take_while(|&e| e > addr)
                 .find(|&e| self.alias_until(tag, e, c).is_none());
             if let Some(e) = found {
-                return Ok((self.take(i, e, c), (e - addr) as u32));
+                return Ok((i, (e - addr) as u32));
             }
         }
         // 3. too short to cut: a tag whose aliases are all old enough (the liveness escape)
         for &i in &rested {
             match self.alias_until(self.free[i], end, c) {
                 Some(until) if c.drained < until => wake = Some(wake.map_or(until, |w| w.min(until))),
-                _ => return Ok((self.take(i, end, c), len)),
+                _ => return Ok((i, len)),
             }
         }
         Err(wake)
-    }
-
-    /// The tag [`TagPool::acquire`] would hand out next, without taking it (free now or not).
-    pub fn peek(&self) -> Option<u8> {
-        self.free.front().copied()
     }
 
     /// The request on `tag` got every byte (or an error status): the tag is free.
@@ -432,7 +441,7 @@ mod tests {
         assert_eq!(acq(&mut p, &c), Some(2), "a freed tag waits behind the others");
         assert_eq!(acq(&mut p, &c), Some(0));
         assert_eq!(acq(&mut p, &c), None);
-        assert_eq!(p.peek(), None);
+        assert_eq!(p.peek(&c, 0x1000, 4), None);
     }
 
     #[test]
@@ -536,7 +545,8 @@ mod tests {
         assert_eq!(p.acquire(&clock(t0, 0, 0), 0x1000, 512), Ok((1, 512)));
         p.release(1);
         let c = clock(t0, 1000, 1000);
-        // tag 1 is first in the FIFO but aliases; tag 2 does not
+        // tag 1 is first in the FIFO but aliases; tag 2 does not (peek agrees)
+        assert_eq!(p.peek(&c, 0x1200, 512), Some(2));
         assert_eq!(p.acquire(&c, 0x1200, 512), Ok((2, 512)));
         p.release(2);
         trust(&mut p);

@@ -224,7 +224,10 @@ fn lost_completions_are_asked_again_alone() {
 }
 
 /// A slow endpoint (every completion held up to 20 ms) gets more time, not a retry storm:
-/// after the first round trips the wait follows them, so few requests are sent twice.
+/// after the first round trips the wait follows them, so most requests are sent once. (A wait
+/// that did not follow them would ask each request about four times: 1 ms doubled up to 20
+/// ms. A loaded machine that deschedules the endpoint for longer than a wait forces some
+/// retries: up to a third of the requests were seen.)
 #[test]
 fn slow_endpoint_gets_no_retry_storm() {
     let len = 1 << 20;
@@ -239,7 +242,7 @@ fn slow_endpoint_gets_no_retry_storm() {
     eprintln!("requester: {s}\nendpoint: {c}");
     let pieces = len / 512;
     assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
-    assert!(s.retries * 10 < pieces, "a retry storm: {} retries for {pieces} requests: {s}", s.retries);
+    assert!(s.retries < pieces, "a retry storm: {} retries for {pieces} requests: {s}", s.retries);
     assert_eq!(c.reads_ok, s.requests, "{c}");
 }
 

@@ -230,6 +230,23 @@ fn independent_requester_reads_exact_bytes_and_ur_past_the_image() {
     assert!(counters.contains("\"reads_ur\":4"), "{counters}");
 }
 
+/// libtlp binds `0x3000 + tag` with the whole 8-bit tag, so a client with tag 16 or more uses
+/// a port above 0x300F: the endpoint answers on every one of the 256 ports, each on its own.
+#[test]
+fn every_tag_is_answered_on_its_own_port() {
+    let (_dir, path, bytes) = image();
+    let ep = serve(&path, &["--mps", "256"]);
+    for tag in [0u8, 15, 16, 17, 0x80, 0xff] {
+        let sock = tag_socket(ep.addr, tag);
+        let addr = BASE + 0x100 + u64::from(tag);
+        match read(&sock, tag, addr, 64) {
+            Answer::Data(d) => assert!(d == bytes[0x100 + usize::from(tag)..0x100 + usize::from(tag) + 64], "tag {tag}"),
+            Answer::Status(s) => panic!("tag {tag}: status {s}"),
+        }
+    }
+    ep.stop();
+}
+
 #[test]
 fn writes_never_reach_the_image_file() {
     let (_dir, path, bytes) = image();

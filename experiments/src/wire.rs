@@ -4,7 +4,7 @@
 //! `harness::dma::Requester` through `harness::dma::bench` — blocking (one read outstanding, as
 //! tlpperf) and pipelined (16 tags in flight), with the adapter's MPS (256 B) and MRRS (512 B);
 //! for throughput also `batched`, the emulator unbound from the adapter's limits (MPS/MRRS 4096,
-//! one UDP port, GSO/GRO). Every byte read is checked against the pattern. All sources share one
+//! every request on one UDP port, `port=first`, GSO/GRO). Every byte read is checked against the pattern. All sources share one
 //! row schema per measure, told apart by the `source` column ([`Source::emulator_setup`]). Both
 //! ends busy-poll before sleeping ([`crate::served::Served::start_polling`]).
 //!
@@ -317,6 +317,7 @@ fn bench_emulator(addr: std::net::Ipv4Addr, source: Source, pattern: Pattern, si
     let served = crate::served::Served::start_polling(&image.path, Some("raw"), addr, &["--mps", &mps])?;
     let req = served.requester(setup.requester)?;
     let cfg = BenchConfig {
+        measured: "emulator".into(),
         mode: setup.mode,
         pattern: bench_pattern,
         sizes: sizes.to_vec(),
@@ -403,8 +404,9 @@ pub struct EmulatorSetup {
 impl Source {
     /// The setup of an emulator source; `None` for the hardware.
     pub fn emulator_setup(self) -> Option<EmulatorSetup> {
-        // The adapter's limits: MPS 256, MRRS 512 (the requester's default); libtlp's 16 ports.
-        let adapter = |mode| EmulatorSetup { mode, mps_bytes: 256, requester: "tags=16&inflight=16" };
+        // The adapter's limits: MPS 256, MRRS 512 and 16 requests in flight (the requester's
+        // defaults, with all 256 tags on their own ports 0x3000+tag, as libtlp).
+        let adapter = |mode| EmulatorSetup { mode, mps_bytes: 256, requester: "inflight=16" };
         match self {
             Source::NettlpHw => None,
             Source::EmulatorBlocking => Some(adapter(BenchMode::Blocking)),
@@ -412,7 +414,7 @@ impl Source {
             Source::EmulatorBatched => Some(EmulatorSetup {
                 mode: BenchMode::Pipelined,
                 mps_bytes: 4096,
-                requester: "tags=16&stride=16&inflight=16&mrrs=4096",
+                requester: "port=first&inflight=16&mrrs=4096",
             }),
         }
     }

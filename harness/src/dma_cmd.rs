@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// Write the results (latency CDF rows, per-second throughput rows, summary) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// What is measured, the first part of the `source` column (default: `emulator` with
+    /// --serve, otherwise `nettlp-ADDR`: whatever answers at the target).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -147,7 +151,13 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     if a.mode == Mode::Pipelined && a.target.inflight <= 1 {
         bail!("pipelined mode needs inflight > 1 in the target");
     }
+    let measured = match (&a.label, &a.serve) {
+        (Some(l), _) => l.clone(),
+        (None, Some(_)) => "emulator".into(),
+        (None, None) => format!("nettlp-{}", a.target.remote),
+    };
     let cfg = BenchConfig {
+        measured,
         mode: a.mode,
         pattern: a.pattern,
         sizes: a.sizes.clone(),

@@ -19,7 +19,8 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 #[rstest::rstest]
 #[case::mps_256_mrrs_512(256, "mrrs=512")]
 #[case::mps_64_mrrs_4096(64, "mrrs=4096&tags=32")]
-#[case::mps_4096_one_port(4096, "mrrs=4096&tags=16&stride=16")]
+#[case::mps_4096_one_port(4096, "mrrs=4096&port=first")]
+#[case::mps_256_sixteen_tags(256, "tags=16&stride=16")]
 fn random_sizes_and_alignments_are_exact(#[case] mps: u32, #[case] options: &str) {
     let len = 8 << 20;
     let img = image(len);
@@ -27,6 +28,7 @@ fn random_sizes_and_alignments_are_exact(#[case] mps: u32, #[case] options: &str
     let (ep, addr) = serve(&img.path, cfg);
     let req = requester(addr, options);
     let mut next = rng(u64::from(mps));
+    let mut total = 0u64;
     for i in 0..600 {
         let size = match i % 3 {
             0 => (next() % 16 + 1) as usize,
@@ -35,6 +37,7 @@ fn random_sizes_and_alignments_are_exact(#[case] mps: u32, #[case] options: &str
         };
         let a = BASE + next() % (len - size as u64);
         let mut buf = vec![0u8; size];
+        total += size as u64;
         if i % 2 == 0 {
             req.read_phys(PhysAddr(a), &mut buf).unwrap();
         } else {
@@ -46,7 +49,9 @@ fn random_sizes_and_alignments_are_exact(#[case] mps: u32, #[case] options: &str
     assert_eq!((s.reads, s.timeouts, s.ur), (600, 0, 0), "{s}");
     let c = ep.stop().unwrap();
     assert_eq!(c.reads_ok, s.requests, "{c}");
-    assert_eq!(c.payload_bytes, s.bytes);
+    // each byte delivered once; a wait the loaded machine outlasts asks some again
+    assert_eq!(s.bytes, total, "{s}");
+    assert!(c.payload_bytes >= s.bytes, "{c}");
 }
 
 #[test]
@@ -79,8 +84,11 @@ fn reads_past_the_image_fail_with_ur_and_the_first_bad_address() {
     assert!(r[0].is_ok() && r[1].is_err() && r[2].is_ok() && r[3].is_err(), "{r:?}");
     assert_eq!(bufs[2], pattern(BASE + 4096, 64));
     let c = ep.stop().unwrap();
-    assert_eq!(c.reads_ur, req.stats().ur);
-    assert!(c.reads_ur >= 6);
+    let s = req.stats();
+    // one UR taken per failed request (6 here, more if one straddles); a request the loaded
+    // machine retried before its UR arrived is answered UR twice, the late one absorbed
+    assert!(s.ur >= 6 && c.reads_ur >= s.ur, "{s} / {c}");
+    assert!(c.reads_ur - s.ur <= s.retries, "URs not accounted for by retries: {s} / {c}");
 }
 
 #[test]
@@ -134,18 +142,9 @@ fn requester_id_comes_from_the_messaging_port() {
     assert_eq!(ep.stop().unwrap().messages, 1);
 }
 
-#[test]
-fn faulty_network_64_mib_read_back_is_exact() {
-    let len = support::LEN;
-    let img = image(len);
-    let fault: FaultSpec = "loss=0.1,dup=0.1,reorder=0.1,delay=200us,seed=2".parse().unwrap();
-    let cfg = EndpointConfig { fault, ..Default::default() };
-    let (ep, addr) = serve(&img.path, cfg);
-    // A tag must rest longer than any stale copy of its completions can be late (see
-    // harness::dma::tags): the injected delay is at most 200 us + 500 us reorder hold, but on a
-    // loaded 2-core machine the endpoint thread itself can stall for milliseconds; reuse=auto
-    // follows the stalls. 256 tags so resting ones do not starve the 48 in flight.
-    let req = requester(addr, "tags=256&inflight=48&timeout=2ms&retries=30&reuse=auto");
+/// Read `len` bytes from BASE in 1 MiB batches of 64 KiB reads; panic with where the wrong
+/// bytes came from if any differ.
+fn read_back_exact(req: &harness::dma::Requester, len: u64) {
     let chunk = 1 << 20;
     let mut buf = vec![0u8; chunk];
     for off in (0..len).step_by(chunk) {
@@ -169,13 +168,82 @@ fn faulty_network_64_mib_read_back_is_exact() {
             panic!("bytes differ at {a:#x} ({} bytes span), word at {:#x} came from {:?}; stats {}", last - first + 1, BASE + off + w0 as u64, src.map(|i| format!("{:#x}", i * 8)), req.stats());
         }
     }
+}
+
+/// The requester's defaults, through the emulator's fault injector: every byte exact, the
+/// losses recovered by retries, the duplicates and late copies dropped and counted.
+#[rstest::rstest]
+#[case::mixed_with_delay("loss=0.1,dup=0.1,reorder=0.1,delay=200us,seed=2", 64 << 20, "")]
+#[case::heavy_everything("loss=0.2,dup=0.2,reorder=0.2,seed=3", 16 << 20, "")]
+#[case::heavy_one_port_mps_4096("loss=0.2,dup=0.2,reorder=0.2,seed=4", 16 << 20, "port=first&mrrs=4096")]
+#[case::duplicates_only("dup=0.5,reorder=0.5,seed=5", 16 << 20, "")]
+#[case::sixteen_tags_like_libtlp("loss=0.2,dup=0.2,reorder=0.2,delay=100us,seed=7", 4 << 20, "tags=16&stride=16")]
+#[case::four_tags_duplicates("dup=0.3,reorder=0.3,seed=8", 1 << 20, "tags=4")]
+fn faulty_network_read_back_is_exact_with_defaults(#[case] fault: &str, #[case] len: u64, #[case] options: &str) {
+    let img = image(len);
+    let fault: FaultSpec = fault.parse().unwrap();
+    let cfg = EndpointConfig { fault, ..Default::default() };
+    let (ep, addr) = serve(&img.path, cfg);
+    let req = requester(addr, options);
+    read_back_exact(&req, len);
     let s = req.stats();
     let c = ep.stop().unwrap();
     eprintln!("requester: {s}\nendpoint: {c}");
-    assert_eq!(s.bytes, len);
-    assert!(s.retries > 1000, "loss must have caused retries: {s}");
-    assert!(s.duplicates + s.stale > 1000, "duplicates must have been dropped: {s}");
-    assert!(c.fault_dropped > 0 && c.fault_duplicated > 0 && c.fault_reordered > 0 && c.fault_delayed > 0, "{c}");
+    assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
+    if fault.loss > 0.0 {
+        assert!(s.retries > 50, "loss must have caused retries: {s}");
+    }
+    assert!(s.duplicates + s.stale > 100, "duplicates must have been dropped: {s}");
+    assert!(c.fault_duplicated > 0 && c.fault_reordered > 0, "{c}");
+}
+
+/// A split read that loses one of its completions asks again for that part only: 4 KiB reads
+/// at MPS 256 (16 CplDs each) at 5 % loss cost about one extra 256-byte request per lost
+/// CplD, not a whole 4 KiB read.
+#[test]
+fn lost_completions_are_asked_again_alone() {
+    let len = 8 << 20;
+    let img = image(len);
+    let fault: FaultSpec = "loss=0.05,seed=9".parse().unwrap();
+    let cfg = EndpointConfig { fault, ..Default::default() };
+    let (ep, addr) = serve(&img.path, cfg);
+    let req = requester(addr, "mrrs=4096");
+    read_back_exact(&req, len);
+    let s = req.stats();
+    let c = ep.stop().unwrap();
+    eprintln!("requester: {s}\nendpoint: {c}");
+    let first = len / 4096;
+    // every retry asked for bytes of one lost CplD (or a run of them), so the bytes sent
+    // again are about the bytes lost, far below a whole read per loss
+    assert!(s.retries > 0, "{s} / {c}");
+    let resent = c.payload_bytes - len;
+    // (whole reads asked again would be about 4096 B per lost CplD; margin for retries a
+    // stalled machine makes before a completion arrives)
+    assert!(resent <= c.fault_dropped * 1024, "resent {resent} B for {} lost CplDs: {s}", c.fault_dropped);
+    assert_eq!(s.requests, first + s.retries + s.cuts, "{s}");
+}
+
+/// A slow endpoint (every completion held up to 20 ms) gets more time, not a retry storm:
+/// after the first round trips the wait follows them, so most requests are sent once. (A wait
+/// that did not follow them would ask each request about four times: 1 ms doubled up to 20
+/// ms. A loaded machine that deschedules the endpoint for longer than a wait forces some
+/// retries: up to a third of the requests were seen.)
+#[test]
+fn slow_endpoint_gets_no_retry_storm() {
+    let len = 1 << 20;
+    let img = image(len);
+    let fault: FaultSpec = "delay=20ms,seed=6".parse().unwrap();
+    let cfg = EndpointConfig { fault, ..Default::default() };
+    let (ep, addr) = serve(&img.path, cfg);
+    let req = requester(addr, "");
+    read_back_exact(&req, len);
+    let s = req.stats();
+    let c = ep.stop().unwrap();
+    eprintln!("requester: {s}\nendpoint: {c}");
+    let pieces = len / 512;
+    assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
+    assert!(s.retries < pieces, "a retry storm: {} retries for {pieces} requests: {s}", s.retries);
+    assert_eq!(c.reads_ok, s.requests, "{c}");
 }
 
 #[test]
@@ -247,27 +315,52 @@ fn no_answer_is_a_timeout_after_the_retries() {
     assert_eq!((s.timeouts, s.retries, s.requests), (1, 2, 3), "{s}");
 }
 
-/// A misbehaving completer, built on the codec: before the right completions of each read it
-/// sends one with another tag, one for another requester, one whose byte count does not fit,
-/// and it repeats the first right one. The requester must deliver exact bytes.
-#[test]
-fn stale_and_duplicate_completions_are_dropped() {
+/// The requests a completer saw, (tag, addr, len), and how many completions it spoilt.
+type Seen = (Vec<(u8, u64, u32)>, u64);
+
+/// How a misbehaving completer spoils each read before (or instead of) answering it right.
+#[derive(Debug, Clone, Copy)]
+enum Misbehaviour {
+    /// Completions with another tag, for another requester, and a repeat of the first right one.
+    WrongIdsAndRepeats,
+    /// The completions of the previous request on the same tag, sent again (a late duplicate).
+    OldCompletionsSameTag,
+    /// The first completion with its Lower Address moved by 4.
+    WrongLowerAddress,
+    /// The first completion with its Byte Count 4 short.
+    ShortByteCount,
+    /// The first completion one DW short (so it ends off the read completion boundary).
+    ShortLength,
+    /// Each first attempt's second completion never sent: only its bytes are asked again.
+    LoseSecondOnFirstAttempt,
+    /// Each first attempt's last completion replaced by the last completion of the previous
+    /// request on its tag: what a completer that stalls with a late copy sends (issue 10).
+    PreviousLastInsteadOfOwn,
+}
+
+/// A completer on `addr:0x3000` built on the codec (the requester sends every request there with
+/// `port=first`): it answers each MRd with CplDs of at most 64 bytes, right ones in reverse
+/// order after the spoilt ones. Returns, when the requester is done (no request for 2 s), the
+/// requests it saw, (tag, addr, len), and how many completions it sent that must be dropped.
+fn misbehaving_completer(addr: std::net::Ipv4Addr, how: Misbehaviour) -> std::thread::JoinHandle<Seen> {
     use emulator::wire::nettlp;
     use emulator::wire::tlp::{self, Completion, Repr};
     use std::net::{SocketAddrV4, UdpSocket};
-    let addr = support::loopback();
     let sock = UdpSocket::bind(SocketAddrV4::new(addr, 0x3000)).unwrap();
     sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
-    let completer = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut buf = [0u8; 256];
-        // until the requester is done (no request for 2 s)
+        let mut seen = Vec::new();
+        let mut last_on_tag: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 256];
+        let mut answered = std::collections::HashSet::new();
+        let mut spoilt_sent = 0u64;
         while let Ok((n, src)) = sock.recv_from(&mut buf) {
             let outer = nettlp::Packet::new_checked(&buf[..n]).unwrap();
-            let Repr::MemRead(req) = Repr::parse(&tlp::Packet::new_checked(outer.payload()).unwrap()).unwrap()
-            else {
+            let Repr::MemRead(req) = Repr::parse(&tlp::Packet::new_checked(outer.payload()).unwrap()).unwrap() else {
                 panic!("not a read")
             };
             let (a, len) = req.bytes();
+            seen.push((req.tag, a, len));
             let data = pattern(a, len as usize);
             let dgram = |c: Completion, chunk_addr: u64, chunk_len: usize| {
                 let repr = Repr::Completion(c);
@@ -277,7 +370,8 @@ fn stale_and_duplicate_completions_are_dropped() {
                 repr.emit(&mut p);
                 let off = (chunk_addr & 3) as usize;
                 let from = (chunk_addr - a) as usize;
-                p.payload_mut()[off..off + chunk_len].copy_from_slice(&data[from..from + chunk_len]);
+                let room = p.payload_mut().len() - off;
+                p.payload_mut()[off..off + chunk_len.min(room)].copy_from_slice(&data[from..from + chunk_len.min(room)]);
                 d
             };
             let chunks: Vec<_> = req.completion_chunks(64).collect();
@@ -286,36 +380,224 @@ fn stale_and_duplicate_completions_are_dropped() {
                 .map(|ch| dgram(Completion::for_chunk(&req, DeviceId(0), ch), ch.addr, ch.len as usize))
                 .collect();
             let first = chunks[0];
-            let mut wrong_tag = Completion::for_chunk(&req, DeviceId(0), &first);
-            wrong_tag.tag ^= 0x10;
-            let mut wrong_req = Completion::for_chunk(&req, DeviceId(0), &first);
-            wrong_req.requester = DeviceId(0x9900);
-            let mut wrong_bc = Completion::for_chunk(&req, DeviceId(0), &first);
-            wrong_bc.byte_count += 4;
-            for c in [wrong_tag, wrong_req, wrong_bc] {
-                sock.send_to(&dgram(c, first.addr, first.len as usize), src).unwrap();
+            let spoilt = |f: &dyn Fn(&mut Completion)| {
+                let mut c = Completion::for_chunk(&req, DeviceId(0), &first);
+                f(&mut c);
+                dgram(c, first.addr, first.len as usize)
+            };
+            let mut bad: Vec<Vec<u8>> = Vec::new();
+            let mut skip = None;
+            match how {
+                Misbehaviour::WrongIdsAndRepeats => {
+                    bad.push(spoilt(&|c| c.tag ^= 0x80));
+                    bad.push(spoilt(&|c| c.requester = DeviceId(0x9900)));
+                }
+                Misbehaviour::OldCompletionsSameTag => bad.extend(last_on_tag[usize::from(req.tag)].iter().cloned()),
+                Misbehaviour::WrongLowerAddress => bad.push(spoilt(&|c| c.lower_address = (c.lower_address + 4) & 0x7f)),
+                Misbehaviour::ShortByteCount => bad.push(spoilt(&|c| c.byte_count -= 4)),
+                Misbehaviour::ShortLength if first.length_dw > 1 => bad.push(spoilt(&|c| c.length_dw -= 1)),
+                Misbehaviour::ShortLength => {}
+                Misbehaviour::LoseSecondOnFirstAttempt => {
+                    if answered.insert(a) && right.len() > 2 {
+                        skip = Some(1);
+                    }
+                }
+                Misbehaviour::PreviousLastInsteadOfOwn => {
+                    if answered.insert(a) {
+                        skip = Some(right.len() - 1);
+                        bad.extend(last_on_tag[usize::from(req.tag)].last().cloned());
+                    }
+                }
             }
+            for d in &bad {
+                sock.send_to(d, src).unwrap();
+            }
+            spoilt_sent += bad.len() as u64;
             sock.send_to(&right[0], src).unwrap();
-            sock.send_to(&right[0], src).unwrap(); // duplicate while the read is pending
-            for d in right.iter().skip(1).rev() {
-                sock.send_to(d, src).unwrap(); // the rest in reverse order
+            if matches!(how, Misbehaviour::WrongIdsAndRepeats) {
+                sock.send_to(&right[0], src).unwrap(); // a duplicate while the read is pending
+                spoilt_sent += 1;
             }
+            for (k, d) in right.iter().enumerate().skip(1).rev() {
+                if Some(k) != skip {
+                    sock.send_to(d, src).unwrap(); // the rest in reverse order
+                }
+            }
+            last_on_tag[usize::from(req.tag)] = right;
         }
-    });
-    let req = requester(addr, "requester=1a:00.0&tags=16&stride=16&mrrs=4096&timeout=1s");
-    for i in 0..20u64 {
-        let a = BASE + i * 1000 + 3;
+        (seen, spoilt_sent)
+    })
+}
+
+/// Whatever a misbehaving completer adds, the bytes delivered are exact: what does not fit is
+/// dropped and counted, and what is missing is asked again.
+/// (A wait of 1 s where no retry is expected: the machine running the tests is loaded.)
+#[rstest::rstest]
+#[case::wrong_ids_and_repeats(Misbehaviour::WrongIdsAndRepeats, "1s")]
+#[case::old_completions_same_tag(Misbehaviour::OldCompletionsSameTag, "1s")]
+#[case::wrong_lower_address(Misbehaviour::WrongLowerAddress, "1s")]
+#[case::short_byte_count(Misbehaviour::ShortByteCount, "1s")]
+#[case::short_length(Misbehaviour::ShortLength, "1s")]
+#[case::lose_second_on_first_attempt(Misbehaviour::LoseSecondOnFirstAttempt, "20ms")]
+fn misbehaving_completer_never_gets_a_wrong_byte_in(#[case] how: Misbehaviour, #[case] timeout: &str) {
+    let addr = support::loopback();
+    let completer = misbehaving_completer(addr, how);
+    // 4 tags, so each is used again four requests later (with the defaults, 256 later)
+    let req = requester(addr, &format!("requester=1a:00.0&tags=4&port=first&mrrs=4096&timeout={timeout}"));
+    let reads = 24u64;
+    for i in 0..reads {
+        // within one page; no two requests end alike modulo 128, so the old completions of
+        // a tag never fit its next request exactly and none is cut (see harness::dma::tags)
+        let a = BASE + i * 4096 + 21 + i;
         let mut b = vec![0u8; 300];
         req.read_blocking(PhysAddr(a), &mut b).unwrap();
-        assert_eq!(b, pattern(a, 300), "read {i}");
+        assert_eq!(b, pattern(a, 300), "read {i} ({how:?})");
     }
     let s = req.stats();
     drop(req);
-    completer.join().unwrap();
-    // some reads cross a 4 KiB page and take two requests; each request drew 3 stale
-    // completions and 1 repeat, a duplicate while the request is pending (stale once a
-    // one-chunk request is already complete)
-    assert!(s.requests > 20, "{s}");
-    assert_eq!((s.stale + s.duplicates, s.retries, s.timeouts), (4 * s.requests, 0, 0), "{s}");
-    assert!(s.duplicates >= 20, "{s}");
+    let (seen, spoilt_sent) = completer.join().unwrap();
+    eprintln!("{how:?}: {s}");
+    assert_eq!((s.reads, s.bytes, s.timeouts), (reads, reads * 300, 0), "{s}");
+    match how {
+        Misbehaviour::LoseSecondOnFirstAttempt => {
+            // each read asked for all of it once, then again only for the 64 bytes of its
+            // lost second CplD (more than once if the loaded machine outlasts a wait)
+            assert!(s.retries >= reads && s.requests == reads + s.retries + s.cuts, "{s}");
+            let firsts: Vec<u64> = seen.iter().filter(|r| r.2 == 300).map(|r| r.1).collect();
+            assert_eq!(firsts.len() as u64, reads, "{seen:?}");
+            for &(_, a1, n1) in seen.iter().filter(|r| r.2 != 300) {
+                let a0 = *firsts.iter().filter(|&&a0| a0 <= a1).max().unwrap();
+                let second = (a0 | 63) + 1;
+                assert!(a1 >= second && a1 + u64::from(n1) <= second + 64, "asked {n1} at {a1:#x} for the read at {a0:#x}: {seen:?}");
+            }
+        }
+        Misbehaviour::PreviousLastInsteadOfOwn => unreachable!("tested on aligned reads"),
+        _ => {
+            assert_eq!((s.requests, s.retries, s.cuts), (reads, 0, 0), "{s}");
+            assert!(spoilt_sent >= reads, "{how:?}: only {spoilt_sent} spoilt completions sent");
+            assert_eq!(s.stale + s.duplicates, spoilt_sent, "{s}");
+        }
+    }
+}
+
+/// The failure of the lifetime-only requester (issue 10): a completer stalled with a late copy
+/// of the previous request's last completion on a tag sends it right after the first part of
+/// the next request on that tag, instead of that request's own last part. Aligned 512-byte
+/// reads all end alike modulo 128, so the copy fits exactly; however late, it must be dropped
+/// and the missing part asked again.
+#[rstest::rstest]
+#[case::four_tags("tags=4")]
+#[case::sixteen_tags("tags=16&stride=16")]
+fn a_late_copy_that_fits_the_next_request_on_its_tag_is_never_taken(#[case] options: &str) {
+    let addr = support::loopback();
+    let completer = misbehaving_completer(addr, Misbehaviour::PreviousLastInsteadOfOwn);
+    let req = requester(addr, &format!("requester=1a:00.0&port=first&mrrs=4096&timeout=5ms&{options}"));
+    let reads = 48u64;
+    for i in 0..reads {
+        let a = BASE + i * 512;
+        let mut b = vec![0u8; 512];
+        if let Err(e) = req.read_blocking(PhysAddr(a), &mut b) {
+            let s = req.stats();
+            drop(req);
+            let (seen, _) = completer.join().unwrap();
+            panic!("read {i}: {e}; {s}; last requests seen (tag, addr, len): {:x?}", seen.iter().rev().take(20).collect::<Vec<_>>());
+        }
+        assert!(b == pattern(a, 512), "read {i}: wrong bytes; {}", req.stats());
+    }
+    let s = req.stats();
+    drop(req);
+    let (_, spoilt_sent) = completer.join().unwrap();
+    eprintln!("{s}");
+    assert_eq!((s.reads, s.bytes, s.timeouts), (reads, reads * 512, 0), "{s}");
+    assert!(spoilt_sent > reads / 2 && s.stale >= spoilt_sent, "{spoilt_sent} copies sent: {s}");
+}
+
+/// The failure of the first requester rework (issue 10): a request that times out is only
+/// late, and its answer arrives after the retry's, when a requester that reused the tag at
+/// once would take it for the next request (aligned 512-byte reads: the late completions fit
+/// it exactly). This completer answers every first attempt only after it has answered the
+/// retry, 1 ms later; the late answers must be absorbed, never copied.
+#[rstest::rstest]
+#[case::four_tags("tags=4")]
+#[case::sixteen_tags("tags=16&stride=16")]
+fn late_answers_to_given_up_requests_never_reach_a_buffer(#[case] options: &str) {
+    use emulator::wire::nettlp;
+    use emulator::wire::tlp::{self, Completion, Repr};
+    use std::net::{SocketAddrV4, UdpSocket};
+    use std::time::{Duration, Instant};
+    let addr = support::loopback();
+    let sock = UdpSocket::bind(SocketAddrV4::new(addr, 0x3000)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_micros(200))).unwrap();
+    let completer = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut firsts = std::collections::HashMap::new();
+        let mut late: Vec<(Instant, Vec<Vec<u8>>, SocketAddrV4)> = Vec::new();
+        let mut idle = Instant::now();
+        let (mut requests, mut late_sent) = (0u64, 0u64);
+        while idle.elapsed() < Duration::from_secs(2) || !late.is_empty() {
+            let now = Instant::now();
+            for (_, dgrams, to) in late.extract_if(.., |(at, _, _)| *at <= now) {
+                for d in &dgrams {
+                    sock.send_to(d, to).unwrap();
+                }
+                late_sent += dgrams.len() as u64;
+            }
+            let Ok((n, std::net::SocketAddr::V4(src))) = sock.recv_from(&mut buf) else { continue };
+            idle = Instant::now();
+            requests += 1;
+            let outer = nettlp::Packet::new_checked(&buf[..n]).unwrap();
+            let Repr::MemRead(req) = Repr::parse(&tlp::Packet::new_checked(outer.payload()).unwrap()).unwrap() else {
+                panic!("not a read")
+            };
+            let (a, len) = req.bytes();
+            let data = pattern(a, len as usize);
+            let dgrams: Vec<Vec<u8>> = req
+                .completion_chunks(256)
+                .map(|ch| {
+                    let repr = Repr::Completion(Completion::for_chunk(&req, DeviceId(0), &ch));
+                    let mut d = vec![0u8; 6 + repr.buffer_len()];
+                    let mut o = nettlp::Packet::new_unchecked(&mut d[..]);
+                    let mut p = tlp::Packet::new_unchecked(o.payload_mut());
+                    repr.emit(&mut p);
+                    let (off, from) = ((ch.addr & 3) as usize, (ch.addr - a) as usize);
+                    p.payload_mut()[off..off + ch.len as usize].copy_from_slice(&data[from..from + ch.len as usize]);
+                    d
+                })
+                .collect();
+            match firsts.remove(&a) {
+                // a first attempt: kept until its retry has been answered
+                None if !firsts.contains_key(&a) => {
+                    firsts.insert(a, dgrams);
+                }
+                // the retry: answered now, the first attempt 1 ms later
+                Some(first) => {
+                    for d in &dgrams {
+                        sock.send_to(d, src).unwrap();
+                    }
+                    late.push((Instant::now() + Duration::from_millis(1), first, src));
+                }
+                None => unreachable!(),
+            }
+        }
+        (requests, late_sent)
+    });
+    let req = requester(addr, &format!("requester=1a:00.0&port=first&timeout=2ms&{options}"));
+    let reads = 40u64;
+    for i in 0..reads {
+        let a = BASE + i * 4096;
+        let mut b = vec![0u8; 512];
+        req.read_blocking(PhysAddr(a), &mut b).unwrap();
+        assert!(b == pattern(a, 512), "read {i}: wrong bytes; {}", req.stats());
+    }
+    let s = req.stats();
+    drop(req);
+    let (requests, late_sent) = completer.join().unwrap();
+    eprintln!("{s}");
+    assert_eq!((s.reads, s.bytes, s.timeouts, s.conflicts), (reads, reads * 512, 0, 0), "{s}");
+    // each read retried once (more if the loaded machine outlasts a retry's wait too)
+    assert!(s.retries >= reads && requests == s.requests, "{requests} requests: {s}");
+    assert!(late_sent >= 2 * reads, "{late_sent}");
+    // late completions were absorbed (one a loaded machine delays past its tag's rest is
+    // dropped as stale: the bytes above are exact either way)
+    assert!(s.late > 0 && s.conflicts == 0, "{s}");
 }

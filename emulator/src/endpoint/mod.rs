@@ -2,7 +2,7 @@
 //! image, as the NetTLP adapter answers them from a host's RAM.
 //!
 //! ```text
-//!   server    sockets on ADDR:0x3000..0x300F + 0x2FFF, recvmmsg/sendmmsg batches, time source
+//!   server    sockets on ADDR:0x3000..0x30FF + 0x2FFF, recvmmsg/sendmmsg batches, time source
 //!     │  fault    seeded loss / dup / reorder / delay on outgoing datagrams (--fault)
 //!     │  Tap      every datagram in and out (pcap recording hooks in here)
 //!   responder   one datagram → replies (MRd → CplD split at MPS, UR, MWr policy, messaging)

@@ -1,15 +1,16 @@
 //! The serve loop: sockets on the listen address, batches in, batches out.
 //!
 //! ```text
-//!   ports 0x3000..0x300F (tag & 0xF)  ─┐   recvmmsg    Responder::handle     sendmmsg
+//!   ports 0x3000..0x30FF (0x3000+tag) ─┐   recvmmsg    Responder::handle     sendmmsg
 //!   port  0x2FFF (messaging)          ─┴─▶ batch ────▶ (pure, per datagram) ─▶ batch ──▶ source
 //!                                                              │                  ▲
 //!                                                              └─▶ FaultQueue ────┘ (--fault)
 //! ```
 //!
-//! libtlp binds and connects port `0x3000 + (tag & 0xF)` at both ends (`nettlp_init`), so the
-//! endpoint listens on those 16 ports and answers every datagram to the address and port it
-//! came from, from the port it arrived on. One thread serves all sockets: it waits in epoll
+//! libtlp binds and connects port `0x3000 + tag` at both ends, the whole 8-bit tag unmasked
+//! (`nettlp_init` for `DMA_ISSUED_BY_LIBTLP`; the adapter's `eth_encap_core.sv` likewise sends a
+//! completion to `0x3000 + tag`), so the endpoint listens on all 256 of those ports and answers
+//! every datagram to the address and port it came from, from the port it arrived on. One thread serves all sockets: it waits in epoll
 //! (optionally busy-polling first), drains each readable socket with `recvmmsg` (UDP GRO on, so
 //! coalesced requests are split back into datagrams) and answers with `sendmmsg`, runs of
 //! equal-size completions to one requester going out as one UDP GSO message.
@@ -34,8 +35,8 @@ use super::sys::{self, RecvBatch, SendBatch};
 use crate::mem::PhysMem;
 use crate::wire::nettlp::{self, PortClass};
 
-/// Ports libtlp uses for requester-issued transactions (`0x3000 + (tag & 0xF)`).
-pub const TAG_PORTS: u16 = 16;
+/// Ports libtlp uses for requester-issued transactions: `0x3000 + tag` for every 8-bit tag.
+pub const TAG_PORTS: u16 = 256;
 /// Largest valid request datagram: NetTLP header, 4DW MWr header, 4096 data bytes, digest.
 /// Anything longer is counted as oversized.
 pub const MAX_REQUEST: usize = 6 + 16 + 4096 + 4;
@@ -153,10 +154,10 @@ impl Running {
 }
 
 impl<M: PhysMem + 'static> Endpoint<M> {
-    /// Bind the 16 tag ports and the messaging port on `cfg.listen`.
+    /// Bind the 256 tag ports and the messaging port on `cfg.listen`.
     pub fn bind(mem: M, cfg: EndpointConfig) -> Result<Endpoint<M>, EndpointError> {
         let mut socks = Vec::with_capacity(usize::from(TAG_PORTS) + 1);
-        let ports = (0..TAG_PORTS as u8)
+        let ports = (0..=u8::MAX)
             .map(|t| (PortClass::Requester { tag: t }, nettlp::requester_port(t)))
             .chain([(PortClass::Messaging, nettlp::MSG_PORT)]);
         for (class, port) in ports {
@@ -195,7 +196,7 @@ impl<M: PhysMem + 'static> Endpoint<M> {
         &self.responder
     }
 
-    /// The local addresses served, in port order (16 tag ports, then messaging).
+    /// The local addresses served, in port order (256 tag ports, then messaging).
     pub fn local_addrs(&self) -> Vec<SocketAddrV4> {
         self.socks.iter().map(|s| s.local).collect()
     }

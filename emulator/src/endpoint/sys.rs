@@ -341,6 +341,8 @@ pub struct Epoll {
     fd: std::os::fd::OwnedFd,
     events: Vec<libc::epoll_event>,
     ready: Vec<usize>,
+    /// Whether the last wait was cut short by a signal (its ready list may miss sockets).
+    interrupted: bool,
 }
 
 impl Epoll {
@@ -365,6 +367,7 @@ impl Epoll {
             // SAFETY: plain old data.
             events: vec![unsafe { zeroed() }; n],
             ready: Vec::with_capacity(n),
+            interrupted: false,
         })
     }
 
@@ -387,10 +390,14 @@ impl Epoll {
             )
         };
         self.ready.clear();
+        self.interrupted = false;
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
-                io::ErrorKind::Interrupted => Ok(&self.ready),
+                io::ErrorKind::Interrupted => {
+                    self.interrupted = true;
+                    Ok(&self.ready)
+                }
                 _ => Err(e),
             };
         }
@@ -398,6 +405,13 @@ impl Epoll {
             self.ready.push(ev.u64 as usize);
         }
         Ok(&self.ready)
+    }
+
+    /// Whether the last wait returned every socket readable when it was called (level
+    /// triggered: a socket with a datagram queued is always reported), i.e. was not cut short
+    /// by a signal.
+    pub fn complete(&self) -> bool {
+        !self.interrupted
     }
 
     /// Like [`Epoll::wait`], but first look without sleeping for up to `spin` (busy-polling

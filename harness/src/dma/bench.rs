@@ -1,6 +1,8 @@
 //! Read benchmarks over NetTLP, in the shape of tlpperf's (fixed or sequential addresses,
 //! per-second throughput lines, per-read latency), for `results/wire-latency.csv` and
-//! `results/wire-throughput.csv` (`source` = `emulator-blocking` | `emulator-pipelined`).
+//! `results/wire-throughput.csv` (`source` = `<what was measured>-blocking` |
+//! `<what was measured>-pipelined`, e.g. `emulator-blocking` when `harness dma bench --serve`
+//! ran the endpoint itself, `nettlp-192.168.10.1-blocking` for whatever answers at that address).
 //!
 //! - blocking: one read outstanding at a time ([`Requester::read_blocking`]); each read's
 //!   latency is timed around the call, like tlpperf's `gettimeofday` around `dma_read`;
@@ -29,11 +31,10 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The `source` column value.
-    pub fn source(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
-            Mode::Blocking => "emulator-blocking",
-            Mode::Pipelined => "emulator-pipelined",
+            Mode::Blocking => "blocking",
+            Mode::Pipelined => "pipelined",
         }
     }
 }
@@ -51,6 +52,9 @@ pub enum Pattern {
 /// One benchmark configuration.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
+    /// What is measured (`emulator`, `nettlp-ADDR`, ...): the `source` column is
+    /// `<measured>-<mode>`.
+    pub measured: String,
     pub mode: Mode,
     pub pattern: Pattern,
     pub sizes: Vec<u32>,
@@ -68,10 +72,17 @@ pub struct BenchConfig {
     pub mps_bytes: u32,
 }
 
+impl BenchConfig {
+    /// The `source` column value.
+    pub fn source(&self) -> String {
+        format!("{}-{}", self.measured, self.mode.name())
+    }
+}
+
 /// A latency CDF step (`results/wire-latency.csv` columns).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LatencyRow {
-    pub source: &'static str,
+    pub source: String,
     pub pattern: Pattern,
     pub size_bytes: u32,
     pub cpus: u32,
@@ -87,7 +98,7 @@ pub struct LatencyRow {
 /// One second of a run (`results/wire-throughput.csv` columns).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ThroughputRow {
-    pub source: &'static str,
+    pub source: String,
     pub pattern: Pattern,
     pub size_bytes: u32,
     pub cpus: u32,
@@ -103,7 +114,7 @@ pub struct ThroughputRow {
 /// Totals for one size.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
-    pub source: &'static str,
+    pub source: String,
     pub pattern: Pattern,
     pub size_bytes: u32,
     pub inflight_per_cpu: u32,
@@ -169,7 +180,7 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
     let mut out = BenchResult::default();
     for &size in &cfg.sizes {
         let size = size.clamp(1, 1 << 20);
-        tracing::info!("{} {:?} {} B: {:?}", cfg.mode.source(), cfg.pattern, size, cfg.duration);
+        tracing::info!("{} {:?} {} B: {:?}", cfg.source(), cfg.pattern, size, cfg.duration);
         let inflight = match cfg.mode {
             Mode::Blocking => 1,
             Mode::Pipelined => u32::from(req.target().inflight),
@@ -247,7 +258,7 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
         let mut rows: Vec<LatencyRow> = Vec::new();
         let push = |rows: &mut Vec<LatencyRow>, lat_us: f64, res_us: f64, n: u64| {
             let mut r = LatencyRow {
-                source: cfg.mode.source(),
+                source: cfg.source(),
                 pattern: cfg.pattern,
                 size_bytes: size,
                 cpus: 1,
@@ -290,7 +301,7 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
         out.latency.extend(rows.iter().cloned());
         for (i, &(n, bytes)) in intervals.iter().enumerate() {
             out.throughput.push(ThroughputRow {
-                source: cfg.mode.source(),
+                source: cfg.source(),
                 pattern: cfg.pattern,
                 size_bytes: size,
                 cpus: 1,
@@ -305,7 +316,7 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
         }
         let bytes = total_reads * u64::from(size);
         let s = Summary {
-            source: cfg.mode.source(),
+            source: cfg.source(),
             pattern: cfg.pattern,
             size_bytes: size,
             inflight_per_cpu: inflight,

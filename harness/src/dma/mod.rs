@@ -4,10 +4,13 @@
 //! ```text
 //!   PhysMem::read_batch / read_phys        Requester::read_blocking
 //!              │                                   │
-//!   requester  engine: pieces → tags → MRd batches; completions → reassembly; timeouts → retry
+//!   requester  engine: pieces → tags → MRd batches; completions → checks → reassembly;
+//!              timeouts → hold the tag, ask again for the missing bytes only
 //!     ├─ target     nettlp://ADDR[:TAG]?options  (what TAG means, defaults)
 //!     ├─ request    split at 4 KiB and MRRS; completion checks and reassembly (pure)
-//!     ├─ tags       FIFO tag pool with rest times (stale-completion defence)
+//!     ├─ tags       when a tag may carry a request again: FIFO over all tags; on a suspect
+//!     │             network never one whose recent requests the new one aliases (the
+//!     │             stale-completion defence), cutting the request short if need be
 //!     ├─ rto        adaptive retransmission timeout (RFC 6298 on request round trips)
 //!     └─ stats      counters and latency histogram
 //!   bench        blocking and pipelined read benchmarks, rows for results/wire-*.csv
@@ -28,4 +31,4 @@ pub mod target;
 
 pub use requester::{query_dev_id, DmaError, Requester};
 pub use stats::{DmaStats, Histogram};
-pub use target::{RequesterId, Reuse, Target, TargetError};
+pub use target::{PortRule, RequesterId, Target, TargetError};

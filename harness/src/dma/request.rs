@@ -4,17 +4,23 @@
 //! Splitting: a request never crosses a 4 KiB boundary (PCIe forbids it) and asks for at most
 //! the max read request size.
 //!
-//! Reassembly: a completion belongs to the request whose tag it carries, and must fit it:
-//! same requester ID; Byte Count in `1..=len` (so it names the offset `len - BC` of its first
-//! byte); Lower Address equal to the low 7 bits of that byte's address; data length from the
-//! PCIe rule ([`Completion::data_range`]) inside the request and present in the datagram; and
-//! none of its DWs already received. Completions may arrive in any order (UDP reorders).
+//! Reassembly: a completion belongs to the request whose tag it carries (the requester checks
+//! tag, requester and completer IDs), and must fit it: Byte Count in `1..=len` (so it names
+//! the offset `len - BC` of its first byte); Lower Address equal to the low 7 bits of that
+//! byte's address; data length from the PCIe rule ([`Completion::data_range`]) inside the
+//! request and present in the datagram; a completion that does not finish the request ends on
+//! a Read Completion Boundary ([`RCB`]), the one that does carries exactly the DWs its Byte
+//! Count needs; and none of its DWs already received. Completions may arrive in any order
+//! (UDP reorders). A completion all of whose DWs were received is a [`Verdict::Repeat`], for
+//! the requester to compare with the bytes it took. What is still missing after a timeout is
+//! [`Reassembly::missing`], so only that is asked again.
 //!
 //! Invariant: [`Reassembly::accept`] never panics, never reports data outside `0..len`, and
-//! reports each byte of the request at most once; the request is done when every byte was.
+//! reports each byte of the request at most once; the request is done when every byte was;
+//! `missing` is exactly the bytes not reported.
 
 use core::ops::Range;
-use emulator::wire::tlp::{Completion, CplStatus};
+use emulator::wire::tlp::{Completion, CplStatus, RCB};
 
 /// Split `len` bytes at `addr` into requests `(addr, len)` that stay inside one 4 KiB page
 /// and ask for at most `mrrs` bytes.
@@ -38,9 +44,10 @@ pub fn split(addr: u64, len: usize, mrrs: u32) -> impl Iterator<Item = (u64, u32
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     /// Byte Count, Lower Address or length do not fit this request (a stale completion of an
-    /// earlier request on the same tag, or a broken completer).
+    /// earlier request on the same tag, or a broken completer). The requester also uses it for
+    /// a requester or completer ID that is not ours, or a tag with no request outstanding.
     Mismatch,
-    /// Its bytes were already received (a duplicate).
+    /// Some of its bytes were already received, not all (a copy cut differently: stale).
     Duplicate,
     /// The datagram holds fewer payload bytes than the header declares.
     Truncated,
@@ -51,6 +58,10 @@ pub enum Reject {
 pub enum Verdict {
     /// Copy `payload[src]` to offset `offset` of the request; `done` if it was the last part.
     Data { offset: usize, src: Range<usize>, done: bool },
+    /// Every byte of it was received before: `payload[src]` should equal what offset
+    /// `offset` of the request holds (a copy of the same answer), or one of the two copies is
+    /// not this request's (see [`super::tags`]).
+    Repeat { offset: usize, src: Range<usize> },
     /// The completer answered with an error status.
     Failed(CplStatus),
     Reject(Reject),
@@ -98,6 +109,10 @@ impl Reassembly {
         Self::masks(dws).any(|(w, m)| self.seen[w] & m != 0)
     }
 
+    fn all_seen(&self, dws: Range<usize>) -> bool {
+        Self::masks(dws).all(|(w, m)| self.seen[w] & m == m)
+    }
+
     fn mark_seen(&mut self, dws: Range<usize>) {
         for (w, m) in Self::masks(dws) {
             self.seen[w] |= m;
@@ -129,15 +144,27 @@ impl Reassembly {
         if n == 0 || offset + n > self.len {
             return Verdict::Reject(Reject::Mismatch);
         }
+        let first = self.addr + u64::from(offset);
+        let fits_boundary = if offset + n == self.len {
+            // the last one: exactly the DWs its bytes need
+            usize::from(cpl.length_dw) == (src.start + n as usize).div_ceil(4)
+        } else {
+            (first + u64::from(n)).is_multiple_of(RCB)
+        };
+        if !fits_boundary {
+            return Verdict::Reject(Reject::Mismatch);
+        }
         if src.end > payload_present {
             return Verdict::Reject(Reject::Truncated);
         }
         // DWs covered, relative to the request's first DW
         let base_dw = self.addr & !3;
-        let first = self.addr + u64::from(offset);
         let dws = ((first - base_dw) / 4) as usize..((first + u64::from(n) - 1 - base_dw) / 4 + 1) as usize;
         if dws.end > MAX_DW {
             return Verdict::Reject(Reject::Mismatch);
+        }
+        if self.all_seen(dws.clone()) {
+            return Verdict::Repeat { offset: offset as usize, src };
         }
         if self.any_seen(dws.clone()) {
             return Verdict::Reject(Reject::Duplicate);
@@ -149,6 +176,29 @@ impl Reassembly {
             src,
             done: self.got == self.len,
         }
+    }
+}
+
+impl Reassembly {
+    /// The byte ranges `(offset, len)` of the request not received yet, ascending and merged.
+    pub fn missing(&self) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        let base_dw = self.addr & !3;
+        let end = self.addr + u64::from(self.len);
+        let dws = ((end - 1 - base_dw) / 4 + 1) as usize;
+        for d in 0..dws {
+            if self.seen[d / 64] & (1 << (d % 64)) != 0 {
+                continue;
+            }
+            let lo = (base_dw + 4 * d as u64).max(self.addr);
+            let hi = (base_dw + 4 * d as u64 + 4).min(end);
+            let (off, n) = ((lo - self.addr) as u32, (hi - lo) as u32);
+            match out.last_mut() {
+                Some((o, l)) if *o + *l == off => *l += n,
+                _ => out.push((off, n)),
+            }
+        }
+        out
     }
 }
 
@@ -190,8 +240,8 @@ mod tests {
                 *b = true;
             }
             assert_eq!(done, i + 1 == cs.len());
-            // the same completion again is a duplicate
-            assert_eq!(r.accept(c, 4096), Verdict::Reject(Reject::Duplicate));
+            // the same completion again is a repeat of the same bytes
+            assert_eq!(r.accept(c, 4096), Verdict::Repeat { offset, src: c.data_range() });
         }
         assert!(covered.iter().all(|&b| b));
     }
@@ -211,6 +261,60 @@ mod tests {
         let c = cpls(0x1003, 300, 256)[0];
         assert_eq!(r.accept(&c, 100), Verdict::Reject(Reject::Truncated));
         assert_eq!(r.received(), 0);
+    }
+
+    #[rstest::rstest]
+    #[case::aligned_4k_mps_256(0x3000, 4096, 256, &[7])]
+    #[case::unaligned_mps_128(0x1003, 1000, 128, &[0, 3, 8])]
+    #[case::last_only(0x2ffe, 700, 256, &[2])]
+    #[case::all_lost(0x10, 512, 64, &[0, 1, 2, 3, 4, 5, 6, 7, 8])]
+    fn missing_is_what_was_lost(#[case] addr: u64, #[case] len: u32, #[case] mps: u32, #[case] lost: &[usize]) {
+        let cs = cpls(addr, len, mps);
+        let mut r = Reassembly::new(addr, len);
+        let mut want = Vec::new();
+        for (i, c) in cs.iter().enumerate() {
+            let first = (u64::from(len) - u64::from(c.byte_count)) as u32;
+            let n = c.data_range().len() as u32;
+            if lost.contains(&i) {
+                match want.last_mut() {
+                    Some((o, l)) if *o + *l == first => *l += n,
+                    _ => want.push((first, n)),
+                }
+            } else {
+                assert!(matches!(r.accept(c, 4096), Verdict::Data { .. }));
+            }
+        }
+        assert_eq!(r.missing(), want);
+        // asking for exactly the missing ranges completes the request
+        for (off, n) in r.missing() {
+            for c in cpls(addr + u64::from(off), n, mps) {
+                let Verdict::Data { offset, src, done: _ } = Reassembly::new(addr + u64::from(off), n).accept(&c, 4096) else { panic!() };
+                assert!(offset + src.len() <= n as usize);
+            }
+        }
+        assert_eq!(Reassembly::new(addr, len).missing(), vec![(0, len)]);
+    }
+
+    #[test]
+    fn completions_that_break_the_boundary_rules_are_rejected() {
+        // a 512-byte read at 0x1000 in two 256-byte CplDs
+        let good = cpls(0x1000, 512, 256);
+        // the first one cut short: 63 DWs, so it would end off the RCB
+        let mut short = good[0];
+        short.length_dw -= 1;
+        assert_eq!(Reassembly::new(0x1000, 512).accept(&short, 4096), Verdict::Reject(Reject::Mismatch));
+        // the last one padded with a DW more than its byte count needs
+        let mut padded = good[1];
+        padded.length_dw += 1;
+        assert_eq!(Reassembly::new(0x1000, 512).accept(&padded, 4096), Verdict::Reject(Reject::Mismatch));
+        // byte count short by 4: the lower address no longer fits
+        let mut bc = good[0];
+        bc.byte_count -= 4;
+        assert_eq!(Reassembly::new(0x1000, 512).accept(&bc, 4096), Verdict::Reject(Reject::Mismatch));
+        let mut r = Reassembly::new(0x1000, 512);
+        assert!(matches!(r.accept(&good[1], 4096), Verdict::Data { done: false, .. }));
+        assert!(matches!(r.accept(&good[0], 4096), Verdict::Data { done: true, .. }));
+        assert!(r.missing().is_empty());
     }
 
     #[test]

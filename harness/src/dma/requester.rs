@@ -1,21 +1,31 @@
 //! The DMA requester: physical memory read over NetTLP, with many tags in flight.
 //!
 //! ```text
-//!   read_batch(ops) ─▶ pieces (4 KiB pages, MRRS) ─▶ tag ─▶ MRd on UDP 0x3000+(tag&0xF) ─▶ adapter
-//!        ▲                                                                                 │
+//!   read_batch(ops) ─▶ pieces (4 KiB pages, MRRS) ─▶ tag ─▶ MRd on UDP 0x3000+tag ─▶ adapter
+//!        ▲                                                                            │
 //!        └── bytes copied into the caller's buffer ◀── Reassembly (per tag) ◀── CplD/Cpl ◀─┘
-//!                          timeouts (adaptive, [`super::rto`]) ─▶ retry with a new tag (≤ 1+retries)
+//!          timeouts (adaptive, [`super::rto`]) ─▶ the missing bytes only, asked again with a
+//!          new tag (each byte at most 1 + retries times)
 //! ```
 //!
 //! One engine behind a mutex does all I/O: it keeps up to `inflight` requests outstanding,
 //! waits in epoll until a completion or the earliest deadline, takes completions in batches
 //! (`recvmmsg`, UDP GRO) and sends requests in batches per port (`sendmmsg`, UDP GSO).
 //!
+//! A completion reaches a caller's buffer only if everything about it fits the request it
+//! claims to answer: its tag has a request outstanding, it came from the target on that tag's
+//! port, it names our requester ID and the completer ID the target has used so far, and its
+//! status, length, Byte Count and Lower Address fit bytes of that request still missing
+//! ([`super::request`]). Anything else is dropped and counted (`stale`, `duplicates`,
+//! `malformed`); the bytes it claimed are asked again if their own completion never comes.
+//! Which tag a request gets, and whether it is cut a few bytes short so that no stale copy on
+//! that tag can fit it, is [`super::tags`]'s decision (a cut's rest starts the next request).
+//!
 //! Invariants: the requester never sends a Memory Write except through the explicitly named
 //! [`Requester::write_for_testing`]; a caller's buffer only receives bytes of completions that
-//! fit the request they answer ([`super::request`]); every read returns, with the bytes or an
-//! error naming the lowest failed address, after at most `(1 + retries)` attempts of at most
-//! [`super::rto::MAX_RTO`] each per piece.
+//! fit the request they answer; every read returns, with the bytes or an error naming the
+//! lowest failed address, after each of its bytes was asked at most `1 + retries` times, each
+//! wait at most [`super::rto::MAX_RTO`].
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -32,8 +42,8 @@ use emulator::wire::tlp::{self, CplStatus, DeviceId, MemRequest, Repr};
 use super::request::{Reassembly, Reject, Verdict};
 use super::rto::Rto;
 use super::stats::DmaStats;
-use super::tags::{RecentMax, TagPool};
-use super::target::{RequesterId, Reuse, Target};
+use super::tags::{self, Absorbed, Clock, TagPool};
+use super::target::{PortRule, RequesterId, Target};
 
 /// Why a requester could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -76,29 +86,30 @@ fn local_candidates(target: &Target) -> Result<Vec<Ipv4Addr>, DmaError> {
     }
 }
 
-/// One socket per UDP port the tags use, bound to `local:0x3000+n` and connected to the
-/// same port at the target: (sockets, their peers, socket index per low nibble).
-fn bind_ports(local: Ipv4Addr, target: &Target) -> Result<(Vec<UdpSocket>, Vec<SocketAddrV4>, [usize; 16]), DmaError> {
+/// Sockets, their peers, and the socket index of each tag.
+type Bound = (Vec<UdpSocket>, Vec<SocketAddrV4>, Box<[usize; 256]>);
+
+/// One socket per tag, bound to `local:0x3000+tag` and connected to the same port at the
+/// target.
+fn bind_ports(local: Ipv4Addr, target: &Target) -> Result<Bound, DmaError> {
     let mut socks = Vec::new();
     let mut peers = Vec::new();
-    let mut sock_of_nibble = [usize::MAX; 16];
+    let mut sock_of_tag = Box::new([usize::MAX; 256]);
     for t in target.tag_list() {
-        let n = usize::from(t & 0xf);
-        if sock_of_nibble[n] != usize::MAX {
-            continue;
-        }
-        let port = nettlp::requester_port(t & 0xf);
+        let port = nettlp::requester_port(t);
         let addr = SocketAddrV4::new(local, port);
         let s = UdpSocket::bind(addr).map_err(|source| DmaError::Bind { addr, source })?;
         s.connect(SocketAddrV4::new(target.remote, port))
             .map_err(|source| DmaError::Bind { addr, source })?;
-        sys::size_buffers(&s, 4 << 20);
+        // the first tag's socket carries every request with port=first
+        let size = if socks.is_empty() { 4 << 20 } else { 256 << 10 };
+        sys::size_buffers(&s, size);
         sys::enable_gro(&s);
-        sock_of_nibble[n] = socks.len();
+        sock_of_tag[usize::from(t)] = socks.len();
         socks.push(s);
         peers.push(SocketAddrV4::new(target.remote, port));
     }
-    Ok((socks, peers, sock_of_nibble))
+    Ok((socks, peers, sock_of_tag))
 }
 
 /// Ask the adapter's messaging port for its device ID (libtlp `-R`).
@@ -136,8 +147,6 @@ struct Piece {
 
 #[derive(Debug)]
 struct Inflight {
-    /// Unique per request sent (matches `Engine::sent_order`).
-    id: u64,
     piece: Piece,
     asm: Reassembly,
     sent: Instant,
@@ -154,8 +163,11 @@ struct Engine {
     socks: Vec<UdpSocket>,
     /// The remote address and port each socket is connected to.
     peers: Vec<SocketAddrV4>,
-    /// Socket index of each tag's port (tag & 0xF).
-    sock_of_nibble: [usize; 16],
+    /// Socket index of each tag's port (0x3000 + tag); `usize::MAX` for tags not used.
+    sock_of_tag: Box<[usize; 256]>,
+    port: PortRule,
+    /// The completer ID of the first completion taken; later ones must carry the same.
+    completer: Option<DeviceId>,
     epoll: sys::Epoll,
     /// Sockets found readable by the last wait.
     ready: Vec<usize>,
@@ -164,15 +176,12 @@ struct Engine {
     queues: Vec<SendQueue>,
     tags: TagPool,
     slots: Vec<Option<Inflight>>,
+    /// Every datagram that arrived before this was taken (see [`super::tags`]).
+    drained: Instant,
     inflight: usize,
     next_expiry: Option<Instant>,
     retry: VecDeque<Piece>,
     rto: Rto,
-    /// Requests in the order sent (id, tag, time); entries of finished requests are dropped
-    /// lazily from the front.
-    sent_order: VecDeque<(u64, u8, Instant)>,
-    next_id: u64,
-    max_rtt: RecentMax,
     stats: DmaStats,
     seq: u16,
 }
@@ -214,7 +223,7 @@ impl Requester {
                 Err(e) => return Err(e),
             }
         }
-        let Some((local, (socks, peers, sock_of_nibble))) = bound else {
+        let Some((local, (socks, peers, sock_of_tag))) = bound else {
             return Err(last_err.unwrap_or_else(|| DmaError::Route {
                 remote: target.remote,
                 source: std::io::Error::other("no local address to try"),
@@ -234,7 +243,9 @@ impl Requester {
         let engine = Engine {
             socks,
             peers,
-            sock_of_nibble,
+            sock_of_tag,
+            port: target.port,
+            completer: None,
             epoll,
             ready: Vec::new(),
             recv: RecvBatch::new(RECV_BATCH, sys::MAX_UDP),
@@ -242,13 +253,11 @@ impl Requester {
             queues,
             tags: TagPool::new(&tags),
             slots: (0..256).map(|_| None).collect(),
+            drained: Instant::now(),
             inflight: 0,
             next_expiry: None,
             retry: VecDeque::new(),
             rto: Rto::new(target.timeout),
-            sent_order: VecDeque::new(),
-            next_id: 0,
-            max_rtt: RecentMax::default(),
             stats: DmaStats::default(),
             seq: 0,
         };
@@ -307,10 +316,10 @@ impl Requester {
             return Ok(());
         }
         let mut e = self.engine();
-        let now = Instant::now();
-        let extra = e.extra_rest(&self.target, now);
-        let tag = e.tags.peek(now, extra).ok_or_else(|| DmaError::Write("no free tag".into()))?;
-        let sock = e.sock_of_nibble[usize::from(tag & 0xf)];
+        // the tag the read-back barrier will get (the same choice at the same drain point)
+        let clock = e.clock(Instant::now(), &self.target);
+        let tag = e.tags.peek(&clock, addr.0, 1).ok_or_else(|| DmaError::Write("no free tag".into()))?;
+        let sock = e.send_sock(tag);
         for (a, n) in super::request::split(addr.0, data.len(), 256) {
             let req = MemRequest::new(self.requester_id, tag, a, n)
                 .ok_or_else(|| DmaError::Write(format!("cannot encode a write at {a:#x}")))?;
@@ -325,7 +334,7 @@ impl Requester {
             p.payload_mut()[off..off + n as usize].copy_from_slice(&data[from..from + n as usize]);
             e.socks[sock].send(&d).map_err(|err| DmaError::Write(err.to_string()))?;
         }
-        // the read barrier: the same tag (front of the pool) on the same port
+        // the read barrier: the same tag (see above) on the same port
         let mut b = [0u8; 1];
         let mut ops = [ReadOp { addr, buf: &mut b }];
         let r = e.run(&self.target, self.requester_id, &mut ops, 1);
@@ -368,7 +377,7 @@ impl PhysMem for Requester {
 /// Keep the error with the lowest address for op `op`.
 fn fail(results: &mut [Option<MemError>], op: usize, err: MemError) {
     if let Some(slot) = results.get_mut(op) {
-        if slot.as_ref().map_or(true, |old| err.addr() < old.addr()) {
+        if slot.as_ref().is_none_or(|old| err.addr() < old.addr()) {
             *slot = Some(err);
         }
     }
@@ -402,28 +411,36 @@ impl Cursor {
         None
     }
 
+    /// `piece`, the last one handed out, is asked for only its first `len` bytes: the next
+    /// piece starts after them (so one cut shifts the following pieces instead of leaving a
+    /// short piece behind). False if `piece` is not the last one handed out.
+    fn take_back(&mut self, piece: &Piece, len: u32) -> bool {
+        let last = self.op == piece.op && self.pos == piece.off + piece.len as usize;
+        if last {
+            self.pos = piece.off + len as usize;
+        }
+        last
+    }
+
     fn done(&self, ops: &[ReadOp<'_>]) -> bool {
         self.op >= ops.len()
     }
 }
 
 impl Engine {
-    /// The rest every freed tag needs now beyond its own: with `reuse=auto`, twice the path's
-    /// current delay (slowest recent round trip, or the oldest request still outstanding).
-    fn extra_rest(&mut self, t: &Target, now: Instant) -> Duration {
-        if t.reuse != Reuse::Auto {
-            return Duration::ZERO;
+    /// The socket a request with `tag` goes out on.
+    fn send_sock(&self, tag: u8) -> usize {
+        match self.port {
+            PortRule::Tag => self.sock_of_tag[usize::from(tag)],
+            PortRule::First => 0,
         }
-        while let Some(&(id, tag, _)) = self.sent_order.front() {
-            match &self.slots[usize::from(tag)] {
-                Some(inf) if inf.id == id => break,
-                _ => {
-                    self.sent_order.pop_front();
-                }
-            }
-        }
-        let oldest = self.sent_order.front().map_or(Duration::ZERO, |&(_, _, sent)| now.saturating_duration_since(sent));
-        self.max_rtt.get().max(oldest) * 2
+    }
+
+    /// The times tag decisions are made with: the rest of a tag is the target's lifetime, or
+    /// four times the RTO if longer (not the lateness seen: see [`super::tags`]).
+    fn clock(&self, now: Instant, t: &Target) -> Clock {
+        let lifetime = t.lifetime.max(self.rto.estimate() * 4).min(tags::MAX_LIFETIME);
+        Clock { now, drained: self.drained, lifetime }
     }
 
     fn run(&mut self, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], max_inflight: usize) -> Vec<Result<(), MemError>> {
@@ -437,7 +454,9 @@ impl Engine {
         let mut cursor = Cursor { op: 0, pos: 0 };
         let mut now = Instant::now();
         loop {
+            let clock = self.clock(now, t);
             // issue as many requests as allowed
+            let mut tag_wake = None;
             while self.inflight < max_inflight {
                 let piece = match self.retry.pop_front() {
                     Some(p) => p,
@@ -449,39 +468,53 @@ impl Engine {
                 if results[piece.op].is_some() {
                     continue;
                 }
-                let extra = self.extra_rest(t, now);
-                let Some(tag) = self.tags.acquire(now, extra) else {
-                    self.retry.push_front(piece);
-                    break;
+                let (tag, len) = match self.tags.acquire(&clock, piece.addr, piece.len) {
+                    Ok(x) => x,
+                    Err(wake) => {
+                        tag_wake = wake;
+                        self.retry.push_front(piece);
+                        break;
+                    }
                 };
+                if len < piece.len {
+                    // cut short so it aliases no recent request on its tag: the rest next
+                    self.stats.cuts += 1;
+                    if !cursor.take_back(&piece, len) {
+                        let rest = Piece { off: piece.off + len as usize, addr: piece.addr + u64::from(len), len: piece.len - len, ..piece };
+                        self.retry.push_front(rest);
+                    }
+                }
                 let wait = self.rto.timeout_for(piece.attempts);
-                self.issue(rid, tag, piece, now, wait);
+                self.issue(rid, tag, Piece { len, ..piece }, now, wait);
             }
             self.flush();
             if self.inflight == 0 && self.retry.is_empty() && cursor.done(ops) {
                 break;
             }
-            // wait for a completion, the earliest deadline, or a resting tag
+            // wait for a completion, the earliest deadline, or a tag done resting
             let mut wake = self.next_expiry;
-            if self.inflight < max_inflight && (!self.retry.is_empty() || !cursor.done(ops)) {
-                let extra = self.extra_rest(t, now);
-                if let Some(w) = self.tags.next_wake(extra) {
-                    wake = Some(wake.map_or(w, |x| x.min(w)));
-                }
+            if let Some(w) = tag_wake {
+                wake = Some(wake.map_or(w, |x| x.min(w)));
             }
-            let timeout = wake.map(|w| w.saturating_duration_since(now));
-            match self.epoll.wait_spinning(timeout, t.spin) {
+            let before_wait = Instant::now();
+            let timeout = wake.map(|w| w.saturating_duration_since(before_wait));
+            let complete = match self.epoll.wait_spinning(timeout, t.spin) {
                 Ok(r) => {
                     self.ready.clear();
                     self.ready.extend_from_slice(r);
+                    self.epoll.complete()
                 }
                 Err(e) => {
                     tracing::warn!("epoll failed: {e}");
                     std::thread::sleep(Duration::from_millis(1));
+                    false
                 }
-            }
+            };
             now = Instant::now();
-            self.receive(now, t, rid, ops, &mut results);
+            if self.receive(now, t, rid, ops, &mut results) && complete {
+                self.drained = before_wait;
+            }
+            self.stats.max_lateness = self.stats.max_lateness.max(self.tags.lateness());
             if self.next_expiry.is_some_and(|x| x <= now) {
                 self.expire(now, t, &mut results);
             }
@@ -501,14 +534,12 @@ impl Engine {
         self.seq = self.seq.wrapping_add(1);
         nettlp::Repr { seq: self.seq, timestamp: 0 }.emit(&mut outer);
         repr.emit(&mut tlp::Packet::new_unchecked(outer.payload_mut()));
-        let q = &mut self.queues[self.sock_of_nibble[usize::from(tag & 0xf)]];
+        let sock = self.send_sock(tag);
+        let q = &mut self.queues[sock];
         q.bufs.push(buf);
         q.lens.push(len);
         let deadline = now + timeout;
-        self.next_id += 1;
-        self.sent_order.push_back((self.next_id, tag, now));
         self.slots[usize::from(tag)] = Some(Inflight {
-            id: self.next_id,
             piece,
             asm: Reassembly::new(piece.addr, piece.len),
             sent: now,
@@ -536,25 +567,68 @@ impl Engine {
         }
     }
 
-    fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) {
+    /// Take every datagram queued on the ready sockets; false if a socket could not be read
+    /// to the end.
+    fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) -> bool {
+        let mut drained = true;
+        let mut conflicts = Vec::new();
         for k in 0..self.ready.len() {
-            let Some(fd) = self.socks.get(self.ready[k]).map(|s| s.as_raw_fd()) else { continue };
+            let sock = self.ready[k];
+            let Some(fd) = self.socks.get(sock).map(|s| s.as_raw_fd()) else { continue };
+            let mut errors = 0;
             loop {
-                let n = self.recv.recv(fd).unwrap_or(0);
+                let n = match self.recv.recv(fd) {
+                    Ok(n) => n,
+                    // e.g. ECONNREFUSED after an ICMP error: the queue may still hold datagrams
+                    Err(e) if errors < 4 => {
+                        errors += 1;
+                        tracing::debug!("receiving completions: {e}");
+                        continue;
+                    }
+                    Err(_) => {
+                        drained = false;
+                        break;
+                    }
+                };
                 for (src, bytes, truncated) in self.recv.datagrams() {
                     if truncated || *src.ip() != t.remote {
                         self.stats.malformed += 1;
                         continue;
                     }
-                    take_completion(
-                        bytes, now, t, rid, ops, results, &mut self.slots, &mut self.tags,
-                        &mut self.inflight, &mut self.rto, &mut self.max_rtt, &mut self.stats,
+                    let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
+                    let conflict = take_completion(
+                        bytes, now, self.drained, ids, ops, results, &mut self.slots, &mut self.tags,
+                        &mut self.inflight, &mut self.rto, &mut self.stats,
                     );
+                    conflicts.extend(conflict);
                 }
                 if n < self.recv.capacity() {
                     break;
                 }
             }
+        }
+        for tag in conflicts {
+            self.abandon(tag, now, t, results);
+        }
+        drained
+    }
+
+    /// Two copies of the same bytes of the request on `tag` differ: one is not its answer.
+    /// Give it up (the tag is held like a timed-out one's) and ask again for all of it.
+    fn abandon(&mut self, tag: u8, now: Instant, t: &Target, results: &mut [Option<MemError>]) {
+        let Some(inf) = self.slots[usize::from(tag)].take() else { return };
+        self.inflight -= 1;
+        self.stats.conflicts += 1;
+        self.stats.bytes -= u64::from(inf.asm.received());
+        self.tags.anomaly();
+        self.tags.hold(tag, inf.asm, now, inf.deadline.saturating_duration_since(inf.sent));
+        let piece = inf.piece;
+        if piece.attempts < t.retries {
+            self.stats.retries += 1;
+            self.retry.push_back(Piece { attempts: piece.attempts + 1, ..piece });
+        } else {
+            self.stats.timeouts += 1;
+            fail(results, piece.op, MemError::Timeout { addr: PhysAddr(piece.addr), attempts: piece.attempts + 1 });
         }
     }
 
@@ -566,66 +640,115 @@ impl Engine {
                 next = Some(next.map_or(inf.deadline, |x| x.min(inf.deadline)));
                 continue;
             }
+            let Some(inf) = self.slots[tag].take() else { continue };
             let piece = inf.piece;
-            // its completions may still come: rest the tag twice as long as we waited
-            let rest = (inf.deadline.saturating_duration_since(inf.sent) * 2).max(t.reuse.fixed());
-            self.slots[tag] = None;
             self.inflight -= 1;
-            self.tags.release(tag as u8, now, rest);
-            if piece.attempts < t.retries {
-                self.stats.retries += 1;
-                self.retry.push_back(Piece { attempts: piece.attempts + 1, ..piece });
-            } else {
-                self.stats.timeouts += 1;
-                fail(results, piece.op, MemError::Timeout { addr: PhysAddr(piece.addr), attempts: piece.attempts + 1 });
+            self.rto.timed_out(inf.sent, now);
+            let missing = inf.asm.missing();
+            // its completions may still come: hold the tag (see super::tags)
+            self.tags.hold(tag as u8, inf.asm, now, inf.deadline.saturating_duration_since(inf.sent));
+            // ask again for what is still missing, and only that
+            for (off, n) in missing {
+                let part = Piece {
+                    off: piece.off + off as usize,
+                    addr: piece.addr + u64::from(off),
+                    len: n,
+                    attempts: piece.attempts + 1,
+                    ..piece
+                };
+                if piece.attempts < t.retries {
+                    self.stats.retries += 1;
+                    self.retry.push_back(part);
+                } else {
+                    self.stats.timeouts += 1;
+                    fail(results, piece.op, MemError::Timeout { addr: PhysAddr(part.addr), attempts: part.attempts });
+                    break;
+                }
             }
         }
         self.next_expiry = next;
     }
 }
 
-/// Judge one received datagram and act on it.
+/// What a completion's IDs and port must match.
+struct Ids<'a> {
+    requester: DeviceId,
+    /// Learned from the first completion taken.
+    completer: &'a mut Option<DeviceId>,
+    /// The socket it arrived on.
+    sock: usize,
+    sock_of_tag: &'a [usize; 256],
+    port: PortRule,
+}
+
+impl Ids<'_> {
+    /// Whether a completion with these IDs on this port can answer a request of ours.
+    fn fit(&self, cpl: &tlp::Completion) -> bool {
+        let own_port = self.sock_of_tag[usize::from(cpl.tag)] == self.sock;
+        let port_ok = match self.port {
+            PortRule::Tag => own_port,
+            // the endpoint answers where the request came from, an adapter on the tag's port
+            PortRule::First => own_port || self.sock == 0,
+        };
+        port_ok && cpl.requester == self.requester && self.completer.is_none_or(|c| c == cpl.completer)
+    }
+}
+
+/// Judge one received datagram and act on it; returns the tag of a request to abandon
+/// (two copies of the same bytes of it differ).
 #[allow(clippy::too_many_arguments)]
 fn take_completion(
     bytes: &[u8],
     now: Instant,
-    t: &Target,
-    rid: DeviceId,
+    drained: Instant,
+    ids: Ids<'_>,
     ops: &mut [ReadOp<'_>],
     results: &mut [Option<MemError>],
     slots: &mut [Option<Inflight>],
     tags: &mut TagPool,
     inflight: &mut usize,
     rto: &mut Rto,
-    max_rtt: &mut RecentMax,
     stats: &mut DmaStats,
-) {
+) -> Option<u8> {
     let Ok(outer) = nettlp::Packet::new_checked(bytes) else {
         stats.malformed += 1;
-        return;
+        return None;
     };
     let Ok(p) = tlp::Packet::new_checked(outer.payload()) else {
         stats.malformed += 1;
-        return;
+        return None;
     };
     let Ok(Repr::Completion(cpl)) = Repr::parse(&p) else {
         stats.malformed += 1;
-        return;
+        return None;
     };
     let tag = usize::from(cpl.tag);
-    let Some(inf) = slots.get_mut(tag).and_then(|s| s.as_mut()) else {
+    if !ids.fit(&cpl) {
         stats.stale += 1;
-        return;
-    };
-    if cpl.requester != rid {
-        stats.stale += 1;
-        return;
+        return None;
     }
     let payload = p.payload();
+    let Some(inf) = slots.get_mut(tag).and_then(|s| s.as_mut()) else {
+        match tags.absorb(&cpl, payload.len(), now) {
+            Absorbed::Late => stats.late += 1,
+            Absorbed::Stale => {
+                stats.stale += 1;
+                tags.anomaly();
+                tags.stale_seen(cpl.tag, false, drained);
+            }
+        }
+        return None;
+    };
     match inf.asm.accept(&cpl, payload.len()) {
         Verdict::Data { offset, src, done } => {
             stats.completions += 1;
+            stats.bytes += src.len() as u64;
+            ids.completer.get_or_insert(cpl.completer);
             let piece = inf.piece;
+            if piece.attempts == 0 {
+                rto.answered();
+            }
+            tags.answered(inf.sent, now);
             let at = piece.off + offset;
             if let Some(dst) = ops.get_mut(piece.op).and_then(|op| op.buf.get_mut(at..at + src.len())) {
                 dst.copy_from_slice(&payload[src]);
@@ -633,18 +756,27 @@ fn take_completion(
             if done {
                 let rtt = now.saturating_duration_since(inf.sent);
                 stats.latency.record(rtt);
-                max_rtt.sample(rtt);
                 if piece.attempts == 0 {
                     rto.sample(rtt);
                 }
-                stats.bytes += u64::from(piece.len);
                 slots[tag] = None;
                 *inflight -= 1;
-                tags.release(cpl.tag, now, t.reuse.fixed());
+                tags.release(cpl.tag);
             }
+        }
+        Verdict::Repeat { offset, src } => {
+            // a copy: of this answer (the same bytes), or of another request's (see tags)
+            tags.anomaly();
+            let at = inf.piece.off + offset;
+            let same = ops.get(inf.piece.op).and_then(|op| op.buf.get(at..at + src.len())).is_some_and(|b| b == &payload[src]);
+            if !same {
+                return Some(cpl.tag);
+            }
+            stats.duplicates += 1;
         }
         Verdict::Failed(status) => {
             stats.completions += 1;
+            ids.completer.get_or_insert(cpl.completer);
             match status {
                 CplStatus::UR => stats.ur += 1,
                 CplStatus::CA => stats.ca += 1,
@@ -653,11 +785,19 @@ fn take_completion(
             let piece = inf.piece;
             slots[tag] = None;
             *inflight -= 1;
-            tags.release(cpl.tag, now, t.reuse.fixed());
+            tags.release(cpl.tag);
             fail(results, piece.op, MemError::Completion { addr: PhysAddr(piece.addr), status: status.to_string() });
         }
-        Verdict::Reject(Reject::Duplicate) => stats.duplicates += 1,
-        Verdict::Reject(Reject::Mismatch) => stats.stale += 1,
+        Verdict::Reject(Reject::Duplicate) => {
+            stats.duplicates += 1;
+            tags.anomaly();
+        }
+        Verdict::Reject(Reject::Mismatch) => {
+            stats.stale += 1;
+            tags.anomaly();
+            tags.stale_seen(cpl.tag, true, drained);
+        }
         Verdict::Reject(Reject::Truncated) => stats.malformed += 1,
     }
+    None
 }

@@ -126,6 +126,16 @@ pub struct DmaStats {
     pub stale: u64,
     /// Completions whose bytes were already received.
     pub duplicates: u64,
+    /// Completions of requests already given up after a timeout (absorbed, never copied).
+    pub late: u64,
+    /// Requests cut short on a suspect network so that they end where no recent request on
+    /// their tag could be mistaken for them (the rest asked by another request).
+    pub cuts: u64,
+    /// The latest a stale completion was seen to arrive after its request's send (a lower
+    /// bound; see [`super::tags::TagPool::stale_seen`]).
+    pub max_lateness: Duration,
+    /// Requests abandoned and asked again because two copies of the same bytes differed.
+    pub conflicts: u64,
     /// Datagrams that were not completions, were cut short, or came from elsewhere.
     pub malformed: u64,
     /// Requests answered Unsupported Request / Completer Abort / other error status.
@@ -141,9 +151,9 @@ impl fmt::Display for DmaStats {
         let q = |x| self.latency.quantile(x).map_or("-".to_string(), |d| format!("{:.1}us", d.as_secs_f64() * 1e6));
         write!(
             f,
-            "reads {} ({} B) | requests {} completions {} | retries {} timeouts {} | stale {} duplicates {} malformed {} | UR {} CA {} other {} | latency p50 {} p99 {}",
-            self.reads, self.bytes, self.requests, self.completions, self.retries, self.timeouts,
-            self.stale, self.duplicates, self.malformed, self.ur, self.ca, self.other_status,
+            "reads {} ({} B) | requests {} cuts {} completions {} | retries {} timeouts {} | stale {} duplicates {} late {} (up to {:.1}ms) conflicts {} malformed {} | UR {} CA {} other {} | latency p50 {} p99 {}",
+            self.reads, self.bytes, self.requests, self.cuts, self.completions, self.retries, self.timeouts,
+            self.stale, self.duplicates, self.late, self.max_lateness.as_secs_f64() * 1e3, self.conflicts, self.malformed, self.ur, self.ca, self.other_status,
             q(0.5), q(0.99)
         )
     }

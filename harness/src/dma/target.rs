@@ -2,20 +2,27 @@
 //!
 //! - `ADDR`: the NetTLP adapter's (or `emulator serve`'s) IPv4 address.
 //! - `TAG`: the first PCIe tag this requester uses (default 0). Tags are what tell completions
-//!   apart; the UDP port of a tag is `0x3000 + (tag & 0xF)` at both ends (libtlp's rule), so
-//!   two requesters on one host must use tags whose low nibbles differ (as tlpperf's threads
-//!   use tags 0, 1, 2, ...). The requester uses `tags` tags: `TAG, TAG+stride, TAG+2*stride...`.
+//!   apart; the UDP port of a tag is `0x3000 + tag` at both ends, the whole 8-bit tag (libtlp's
+//!   `nettlp_init`; the adapter sends each completion to `0x3000 + tag`). The requester uses
+//!   `tags` tags, `TAG, TAG+stride, TAG+2*stride...`, and binds the port of every one, so two
+//!   requesters on one local address must use disjoint tags (`nettlp://ADDR:128?tags=128`).
 //!
 //! Options: `local=IP` (address to bind; default: the route's source address, or for a
-//! loopback target a free loopback address: 127.0.0.254, else one in 127.254.0.0/16), `tags=N` (default 16, the NetTLP adapter's
-//! limit), `stride=S` (default 1; 16 puts every tag on one UDP port), `inflight=N` (reads
-//! outstanding at once, default = tags), `mrrs=BYTES` (max read request size, default 512
-//! like the adapter), `timeout=DUR` (least wait per attempt, default 20ms; the wait adapts
-//! to measured round trips and doubles per retry, see [`super::rto`]), `retries=N` (default 3),
-//! `reuse=DUR|auto` (least time between a tag's completion and its next use, default 0;
-//! `auto` follows the path's delay; see [`super::tags`]), `spin=DUR` (busy-poll this long for
-//! the next completion before sleeping, default 0: spinning only pays when both ends have a
-//! core to themselves), `requester=auto|BB:DD.F` (requester ID; `auto` asks the adapter's
+//! loopback target a free loopback address: 127.0.0.254, else one in 127.254.0.0/16),
+//! `tags=N` (default 256: every tag, so a freed tag is reused as late as possible, see
+//! [`super::tags`]), `stride=S` (default 1), `inflight=N` (requests outstanding at once,
+//! default 16, the NetTLP adapter's), `mrrs=BYTES` (max read request size, default 512 like the
+//! adapter), `timeout=DUR` (floor of the retransmission timeout, default 200us; the wait follows
+//! measured round trips and doubles per retry, see [`super::rto`]), `retries=N` (how many times
+//! a missing byte is asked again before the read fails, default 16), `lifetime=DUR` (how
+//! long a tag rests after a timeout, or from its last send while the network is suspect, at
+//! least 4 x RTO, default 5ms; what keeps a stale copy out is the alias rule, see
+//! [`super::tags`]),
+//! `port=tag|first` (`tag`, the default: each request on its tag's port, libtlp's rule;
+//! `first`: every request on the first tag's port, so batches go out as one UDP GSO message
+//! — completions are taken on every tag's port either way), `spin=DUR` (busy-poll this long
+//! for the next completion before sleeping, default 0: spinning only pays when both ends have
+//! a core to themselves), `requester=auto|BB:DD.F` (requester ID; `auto` asks the adapter's
 //! messaging port for its device ID, like libtlp's `-R`).
 //!
 //! Invariant: a parsed [`Target`] is usable as is: tags are distinct and below 256, the MRRS
@@ -36,7 +43,7 @@ pub enum TargetError {
     Syntax(String),
     #[error("target option {key}={value:?}: {reason}")]
     Option { key: String, value: String, reason: String },
-    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, reuse, spin, requester)")]
+    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, lifetime, port, spin, requester)")]
     UnknownOption(String),
 }
 
@@ -48,23 +55,13 @@ pub enum RequesterId {
     Fixed(DeviceId),
 }
 
-/// How long a freed tag rests before reuse (see [`super::tags`]).
+/// Which UDP port a request goes out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    /// At least this long.
-    After(Duration),
-    /// Twice the path's current delay (slowest recent round trip, oldest outstanding request).
-    Auto,
-}
-
-impl Reuse {
-    /// The fixed part of the rest.
-    pub fn fixed(self) -> Duration {
-        match self {
-            Reuse::After(d) => d,
-            Reuse::Auto => Duration::ZERO,
-        }
-    }
+pub enum PortRule {
+    /// `0x3000 + tag` at both ends (libtlp).
+    Tag,
+    /// The first tag's port for every request (one socket, so batches are one GSO message).
+    First,
 }
 
 /// Where to send reads and how.
@@ -79,7 +76,8 @@ pub struct Target {
     pub mrrs: u32,
     pub timeout: Duration,
     pub retries: u32,
-    pub reuse: Reuse,
+    pub lifetime: Duration,
+    pub port: PortRule,
     pub spin: Duration,
     pub requester: RequesterId,
 }
@@ -91,13 +89,14 @@ impl Target {
             remote,
             local: None,
             first_tag: 0,
-            tags: 16,
+            tags: 256,
             stride: 1,
             inflight: 16,
             mrrs: 512,
-            timeout: Duration::from_millis(20),
-            retries: 3,
-            reuse: Reuse::After(Duration::ZERO),
+            timeout: Duration::from_micros(200),
+            retries: 16,
+            lifetime: Duration::from_millis(5),
+            port: PortRule::Tag,
             spin: Duration::ZERO,
             requester: RequesterId::Auto,
         }
@@ -132,6 +131,9 @@ impl Target {
         }
         if self.timeout.is_zero() {
             return Err(opt("timeout", "0".into(), "must be positive"));
+        }
+        if self.lifetime.is_zero() {
+            return Err(opt("lifetime", "0".into(), "must be positive"));
         }
         Ok(())
     }
@@ -185,7 +187,14 @@ impl FromStr for Target {
                 "timeout" => t.timeout = dur()?,
                 "retries" => t.retries = num()?,
                 "spin" => t.spin = dur()?,
-                "reuse" => t.reuse = if value == "auto" { Reuse::Auto } else { Reuse::After(dur()?) },
+                "lifetime" => t.lifetime = dur()?,
+                "port" => {
+                    t.port = match value {
+                        "tag" => PortRule::Tag,
+                        "first" => PortRule::First,
+                        _ => return Err(bad("expected tag or first")),
+                    }
+                }
                 "requester" => {
                     t.requester = match value {
                         "auto" => RequesterId::Auto,
@@ -196,7 +205,7 @@ impl FromStr for Target {
             }
         }
         if !inflight_given {
-            t.inflight = t.tags;
+            t.inflight = t.inflight.min(t.tags);
         }
         t.validate()?;
         Ok(t)
@@ -207,7 +216,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nettlp://{}:{}?tags={}&stride={}&inflight={}&mrrs={}&timeout={}us&retries={}&reuse={}&spin={}us",
+            "nettlp://{}:{}?tags={}&stride={}&inflight={}&mrrs={}&timeout={}us&retries={}&lifetime={}us&port={}&spin={}us",
             self.remote,
             self.first_tag,
             self.tags,
@@ -216,9 +225,10 @@ impl fmt::Display for Target {
             self.mrrs,
             self.timeout.as_micros(),
             self.retries,
-            match self.reuse {
-                Reuse::After(d) => format!("{}us", d.as_micros()),
-                Reuse::Auto => "auto".into(),
+            self.lifetime.as_micros(),
+            match self.port {
+                PortRule::Tag => "tag",
+                PortRule::First => "first",
             },
             self.spin.as_micros()
         )?;
@@ -240,22 +250,24 @@ mod tests {
     fn defaults_follow_libtlp() {
         let t: Target = "nettlp://192.168.10.1".parse().unwrap();
         assert_eq!(t, Target::new(Ipv4Addr::new(192, 168, 10, 1)));
-        assert_eq!(t.tag_list(), (0..16).collect::<Vec<u8>>());
-        assert_eq!((t.mrrs, t.inflight), (512, 16));
+        assert_eq!(t.tag_list(), (0..=255).collect::<Vec<u8>>());
+        assert_eq!((t.mrrs, t.inflight, t.port), (512, 16, PortRule::Tag));
+        assert_eq!(t.timeout, Duration::from_micros(200), "a floor in microseconds");
+        assert_eq!(t.lifetime, Duration::from_millis(5));
+        let few: Target = "nettlp://192.168.10.1?tags=4".parse().unwrap();
+        assert_eq!(few.inflight, 4);
     }
 
     #[test]
     fn tag_and_options() {
-        let t: Target = "nettlp://127.0.0.2:4?tags=8&stride=16&inflight=3&mrrs=4096&timeout=2ms&retries=9&reuse=500us&local=127.0.0.3&requester=1b:00.0"
+        let t: Target = "nettlp://127.0.0.2:4?tags=8&stride=16&inflight=3&mrrs=4096&timeout=2ms&retries=9&lifetime=20ms&port=first&local=127.0.0.3&requester=1b:00.0"
             .parse()
             .unwrap();
         assert_eq!(t.tag_list(), vec![4, 20, 36, 52, 68, 84, 100, 116]);
         assert_eq!(t.inflight, 3);
         assert_eq!(t.timeout, Duration::from_millis(2));
-        assert_eq!(t.reuse, Reuse::After(Duration::from_micros(500)));
-        let a: Target = "nettlp://127.0.0.2?reuse=auto".parse().unwrap();
-        assert_eq!(a.reuse, Reuse::Auto);
-        assert_eq!(a.to_string().parse::<Target>().unwrap(), a);
+        assert_eq!(t.lifetime, Duration::from_millis(20));
+        assert_eq!(t.port, PortRule::First);
         assert_eq!(t.local, Some(Ipv4Addr::new(127, 0, 0, 3)));
         assert_eq!(t.requester, RequesterId::Fixed(DeviceId(0x1b00)));
         // Display round-trips
@@ -271,11 +283,14 @@ mod tests {
             "nettlp://127.0.0.1?tags=17&stride=16",
             "nettlp://127.0.0.1:250?tags=7",
             "nettlp://127.0.0.1?tags=0",
-            "nettlp://127.0.0.1?inflight=17",
+            "nettlp://127.0.0.1?tags=16&inflight=17",
             "nettlp://127.0.0.1?mrrs=300",
             "nettlp://127.0.0.1?timeout=0ms",
             "nettlp://127.0.0.1?colour=blue",
             "nettlp://127.0.0.1?requester=zz",
+            "nettlp://127.0.0.1?reuse=auto",
+            "nettlp://127.0.0.1?lifetime=0s",
+            "nettlp://127.0.0.1?port=0x3000",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }

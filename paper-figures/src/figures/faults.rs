@@ -19,7 +19,9 @@ fn correct(r: &FaultRow) -> bool {
 }
 
 fn requester_title(r: &str) -> String {
-    if r.contains("reuse=auto") {
+    if r.is_empty() {
+        "requester defaults (256 tags, quarantine, partial re-requests)".into()
+    } else if r.contains("reuse=auto") {
         "requester with reuse=auto (freed tags rest)".into()
     } else {
         "requester defaults (freed tags reused at once)".into()
@@ -107,7 +109,13 @@ pub fn build_time(results_dir: &Path) -> Result<Chart, FigureError> {
                 }
                 let mut points: Vec<(f64, f64)> = by_loss.into_values().map(|(l, v)| (l * 100.0, median(v))).collect();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let who = if req.contains("reuse=auto") { "reuse=auto" } else { "defaults" };
+                let who = if req.is_empty() {
+                    "defaults since issue 10"
+                } else if req.contains("reuse=auto") {
+                    "reuse=auto"
+                } else {
+                    "defaults"
+                };
                 let label = if dashed {
                     format!("{who}, + dup {} reorder {}", rate(dup), rate(reorder))
                 } else {

@@ -16,8 +16,10 @@ use super::probe::{failed, u64_at, Obj, Probe};
 use super::super::LayoutError;
 use crate::introspect::addr::KVirt;
 
-/// Bytes of a `signal_struct` searched for `thread_head` / `nr_threads`.
-pub const SIGNAL_WIN: usize = 512;
+/// Bytes of a `signal_struct` searched for `thread_head` / `nr_threads`: the whole struct (about
+/// 1 KiB from 5.10 to 7.x), since RANDSTRUCT may put either anywhere in it (7.2: `thread_head`
+/// at 840).
+pub const SIGNAL_WIN: usize = 2048;
 /// Most threads followed per thread group.
 pub const MAX_THREADS: usize = 1 << 14;
 /// Most thread list nodes followed over all groups.

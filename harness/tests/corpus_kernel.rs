@@ -31,8 +31,7 @@ fn kallsyms_decoded_from_memory_matches_the_guest(#[values(
     name: &str) {
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
-    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
-    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let k = kernel(mem.as_ref());
     let ours: Vec<String> = k
         .kallsyms
         .all(mem.as_ref())
@@ -107,8 +106,7 @@ fn btf_layout_equals_kbuild(#[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd
     let e = entry(name);
     assert!(e.flags.btf, "{} is expected to have BTF", e.name);
     let mem = dump(&e, Mode::Running);
-    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
-    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let k = kernel(mem.as_ref());
     let parsed = btf::load(&k).unwrap();
     assert!(parsed.type_count() > 10_000, "{}: only {} BTF types", e.name, parsed.type_count());
     let l = build(&parsed).unwrap();
@@ -154,8 +152,7 @@ fn kaslr_values_agree(#[values(
     name: &str) {
     let e = entry(name);
     let mem = dump(&e, Mode::Panicked);
-    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
-    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let k = kernel(mem.as_ref());
     if let Some(v) = &k.info.vmcoreinfo {
         assert_eq!(v.osrelease(), Some(e.release.as_str()));
         assert_eq!(v.kernel_offset(), Some(k.info.text_virt.0 - 0xffff_ffff_8100_0000));
@@ -174,8 +171,7 @@ fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "de
     use harness::introspect::walk::{walk, WalkConfig};
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
-    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
-    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let k = kernel(mem.as_ref());
     let full = build(&btf::load(&k).unwrap()).unwrap();
     let mut bare = full.clone();
     bare.kthread = None;
@@ -222,8 +218,7 @@ fn corrupted_task_list_gives_partial_results(#[values("garbage", "loop")] how: &
     use harness::introspect::ps::{ps, PsOptions};
     let e = entry("deb-amd64");
     let mem = dump(&e, Mode::Running);
-    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
-    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let k = kernel(mem.as_ref());
     let l = build(&btf::load(&k).unwrap()).unwrap();
     // The 10th and 3rd tasks on the list.
     let mut node = k.space.read_u64(k.info.init_task.unwrap().wrapping_add(l.task.tasks)).unwrap();
@@ -259,8 +254,7 @@ fn vmcoreinfo_kallsyms_entries_agree_with_the_search(#[values(
     use harness::introspect::kallsyms::locate::from_vmcoreinfo;
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
-    let found = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
-    let k = Kernel::open(mem.as_ref(), found).unwrap();
+    let k = kernel(mem.as_ref());
     let info = k.info.vmcoreinfo.as_ref().unwrap_or_else(|| panic!("{name}: no VMCOREINFO"));
     match from_vmcoreinfo(mem.as_ref(), info) {
         Some(loc) => {
@@ -287,7 +281,7 @@ fn kallsyms_found_through_vmcoreinfo_alone(#[values("deb-amd64", "deb7-amd64")] 
     let found = Kernel::scan(mem.as_ref(), &cfg).unwrap_or_else(|err| panic!("{name}: {err}"));
     assert_eq!(found.kallsyms_from, "VMCOREINFO");
     let k = Kernel::open(mem.as_ref(), found).unwrap();
-    let normal = Kernel::open(mem.as_ref(), Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap()).unwrap();
+    let normal = kernel(mem.as_ref());
     let names = ["init_task", "linux_banner", "_text", "vmcoreinfo_data"];
     assert_eq!(k.symbols(&names).unwrap(), normal.symbols(&names).unwrap(), "{name}");
     assert_eq!(k.info.num_syms, normal.info.num_syms);
@@ -299,7 +293,7 @@ fn kallsyms_found_through_vmcoreinfo_alone(#[values("deb-amd64", "deb7-amd64")] 
 fn name_search_equals_scan(#[values("deb-amd64", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom-thesis")] name: &str) {
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
-    let k = Kernel::open(mem.as_ref(), Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap()).unwrap();
+    let k = kernel(mem.as_ref());
     let ks = &k.kallsyms;
     // Every names-first table (6.4 on) has kallsyms_seqs_of_names; offsets-first ones since 6.2
     // (and where a stable series took it: Debian's 6.1 has it, 5.10 not).

@@ -61,6 +61,12 @@ pub fn dump(e: &Entry, m: Mode) -> Box<dyn PhysMem> {
     source::open_image(&path, None).unwrap_or_else(|err| panic!("{err}; {BUILD}"))
 }
 
+/// The kernel in `mem`, found and opened with the default scan.
+pub fn kernel(mem: &dyn PhysMem) -> harness::introspect::kernel::Kernel<'_> {
+    let found = harness::introspect::kernel::Kernel::scan(mem, &harness::introspect::scan::ScanConfig::default()).unwrap_or_else(|err| panic!("scan: {err}"));
+    harness::introspect::kernel::Kernel::open(mem, found).unwrap_or_else(|err| panic!("open: {err}"))
+}
+
 pub fn truth(e: &Entry, m: Mode) -> Vec<Thread> {
     e.truth(m).unwrap_or_else(|err| panic!("{}: {err}; {BUILD}", e.name))
 }

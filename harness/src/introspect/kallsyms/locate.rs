@@ -432,8 +432,7 @@ fn mode_of(mem: &dyn PhysMem, offsets: u64, n: u32, has_base: bool) -> OffsetMod
 /// (our 6.1 and later corpus kernels do). `None` if an entry is missing or the count read
 /// through it is implausible; the tables are verified like any others when decoded.
 pub fn from_vmcoreinfo(mem: &dyn PhysMem, info: &VmcoreInfo) -> Option<KallsymsLocation> {
-    let phys_base = info.number("phys_base")? as u64;
-    let phys = |name: &str| Some(info.symbol(name)?.0.checked_sub(KERNEL_MAP)?.wrapping_add(phys_base));
+    let phys = |name: &str| image_phys(info, name).map(|a| a.0);
     let (names, offsets, count) = (phys("kallsyms_names")?, phys("kallsyms_offsets")?, phys("kallsyms_num_syms")?);
     let n = read_vec(mem, PhysAddr(count), 4).ok().and_then(|b| Bytes::new(&b).u32(0).ok())?;
     if n == 0 || n > super::MAX_SYMS {
@@ -456,9 +455,14 @@ pub fn from_vmcoreinfo(mem: &dyn PhysMem, info: &VmcoreInfo) -> Option<KallsymsL
 /// Whether VMCOREINFO's kallsyms entries (if it has them) put the tables where the structural
 /// search found them.
 pub fn agrees_with_vmcoreinfo(found: &KallsymsLocation, info: &VmcoreInfo) -> Option<bool> {
+    Some(image_phys(info, "kallsyms_names")? == found.names && image_phys(info, "kallsyms_offsets")? == found.offsets)
+}
+
+/// Where VMCOREINFO's `SYMBOL(name)`, an image address, lies physically (through
+/// `NUMBER(phys_base)`).
+fn image_phys(info: &VmcoreInfo, name: &str) -> Option<PhysAddr> {
     let phys_base = info.number("phys_base")? as u64;
-    let phys = |name: &str| Some(PhysAddr(info.symbol(name)?.0.checked_sub(KERNEL_MAP)?.wrapping_add(phys_base)));
-    Some(phys("kallsyms_names")? == found.names && phys("kallsyms_offsets")? == found.offsets)
+    Some(PhysAddr(info.symbol(name)?.0.checked_sub(KERNEL_MAP)?.wrapping_add(phys_base)))
 }
 
 #[cfg(test)]

@@ -195,30 +195,22 @@ impl Kallsyms {
     /// [`Kallsyms::indices_of`] by binary search in name order.
     fn indices_by_name(&self, order: &[u32], names: &[&str]) -> Vec<Option<u32>> {
         let mut buf = Vec::with_capacity(256);
-        let name_at = |p: usize, buf: &mut Vec<u8>| {
-            self.expand_into(order[p] as usize, buf, usize::MAX);
-            buf.get(1..).map(<[u8]>::to_vec).unwrap_or_default()
-        };
         names
             .iter()
             .map(|want| {
                 let want = want.as_bytes();
-                let (mut lo, mut hi) = (0usize, order.len());
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    if name_at(mid, &mut buf).as_slice() < want {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
-                }
+                let lo = order.partition_point(|&i| {
+                    self.expand_into(i as usize, &mut buf, usize::MAX);
+                    buf.get(1..).unwrap_or_default() < want
+                });
                 // Every entry of that name: the first global one in table order, else the first.
                 let mut best: Option<(u32, bool)> = None;
-                for p in lo..order.len() {
-                    if name_at(p, &mut buf).as_slice() != want {
+                for &i in &order[lo..] {
+                    self.expand_into(i as usize, &mut buf, usize::MAX);
+                    if buf.get(1..).unwrap_or_default() != want {
                         break;
                     }
-                    let (i, global) = (order[p], buf.first().is_some_and(u8::is_ascii_uppercase));
+                    let global = buf.first().is_some_and(u8::is_ascii_uppercase);
                     let better = match best {
                         None => true,
                         Some((j, g)) => (global && !g) || (global == g && i < j),

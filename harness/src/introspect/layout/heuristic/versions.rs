@@ -29,8 +29,8 @@ mod tests {
     #[test]
     fn boundaries() {
         assert_eq!(facts((5, 10)), VersionFacts { caps_u64: false, worker_desc_len: 24 });
-        assert_eq!(facts((6, 2)).caps_u64, false);
-        assert_eq!(facts((6, 3)).caps_u64, true);
+        assert!(!facts((6, 2)).caps_u64);
+        assert!(facts((6, 3)).caps_u64);
         assert_eq!(facts((6, 10)).worker_desc_len, 24);
         assert_eq!(facts((6, 11)).worker_desc_len, 32);
         assert_eq!(facts((7, 2)), VersionFacts { caps_u64: true, worker_desc_len: 32 });

@@ -136,7 +136,7 @@ pub fn readback_bytes(quick: bool) -> u64 {
     if quick {
         2 << 20
     } else {
-        4 << 20
+        64 << 20
     }
 }
 
@@ -237,8 +237,60 @@ impl Experiment for Faults {
                 of.len()
             ));
         }
+        for s in slowdowns(rows, RUN) {
+            out.push(format!(
+                "{} [{}] at {}% loss: {:.1}x the fault-free time with loss alone ({:.0} ms vs {:.0} ms), {:.1}x in the worst cell with duplication and reordering",
+                s.check,
+                RUN,
+                s.loss * 100.0,
+                s.loss_alone,
+                s.loss_alone_ms,
+                s.fault_free_ms,
+                s.worst
+            ));
+        }
         out
     }
+}
+
+/// How much slower one check got at one loss rate, against the fault-free runs of the same
+/// results (medians over repeats).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slowdown {
+    pub check: &'static str,
+    pub loss: f64,
+    pub fault_free_ms: f64,
+    pub loss_alone_ms: f64,
+    /// Median time with this loss and no other fault / fault-free median.
+    pub loss_alone: f64,
+    /// The largest such ratio over every duplication × reordering cell at this loss.
+    pub worst: f64,
+}
+
+/// [`Slowdown`] per check and non-zero loss rate for one requester setting; only successful
+/// runs count (a failed run has no meaningful time). Pure.
+pub fn slowdowns(rows: &[FaultRow], requester: &str) -> Vec<Slowdown> {
+    let mut out = Vec::new();
+    for check in ["readback", "ps"] {
+        let of: Vec<&FaultRow> = rows.iter().filter(|r| r.check == check && r.requester == requester && r.ok).collect();
+        let cell = |loss: f64, dup: f64, reorder: f64| {
+            let t: Vec<f64> = of.iter().filter(|r| r.loss == loss && r.dup == dup && r.reorder == reorder).map(|r| r.wall_ms).collect();
+            (!t.is_empty()).then(|| crate::timing::median(t))
+        };
+        let Some(base) = cell(0.0, 0.0, 0.0) else { continue };
+        let mut losses: Vec<f64> = of.iter().map(|r| r.loss).filter(|&l| l > 0.0).collect();
+        losses.sort_by(f64::total_cmp);
+        losses.dedup();
+        for loss in losses {
+            let mut cells: Vec<(f64, f64)> = of.iter().filter(|r| r.loss == loss).map(|r| (r.dup, r.reorder)).collect();
+            cells.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            cells.dedup();
+            let worst = cells.iter().filter_map(|&(d, r)| cell(loss, d, r)).fold(0.0, f64::max) / base;
+            let alone = cell(loss, 0.0, 0.0).unwrap_or(f64::NAN);
+            out.push(Slowdown { check, loss, fault_free_ms: base, loss_alone_ms: alone, loss_alone: alone / base, worst });
+        }
+    }
+    out
 }
 
 fn fill_stats(r: &mut FaultRow, s: &harness::dma::DmaStats) {
@@ -330,4 +382,52 @@ fn ps_over_wire(
         Err(e) => row.error = analysis::one_line(&e.to_string(), 300),
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(check: &str, loss: f64, dup: f64, wall_ms: f64, ok: bool) -> FaultRow {
+        FaultRow {
+            check: check.into(),
+            requester: RUN.into(),
+            loss,
+            dup,
+            reorder: 0.0,
+            delay_us: 0,
+            seed: 1,
+            repeat: 1,
+            ok,
+            error: String::new(),
+            bytes_read: 0,
+            bytes_exact: None,
+            tasks_found: 0,
+            tasks_match: None,
+            wall_ms,
+            dma_reads: 0,
+            requests: 0,
+            retries: 0,
+            timeouts: 0,
+            duplicates: 0,
+            stale: 0,
+        }
+    }
+
+    #[test]
+    fn slowdown_is_against_the_fault_free_median_of_the_same_results() {
+        let rows = [
+            row("ps", 0.0, 0.0, 100.0, true),
+            row("ps", 0.0, 0.0, 300.0, true),
+            row("ps", 0.05, 0.0, 300.0, true),
+            row("ps", 0.05, 0.2, 500.0, true),
+            row("ps", 0.05, 0.05, 9000.0, false),
+            row("readback", 0.05, 0.0, 1.0, true),
+        ];
+        let s = slowdowns(&rows, RUN);
+        assert_eq!(s.len(), 1, "readback has no fault-free run: no ratio");
+        assert_eq!((s[0].check, s[0].loss), ("ps", 0.05));
+        assert_eq!((s[0].fault_free_ms, s[0].loss_alone), (200.0, 1.5));
+        assert_eq!(s[0].worst, 2.5, "the failed run does not count");
+    }
 }

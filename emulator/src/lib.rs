@@ -11,6 +11,11 @@
 //!                                           mem::PhysMem  (one trait for all memory)
 //!                                              ▲
 //!                                           image   (raw, ELF core, kdump, LiME, AVML, live)
+//!
+//!   shared by the endpoint and the requester, below both:
+//!     udp      batched UDP I/O (recvmmsg/sendmmsg, epoll)
+//!     pattern  the test pattern (a pure function of the address) and a PhysMem serving it
+//!     units    durations as written on command lines and in target URLs
 //! ```
 //!
 //! The [`mem`] module is the one physical-memory abstraction shared with the `harness` crate:
@@ -22,4 +27,7 @@ pub mod endpoint;
 pub mod image;
 pub mod layers;
 pub mod mem;
+pub mod pattern;
+pub mod udp;
+pub mod units;
 pub mod wire;

@@ -276,7 +276,7 @@ fn readback(served: &Served, options: &str, image: &PatternImage, budget: Durati
                 break 'outer;
             }
             let a = addr + (i * PIECE) as u64;
-            emulator::endpoint::pattern::pattern_bytes(a, &mut want);
+            emulator::pattern::pattern_bytes(a, &mut want);
             if bufs[i] != want {
                 exact = false;
             }

@@ -155,7 +155,7 @@ pub struct PatternImage {
 impl PatternImage {
     pub fn create(tag: &str, len: u64) -> Result<PatternImage, RunError> {
         let path = std::env::temp_dir().join(format!("netdma-pattern-{tag}-{}.raw", std::process::id()));
-        emulator::endpoint::pattern::write_pattern_file(&path, 0, len)
+        emulator::pattern::write_pattern_file(&path, 0, len)
             .map_err(|e| RunError::Prerequisite(format!("{}: {e}", path.display())))?;
         Ok(PatternImage { path, len })
     }

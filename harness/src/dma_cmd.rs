@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use emulator::endpoint::{self, Endpoint, EndpointConfig, ResponderConfig};
+use emulator::endpoint::{Endpoint, EndpointConfig, ResponderConfig};
 use emulator::mem::{PhysAddr, PhysMem};
 use harness::dma::bench::{self, BenchConfig, Mode, Pattern};
 use harness::dma::{Requester, Target};
@@ -98,7 +98,7 @@ pub fn dma(cmd: DmaCmd) -> Result<()> {
         DmaCmd::Read { target, addr, len, out, blocking } => read(&target, addr, len, out, blocking),
         DmaCmd::Bench(args) => run_bench(args),
         DmaCmd::MakePattern { path, base, len } => {
-            endpoint::pattern::write_pattern_file(&path, base, len)
+            emulator::pattern::write_pattern_file(&path, base, len)
                 .with_context(|| format!("writing {}", path.display()))
         }
     }
@@ -133,7 +133,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         Some(img) => {
             if a.make_image && !img.exists() {
                 tracing::info!("writing {} bytes of test pattern to {}", a.region_len, img.display());
-                endpoint::pattern::write_pattern_file(img, a.region_start, a.region_len)?;
+                emulator::pattern::write_pattern_file(img, a.region_start, a.region_len)?;
             }
             let mem = emulator::image::open(img, Some(emulator::image::Format::Raw), Some(PhysAddr(a.region_start)))
                 .with_context(|| format!("opening {}", img.display()))?;

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use emulator::endpoint::pattern::pattern_bytes;
+use emulator::pattern::pattern_bytes;
 use emulator::mem::{MemError, PhysAddr, PhysMem, ReadOp};
 
 use super::Requester;

@@ -16,11 +16,9 @@ use super::cmdline::{read_cmdlines, ArgArea};
 use super::gather::{NotRead, Plan, Record};
 use super::kspace::{KSpaceError, KernelSpace};
 use super::layout::Layout;
-use super::names::{display_names, NameInput};
-use super::state::{state_letter, PF_KTHREAD};
-
-/// `PID_MAX_LIMIT` on 64-bit.
-pub const PID_MAX_LIMIT: i32 = 4 * 1024 * 1024;
+use super::names::display_names;
+use super::naming::NameInput;
+use super::state::{state_letter, PF_KTHREAD, PID_MAX_LIMIT};
 
 #[derive(Debug, Clone, Copy)]
 pub struct WalkConfig {

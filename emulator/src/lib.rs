@@ -8,7 +8,8 @@
 //!                                              │  wire   (NetTLP header + TLP codec)
 //!                                              │  capture (pcap record / decode / replay)
 //!                                              ▼
-//!                                           mem::PhysMem  (one trait for all memory)
+//!                                           mem::PhysMem  (one trait for all memory, and its
+//!                                                          wrappers: counting, cache, deadline)
 //!                                              ▲
 //!                                           image   (raw, ELF core, kdump, LiME, AVML, live)
 //!
@@ -25,7 +26,6 @@
 pub mod capture;
 pub mod endpoint;
 pub mod image;
-pub mod layers;
 pub mod mem;
 pub mod pattern;
 pub mod udp;

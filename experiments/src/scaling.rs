@@ -23,7 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use emulator::image::{Format, Machine};
-use emulator::mem::PhysMem;
+use emulator::mem::{Deadline, PhysMem};
 use harness::introspect::layout::MethodKind;
 use harness::lab::cache::Cache;
 use harness::lab::shellport::{ShellGuest, ShellGuestOptions};
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
-use crate::served::{Deadline, Served};
+use crate::served::Served;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScalingRow {

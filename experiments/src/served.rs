@@ -167,46 +167,6 @@ impl Drop for PatternImage {
     }
 }
 
-/// A memory source that refuses every read once `deadline` has passed, so a run over a path
-/// that has become too slow still ends: the analysis gets errors and returns what it has.
-pub struct Deadline<M> {
-    pub inner: M,
-    pub deadline: Instant,
-}
-
-impl<M: emulator::mem::PhysMem> Deadline<M> {
-    pub fn new(inner: M, budget: Duration) -> Self {
-        Deadline { inner, deadline: Instant::now() + budget }
-    }
-    fn expired(&self, addr: emulator::mem::PhysAddr) -> Option<emulator::mem::MemError> {
-        (Instant::now() >= self.deadline).then(|| emulator::mem::MemError::Io {
-            addr,
-            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "the experiment's time budget for this run is spent"),
-        })
-    }
-}
-
-impl<M: emulator::mem::PhysMem> emulator::mem::PhysMem for Deadline<M> {
-    fn read_phys(&self, addr: emulator::mem::PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
-        match self.expired(addr) {
-            Some(e) => Err(e),
-            None => self.inner.read_phys(addr, buf),
-        }
-    }
-    fn read_batch(&self, ops: &mut [emulator::mem::ReadOp<'_>]) -> Vec<Result<(), emulator::mem::MemError>> {
-        if Instant::now() >= self.deadline {
-            return ops.iter().map(|op| Err(self.expired(op.addr).expect("deadline passed"))).collect();
-        }
-        self.inner.read_batch(ops)
-    }
-    fn ranges(&self) -> Vec<emulator::mem::PhysRange> {
-        self.inner.ranges()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   ps::run ──────────────────────────────────────────────────────────────┐
-//!     │ scan      banner probe on 2 MiB boundaries → kallsyms by structure  │ CountingMem
+//!     │ scan      banner probe on 2 MiB boundaries → kallsyms by structure  │ mem::Counting
 //!     │ kallsyms  decode names/tokens/offsets → symbol addresses            │ (per-phase
 //!     │ placement image virtual offset from .data (pc-relative kallsyms)    │
 //!     │ kspace    KASLR shifts, direct map, page tables → read KVirt        │  reads/bytes)
@@ -24,7 +24,6 @@ pub mod btf;
 pub mod bytes;
 pub mod cmdline;
 pub mod compare;
-pub mod counting;
 pub mod gather;
 pub mod ikconfig;
 pub mod isf;

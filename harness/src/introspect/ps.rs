@@ -8,10 +8,9 @@
 
 use std::time::Instant;
 
-use emulator::mem::PhysMem;
+use emulator::mem::{Counting, Counts, PhysMem};
 
 use super::anchor::{self, AnchorError};
-use super::counting::{CountingMem, ReadCount};
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
@@ -121,15 +120,15 @@ pub enum PsError {
 }
 
 struct Clock<'c, M: PhysMem> {
-    mem: &'c CountingMem<M>,
+    mem: &'c Counting<M>,
     t0: Instant,
-    last: (Instant, ReadCount),
+    last: (Instant, Counts),
     phases: Vec<Phase>,
 }
 
 impl<M: PhysMem> Clock<'_, M> {
     fn lap(&mut self, name: &'static str) {
-        let now = (Instant::now(), self.mem.count());
+        let now = (Instant::now(), self.mem.snapshot());
         let d = now.1.since(self.last.1);
         self.phases.push(Phase {
             name,
@@ -155,15 +154,21 @@ pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), String> 
 
 /// List the processes of the machine whose memory is `mem`.
 pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
-    let counted = CountingMem::new(mem);
-    // Ranges come from the image's headers: a sum past 2^64 saturates.
-    let ram_bytes: u64 = mem.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
-    let t0 = Instant::now();
-    let mut clock = Clock { mem: &counted, t0, last: (t0, ReadCount::default()), phases: Vec::new() };
+    ps_counted(&Counting::new(mem), opts)
+}
 
-    let found = Kernel::scan(&counted, &opts.scan)?;
+/// [`ps`] over a counter the caller holds, so that the reads of a run that fails are known
+/// too; [`Stats`] counts from the counter's value at the start.
+pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result<PsReport, PsError> {
+    // Ranges come from the image's headers: a sum past 2^64 saturates.
+    let ram_bytes: u64 = counted.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
+    let t0 = Instant::now();
+    let start = counted.snapshot();
+    let mut clock = Clock { mem: counted, t0, last: (t0, start), phases: Vec::new() };
+
+    let found = Kernel::scan(counted, &opts.scan)?;
     clock.lap("scan");
-    let mut kernel = Kernel::open(&counted, found)?;
+    let mut kernel = Kernel::open(counted, found)?;
     clock.lap("symbols");
     let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &mut kernel, &opts.inputs, &validate)?;
     anchor::complete(&mut kernel, &layout)?;
@@ -175,7 +180,7 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
     let mut threads = outcome.threads;
     threads.sort_by_key(|t| (t.pid, t.tgid));
     let rows: Vec<Row> = threads.iter().map(Row::from_thread).collect();
-    let total = counted.count();
+    let total = counted.snapshot().since(start);
     let scan_bytes = clock.phases.first().map(|p| p.bytes).unwrap_or(0);
     let walk_error = outcome.error.map(|e| e.to_string());
     let info = kernel.info.clone();

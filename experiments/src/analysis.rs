@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use emulator::mem::{Counting, Counts, PhysMem};
 use harness::introspect::compare::{compare, Comparison};
-use harness::introspect::layout::{LayoutError, LayoutInputs, MethodKind};
+use harness::introspect::layout::{LayoutInputs, MethodKind};
 use harness::introspect::ps::{ps_counted, PsError, PsOptions, PsReport, Row};
 use harness::lab::corpus::{Corpus, DumpFormat, Entry, Mode};
 use harness::lab::truth::Thread;
@@ -178,13 +178,10 @@ pub fn run_ps(mem: &dyn PhysMem, method: MethodKind, inputs: &LayoutInputs) -> T
 
 /// Whether an error means "this method's prerequisite is missing here" (a valid result). For
 /// `auto`, only when every method it tried was missing its prerequisite — not when one ran and
-/// its layout was rejected or failed.
+/// its layout was rejected or failed
+/// ([`LayoutError::is_unavailable`](harness::introspect::layout::LayoutError::is_unavailable)).
 pub fn is_unavailable(e: &PsError) -> bool {
-    match e {
-        PsError::Layout(LayoutError::Unavailable { .. }) => true,
-        PsError::Layout(LayoutError::NoneAvailable(why)) => !(why.contains("rejected") || why.contains("failed")),
-        _ => false,
-    }
+    matches!(e, PsError::Layout(l) if l.is_unavailable())
 }
 
 /// Why a `harness` command failed, from its stderr: the `Error: ...` line anyhow prints (before

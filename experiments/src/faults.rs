@@ -323,7 +323,7 @@ fn ps_over_wire(
         Ok(report) => {
             let (s, _) = analysis::score(&report.rows, truth);
             row.ok = report.walk_error.is_none();
-            row.error = report.walk_error.unwrap_or_default();
+            row.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
             row.tasks_found = report.rows.len();
             row.tasks_match = Some(report.rows == file_rows && s.exact);
         }

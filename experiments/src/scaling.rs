@@ -108,7 +108,7 @@ fn row(run: &ScalingRun, target: &str, level: u32, repeat: u32, timed: analysis:
             r.recall = s.recall;
             r.scan_ms = phase("scan");
             r.walk_ms = phase("walk");
-            r.error = report.walk_error.unwrap_or_default();
+            r.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
         }
         Err(e) => r.error = analysis::one_line(&e.to_string(), 300),
     }

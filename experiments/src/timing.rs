@@ -219,7 +219,7 @@ fn in_process(run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
                 r.wall_ms = report.stats.wall_ms;
                 r.dma_reads = report.stats.dma_reads;
                 r.dma_bytes = report.stats.dma_bytes;
-                r.error = report.walk_error.unwrap_or_default();
+                r.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
                 rows.push(r);
             }
             Err(err) => {

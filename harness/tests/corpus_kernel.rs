@@ -208,7 +208,7 @@ fn corrupted_task_list_gives_partial_results(#[values("garbage", "loop")] how: &
     // One list pointer overwritten (an overlay; the image file is untouched).
     let patched = Patched::new(mem.as_ref(), vec![(victim, value.to_le_bytes().to_vec())]);
     let r = ps(&patched, &PsOptions { method: Some(harness::introspect::layout::MethodKind::Btf), ..Default::default() }).unwrap();
-    let err = r.walk_error.expect("the corruption is reported");
+    let err = r.walk_error.expect("the corruption is reported").to_string();
     assert!(err.contains("tasks.next") || err.contains("prev") || err.contains("loops"), "{how}: {err}");
     let leaders = r.rows.iter().filter(|row| row.threads.is_some()).count();
     assert_eq!(leaders, 10, "{how}: the ten processes before the corruption are listed");

@@ -14,7 +14,7 @@ use super::anchor::{self, AnchorError};
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
-use super::walk::{probe, walk, Thread, WalkConfig};
+use super::walk::{probe, walk, Thread, WalkConfig, WalkError};
 use super::cmdline::join_args;
 
 #[derive(Debug, Clone, Default)]
@@ -100,7 +100,7 @@ pub struct Stats {
 pub struct PsReport {
     pub rows: Vec<Row>,
     pub threads: Vec<Thread>,
-    pub walk_error: Option<String>,
+    pub walk_error: Option<WalkError>,
     pub kernel: KernelInfo,
     pub method: MethodKind,
     pub layout: Layout,
@@ -144,12 +144,24 @@ impl<M: PhysMem> Clock<'_, M> {
 /// Tasks followed to accept a layout in `auto`.
 const VALIDATE_TASKS: usize = 16;
 
+/// Why a layout does not fit this kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    #[error("init_task unknown")]
+    NoInitTask,
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+}
+
 /// Does `layout` fit this kernel? Anchors `init_task` and the direct map with it, then follows
 /// the first tasks of the list.
-pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), String> {
-    anchor::complete(kernel, layout).map_err(|e| e.to_string())?;
-    let init = kernel.info.init_task.ok_or("init_task unknown")?;
-    probe(&kernel.space, layout, init, VALIDATE_TASKS).map(|_| ()).map_err(|e| e.to_string())
+pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), ValidateError> {
+    anchor::complete(kernel, layout)?;
+    let init = kernel.info.init_task.ok_or(ValidateError::NoInitTask)?;
+    probe(&kernel.space, layout, init, VALIDATE_TASKS)?;
+    Ok(())
 }
 
 /// List the processes of the machine whose memory is `mem`.
@@ -182,7 +194,7 @@ pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result
     let rows: Vec<Row> = threads.iter().map(Row::from_thread).collect();
     let total = counted.snapshot().since(start);
     let scan_bytes = clock.phases.first().map(|p| p.bytes).unwrap_or(0);
-    let walk_error = outcome.error.map(|e| e.to_string());
+    let walk_error = outcome.error;
     let info = kernel.info.clone();
     let stats = Stats {
         method: method.to_string(),
@@ -201,7 +213,7 @@ pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result
         wall_ms: clock.t0.elapsed().as_secs_f64() * 1e3,
         phases: clock.phases,
         tasks: rows.len(),
-        walk_error: walk_error.clone(),
+        walk_error: walk_error.as_ref().map(|e| e.to_string()),
     };
     Ok(PsReport { rows, threads, walk_error, kernel: info, method, layout, stats })
 }

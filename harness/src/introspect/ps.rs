@@ -60,9 +60,9 @@ impl Row {
 }
 
 /// Cost of one phase.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Phase {
-    pub name: &'static str,
+    pub name: String,
     pub ms: f64,
     pub reads: u64,
     pub bytes: u64,
@@ -70,7 +70,7 @@ pub struct Phase {
 }
 
 /// KASLR-derived values, as hex strings for humans and JSON alike.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Kaslr {
     pub virt_offset: String,
     pub phys_base: String,
@@ -78,8 +78,9 @@ pub struct Kaslr {
     pub page_offset_base: String,
 }
 
-/// The `--stats` line.
-#[derive(Debug, Clone, serde::Serialize)]
+/// The `--stats` line (`harness ps --stats` prints it as JSON on stderr; experiments that run
+/// `harness` as a process read it back as this type).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub method: String,
     pub kernel_release: String,
@@ -131,7 +132,7 @@ impl<M: PhysMem> Clock<'_, M> {
         let now = (Instant::now(), self.mem.snapshot());
         let d = now.1.since(self.last.1);
         self.phases.push(Phase {
-            name,
+            name: name.to_owned(),
             ms: (now.0 - self.last.0).as_secs_f64() * 1e3,
             reads: d.reads,
             bytes: d.bytes,

@@ -170,13 +170,14 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         mps_bytes: a.mps,
     };
     let result = bench::run(&req, &cfg).context("benchmark read failed")?;
+    let summary = result.summary();
     if let Some(p) = &a.json {
         let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-        serde_json::to_writer_pretty(std::io::BufWriter::new(f), &result)?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(f), &serde_json::json!({ "samples": &result, "summary": &summary }))?;
     }
     let mut o = std::io::stdout().lock();
     writeln!(o, "source,pattern,size_bytes,inflight,mps,mrrs,reads_per_s,mb_per_s,gbps,p50_us,p99_us,retries")?;
-    for s in &result.summary {
+    for s in &summary {
         writeln!(
             o,
             "{},{:?},{},{},{},{},{:.0},{:.1},{:.3},{:.1},{:.1},{}",

@@ -13,7 +13,8 @@
 //!                                              ▲
 //!                                           image   (raw, ELF core, kdump, LiME, AVML, live)
 //!
-//!   shared by the endpoint and the requester, below both:
+//!   shared by the endpoint, the images and the requester, below all of them:
+//!     bytes    the one bounds-checked reader of untrusted bytes
 //!     udp      batched UDP I/O (recvmmsg/sendmmsg, epoll)
 //!     pattern  the test pattern (a pure function of the address) and a PhysMem serving it
 //!     units    durations as written on command lines and in target URLs
@@ -23,6 +24,7 @@
 //! a dump file, a live guest, a replayed capture and the DMA requester all implement
 //! [`mem::PhysMem`], so an analysis runs unchanged against any of them.
 
+pub mod bytes;
 pub mod capture;
 pub mod endpoint;
 pub mod image;

@@ -1,10 +1,12 @@
-//! A structure copied out of an image file, read field by field with bounds checks, and the
-//! one bounds check of a file range that every reader of image files uses.
+//! A structure copied out of an image file, read field by field through the one bounds-checked
+//! reader ([`Bytes`]), and the one bounds check of a file range that every reader of image
+//! files uses.
 //!
 //! Invariant: no accessor indexes the buffer unchecked; every error names the file offset of
-//! the field that failed and the structure it belongs to.
+//! the field that failed and the structure it belongs to (all [`Fields`] adds to [`Bytes`]).
 
 use super::{FileOffset, ParseError};
+use crate::bytes::{Bytes, OutOfBounds};
 
 /// Error unless `[at, at+n)` lies inside a file of `len` bytes.
 pub(crate) fn check(at: FileOffset, n: u64, len: u64, what: &'static str) -> Result<(), ParseError> {
@@ -33,18 +35,16 @@ impl Fields {
         FileOffset(self.base.0.saturating_add(off as u64))
     }
 
-    pub fn bytes(&self, off: usize, n: usize) -> Result<&[u8], ParseError> {
-        off.checked_add(n)
-            .and_then(|end| self.buf.get(off..end))
-            .ok_or(ParseError::Truncated {
-                at: self.at(off),
-                what: self.what,
-                need: n as u64,
-                len: self.buf.len() as u64,
-            })
+    /// A read past the structure's end, as an error at its file offset.
+    fn truncated(&self, e: OutOfBounds) -> ParseError {
+        ParseError::Truncated { at: self.at(e.offset), what: self.what, need: e.len as u64, len: e.size as u64 }
     }
 
-    /// An unsigned integer of `width` (1, 2, 4 or 8) bytes, big- or little-endian.
+    pub fn bytes(&self, off: usize, n: usize) -> Result<&[u8], ParseError> {
+        Bytes::new(&self.buf).slice(off, n).map_err(|e| self.truncated(e))
+    }
+
+    /// An unsigned integer of `width` (1 to 8) bytes, big- or little-endian.
     pub fn uint(&self, off: usize, width: usize, big_endian: bool) -> Result<u64, ParseError> {
         let b = self.bytes(off, width.min(8))?;
         let fold = |acc: u64, &x: &u8| acc << 8 | u64::from(x);
@@ -56,21 +56,14 @@ impl Fields {
     }
 
     pub fn u32(&self, off: usize) -> Result<u32, ParseError> {
-        let b = self.bytes(off, 4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Bytes::new(&self.buf).u32(off).map_err(|e| self.truncated(e))
     }
 
     pub fn u64(&self, off: usize) -> Result<u64, ParseError> {
-        let b = self.bytes(off, 8)?;
-        Ok(u64::from_le_bytes([
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-        ]))
+        Bytes::new(&self.buf).u64(off).map_err(|e| self.truncated(e))
     }
 
     pub fn i64_be(&self, off: usize) -> Result<i64, ParseError> {
-        let b = self.bytes(off, 8)?;
-        Ok(i64::from_be_bytes([
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-        ]))
+        Bytes::new(&self.buf).i64_be(off).map_err(|e| self.truncated(e))
     }
 }

@@ -21,7 +21,6 @@
 pub mod addr;
 pub mod anchor;
 pub mod btf;
-pub mod bytes;
 pub mod cmdline;
 pub mod compare;
 pub mod gather;

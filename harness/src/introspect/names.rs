@@ -14,7 +14,7 @@
 //! cannot be read keeps its plain `comm` with a note saying why.
 
 use super::addr::KVirt;
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::kspace::KernelSpace;
 use super::layout::{KthreadLayout, Layout, WorkerLayout};
 use super::naming::{self, Inferred, NameInput};

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use super::addr::KVirt;
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::kspace::KernelSpace;
 use super::layout::{KthreadLayout, WorkerLayout};
 use super::layout::heuristic::kthread;

@@ -10,11 +10,12 @@
 //! translated in one level-synchronous walk and read in one batch; an unreadable page yields an
 //! error naming the user address, not a partial string passed off as complete.
 
-use emulator::mem::{MemError, PhysAddr, ReadOp};
+use emulator::mem::{MemError, PhysAddr};
 
 use super::addr::{KVirt, UVirt};
 use super::kspace::KernelSpace;
-use super::paging::{translate_many, PageTables, PagingError};
+use super::paging::{PageTables, PagingError};
+use super::vread::{self, Place, Translator};
 
 const PAGE: u64 = 4096;
 
@@ -38,54 +39,31 @@ pub enum UserReadError {
     Mem { va: UVirt, phys: PhysAddr, source: MemError },
 }
 
-/// Read user memory for many `(page tables, address, length)` requests.
+/// Read user memory for many `(page tables, address, length)` requests, through the one
+/// virtual-memory reader ([`vread`](super::vread)) with each process's tables.
 pub fn read_user_many(space: &KernelSpace<'_>, reqs: &[(PageTables, UVirt, usize)]) -> Vec<Result<Vec<u8>, UserReadError>> {
-    // Split into page pieces.
-    let mut pieces: Vec<(usize, PageTables, u64, usize)> = Vec::new();
-    for (i, &(pt, va, len)) in reqs.iter().enumerate() {
-        let mut off = 0usize;
-        while off < len {
-            let cur = va.0.wrapping_add(off as u64);
-            let n = ((PAGE - (cur & (PAGE - 1))) as usize).min(len - off);
-            pieces.push((i, pt, cur, n));
-            off += n;
-        }
+    let regions: Vec<(UserSpace, u64, usize)> = reqs.iter().map(|&(pt, va, len)| (UserSpace(pt), va.0, len)).collect();
+    vread::read_many(space.mem(), &regions).into_iter().map(|r| r.map_err(|(_, e)| e)).collect()
+}
+
+/// One process's user space: every piece walked through its page tables.
+#[derive(Debug, Clone, Copy)]
+struct UserSpace(PageTables);
+
+impl Translator for UserSpace {
+    type Error = UserReadError;
+    fn contiguous(&self, _: u64, _: usize) -> bool {
+        false
     }
-    let walk: Vec<(PageTables, u64)> = pieces.iter().map(|&(_, pt, va, _)| (pt, va)).collect();
-    let translated = translate_many(space.mem(), &walk);
-    let mut bufs: Vec<Vec<u8>> = pieces.iter().map(|&(_, _, _, n)| vec![0u8; n]).collect();
-    let mut status: Vec<Result<PhysAddr, UserReadError>> = translated
-        .into_iter()
-        .zip(&pieces)
-        .map(|(t, &(_, _, va, _))| t.map(|t| t.phys).map_err(|source| UserReadError::Paging { va: UVirt(va), source }))
-        .collect();
-    let ok: Vec<usize> = (0..pieces.len()).filter(|&k| status[k].is_ok()).collect();
-    let results = {
-        let mut slots: Vec<Option<&mut Vec<u8>>> = bufs.iter_mut().map(Some).collect();
-        let mut ops = Vec::with_capacity(ok.len());
-        for &k in &ok {
-            if let (Ok(addr), Some(buf)) = (&status[k], slots[k].take()) {
-                ops.push(ReadOp { addr: *addr, buf: buf.as_mut_slice() });
-            }
-        }
-        space.mem().read_batch(&mut ops)
-    };
-    for (&k, r) in ok.iter().zip(results) {
-        if let Err(source) = r {
-            let phys = *status[k].as_ref().unwrap_or(&PhysAddr(0));
-            status[k] = Err(UserReadError::Mem { va: UVirt(pieces[k].2), phys, source });
-        }
+    fn place(&self, _: u64) -> Result<Place, UserReadError> {
+        Ok(Place::Walk(self.0))
     }
-    let mut out: Vec<Result<Vec<u8>, UserReadError>> = reqs.iter().map(|&(_, _, l)| Ok(Vec::with_capacity(l))).collect();
-    for ((&(i, ..), st), buf) in pieces.iter().zip(status).zip(bufs) {
-        if let Ok(v) = &mut out[i] {
-            match st {
-                Ok(_) => v.extend_from_slice(&buf),
-                Err(e) => out[i] = Err(e),
-            }
-        }
+    fn paging_error(&self, va: u64, source: PagingError) -> UserReadError {
+        UserReadError::Paging { va: UVirt(va), source }
     }
-    out
+    fn mem_error(&self, va: u64, phys: PhysAddr, source: MemError) -> UserReadError {
+        UserReadError::Mem { va: UVirt(va), phys, source }
+    }
 }
 
 /// The raw `/proc/<pid>/cmdline` bytes of each process (NUL-separated, as the kernel returns

@@ -7,6 +7,7 @@
 //!     │ kallsyms  decode names/tokens/offsets → symbol addresses            │ (per-phase
 //!     │ placement image virtual offset from .data (pc-relative kallsyms)    │
 //!     │ kspace    KASLR shifts, direct map, page tables → read KVirt        │  reads/bytes)
+//!     │ vread     one virtual reader: walk batched, then one physical batch │
 //!     │ layout    btf | thesis | isf | static | heuristic → Layout          │
 //!     │ walk      init_task.tasks → thread groups → rows                    │
 //!     │ cmdline   mm->pgd walk → user argv                                  │
@@ -42,6 +43,7 @@ pub mod scan;
 pub mod source;
 pub mod state;
 pub mod vmcoreinfo;
+pub mod vread;
 pub mod walk;
 
 #[cfg(test)]

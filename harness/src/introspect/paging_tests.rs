@@ -1,6 +1,7 @@
 //! Page-table walks against tables built here by hand, including the edges.
 
 use super::*;
+use crate::introspect::vread::read_virt;
 use emulator::mem::Counting;
 use crate::introspect::testutil::VecMem;
 

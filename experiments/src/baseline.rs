@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
 use crate::process::{self, Finished};
-use crate::timing::{harness_binary, median, stats_line};
+use crate::timing::{median, stats_line};
 use crate::volatility::{self, PslistRow};
 
 /// The tools, as written in the `tool` column.
@@ -130,7 +130,7 @@ impl Experiment for Baseline {
     }
     fn plan(&self, ctx: &Context) -> Result<Vec<BaselineRun>, RunError> {
         volatility::require()?;
-        harness_binary()?;
+        process::sibling_binary("harness")?;
         let entries = analysis::entries(ctx, QUICK_KERNELS)?;
         let repeats = if ctx.quick { 1 } else { 3 };
         Ok(entries
@@ -158,7 +158,7 @@ impl Drop for Scratch {
 fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
     let e = &run.entry;
     let vol = volatility::require()?;
-    let harness = harness_binary()?;
+    let harness = process::sibling_binary("harness")?;
     let truth = analysis::truth(e, run.mode)?;
     let dump = e
         .dump_path(run.mode, DumpFormat::Elf)

@@ -1,6 +1,7 @@
 //! The one way an experiment runs a child process to completion (`harness ps`, `harness
 //! profile`, Volatility, a cold thesis run): stdout and stderr into files (no pipe can fill
-//! up), timed from spawn to exit, killed at a timeout.
+//! up), timed from spawn to exit, killed at a timeout; and the one way it finds the workspace
+//! binaries it runs ([`sibling_binary`]).
 //!
 //! Invariant: [`run`] returns after at most `timeout` (plus the time to kill and reap the
 //! child), whatever the child does; a killed child is reported as such, never as a failure of
@@ -8,9 +9,36 @@
 //! servers, not runs: they live as long as their handle.)
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::experiment::RunError;
+
+/// The binary `name` next to the running one (as `cargo build` lays them out), or
+/// `$NETDMA_<NAME>` (e.g. `NETDMA_EMULATOR`).
+pub fn sibling_binary(name: &str) -> Result<PathBuf, RunError> {
+    if let Some(p) = std::env::var_os(format!("NETDMA_{}", name.to_ascii_uppercase())) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| RunError::Prerequisite(format!("current executable: {e}")))?;
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        if d.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+        dir = d.parent();
+    }
+    Err(RunError::Prerequisite(format!(
+        "no `{name}` binary beside {}; run `cargo build --release -p {name}` (or set NETDMA_{})",
+        exe.display(),
+        name.to_ascii_uppercase()
+    )))
+}
 
 /// A finished (or killed) child process.
 pub struct Finished {

@@ -15,31 +15,6 @@ use harness::dma::{Requester, Target};
 
 use crate::experiment::RunError;
 
-/// The binary `name` next to the running one (as `cargo build` lays them out), or
-/// `$NETDMA_<NAME>` (e.g. `NETDMA_EMULATOR`).
-pub fn sibling_binary(name: &str) -> Result<PathBuf, RunError> {
-    if let Some(p) = std::env::var_os(format!("NETDMA_{}", name.to_ascii_uppercase())) {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| RunError::Prerequisite(format!("current executable: {e}")))?;
-    let mut dir = exe.parent();
-    while let Some(d) = dir {
-        let candidate = d.join(name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        if d.file_name().is_some_and(|n| n == "target") {
-            break;
-        }
-        dir = d.parent();
-    }
-    Err(RunError::Prerequisite(format!(
-        "no `{name}` binary beside {}; run `cargo build --release -p {name}` (or set NETDMA_{})",
-        exe.display(),
-        name.to_ascii_uppercase()
-    )))
-}
-
 /// Both ends busy-poll this long for the next datagram before sleeping (`emulator serve
 /// --spin-us`, the requester's `spin=`) in [`Served::start_polling`]. The endpoint and the
 /// requester each have a core of this 2-core machine; without it every read pays two vCPU
@@ -76,7 +51,7 @@ impl Served {
 
     /// As [`Served::start`], with further `emulator serve` arguments.
     pub fn start_with(image: &Path, format: Option<&str>, listen: Ipv4Addr, fault: Option<&str>, extra: &[&str]) -> Result<Served, RunError> {
-        let bin = sibling_binary("emulator")?;
+        let bin = crate::process::sibling_binary("emulator")?;
         let log = std::env::temp_dir().join(format!("netdma-serve-{listen}-{}.log", std::process::id()));
         let logf = std::fs::File::create(&log).map_err(|e| RunError::Prerequisite(format!("{}: {e}", log.display())))?;
         let logf2 = logf.try_clone().map_err(|e| RunError::Prerequisite(format!("{}: {e}", log.display())))?;

@@ -19,7 +19,6 @@
 //! ```
 
 use std::fmt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -222,35 +221,12 @@ fn in_process(run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
     Ok(rows)
 }
 
-/// The `harness` binary next to this one (as `cargo build` lays them out), or `$NETDMA_HARNESS`.
-pub fn harness_binary() -> Result<PathBuf, RunError> {
-    if let Some(p) = std::env::var_os("NETDMA_HARNESS") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| RunError::Prerequisite(format!("current executable: {e}")))?;
-    let mut dir = exe.parent();
-    while let Some(d) = dir {
-        let candidate = d.join("harness");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        if d.file_name().is_some_and(|n| n == "target") {
-            break;
-        }
-        dir = d.parent();
-    }
-    Err(RunError::Prerequisite(format!(
-        "no `harness` binary beside {}; run `cargo build --release -p harness` (or set NETDMA_HARNESS)",
-        exe.display()
-    )))
-}
-
 /// A cold thesis run (source extraction, kbuild, the offsetof probe) is killed after this long.
 const COLD_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The thesis method in a fresh process with an empty cache directory.
 fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
-    let harness = harness_binary()?;
+    let harness = process::sibling_binary("harness")?;
     let dump = e
         .dump_path(Mode::Running, DumpFormat::Elf)
         .ok_or_else(|| RunError::Prerequisite(format!("{}: no running dump; {}", e.name, analysis::BUILD_CORPUS)))?;

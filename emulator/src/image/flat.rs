@@ -124,7 +124,8 @@ impl FlatIndex {
 
     /// Fill `buf` from offset `at` of the described file. The caller checked
     /// `at + buf.len() <= len()`; gaps read as zero.
-    pub fn read(&self, src: &Mapped, at: u64, buf: &mut [u8]) {
+    pub fn read(&self, src: &Mapped, at: FileOffset, buf: &mut [u8]) {
+        let at = at.0;
         let mut i = self.pieces.partition_point(|p| p.end <= at);
         let mut pos = at;
         let mut done = 0usize;
@@ -133,7 +134,7 @@ impl FlatIndex {
             match self.pieces.get(i) {
                 Some(p) if p.start <= pos => {
                     let n = want.min(p.end - pos) as usize;
-                    src.copy_out(p.file + (pos - p.start), &mut buf[done..done + n]);
+                    src.copy_out(FileOffset(p.file + (pos - p.start)), &mut buf[done..done + n]);
                     done += n;
                     pos += n as u64;
                     i += 1;

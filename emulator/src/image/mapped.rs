@@ -60,13 +60,14 @@ impl Mapped {
         check(at, len, self.len(), what)?;
         let n = usize::try_from(len).map_err(|_| ParseError::invalid(at, what, "too large"))?;
         let mut buf = vec![0u8; n];
-        self.copy_out(at.0, &mut buf);
+        self.copy_out(at, &mut buf);
         Ok(Fields::new(buf, at, what))
     }
 
     /// Copy bytes of the file on disk (not the virtual file). Callers have checked bounds
     /// against `len`; out-of-range requests are clamped and zero-filled defensively.
-    pub fn copy_out(&self, off: u64, buf: &mut [u8]) {
+    pub fn copy_out(&self, at: FileOffset, buf: &mut [u8]) {
+        let off = at.0;
         let map_len = self.map.len() as u64;
         let avail = map_len.saturating_sub(off).min(buf.len() as u64) as usize;
         if avail >= WILLNEED_MIN {

@@ -35,7 +35,7 @@ impl Source {
         let disk = Mapped::open(path)?;
         let mut head = [0u8; 16];
         let n = (head.len() as u64).min(disk.len()) as usize;
-        disk.copy_out(0, &mut head[..n]);
+        disk.copy_out(FileOffset(0), &mut head[..n]);
         let flat = if flat::is_flattened(&head[..n]) {
             let index = FlatIndex::build(&disk).map_err(|source| ImageError::Parse {
                 path: path.to_path_buf(),
@@ -89,8 +89,8 @@ impl Source {
     ) -> Result<(), ParseError> {
         self.check(at, buf.len() as u64, what)?;
         match &self.flat {
-            Some(index) => index.read(&self.disk, at.0, buf),
-            None => self.disk.copy_out(at.0, buf),
+            Some(index) => index.read(&self.disk, at, buf),
+            None => self.disk.copy_out(at, buf),
         }
         Ok(())
     }

@@ -23,10 +23,10 @@ const PAGE: u64 = 4096;
 #[derive(Debug, Clone, Copy)]
 pub struct ArgArea {
     pub pgd: KVirt,
-    pub arg_start: u64,
-    pub arg_end: u64,
-    pub env_start: u64,
-    pub env_end: u64,
+    pub arg_start: UVirt,
+    pub arg_end: UVirt,
+    pub env_start: UVirt,
+    pub env_end: UVirt,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> 
     let mut reqs = Vec::new();
     let mut req_of = Vec::new();
     for (i, a) in areas.iter().enumerate() {
-        if a.env_end == 0 || a.arg_start >= a.arg_end {
+        if a.env_end == UVirt(0) || a.arg_start >= a.arg_end {
             out.push(Some(Ok(Vec::new())));
             continue;
         }
@@ -83,10 +83,10 @@ pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> 
         };
         let pt = PageTables::new(root, space.format);
         // Read up to `max` bytes of the argument area, or of the title (one page) if longer.
-        let len = (a.arg_end - a.arg_start).min(max as u64) as usize;
-        reqs.push((pt, UVirt(a.arg_start), len));
+        let len = (a.arg_end.0 - a.arg_start.0).min(max as u64) as usize;
+        reqs.push((pt, a.arg_start, len));
         // The last byte decides between argv and setproctitle.
-        reqs.push((pt, UVirt(a.arg_end - 1), 1));
+        reqs.push((pt, UVirt(a.arg_end.0 - 1), 1));
         req_of.push(i);
         out.push(None);
     }
@@ -102,9 +102,9 @@ pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> 
             (Ok(_), Ok(_)) => {
                 // setproctitle: the string at arg_start, within one page and the env area.
                 let env_end = if a.env_start != a.arg_end || a.env_end < a.env_start { a.arg_end } else { a.env_end };
-                let len = (env_end - a.arg_start).min(PAGE).min(max as u64) as usize;
+                let len = (env_end.0 - a.arg_start.0).min(PAGE).min(max as u64) as usize;
                 let root = space.linear(a.pgd).unwrap_or(PhysAddr(0));
-                title_reqs.push((PageTables::new(root, space.format), UVirt(a.arg_start), len));
+                title_reqs.push((PageTables::new(root, space.format), a.arg_start, len));
                 title_of.push(i);
             }
         }

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::addr::KVirt;
+use super::addr::{KVirt, UVirt};
 use super::cmdline::{read_cmdlines, ArgArea};
 use super::gather::{NotRead, Plan, Record};
 use super::kspace::{KSpaceError, KernelSpace};
@@ -334,10 +334,10 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         let a = r.map_err(|e| e.to_string()).and_then(|r| {
             Ok(ArgArea {
                 pgd: r.ptr(l.mm.pgd).map_err(|e| e.to_string())?,
-                arg_start: r.u64(l.mm.arg_start).map_err(|e| e.to_string())?,
-                arg_end: r.u64(l.mm.arg_end).map_err(|e| e.to_string())?,
-                env_start: r.u64(l.mm.env_start).map_err(|e| e.to_string())?,
-                env_end: r.u64(l.mm.env_end).map_err(|e| e.to_string())?,
+                arg_start: r.u64(l.mm.arg_start).map(UVirt).map_err(|e| e.to_string())?,
+                arg_end: r.u64(l.mm.arg_end).map(UVirt).map_err(|e| e.to_string())?,
+                env_start: r.u64(l.mm.env_start).map(UVirt).map_err(|e| e.to_string())?,
+                env_end: r.u64(l.mm.env_end).map(UVirt).map_err(|e| e.to_string())?,
             })
         });
         area_of.insert(mm, a.map(|a| {

@@ -8,7 +8,7 @@
 mod support;
 
 use emulator::image::{self, Format, ImageError, Source};
-use emulator::layers::{Cache, Counting};
+use emulator::mem::{Cache, Counting};
 use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange, ReadOp};
 use rstest::rstest;
 use support::{dump_ranges, dumps, first_unbacked, pattern, Case, Rng, Truth};

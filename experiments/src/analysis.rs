@@ -18,11 +18,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use emulator::layers::{Counting, Counts};
-use emulator::mem::PhysMem;
+use emulator::mem::{Counting, Counts, PhysMem};
 use harness::introspect::compare::{compare, Comparison};
-use harness::introspect::layout::{LayoutError, LayoutInputs, MethodKind};
-use harness::introspect::ps::{ps, PsError, PsOptions, PsReport, Row};
+use harness::introspect::layout::{LayoutInputs, MethodKind};
+use harness::introspect::ps::{ps_counted, PsError, PsOptions, PsReport, Row};
 use harness::lab::corpus::{Corpus, DumpFormat, Entry, Mode};
 use harness::lab::truth::Thread;
 
@@ -167,24 +166,22 @@ pub struct Timed {
     pub reads: Counts,
 }
 
-/// Runs `ps` with `method` on `mem`.
+/// Runs `ps` with `method` on `mem`, counting its reads once (the report's `stats` and
+/// `reads` come from the same counter).
 pub fn run_ps(mem: &dyn PhysMem, method: MethodKind, inputs: &LayoutInputs) -> Timed {
     let opts = PsOptions { method: Some(method), inputs: inputs.clone(), ..Default::default() };
     let counted = Counting::new(mem);
     let t0 = Instant::now();
-    let result = ps(&counted, &opts);
+    let result = ps_counted(&counted, &opts);
     Timed { result, wall_ms: t0.elapsed().as_secs_f64() * 1e3, reads: counted.snapshot() }
 }
 
 /// Whether an error means "this method's prerequisite is missing here" (a valid result). For
 /// `auto`, only when every method it tried was missing its prerequisite — not when one ran and
-/// its layout was rejected or failed.
+/// its layout was rejected or failed
+/// ([`LayoutError::is_unavailable`](harness::introspect::layout::LayoutError::is_unavailable)).
 pub fn is_unavailable(e: &PsError) -> bool {
-    match e {
-        PsError::Layout(LayoutError::Unavailable { .. }) => true,
-        PsError::Layout(LayoutError::NoneAvailable(why)) => !(why.contains("rejected") || why.contains("failed")),
-        _ => false,
-    }
+    matches!(e, PsError::Layout(l) if l.is_unavailable())
 }
 
 /// Why a `harness` command failed, from its stderr: the `Error: ...` line anyhow prints (before

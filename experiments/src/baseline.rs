@@ -38,10 +38,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use harness::introspect::compare::kworker_base;
 use harness::introspect::ps::Row;
@@ -51,7 +50,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
-use crate::timing::{harness_binary, median, stats_line};
+use crate::process::{self, Finished};
+use crate::timing::{median, stats_line};
 use crate::volatility::{self, PslistRow};
 
 /// The tools, as written in the `tool` column.
@@ -130,7 +130,7 @@ impl Experiment for Baseline {
     }
     fn plan(&self, ctx: &Context) -> Result<Vec<BaselineRun>, RunError> {
         volatility::require()?;
-        harness_binary()?;
+        process::sibling_binary("harness")?;
         let entries = analysis::entries(ctx, QUICK_KERNELS)?;
         let repeats = if ctx.quick { 1 } else { 3 };
         Ok(entries
@@ -158,7 +158,7 @@ impl Drop for Scratch {
 fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
     let e = &run.entry;
     let vol = volatility::require()?;
-    let harness = harness_binary()?;
+    let harness = process::sibling_binary("harness")?;
     let truth = analysis::truth(e, run.mode)?;
     let dump = e
         .dump_path(run.mode, DumpFormat::Elf)
@@ -204,7 +204,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
     let isf = symbols.join("netdma.json");
     let mut cmd = Command::new(&harness);
     cmd.args(["profile", "--format", "isf", "--image"]).arg(&dump).arg("--output").arg(&isf);
-    let done = run_process(cmd, &scratch.0, "profile").map_err(scratch_err)?;
+    let done = process::run(cmd, &scratch.0, "profile", TIMEOUT).map_err(scratch_err)?;
     let mut profile_row = BaselineRow { tool: PROFILE.into(), tool_version: harness_version.clone(), repeat: 1, wall_ms: done.wall_ms, ..base.clone() };
     let doc = if done.success() {
         std::fs::read(&isf)
@@ -239,15 +239,15 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         // netdma
         let mut cmd = Command::new(&harness);
         cmd.args(["ps", "--format", "json", "--stats", "--image"]).arg(&dump);
-        let done = run_process(cmd, &scratch.0, "ps").map_err(scratch_err)?;
+        let done = process::run(cmd, &scratch.0, "ps", TIMEOUT).map_err(scratch_err)?;
         let mut r = BaselineRow { tool: NETDMA.into(), tool_version: harness_version.clone(), repeat, wall_ms: done.wall_ms, ..base.clone() };
         // Exit status 2: a listing that stopped part-way (its rows are printed).
         let partial = done.status.and_then(|s| s.code()) == Some(2);
         match (done.success() || partial).then(|| parse_ps_json(&done.stdout)) {
             Some(Ok(listed)) => {
                 let stats = stats_line(&done.stderr);
-                r.engine_ms = stats.as_ref().and_then(|s| s.get("wall_ms")).and_then(|v| v.as_f64());
-                r.method_used = stats.as_ref().and_then(|s| s.get("method")).and_then(|m| m.as_str()).unwrap_or("").into();
+                r.engine_ms = stats.as_ref().map(|s| s.wall_ms);
+                r.method_used = stats.map(|s| s.method).unwrap_or_default();
                 r.ok = true;
                 if partial {
                     r.error = analysis::one_line(&harness_error(&done), 300);
@@ -275,7 +275,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
             .arg("-s")
             .arg(&symbols)
             .args(["-r", "csv", "linux.pslist"]);
-        let done = run_process(cmd, &scratch.0, "vol").map_err(scratch_err)?;
+        let done = process::run(cmd, &scratch.0, "vol", TIMEOUT).map_err(scratch_err)?;
         r.wall_ms = done.wall_ms;
         r.tool_version = volatility::version(&done.stderr).map(|v| format!("volatility3 {v}")).unwrap_or_default();
         if !done.success() {
@@ -293,58 +293,6 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         rows.push(r);
     }
     Ok(rows)
-}
-
-/// A finished (or killed) child process.
-struct Finished {
-    /// `None` when it was killed at the timeout.
-    status: Option<ExitStatus>,
-    stdout: Vec<u8>,
-    stderr: String,
-    wall_ms: f64,
-}
-
-impl Finished {
-    fn success(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-    fn describe(&self) -> String {
-        match self.status {
-            Some(s) => s.to_string(),
-            None => format!("killed after {} s", TIMEOUT.as_secs()),
-        }
-    }
-}
-
-/// Runs `cmd` with stdout and stderr in files under `dir` (no pipe can fill up), timed from spawn
-/// to exit, killed after [`TIMEOUT`].
-fn run_process(mut cmd: Command, dir: &Path, name: &str) -> std::io::Result<Finished> {
-    let (out_path, err_path) = (dir.join(format!("{name}.stdout")), dir.join(format!("{name}.stderr")));
-    cmd.stdin(Stdio::null())
-        .stdout(File::create(&out_path)?)
-        .stderr(File::create(&err_path)?)
-        .env("RUST_LOG", "warn")
-        .env_remove("RUST_BACKTRACE");
-    let t0 = Instant::now();
-    let mut child = cmd.spawn()?;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if t0.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
-    Ok(Finished {
-        status,
-        stdout: std::fs::read(&out_path)?,
-        stderr: String::from_utf8_lossy(&std::fs::read(&err_path)?).into_owned(),
-        wall_ms,
-    })
 }
 
 /// The `Error: ...` line anyhow prints for a failed `harness` command, else its last stderr line.

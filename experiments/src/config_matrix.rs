@@ -216,7 +216,7 @@ fn row(e: &Entry, mode: Mode, method: MethodKind, timed: analysis::Timed, truth:
                 r.prerequisites = analysis::prerequisites(report.method).into();
             }
             r.ok = true;
-            r.error = report.walk_error.as_deref().map(|w| analysis::one_line(w, 300)).unwrap_or_default();
+            r.error = report.walk_error.as_ref().map(|w| analysis::one_line(&w.to_string(), 300)).unwrap_or_default();
             r.tasks_found = s.tasks_found;
             r.true_positives = s.true_positives;
             r.precision = Some(s.precision);

@@ -18,7 +18,7 @@
 //! figures keep showing them when the results hold them.
 //!
 //! Each check has a time budget of 30 s — a monitor that needs longer to list processes is not
-//! usable — past which every further read fails (`served::Deadline`), so a path made too slow by
+//! usable — past which every further read fails (`emulator::mem::Deadline`), so a path made too slow by
 //! the faults ends as `ok = false` with that error instead of stalling the evaluation. Points
 //! are repeated twice with different seeds (once in `--quick`, and once at the heaviest loss,
 //! where both checks run into the budget).
@@ -36,14 +36,14 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use emulator::mem::{PhysAddr, PhysMem, ReadOp};
+use emulator::mem::{Deadline, PhysAddr, PhysMem, ReadOp};
 use harness::introspect::layout::MethodKind;
 use harness::lab::corpus::{DumpFormat, Entry, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
-use crate::served::{Deadline, PatternImage, Served};
+use crate::served::{PatternImage, Served};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultRow {
@@ -328,7 +328,7 @@ fn readback(served: &Served, options: &str, image: &PatternImage, budget: Durati
                 break 'outer;
             }
             let a = addr + (i * PIECE) as u64;
-            emulator::endpoint::pattern::pattern_bytes(a, &mut want);
+            emulator::pattern::pattern_bytes(a, &mut want);
             if bufs[i] != want {
                 exact = false;
             }
@@ -375,7 +375,7 @@ fn ps_over_wire(
         Ok(report) => {
             let (s, _) = analysis::score(&report.rows, truth);
             row.ok = report.walk_error.is_none();
-            row.error = report.walk_error.unwrap_or_default();
+            row.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
             row.tasks_found = report.rows.len();
             row.tasks_match = Some(report.rows == file_rows && s.exact);
         }

@@ -34,6 +34,7 @@ pub mod faults;
 pub mod experiment;
 pub mod hw_reference;
 pub mod panic;
+pub mod process;
 pub mod provenance;
 pub mod registry;
 pub mod results;

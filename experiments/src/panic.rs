@@ -232,7 +232,7 @@ fn netdma_row(run: &PanicRun, mode: &str, ram: &std::path::Path, truth: &[Thread
             r.true_positives = s.true_positives;
             r.recall = s.recall;
             r.fields_exact_fraction = Some(s.fields_exact_fraction);
-            r.error = report.walk_error.unwrap_or_default();
+            r.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
         }
         Err(e) => r.error = analysis::one_line(&e.to_string(), 300),
     }

@@ -23,7 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use emulator::image::{Format, Machine};
-use emulator::mem::PhysMem;
+use emulator::mem::{Deadline, PhysMem};
 use harness::introspect::layout::MethodKind;
 use harness::lab::cache::Cache;
 use harness::lab::shellport::{ShellGuest, ShellGuestOptions};
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
-use crate::served::{Deadline, Served};
+use crate::served::Served;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScalingRow {
@@ -108,7 +108,7 @@ fn row(run: &ScalingRun, target: &str, level: u32, repeat: u32, timed: analysis:
             r.recall = s.recall;
             r.scan_ms = phase("scan");
             r.walk_ms = phase("walk");
-            r.error = report.walk_error.unwrap_or_default();
+            r.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
         }
         Err(e) => r.error = analysis::one_line(&e.to_string(), 300),
     }

@@ -15,31 +15,6 @@ use harness::dma::{Requester, Target};
 
 use crate::experiment::RunError;
 
-/// The binary `name` next to the running one (as `cargo build` lays them out), or
-/// `$NETDMA_<NAME>` (e.g. `NETDMA_EMULATOR`).
-pub fn sibling_binary(name: &str) -> Result<PathBuf, RunError> {
-    if let Some(p) = std::env::var_os(format!("NETDMA_{}", name.to_ascii_uppercase())) {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| RunError::Prerequisite(format!("current executable: {e}")))?;
-    let mut dir = exe.parent();
-    while let Some(d) = dir {
-        let candidate = d.join(name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        if d.file_name().is_some_and(|n| n == "target") {
-            break;
-        }
-        dir = d.parent();
-    }
-    Err(RunError::Prerequisite(format!(
-        "no `{name}` binary beside {}; run `cargo build --release -p {name}` (or set NETDMA_{})",
-        exe.display(),
-        name.to_ascii_uppercase()
-    )))
-}
-
 /// Both ends busy-poll this long for the next datagram before sleeping (`emulator serve
 /// --spin-us`, the requester's `spin=`) in [`Served::start_polling`]. The endpoint and the
 /// requester each have a core of this 2-core machine; without it every read pays two vCPU
@@ -76,7 +51,7 @@ impl Served {
 
     /// As [`Served::start`], with further `emulator serve` arguments.
     pub fn start_with(image: &Path, format: Option<&str>, listen: Ipv4Addr, fault: Option<&str>, extra: &[&str]) -> Result<Served, RunError> {
-        let bin = sibling_binary("emulator")?;
+        let bin = crate::process::sibling_binary("emulator")?;
         let log = std::env::temp_dir().join(format!("netdma-serve-{listen}-{}.log", std::process::id()));
         let logf = std::fs::File::create(&log).map_err(|e| RunError::Prerequisite(format!("{}: {e}", log.display())))?;
         let logf2 = logf.try_clone().map_err(|e| RunError::Prerequisite(format!("{}: {e}", log.display())))?;
@@ -155,7 +130,7 @@ pub struct PatternImage {
 impl PatternImage {
     pub fn create(tag: &str, len: u64) -> Result<PatternImage, RunError> {
         let path = std::env::temp_dir().join(format!("netdma-pattern-{tag}-{}.raw", std::process::id()));
-        emulator::endpoint::pattern::write_pattern_file(&path, 0, len)
+        emulator::pattern::write_pattern_file(&path, 0, len)
             .map_err(|e| RunError::Prerequisite(format!("{}: {e}", path.display())))?;
         Ok(PatternImage { path, len })
     }
@@ -164,46 +139,6 @@ impl PatternImage {
 impl Drop for PatternImage {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// A memory source that refuses every read once `deadline` has passed, so a run over a path
-/// that has become too slow still ends: the analysis gets errors and returns what it has.
-pub struct Deadline<M> {
-    pub inner: M,
-    pub deadline: Instant,
-}
-
-impl<M: emulator::mem::PhysMem> Deadline<M> {
-    pub fn new(inner: M, budget: Duration) -> Self {
-        Deadline { inner, deadline: Instant::now() + budget }
-    }
-    fn expired(&self, addr: emulator::mem::PhysAddr) -> Option<emulator::mem::MemError> {
-        (Instant::now() >= self.deadline).then(|| emulator::mem::MemError::Io {
-            addr,
-            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "the experiment's time budget for this run is spent"),
-        })
-    }
-}
-
-impl<M: emulator::mem::PhysMem> emulator::mem::PhysMem for Deadline<M> {
-    fn read_phys(&self, addr: emulator::mem::PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
-        match self.expired(addr) {
-            Some(e) => Err(e),
-            None => self.inner.read_phys(addr, buf),
-        }
-    }
-    fn read_batch(&self, ops: &mut [emulator::mem::ReadOp<'_>]) -> Vec<Result<(), emulator::mem::MemError>> {
-        if Instant::now() >= self.deadline {
-            return ops.iter().map(|op| Err(self.expired(op.addr).expect("deadline passed"))).collect();
-        }
-        self.inner.read_batch(ops)
-    }
-    fn ranges(&self) -> Vec<emulator::mem::PhysRange> {
-        self.inner.ranges()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
     }
 }
 

@@ -19,15 +19,17 @@
 //! ```
 
 use std::fmt;
-use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use harness::introspect::layout::MethodKind;
+use harness::introspect::ps::Stats;
 use harness::lab::corpus::{DumpFormat, Entry, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
+use crate::process;
 
 /// The engine's phases, in order, then the whole call.
 pub const PHASES: [&str; 5] = ["scan", "symbols", "layout", "walk", "total"];
@@ -202,25 +204,11 @@ fn in_process(run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
         let timed = analysis::run_ps(mem.as_ref(), run.method, &inputs);
         match timed.result {
             Ok(report) => {
-                let used = report.method.name().to_string();
-                for p in &report.stats.phases {
-                    let mut r = base(repeat);
-                    r.method_used = used.clone();
-                    r.phase = p.name.into();
-                    r.ok = true;
-                    r.wall_ms = p.ms;
-                    r.dma_reads = p.reads;
-                    r.dma_bytes = p.bytes;
-                    rows.push(r);
+                let mut run_rows = rows_from_stats(&base(repeat), &report.stats);
+                if let Some(total) = run_rows.last_mut() {
+                    total.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
                 }
-                let mut r = base(repeat);
-                r.method_used = used;
-                r.ok = true;
-                r.wall_ms = report.stats.wall_ms;
-                r.dma_reads = report.stats.dma_reads;
-                r.dma_bytes = report.stats.dma_bytes;
-                r.error = report.walk_error.unwrap_or_default();
-                rows.push(r);
+                rows.extend(run_rows);
             }
             Err(err) => {
                 let mut r = base(repeat);
@@ -233,32 +221,12 @@ fn in_process(run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
     Ok(rows)
 }
 
-/// The `harness` binary next to this one (as `cargo build` lays them out), or `$NETDMA_HARNESS`.
-pub fn harness_binary() -> Result<PathBuf, RunError> {
-    if let Some(p) = std::env::var_os("NETDMA_HARNESS") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| RunError::Prerequisite(format!("current executable: {e}")))?;
-    let mut dir = exe.parent();
-    while let Some(d) = dir {
-        let candidate = d.join("harness");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        if d.file_name().is_some_and(|n| n == "target") {
-            break;
-        }
-        dir = d.parent();
-    }
-    Err(RunError::Prerequisite(format!(
-        "no `harness` binary beside {}; run `cargo build --release -p harness` (or set NETDMA_HARNESS)",
-        exe.display()
-    )))
-}
+/// A cold thesis run (source extraction, kbuild, the offsetof probe) is killed after this long.
+const COLD_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The thesis method in a fresh process with an empty cache directory.
 fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
-    let harness = harness_binary()?;
+    let harness = process::sibling_binary("harness")?;
     let dump = e
         .dump_path(Mode::Running, DumpFormat::Elf)
         .ok_or_else(|| RunError::Prerequisite(format!("{}: no running dump; {}", e.name, analysis::BUILD_CORPUS)))?;
@@ -269,18 +237,15 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
     let scratch = std::env::temp_dir().join(format!("netdma-cold-thesis-{}-{}", e.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|err| RunError::Prerequisite(format!("{}: {err}", scratch.display())))?;
-    let out = Command::new(&harness)
-        .args(["ps", "--method", "thesis", "--format", "json", "--stats", "--image"])
+    let mut cmd = Command::new(&harness);
+    cmd.args(["ps", "--method", "thesis", "--format", "json", "--stats", "--image"])
         .arg(&dump)
         .arg("--kernel-source")
         .arg(&source)
-        .env("XDG_CACHE_HOME", &scratch)
-        .env("RUST_LOG", "warn")
-        .env_remove("RUST_BACKTRACE")
-        .output();
+        .env("XDG_CACHE_HOME", &scratch);
+    let done = process::run(cmd, &scratch, "cold-thesis", COLD_TIMEOUT);
     let _ = std::fs::remove_dir_all(&scratch);
-    let out = out.map_err(|err| RunError::Prerequisite(format!("running {}: {err}", harness.display())))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let done = done.map_err(|err| RunError::Prerequisite(format!("running {}: {err}", harness.display())))?;
     let mut row = TimingRow {
         kernel: e.name.clone(),
         method: "thesis".into(),
@@ -294,43 +259,34 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
         dma_reads: 0,
         dma_bytes: 0,
     };
-    let Some(stats) = stats_line(&stderr) else {
-        row.error = analysis::one_line(&format!("{}: {}", out.status, analysis::harness_failure(&stderr)), 300);
+    let Some(stats) = stats_line(&done.stderr) else {
+        row.error = analysis::one_line(&format!("{}: {}", done.describe(), analysis::harness_failure(&done.stderr)), 300);
         return Ok(vec![row]);
     };
     Ok(rows_from_stats(&row, &stats))
 }
 
-/// The `--stats` JSON object: the last stderr line that parses as one with `phases`.
-pub fn stats_line(stderr: &str) -> Option<serde_json::Value> {
-    stderr
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-        .find(|v| v.get("phases").is_some())
+/// The `--stats` line of a `harness ps` run: the last stderr line that parses as [`Stats`].
+pub fn stats_line(stderr: &str) -> Option<Stats> {
+    stderr.lines().rev().find_map(|l| serde_json::from_str::<Stats>(l.trim()).ok())
 }
 
-fn rows_from_stats(base: &TimingRow, stats: &serde_json::Value) -> Vec<TimingRow> {
-    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
-    let used = stats.get("method").and_then(|m| m.as_str()).unwrap_or("").to_string();
-    let mut rows = Vec::new();
-    for p in stats.get("phases").and_then(|p| p.as_array()).into_iter().flatten() {
+/// One row per phase of a run, then its `total`, from the engine's own clock.
+fn rows_from_stats(base: &TimingRow, stats: &Stats) -> Vec<TimingRow> {
+    let row = |phase: Option<&str>, wall_ms: f64, dma_reads: u64, dma_bytes: u64| {
         let mut r = base.clone();
-        r.method_used = used.clone();
+        r.method_used = stats.method.clone();
         r.ok = true;
-        r.phase = p.get("name").and_then(|n| n.as_str()).unwrap_or("?").into();
-        r.wall_ms = num(p, "ms");
-        r.dma_reads = num(p, "reads") as u64;
-        r.dma_bytes = num(p, "bytes") as u64;
-        rows.push(r);
-    }
-    let mut r = base.clone();
-    r.method_used = used;
-    r.ok = true;
-    r.wall_ms = num(stats, "wall_ms");
-    r.dma_reads = num(stats, "dma_reads") as u64;
-    r.dma_bytes = num(stats, "dma_bytes") as u64;
-    rows.push(r);
+        if let Some(p) = phase {
+            r.phase = p.to_owned();
+        }
+        r.wall_ms = wall_ms;
+        r.dma_reads = dma_reads;
+        r.dma_bytes = dma_bytes;
+        r
+    };
+    let mut rows: Vec<TimingRow> = stats.phases.iter().map(|p| row(Some(&p.name), p.ms, p.reads, p.bytes)).collect();
+    rows.push(row(None, stats.wall_ms, stats.dma_reads, stats.dma_bytes));
     rows
 }
 
@@ -350,8 +306,10 @@ mod tests {
 
     #[test]
     fn stats_line_is_the_last_json_with_phases() {
-        let err = "INFO something\n{\"x\":1}\n{\"method\":\"thesis\",\"wall_ms\":5.0,\"dma_reads\":3,\"dma_bytes\":12,\"phases\":[{\"name\":\"scan\",\"ms\":1.5,\"reads\":2,\"bytes\":8}]}\n";
-        let v = stats_line(err).unwrap();
+        // A `--stats` line as `harness ps` prints it, after log lines and other JSON.
+        let stats = r#"{"method":"thesis","kernel_release":"6.1.0-1-amd64","kaslr":{"virt_offset":"0x1","phys_base":"0x2","text_phys":"0x3","page_offset_base":""},"dma_reads":3,"dma_bytes":12,"dma_batches":1,"ram_bytes":4096,"scan_percent_of_ram":0.2,"wall_ms":5.0,"phases":[{"name":"scan","ms":1.5,"reads":2,"bytes":8,"batches":1}],"tasks":1,"walk_error":null}"#;
+        let err = format!("INFO something\n{{\"x\":1}}\n{stats}\n");
+        let v = stats_line(&err).unwrap();
         let base = TimingRow {
             kernel: "k".into(),
             method: "thesis".into(),
@@ -369,6 +327,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].phase.as_str(), rows[0].wall_ms, rows[0].dma_reads), ("scan", 1.5, 2));
         assert_eq!((rows[1].phase.as_str(), rows[1].wall_ms, rows[1].dma_bytes), ("total", 5.0, 12));
+        assert!(rows.iter().all(|r| r.method_used == "thesis" && r.ok));
         assert!(stats_line("no json here").is_none());
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
     }

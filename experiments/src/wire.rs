@@ -9,7 +9,8 @@
 //! ends busy-poll before sleeping ([`crate::served::Served::start_polling`]).
 //!
 //! Invariant: every row is derived from a measurement — a parsed tlpperf line or a timed read —
-//! and nothing else; the conversions ([`latency_rows`], [`throughput_rows`], [`from_bench`])
+//! and nothing else; the conversions ([`latency_rows`], [`binned_latency_rows`], [`throughput_rows`],
+//! [`from_bench`])
 //! are pure and lossless at the stated resolution.
 //!
 //! ```text
@@ -140,11 +141,17 @@ pub fn latency_rows(setup: Setup, resolution_us: f64, samples: impl IntoIterator
     for s in samples {
         *counts.entry(s).or_default() += 1;
     }
-    let total: u64 = counts.values().sum();
+    binned_latency_rows(setup, counts.into_iter().map(|(units, reads)| (units as f64 * resolution_us, resolution_us, reads)))
+}
+
+/// A latency distribution already binned — (latency µs, resolution µs, reads), ascending — as
+/// rows with their cumulative fractions. Pure.
+pub fn binned_latency_rows(setup: Setup, bins: impl IntoIterator<Item = (f64, f64, u64)>) -> Vec<LatencyRow> {
+    let bins: Vec<(f64, f64, u64)> = bins.into_iter().collect();
+    let total: u64 = bins.iter().map(|b| b.2).sum();
     let mut seen = 0u64;
-    counts
-        .into_iter()
-        .map(|(units, reads)| {
+    bins.into_iter()
+        .map(|(latency_us, resolution_us, reads)| {
             seen += reads;
             LatencyRow {
                 source: setup.source,
@@ -152,10 +159,10 @@ pub fn latency_rows(setup: Setup, resolution_us: f64, samples: impl IntoIterator
                 size_bytes: setup.size_bytes,
                 cpus: setup.cpus,
                 inflight_per_cpu: setup.inflight_per_cpu,
-                latency_us: units as f64 * resolution_us,
+                latency_us,
                 resolution_us,
                 reads,
-                cumulative_fraction: seen as f64 / total as f64,
+                cumulative_fraction: seen as f64 / total.max(1) as f64,
             }
         })
         .collect()
@@ -332,43 +339,23 @@ fn bench_emulator(addr: std::net::Ipv4Addr, source: Source, pattern: Pattern, si
     harness::dma::bench::run(&req, &cfg).map_err(|e| RunError::Prerequisite(format!("emulator benchmark {source} {pattern}: {e}")))
 }
 
-/// The benchmark's rows in this crate's schema (sizes, sources and patterns mapped; nothing
-/// recomputed). Pure.
+/// The rows of a benchmark's samples: per size, its latency distribution and one throughput row
+/// per whole second (`reads × size` bytes in 1 s). Pure.
 pub fn from_bench(source: Source, result: &BenchResult) -> (Vec<LatencyRow>, Vec<ThroughputRow>) {
-    let pattern = |p: BenchPattern| match p {
+    let pattern = match result.pattern {
         BenchPattern::Fix => Pattern::Fix,
         BenchPattern::Seq => Pattern::Seq,
     };
-    let lat = result
-        .latency
-        .iter()
-        .map(|r| LatencyRow {
-            source,
-            pattern: pattern(r.pattern),
-            size_bytes: u64::from(r.size_bytes),
-            cpus: r.cpus,
-            inflight_per_cpu: r.inflight_per_cpu,
-            latency_us: r.latency_us,
-            resolution_us: r.resolution_us,
-            reads: r.reads,
-            cumulative_fraction: r.cumulative_fraction,
-        })
-        .collect();
-    let thr = result
-        .throughput
-        .iter()
-        .map(|r| ThroughputRow {
-            source,
-            pattern: pattern(r.pattern),
-            size_bytes: u64::from(r.size_bytes),
-            cpus: r.cpus,
-            inflight_per_cpu: r.inflight_per_cpu,
-            elapsed_s: r.elapsed_s,
-            interval_s: r.interval_s,
-            throughput_gbps: r.throughput_gbps,
-            reads_per_s: r.reads_per_s,
-        })
-        .collect();
+    let (mut lat, mut thr) = (Vec::new(), Vec::new());
+    for z in &result.sizes {
+        let setup = Setup { source, pattern, size_bytes: u64::from(z.size_bytes), cpus: 1, inflight_per_cpu: z.inflight_per_cpu };
+        lat.extend(binned_latency_rows(setup, z.latency.iter().map(|b| (b.latency_us, b.resolution_us, b.reads))));
+        let size = u64::from(z.size_bytes);
+        thr.extend(throughput_rows(
+            setup,
+            z.reads_per_second.iter().enumerate().map(|(i, &n)| ((i + 1) as f64, 1.0, n * size * 8, n)),
+        ));
+    }
     (lat, thr)
 }
 
@@ -575,6 +562,36 @@ mod tests {
         let refs: Vec<&LatencyRow> = rows.iter().collect();
         assert_eq!(latency_quantile(&refs, 0.5), Some(12.0));
         assert_eq!(latency_quantile(&refs, 1.0), Some(24.0));
+    }
+
+    #[test]
+    fn bench_samples_become_rows_unchanged() {
+        use harness::dma::bench::{LatencyBin, SizeSamples};
+        let bin = |latency_us, reads| LatencyBin { latency_us, resolution_us: 0.1, reads };
+        let result = BenchResult {
+            source: "emulator-blocking".into(),
+            pattern: BenchPattern::Seq,
+            mps_bytes: 256,
+            sizes: vec![SizeSamples {
+                size_bytes: 512,
+                inflight_per_cpu: 1,
+                mrrs_bytes: 512,
+                latency: vec![bin(3.0 / 10.0, 1), bin(17.0 / 10.0, 3)],
+                reads_per_second: vec![4000, 4022],
+                reads: 8100,
+                seconds: 2.01,
+                retries: 0,
+                timeouts: 0,
+            }],
+        };
+        let (lat, thr) = from_bench(Source::EmulatorBlocking, &result);
+        let got: Vec<(f64, f64, u64, f64)> = lat.iter().map(|r| (r.latency_us, r.resolution_us, r.reads, r.cumulative_fraction)).collect();
+        assert_eq!(got, vec![(0.3, 0.1, 1, 0.25), (1.7, 0.1, 3, 1.0)]);
+        assert!(lat.iter().all(|r| r.setup() == Setup { source: Source::EmulatorBlocking, pattern: Pattern::Seq, size_bytes: 512, cpus: 1, inflight_per_cpu: 1 }));
+        let got: Vec<(f64, f64, f64, f64)> = thr.iter().map(|r| (r.elapsed_s, r.interval_s, r.throughput_gbps, r.reads_per_s)).collect();
+        assert_eq!(got, vec![(1.0, 1.0, (4000u64 * 512) as f64 * 8.0 / 1e9, 4000.0), (2.0, 1.0, (4022u64 * 512) as f64 * 8.0 / 1e9, 4022.0)]);
+        let summary = result.summary();
+        assert_eq!((summary[0].p50_us, summary[0].p99_us, summary[0].reads), (1.7, 1.7, 8100));
     }
 
     #[test]

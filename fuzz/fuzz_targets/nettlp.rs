@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use emulator::endpoint::outbox::Outbox;
-use emulator::endpoint::pattern::PatternMem;
+use emulator::pattern::PatternMem;
 use emulator::endpoint::{Responder, ResponderConfig, Snapshot};
 use emulator::mem::PhysRange;
 use emulator::wire::{msg, nettlp, tlp};

@@ -2,7 +2,8 @@
 //! the input's first bytes, the tables from the rest (a sparse memory), 4- and 5-level.
 #![no_main]
 
-use harness::introspect::paging::{read_virt, translate_many, PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
+use harness::introspect::paging::{translate_many, PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
+use harness::introspect::vread::read_virt;
 use emulator::mem::PhysAddr;
 use libfuzzer_sys::fuzz_target;
 use netdma_fuzz::{SparseMem, Take};

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use emulator::endpoint::{self, Endpoint, EndpointConfig, ResponderConfig};
+use emulator::endpoint::{Endpoint, EndpointConfig, ResponderConfig};
 use emulator::mem::{PhysAddr, PhysMem};
 use harness::dma::bench::{self, BenchConfig, Mode, Pattern};
 use harness::dma::{Requester, Target};
@@ -98,7 +98,7 @@ pub fn dma(cmd: DmaCmd) -> Result<()> {
         DmaCmd::Read { target, addr, len, out, blocking } => read(&target, addr, len, out, blocking),
         DmaCmd::Bench(args) => run_bench(args),
         DmaCmd::MakePattern { path, base, len } => {
-            endpoint::pattern::write_pattern_file(&path, base, len)
+            emulator::pattern::write_pattern_file(&path, base, len)
                 .with_context(|| format!("writing {}", path.display()))
         }
     }
@@ -133,7 +133,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         Some(img) => {
             if a.make_image && !img.exists() {
                 tracing::info!("writing {} bytes of test pattern to {}", a.region_len, img.display());
-                endpoint::pattern::write_pattern_file(img, a.region_start, a.region_len)?;
+                emulator::pattern::write_pattern_file(img, a.region_start, a.region_len)?;
             }
             let mem = emulator::image::open(img, Some(emulator::image::Format::Raw), Some(PhysAddr(a.region_start)))
                 .with_context(|| format!("opening {}", img.display()))?;
@@ -170,13 +170,14 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         mps_bytes: a.mps,
     };
     let result = bench::run(&req, &cfg).context("benchmark read failed")?;
+    let summary = result.summary();
     if let Some(p) = &a.json {
         let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-        serde_json::to_writer_pretty(std::io::BufWriter::new(f), &result)?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(f), &serde_json::json!({ "samples": &result, "summary": &summary }))?;
     }
     let mut o = std::io::stdout().lock();
     writeln!(o, "source,pattern,size_bytes,inflight,mps,mrrs,reads_per_s,mb_per_s,gbps,p50_us,p99_us,retries")?;
-    for s in &result.summary {
+    for s in &summary {
         writeln!(
             o,
             "{},{:?},{},{},{},{},{:.0},{:.1},{:.3},{:.1},{:.1},{}",

@@ -4,8 +4,7 @@
 mod common;
 
 use common::*;
-use emulator::mem::PhysMem;
-use harness::introspect::counting::CountingMem;
+use emulator::mem::{Counting, Patched, PhysMem};
 use harness::introspect::kernel::Kernel;
 use harness::introspect::layout::build::build;
 use harness::introspect::layout::btf;
@@ -94,9 +93,9 @@ fn scan_reads_little(#[values(
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
     let ram: u64 = mem.ranges().iter().map(|r| r.len()).sum();
-    let counted = CountingMem::new(mem.as_ref());
+    let counted = Counting::new(mem.as_ref());
     Kernel::scan(&counted, &ScanConfig::default()).unwrap();
-    let bytes = counted.count().bytes;
+    let bytes = counted.snapshot().bytes;
     assert!(bytes * 50 < ram, "{}: scan read {bytes} of {ram} bytes ({:.2} %)", e.name, bytes as f64 * 100.0 / ram as f64);
 }
 
@@ -185,32 +184,6 @@ fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "de
     assert!(a.threads.iter().any(|t| t.comm.starts_with(b"kworker/") && t.comm.contains(&b'-')), "{name}: no kworker description to check");
 }
 
-/// A real dump with one list pointer overwritten (an overlay; the image file is untouched).
-struct Patched<'a> {
-    inner: &'a dyn PhysMem,
-    at: u64,
-    value: [u8; 8],
-}
-
-impl PhysMem for Patched<'_> {
-    fn read_phys(&self, addr: emulator::mem::PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
-        self.inner.read_phys(addr, buf)?;
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = addr.0 + i as u64;
-            if (self.at..self.at + 8).contains(&a) {
-                *b = self.value[(a - self.at) as usize];
-            }
-        }
-        Ok(())
-    }
-    fn ranges(&self) -> Vec<emulator::mem::PhysRange> {
-        self.inner.ranges()
-    }
-    fn describe(&self) -> String {
-        format!("{} with 8 bytes patched at {:#x}", self.inner.describe(), self.at)
-    }
-}
-
 /// Corrupting the real task list (garbage pointer, a loop back to an earlier task) ends the
 /// walk with an error and the tasks read before the corruption — no hang, no panic.
 #[rstest]
@@ -232,9 +205,10 @@ fn corrupted_task_list_gives_partial_results(#[values("garbage", "loop")] how: &
         "garbage" => 0x4141_4141_4141_4141u64,
         _ => nodes[2],
     };
-    let patched = Patched { inner: mem.as_ref(), at: victim.0, value: value.to_le_bytes() };
+    // One list pointer overwritten (an overlay; the image file is untouched).
+    let patched = Patched::new(mem.as_ref(), vec![(victim, value.to_le_bytes().to_vec())]);
     let r = ps(&patched, &PsOptions { method: Some(harness::introspect::layout::MethodKind::Btf), ..Default::default() }).unwrap();
-    let err = r.walk_error.expect("the corruption is reported");
+    let err = r.walk_error.expect("the corruption is reported").to_string();
     assert!(err.contains("tasks.next") || err.contains("prev") || err.contains("loops"), "{how}: {err}");
     let leaders = r.rows.iter().filter(|row| row.threads.is_some()).count();
     assert_eq!(leaders, 10, "{how}: the ten processes before the corruption are listed");

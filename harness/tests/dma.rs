@@ -12,7 +12,7 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
     let mut s = seed;
     move || {
         s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        emulator::endpoint::pattern::splitmix64(s)
+        emulator::pattern::splitmix64(s)
     }
 }
 
@@ -164,7 +164,7 @@ fn read_back_exact(req: &harness::dma::Requester, len: u64) {
             // where do the wrong bytes come from? pattern words are unique
             let w0 = (first + 7) & !7;
             let word = u64::from_le_bytes(buf[w0..w0 + 8].try_into().unwrap());
-            let src = (0..(support::LEN / 8)).map(|i| BASE / 8 + i).find(|&i| emulator::endpoint::pattern::splitmix64(i) == word);
+            let src = (0..(support::LEN / 8)).map(|i| BASE / 8 + i).find(|&i| emulator::pattern::splitmix64(i) == word);
             panic!("bytes differ at {a:#x} ({} bytes span), word at {:#x} came from {:?}; stats {}", last - first + 1, BASE + off + w0 as u64, src.map(|i| format!("{:#x}", i * 8)), req.stats());
         }
     }

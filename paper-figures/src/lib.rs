@@ -56,7 +56,7 @@ pub fn render_all(results_dir: &Path, out_dir: &Path) -> Vec<Outcome> {
                     missing,
                 };
             }
-            match (fig.build)(results_dir).and_then(|chart| render::render(&chart, out_dir, fig.stem)) {
+            match (fig.build)(results_dir).and_then(|chart| Ok(render::render(&chart, out_dir, fig.stem)?)) {
                 Ok(files) => Outcome::Rendered { stem: fig.stem, files },
                 Err(error) => Outcome::Failed { stem: fig.stem, error },
             }

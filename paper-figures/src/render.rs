@@ -10,7 +10,6 @@ use plotters::prelude::*;
 
 use crate::bars::BarChart;
 use crate::chart::{ChartError, LineChart};
-use crate::figures::FigureError;
 use crate::heatmap::Heatmap;
 
 /// Any figure this crate draws.
@@ -42,10 +41,21 @@ impl Chart {
     }
 }
 
+/// Why a chart could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+    #[error(transparent)]
+    Font(#[from] crate::style::FontError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
 /// Renders `chart` to `<out_dir>/<stem>.svg` and `.png`; returns both paths.
-pub fn render(chart: &Chart, out_dir: &Path, stem: &str) -> Result<[PathBuf; 2], FigureError> {
+pub fn render(chart: &Chart, out_dir: &Path, stem: &str) -> Result<[PathBuf; 2], RenderError> {
     crate::style::load_fonts()?;
-    std::fs::create_dir_all(out_dir).map_err(|source| FigureError::Io {
+    std::fs::create_dir_all(out_dir).map_err(|source| RenderError::Io {
         path: out_dir.to_owned(),
         source,
     })?;

@@ -18,7 +18,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use super::pattern::splitmix64;
+use crate::pattern::splitmix64;
+use crate::units::parse_duration;
 
 /// Longest a reordered datagram waits for a successor before it is released alone.
 pub const REORDER_HOLD: Duration = Duration::from_micros(500);
@@ -42,20 +43,6 @@ pub enum FaultSpecError {
     UnknownKey { key: String },
     #[error("fault spec {key}={value:?}: {reason}")]
     BadValue { key: String, value: String, reason: &'static str },
-}
-
-/// Parse a duration written `<number><unit>` with unit ns, us (or µs), ms or s; at most 60 s.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?);
-    let v: f64 = num.parse().ok()?;
-    let ns = match unit {
-        "ns" => v,
-        "us" | "µs" => v * 1e3,
-        "ms" => v * 1e6,
-        "s" => v * 1e9,
-        _ => return None,
-    };
-    (ns.is_finite() && (0.0..=60e9).contains(&ns)).then(|| Duration::from_nanos(ns as u64))
 }
 
 impl FromStr for FaultSpec {

@@ -17,7 +17,8 @@
 //!
 //! # Use
 //! ```no_run
-//! use emulator::endpoint::{pattern::PatternMem, Endpoint, EndpointConfig};
+//! use emulator::endpoint::{Endpoint, EndpointConfig};
+//! use emulator::pattern::PatternMem;
 //! use emulator::mem::PhysRange;
 //! let mem = PatternMem::new(vec![PhysRange::new(0, 1 << 20)]);
 //! let cfg = EndpointConfig { listen: "127.0.0.2".parse().unwrap(), ..Default::default() };
@@ -30,11 +31,9 @@
 pub mod fault;
 pub mod outbox;
 pub mod overlay;
-pub mod pattern;
 pub mod responder;
 pub mod server;
 pub mod stats;
-pub mod sys;
 
 pub use fault::FaultSpec;
 pub use responder::{Identity, Responder, ResponderConfig};

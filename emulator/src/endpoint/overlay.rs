@@ -167,7 +167,7 @@ impl<M: PhysMem> Overlay<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::pattern::PatternMem;
+    use crate::pattern::PatternMem;
 
     fn mem() -> Overlay<PatternMem> {
         // two ranges with a hole: [0x1000, 0x3000) and [0x5000, 0x5800)

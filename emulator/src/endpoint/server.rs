@@ -31,7 +31,7 @@ use super::fault::{FaultQueue, FaultSpec};
 use super::outbox::{Outbox, MAX_REPLIES_PER_REQUEST};
 use super::responder::{Responder, ResponderConfig};
 use super::stats::{Counters, Snapshot};
-use super::sys::{self, RecvBatch, SendBatch};
+use crate::udp::{self, RecvBatch, SendBatch};
 use crate::mem::PhysMem;
 use crate::wire::nettlp::{self, PortClass};
 
@@ -163,8 +163,8 @@ impl<M: PhysMem + 'static> Endpoint<M> {
         for (class, port) in ports {
             let addr = SocketAddrV4::new(cfg.listen, port);
             let socket = UdpSocket::bind(addr).map_err(|source| EndpointError::Bind { addr, source })?;
-            sys::size_buffers(&socket, cfg.socket_buffer);
-            sys::enable_gro(&socket);
+            udp::size_buffers(&socket, cfg.socket_buffer);
+            udp::enable_gro(&socket);
             socks.push(Sock { class, socket, local: addr });
         }
         Ok(Endpoint {
@@ -214,10 +214,10 @@ impl<M: PhysMem + 'static> Endpoint<M> {
     /// Serve until [`Handle::stop`]; returns the final counters.
     pub fn run(self) -> Result<Snapshot, EndpointError> {
         let sockets: Vec<&UdpSocket> = self.socks.iter().map(|s| &s.socket).collect();
-        let mut epoll = sys::Epoll::new(&sockets).map_err(EndpointError::Poll)?;
+        let mut epoll = udp::Epoll::new(&sockets).map_err(EndpointError::Poll)?;
         let mut ready: Vec<usize> = Vec::with_capacity(self.socks.len());
         // slots hold a whole coalesced (GRO) message; datagrams are split out again
-        let mut recv = RecvBatch::new(self.batch, sys::MAX_UDP);
+        let mut recv = RecvBatch::new(self.batch, udp::MAX_UDP);
         let mut send = SendBatch::new(self.batch.max(MAX_REPLIES_PER_REQUEST));
         let mut out = Outbox::new(self.batch + MAX_REPLIES_PER_REQUEST);
         let mut dsts: Vec<SocketAddrV4> = Vec::with_capacity(out.free());

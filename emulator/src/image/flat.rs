@@ -14,7 +14,7 @@
 
 use std::collections::BinaryHeap;
 
-use super::source::Source;
+use super::mapped::Mapped;
 use super::{FileOffset, ParseError};
 
 /// The 16-byte signature field starts with this (the rest is NUL padding).
@@ -45,8 +45,8 @@ pub(crate) struct FlatIndex {
 }
 
 impl FlatIndex {
-    /// Index the flattened file `src` (which must be read as the file on disk).
-    pub fn build(src: &Source) -> Result<FlatIndex, ParseError> {
+    /// Index the flattened file `src` (as stored on disk).
+    pub fn build(src: &Mapped) -> Result<FlatIndex, ParseError> {
         let hdr = src.fields(FileOffset(0), 32, "flattened header")?;
         let kind = hdr.i64_be(16)?;
         let version = hdr.i64_be(24)?;
@@ -64,7 +64,7 @@ impl FlatIndex {
                 format!("version {version}"),
             ));
         }
-        let file_len = src.file_len();
+        let file_len = src.len();
         let mut segs: Vec<Piece> = Vec::new();
         let mut pos = HEADER_BLOCK;
         loop {
@@ -124,7 +124,8 @@ impl FlatIndex {
 
     /// Fill `buf` from offset `at` of the described file. The caller checked
     /// `at + buf.len() <= len()`; gaps read as zero.
-    pub fn read(&self, src: &Source, at: u64, buf: &mut [u8]) {
+    pub fn read(&self, src: &Mapped, at: FileOffset, buf: &mut [u8]) {
+        let at = at.0;
         let mut i = self.pieces.partition_point(|p| p.end <= at);
         let mut pos = at;
         let mut done = 0usize;
@@ -133,7 +134,7 @@ impl FlatIndex {
             match self.pieces.get(i) {
                 Some(p) if p.start <= pos => {
                     let n = want.min(p.end - pos) as usize;
-                    src.copy_out(p.file + (pos - p.start), &mut buf[done..done + n]);
+                    src.copy_out(FileOffset(p.file + (pos - p.start)), &mut buf[done..done + n]);
                     done += n;
                     pos += n as u64;
                     i += 1;

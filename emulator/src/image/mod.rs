@@ -25,11 +25,13 @@
 
 pub mod codec;
 pub mod elf;
+mod fields;
 mod flat;
 pub mod kdump;
 pub mod lime;
 pub mod live;
 mod lzo;
+mod mapped;
 pub mod notes;
 pub mod raw;
 mod reader;

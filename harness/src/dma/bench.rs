@@ -1,11 +1,12 @@
 //! Read benchmarks over NetTLP, in the shape of tlpperf's (fixed or sequential addresses,
-//! per-second throughput lines, per-read latency), for `results/wire-latency.csv` and
-//! `results/wire-throughput.csv` (`source` = `<what was measured>-blocking` |
-//! `<what was measured>-pipelined`, e.g. `emulator-blocking` when `harness dma bench --serve`
-//! ran the endpoint itself, `nettlp-192.168.10.1-blocking` for whatever answers at that address).
+//! per-second read counts, per-read latency). A run returns its samples ([`BenchResult`]:
+//! a latency distribution and reads per second for each size); whoever records them builds its
+//! own rows from them (`experiments::wire` for `results/wire-*.csv`), and [`BenchResult::summary`]
+//! is the one derived view this module gives (`harness dma bench` prints it).
 //!
 //! - blocking: one read outstanding at a time ([`Requester::read_blocking`]); each read's
-//!   latency is timed around the call, like tlpperf's `gettimeofday` around `dma_read`;
+//!   latency is timed around the call, like tlpperf's `gettimeofday` around `dma_read`
+//!   (resolution 0.1 µs);
 //! - pipelined: batches of reads through [`PhysMem::read_batch`] with the target's `inflight`
 //!   requests outstanding; latency is per request (MRd sent → last completion), from the
 //!   requester's histogram (bucket resolution 1/16).
@@ -17,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use emulator::endpoint::pattern::pattern_bytes;
+use emulator::pattern::pattern_bytes;
 use emulator::mem::{MemError, PhysAddr, PhysMem, ReadOp};
 
 use super::Requester;
@@ -79,36 +80,47 @@ impl BenchConfig {
     }
 }
 
-/// A latency CDF step (`results/wire-latency.csv` columns).
+/// Reads whose latency fell in one bin: `reads` reads took `latency_us` (to `resolution_us`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct LatencyRow {
-    pub source: String,
-    pub pattern: Pattern,
-    pub size_bytes: u32,
-    pub cpus: u32,
-    pub inflight_per_cpu: u32,
+pub struct LatencyBin {
     pub latency_us: f64,
     pub resolution_us: f64,
     pub reads: u64,
-    pub cumulative_fraction: f64,
-    pub mps_bytes: u32,
-    pub mrrs_bytes: u32,
 }
 
-/// One second of a run (`results/wire-throughput.csv` columns).
+/// What one size measured, nothing derived.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ThroughputRow {
-    pub source: String,
-    pub pattern: Pattern,
+pub struct SizeSamples {
     pub size_bytes: u32,
-    pub cpus: u32,
+    /// Reads outstanding at once (1 when blocking).
     pub inflight_per_cpu: u32,
-    pub elapsed_s: f64,
-    pub interval_s: f64,
-    pub throughput_gbps: f64,
-    pub reads_per_s: f64,
-    pub mps_bytes: u32,
+    /// The requester's MRRS.
     pub mrrs_bytes: u32,
+    /// The latency distribution, ascending.
+    pub latency: Vec<LatencyBin>,
+    /// Reads completed in each whole second of the measured time.
+    pub reads_per_second: Vec<u64>,
+    /// Reads completed in the measured time (its last, partial second included), and that time.
+    pub reads: u64,
+    pub seconds: f64,
+    pub retries: u64,
+    pub timeouts: u64,
+}
+
+impl SizeSamples {
+    /// The latency (µs) below which fraction `q` of the reads fall: the first bin whose
+    /// cumulative fraction reaches `q` (NaN with no reads).
+    pub fn latency_quantile(&self, q: f64) -> f64 {
+        let total: u64 = self.latency.iter().map(|b| b.reads).sum();
+        let mut seen = 0;
+        for b in &self.latency {
+            seen += b.reads;
+            if seen as f64 / total.max(1) as f64 >= q {
+                return b.latency_us;
+            }
+        }
+        f64::NAN
+    }
 }
 
 /// Totals for one size.
@@ -131,12 +143,44 @@ pub struct Summary {
     pub timeouts: u64,
 }
 
-/// Everything one benchmark run produced.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// Everything one benchmark run measured: the samples of each size, in order.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {
-    pub latency: Vec<LatencyRow>,
-    pub throughput: Vec<ThroughputRow>,
-    pub summary: Vec<Summary>,
+    /// The `source` value (`<measured>-<mode>`).
+    pub source: String,
+    pub pattern: Pattern,
+    /// The endpoint's MPS, as configured.
+    pub mps_bytes: u32,
+    pub sizes: Vec<SizeSamples>,
+}
+
+impl BenchResult {
+    /// Totals per size.
+    pub fn summary(&self) -> Vec<Summary> {
+        self.sizes
+            .iter()
+            .map(|z| {
+                let bytes = z.reads * u64::from(z.size_bytes);
+                Summary {
+                    source: self.source.clone(),
+                    pattern: self.pattern,
+                    size_bytes: z.size_bytes,
+                    inflight_per_cpu: z.inflight_per_cpu,
+                    mps_bytes: self.mps_bytes,
+                    mrrs_bytes: z.mrrs_bytes,
+                    reads: z.reads,
+                    seconds: z.seconds,
+                    reads_per_s: z.reads as f64 / z.seconds,
+                    mb_per_s: bytes as f64 / z.seconds / 1e6,
+                    throughput_gbps: bytes as f64 * 8.0 / z.seconds / 1e9,
+                    p50_us: z.latency_quantile(0.5),
+                    p99_us: z.latency_quantile(0.99),
+                    retries: z.retries,
+                    timeouts: z.timeouts,
+                }
+            })
+            .collect()
+    }
 }
 
 struct Addrs {
@@ -177,7 +221,7 @@ fn check(verify: bool, addr: u64, buf: &[u8]) -> Result<(), MemError> {
 
 /// Run `cfg` for every size against `req`.
 pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> {
-    let mut out = BenchResult::default();
+    let mut out = BenchResult { source: cfg.source(), pattern: cfg.pattern, mps_bytes: cfg.mps_bytes, sizes: Vec::new() };
     for &size in &cfg.sizes {
         let size = size.clamp(1, 1 << 20);
         tracing::info!("{} {:?} {} B: {:?}", cfg.source(), cfg.pattern, size, cfg.duration);
@@ -198,7 +242,7 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
         };
         let mut bufs = vec![vec![0u8; size as usize]; batch];
         let mut samples_100ns: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut intervals: Vec<(u64, u64)> = Vec::new(); // reads, bytes per second
+        let mut per_second: Vec<u64> = Vec::new();
         let mut one_round = |record: bool, samples: &mut BTreeMap<u64, u64>| -> Result<u64, MemError> {
             let addrs_now: Vec<u64> = (0..batch).map(|_| addrs.next()).collect();
             match cfg.mode {
@@ -237,7 +281,7 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
         loop {
             let now = Instant::now();
             if now >= tick {
-                intervals.push((reads, reads * u64::from(size)));
+                per_second.push(reads);
                 total_reads += reads;
                 reads = 0;
                 tick += Duration::from_secs(1);
@@ -250,93 +294,37 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
         let seconds = start.elapsed().as_secs_f64();
         total_reads += reads;
         let stats = req.stats();
-        let common = |r: &mut LatencyRow| {
-            r.mps_bytes = cfg.mps_bytes;
-            r.mrrs_bytes = req.target().mrrs;
+        let latency: Vec<LatencyBin> = match cfg.mode {
+            Mode::Blocking => samples_100ns
+                .iter()
+                .map(|(&units, &n)| LatencyBin { latency_us: units as f64 / 10.0, resolution_us: 0.1, reads: n })
+                .collect(),
+            Mode::Pipelined => stats
+                .latency
+                .buckets()
+                .map(|(lo, hi, n)| LatencyBin { latency_us: hi.as_secs_f64() * 1e6, resolution_us: (hi - lo).as_secs_f64() * 1e6, reads: n })
+                .collect(),
         };
-        // latency CDF rows
-        let mut rows: Vec<LatencyRow> = Vec::new();
-        let push = |rows: &mut Vec<LatencyRow>, lat_us: f64, res_us: f64, n: u64| {
-            let mut r = LatencyRow {
-                source: cfg.source(),
-                pattern: cfg.pattern,
-                size_bytes: size,
-                cpus: 1,
-                inflight_per_cpu: inflight,
-                latency_us: lat_us,
-                resolution_us: res_us,
-                reads: n,
-                cumulative_fraction: 0.0,
-                mps_bytes: 0,
-                mrrs_bytes: 0,
-            };
-            common(&mut r);
-            rows.push(r);
-        };
-        match cfg.mode {
-            Mode::Blocking => {
-                for (&units, &n) in &samples_100ns {
-                    push(&mut rows, units as f64 / 10.0, 0.1, n);
-                }
-            }
-            Mode::Pipelined => {
-                for (lo, hi, n) in stats.latency.buckets() {
-                    let res = (hi - lo).as_secs_f64() * 1e6;
-                    push(&mut rows, hi.as_secs_f64() * 1e6, res, n);
-                }
-            }
-        }
-        let total: u64 = rows.iter().map(|r| r.reads).sum();
-        let mut seen = 0;
-        for r in &mut rows {
-            seen += r.reads;
-            r.cumulative_fraction = seen as f64 / total.max(1) as f64;
-        }
-        let quantile = |q: f64| {
-            rows.iter()
-                .find(|r| r.cumulative_fraction >= q)
-                .map_or(f64::NAN, |r| r.latency_us)
-        };
-        let (p50, p99) = (quantile(0.5), quantile(0.99));
-        out.latency.extend(rows.iter().cloned());
-        for (i, &(n, bytes)) in intervals.iter().enumerate() {
-            out.throughput.push(ThroughputRow {
-                source: cfg.source(),
-                pattern: cfg.pattern,
-                size_bytes: size,
-                cpus: 1,
-                inflight_per_cpu: inflight,
-                elapsed_s: (i + 1) as f64,
-                interval_s: 1.0,
-                throughput_gbps: bytes as f64 * 8.0 / 1e9,
-                reads_per_s: n as f64,
-                mps_bytes: cfg.mps_bytes,
-                mrrs_bytes: req.target().mrrs,
-            });
-        }
-        let bytes = total_reads * u64::from(size);
-        let s = Summary {
-            source: cfg.source(),
-            pattern: cfg.pattern,
+        let z = SizeSamples {
             size_bytes: size,
             inflight_per_cpu: inflight,
-            mps_bytes: cfg.mps_bytes,
             mrrs_bytes: req.target().mrrs,
+            latency,
+            reads_per_second: per_second,
             reads: total_reads,
             seconds,
-            reads_per_s: total_reads as f64 / seconds,
-            mb_per_s: bytes as f64 / seconds / 1e6,
-            throughput_gbps: bytes as f64 * 8.0 / seconds / 1e9,
-            p50_us: p50,
-            p99_us: p99,
             retries: stats.retries,
             timeouts: stats.timeouts,
         };
         tracing::info!(
-            "{} {} B: {:.0} reads/s, {:.1} MB/s, p50 {:.1} us, p99 {:.1} us",
-            s.source, size, s.reads_per_s, s.mb_per_s, s.p50_us, s.p99_us
+            "{} {} B: {:.0} reads/s, p50 {:.1} us, p99 {:.1} us",
+            cfg.source(),
+            size,
+            z.reads as f64 / z.seconds,
+            z.latency_quantile(0.5),
+            z.latency_quantile(0.99)
         );
-        out.summary.push(s);
+        out.sizes.push(z);
     }
     Ok(out)
 }

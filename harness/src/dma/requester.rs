@@ -33,7 +33,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use emulator::endpoint::sys::{self, RecvBatch, SendBatch};
+use emulator::udp::{self, RecvBatch, SendBatch};
 use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange, ReadOp};
 use emulator::wire::msg;
 use emulator::wire::nettlp;
@@ -71,7 +71,7 @@ fn local_candidates(target: &Target) -> Result<Vec<Ipv4Addr>, DmaError> {
         let pid = std::process::id();
         let mut v = vec![Ipv4Addr::new(127, 0, 0, 254)];
         v.extend((0..32u32).map(|k| {
-            let x = emulator::endpoint::pattern::splitmix64(u64::from(pid) << 8 | u64::from(k));
+            let x = emulator::pattern::splitmix64(u64::from(pid) << 8 | u64::from(k));
             Ipv4Addr::new(127, 254, (x >> 8) as u8, (x as u8).max(1))
         }));
         v.retain(|a| *a != remote);
@@ -103,8 +103,8 @@ fn bind_ports(local: Ipv4Addr, target: &Target) -> Result<Bound, DmaError> {
             .map_err(|source| DmaError::Bind { addr, source })?;
         // the first tag's socket carries every request with port=first
         let size = if socks.is_empty() { 4 << 20 } else { 256 << 10 };
-        sys::size_buffers(&s, size);
-        sys::enable_gro(&s);
+        udp::size_buffers(&s, size);
+        udp::enable_gro(&s);
         sock_of_tag[usize::from(t)] = socks.len();
         socks.push(s);
         peers.push(SocketAddrV4::new(target.remote, port));
@@ -168,7 +168,7 @@ struct Engine {
     port: PortRule,
     /// The completer ID of the first completion taken; later ones must carry the same.
     completer: Option<DeviceId>,
-    epoll: sys::Epoll,
+    epoll: udp::Epoll,
     /// Sockets found readable by the last wait.
     ready: Vec<usize>,
     recv: RecvBatch,
@@ -235,7 +235,7 @@ impl Requester {
         };
         let tags = target.tag_list();
         let refs: Vec<&UdpSocket> = socks.iter().collect();
-        let epoll = sys::Epoll::new(&refs).map_err(|e| DmaError::Bind { addr: SocketAddrV4::new(local, 0), source: e })?;
+        let epoll = udp::Epoll::new(&refs).map_err(|e| DmaError::Bind { addr: SocketAddrV4::new(local, 0), source: e })?;
         let queues = socks
             .iter()
             .map(|_| SendQueue { bufs: Vec::new(), lens: Vec::new() })
@@ -248,7 +248,7 @@ impl Requester {
             completer: None,
             epoll,
             ready: Vec::new(),
-            recv: RecvBatch::new(RECV_BATCH, sys::MAX_UDP),
+            recv: RecvBatch::new(RECV_BATCH, udp::MAX_UDP),
             send: SendBatch::new(256),
             queues,
             tags: TagPool::new(&tags),

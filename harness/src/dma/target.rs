@@ -33,7 +33,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use emulator::endpoint::fault::parse_duration;
+use emulator::units::parse_duration;
 use emulator::wire::tlp::DeviceId;
 
 /// Why a target string was rejected.

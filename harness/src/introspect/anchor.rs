@@ -17,7 +17,7 @@
 use emulator::mem::PhysAddr;
 
 use super::addr::KVirt;
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::gather::Plan;
 use super::kernel::Kernel;
 use super::layout::Layout;

@@ -10,11 +10,12 @@
 //! translated in one level-synchronous walk and read in one batch; an unreadable page yields an
 //! error naming the user address, not a partial string passed off as complete.
 
-use emulator::mem::{MemError, PhysAddr, ReadOp};
+use emulator::mem::{MemError, PhysAddr};
 
 use super::addr::{KVirt, UVirt};
 use super::kspace::KernelSpace;
-use super::paging::{translate_many, PageTables, PagingError};
+use super::paging::{PageTables, PagingError};
+use super::vread::{self, Place, Translator};
 
 const PAGE: u64 = 4096;
 
@@ -22,10 +23,10 @@ const PAGE: u64 = 4096;
 #[derive(Debug, Clone, Copy)]
 pub struct ArgArea {
     pub pgd: KVirt,
-    pub arg_start: u64,
-    pub arg_end: u64,
-    pub env_start: u64,
-    pub env_end: u64,
+    pub arg_start: UVirt,
+    pub arg_end: UVirt,
+    pub env_start: UVirt,
+    pub env_end: UVirt,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,54 +39,31 @@ pub enum UserReadError {
     Mem { va: UVirt, phys: PhysAddr, source: MemError },
 }
 
-/// Read user memory for many `(page tables, address, length)` requests.
+/// Read user memory for many `(page tables, address, length)` requests, through the one
+/// virtual-memory reader ([`vread`](super::vread)) with each process's tables.
 pub fn read_user_many(space: &KernelSpace<'_>, reqs: &[(PageTables, UVirt, usize)]) -> Vec<Result<Vec<u8>, UserReadError>> {
-    // Split into page pieces.
-    let mut pieces: Vec<(usize, PageTables, u64, usize)> = Vec::new();
-    for (i, &(pt, va, len)) in reqs.iter().enumerate() {
-        let mut off = 0usize;
-        while off < len {
-            let cur = va.0.wrapping_add(off as u64);
-            let n = ((PAGE - (cur & (PAGE - 1))) as usize).min(len - off);
-            pieces.push((i, pt, cur, n));
-            off += n;
-        }
+    let regions: Vec<(UserSpace, u64, usize)> = reqs.iter().map(|&(pt, va, len)| (UserSpace(pt), va.0, len)).collect();
+    vread::read_many(space.mem(), &regions).into_iter().map(|r| r.map_err(|(_, e)| e)).collect()
+}
+
+/// One process's user space: every piece walked through its page tables.
+#[derive(Debug, Clone, Copy)]
+struct UserSpace(PageTables);
+
+impl Translator for UserSpace {
+    type Error = UserReadError;
+    fn contiguous(&self, _: u64, _: usize) -> bool {
+        false
     }
-    let walk: Vec<(PageTables, u64)> = pieces.iter().map(|&(_, pt, va, _)| (pt, va)).collect();
-    let translated = translate_many(space.mem(), &walk);
-    let mut bufs: Vec<Vec<u8>> = pieces.iter().map(|&(_, _, _, n)| vec![0u8; n]).collect();
-    let mut status: Vec<Result<PhysAddr, UserReadError>> = translated
-        .into_iter()
-        .zip(&pieces)
-        .map(|(t, &(_, _, va, _))| t.map(|t| t.phys).map_err(|source| UserReadError::Paging { va: UVirt(va), source }))
-        .collect();
-    let ok: Vec<usize> = (0..pieces.len()).filter(|&k| status[k].is_ok()).collect();
-    let results = {
-        let mut slots: Vec<Option<&mut Vec<u8>>> = bufs.iter_mut().map(Some).collect();
-        let mut ops = Vec::with_capacity(ok.len());
-        for &k in &ok {
-            if let (Ok(addr), Some(buf)) = (&status[k], slots[k].take()) {
-                ops.push(ReadOp { addr: *addr, buf: buf.as_mut_slice() });
-            }
-        }
-        space.mem().read_batch(&mut ops)
-    };
-    for (&k, r) in ok.iter().zip(results) {
-        if let Err(source) = r {
-            let phys = *status[k].as_ref().unwrap_or(&PhysAddr(0));
-            status[k] = Err(UserReadError::Mem { va: UVirt(pieces[k].2), phys, source });
-        }
+    fn place(&self, _: u64) -> Result<Place, UserReadError> {
+        Ok(Place::Walk(self.0))
     }
-    let mut out: Vec<Result<Vec<u8>, UserReadError>> = reqs.iter().map(|&(_, _, l)| Ok(Vec::with_capacity(l))).collect();
-    for ((&(i, ..), st), buf) in pieces.iter().zip(status).zip(bufs) {
-        if let Ok(v) = &mut out[i] {
-            match st {
-                Ok(_) => v.extend_from_slice(&buf),
-                Err(e) => out[i] = Err(e),
-            }
-        }
+    fn paging_error(&self, va: u64, source: PagingError) -> UserReadError {
+        UserReadError::Paging { va: UVirt(va), source }
     }
-    out
+    fn mem_error(&self, va: u64, phys: PhysAddr, source: MemError) -> UserReadError {
+        UserReadError::Mem { va: UVirt(va), phys, source }
+    }
 }
 
 /// The raw `/proc/<pid>/cmdline` bytes of each process (NUL-separated, as the kernel returns
@@ -95,7 +73,7 @@ pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> 
     let mut reqs = Vec::new();
     let mut req_of = Vec::new();
     for (i, a) in areas.iter().enumerate() {
-        if a.env_end == 0 || a.arg_start >= a.arg_end {
+        if a.env_end == UVirt(0) || a.arg_start >= a.arg_end {
             out.push(Some(Ok(Vec::new())));
             continue;
         }
@@ -105,10 +83,10 @@ pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> 
         };
         let pt = PageTables::new(root, space.format);
         // Read up to `max` bytes of the argument area, or of the title (one page) if longer.
-        let len = (a.arg_end - a.arg_start).min(max as u64) as usize;
-        reqs.push((pt, UVirt(a.arg_start), len));
+        let len = (a.arg_end.0 - a.arg_start.0).min(max as u64) as usize;
+        reqs.push((pt, a.arg_start, len));
         // The last byte decides between argv and setproctitle.
-        reqs.push((pt, UVirt(a.arg_end - 1), 1));
+        reqs.push((pt, UVirt(a.arg_end.0 - 1), 1));
         req_of.push(i);
         out.push(None);
     }
@@ -124,9 +102,9 @@ pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> 
             (Ok(_), Ok(_)) => {
                 // setproctitle: the string at arg_start, within one page and the env area.
                 let env_end = if a.env_start != a.arg_end || a.env_end < a.env_start { a.arg_end } else { a.env_end };
-                let len = (env_end - a.arg_start).min(PAGE).min(max as u64) as usize;
+                let len = (env_end.0 - a.arg_start.0).min(PAGE).min(max as u64) as usize;
                 let root = space.linear(a.pgd).unwrap_or(PhysAddr(0));
-                title_reqs.push((PageTables::new(root, space.format), UVirt(a.arg_start), len));
+                title_reqs.push((PageTables::new(root, space.format), a.arg_start, len));
                 title_of.push(i);
             }
         }

@@ -8,7 +8,7 @@
 //! else is an error, not a silent zero.
 
 use super::addr::KVirt;
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::kspace::{KSpaceError, KernelSpace};
 
 /// Which byte ranges of a structure to read.

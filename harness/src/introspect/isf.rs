@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{json, Map, Value};
 
 use super::btf::{Btf, Kind, Type, TypeId};
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::kernel::Kernel;
 use super::layout::Layout;
 

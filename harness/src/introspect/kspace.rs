@@ -13,10 +13,11 @@
 //! linear windows are exactly the ones the kernel itself uses for `__pa` / `__pa_symbol`, and the
 //! page-table fallback uses the kernel's own tables.
 
-use emulator::mem::{MemError, PhysAddr, PhysMem, ReadOp};
+use emulator::mem::{MemError, PhysAddr, PhysMem};
 
 use super::addr::KVirt;
 use super::paging::{translate_many, PageTables, PagingError, PagingFormat};
+use super::vread::{self, Place, Translator};
 
 /// `__START_KERNEL_map`.
 pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
@@ -140,80 +141,47 @@ impl<'m> KernelSpace<'m> {
     }
 
     /// Read many regions in one physical batch (plus one batch per page-table level for
-    /// addresses outside the linear windows). One result per region, in order; a region longer
-    /// than [`MAX_READ`] fails without allocating.
+    /// addresses outside the linear windows), through the one virtual-memory reader
+    /// ([`vread`](super::vread)). One result per region, in order; a region longer than
+    /// [`MAX_READ`] fails without allocating.
     pub fn read_many(&self, regions: &[(KVirt, usize)]) -> Vec<Result<Vec<u8>, KSpaceError>> {
-        // Split each region into physically contiguous pieces.
-        let mut pieces: Vec<(usize, KVirt, usize)> = Vec::new(); // (region, virt, len)
-        for (i, &(v, len)) in regions.iter().enumerate() {
-            if len > MAX_READ {
-                continue;
-            }
-            let linear_ok = self.linear(v).is_some()
-                && len > 0
-                && v.checked_add(len as u64 - 1).is_some_and(|e| self.linear(e).is_some() && self.in_image(e) == self.in_image(v));
-            if linear_ok || len == 0 {
-                pieces.push((i, v, len));
-                continue;
-            }
-            let mut off = 0usize;
-            while off < len {
-                let cur = v.wrapping_add(off as u64);
-                let n = ((0x1000 - (cur.0 & 0xfff)) as usize).min(len - off);
-                pieces.push((i, cur, n));
-                off += n;
-            }
-        }
-        // Translate the pieces outside the linear windows in one level-synchronous walk.
-        let walk_idx: Vec<usize> = (0..pieces.len()).filter(|&k| self.linear(pieces[k].1).is_none()).collect();
-        let mut phys: Vec<Result<PhysAddr, KSpaceError>> =
-            pieces.iter().map(|&(_, v, _)| self.linear(v).ok_or(KSpaceError::Unmapped { addr: v })).collect();
-        if let (Some(pt), false) = (self.page_tables, walk_idx.is_empty()) {
-            let reqs: Vec<(PageTables, u64)> = walk_idx.iter().map(|&k| (pt, pieces[k].1 .0)).collect();
-            for (&k, r) in walk_idx.iter().zip(translate_many(self.mem, &reqs)) {
-                let addr = pieces[k].1;
-                phys[k] = r.map(|t| t.phys).map_err(|source| KSpaceError::Paging { addr, source });
-            }
-        }
-        // Read every translated piece in one batch.
-        let mut bufs: Vec<Vec<u8>> = pieces.iter().map(|&(_, _, n)| vec![0u8; n]).collect();
-        let readable: Vec<usize> = (0..pieces.len()).filter(|&k| phys[k].is_ok()).collect();
-        let results = {
-            let mut slots: Vec<Option<&mut Vec<u8>>> = bufs.iter_mut().map(Some).collect();
-            let mut ops: Vec<ReadOp<'_>> = Vec::with_capacity(readable.len());
-            for &k in &readable {
-                if let (Ok(addr), Some(buf)) = (&phys[k], slots[k].take()) {
-                    ops.push(ReadOp { addr: *addr, buf: buf.as_mut_slice() });
-                }
-            }
-            self.mem.read_batch(&mut ops)
-        };
-        for (&k, r) in readable.iter().zip(results) {
-            if let Err(source) = r {
-                let p = *phys[k].as_ref().unwrap_or(&PhysAddr(0));
-                phys[k] = Err(KSpaceError::Mem { addr: pieces[k].1, phys: p, source });
-            }
-        }
-        // Reassemble per region; the first failing piece fails its region.
-        let mut out: Vec<Result<Vec<u8>, KSpaceError>> = regions
+        let ok: Vec<(&KernelSpace<'m>, u64, usize)> =
+            regions.iter().filter(|&&(_, len)| len <= MAX_READ).map(|&(v, len)| (self, v.0, len)).collect();
+        let mut read = vread::read_many(self.mem, &ok).into_iter();
+        regions
             .iter()
-            .map(|&(addr, len)| if len > MAX_READ { Err(KSpaceError::TooLong { addr, len }) } else { Ok(Vec::with_capacity(len)) })
-            .collect();
-        for (k, (&(i, _, _), buf)) in pieces.iter().zip(bufs).enumerate() {
-            let slot = &mut out[i];
-            if slot.is_err() {
-                continue;
-            }
-            match std::mem::replace(&mut phys[k], Ok(PhysAddr(0))) {
-                Err(e) => *slot = Err(e),
-                Ok(_) => {
-                    if let Ok(v) = slot {
-                        v.extend_from_slice(&buf);
-                    }
+            .map(|&(addr, len)| {
+                if len > MAX_READ {
+                    return Err(KSpaceError::TooLong { addr, len });
                 }
-            }
+                read.next().unwrap_or(Err((Vec::new(), KSpaceError::Unmapped { addr }))).map_err(|(_, e)| e)
+            })
+            .collect()
+    }
+}
+
+/// Kernel space as the virtual-memory reader sees it: a region inside one linear window is one
+/// piece; a piece outside them is walked through the kernel's page tables, if known.
+impl Translator for &KernelSpace<'_> {
+    type Error = KSpaceError;
+    fn contiguous(&self, va: u64, len: usize) -> bool {
+        let v = KVirt(va);
+        len == 0
+            || (self.linear(v).is_some()
+                && v.checked_add(len as u64 - 1).is_some_and(|e| self.linear(e).is_some() && self.in_image(e) == self.in_image(v)))
+    }
+    fn place(&self, va: u64) -> Result<Place, KSpaceError> {
+        match (self.linear(KVirt(va)), self.page_tables) {
+            (Some(p), _) => Ok(Place::Phys(p)),
+            (None, Some(pt)) => Ok(Place::Walk(pt)),
+            (None, None) => Err(KSpaceError::Unmapped { addr: KVirt(va) }),
         }
-        out
+    }
+    fn paging_error(&self, va: u64, source: PagingError) -> KSpaceError {
+        KSpaceError::Paging { addr: KVirt(va), source }
+    }
+    fn mem_error(&self, va: u64, phys: PhysAddr, source: MemError) -> KSpaceError {
+        KSpaceError::Mem { addr: KVirt(va), phys, source }
     }
 }
 

@@ -3,10 +3,11 @@
 //!
 //! ```text
 //!   ps::run ──────────────────────────────────────────────────────────────┐
-//!     │ scan      banner probe on 2 MiB boundaries → kallsyms by structure  │ CountingMem
+//!     │ scan      banner probe on 2 MiB boundaries → kallsyms by structure  │ mem::Counting
 //!     │ kallsyms  decode names/tokens/offsets → symbol addresses            │ (per-phase
 //!     │ placement image virtual offset from .data (pc-relative kallsyms)    │
 //!     │ kspace    KASLR shifts, direct map, page tables → read KVirt        │  reads/bytes)
+//!     │ vread     one virtual reader: walk batched, then one physical batch │
 //!     │ layout    btf | thesis | isf | static | heuristic → Layout          │
 //!     │ walk      init_task.tasks → thread groups → rows                    │
 //!     │ cmdline   mm->pgd walk → user argv                                  │
@@ -21,10 +22,8 @@
 pub mod addr;
 pub mod anchor;
 pub mod btf;
-pub mod bytes;
 pub mod cmdline;
 pub mod compare;
-pub mod counting;
 pub mod gather;
 pub mod ikconfig;
 pub mod isf;
@@ -44,6 +43,7 @@ pub mod scan;
 pub mod source;
 pub mod state;
 pub mod vmcoreinfo;
+pub mod vread;
 pub mod walk;
 
 #[cfg(test)]

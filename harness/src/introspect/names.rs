@@ -14,10 +14,10 @@
 //! cannot be read keeps its plain `comm` with a note saying why.
 
 use super::addr::KVirt;
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::kspace::KernelSpace;
 use super::layout::{KthreadLayout, Layout, WorkerLayout};
-use super::naming::{self, Inferred};
+use super::naming::{self, Inferred, NameInput};
 use super::state::{PF_KTHREAD, PF_WQ_WORKER};
 
 /// `sizeof(tcomm)` in `proc_task_name`, minus the terminator.
@@ -29,14 +29,6 @@ const MAX_STRUCT: u64 = 64 << 10;
 fn worker_span(wl: &WorkerLayout) -> Option<u64> {
     let span = wl.desc.checked_add(wl.desc_len)?.max(wl.pool.checked_add(8)?).max(wl.current_work.checked_add(8)?);
     (span <= MAX_STRUCT).then_some(span)
-}
-
-/// One task's inputs.
-#[derive(Debug, Clone, Copy)]
-pub struct NameInput<'a> {
-    pub comm: &'a [u8],
-    pub flags: u32,
-    pub worker_private: KVirt,
 }
 
 /// Display names for `tasks` (whose `task_struct` addresses are `addrs`), in order, with a note

@@ -18,16 +18,23 @@
 use std::collections::HashMap;
 
 use super::addr::KVirt;
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::kspace::KernelSpace;
 use super::layout::{KthreadLayout, WorkerLayout};
-use super::names::NameInput;
 use super::layout::heuristic::kthread;
 use super::layout::heuristic::probe::{Obj, Probe};
 use super::state::{PF_KTHREAD, PF_WQ_WORKER};
 
 const KTHREAD_SPAN: usize = 256;
 const WORKER_SPAN: usize = 256;
+
+/// One task's inputs (to naming and to [`display_names`](super::names::display_names)).
+#[derive(Debug, Clone, Copy)]
+pub struct NameInput<'a> {
+    pub comm: &'a [u8],
+    pub flags: u32,
+    pub worker_private: KVirt,
+}
 
 /// Offsets inferred from memory (each `None` when nothing in memory decides it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -239,32 +239,6 @@ fn step(
     None
 }
 
-/// Read `buf.len()` bytes of virtual memory at `va`, page by page. Stops at the first page
-/// that does not translate or read and reports how many bytes were filled.
-pub fn read_virt(
-    mem: &dyn PhysMem,
-    pt: PageTables,
-    va: u64,
-    buf: &mut [u8],
-) -> Result<(), (usize, PagingError)> {
-    let mut done = 0usize;
-    while done < buf.len() {
-        let cur = va.wrapping_add(done as u64);
-        let t = translate_many(mem, &[(pt, cur)]).pop();
-        let t = match t {
-            Some(Ok(t)) => t,
-            Some(Err(e)) => return Err((done, e)),
-            None => return Err((done, PagingError::NonCanonical { va: cur, format: pt.format.name })),
-        };
-        let n = (t.remaining_in_page() as usize).min(buf.len() - done);
-        if let Err(source) = mem.read_phys(t.phys, &mut buf[done..done + n]) {
-            return Err((done, PagingError::Mem { va: cur, level: "page", source }));
-        }
-        done += n;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 #[path = "paging_tests.rs"]
 mod tests;

@@ -1,7 +1,8 @@
 //! Page-table walks against tables built here by hand, including the edges.
 
 use super::*;
-use crate::introspect::counting::CountingMem;
+use crate::introspect::vread::read_virt;
+use emulator::mem::Counting;
 use crate::introspect::testutil::VecMem;
 
 const P: u64 = 1; // present
@@ -133,10 +134,10 @@ fn not_present_at_each_level_names_the_level() {
 #[test]
 fn non_canonical_is_refused_without_reading() {
     let b = Builder::new(4);
-    let counted = CountingMem::new(&b.mem);
+    let counted = Counting::new(&b.mem);
     let r = b.pt().translate(&counted, crate::introspect::addr::KVirt(0x0000_8000_0000_0000));
     assert!(matches!(r, Err(PagingError::NonCanonical { va: 0x0000_8000_0000_0000, .. })));
-    assert_eq!(counted.count().reads, 0);
+    assert_eq!(counted.snapshot().reads, 0);
 }
 
 #[test]
@@ -147,10 +148,10 @@ fn self_referencing_table_terminates() {
     let root = b.root;
     b.mem.write_u64(root + 510 * 8, root | P | RW);
     let va = 0xffff_ff7f_bfdf_e000u64; // indices 510,510,510,510
-    let counted = CountingMem::new(&b.mem);
+    let counted = Counting::new(&b.mem);
     let t = b.pt().translate(&counted, crate::introspect::addr::KVirt(va)).unwrap();
     assert_eq!(t.phys, PhysAddr(root));
-    assert_eq!(counted.count().reads, 4);
+    assert_eq!(counted.snapshot().reads, 4);
 }
 
 #[test]
@@ -174,7 +175,7 @@ fn batched_walks_take_one_batch_per_level() {
     }
     b.map(0xffff_ffff_8000_0000, 0x20_0000, 2 << 20, 0);
     let pt = b.pt();
-    let counted = CountingMem::new(&b.mem);
+    let counted = Counting::new(&b.mem);
     let mut reqs: Vec<(PageTables, u64)> = (0..10u64).map(|i| (pt, 0x40_0000 + i * 0x1000 + 7)).collect();
     reqs.push((pt, 0xffff_ffff_8000_0010));
     reqs.push((pt, 0x1234_5000)); // not mapped
@@ -184,7 +185,7 @@ fn batched_walks_take_one_batch_per_level() {
     }
     assert_eq!(out[10].as_ref().unwrap().phys, PhysAddr(0x20_0010));
     assert!(out[11].is_err());
-    assert_eq!(counted.count().batches, 4);
+    assert_eq!(counted.snapshot().batches, 4);
 }
 
 #[test]
@@ -208,14 +209,14 @@ fn root_near_the_top_of_the_address_space_is_an_error_not_a_wrap() {
     // A root derived from a guest `phys_base` (wrapping image translation) can sit within a page
     // of 2^64: the entry address must not wrap to low memory (or panic in debug builds).
     let b = Builder::new(4);
-    let counted = CountingMem::new(&b.mem);
+    let counted = Counting::new(&b.mem);
     let pt = PageTables::new(PhysAddr(u64::MAX - 0x7ff), &X86_64_4LEVEL);
     let va = 0xffff_ffff_8100_0000u64; // PML4 index 511: entry at root + 0xff8
     match pt.translate(&counted, crate::introspect::addr::KVirt(va)) {
         Err(PagingError::TableOutOfRange { level: "PML4", index: 511, .. }) => {}
         other => panic!("expected TableOutOfRange at PML4, got {other:?}"),
     }
-    assert_eq!(counted.count().reads, 0);
+    assert_eq!(counted.snapshot().reads, 0);
     // Other walks of the same batch are unaffected.
     let ok = translate_many(&b.mem, &[(pt, va), (b.pt(), 0x1000)]);
     assert!(matches!(ok[0], Err(PagingError::TableOutOfRange { .. })));

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use emulator::mem::{PhysAddr, PhysMem};
 
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 use super::kallsyms::{Kallsyms, KallsymsError};
 use super::physread::{read_u64, read_vec};
 use super::vmcoreinfo::{self, VmcoreInfo};

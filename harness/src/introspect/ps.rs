@@ -8,14 +8,13 @@
 
 use std::time::Instant;
 
-use emulator::mem::PhysMem;
+use emulator::mem::{Counting, Counts, PhysMem};
 
 use super::anchor::{self, AnchorError};
-use super::counting::{CountingMem, ReadCount};
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
-use super::walk::{probe, walk, Thread, WalkConfig};
+use super::walk::{probe, walk, Thread, WalkConfig, WalkError};
 use super::cmdline::join_args;
 
 #[derive(Debug, Clone, Default)]
@@ -61,9 +60,9 @@ impl Row {
 }
 
 /// Cost of one phase.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Phase {
-    pub name: &'static str,
+    pub name: String,
     pub ms: f64,
     pub reads: u64,
     pub bytes: u64,
@@ -71,7 +70,7 @@ pub struct Phase {
 }
 
 /// KASLR-derived values, as hex strings for humans and JSON alike.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Kaslr {
     pub virt_offset: String,
     pub phys_base: String,
@@ -79,8 +78,9 @@ pub struct Kaslr {
     pub page_offset_base: String,
 }
 
-/// The `--stats` line.
-#[derive(Debug, Clone, serde::Serialize)]
+/// The `--stats` line (`harness ps --stats` prints it as JSON on stderr; experiments that run
+/// `harness` as a process read it back as this type).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub method: String,
     pub kernel_release: String,
@@ -101,7 +101,7 @@ pub struct Stats {
 pub struct PsReport {
     pub rows: Vec<Row>,
     pub threads: Vec<Thread>,
-    pub walk_error: Option<String>,
+    pub walk_error: Option<WalkError>,
     pub kernel: KernelInfo,
     pub method: MethodKind,
     pub layout: Layout,
@@ -121,18 +121,18 @@ pub enum PsError {
 }
 
 struct Clock<'c, M: PhysMem> {
-    mem: &'c CountingMem<M>,
+    mem: &'c Counting<M>,
     t0: Instant,
-    last: (Instant, ReadCount),
+    last: (Instant, Counts),
     phases: Vec<Phase>,
 }
 
 impl<M: PhysMem> Clock<'_, M> {
     fn lap(&mut self, name: &'static str) {
-        let now = (Instant::now(), self.mem.count());
+        let now = (Instant::now(), self.mem.snapshot());
         let d = now.1.since(self.last.1);
         self.phases.push(Phase {
-            name,
+            name: name.to_owned(),
             ms: (now.0 - self.last.0).as_secs_f64() * 1e3,
             reads: d.reads,
             bytes: d.bytes,
@@ -145,25 +145,43 @@ impl<M: PhysMem> Clock<'_, M> {
 /// Tasks followed to accept a layout in `auto`.
 const VALIDATE_TASKS: usize = 16;
 
+/// Why a layout does not fit this kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    #[error("init_task unknown")]
+    NoInitTask,
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+}
+
 /// Does `layout` fit this kernel? Anchors `init_task` and the direct map with it, then follows
 /// the first tasks of the list.
-pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), String> {
-    anchor::complete(kernel, layout).map_err(|e| e.to_string())?;
-    let init = kernel.info.init_task.ok_or("init_task unknown")?;
-    probe(&kernel.space, layout, init, VALIDATE_TASKS).map(|_| ()).map_err(|e| e.to_string())
+pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), ValidateError> {
+    anchor::complete(kernel, layout)?;
+    let init = kernel.info.init_task.ok_or(ValidateError::NoInitTask)?;
+    probe(&kernel.space, layout, init, VALIDATE_TASKS)?;
+    Ok(())
 }
 
 /// List the processes of the machine whose memory is `mem`.
 pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
-    let counted = CountingMem::new(mem);
-    // Ranges come from the image's headers: a sum past 2^64 saturates.
-    let ram_bytes: u64 = mem.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
-    let t0 = Instant::now();
-    let mut clock = Clock { mem: &counted, t0, last: (t0, ReadCount::default()), phases: Vec::new() };
+    ps_counted(&Counting::new(mem), opts)
+}
 
-    let found = Kernel::scan(&counted, &opts.scan)?;
+/// [`ps`] over a counter the caller holds, so that the reads of a run that fails are known
+/// too; [`Stats`] counts from the counter's value at the start.
+pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result<PsReport, PsError> {
+    // Ranges come from the image's headers: a sum past 2^64 saturates.
+    let ram_bytes: u64 = counted.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
+    let t0 = Instant::now();
+    let start = counted.snapshot();
+    let mut clock = Clock { mem: counted, t0, last: (t0, start), phases: Vec::new() };
+
+    let found = Kernel::scan(counted, &opts.scan)?;
     clock.lap("scan");
-    let mut kernel = Kernel::open(&counted, found)?;
+    let mut kernel = Kernel::open(counted, found)?;
     clock.lap("symbols");
     let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &mut kernel, &opts.inputs, &validate)?;
     anchor::complete(&mut kernel, &layout)?;
@@ -175,9 +193,9 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
     let mut threads = outcome.threads;
     threads.sort_by_key(|t| (t.pid, t.tgid));
     let rows: Vec<Row> = threads.iter().map(Row::from_thread).collect();
-    let total = counted.count();
+    let total = counted.snapshot().since(start);
     let scan_bytes = clock.phases.first().map(|p| p.bytes).unwrap_or(0);
-    let walk_error = outcome.error.map(|e| e.to_string());
+    let walk_error = outcome.error;
     let info = kernel.info.clone();
     let stats = Stats {
         method: method.to_string(),
@@ -196,7 +214,7 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
         wall_ms: clock.t0.elapsed().as_secs_f64() * 1e3,
         phases: clock.phases,
         tasks: rows.len(),
-        walk_error: walk_error.clone(),
+        walk_error: walk_error.as_ref().map(|e| e.to_string()),
     };
     Ok(PsReport { rows, threads, walk_error, kernel: info, method, layout, stats })
 }

@@ -2,6 +2,9 @@
 //! (`__task_state_index` in include/linux/sched.h and `task_state_array` in fs/proc/array.c,
 //! Linux 6.1).
 //!
+//! Beside it, the task constants every layer above shares (flags, the pid limit), so that the
+//! layout heuristics and the task walk both read them from here.
+//!
 //! Invariant: [`state_letter`] is a pure function of `(__state, exit_state)` and returns one of
 //! `R S D T t X Z P I` for every input, as the kernel does (bits outside `TASK_REPORT` are
 //! ignored; the highest reported bit wins).
@@ -27,6 +30,9 @@ pub const TASK_REPORT_IDLE: u32 = TASK_REPORT + 1;
 pub const PF_WQ_WORKER: u32 = 0x0000_0020;
 /// `PF_KTHREAD`: the task is a kernel thread.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// `PID_MAX_LIMIT` on 64-bit.
+pub const PID_MAX_LIMIT: i32 = 4 * 1024 * 1024;
 
 const STATE_CHARS: &[u8; 9] = b"RSDTtXZPI";
 

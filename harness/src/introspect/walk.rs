@@ -11,16 +11,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::addr::KVirt;
+use super::addr::{KVirt, UVirt};
 use super::cmdline::{read_cmdlines, ArgArea};
 use super::gather::{NotRead, Plan, Record};
 use super::kspace::{KSpaceError, KernelSpace};
 use super::layout::Layout;
-use super::names::{display_names, NameInput};
-use super::state::{state_letter, PF_KTHREAD};
-
-/// `PID_MAX_LIMIT` on 64-bit.
-pub const PID_MAX_LIMIT: i32 = 4 * 1024 * 1024;
+use super::names::display_names;
+use super::naming::NameInput;
+use super::state::{state_letter, PF_KTHREAD, PID_MAX_LIMIT};
 
 #[derive(Debug, Clone, Copy)]
 pub struct WalkConfig {
@@ -336,10 +334,10 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         let a = r.map_err(|e| e.to_string()).and_then(|r| {
             Ok(ArgArea {
                 pgd: r.ptr(l.mm.pgd).map_err(|e| e.to_string())?,
-                arg_start: r.u64(l.mm.arg_start).map_err(|e| e.to_string())?,
-                arg_end: r.u64(l.mm.arg_end).map_err(|e| e.to_string())?,
-                env_start: r.u64(l.mm.env_start).map_err(|e| e.to_string())?,
-                env_end: r.u64(l.mm.env_end).map_err(|e| e.to_string())?,
+                arg_start: r.u64(l.mm.arg_start).map(UVirt).map_err(|e| e.to_string())?,
+                arg_end: r.u64(l.mm.arg_end).map(UVirt).map_err(|e| e.to_string())?,
+                env_start: r.u64(l.mm.env_start).map(UVirt).map_err(|e| e.to_string())?,
+                env_end: r.u64(l.mm.env_end).map(UVirt).map_err(|e| e.to_string())?,
             })
         });
         area_of.insert(mm, a.map(|a| {

@@ -8,7 +8,40 @@
 //! version, fragment text, guest sources, lab version) is hashed into the entry's recipe hash by
 //! `build`, so an entry is rebuilt exactly when one of them changes.
 
-use crate::lab::corpus::DumpFormat;
+use serde::{Deserialize, Serialize};
+
+/// The file format of one dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpFormat {
+    /// ELF core (QMP `dump-guest-memory` format `elf`, paging=false): PT_LOAD p_paddr = physical.
+    Elf,
+    /// kdump-compressed (QMP format `kdump-zlib`), plain diskdump layout (`KDUMP   ` signature).
+    Kdump,
+    /// kdump-compressed (QMP format `kdump-zlib`) in makedumpfile's *flattened* framing
+    /// (`makedumpfile` signature), which is what Debian's QEMU 7.2 writes.
+    KdumpFlattened,
+    /// Plain guest RAM (copy of the memory-backend-file taken while paused): offset = physical address.
+    Raw,
+}
+
+impl DumpFormat {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            DumpFormat::Elf => "dump.elf",
+            DumpFormat::Kdump | DumpFormat::KdumpFlattened => "dump.kdump",
+            DumpFormat::Raw => "dump.raw",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DumpFormat::Elf => "elf",
+            DumpFormat::Kdump => "kdump",
+            DumpFormat::KdumpFlattened => "kdump-flattened",
+            DumpFormat::Raw => "raw",
+        }
+    }
+}
 
 /// Where a kernel comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

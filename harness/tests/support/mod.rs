@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use emulator::endpoint::pattern::{pattern_bytes, write_pattern_file};
+use emulator::pattern::{pattern_bytes, write_pattern_file};
 use emulator::image::{self, Format};
 use emulator::mem::PhysAddr;
 use emulator::endpoint::{Endpoint, EndpointConfig, EndpointError, Running};
@@ -45,7 +45,7 @@ pub fn loopback() -> Ipv4Addr {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
         ^ N.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let x = emulator::endpoint::pattern::splitmix64(seed);
+    let x = emulator::pattern::splitmix64(seed);
     let o = |k: u32| ((x >> k) % 254 + 1) as u8;
     Ipv4Addr::new(127, o(0), o(8), o(16))
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::chart::ChartError;
-use crate::render::Chart;
+use crate::render::{Chart, RenderError};
 
 mod baseline;
 mod config_matrix;
@@ -94,9 +94,7 @@ pub enum FigureError {
     #[error(transparent)]
     Chart(#[from] ChartError),
     #[error(transparent)]
-    Font(#[from] crate::style::FontError),
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Render(#[from] RenderError),
 }
 
 /// Reads `results_dir/<name>.csv`, which must hold at least one row.

@@ -2,7 +2,7 @@
 //! against the PCIe split rules and the known pattern otherwise.
 
 use super::*;
-use crate::endpoint::pattern::{pattern_bytes, PatternMem};
+use crate::pattern::{pattern_bytes, PatternMem};
 use crate::mem::PhysRange;
 use crate::wire::tlp::Kind;
 

@@ -14,7 +14,7 @@ pub mod types;
 
 use std::collections::HashMap;
 
-use super::bytes::Bytes;
+use emulator::bytes::Bytes;
 pub use types::{Kind, Member, Type, TypeId};
 
 pub const MAGIC: u16 = 0xeb9f;

@@ -40,7 +40,7 @@
 use emulator::mem::{PhysAddr, PhysMem};
 
 use crate::introspect::addr::KVirt;
-use crate::introspect::bytes::Bytes;
+use emulator::bytes::Bytes;
 use crate::introspect::physread::{read_many, read_u64, read_vec};
 use crate::introspect::vmcoreinfo::VmcoreInfo;
 

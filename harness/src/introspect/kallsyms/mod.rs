@@ -17,7 +17,7 @@ pub mod locate;
 use emulator::mem::{MemError, PhysAddr, PhysMem};
 
 use super::addr::KVirt;
-use super::bytes::{align_up, Bytes};
+use emulator::bytes::{align_up, Bytes};
 use super::physread::{read_many, read_vec};
 pub use locate::{KallsymsLocation, LocateConfig, OffsetMode, TableOrder};
 

@@ -3,7 +3,7 @@
 //! Invariant: the blob read is exactly `__start_BTF..__stop_BTF` (bounded to 64 MiB); every
 //! offset comes from a named member of a named struct, found through anonymous members.
 
-use super::build::{build, Field, Types};
+use super::build::{build, Field, TypeError, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
 use crate::introspect::btf::{Btf, TypeId};
 use crate::introspect::kernel::Kernel;
@@ -19,7 +19,7 @@ impl LayoutMethod for BtfMethod {
 
     fn layout(&self, kernel: &Kernel<'_>, _: &LayoutInputs) -> Result<Layout, LayoutError> {
         let btf = load(kernel)?;
-        build(&btf).map_err(|reason| LayoutError::Failed { method: MethodKind::Btf, reason })
+        build(&btf).map_err(|source| LayoutError::Build { method: MethodKind::Btf, file: None, source })
     }
 }
 
@@ -41,28 +41,28 @@ pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
 }
 
 impl Btf {
-    fn struct_with(&self, name: &str, must_have: &[&str]) -> Result<TypeId, String> {
+    fn struct_with(&self, name: &str, must_have: &[&str]) -> Result<TypeId, TypeError> {
         self.structs_named(name)
             .iter()
             .copied()
             .find(|&id| must_have.iter().all(|m| matches!(self.find_member(id, m), Ok(Some(_)))))
-            .ok_or_else(|| format!("no struct {name} with members {must_have:?} in BTF"))
+            .ok_or_else(|| TypeError::NoStruct { name: name.to_owned(), must_have: must_have.iter().map(|m| m.to_string()).collect() })
     }
 }
 
 impl Types for Btf {
-    fn struct_size(&self, name: &str, must_have: &[&str]) -> Result<u64, String> {
+    fn struct_size(&self, name: &str, must_have: &[&str]) -> Result<u64, TypeError> {
         let id = self.struct_with(name, must_have)?;
-        self.size_of(id).map_err(|e| e.to_string())
+        Ok(self.size_of(id)?)
     }
 
-    fn member(&self, name: &str, must_have: &[&str], member: &str) -> Result<Option<Field>, String> {
+    fn member(&self, name: &str, must_have: &[&str], member: &str) -> Result<Option<Field>, TypeError> {
         let id = self.struct_with(name, must_have)?;
-        let Some(m) = self.find_member(id, member).map_err(|e| e.to_string())? else { return Ok(None) };
+        let Some(m) = self.find_member(id, member)? else { return Ok(None) };
         if m.bitfield_size != 0 || m.bit_offset % 8 != 0 {
-            return Err(format!("{name}.{member} is a bitfield"));
+            return Err(TypeError::Bitfield { name: name.to_owned(), member: member.to_owned() });
         }
-        let size = self.size_of(m.type_id).map_err(|e| e.to_string())?;
+        let size = self.size_of(m.type_id)?;
         Ok(Some(Field { offset: (m.bit_offset / 8) as u64, size }))
     }
 }

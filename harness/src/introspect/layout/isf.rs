@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::build::{build, Field, Types};
+use super::build::{build, Field, TypeError, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
 use crate::introspect::kernel::Kernel;
 
@@ -36,7 +36,7 @@ impl LayoutMethod for IsfMethod {
         })?;
         let failed = |reason: String| LayoutError::Failed { method: MethodKind::Isf, reason };
         let isf = Isf::load(path).map_err(failed)?;
-        build(&isf).map_err(|e| failed(format!("{}: {e}", path.display())))
+        build(&isf).map_err(|source| LayoutError::Build { method: MethodKind::Isf, file: Some(path.to_path_buf()), source })
     }
 }
 
@@ -141,13 +141,13 @@ impl Isf {
 }
 
 impl Types for Isf {
-    fn struct_size(&self, name: &str, _: &[&str]) -> Result<u64, String> {
+    fn struct_size(&self, name: &str, _: &[&str]) -> Result<u64, TypeError> {
         self.user_type(name)
             .and_then(|t| t.get("size").and_then(Value::as_u64))
-            .ok_or_else(|| format!("ISF has no user type {name} with a size"))
+            .ok_or_else(|| TypeError::NoUserType { name: name.to_owned() })
     }
 
-    fn member(&self, name: &str, _: &[&str], member: &str) -> Result<Option<Field>, String> {
+    fn member(&self, name: &str, _: &[&str], member: &str) -> Result<Option<Field>, TypeError> {
         Ok(self.find(name, member, 0))
     }
 }

@@ -146,8 +146,43 @@ pub enum LayoutError {
     /// The prerequisite is there but the method failed.
     #[error("method {method} failed: {reason}")]
     Failed { method: MethodKind, reason: String },
-    #[error("no layout method available: {0}")]
-    NoneAvailable(String),
+    /// The method's type information (from `file`, if it came from one) gave no layout.
+    #[error("method {method} failed: {}{source}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+    Build { method: MethodKind, file: Option<PathBuf>, source: build::BuildError },
+    /// `auto` found no method that gave a layout fitting this kernel: what each one did.
+    #[error("no layout method available: {}", attempts(.0))]
+    NoneAvailable(Vec<Attempt>),
+}
+
+/// What one method did for `auto` when it gave no layout.
+#[derive(Debug, thiserror::Error)]
+pub enum Attempt {
+    /// Its prerequisite is not there.
+    #[error("{method}: {reason}")]
+    Unavailable { method: MethodKind, reason: String },
+    /// Its layout did not fit this kernel (`auto`'s validation said why).
+    #[error("{method}: layout rejected: {reason}")]
+    Rejected { method: MethodKind, reason: Box<dyn std::error::Error + Send + Sync> },
+    /// It failed.
+    #[error(transparent)]
+    Failed(LayoutError),
+}
+
+impl LayoutError {
+    /// Whether this means only "no method's prerequisite is here" (a valid outcome): a
+    /// method unavailable, or `auto` with every method unavailable — not one whose layout was
+    /// rejected or that failed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LayoutError::Unavailable { .. } => true,
+            LayoutError::NoneAvailable(tried) => tried.iter().all(|a| matches!(a, Attempt::Unavailable { .. })),
+            _ => false,
+        }
+    }
+}
+
+fn attempts(tried: &[Attempt]) -> String {
+    tried.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// A way to learn a [`Layout`].
@@ -182,11 +217,11 @@ pub const AUTO_ORDER: &[MethodKind] = &[MethodKind::Btf, MethodKind::Isf, Method
 /// Learn the layout with `kind`; for `Auto`, the first method in [`AUTO_ORDER`] that is
 /// available and whose layout passes `validate` on this kernel (a wrong layout — e.g. a config
 /// build of a RANDSTRUCT kernel — is skipped, with its reason logged). Returns the method used.
-pub fn learn(
+pub fn learn<E: std::error::Error + Send + Sync + 'static>(
     kind: MethodKind,
     kernel: &mut Kernel<'_>,
     inputs: &LayoutInputs,
-    validate: &dyn Fn(&mut Kernel<'_>, &Layout) -> Result<(), String>,
+    validate: &dyn Fn(&mut Kernel<'_>, &Layout) -> Result<(), E>,
 ) -> Result<(MethodKind, Layout), LayoutError> {
     if let Some(m) = method(kind) {
         return m.layout(kernel, inputs).map(|l| (kind, l));
@@ -199,18 +234,18 @@ pub fn learn(
                 Ok(()) => return Ok((k, l)),
                 Err(reason) => {
                     tracing::info!(method = %k, %reason, "auto: layout does not fit this kernel; trying the next method");
-                    skipped.push(format!("{k}: layout rejected: {reason}"));
+                    skipped.push(Attempt::Rejected { method: k, reason: Box::new(reason) });
                 }
             },
             Err(LayoutError::Unavailable { reason, .. }) => {
                 tracing::debug!(method = %k, %reason, "auto: skipping");
-                skipped.push(format!("{k}: {reason}"));
+                skipped.push(Attempt::Unavailable { method: k, reason });
             }
             Err(e) => {
                 tracing::warn!(method = %k, error = %e, "auto: method failed");
-                skipped.push(e.to_string());
+                skipped.push(Attempt::Failed(e));
             }
         }
     }
-    Err(LayoutError::NoneAvailable(skipped.join("; ")))
+    Err(LayoutError::NoneAvailable(skipped))
 }

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::build::{build, Field, Types};
+use super::build::{build, Field, TypeError, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
 use crate::introspect::ikconfig;
 use crate::introspect::kernel::Kernel;
@@ -44,7 +44,7 @@ impl LayoutMethod for ThesisMethod {
         };
         tracing::info!(config_lines = config.text.lines().count(), source = %source.display(), "thesis: config recovered from memory");
         let measured = tree::offsets_for(&source, &config.text, &fields()).map_err(failed)?;
-        build(&Measured(measured)).map_err(failed)
+        build(&Measured(measured)).map_err(|source| LayoutError::Build { method: MethodKind::Thesis, file: None, source })
     }
 }
 
@@ -82,11 +82,11 @@ pub fn fields() -> Vec<FieldSpec> {
 struct Measured(kbuild::Layout);
 
 impl Types for Measured {
-    fn struct_size(&self, name: &str, _: &[&str]) -> Result<u64, String> {
-        self.0.sizes.get(name).copied().ok_or_else(|| format!("kbuild did not measure sizeof(struct {name})"))
+    fn struct_size(&self, name: &str, _: &[&str]) -> Result<u64, TypeError> {
+        self.0.sizes.get(name).copied().ok_or_else(|| TypeError::NotMeasured { name: name.to_owned() })
     }
 
-    fn member(&self, name: &str, _: &[&str], member: &str) -> Result<Option<Field>, String> {
+    fn member(&self, name: &str, _: &[&str], member: &str) -> Result<Option<Field>, TypeError> {
         Ok(self.0.offset(&format!("{name}.{member}")).map(|offset| Field { offset, size: 0 }))
     }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::HashSet;
 
+use emulator::bytes::Bytes;
+
 use super::super::{LayoutError, MethodKind};
 use crate::introspect::addr::KVirt;
 use crate::introspect::kspace::KernelSpace;
@@ -31,16 +33,14 @@ pub fn unavailable(reason: impl Into<String>) -> LayoutError {
     LayoutError::Unavailable { method: MethodKind::Heuristic, reason: reason.into() }
 }
 
-/// Little-endian `u64` at `off`, if inside `b`.
+/// Little-endian `u64` at `off`, if inside `b` (a heuristic asks and moves on: no error).
 pub fn u64_at(b: &[u8], off: u64) -> Option<u64> {
-    let s = b.get(off as usize..(off as usize).checked_add(8)?)?;
-    Some(u64::from_le_bytes(s.try_into().ok()?))
+    Bytes::new(b).u64(usize::try_from(off).ok()?).ok()
 }
 
 /// Little-endian `u32` at `off`, if inside `b`.
 pub fn u32_at(b: &[u8], off: u64) -> Option<u32> {
-    let s = b.get(off as usize..(off as usize).checked_add(4)?)?;
-    Some(u32::from_le_bytes(s.try_into().ok()?))
+    Bytes::new(b).u32(usize::try_from(off).ok()?).ok()
 }
 
 /// Whether 16 bytes look like a task's `comm`: a non-empty name without control characters,
@@ -65,7 +65,7 @@ impl Obj {
         u32_at(&self.bytes, off)
     }
     pub fn slice(&self, off: u64, len: u64) -> Option<&[u8]> {
-        self.bytes.get(off as usize..(off as usize).checked_add(len as usize)?)
+        Bytes::new(&self.bytes).slice(usize::try_from(off).ok()?, usize::try_from(len).ok()?).ok()
     }
     /// The address of byte `off` of this structure.
     pub fn at(&self, off: u64) -> u64 {

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use super::probe::{failed, Obj};
 use super::super::LayoutError;
 use crate::introspect::state::{PF_KTHREAD, PF_WQ_WORKER};
-use crate::introspect::walk::PID_MAX_LIMIT;
+use crate::introspect::state::PID_MAX_LIMIT;
 
 /// `PF_IDLE`: set on idle tasks (`init_idle`).
 pub const PF_IDLE: u32 = 0x2;

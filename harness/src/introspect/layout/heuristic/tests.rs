@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange};
+use emulator::mem::{Counting, Counts, Patched, PhysAddr, PhysMem};
 use rstest::rstest;
 
 use super::probe::{find_ring, is_comm, swapper_names, Obj, Probe};
@@ -14,7 +14,6 @@ use super::signal::follow_many;
 use super::task::{pid_tgid, start_boottime, Sample};
 use super::*;
 use crate::introspect::compare::compare;
-use crate::introspect::counting::{CountingMem, ReadCount};
 use crate::introspect::kernel::Kernel;
 use crate::introspect::kspace::{KernelSpace, START_KERNEL_MAP};
 use crate::introspect::layout::btf::BtfMethod;
@@ -81,12 +80,12 @@ fn named(l: &Layout) -> BTreeMap<&'static str, u64> {
 }
 
 /// The method on a dump, with the reads it cost (the scan's and kallsyms' excluded).
-fn infer_counted(mem: &dyn PhysMem, data_symbols: bool) -> (Result<Inference, LayoutError>, ReadCount) {
-    let counted = CountingMem::new(mem);
+fn infer_counted(mem: &dyn PhysMem, data_symbols: bool) -> (Result<Inference, LayoutError>, Counts) {
+    let counted = Counting::new(mem);
     let kernel = open(&counted);
-    let before = counted.count();
+    let before = counted.snapshot();
     let r = infer(&kernel, data_symbols);
-    (r, counted.count().since(before))
+    (r, counted.snapshot().since(before))
 }
 
 /// Every offset the reference has for a field the walker reads equals ours, and so does the
@@ -190,7 +189,7 @@ fn ps_matches_truth(
     let mem = dump(&e, m);
     let report = ps(mem.as_ref(), &PsOptions { method: Some(MethodKind::Heuristic), ..Default::default() })
         .unwrap_or_else(|err| panic!("{name} {}: {err}", m.as_str()));
-    assert_eq!(report.walk_error, None, "{name}: walk stopped early");
+    assert!(report.walk_error.is_none(), "{name}: walk stopped early: {:?}", report.walk_error);
     let truth = e.truth(m).unwrap_or_else(|err| panic!("{name}: {err}; {BUILD}"));
     let c = compare(&report.rows, &truth);
     assert!(c.is_exact(), "{name} {}:\n{}", m.as_str(), c.describe());
@@ -221,34 +220,6 @@ fn walk_without_data_symbols_matches_truth(#[values("deb-amd64", "deb-cloud-amd6
 
 // ---------------------------------------------------------------------------------------------
 // Adversarial memory.
-
-/// A memory with some bytes replaced (the dump file itself is never written).
-struct Patched<'a> {
-    inner: &'a dyn PhysMem,
-    patches: Vec<(u64, Vec<u8>)>,
-}
-
-impl PhysMem for Patched<'_> {
-    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
-        self.inner.read_phys(addr, buf)?;
-        let (lo, hi) = (addr.0, addr.0 + buf.len() as u64);
-        for (at, bytes) in &self.patches {
-            for (k, &b) in bytes.iter().enumerate() {
-                let a = at + k as u64;
-                if (lo..hi).contains(&a) {
-                    buf[(a - lo) as usize] = b;
-                }
-            }
-        }
-        Ok(())
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.inner.ranges()
-    }
-    fn describe(&self) -> String {
-        format!("patched {}", self.inner.describe())
-    }
-}
 
 /// The real deb-amd64 running dump, its kernel, its true layout and `init_task`.
 fn patched_setup() -> (Box<dyn PhysMem>, Layout, KVirt) {
@@ -289,7 +260,7 @@ fn init_task_without_its_list_fails() {
     let p = phys_of(mem.as_ref(), head);
     let mut bytes = head.to_le_bytes().to_vec();
     bytes.extend_from_slice(&head.to_le_bytes());
-    let broken = Patched { inner: mem.as_ref(), patches: vec![(p, bytes)] };
+    let broken = Patched::new(mem.as_ref(), vec![(PhysAddr(p), bytes)]);
     let reason = expect_failed(&broken, "empty task list");
     assert!(reason.contains("list") || reason.contains("ambiguous"), "{reason}");
 }
@@ -308,8 +279,8 @@ fn task_list_loop_fails() {
     }
     // member 5 → member 2, and member 2's prev ← member 5.
     let (n2, n5) = (nodes[2], nodes[5]);
-    let patches = vec![(phys_of(mem.as_ref(), n5), n2.to_le_bytes().to_vec()), (phys_of(mem.as_ref(), n2) + 8, n5.to_le_bytes().to_vec())];
-    let broken = Patched { inner: mem.as_ref(), patches };
+    let patches = vec![(PhysAddr(phys_of(mem.as_ref(), n5)), n2.to_le_bytes().to_vec()), (PhysAddr(phys_of(mem.as_ref(), n2) + 8), n5.to_le_bytes().to_vec())];
+    let broken = Patched::new(mem.as_ref(), patches);
     expect_failed(&broken, "task list loop");
 }
 
@@ -321,10 +292,10 @@ fn nameless_tasks_fail() {
     let mut node = read_u64(mem.as_ref(), phys_of(mem.as_ref(), init.0 + off));
     let mut patches = Vec::new();
     for _ in 0..4 {
-        patches.push((phys_of(mem.as_ref(), node - off + l.task.comm), vec![0x01; 16]));
+        patches.push((PhysAddr(phys_of(mem.as_ref(), node - off + l.task.comm)), vec![0x01; 16]));
         node = read_u64(mem.as_ref(), phys_of(mem.as_ref(), node));
     }
-    let broken = Patched { inner: mem.as_ref(), patches };
+    let broken = Patched::new(mem.as_ref(), patches);
     expect_failed(&broken, "nameless tasks");
 }
 

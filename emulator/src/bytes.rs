@@ -1,8 +1,11 @@
-//! Bounds-checked little-endian reads from a byte buffer holding untrusted guest data.
+//! The one bounds-checked reader of untrusted bytes (image headers, guest memory): checked
+//! little- and big-endian reads from a byte buffer.
 //!
 //! Invariant: nothing here indexes a slice directly or panics; every read returns
-//! `Err(OutOfBounds)` naming the offset and length that did not fit. Parsers of BTF, kallsyms,
-//! vmcoreinfo and task structures read through [`Bytes`] only.
+//! `Err(OutOfBounds)` naming the offset and length that did not fit. Parsers of image files
+//! (through `image`'s `Fields`), BTF, kallsyms, vmcoreinfo and task structures (through
+//! `harness`'s `Record` and the heuristic's `Obj`) read through [`Bytes`]; those wrappers only
+//! add the base address or file offset of their buffer to the error.
 
 /// A read past the end of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +72,9 @@ impl<'a> Bytes<'a> {
     }
     pub fn u64(&self, offset: usize) -> Result<u64, OutOfBounds> {
         self.array(offset).map(u64::from_le_bytes)
+    }
+    pub fn i64_be(&self, offset: usize) -> Result<i64, OutOfBounds> {
+        self.array(offset).map(i64::from_be_bytes)
     }
 
     /// An unsigned little-endian integer of 1, 2, 4 or 8 bytes.

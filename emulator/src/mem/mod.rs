@@ -1,10 +1,30 @@
-//! Physical memory: typed addresses and the one trait every memory source implements.
+//! Physical memory: typed addresses, the one trait every memory source implements, and every
+//! wrapper over it (memflow-style middleware: each implements the trait it wraps, so an
+//! analysis runs unchanged with or without it).
+//!
+//! ```text
+//!   analysis ──▶ Counting ──▶ Cache ──▶ Deadline ──▶ any PhysMem (image, replay, requester)
+//!                (reads,      (pages)    (time        Patched (tests: bytes replaced)
+//!                 batches)               budget)
+//! ```
 //!
 //! Invariant: a [`PhysAddr`] is a guest-physical address and nothing else; kernel virtual
 //! addresses and file offsets have their own types elsewhere and never convert implicitly.
-//! [`PhysMem`] is read-only: nothing reached through it can modify the target.
+//! [`PhysMem`] is read-only: nothing reached through it can modify the target. A wrapper never
+//! changes what a successful read returns (except [`Patched`], whose purpose that is) and keeps
+//! batches as batches, so pipelining backends keep pipelining underneath.
 
 use std::fmt;
+
+pub mod cache;
+pub mod counting;
+pub mod deadline;
+pub mod patched;
+
+pub use cache::{Cache, CacheStats, CACHE_PAGE};
+pub use counting::{Counting, Counts};
+pub use deadline::Deadline;
+pub use patched::Patched;
 
 /// A guest-physical address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]

@@ -1,109 +1,17 @@
-//! Wrappers that implement [`PhysMem`] over any [`PhysMem`], so an analysis runs unchanged
-//! with or without them (memflow-style layers):
+//! [`Cache`]: a small bounded read-through page cache. Analyses that revisit the same pages
+//! (page-table walks, list traversals) put it over a slow source such as the DMA requester.
+//! It assumes memory does not change while cached: do not put it over a live guest unless
+//! stale pages are acceptable.
 //!
-//! - [`Counting`] counts reads, bytes, batches and failures with atomics; its
-//!   [`snapshot`](Counting::snapshot) is what `--stats` prints and what experiments record
-//!   ("how many DMA reads did `ps` need?").
-//! - [`Cache`] is a small bounded read-through page cache. Analyses that revisit the same
-//!   pages (page-table walks, list traversals) put it over a slow source such as the DMA
-//!   requester. It assumes memory does not change while cached: do not put it over a live
-//!   guest unless stale pages are acceptable.
-//!
-//! Invariant: a wrapper never changes what a read returns (bytes or error address), only how
-//! often the inner source is asked; batches stay batches, so pipelining backends keep
-//! pipelining underneath.
+//! Invariant: a read returns the same bytes or the same error address as the source would;
+//! the pages a batch misses are fetched from the source in one batch, so pipelining backends
+//! keep pipelining underneath.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use crate::mem::{MemError, PhysAddr, PhysMem, PhysRange, ReadOp};
-
-/// Read counters at one moment.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Counts {
-    /// Reads requested (each op of a batch counts once).
-    pub reads: u64,
-    /// Bytes requested.
-    pub bytes: u64,
-    /// `read_batch` calls.
-    pub batches: u64,
-    /// Reads that failed.
-    pub errors: u64,
-}
-
-/// Counts every read that passes through.
-#[derive(Debug)]
-pub struct Counting<M> {
-    inner: M,
-    reads: AtomicU64,
-    bytes: AtomicU64,
-    batches: AtomicU64,
-    errors: AtomicU64,
-}
-
-impl<M: PhysMem> Counting<M> {
-    pub fn new(inner: M) -> Self {
-        Counting {
-            inner,
-            reads: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        }
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> Counts {
-        Counts {
-            reads: self.reads.load(Relaxed),
-            bytes: self.bytes.load(Relaxed),
-            batches: self.batches.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-        }
-    }
-
-    pub fn inner(&self) -> &M {
-        &self.inner
-    }
-
-    pub fn into_inner(self) -> M {
-        self.inner
-    }
-}
-
-impl<M: PhysMem> PhysMem for Counting<M> {
-    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
-        self.reads.fetch_add(1, Relaxed);
-        self.bytes.fetch_add(buf.len() as u64, Relaxed);
-        let r = self.inner.read_phys(addr, buf);
-        if r.is_err() {
-            self.errors.fetch_add(1, Relaxed);
-        }
-        r
-    }
-
-    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
-        self.batches.fetch_add(1, Relaxed);
-        self.reads.fetch_add(ops.len() as u64, Relaxed);
-        self.bytes
-            .fetch_add(ops.iter().map(|op| op.buf.len() as u64).sum(), Relaxed);
-        let results = self.inner.read_batch(ops);
-        self.errors.fetch_add(
-            results.iter().filter(|r| r.is_err()).count() as u64,
-            Relaxed,
-        );
-        results
-    }
-
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.inner.ranges()
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
+use super::{MemError, PhysAddr, PhysMem, PhysRange, ReadOp};
 
 /// Cache hit/miss counters (per page looked up).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -408,38 +316,6 @@ mod tests {
                 hits: 9,
                 misses: 1,
                 pages: 1
-            }
-        );
-    }
-
-    #[test]
-    fn counting_counts_reads_batches_bytes_errors() {
-        let c = Counting::new(Pattern {
-            len: 4096,
-            reads: AtomicU64::new(0),
-        });
-        let mut a = [0u8; 10];
-        let mut b = [0u8; 20];
-        c.read_phys(PhysAddr(0), &mut a).unwrap();
-        assert!(c.read_phys(PhysAddr(4090), &mut a).is_err());
-        let results = c.read_batch(&mut [
-            ReadOp {
-                addr: PhysAddr(0),
-                buf: &mut a,
-            },
-            ReadOp {
-                addr: PhysAddr(100),
-                buf: &mut b,
-            },
-        ]);
-        assert!(results.iter().all(|r| r.is_ok()));
-        assert_eq!(
-            c.snapshot(),
-            Counts {
-                reads: 4,
-                bytes: 50,
-                batches: 1,
-                errors: 1
             }
         );
     }

@@ -36,6 +36,7 @@ pub mod names;
 pub mod naming;
 pub mod output;
 pub mod paging;
+pub mod printk;
 pub mod physread;
 pub mod placement;
 pub mod profile;

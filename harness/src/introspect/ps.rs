@@ -120,15 +120,21 @@ pub enum PsError {
     NoInitTask,
 }
 
-struct Clock<'c, M: PhysMem> {
+/// Times and read counts per phase (shared with `printk::dmesg`).
+pub(crate) struct Clock<'c, M: PhysMem> {
     mem: &'c CountingMem<M>,
-    t0: Instant,
+    pub(crate) t0: Instant,
     last: (Instant, ReadCount),
-    phases: Vec<Phase>,
+    pub(crate) phases: Vec<Phase>,
 }
 
-impl<M: PhysMem> Clock<'_, M> {
-    fn lap(&mut self, name: &'static str) {
+impl<'c, M: PhysMem> Clock<'c, M> {
+    pub(crate) fn new(mem: &'c CountingMem<M>) -> Self {
+        let t0 = Instant::now();
+        Clock { mem, t0, last: (t0, ReadCount::default()), phases: Vec::new() }
+    }
+
+    pub(crate) fn lap(&mut self, name: &'static str) {
         let now = (Instant::now(), self.mem.count());
         let d = now.1.since(self.last.1);
         self.phases.push(Phase {
@@ -158,8 +164,7 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
     let counted = CountingMem::new(mem);
     // Ranges come from the image's headers: a sum past 2^64 saturates.
     let ram_bytes: u64 = mem.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
-    let t0 = Instant::now();
-    let mut clock = Clock { mem: &counted, t0, last: (t0, ReadCount::default()), phases: Vec::new() };
+    let mut clock = Clock::new(&counted);
 
     let found = Kernel::scan(&counted, &opts.scan)?;
     clock.lap("scan");

@@ -1,0 +1,237 @@
+//! `dmesg` over every corpus kernel against independent truth: the guest's serial console
+//! (`logs/console.log`, recorded by QEMU from boot through the panic, `printk.time` on).
+//!
+//! The console and the panicked dump come from the same boot; the running dump does not (each
+//! dump is a boot of its own), so the running dump is held only to its own first lines — the
+//! boot banner and the command line, which every boot prints alike — and never to console
+//! timestamps.
+//!
+//! How a console line is matched, explicitly:
+//! - the console line is the text from its first `[%5lu.%06lu] ` on, with the CR of the serial
+//!   line discipline removed. Only one kind of line has anything before it: the first kernel
+//!   line, which follows the firmware's and the boot loader's output and terminal resets on the
+//!   same line (`"Probing EDD ... o\x1bc\x1b[?7l\x1b[2J[    0.000000] Linux version"`). That
+//!   prefix is checked to hold no timestamp of its own.
+//! - Lines without a timestamp are user space writing to the console (`netdma: init on ...`),
+//!   not the kernel log, and are not expected in it.
+//! - A record of several lines is printed by the kernel with the record's timestamp on each
+//!   line, as `harness dmesg` does; the console lines must appear in `dmesg`'s lines in the
+//!   same order (a subsequence: `dmesg` also has records below the console's log level).
+
+mod common;
+
+use common::*;
+use harness::introspect::printk::render::text;
+use harness::introspect::printk::snapshot::Snapshot;
+use harness::introspect::printk::{dmesg, locate, read_arrays, DmesgError, DmesgOptions, DmesgReport, PrbMethod};
+use harness::lab::corpus::{Entry, Mode};
+use harness::lab::recipe::default_corpus;
+use rstest::rstest;
+
+/// Timestamped kernel lines of the console, in order.
+fn console_lines(e: &Entry) -> Vec<String> {
+    let raw = std::fs::read(e.path("logs/console.log")).unwrap_or_else(|err| panic!("{}: console.log: {err}; {BUILD}", e.name));
+    let text = String::from_utf8_lossy(&raw);
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(at) = timestamp_at(line) {
+            assert!(at == 0 || out.is_empty(), "{}: a kernel line with something before it past the first: {line:?}", e.name);
+            assert!(timestamp_at(&line[..at]).is_none());
+            out.push(line[at..].to_owned());
+        }
+    }
+    out
+}
+
+/// Where the first `[%5u.%06u] ` starts in `line`.
+fn timestamp_at(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    (0..b.len()).find(|&i| {
+        let Some(close) = b[i..].iter().position(|&c| c == b']') else { return false };
+        let inner = &b[i + 1..i + close];
+        b[i] == b'['
+            && b.get(i + close + 1) == Some(&b' ')
+            && inner.len() >= 12
+            && inner[inner.len() - 7] == b'.'
+            && inner[inner.len() - 6..].iter().all(u8::is_ascii_digit)
+            && inner[..inner.len() - 7].iter().all(|c| *c == b' ' || c.is_ascii_digit())
+    })
+}
+
+/// The console lines missing from `ours`, keeping order: (console line number, line).
+fn missing(console: &[String], ours: &[&str]) -> Vec<(usize, String)> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    for (n, c) in console.iter().enumerate() {
+        match ours[at..].iter().position(|o| o == c) {
+            Some(k) => at += k + 1,
+            None => out.push((n, c.clone())),
+        }
+    }
+    out
+}
+
+fn run(e: &Entry, m: Mode, method: PrbMethod) -> Result<DmesgReport, DmesgError> {
+    let mem = dump(e, m);
+    dmesg(mem.as_ref(), &DmesgOptions { method: Some(method), ..Default::default() })
+}
+
+fn has(e: &Entry, method: PrbMethod) -> bool {
+    match method {
+        PrbMethod::Vmcoreinfo => e.flags.vmcoreinfo,
+        PrbMethod::Btf => e.flags.btf,
+        PrbMethod::Inferred | PrbMethod::Auto => true,
+    }
+}
+
+/// The panicked dump's log holds every console line, the panic and its call trace included,
+/// with each method that has its prerequisite; the others refuse as unavailable.
+#[rstest]
+fn panicked_log_holds_every_console_line(
+    #[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb6.12-rt-amd64",
+        "deb7-amd64",
+        "deb7-cloud-amd64",
+        "custom-thesis",
+        "custom-randstruct",
+        "custom-bare",
+        "custom5.10-thesis",
+        "custom5.10-bare",
+        "custom6.12-thesis",
+        "custom6.12-bare",
+        "custom7-thesis",
+        "custom7-randstruct",
+        "custom7-bare"
+    )]
+    name: &str,
+    #[values(PrbMethod::Auto, PrbMethod::Vmcoreinfo, PrbMethod::Btf, PrbMethod::Inferred)] method: PrbMethod,
+) {
+    let e = entry(name);
+    let result = run(&e, Mode::Panicked, method);
+    if !has(&e, method) {
+        match result {
+            Err(DmesgError::Unavailable { method: got, .. }) => assert_eq!(got, method),
+            Err(other) => panic!("{name}: {method} should refuse as unavailable, got {other}"),
+            Ok(_) => panic!("{name}: {method} has no prerequisite here but produced a log"),
+        }
+        return;
+    }
+    let report = result.unwrap_or_else(|err| panic!("{name} {method}: {err}"));
+    assert_eq!(report.read_error, None);
+    assert!(report.problems.is_empty(), "{name} {method}: {:?}", report.problems);
+    if method == PrbMethod::Auto {
+        let first = [PrbMethod::Vmcoreinfo, PrbMethod::Btf, PrbMethod::Inferred].into_iter().find(|m| has(&e, *m));
+        assert_eq!(Some(report.located.method), first, "{name}: auto takes the first method available");
+    }
+    let out = text(&report.records);
+    let ours: Vec<&str> = out.lines().collect();
+    let console = console_lines(&e);
+    assert!(console.len() > 50, "{name}: only {} console lines", console.len());
+    let gone = missing(&console, &ours);
+    assert!(gone.is_empty(), "{name} {method}: {} of {} console lines not in dmesg, first {:?}", gone.len(), console.len(), &gone[..gone.len().min(5)]);
+    // The panic itself, its call trace, and the last line the kernel printed.
+    for needle in ["Kernel panic - not syncing: sysrq triggered crash", "Call Trace:", "sysrq_handle_crash", "---[ end Kernel panic - not syncing"] {
+        assert!(ours.iter().any(|l| l.contains(needle)), "{name}: no {needle:?}");
+    }
+    assert_eq!(console.last().map(String::as_str), ours.last().copied(), "{name}: the last console line is the last record");
+    // Sequence numbers are consecutive: nothing between the tail and the head was skipped.
+    let seqs: Vec<u64> = report.records.iter().map(|r| r.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{name}: gaps in sequence numbers");
+    assert_eq!(report.records.first().map(|r| r.seq), Some(0), "{name}: the ring has not wrapped; the log starts at seq 0");
+}
+
+/// Every method that is available finds the same ring and the same records.
+#[rstest]
+fn methods_agree(#[values("deb-amd64", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")] name: &str) {
+    let e = entry(name);
+    let mem = dump(&e, Mode::Panicked);
+    let reports: Vec<DmesgReport> = [PrbMethod::Vmcoreinfo, PrbMethod::Btf, PrbMethod::Inferred]
+        .into_iter()
+        .map(|m| dmesg(mem.as_ref(), &DmesgOptions { method: Some(m), ..Default::default() }).unwrap_or_else(|err| panic!("{name} {m}: {err}")))
+        .collect();
+    for r in &reports[1..] {
+        assert_eq!(r.located.ring, reports[0].located.ring, "{name}: {} ring", r.located.method);
+        assert_eq!(r.located.layout, reports[0].located.layout, "{name}: {} layout", r.located.method);
+        assert!(r.records == reports[0].records, "{name}: {} records differ", r.located.method);
+    }
+}
+
+/// The running dump is another boot: its log starts as every boot does, with the banner of
+/// this release and the kernel command line, and is complete (consecutive from seq 0).
+#[rstest]
+fn running_log_starts_with_this_kernels_boot(
+    #[values("deb-amd64", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom-bare", "custom5.10-bare", "custom6.12-bare", "custom7-bare")] name: &str,
+) {
+    let e = entry(name);
+    let report = run(&e, Mode::Running, PrbMethod::Auto).unwrap_or_else(|err| panic!("{name}: {err}"));
+    let first = &report.records[0];
+    assert_eq!((first.seq, first.ts_nsec), (0, 0));
+    assert!(first.text.starts_with(&format!("Linux version {} ", e.release)), "{name}: {:?}", first.text);
+    assert!(report.records[1].text.starts_with("Command line: "));
+    let console = console_lines(&e);
+    assert!(console[0].ends_with(first.text.as_str()), "{name}: the console's banner differs");
+    assert!(!text(&report.records).contains("Kernel panic"), "{name}: a running guest's log has no panic");
+}
+
+/// The first lines of one kernel's log, as `dmesg` prints them (what changes with KASLR or the
+/// boot — addresses, timings — is in lines past these).
+#[test]
+fn snapshot_of_the_first_lines() {
+    let e = entry("custom7-bare");
+    let report = run(&e, Mode::Panicked, PrbMethod::Auto).unwrap_or_else(|err| panic!("{err}"));
+    let first: Vec<_> = report.records.iter().take(8).cloned().collect();
+    insta::assert_snapshot!("custom7_bare_first_lines", text(&first));
+    insta::assert_snapshot!("custom7_bare_first_json", harness::introspect::printk::render::json_lines(&first[..2]));
+}
+
+/// Every kernel named above is a corpus kernel, and every built corpus kernel is named.
+#[test]
+fn the_tests_name_every_corpus_kernel() {
+    let named = 18;
+    let recipes: Vec<String> = default_corpus().into_iter().map(|r| r.name.to_owned()).collect();
+    let built = harness::lab::corpus::Corpus::open_default().entries().unwrap_or_else(|err| panic!("{err}; {BUILD}"));
+    assert!(built.iter().all(|b| recipes.contains(&b.name)));
+    assert!(built.len() <= named, "a corpus kernel the dmesg tests do not name: {:?}", built.iter().map(|b| &b.name).collect::<Vec<_>>());
+}
+
+/// The fuzz target's seed is a ring cut from deb-amd64's panicked dump (its first 64
+/// descriptors and their text); the cut decodes to the same first records as the dump.
+/// `NETDMA_WRITE_SEEDS=1` writes it again.
+#[test]
+fn fuzz_seed_is_a_ring_cut_from_a_dump() {
+    let e = entry("deb-amd64");
+    let mem = dump(&e, Mode::Panicked);
+    let k = kernel(mem.as_ref());
+    let l = locate(&k, PrbMethod::Vmcoreinfo).unwrap_or_else(|err| panic!("{err}"));
+    let mut ring = vec![0u8; l.layout.ring_size as usize];
+    k.space.read(l.ring, &mut ring).unwrap();
+    let h = harness::introspect::printk::ring::RingHeader::parse(&l.layout, &ring).unwrap();
+    let ([descs, infos, data], err) = read_arrays(&k, &l.layout, &h);
+    assert_eq!(err, None);
+    let n = 64usize;
+    let cut = Snapshot {
+        desc_ring_size: l.layout.desc_ring_size as u8,
+        info_size: l.layout.info_size as u8,
+        ring,
+        descs: descs[..n * l.layout.desc_size as usize].to_vec(),
+        infos: infos[..n * l.layout.info_size as usize].to_vec(),
+        data: data[..6 << 10].to_vec(),
+    };
+    let (_, decoded) = cut.decode().unwrap();
+    let full = dmesg(mem.as_ref(), &DmesgOptions::default()).unwrap();
+    assert!(decoded.records.len() >= 40, "{} records in the cut", decoded.records.len());
+    assert!(decoded.records[..] == full.records[..decoded.records.len()]);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/printk/deb-amd64-panicked");
+    if std::env::var_os("NETDMA_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, cut.encode()).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}; NETDMA_WRITE_SEEDS=1 writes it", path.display()));
+    assert!(Snapshot::parse(&committed) == Some(cut), "the committed seed is not this cut");
+}

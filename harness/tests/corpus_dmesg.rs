@@ -20,6 +20,8 @@
 mod common;
 
 use common::*;
+use emulator::mem::{PhysAddr, PhysMem};
+use harness::introspect::addr::KVirt;
 use harness::introspect::printk::render::text;
 use harness::introspect::printk::snapshot::Snapshot;
 use harness::introspect::printk::{dmesg, locate, read_arrays, DmesgError, DmesgOptions, DmesgReport, PrbMethod};
@@ -295,4 +297,96 @@ fn fuzz_seed_is_a_ring_cut_from_a_dump() {
     }
     let committed = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}; NETDMA_WRITE_SEEDS=1 writes it", path.display()));
     assert!(Snapshot::parse(&committed) == Some(cut), "the committed seed is not this cut");
+}
+
+/// The structural search of `.data` (what the kernels without data symbols need) finds, on the
+/// kernels that do have symbols, the very `printk_rb_static` VMCOREINFO names, with the layout
+/// BTF gives.
+#[rstest]
+fn structural_search_finds_printk_rb_static(
+    #[values("deb-amd64", "deb-rt-amd64", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")] name: &str,
+) {
+    let e = entry(name);
+    let mem = dump(&e, Mode::Panicked);
+    let k = kernel(mem.as_ref());
+    let found = harness::introspect::printk::infer::scan(&k).unwrap_or_else(|err| panic!("{name}: {err}"));
+    let v = k.info.vmcoreinfo.as_ref().expect("VMCOREINFO");
+    assert_eq!(Some(found.ring), v.symbol("printk_rb_static"), "{name}: {}", found.how);
+    let btf = locate(&k, PrbMethod::Btf).unwrap();
+    assert_eq!(found.layout, btf.layout, "{name}");
+}
+
+/// A real dump with some bytes overwritten (an overlay; the image file is untouched).
+struct Overlay<'a> {
+    inner: &'a dyn PhysMem,
+    patches: Vec<(u64, Vec<u8>)>,
+}
+
+impl PhysMem for Overlay<'_> {
+    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
+        self.inner.read_phys(addr, buf)?;
+        for (at, bytes) in &self.patches {
+            for (i, b) in bytes.iter().enumerate() {
+                if let Some(k) = (at + i as u64).checked_sub(addr.0).filter(|k| (*k as usize) < buf.len()) {
+                    buf[k as usize] = *b;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn ranges(&self) -> Vec<emulator::mem::PhysRange> {
+        self.inner.ranges()
+    }
+    fn describe(&self) -> String {
+        format!("{} with {} patches", self.inner.describe(), self.patches.len())
+    }
+}
+
+/// Damage to a real ring: an overwritten text block and a descriptor pointing outside the data
+/// ring cost exactly their records (each named in a problem); a ring header that cannot be
+/// right is an error naming the ring's address; a garbage `prb` makes `auto` move on.
+#[test]
+fn a_damaged_ring_costs_only_what_is_damaged() {
+    let e = entry("deb-amd64");
+    let mem = dump(&e, Mode::Panicked);
+    let k = kernel(mem.as_ref());
+    let l = locate(&k, PrbMethod::Vmcoreinfo).unwrap();
+    let full = dmesg(mem.as_ref(), &DmesgOptions::default()).unwrap();
+    let mut ring = vec![0u8; l.layout.ring_size as usize];
+    k.space.read(l.ring, &mut ring).unwrap();
+    let h = harness::introspect::printk::ring::RingHeader::parse(&l.layout, &ring).unwrap();
+    let phys = |v: u64| k.space.to_phys(KVirt(v)).unwrap().0;
+    let slot = |seq: u64| (seq & (h.count() - 1)) * l.layout.desc_size;
+    let lpos = |seq: u64| {
+        let mut b = [0u8; 8];
+        k.space.read(KVirt(h.descs + slot(seq) + l.layout.text_blk_lpos), &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let patches = vec![
+        // Record 10's text block id.
+        (phys(h.data + (lpos(10) & (h.data_size() - 1))), 0xdeadu64.to_le_bytes().to_vec()),
+        // Record 20's block: begin far past next.
+        (phys(h.descs + slot(20) + l.layout.text_blk_lpos), 0x7fff_0000_0000u64.to_le_bytes().to_vec()),
+    ];
+    let damaged = Overlay { inner: mem.as_ref(), patches };
+    let r = dmesg(&damaged, &DmesgOptions { method: Some(PrbMethod::Vmcoreinfo), ..Default::default() }).unwrap();
+    assert_eq!(r.counts.invalid, 2);
+    assert_eq!(r.problems.iter().map(|p| p.index).collect::<Vec<_>>(), vec![10, 20]);
+    assert!(r.problems[0].reason.contains("overwritten"), "{}", r.problems[0].reason);
+    let kept: Vec<_> = full.records.iter().filter(|x| x.seq != 10 && x.seq != 20).cloned().collect();
+    assert!(r.records == kept);
+
+    // count_bits of 63: refused before anything is read, naming the ring.
+    let at = phys(l.ring.0 + l.layout.desc_ring + l.layout.count_bits);
+    let bad = Overlay { inner: mem.as_ref(), patches: vec![(at, vec![63])] };
+    match dmesg(&bad, &DmesgOptions { method: Some(PrbMethod::Vmcoreinfo), ..Default::default() }) {
+        Err(err @ DmesgError::Header { .. }) => assert!(err.to_string().contains(&format!("{:#x}", l.ring.0)), "{err}"),
+        other => panic!("expected a header error, got {other:?}"),
+    }
+    // `auto` moves past VMCOREINFO and BTF (both read the damaged header) to... the same
+    // header: every method fails, and the error names each.
+    match dmesg(&bad, &DmesgOptions::default()) {
+        Err(DmesgError::NoneAvailable(why)) => assert_eq!(why.matches("count_bits 63").count(), 2, "{why}"),
+        other => panic!("expected every method to fail, got {other:?}"),
+    }
 }

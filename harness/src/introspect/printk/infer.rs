@@ -75,6 +75,12 @@ pub fn find(kernel: &Kernel<'_>) -> Result<Found, String> {
     if let Some(ring) = syms[1] {
         return at(kernel, ring, format!("kallsyms printk_rb_static {ring}"));
     }
+    scan(kernel)
+}
+
+/// Find the ring by structure alone, without symbols (step 1's search of `.data`).
+pub fn scan(kernel: &Kernel<'_>) -> Result<Found, String> {
+    let space = &kernel.space;
     let start = kernel.info.data_start.ok_or("the start of .data is unknown")?;
     let mut off = 0;
     while off < SCAN_LIMIT {

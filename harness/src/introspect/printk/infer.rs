@@ -15,7 +15,8 @@
 //!    `seq % count == index`).
 //!
 //! Invariant: every candidate read is bounded ([`SCAN_LIMIT`], [`PRB_WINDOW`], at most
-//! [`MAX_TARGETS`] pointers followed, [`SAMPLES`] descriptors sampled), and a ring is reported
+//! [`MAX_TARGETS`] pointers followed and [`MAX_CANDIDATES`] structures checked per step,
+//! [`SAMPLES`] descriptors sampled, reads longer than `kspace::MAX_READ` refused), and a ring is reported
 //! only when the structure and the sizes are each the only ones that fit.
 
 use super::layout::PrbLayout;
@@ -31,6 +32,9 @@ const CHUNK: u64 = 1 << 20;
 pub const PRB_WINDOW: u64 = 4096;
 /// Most pointers near `printk_rb_static` followed to another ring.
 pub const MAX_TARGETS: usize = 256;
+/// Most structures in one 1 MiB step of `.data` that may look like a ring before the search
+/// gives up (each costs a read to check its head descriptor).
+pub const MAX_CANDIDATES: usize = 64;
 /// Descriptors whose info is checked to learn `sizeof(struct printk_info)`.
 pub const SAMPLES: usize = 64;
 const MAX_INFO: u64 = 256;
@@ -95,6 +99,9 @@ pub fn scan(kernel: &Kernel<'_>) -> Result<Found, String> {
                 if let Some(h) = candidate(&buf, o, tr) {
                     hits.push((base.wrapping_add(o as u64), tr, h));
                 }
+            }
+            if hits.len() > MAX_CANDIDATES {
+                return Err(format!("more than {MAX_CANDIDATES} structures in 1 MiB of .data at {base} look like a printk_ringbuffer"));
             }
         }
         let mut valid = Vec::new();
@@ -165,29 +172,32 @@ fn at(kernel: &Kernel<'_>, ring: KVirt, how: String) -> Result<Found, String> {
     if !head_holds_its_id(kernel, &l, &h) {
         return Err(format!("the ring at {ring}: descriptor of head_id {:#x} does not hold it", h.head_id));
     }
-    let descs_len = (h.count() * l.desc_size) as usize;
-    let mut descs = vec![0u8; descs_len];
-    kernel.space.read(KVirt(h.descs), &mut descs).map_err(|e| format!("reading descriptors: {e}"))?;
+    // Reads through `read_many`, which refuses an over-long region before allocating it.
+    let read = |at: u64, len: u64, what: &str| -> Result<Vec<u8>, String> {
+        kernel.space.read_many(&[(KVirt(at), len as usize)]).pop().unwrap_or_else(|| Ok(Vec::new())).map_err(|e| format!("reading {what}: {e}"))
+    };
+    let descs = read(h.descs, h.count() * l.desc_size, "descriptors")?;
     let samples = sample(&l, &h, &descs);
     let last = samples.iter().copied().max().unwrap_or(0);
-    let mut infos = vec![0u8; ((last + 1) * MAX_INFO) as usize];
-    kernel.space.read(KVirt(h.infos), &mut infos).map_err(|e| format!("reading printk_info: {e}"))?;
+    let infos = read(h.infos, (last + 1) * MAX_INFO, "printk_info")?;
     let info_size = info_size(&h, &samples, &infos)?;
     let layout = PrbLayout::linux(tr, info_size);
     layout.check()?;
     Ok(Found { layout, ring, how: format!("{how}; prb_desc_ring {tr} bytes, printk_info {info_size} bytes") })
 }
 
-/// Up to [`SAMPLES`] slots of committed or finalized descriptors, from the tail on.
+/// The lowest [`SAMPLES`] slots holding a committed or finalized descriptor of `tail_id..=head_id`
+/// (the lowest, so that the infos read to check them stay short: records fill the slots from 0).
 pub fn sample(l: &PrbLayout, h: &RingHeader, descs: &[u8]) -> Vec<u64> {
+    const ID_MASK: u64 = (1 << 62) - 1;
     let b = Bytes::new(descs);
-    let n = (h.head_id.wrapping_sub(h.tail_id) & ((1 << 62) - 1)) + 1;
-    (0..n.min(h.count()))
-        .filter_map(|k| {
-            let id = h.tail_id.wrapping_add(k) & ((1 << 62) - 1);
-            let index = id & (h.count() - 1);
-            let sv = b.u64((index * l.desc_size + l.state_var) as usize).ok()?;
-            (sv & ((1 << 62) - 1) == id && matches!(sv >> 62, 1 | 2)).then_some(index)
+    let span = h.head_id.wrapping_sub(h.tail_id) & ID_MASK;
+    (0..h.count())
+        .filter(|&index| {
+            b.u64((index * l.desc_size + l.state_var) as usize).is_ok_and(|sv| {
+                let id = sv & ID_MASK;
+                id & (h.count() - 1) == index && id.wrapping_sub(h.tail_id) & ID_MASK <= span && matches!(sv >> 62, 1 | 2)
+            })
         })
         .take(SAMPLES)
         .collect()

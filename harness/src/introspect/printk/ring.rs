@@ -234,10 +234,10 @@ pub fn decode(l: &PrbLayout, h: &RingHeader, bytes: RingBytes<'_>) -> Decoded {
             Err(Skip::State(_)) => out.counts.reusable += 1,
             Err(Skip::Mismatch) => out.counts.id_mismatch += 1,
             Err(Skip::Lost) => out.counts.lost += 1,
-            Err(Skip::Invalid(reason)) => {
+            Err(Skip::Invalid(why)) => {
                 out.counts.invalid += 1;
                 if out.problems.len() < MAX_PROBLEMS {
-                    out.problems.push(Problem { id, index, reason });
+                    out.problems.push(Problem { id, index, reason: why.to_string() });
                 }
             }
         }
@@ -250,7 +250,24 @@ enum Skip {
     State(DescState),
     Mismatch,
     Lost,
-    Invalid(String),
+    Invalid(Invalid),
+}
+
+/// Why a descriptor's record cannot be decoded (formatted only for the problems kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0} of the descriptor is outside what was read")]
+    Unread(&'static str),
+    #[error("printk_info.seq {0} does not belong in this slot")]
+    Seq(u64),
+    #[error("text block {begin:#x}..{next:#x} is neither in one lap nor wrapping once")]
+    Positions { begin: u64, next: u64 },
+    #[error("text block {begin:#x}..{next:#x} is misaligned or shorter than its id")]
+    Misaligned { begin: u64, next: u64 },
+    #[error("text block {begin:#x}..{next:#x} lies outside the {size:#x}-byte data ring")]
+    Outside { begin: u64, next: u64, size: u64 },
+    #[error("text block at {begin:#x} holds id {found:#x}, not {id:#x} (overwritten)")]
+    Overwritten { begin: u64, found: u64, id: u64 },
 }
 
 fn record(l: &PrbLayout, h: &RingHeader, bytes: RingBytes<'_>, id: u64, index: u64) -> Result<Option<Record>, Skip> {
@@ -258,7 +275,7 @@ fn record(l: &PrbLayout, h: &RingHeader, bytes: RingBytes<'_>, id: u64, index: u
     let infos = Bytes::new(bytes.infos);
     let d = index.saturating_mul(l.desc_size) as usize;
     let i = index.saturating_mul(l.info_size) as usize;
-    let oob = |what: &str| Skip::Invalid(format!("{what} of descriptor {index} is outside what was read"));
+    let oob = |what: &'static str| Skip::Invalid(Invalid::Unread(what));
     let sv = descs.u64(d.saturating_add(l.state_var as usize)).map_err(|_| oob("state_var"))?;
     if sv & DESC_ID_MASK != id {
         return Err(Skip::Mismatch);
@@ -273,7 +290,7 @@ fn record(l: &PrbLayout, h: &RingHeader, bytes: RingBytes<'_>, id: u64, index: u
     let field = |off: u64, size: u64| infos.uint(i.saturating_add(off as usize), size as usize).map_err(|_| oob("printk_info"));
     let seq = field(l.seq, 8)?;
     if seq & (h.count() - 1) != index {
-        return Err(Skip::Invalid(format!("printk_info.seq {seq} does not belong in slot {index}")));
+        return Err(Skip::Invalid(Invalid::Seq(seq)));
     }
     let ts_nsec = field(l.ts_nsec, 8)?;
     let text_len = field(l.text_len, l.text_len_size)?;
@@ -326,16 +343,16 @@ fn text<'d>(h: &RingHeader, data: &'d [u8], id: u64, begin: u64, next: u64, text
     } else if wraps(begin.wrapping_add(size)) == wraps(next) {
         (0, index(next))
     } else {
-        return Err(Skip::Invalid(format!("text block {begin:#x}..{next:#x} is neither in one lap nor wrapping once")));
+        return Err(Skip::Invalid(Invalid::Positions { begin, next }));
     };
     if begin % 8 != 0 || next % 8 != 0 || len < 8 {
-        return Err(Skip::Invalid(format!("text block {begin:#x}..{next:#x} is misaligned or shorter than its id")));
+        return Err(Skip::Invalid(Invalid::Misaligned { begin, next }));
     }
     let d = Bytes::new(data);
-    let outside = |_| Skip::Invalid(format!("text block {begin:#x}..{next:#x} lies outside the {size:#x}-byte data ring"));
+    let outside = |_| Skip::Invalid(Invalid::Outside { begin, next, size });
     let block_id = d.u64(off as usize).map_err(outside)?;
     if block_id & DESC_ID_MASK != id {
-        return Err(Skip::Invalid(format!("text block at {begin:#x} holds id {block_id:#x}, not {id:#x} (overwritten)")));
+        return Err(Skip::Invalid(Invalid::Overwritten { begin, found: block_id, id }));
     }
     let n = (len - 8).min(text_len);
     d.slice(off as usize + 8, n as usize).map_err(outside)

@@ -165,7 +165,7 @@ fn damage_is_counted_not_decoded() {
     assert!(d.records.is_empty(), "{:?}", d.records);
     assert_eq!((d.counts.invalid, d.counts.id_mismatch), (3, 1));
     assert!(d.problems[0].reason.contains("overwritten"), "{}", d.problems[0].reason);
-    assert!(d.problems[1].reason.contains("slot"));
+    assert!(d.problems[1].reason.contains("slot"), "{}", d.problems[1].reason);
     assert!(d.problems[2].reason.contains("neither"));
 }
 

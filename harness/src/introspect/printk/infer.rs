@@ -49,7 +49,7 @@ pub struct Found {
 }
 
 fn kernel_ptr(v: u64) -> bool {
-    v >= 0xff00_0000_0000_0000 && v % 8 == 0
+    v >= 0xff00_0000_0000_0000 && v.is_multiple_of(8)
 }
 
 /// Whether `buf[o..]` looks like a `printk_ringbuffer` with `text_data_ring` at `tr`; its header

@@ -345,7 +345,7 @@ fn text<'d>(h: &RingHeader, data: &'d [u8], id: u64, begin: u64, next: u64, text
     } else {
         return Err(Skip::Invalid(Invalid::Positions { begin, next }));
     };
-    if begin % 8 != 0 || next % 8 != 0 || len < 8 {
+    if !begin.is_multiple_of(8) || !next.is_multiple_of(8) || len < 8 {
         return Err(Skip::Invalid(Invalid::Misaligned { begin, next }));
     }
     let d = Bytes::new(data);

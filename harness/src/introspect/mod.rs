@@ -14,6 +14,9 @@
 //!   emulator::mem::PhysMem (image, live guest, replay, NetTLP) ◀────────────┘
 //! ```
 //!
+//! `printk::dmesg` shares `scan`, `kallsyms`, `kspace` and `CountingMem`, then reads the printk ring
+//! buffer instead of walking tasks (see [`printk`]).
+//!
 //! Invariant: guest memory is adversarial. Every parser is bounds-checked, every loop bounded,
 //! and a failure part-way returns what was read so far together with an error naming the
 //! address that failed.

@@ -36,20 +36,32 @@ const EMPTY_LINE_LPOS: u64 = 0x5;
 pub const LOG_NEWLINE: u8 = 2;
 pub const LOG_CONT: u8 = 8;
 
-/// The fields of `struct printk_ringbuffer` the decoder needs.
+/// The fields of `struct printk_ringbuffer` the decoder needs (addresses, ids and positions
+/// serialize as hex strings, as `ps --stats` writes addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RingHeader {
     pub count_bits: u32,
+    #[serde(serialize_with = "hex")]
     pub descs: u64,
+    #[serde(serialize_with = "hex")]
     pub infos: u64,
+    #[serde(serialize_with = "hex")]
     pub head_id: u64,
+    #[serde(serialize_with = "hex")]
     pub tail_id: u64,
     pub size_bits: u32,
+    #[serde(serialize_with = "hex")]
     pub data: u64,
+    #[serde(serialize_with = "hex")]
     pub head_lpos: u64,
+    #[serde(serialize_with = "hex")]
     pub tail_lpos: u64,
     /// `fail`: reservations that failed (messages lost when the ring was full or busy).
     pub fail: Option<u64>,
+}
+
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
 }
 
 /// A `struct printk_ringbuffer` that cannot be right.

@@ -91,14 +91,17 @@ fn ps_over_the_wire_and_from_its_capture(
 }
 
 /// `dmesg --target` through the emulator prints exactly what `dmesg --image` prints, with every
-/// layout method, on a kernel with symbols and one found by the structural search alone.
+/// layout method, on a kernel with symbols and one found by the structural search alone; the
+/// capture of the session, replayed with `--pcap`, prints it again.
 #[rstest]
 fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] name: &str) {
     use harness::introspect::printk::{dmesg, render::text, DmesgOptions, PrbMethod};
     let e = entry(name);
     let m = harness::lab::corpus::Mode::Panicked;
     let methods: &[PrbMethod] = if e.flags.btf { &[PrbMethod::Vmcoreinfo, PrbMethod::Btf, PrbMethod::Inferred] } else { &[PrbMethod::Inferred] };
-    let (running, addr) = serve(&e, m, None);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pcap = dir.path().join("dmesg.pcap");
+    let (running, addr) = serve(&e, m, Some(&pcap));
     let wire = connect(addr);
     for &method in methods {
         let opts = DmesgOptions { method: Some(method), ..Default::default() };
@@ -122,4 +125,7 @@ fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] n
     assert!(cli(&["--target", &url]) == from_image, "{name}: `dmesg --target` differs from `--image`");
     assert!(String::from_utf8_lossy(&from_image).contains("Kernel panic - not syncing"));
     running.stop().expect("endpoint stopped cleanly");
+    // `--pcap`: the session's capture holds every byte read, and replays to the same log.
+    let pcap = pcap.to_str().expect("UTF-8 path");
+    assert!(cli(&["--pcap", pcap]) == from_image, "{name}: `dmesg --pcap` differs from `--image`");
 }

@@ -374,3 +374,31 @@ fn a_damaged_ring_costs_only_what_is_damaged() {
         other => panic!("expected every method to fail, got {other:?}"),
     }
 }
+
+/// A log buffer set up with `log_buf_len=` (`printk_rb_dynamic`, which `prb` then points to):
+/// simulated on a real dump by a copy of the ring elsewhere in the image and `prb` redirected to
+/// it. VMCOREINFO's `prb` and the structural search (which finds `printk_rb_static` first, then
+/// the pointer next to it) both read the ring in use.
+#[test]
+fn prb_pointing_to_another_ring_is_followed() {
+    let e = entry("deb-amd64");
+    let mem = dump(&e, Mode::Panicked);
+    let k = kernel(mem.as_ref());
+    let v = k.info.vmcoreinfo.as_ref().expect("VMCOREINFO");
+    let (prb, stat) = (v.symbol("prb").unwrap(), v.symbol("printk_rb_static").unwrap());
+    let l = locate(&k, PrbMethod::Vmcoreinfo).unwrap();
+    assert_eq!(l.ring, stat);
+    let mut ring = vec![0u8; l.layout.ring_size as usize];
+    k.space.read(stat, &mut ring).unwrap();
+    let dynamic = stat.wrapping_add(4 << 20);
+    let phys = |v: KVirt| k.space.to_phys(v).unwrap().0;
+    let patches = vec![(phys(prb), dynamic.0.to_le_bytes().to_vec()), (phys(dynamic), ring)];
+    let moved = Overlay { inner: mem.as_ref(), patches };
+    let full = dmesg(mem.as_ref(), &DmesgOptions::default()).unwrap();
+    let r = dmesg(&moved, &DmesgOptions { method: Some(PrbMethod::Vmcoreinfo), ..Default::default() }).unwrap();
+    assert_eq!(r.located.ring, dynamic);
+    assert!(r.records == full.records);
+    let k2 = kernel(&moved);
+    let found = harness::introspect::printk::infer::scan(&k2).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(found.ring, dynamic, "{}", found.how);
+}

@@ -110,15 +110,22 @@ pub fn scan(kernel: &Kernel<'_>) -> Result<Found, String> {
                 valid.push((addr, tr));
             }
         }
-        match valid.as_slice() {
-            [] => off += CHUNK,
-            [(addr, tr)] => {
-                let ring = follow_prb(kernel, *addr, *tr).unwrap_or(*addr);
-                let how = if ring == *addr { format!("printk_rb_static found in .data at {addr}") } else { format!("printk_rb_static at {addr}, prb → {ring}") };
-                return at(kernel, ring, how);
+        // The first is `printk_rb_static` (initialized `.data` comes before `.bss`); a second can
+        // only be `printk_rb_dynamic`, which `prb` must then point to.
+        let (addr, tr) = match valid.as_slice() {
+            [] => {
+                off += CHUNK;
+                continue;
             }
+            [first] | [first, _] => *first,
             many => return Err(format!("{} structures in .data validate as printk_ringbuffer: {:?}", many.len(), many.iter().map(|(a, _)| *a).collect::<Vec<_>>())),
+        };
+        let ring = follow_prb(kernel, addr, tr).unwrap_or(addr);
+        if valid.len() == 2 && ring == addr {
+            return Err(format!("two structures in .data validate as printk_ringbuffer ({addr}, {}) and no prb points to the second", valid[1].0));
         }
+        let how = if ring == addr { format!("printk_rb_static found in .data at {addr}") } else { format!("printk_rb_static at {addr}, prb → {ring}") };
+        return at(kernel, ring, how);
     }
     Err(format!("no printk_ringbuffer in the first {SCAN_LIMIT:#x} bytes of .data from {start}"))
 }

@@ -11,10 +11,10 @@ use harness::introspect::output::{render, Format};
 use harness::introspect::ps::{ps, PsOptions};
 use harness::introspect::{profile, source};
 
-/// Where the memory comes from, and what the layout methods may use.
+/// Where the memory comes from (shared by every command that reads a machine's memory).
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("memory").required(true).args(["image", "target", "pcap"]))]
-pub struct SourceArgs {
+pub struct MemoryArgs {
     /// A memory image: ELF core, kdump, raw, LiME, AVML, or a live QEMU RAM file.
     #[arg(long)]
     image: Option<PathBuf>,
@@ -27,6 +27,13 @@ pub struct SourceArgs {
     /// A recorded capture, replayed.
     #[arg(long)]
     pcap: Option<PathBuf>,
+}
+
+/// Where the memory comes from, and what the layout methods may use.
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    #[command(flatten)]
+    mem: MemoryArgs,
     /// Kernel source tree or tarball (thesis method).
     #[arg(long)]
     kernel_source: Option<PathBuf>,
@@ -46,14 +53,7 @@ impl SourceArgs {
         if self.system_map.is_some() {
             tracing::info!("--system-map given but not needed: symbols come from kallsyms in memory");
         }
-        let mem = match (&self.image, &self.target, &self.pcap) {
-            (Some(p), _, _) => source::open_image(p, self.format_image.as_deref())?,
-            (_, Some(t), _) => source::open_target(t)?,
-            (_, _, Some(p)) => source::open_pcap(p)?,
-            _ => anyhow::bail!("one of --image, --target, --pcap is required"),
-        };
-        tracing::info!(source = mem.describe(), "memory opened");
-        Ok(mem)
+        self.mem.open()
     }
 
     fn options(&self) -> PsOptions {
@@ -62,6 +62,19 @@ impl SourceArgs {
             inputs: LayoutInputs { kernel_source: self.kernel_source.clone(), isf: self.isf.clone() },
             ..Default::default()
         }
+    }
+}
+
+impl MemoryArgs {
+    pub fn open(&self) -> Result<Box<dyn PhysMem>> {
+        let mem = match (&self.image, &self.target, &self.pcap) {
+            (Some(p), _, _) => source::open_image(p, self.format_image.as_deref())?,
+            (_, Some(t), _) => source::open_target(t)?,
+            (_, _, Some(p)) => source::open_pcap(p)?,
+            _ => anyhow::bail!("one of --image, --target, --pcap is required"),
+        };
+        tracing::info!(source = mem.describe(), "memory opened");
+        Ok(mem)
     }
 }
 

@@ -1,9 +1,10 @@
 //! The requester side and the analysis.
 //!
 //! ```text
-//!   ps / profile (CLI)
+//!   ps / profile / dmesg (CLI)
 //!        │
-//!   introspect   find the kernel, learn the layout (btf | thesis | isf | static | heuristic), walk tasks
+//!   introspect   find the kernel, learn the layout (btf | thesis | isf | static | heuristic), walk tasks;
+//!                printk: the kernel log from the printk ring (vmcoreinfo | btf | inferred)
 //!        │
 //!   emulator::mem::PhysMem  ◀── image files, replayed captures, dma::Requester (NetTLP over UDP)
 //!

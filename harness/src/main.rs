@@ -1,5 +1,6 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
+mod cmd_dmesg;
 mod cmd_ps;
 
 use anyhow::Result;
@@ -13,6 +14,8 @@ mod dma_cmd;
 enum Cli {
     /// List the processes of a machine from its physical memory.
     Ps(cmd_ps::PsArgs),
+    /// The kernel log (printk ring buffer) of a machine, from its physical memory.
+    Dmesg(cmd_dmesg::DmesgArgs),
     /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
     Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse() {
         Cli::Ps(args) => cmd_ps::run(args)?,
+        Cli::Dmesg(args) => cmd_dmesg::run(args)?,
         Cli::Profile(args) => cmd_ps::run_profile(args)?,
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,

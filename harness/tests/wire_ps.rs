@@ -1,6 +1,6 @@
-//! `ps` over the wire: a corpus dump served by the software NetTLP endpoint, read by the DMA
-//! requester, gives the same listing as the image file; the capture of that session, replayed,
-//! gives it again.
+//! `ps` and `dmesg` over the wire: a corpus dump served by the software NetTLP endpoint, read by
+//! the DMA requester, gives the same listing and the same kernel log as the image file; the
+//! capture of a `ps` session, replayed, gives the listing again.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use emulator::capture::recorder::Recorder;
-use emulator::endpoint::{Endpoint, EndpointConfig, EndpointError, Tap};
+use emulator::endpoint::{Endpoint, EndpointConfig, EndpointError, Running, Tap};
 use harness::introspect::compare::compare;
 use harness::introspect::layout::{LayoutInputs, MethodKind};
 use harness::introspect::ps::{ps, PsOptions};
@@ -30,6 +30,34 @@ fn loopback(salt: u32) -> Ipv4Addr {
     Ipv4Addr::new(127, (x % 250 + 2) as u8, (x / 250 % 250 + 2) as u8, (x / 62_500 % 250 + 2) as u8)
 }
 
+/// Serve a corpus dump over NetTLP on a free loopback address (recording a capture if asked).
+fn serve(e: &harness::lab::corpus::Entry, m: harness::lab::corpus::Mode, pcap: Option<&std::path::Path>) -> (Running, Ipv4Addr) {
+    for salt in 0..20 {
+        let addr = loopback(salt);
+        let cfg = EndpointConfig { listen: addr, ..Default::default() };
+        match Endpoint::bind(dump(e, m), cfg) {
+            Ok(ep) => {
+                let ep = match pcap {
+                    Some(p) => ep.with_tap(Arc::new(PcapTap(Recorder::create(p).expect("pcap")))),
+                    None => ep,
+                };
+                return (ep.spawn(), addr);
+            }
+            Err(EndpointError::Bind { .. }) => continue,
+            Err(err) => panic!("endpoint: {err}"),
+        }
+    }
+    panic!("no free loopback address");
+}
+
+/// A requester reading from the endpoint at `addr`.
+fn connect(addr: Ipv4Addr) -> Box<dyn emulator::mem::PhysMem> {
+    // Generous retries: the test machine is shared and loaded.
+    (100..120)
+        .find_map(|salt| source::open_target(&format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(salt))).ok())
+        .expect("requester")
+}
+
 #[rstest]
 fn ps_over_the_wire_and_from_its_capture(
     #[values("deb-amd64", "deb7-amd64")] name: &str,
@@ -45,35 +73,8 @@ fn ps_over_the_wire_and_from_its_capture(
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let pcap = dir.path().join("ps.pcap");
-    let recorder = Recorder::create(&pcap).expect("pcap recorder");
-    let mut served = None;
-    for salt in 0..20 {
-        let addr = loopback(salt);
-        let cfg = EndpointConfig { listen: addr, ..Default::default() };
-        match Endpoint::bind(dump(&e, m), cfg) {
-            Ok(ep) => {
-                served = Some((ep.with_tap(Arc::new(PcapTap(Recorder::create(&pcap).expect("pcap")))).spawn(), addr));
-                break;
-            }
-            Err(EndpointError::Bind { .. }) => continue,
-            Err(err) => panic!("endpoint: {err}"),
-        }
-    }
-    drop(recorder);
-    let (running, addr) = served.expect("no free loopback address");
-    let mut wire = None;
-    for salt in 100..120 {
-        // Generous retries: the test machine is shared and loaded.
-        let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(salt));
-        match source::open_target(&url) {
-            Ok(mem) => {
-                wire = Some(mem);
-                break;
-            }
-            Err(_) => continue,
-        }
-    }
-    let wire = wire.expect("requester");
+    let (running, addr) = serve(&e, m, Some(&pcap));
+    let wire = connect(addr);
     let report = ps(wire.as_ref(), &opts).unwrap_or_else(|err| panic!("{name} over the wire: {err}"));
     drop(wire);
     running.stop().expect("endpoint stopped cleanly");
@@ -87,4 +88,44 @@ fn ps_over_the_wire_and_from_its_capture(
     let again = ps(replay.as_ref(), &opts).unwrap_or_else(|err| panic!("{name} from the capture: {err}"));
     assert!(again.walk_error.is_none(), "{name} from the capture");
     assert!(again.rows == local_rows, "{name}: the replayed listing differs");
+}
+
+/// `dmesg --target` through the emulator prints exactly what `dmesg --image` prints, with every
+/// layout method, on a kernel with symbols and one found by the structural search alone; the
+/// capture of the session, replayed with `--pcap`, prints it again.
+#[rstest]
+fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] name: &str) {
+    use harness::introspect::printk::{dmesg, render::text, DmesgOptions, PrbMethod};
+    let e = entry(name);
+    let m = harness::lab::corpus::Mode::Panicked;
+    let methods: &[PrbMethod] = if e.flags.btf { &[PrbMethod::Vmcoreinfo, PrbMethod::Btf, PrbMethod::Inferred] } else { &[PrbMethod::Inferred] };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pcap = dir.path().join("dmesg.pcap");
+    let (running, addr) = serve(&e, m, Some(&pcap));
+    let wire = connect(addr);
+    for &method in methods {
+        let opts = DmesgOptions { method: Some(method), ..Default::default() };
+        let local = dmesg(dump(&e, m).as_ref(), &opts).unwrap_or_else(|err| panic!("{name} {method}: {err}"));
+        let remote = dmesg(wire.as_ref(), &opts).unwrap_or_else(|err| panic!("{name} {method} over the wire: {err}"));
+        assert_eq!(remote.read_error, None);
+        assert!(remote.records == local.records, "{name} {method}: the log over the wire differs");
+        assert_eq!(text(&remote.records), text(&local.records));
+        assert!(remote.stats.dma_reads > 0);
+    }
+    drop(wire);
+    // The command itself: `harness dmesg --target` prints what `--image` prints.
+    let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
+    let cli = |src: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("dmesg").args(src).output().expect("running harness");
+        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
+    let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(200));
+    assert!(cli(&["--target", &url]) == from_image, "{name}: `dmesg --target` differs from `--image`");
+    assert!(String::from_utf8_lossy(&from_image).contains("Kernel panic - not syncing"));
+    running.stop().expect("endpoint stopped cleanly");
+    // `--pcap`: the session's capture holds every byte read, and replays to the same log.
+    let pcap = pcap.to_str().expect("UTF-8 path");
+    assert!(cli(&["--pcap", pcap]) == from_image, "{name}: `dmesg --pcap` differs from `--image`");
 }

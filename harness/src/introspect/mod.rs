@@ -15,6 +15,9 @@
 //!   emulator::mem::PhysMem (image, live guest, replay, NetTLP) ◀────────────┘
 //! ```
 //!
+//! `printk::dmesg` shares `scan`, `kallsyms`, `kspace` and `Counting`, then reads the printk ring
+//! buffer instead of walking tasks (see [`printk`]).
+//!
 //! Invariant: guest memory is adversarial. Every parser is bounds-checked, every loop bounded,
 //! and a failure part-way returns what was read so far together with an error naming the
 //! address that failed.
@@ -35,6 +38,7 @@ pub mod names;
 pub mod naming;
 pub mod output;
 pub mod paging;
+pub mod printk;
 pub mod physread;
 pub mod placement;
 pub mod profile;

@@ -120,15 +120,22 @@ pub enum PsError {
     NoInitTask,
 }
 
-struct Clock<'c, M: PhysMem> {
+/// Times and read counts per phase (shared with `printk::dmesg`).
+pub(crate) struct Clock<'c, M: PhysMem> {
     mem: &'c Counting<M>,
-    t0: Instant,
+    pub(crate) t0: Instant,
     last: (Instant, Counts),
-    phases: Vec<Phase>,
+    pub(crate) phases: Vec<Phase>,
 }
 
-impl<M: PhysMem> Clock<'_, M> {
-    fn lap(&mut self, name: &'static str) {
+impl<'c, M: PhysMem> Clock<'c, M> {
+    /// Counts from the counter's value now.
+    pub(crate) fn new(mem: &'c Counting<M>) -> Self {
+        let t0 = Instant::now();
+        Clock { mem, t0, last: (t0, mem.snapshot()), phases: Vec::new() }
+    }
+
+    pub(crate) fn lap(&mut self, name: &'static str) {
         let now = (Instant::now(), self.mem.snapshot());
         let d = now.1.since(self.last.1);
         self.phases.push(Phase {
@@ -175,9 +182,8 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
 pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result<PsReport, PsError> {
     // Ranges come from the image's headers: a sum past 2^64 saturates.
     let ram_bytes: u64 = counted.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
-    let t0 = Instant::now();
     let start = counted.snapshot();
-    let mut clock = Clock { mem: counted, t0, last: (t0, start), phases: Vec::new() };
+    let mut clock = Clock::new(counted);
 
     let found = Kernel::scan(counted, &opts.scan)?;
     clock.lap("scan");

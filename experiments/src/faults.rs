@@ -45,7 +45,7 @@ use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
 use crate::served::{PatternImage, Served};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FaultRow {
     /// `readback` (known pattern) or `ps` (a corpus kernel's process list over the wire).
     pub check: String,
@@ -183,7 +183,6 @@ impl Experiment for Faults {
         let seed = run.repeat as u64;
         let spec = run.point.spec(seed);
         let base = FaultRow {
-            check: String::new(),
             requester: run.requester.into(),
             loss: run.point.loss,
             dup: run.point.dup,
@@ -191,19 +190,7 @@ impl Experiment for Faults {
             delay_us: run.point.delay_us,
             seed,
             repeat: run.repeat,
-            ok: false,
-            error: String::new(),
-            bytes_read: 0,
-            bytes_exact: None,
-            tasks_found: 0,
-            tasks_match: None,
-            wall_ms: 0.0,
-            dma_reads: 0,
-            requests: 0,
-            retries: 0,
-            timeouts: 0,
-            duplicates: 0,
-            stale: 0,
+            ..FaultRow::default()
         };
         let budget = BUDGET;
         let image = PatternImage::create("faults", readback_bytes(ctx.quick))?;
@@ -389,29 +376,7 @@ mod tests {
     use super::*;
 
     fn row(check: &str, loss: f64, dup: f64, wall_ms: f64, ok: bool) -> FaultRow {
-        FaultRow {
-            check: check.into(),
-            requester: RUN.into(),
-            loss,
-            dup,
-            reorder: 0.0,
-            delay_us: 0,
-            seed: 1,
-            repeat: 1,
-            ok,
-            error: String::new(),
-            bytes_read: 0,
-            bytes_exact: None,
-            tasks_found: 0,
-            tasks_match: None,
-            wall_ms,
-            dma_reads: 0,
-            requests: 0,
-            retries: 0,
-            timeouts: 0,
-            duplicates: 0,
-            stale: 0,
-        }
+        FaultRow { check: check.into(), requester: RUN.into(), loss, dup, seed: 1, repeat: 1, ok, wall_ms, ..FaultRow::default() }
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!     │             network never one whose recent requests the new one aliases (the
 //!     │             stale-completion defence), cutting the request short if need be
 //!     ├─ rto        adaptive retransmission timeout (RFC 6298 on request round trips)
+//!     ├─ rack       loss detection by later answers (RFC 8985): missing bytes asked again
+//!     │             once a request sent after them was answered, not after a timeout
 //!     └─ stats      counters and latency histogram
 //!   bench        blocking and pipelined read benchmarks, rows for results/wire-*.csv
 //! ```
@@ -22,6 +24,7 @@
 //! [`PhysMem`]: emulator::mem::PhysMem
 
 pub mod bench;
+pub mod rack;
 pub mod request;
 pub mod requester;
 pub mod rto;

@@ -4,8 +4,9 @@
 //!   read_batch(ops) ─▶ pieces (4 KiB pages, MRRS) ─▶ tag ─▶ MRd on UDP 0x3000+tag ─▶ adapter
 //!        ▲                                                                            │
 //!        └── bytes copied into the caller's buffer ◀── Reassembly (per tag) ◀── CplD/Cpl ◀─┘
-//!          timeouts (adaptive, [`super::rto`]) ─▶ the missing bytes only, asked again with a
-//!          new tag (each byte at most 1 + retries times)
+//!          losses found by later answers ([`super::rack`]) or timeouts (adaptive,
+//!          [`super::rto`]) ─▶ the missing bytes only, asked again with a new tag (each byte
+//!          at most 1 + retries times)
 //! ```
 //!
 //! One engine behind a mutex does all I/O: it keeps up to `inflight` requests outstanding,
@@ -39,6 +40,7 @@ use emulator::wire::msg;
 use emulator::wire::nettlp;
 use emulator::wire::tlp::{self, CplStatus, DeviceId, MemRequest, Repr};
 
+use super::rack::Rack;
 use super::request::{Reassembly, Reject, Verdict};
 use super::rto::Rto;
 use super::stats::DmaStats;
@@ -182,6 +184,9 @@ struct Engine {
     next_expiry: Option<Instant>,
     retry: VecDeque<Piece>,
     rto: Rto,
+    rack: Rack,
+    /// For each tag held since its request was taken as lost by [`Rack`]: when it was.
+    lost_early: Box<[Option<Instant>; 256]>,
     stats: DmaStats,
     seq: u16,
 }
@@ -258,6 +263,8 @@ impl Requester {
             next_expiry: None,
             retry: VecDeque::new(),
             rto: Rto::new(target.timeout),
+            rack: Rack::default(),
+            lost_early: Box::new([None; 256]),
             stats: DmaStats::default(),
             seq: 0,
         };
@@ -343,6 +350,13 @@ impl Requester {
             Some(Err(err)) => Err(DmaError::Write(format!("read-back barrier failed: {err}"))),
             None => Ok(()),
         }
+    }
+}
+
+/// What the requester did, in the log when it goes (`RUST_LOG=harness::dma=debug`).
+impl Drop for Requester {
+    fn drop(&mut self) {
+        tracing::debug!(target: "harness::dma", "{}", self.engine().stats);
     }
 }
 
@@ -514,6 +528,12 @@ impl Engine {
             if self.receive(now, t, rid, ops, &mut results) && complete {
                 self.drained = before_wait;
             }
+            if self.rack.take_changed() {
+                let lost = self.slots.iter().flatten().filter_map(|inf| self.rack.lost_at(inf.sent)).min();
+                if let Some(at) = lost {
+                    self.next_expiry = Some(self.next_expiry.map_or(at, |x| x.min(at)));
+                }
+            }
             self.stats.max_lateness = self.stats.max_lateness.max(self.tags.lateness());
             if self.next_expiry.is_some_and(|x| x <= now) {
                 self.expire(now, t, &mut results);
@@ -539,6 +559,7 @@ impl Engine {
         q.bufs.push(buf);
         q.lens.push(len);
         let deadline = now + timeout;
+        self.lost_early[usize::from(tag)] = None;
         self.slots[usize::from(tag)] = Some(Inflight {
             piece,
             asm: Reassembly::new(piece.addr, piece.len),
@@ -598,7 +619,7 @@ impl Engine {
                     let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
                     let conflict = take_completion(
                         bytes, now, self.drained, ids, ops, results, &mut self.slots, &mut self.tags,
-                        &mut self.inflight, &mut self.rto, &mut self.stats,
+                        &mut self.inflight, &mut self.rto, &mut self.rack, &mut self.lost_early, &mut self.stats,
                     );
                     conflicts.extend(conflict);
                 }
@@ -636,14 +657,21 @@ impl Engine {
         let mut next: Option<Instant> = None;
         for tag in 0..256usize {
             let Some(inf) = &self.slots[tag] else { continue };
-            if inf.deadline > now {
-                next = Some(next.map_or(inf.deadline, |x| x.min(inf.deadline)));
+            let due = self.rack.lost_at(inf.sent).map_or(inf.deadline, |at| at.min(inf.deadline));
+            if due > now {
+                next = Some(next.map_or(due, |x| x.min(due)));
                 continue;
             }
             let Some(inf) = self.slots[tag].take() else { continue };
             let piece = inf.piece;
             self.inflight -= 1;
-            self.rto.timed_out(inf.sent, now);
+            if inf.deadline <= now {
+                self.rto.timed_out(inf.sent, now);
+            } else {
+                // a later request was answered: lost, the path is alive (no back-off)
+                self.stats.early += 1;
+                self.lost_early[tag] = Some(now);
+            }
             let missing = inf.asm.missing();
             // its completions may still come: hold the tag (see super::tags)
             self.tags.hold(tag as u8, inf.asm, now, inf.deadline.saturating_duration_since(inf.sent));
@@ -708,6 +736,8 @@ fn take_completion(
     tags: &mut TagPool,
     inflight: &mut usize,
     rto: &mut Rto,
+    rack: &mut Rack,
+    lost_early: &mut [Option<Instant>; 256],
     stats: &mut DmaStats,
 ) -> Option<u8> {
     let Ok(outer) = nettlp::Packet::new_checked(bytes) else {
@@ -730,7 +760,14 @@ fn take_completion(
     let payload = p.payload();
     let Some(inf) = slots.get_mut(tag).and_then(|s| s.as_mut()) else {
         match tags.absorb(&cpl, payload.len(), now) {
-            Absorbed::Late => stats.late += 1,
+            Absorbed::Late => {
+                stats.late += 1;
+                if let Some(at) = lost_early[tag].take() {
+                    // taken as lost too soon: the path reorders more than the window
+                    stats.spurious += 1;
+                    rack.spurious(at, now);
+                }
+            }
             Absorbed::Stale => {
                 stats.stale += 1;
                 tags.anomaly();
@@ -759,6 +796,7 @@ fn take_completion(
                 if piece.attempts == 0 {
                     rto.sample(rtt);
                 }
+                rack.answered(inf.sent, rtt);
                 slots[tag] = None;
                 *inflight -= 1;
                 tags.release(cpl.tag);

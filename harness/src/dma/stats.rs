@@ -120,6 +120,11 @@ pub struct DmaStats {
     pub completions: u64,
     /// Requests sent again after a timeout.
     pub retries: u64,
+    /// Requests taken as lost before their timeout because a request sent after them was
+    /// answered in full ([`super::rack`]); their missing bytes are among the retries.
+    pub early: u64,
+    /// Of those, requests answered after all (the path reordered more than the window).
+    pub spurious: u64,
     /// Requests given up after all attempts.
     pub timeouts: u64,
     /// Completions whose tag had no request outstanding, or that did not fit it.
@@ -151,8 +156,8 @@ impl fmt::Display for DmaStats {
         let q = |x| self.latency.quantile(x).map_or("-".to_string(), |d| format!("{:.1}us", d.as_secs_f64() * 1e6));
         write!(
             f,
-            "reads {} ({} B) | requests {} cuts {} completions {} | retries {} timeouts {} | stale {} duplicates {} late {} (up to {:.1}ms) conflicts {} malformed {} | UR {} CA {} other {} | latency p50 {} p99 {}",
-            self.reads, self.bytes, self.requests, self.cuts, self.completions, self.retries, self.timeouts,
+            "reads {} ({} B) | requests {} cuts {} completions {} | retries {} (early {} spurious {}) timeouts {} | stale {} duplicates {} late {} (up to {:.1}ms) conflicts {} malformed {} | UR {} CA {} other {} | latency p50 {} p99 {}",
+            self.reads, self.bytes, self.requests, self.cuts, self.completions, self.retries, self.early, self.spurious, self.timeouts,
             self.stale, self.duplicates, self.late, self.max_lateness.as_secs_f64() * 1e3, self.conflicts, self.malformed, self.ur, self.ca, self.other_status,
             q(0.5), q(0.99)
         )

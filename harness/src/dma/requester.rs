@@ -21,6 +21,8 @@
 //! `malformed`); the bytes it claimed are asked again if their own completion never comes.
 //! Which tag a request gets, and whether it is cut a few bytes short so that no stale copy on
 //! that tag can fit it, is [`super::tags`]'s decision (a cut's rest starts the next request).
+//! While the network is suspect, pieces inside a page are split to end at varied addresses
+//! ([`spread_end`]), so that few requests alias one another and tags seldom wait.
 //!
 //! Invariants: the requester never sends a Memory Write except through the explicitly named
 //! [`Requester::write_for_testing`]; a caller's buffer only receives bytes of completions that
@@ -404,7 +406,9 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn next(&mut self, ops: &[ReadOp<'_>], failed: &[Option<MemError>], mrrs: u32) -> Option<Piece> {
+    /// The next piece; with `spread`, one that ends where few requests end (see [`spread_end`])
+    /// (and whether it was shortened for that).
+    fn next(&mut self, ops: &[ReadOp<'_>], failed: &[Option<MemError>], mrrs: u32, spread: bool) -> Option<(Piece, bool)> {
         while self.op < ops.len() {
             let op = &ops[self.op];
             if failed[self.op].is_some() || self.pos >= op.buf.len() {
@@ -417,10 +421,11 @@ impl Cursor {
                 self.pos = 0;
                 continue;
             };
-            let (a, n) = super::request::split(addr, op.buf.len() - self.pos, mrrs).next()?;
+            let (a, whole) = super::request::split(addr, op.buf.len() - self.pos, mrrs).next()?;
+            let n = if spread && self.pos + whole as usize != op.buf.len() { spread_end(a, whole) } else { whole };
             let piece = Piece { op: self.op, off: self.pos, addr: a, len: n, attempts: 0 };
             self.pos += n as usize;
-            return Some(piece);
+            return Some((piece, n < whole));
         }
         None
     }
@@ -439,6 +444,21 @@ impl Cursor {
     fn done(&self, ops: &[ReadOp<'_>]) -> bool {
         self.op >= ops.len()
     }
+}
+
+/// A piece at `addr` of `len` bytes that does not end the read, shortened if need be so that
+/// it ends neither at a multiple of 128 nor at the same residue as every piece of other pages:
+/// on a suspect network a request may not alias ([`tags::aliases`]) a recent request on its
+/// tag, and aligned pieces all alias one another, so tags would run out of requests they may
+/// carry. A piece that ends its page must end there; pieces inside a page end at a residue
+/// drawn per page, so the page ends are the only common one.
+fn spread_end(addr: u64, len: u32) -> u32 {
+    let end = addr + u64::from(len);
+    if end & 0x7f != 0 || end & 0xfff == 0 {
+        return len;
+    }
+    let k = 1 + (emulator::pattern::splitmix64(addr >> 12) % 31) as u32;
+    if len > 4 * k { len - 4 * k } else { len }
 }
 
 impl Engine {
@@ -474,8 +494,11 @@ impl Engine {
             while self.inflight < max_inflight {
                 let piece = match self.retry.pop_front() {
                     Some(p) => p,
-                    None => match cursor.next(ops, &results, t.mrrs) {
-                        Some(p) => p,
+                    None => match cursor.next(ops, &results, t.mrrs, self.tags.suspect()) {
+                        Some((p, cut)) => {
+                            self.stats.cuts += u64::from(cut);
+                            p
+                        }
                         None => break,
                     },
                 };
@@ -838,4 +861,45 @@ fn take_completion(
         Verdict::Reject(Reject::Truncated) => stats.malformed += 1,
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces of a page-aligned read, split as on a suspect network: every piece but the
+    /// page's last ends off a multiple of 128, at one residue per page, and they tile the read.
+    #[test]
+    fn spread_pieces_end_where_few_requests_end() {
+        let mut buf = vec![0u8; 3 * 4096 + 100];
+        let ops = [ReadOp { addr: PhysAddr(0x10_0000), buf: &mut buf }];
+        let failed = [None];
+        let mut cursor = Cursor { op: 0, pos: 0 };
+        let mut pieces = Vec::new();
+        while let Some((p, _)) = cursor.next(&ops, &failed, 512, true) {
+            pieces.push(p);
+        }
+        let mut at = 0x10_0000;
+        let mut residues = std::collections::BTreeMap::new();
+        for p in &pieces {
+            assert_eq!(p.addr, at, "pieces tile the read");
+            assert!(p.len <= 512 && p.len % 4 == 0);
+            at += u64::from(p.len);
+            let (page, end) = (p.addr >> 12, p.addr + u64::from(p.len));
+            if end & 0xfff != 0 && end != 0x10_0000 + 3 * 4096 + 100 {
+                assert_ne!(end & 0x7f, 0, "{p:?}");
+                residues.entry(page).or_insert_with(Vec::new).push(end & 0x7f);
+            }
+        }
+        assert_eq!(at, 0x10_0000 + ops[0].buf.len() as u64);
+        for r in residues.values() {
+            assert!(r.iter().all(|&x| x == r[0]), "one residue per page: {r:?}");
+        }
+        let distinct: std::collections::BTreeSet<_> = residues.values().map(|r| r[0]).collect();
+        assert!(distinct.len() > 1, "residues differ between pages: {residues:?}");
+        // trusted: the plain split
+        let mut cursor = Cursor { op: 0, pos: 0 };
+        let n = std::iter::from_fn(|| cursor.next(&ops, &failed, 512, false)).inspect(|(_, cut)| assert!(!cut)).count();
+        assert_eq!(n, 3 * 8 + 1);
+    }
 }

@@ -5,12 +5,12 @@
 //! running guest, lets it continue, then panics it): the tests below check that rather than
 //! assume it — the running log must be a prefix of the panicked one, timestamps included.
 //!
-//! How a console line is matched, explicitly:
+//! How a console line is matched (`harness::lab::console`), explicitly:
 //! - the console line is the text from its first `[%5lu.%06lu] ` on, with the CR of the serial
-//!   line discipline removed. Only one kind of line has anything before it: the first kernel
-//!   line, which follows the firmware's and the boot loader's output and terminal resets on the
-//!   same line (`"Probing EDD ... o\x1bc\x1b[?7l\x1b[2J[    0.000000] Linux version"`). That
-//!   prefix is checked to hold no timestamp of its own.
+//!   line discipline removed; what precedes it on the serial line is not the kernel's (the
+//!   firmware's output and terminal resets before the first kernel line, `"Probing EDD ...
+//!   o\x1bc\x1b[?7l\x1b[2J[    0.000000] Linux version"`, or the agent's report of a module it
+//!   loaded as the module's own messages came).
 //! - Lines without a timestamp are user space writing to the console (`netdma: init on ...`),
 //!   not the kernel log, and are not expected in it.
 //! - A record of several lines is printed by the kernel with the record's timestamp on each
@@ -29,52 +29,15 @@ use harness::introspect::addr::KVirt;
 use harness::introspect::printk::render::text;
 use harness::introspect::printk::snapshot::Snapshot;
 use harness::introspect::printk::{dmesg, locate, read_arrays, DmesgError, DmesgOptions, DmesgReport, PrbMethod};
+use harness::lab::console::{kernel_lines, missing, timestamp_ns};
 use harness::lab::corpus::{Entry, Mode};
 use harness::lab::recipe::default_corpus;
 use rstest::rstest;
 
-/// Timestamped kernel lines of the console, in order.
+/// Timestamped kernel lines of the console, in order (`harness::lab::console`).
 fn console_lines(e: &Entry) -> Vec<String> {
     let raw = std::fs::read(e.path("logs/console.log")).unwrap_or_else(|err| panic!("{}: console.log: {err}; {BUILD}", e.name));
-    let text = String::from_utf8_lossy(&raw);
-    let mut out = Vec::new();
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if let Some(at) = timestamp_at(line) {
-            assert!(at == 0 || out.is_empty(), "{}: a kernel line with something before it past the first: {line:?}", e.name);
-            assert!(timestamp_at(&line[..at]).is_none());
-            out.push(line[at..].to_owned());
-        }
-    }
-    out
-}
-
-/// Where the first `[%5u.%06u] ` starts in `line`.
-fn timestamp_at(line: &str) -> Option<usize> {
-    let b = line.as_bytes();
-    (0..b.len()).find(|&i| {
-        let Some(close) = b[i..].iter().position(|&c| c == b']') else { return false };
-        let inner = &b[i + 1..i + close];
-        b[i] == b'['
-            && b.get(i + close + 1) == Some(&b' ')
-            && inner.len() >= 12
-            && inner[inner.len() - 7] == b'.'
-            && inner[inner.len() - 6..].iter().all(u8::is_ascii_digit)
-            && inner[..inner.len() - 7].iter().all(|c| *c == b' ' || c.is_ascii_digit())
-    })
-}
-
-/// The console lines missing from `ours`, keeping order: (console line number, line).
-fn missing(console: &[String], ours: &[&str]) -> Vec<(usize, String)> {
-    let mut at = 0;
-    let mut out = Vec::new();
-    for (n, c) in console.iter().enumerate() {
-        match ours[at..].iter().position(|o| o == c) {
-            Some(k) => at += k + 1,
-            None => out.push((n, c.clone())),
-        }
-    }
-    out
+    kernel_lines(&raw)
 }
 
 fn run(e: &Entry, m: Mode, method: PrbMethod) -> Result<DmesgReport, DmesgError> {
@@ -197,11 +160,8 @@ fn running_log_is_a_prefix_of_the_panic(e: &Entry, panicked: &DmesgReport) {
     assert!(!out.contains("Kernel panic"), "{name}: a running guest's log has no panic");
 }
 
-/// The timestamp of a console line (from [`console_lines`]) in nanoseconds.
 fn ts_of(line: &str) -> u64 {
-    let inner = line[1..line.find(']').unwrap_or(1)].trim();
-    let (s, us) = inner.split_once('.').unwrap_or(("0", "0"));
-    s.parse::<u64>().unwrap_or(0) * 1_000_000_000 + us.parse::<u64>().unwrap_or(0) * 1000
+    timestamp_ns(line).unwrap_or_else(|| panic!("a console line without a timestamp: {line:?}"))
 }
 
 /// The first lines of one kernel's log, as `dmesg` prints them (what changes with KASLR or the

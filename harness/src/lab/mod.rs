@@ -10,6 +10,7 @@
 //!   ├─ guest      initramfs: busybox-static + static C workload and agent (harness/guest/)
 //!   ├─ qemu       one QEMU process: QMP, control port (second serial), console log
 //!   └─ record     truth → dump (running) → truth → sysrq c → dump (panicked)
+//!   console   the serial console as truth for the kernel log (kernel lines, subsequence check)
 //!   corpus    the on-disk contract read by the introspection tests (Corpus, Entry)
 //!   truth     one ground-truth record per thread (JSON Lines)
 //!   live      lab boot / panic / stop: a guest left running on a shared RAM file
@@ -23,6 +24,7 @@ pub mod apt;
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod console;
 pub mod corpus;
 pub mod cpio;
 pub mod custom;

@@ -18,6 +18,7 @@
 //!        │       wire ── hw_reference ── tlpperf   (published NetTLP hardware runs)
 //!        │         └─┬── served   `emulator serve` processes + harness::dma::Requester
 //!        │       faults ┘          (loopback; faults injected by the endpoint)
+//!        │       forensics ── harness::introspect::printk + lab::console (dmesg vs the console)
 //!        │
 //!   results    CSV exporter/reader (schema = row fields + git_rev,date_utc,quick)
 //!   provenance git revision and UTC date;  schema: column names from serde
@@ -31,6 +32,7 @@ pub mod baseline;
 pub mod config_matrix;
 pub mod driver;
 pub mod faults;
+pub mod forensics;
 pub mod experiment;
 pub mod hw_reference;
 pub mod panic;

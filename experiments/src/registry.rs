@@ -9,6 +9,7 @@ use crate::baseline::Baseline;
 use crate::config_matrix::ConfigMatrix;
 use crate::driver::Runnable;
 use crate::faults::Faults;
+use crate::forensics::Forensics;
 use crate::panic::Panic;
 use crate::scaling::Scaling;
 use crate::timing::Timing;
@@ -24,6 +25,7 @@ pub fn available() -> Vec<Box<dyn Runnable>> {
         Box::new(WireThroughput),
         Box::new(Scaling),
         Box::new(Faults),
+        Box::new(Forensics),
         Box::new(Baseline),
     ]
 }

@@ -71,7 +71,8 @@ fn wire_throughput_schema() {
 #[test]
 fn corpus_experiment_columns() {
     use experiments::{
-        baseline::BaselineRow, config_matrix::MatrixRow, faults::FaultRow, panic::PanicRow, scaling::ScalingRow, timing::TimingRow,
+        baseline::BaselineRow, config_matrix::MatrixRow, faults::FaultRow, forensics::ForensicsRow, panic::PanicRow, scaling::ScalingRow,
+        timing::TimingRow,
     };
     insta::assert_snapshot!("config_matrix_columns", results::columns::<MatrixRow>().unwrap().join(","));
     insta::assert_snapshot!("timing_columns", results::columns::<TimingRow>().unwrap().join(","));
@@ -79,4 +80,5 @@ fn corpus_experiment_columns() {
     insta::assert_snapshot!("scaling_columns", results::columns::<ScalingRow>().unwrap().join(","));
     insta::assert_snapshot!("faults_columns", results::columns::<FaultRow>().unwrap().join(","));
     insta::assert_snapshot!("baseline_columns", results::columns::<BaselineRow>().unwrap().join(","));
+    insta::assert_snapshot!("forensics_columns", results::columns::<ForensicsRow>().unwrap().join(","));
 }

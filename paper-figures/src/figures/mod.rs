@@ -18,6 +18,7 @@ use crate::render::{Chart, RenderError};
 mod baseline;
 mod config_matrix;
 mod faults;
+mod forensics;
 mod panic;
 mod scaling;
 mod timing;
@@ -71,6 +72,11 @@ pub fn all() -> Vec<Figure> {
             stem: "faults-time",
             inputs: &["faults"],
             build: faults::build_time,
+        },
+        Figure {
+            stem: "forensics-dmesg",
+            inputs: &["forensics"],
+            build: forensics::build,
         },
         Figure {
             stem: "wire-latency-cdf",

@@ -1,0 +1,196 @@
+//! `forensics`: why did it panic? The kernel log read from memory alone (`harness dmesg`,
+//! method `auto`, no prior knowledge of the kernel), from each corpus kernel's dumps and over
+//! NetTLP from the same dumps served by `emulator serve`, against the guest's serial console.
+//!
+//! Truth is the console (`logs/console.log`, [`harness::lab::console`]): QEMU recorded it from
+//! boot through the panic, and the running dump, the panicked dump and the console come from one
+//! boot. A row counts the console's kernel lines that appear, in order and verbatim, among the
+//! log's lines:
+//! - **panicked**: every console line (the oops, the call trace and the panic's last line
+//!   included) is expected; `panic_found` is whether the log holds the kernel's
+//!   `Kernel panic - not syncing` line;
+//! - **running**: the console lines printed before the dump was taken are expected. The dump's
+//!   moment is not recorded apart from the log itself, so the lines strictly older than the
+//!   log's newest record count (a line with the very timestamp of the newest record may have
+//!   been printed just after the dump); a log that lost its newest records is charged for none
+//!   of them, which the panicked row (a superset, same boot) would show.
+//!
+//! Invariant: `matched <= console_lines`, and a run that fails (no ring found, a read that times
+//! out) is a row with `ok = false`, its error, and nothing matched; never an omitted row.
+//!
+//! ```text
+//! results/forensics.csv  kernel,release,mode,source,ok,error,method,records,console_lines,
+//!                        matched,panic_expected,panic_found,wall_ms,dma_reads,dma_bytes, + stamp
+//! ```
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use emulator::mem::{Deadline, PhysMem};
+use harness::introspect::printk::render::text;
+use harness::introspect::printk::{dmesg, DmesgOptions, DmesgReport};
+use harness::lab::console::{kernel_lines, missing, timestamp_ns};
+use harness::lab::corpus::{DumpFormat, Entry, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::analysis;
+use crate::experiment::{Context, Experiment, RunError};
+use crate::served::Served;
+
+/// Where the dumps are served for the wire rows.
+const WIRE_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 81, 1);
+/// Longest one log may take over the wire.
+const WIRE_BUDGET: Duration = Duration::from_secs(120);
+/// The kernel's own words when it panics.
+pub const PANIC_LINE: &str = "Kernel panic - not syncing";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForensicsRow {
+    pub kernel: String,
+    pub release: String,
+    /// `running` or `panicked`.
+    pub mode: String,
+    /// `image` (the dump file) or `wire` (the dump served over NetTLP).
+    pub source: String,
+    pub ok: bool,
+    pub error: String,
+    /// The method `auto` used to find the ring (`vmcoreinfo`, `btf`, `inferred`).
+    pub method: String,
+    /// Records in the log.
+    pub records: usize,
+    /// Console lines expected in the log (see the module doc).
+    pub console_lines: usize,
+    /// Of those, the ones found.
+    pub matched: usize,
+    pub panic_expected: bool,
+    pub panic_found: bool,
+    pub wall_ms: f64,
+    pub dma_reads: u64,
+    pub dma_bytes: u64,
+}
+
+pub struct ForensicsRun {
+    pub entry: Entry,
+}
+
+impl fmt::Display for ForensicsRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dmesg: running, panicked; image, wire", self.entry.name)
+    }
+}
+
+pub struct Forensics;
+
+const QUICK_KERNELS: usize = 1;
+const MODES: [Mode; 2] = [Mode::Running, Mode::Panicked];
+
+impl Experiment for Forensics {
+    type Row = ForensicsRow;
+    type Run = ForensicsRun;
+
+    fn name(&self) -> &'static str {
+        "forensics"
+    }
+    fn module(&self) -> &'static str {
+        "forensics"
+    }
+    fn plan(&self, ctx: &Context) -> Result<Vec<ForensicsRun>, RunError> {
+        Ok(analysis::entries(ctx, QUICK_KERNELS)?.into_iter().map(|entry| ForensicsRun { entry }).collect())
+    }
+    fn run(&self, _ctx: &Context, run: &ForensicsRun) -> Result<Vec<ForensicsRow>, RunError> {
+        let e = &run.entry;
+        let raw = std::fs::read(e.path("logs/console.log"))
+            .map_err(|err| RunError::Prerequisite(format!("{}: logs/console.log: {err}; {}", e.name, analysis::BUILD_CORPUS)))?;
+        let console = kernel_lines(&raw);
+        let mut rows = Vec::new();
+        for mode in MODES {
+            let (mem, path) = analysis::open_dump(e, mode, DumpFormat::Elf)?;
+            let base = ForensicsRow {
+                kernel: e.name.clone(),
+                release: e.release.clone(),
+                mode: mode.as_str().into(),
+                panic_expected: mode == Mode::Panicked,
+                ..ForensicsRow::default()
+            };
+            rows.push(score(ForensicsRow { source: "image".into(), ..base.clone() }, mem.as_ref(), &console));
+            drop(mem);
+            let served = Served::start_polling(&path, None, WIRE_ADDR, &[])?;
+            let req = served.requester("")?;
+            let mem = Deadline::new(&req, WIRE_BUDGET);
+            rows.push(score(ForensicsRow { source: "wire".into(), ..base }, &mem as &dyn PhysMem, &console));
+        }
+        Ok(rows)
+    }
+    fn headline(&self, rows: &[ForensicsRow]) -> Vec<String> {
+        let mut out = Vec::new();
+        for mode in MODES.map(Mode::as_str) {
+            for source in ["image", "wire"] {
+                let of: Vec<&ForensicsRow> = rows.iter().filter(|r| r.mode == mode && r.source == source).collect();
+                if of.is_empty() {
+                    continue;
+                }
+                let complete = of.iter().filter(|r| r.ok && r.matched == r.console_lines).count();
+                let (m, c) = of.iter().fold((0, 0), |(m, c), r| (m + r.matched, c + r.console_lines));
+                let panics = of.iter().filter(|r| r.panic_found).count();
+                out.push(format!(
+                    "{mode:<8} {source:<5}: every console line on {complete}/{} kernels ({m}/{c} lines), panic message on {panics}",
+                    of.len()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The log of `mem` against the console lines it should hold.
+fn score(mut row: ForensicsRow, mem: &dyn PhysMem, console: &[String]) -> ForensicsRow {
+    let t = Instant::now();
+    let result = dmesg(mem, &DmesgOptions::default());
+    row.wall_ms = t.elapsed().as_secs_f64() * 1e3;
+    let report: DmesgReport = match result {
+        Ok(r) => r,
+        Err(err) => {
+            row.error = analysis::one_line(&err.to_string(), 300);
+            return row;
+        }
+    };
+    row.method = report.located.method.to_string();
+    row.records = report.records.len();
+    row.dma_reads = report.stats.dma_reads;
+    row.dma_bytes = report.stats.dma_bytes;
+    let out = text(&report.records);
+    let ours: Vec<&str> = out.lines().collect();
+    let expected: Vec<String> = if row.panic_expected {
+        console.to_vec()
+    } else {
+        let newest = report.records.last().map_or(0, |r| r.ts_nsec);
+        console.iter().filter(|l| timestamp_ns(l).is_some_and(|ts| ts < newest)).cloned().collect()
+    };
+    row.console_lines = expected.len();
+    row.matched = expected.len() - missing(&expected, &ours).len();
+    row.panic_found = ours.iter().any(|l| l.contains(PANIC_LINE));
+    row.ok = report.read_error.is_none();
+    if let Some(e) = &report.read_error {
+        row.error = analysis::one_line(e, 300);
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(mode: &str, source: &str, matched: usize, lines: usize, panic: bool) -> ForensicsRow {
+        ForensicsRow { mode: mode.into(), source: source.into(), ok: true, matched, console_lines: lines, panic_found: panic, ..ForensicsRow::default() }
+    }
+
+    #[test]
+    fn headline_counts_complete_logs_and_panics() {
+        let rows = [row("panicked", "image", 10, 10, true), row("panicked", "image", 9, 10, false), row("running", "wire", 5, 5, false)];
+        let h = Forensics.headline(&rows);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h[0].starts_with("running  wire : every console line on 1/1 kernels (5/5 lines), panic message on 0"), "{h:?}");
+        assert!(h[1].starts_with("panicked image: every console line on 1/2 kernels (19/20 lines), panic message on 1"), "{h:?}");
+    }
+}

@@ -170,6 +170,20 @@ fn read_back_exact(req: &harness::dma::Requester, len: u64) {
     }
 }
 
+/// Serve `len` bytes of the pattern with `fault` injected, read them all back exactly through a
+/// requester with `options`, and return both ends' counters (printed for the test log).
+fn read_back_through(fault: &str, len: u64, options: &str) -> (harness::dma::DmaStats, emulator::endpoint::Snapshot) {
+    let img = image(len);
+    let fault: FaultSpec = fault.parse().unwrap();
+    let (ep, addr) = serve(&img.path, EndpointConfig { fault, ..Default::default() });
+    let req = requester(addr, options);
+    read_back_exact(&req, len);
+    let s = req.stats();
+    let c = ep.stop().unwrap();
+    eprintln!("requester: {s}\nendpoint: {c}");
+    (s, c)
+}
+
 /// The requester's defaults, through the emulator's fault injector: every byte exact, the
 /// losses recovered by retries, the duplicates and late copies dropped and counted.
 #[rstest::rstest]
@@ -180,15 +194,8 @@ fn read_back_exact(req: &harness::dma::Requester, len: u64) {
 #[case::sixteen_tags_like_libtlp("loss=0.2,dup=0.2,reorder=0.2,delay=100us,seed=7", 4 << 20, "tags=16&stride=16")]
 #[case::four_tags_duplicates("dup=0.3,reorder=0.3,seed=8", 1 << 20, "tags=4")]
 fn faulty_network_read_back_is_exact_with_defaults(#[case] fault: &str, #[case] len: u64, #[case] options: &str) {
-    let img = image(len);
+    let (s, c) = read_back_through(fault, len, options);
     let fault: FaultSpec = fault.parse().unwrap();
-    let cfg = EndpointConfig { fault, ..Default::default() };
-    let (ep, addr) = serve(&img.path, cfg);
-    let req = requester(addr, options);
-    read_back_exact(&req, len);
-    let s = req.stats();
-    let c = ep.stop().unwrap();
-    eprintln!("requester: {s}\nendpoint: {c}");
     assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
     if fault.loss > 0.0 {
         assert!(s.retries > 50, "loss must have caused retries: {s}");
@@ -203,15 +210,7 @@ fn faulty_network_read_back_is_exact_with_defaults(#[case] fault: &str, #[case] 
 #[test]
 fn lost_completions_are_asked_again_alone() {
     let len = 8 << 20;
-    let img = image(len);
-    let fault: FaultSpec = "loss=0.05,seed=9".parse().unwrap();
-    let cfg = EndpointConfig { fault, ..Default::default() };
-    let (ep, addr) = serve(&img.path, cfg);
-    let req = requester(addr, "mrrs=4096");
-    read_back_exact(&req, len);
-    let s = req.stats();
-    let c = ep.stop().unwrap();
-    eprintln!("requester: {s}\nendpoint: {c}");
+    let (s, c) = read_back_through("loss=0.05,seed=9", len, "mrrs=4096");
     let first = len / 4096;
     // every retry asked for bytes of one lost CplD (or a run of them), so the bytes sent
     // again are about the bytes lost, far below a whole read per loss
@@ -229,15 +228,7 @@ fn lost_completions_are_asked_again_alone() {
 #[test]
 fn losses_are_found_by_later_answers_not_timeouts() {
     let len = 8 << 20;
-    let img = image(len);
-    let fault: FaultSpec = "loss=0.2,seed=10".parse().unwrap();
-    let cfg = EndpointConfig { fault, ..Default::default() };
-    let (ep, addr) = serve(&img.path, cfg);
-    let req = requester(addr, "");
-    read_back_exact(&req, len);
-    let s = req.stats();
-    let c = ep.stop().unwrap();
-    eprintln!("requester: {s}\nendpoint: {c}");
+    let (s, c) = read_back_through("loss=0.2,seed=10", len, "");
     assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
     // (the last requests of each batch have no later ones: those wait out their timeout)
     assert!(s.early * 4 > s.retries, "losses found by later answers: {s}");
@@ -254,15 +245,7 @@ fn losses_are_found_by_later_answers_not_timeouts() {
 #[test]
 fn slow_endpoint_gets_no_retry_storm() {
     let len = 1 << 20;
-    let img = image(len);
-    let fault: FaultSpec = "delay=20ms,seed=6".parse().unwrap();
-    let cfg = EndpointConfig { fault, ..Default::default() };
-    let (ep, addr) = serve(&img.path, cfg);
-    let req = requester(addr, "");
-    read_back_exact(&req, len);
-    let s = req.stats();
-    let c = ep.stop().unwrap();
-    eprintln!("requester: {s}\nendpoint: {c}");
+    let (s, c) = read_back_through("delay=20ms,seed=6", len, "");
     let pieces = len / 512;
     assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
     assert!(s.retries < pieces, "a retry storm: {} retries for {pieces} requests: {s}", s.retries);

@@ -9,9 +9,10 @@ use experiments::analysis::METHODS;
 use harness::introspect::layout::version_of;
 use experiments::config_matrix::MatrixRow;
 
-use super::{load, FigureError};
+use super::{kernels_by_version, load, mode_panels, FigureError, KernelCell};
+use crate::kernel_cell;
 use crate::chart::TickFormat;
-use crate::heatmap::{Cell, Heatmap, HeatmapPanel};
+use crate::heatmap::{Cell, Heatmap};
 use crate::render::Chart;
 
 /// The value of one cell: tasks listed with all fields exact / tasks in the truth (after the
@@ -53,41 +54,14 @@ pub fn cell(r: &MatrixRow) -> Cell {
     Cell::Value { value: v, text }
 }
 
+kernel_cell!(MatrixRow, method);
+
 pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let rows: Vec<MatrixRow> = load(results_dir, "config-matrix")?;
-    let mut kernels: Vec<(String, String, (u32, u32))> = Vec::new();
-    for r in &rows {
-        if !kernels.iter().any(|k| k.0 == r.kernel) {
-            kernels.push((r.kernel.clone(), kernel_label(r), version_of(&r.release)));
-        }
-    }
-    // Grouped by version; within a version, in the order the experiment ran them.
-    kernels.sort_by_key(|k| k.2);
-    let methods: Vec<&str> = METHODS.iter().map(|m| m.name()).filter(|m| rows.iter().any(|r| r.method == *m)).collect();
-    let mut panels = Vec::new();
-    for mode in ["running", "panicked"] {
-        if !rows.iter().any(|r| r.mode == mode) {
-            continue;
-        }
-        let cells = kernels
-            .iter()
-            .map(|(k, _, _)| {
-                methods
-                    .iter()
-                    .map(|m| match rows.iter().find(|r| &r.kernel == k && r.mode == mode && r.method == *m) {
-                        Some(r) => cell(r),
-                        None => Cell::Absent { text: "not run".into() },
-                    })
-                    .collect()
-            })
-            .collect();
-        panels.push(HeatmapPanel {
-            title: format!("{mode} guest"),
-            rows: kernels.iter().map(|k| k.1.clone()).collect(),
-            cols: methods.iter().map(|m| m.to_string()).collect(),
-            cells,
-        });
-    }
+    let kernels = kernels_by_version(&rows, kernel_label);
+    let methods: Vec<(&str, &str)> =
+        METHODS.iter().map(|m| (m.name(), m.name())).filter(|m| rows.iter().any(|r| r.method == m.0)).collect();
+    let panels = mode_panels(&rows, &kernels, &methods, cell, |mode| format!("{mode} guest"));
     let n = panels.len() as u32;
     let label_w = kernels.iter().map(|k| k.1.chars().count()).max().unwrap_or(10) as u32 * 11;
     Ok(Chart::Heatmap(Heatmap {

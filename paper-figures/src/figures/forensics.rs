@@ -9,9 +9,10 @@ use std::path::Path;
 use experiments::forensics::ForensicsRow;
 use harness::introspect::layout::version_of;
 
-use super::{load, FigureError};
+use super::{kernels_by_version, load, mode_panels, FigureError, KernelCell};
+use crate::kernel_cell;
 use crate::chart::TickFormat;
-use crate::heatmap::{Cell, Heatmap, HeatmapPanel};
+use crate::heatmap::{Cell, Heatmap};
 use crate::render::Chart;
 
 const SOURCES: [(&str, &str); 2] = [("image", "from the dump"), ("wire", "over NetTLP")];
@@ -30,40 +31,15 @@ pub fn cell(r: &ForensicsRow) -> Cell {
     Cell::Value { value: v.clamp(0.0, 1.0), text: format!("{}/{}{panic} ({})", r.matched, r.console_lines, r.method) }
 }
 
+kernel_cell!(ForensicsRow, source);
+
 pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let rows: Vec<ForensicsRow> = load(results_dir, "forensics")?;
-    let mut kernels: Vec<(String, String, (u32, u32))> = Vec::new();
-    for r in &rows {
-        if !kernels.iter().any(|k| k.0 == r.kernel) {
-            let v = version_of(&r.release);
-            kernels.push((r.kernel.clone(), format!("{}.{} · {}", v.0, v.1, r.kernel), v));
-        }
-    }
-    kernels.sort_by_key(|k| k.2);
-    let mut panels = Vec::new();
-    for mode in ["running", "panicked"] {
-        if !rows.iter().any(|r| r.mode == mode) {
-            continue;
-        }
-        let cells = kernels
-            .iter()
-            .map(|(k, _, _)| {
-                SOURCES
-                    .iter()
-                    .map(|(s, _)| match rows.iter().find(|r| &r.kernel == k && r.mode == mode && r.source == *s) {
-                        Some(r) => cell(r),
-                        None => Cell::Absent { text: "not run".into() },
-                    })
-                    .collect()
-            })
-            .collect();
-        panels.push(HeatmapPanel {
-            title: format!("{mode} guest: console lines in the log"),
-            rows: kernels.iter().map(|k| k.1.clone()).collect(),
-            cols: SOURCES.iter().map(|s| s.1.to_string()).collect(),
-            cells,
-        });
-    }
+    let kernels = kernels_by_version(&rows, |r| {
+        let v = version_of(&r.release);
+        format!("{}.{} · {}", v.0, v.1, r.kernel)
+    });
+    let panels = mode_panels(&rows, &kernels, &SOURCES, cell, |mode| format!("{mode} guest: console lines in the log"));
     let n = panels.len() as u32;
     let label_w = kernels.iter().map(|k| k.1.chars().count()).max().unwrap_or(10) as u32 * 11;
     Ok(Chart::Heatmap(Heatmap {

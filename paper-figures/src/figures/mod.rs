@@ -103,6 +103,86 @@ pub enum FigureError {
     Render(#[from] RenderError),
 }
 
+/// A row of a corpus experiment drawn as a kernel × column heatmap, one panel per mode.
+pub(crate) trait KernelCell {
+    fn kernel(&self) -> &str;
+    fn release(&self) -> &str;
+    /// `running` or `panicked`.
+    fn mode(&self) -> &str;
+    /// Which column the row is in.
+    fn column(&self) -> &str;
+}
+
+/// [`KernelCell`] for a row with `kernel`, `release` and `mode` fields, its column in `$column`.
+#[macro_export]
+macro_rules! kernel_cell {
+    ($row:ty, $column:ident) => {
+        impl KernelCell for $row {
+            fn kernel(&self) -> &str {
+                &self.kernel
+            }
+            fn release(&self) -> &str {
+                &self.release
+            }
+            fn mode(&self) -> &str {
+                &self.mode
+            }
+            fn column(&self) -> &str {
+                &self.$column
+            }
+        }
+    };
+}
+
+/// The kernels of `rows` as (name, label): grouped by Linux version, oldest first; within a
+/// version, in the order the experiment ran them.
+pub(crate) fn kernels_by_version<R: KernelCell>(rows: &[R], label: impl Fn(&R) -> String) -> Vec<(String, String)> {
+    let mut kernels: Vec<(String, String, (u32, u32))> = Vec::new();
+    for r in rows {
+        if !kernels.iter().any(|k| k.0 == r.kernel()) {
+            kernels.push((r.kernel().to_owned(), label(r), harness::introspect::layout::version_of(r.release())));
+        }
+    }
+    kernels.sort_by_key(|k| k.2);
+    kernels.into_iter().map(|(k, l, _)| (k, l)).collect()
+}
+
+/// One panel per mode that has rows: `kernels` × `columns` (value, label), each cell from the
+/// row there (a grey "not run" where there is none).
+pub(crate) fn mode_panels<R: KernelCell>(
+    rows: &[R],
+    kernels: &[(String, String)],
+    columns: &[(&str, &str)],
+    cell: impl Fn(&R) -> crate::heatmap::Cell,
+    title: impl Fn(&str) -> String,
+) -> Vec<crate::heatmap::HeatmapPanel> {
+    let mut panels = Vec::new();
+    for mode in ["running", "panicked"] {
+        if !rows.iter().any(|r| r.mode() == mode) {
+            continue;
+        }
+        let cells = kernels
+            .iter()
+            .map(|(k, _)| {
+                columns
+                    .iter()
+                    .map(|(c, _)| match rows.iter().find(|r| r.kernel() == k && r.mode() == mode && r.column() == *c) {
+                        Some(r) => cell(r),
+                        None => crate::heatmap::Cell::Absent { text: "not run".into() },
+                    })
+                    .collect()
+            })
+            .collect();
+        panels.push(crate::heatmap::HeatmapPanel {
+            title: title(mode),
+            rows: kernels.iter().map(|k| k.1.clone()).collect(),
+            cols: columns.iter().map(|c| c.1.to_string()).collect(),
+            cells,
+        });
+    }
+    panels
+}
+
 /// Reads `results_dir/<name>.csv`, which must hold at least one row.
 pub(crate) fn load<R: Serialize + DeserializeOwned>(results_dir: &Path, name: &str) -> Result<Vec<R>, FigureError> {
     let path = results::path_for(results_dir, name);

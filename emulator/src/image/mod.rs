@@ -62,6 +62,18 @@ impl FileOffset {
     pub fn checked_add(self, n: u64) -> Option<FileOffset> {
         self.0.checked_add(n).map(FileOffset)
     }
+    /// Bytes from `base` up to `self` (`self >= base`).
+    pub const fn since(self, base: FileOffset) -> u64 {
+        self.0 - base.0
+    }
+}
+
+/// `self + n` for offsets already checked to lie in a file (overflow panics in debug builds).
+impl std::ops::Add<u64> for FileOffset {
+    type Output = FileOffset;
+    fn add(self, n: u64) -> FileOffset {
+        FileOffset(self.0 + n)
+    }
 }
 
 impl fmt::Debug for FileOffset {

@@ -8,9 +8,11 @@
 use std::fmt;
 
 /// Behaviour shared by the virtual address types, so one page-table walker serves both.
-pub trait Virt: Copy + fmt::Debug + fmt::Display {
+pub trait Virt: Copy + PartialEq + fmt::Debug + fmt::Display + fmt::LowerHex {
     /// The raw 64-bit value.
     fn raw(self) -> u64;
+    /// The address of this space with this raw value.
+    fn from_raw(raw: u64) -> Self;
 }
 
 macro_rules! virt_type {
@@ -46,6 +48,16 @@ macro_rules! virt_type {
         impl Virt for $name {
             fn raw(self) -> u64 {
                 self.0
+            }
+            fn from_raw(raw: u64) -> Self {
+                $name(raw)
+            }
+        }
+
+        /// The bare number (`{:#x}`), for messages that name the space themselves.
+        impl fmt::LowerHex for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::LowerHex::fmt(&self.0, f)
             }
         }
 
@@ -84,5 +96,6 @@ mod tests {
     fn display_names_the_space() {
         assert_eq!(KVirt(0x1000).to_string(), "kvirt 0x1000");
         assert_eq!(format!("{:?}", UVirt(0x2000)), "UVirt(0x2000)");
+        assert_eq!(format!("{:#x}", KVirt(0x3000)), "0x3000");
     }
 }

@@ -238,7 +238,8 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|err| RunError::Prerequisite(format!("{}: {err}", scratch.display())))?;
     let mut cmd = Command::new(&harness);
-    cmd.args(["ps", "--method", "thesis", "--format", "json", "--stats", "--image"])
+    cmd.args(analysis::HARNESS_ERRORS)
+        .args(["ps", "--method", "thesis", "--format", "json", "--stats", "--image"])
         .arg(&dump)
         .arg("--kernel-source")
         .arg(&source)
@@ -260,7 +261,7 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
         dma_bytes: 0,
     };
     let Some(stats) = stats_line(&done.stderr) else {
-        row.error = analysis::one_line(&format!("{}: {}", done.describe(), analysis::harness_failure(&done.stderr)), 300);
+        row.error = analysis::one_line(&analysis::harness_failure(&done), 300);
         return Ok(vec![row]);
     };
     Ok(rows_from_stats(&row, &stats))

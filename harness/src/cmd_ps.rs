@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use emulator::mem::PhysMem;
+use harness::failure::{Failure, FailureKind};
 use harness::introspect::layout::{LayoutInputs, MethodKind};
 use harness::introspect::output::{render, Format};
 use harness::introspect::ps::{ps, PsOptions};
@@ -91,7 +92,8 @@ pub struct PsArgs {
 
 pub fn run(args: PsArgs) -> Result<()> {
     let mem = args.src.open()?;
-    let report = ps(mem.as_ref(), &args.src.options()).map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
+    let report = ps(mem.as_ref(), &args.src.options())
+        .map_err(|e| Failure::new(FailureKind::of_ps(&e), format!("listing processes: {e}")))?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(render(&report.rows, args.format).as_bytes())?;
     stdout.flush()?;
@@ -106,8 +108,9 @@ pub fn run(args: PsArgs) -> Result<()> {
     if args.stats {
         eprintln!("{}", serde_json::to_string(&report.stats)?);
     }
-    if report.walk_error.is_some() {
-        std::process::exit(2);
+    if let Some(e) = &report.walk_error {
+        let why = format!("walk stopped early, {} tasks listed: {e}", report.rows.len());
+        return Err(Failure::new(FailureKind::Partial, why).into());
     }
     Ok(())
 }
@@ -126,7 +129,8 @@ pub struct ProfileArgs {
 
 pub fn run_profile(args: ProfileArgs) -> Result<()> {
     let mem = args.src.open()?;
-    let doc = profile::profile(mem.as_ref(), &args.src.options(), args.format).map_err(|e| anyhow::anyhow!("profiling: {e}"))?;
+    let doc = profile::profile(mem.as_ref(), &args.src.options(), args.format)
+        .map_err(|e| Failure::new(FailureKind::of_profile(&e), format!("profiling: {e}")))?;
     let text = serde_json::to_string(&doc)?;
     match &args.output {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,

@@ -22,17 +22,9 @@ macro_rules! virt_type {
         #[serde(transparent)]
         pub struct $name(pub u64);
 
+        emulator::address_impls!($name, $label);
+
         impl $name {
-            pub const fn new(addr: u64) -> Self {
-                $name(addr)
-            }
-            pub const fn get(self) -> u64 {
-                self.0
-            }
-            /// `self + off`, or `None` on overflow.
-            pub fn checked_add(self, off: u64) -> Option<Self> {
-                self.0.checked_add(off).map($name)
-            }
             /// `self + off`, wrapping (for offsets applied to untrusted pointers before validation).
             pub const fn wrapping_add(self, off: u64) -> Self {
                 $name(self.0.wrapping_add(off))
@@ -51,25 +43,6 @@ macro_rules! virt_type {
             }
             fn from_raw(raw: u64) -> Self {
                 $name(raw)
-            }
-        }
-
-        /// The bare number (`{:#x}`), for messages that name the space themselves.
-        impl fmt::LowerHex for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::LowerHex::fmt(&self.0, f)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($name), "({:#x})"), self.0)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!($label, " {:#x}"), self.0)
             }
         }
     };

@@ -35,15 +35,9 @@ pub fn run(args: DmesgArgs) -> Result<()> {
     for p in &report.problems {
         tracing::warn!(id = format!("{:#x}", p.id), index = p.index, "record skipped: {}", p.reason);
     }
-    if let Some(e) = &report.read_error {
-        tracing::error!("{e}; {} records decoded", report.records.len());
+    let cut_short = report.read_error.as_ref().map(|e| format!("{e}; {} records decoded", report.records.len()));
+    if let Some(why) = &cut_short {
+        tracing::error!("{why}");
     }
-    if args.stats {
-        eprintln!("{}", serde_json::to_string(&report.stats)?);
-    }
-    if let Some(e) = &report.read_error {
-        let why = format!("{e}; {} records decoded", report.records.len());
-        return Err(Failure::new(FailureKind::Partial, why).into());
-    }
-    Ok(())
+    crate::cmd_ps::finish(args.stats.then_some(&report.stats), cut_short)
 }

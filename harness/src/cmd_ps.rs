@@ -102,17 +102,23 @@ pub fn run(args: PsArgs) -> Result<()> {
             tracing::warn!(pid = t.pid, "{n}");
         }
     }
-    if let Some(e) = &report.walk_error {
-        tracing::error!("walk stopped early, {} tasks listed: {e}", report.rows.len());
+    let cut_short = report.walk_error.as_ref().map(|e| format!("walk stopped early, {} tasks listed: {e}", report.rows.len()));
+    if let Some(why) = &cut_short {
+        tracing::error!("{why}");
     }
-    if args.stats {
-        eprintln!("{}", serde_json::to_string(&report.stats)?);
+    finish(args.stats.then_some(&report.stats), cut_short)
+}
+
+/// The end of a command that printed what it read (`ps`, `dmesg`): the `--stats` line if asked
+/// for, then, if the reading was cut short, a failure of kind `partial` (exit status 2).
+pub fn finish(stats: Option<&impl serde::Serialize>, cut_short: Option<String>) -> Result<()> {
+    if let Some(s) = stats {
+        eprintln!("{}", serde_json::to_string(s)?);
     }
-    if let Some(e) = &report.walk_error {
-        let why = format!("walk stopped early, {} tasks listed: {e}", report.rows.len());
-        return Err(Failure::new(FailureKind::Partial, why).into());
+    match cut_short {
+        Some(why) => Err(Failure::new(FailureKind::Partial, why).into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[derive(Args, Debug)]

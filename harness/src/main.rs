@@ -48,12 +48,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    emulator::logging::init("info");
     let cli = Cli::parse();
     if cli.errors == ErrorFormat::Json {
         std::panic::set_hook(Box::new(|info| eprintln!("{}", Failure::new(FailureKind::Panic, info.to_string()).line())));

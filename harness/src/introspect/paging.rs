@@ -42,38 +42,26 @@ impl PagingFormat {
     }
 }
 
-const X86_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// The x86-64 levels; 5-level paging puts PML5 above the same four.
+const PML5: Level = Level { name: "PML5", shift: 48, large_page: false };
+const PML4: Level = Level { name: "PML4", shift: 39, large_page: false };
+const PDPT: Level = Level { name: "PDPT", shift: 30, large_page: true };
+const PD: Level = Level { name: "PD", shift: 21, large_page: true };
+const PT: Level = Level { name: "PT", shift: 12, large_page: false };
 
 /// x86-64 4-level paging (48-bit virtual addresses).
 pub const X86_64_4LEVEL: PagingFormat = PagingFormat {
     name: "x86-64 4-level",
-    levels: &[
-        Level { name: "PML4", shift: 39, large_page: false },
-        Level { name: "PDPT", shift: 30, large_page: true },
-        Level { name: "PD", shift: 21, large_page: true },
-        Level { name: "PT", shift: 12, large_page: false },
-    ],
+    levels: &[PML4, PDPT, PD, PT],
     index_bits: 9,
-    addr_mask: X86_ADDR_MASK,
+    addr_mask: 0x000f_ffff_ffff_f000,
     present: 1,
     page_size: 1 << 7,
 };
 
-/// x86-64 5-level paging (57-bit virtual addresses, LA57).
-pub const X86_64_5LEVEL: PagingFormat = PagingFormat {
-    name: "x86-64 5-level",
-    levels: &[
-        Level { name: "PML5", shift: 48, large_page: false },
-        Level { name: "PML4", shift: 39, large_page: false },
-        Level { name: "PDPT", shift: 30, large_page: true },
-        Level { name: "PD", shift: 21, large_page: true },
-        Level { name: "PT", shift: 12, large_page: false },
-    ],
-    index_bits: 9,
-    addr_mask: X86_ADDR_MASK,
-    present: 1,
-    page_size: 1 << 7,
-};
+/// x86-64 5-level paging (57-bit virtual addresses, LA57): the same entries, one level more.
+pub const X86_64_5LEVEL: PagingFormat =
+    PagingFormat { name: "x86-64 5-level", levels: &[PML5, PML4, PDPT, PD, PT], ..X86_64_4LEVEL };
 
 /// Where a virtual address landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

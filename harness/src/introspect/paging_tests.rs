@@ -57,7 +57,7 @@ impl Builder {
             }
             let e = self.read(ea);
             table = if e & P != 0 {
-                e & X86_ADDR_MASK
+                e & X86_64_4LEVEL.addr_mask
             } else {
                 let t = self.alloc();
                 self.mem.write_u64(ea, t | P | RW);

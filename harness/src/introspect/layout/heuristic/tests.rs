@@ -51,28 +51,7 @@ fn open(mem: &dyn PhysMem) -> Kernel<'_> {
 
 /// The heuristic's offsets under the reference's names.
 fn named(l: &Layout) -> BTreeMap<&'static str, u64> {
-    let mut m = BTreeMap::from([
-        ("task_struct.tasks", l.task.tasks),
-        ("task_struct.pid", l.task.pid),
-        ("task_struct.tgid", l.task.tgid),
-        ("task_struct.real_parent", l.task.real_parent),
-        ("task_struct.thread_node", l.task.thread_node),
-        ("task_struct.signal", l.task.signal),
-        ("task_struct.real_cred", l.task.real_cred),
-        ("task_struct.__state", l.task.state),
-        ("task_struct.comm", l.task.comm),
-        ("task_struct.mm", l.task.mm),
-        ("task_struct.flags", l.task.flags),
-        ("task_struct.start_boottime", l.task.start_boottime),
-        ("mm_struct.pgd", l.mm.pgd),
-        ("mm_struct.arg_start", l.mm.arg_start),
-        ("mm_struct.arg_end", l.mm.arg_end),
-        ("cred.uid", l.cred.uid),
-        ("signal_struct.thread_head", l.signal.thread_head),
-    ]);
-    if let Some(n) = l.task.exit_state {
-        m.insert("task_struct.exit_state", n);
-    }
+    let mut m: BTreeMap<&'static str, u64> = l.walker_offsets().into_iter().collect();
     if let Some(n) = l.signal.nr_threads {
         m.insert("signal_struct.nr_threads", n);
     }

@@ -21,12 +21,7 @@ enum Cli {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    emulator::logging::init("info");
     match Cli::parse() {
         Cli::Serve(args) => serve_cmd::serve(args),
         Cli::Decode { capture } => decode(&capture),

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use emulator::mem::{Counting, Counts, PhysMem};
+use harness::failure::Failure;
 use harness::introspect::compare::{compare, Comparison};
 use harness::introspect::layout::{LayoutInputs, MethodKind};
 use harness::introspect::ps::{ps_counted, PsError, PsOptions, PsReport, Row};
@@ -26,6 +27,7 @@ use harness::lab::corpus::{Corpus, DumpFormat, Entry, Mode};
 use harness::lab::truth::Thread;
 
 use crate::experiment::{Context, RunError};
+use crate::process::Finished;
 
 /// Debian's 6.1 source tarball (package `linux-source-6.1`), which the cold thesis timing hands
 /// the 6.1 kernels explicitly so that it measures extraction and kbuild, not a download.
@@ -184,14 +186,18 @@ pub fn is_unavailable(e: &PsError) -> bool {
     matches!(e, PsError::Layout(l) if l.is_unavailable())
 }
 
-/// Why a `harness` command failed, from its stderr: the `Error: ...` line anyhow prints (before
-/// causes and any backtrace), else the last non-empty line that is not JSON (a `--stats` line).
-pub fn harness_failure(stderr: &str) -> &str {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("Error: "))
-        .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('{')))
-        .unwrap_or("")
+/// The arguments that make `harness` report a failure as a typed JSON line
+/// ([`harness::failure`]); every experiment that runs the binary passes them.
+pub const HARNESS_ERRORS: [&str; 2] = ["--errors", "json"];
+
+/// Why a `harness` command run with [`HARNESS_ERRORS`] failed or stopped part-way: its exit
+/// status and the message of its failure line (the status alone if it printed none, e.g.
+/// killed after its timeout).
+pub fn harness_failure(done: &Finished) -> String {
+    match Failure::last_in(&done.stderr) {
+        Some(f) => format!("{}: {}", done.describe(), f.message),
+        None => done.describe(),
+    }
 }
 
 /// One line, for a CSV cell: newlines and runs of spaces collapsed, at most `max` characters.
@@ -270,10 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn harness_failure_is_anyhows_error_line_else_the_last_text_line() {
-        let anyhow = "WARN x\nError: no Linux banner found\n\nCaused by:\n    y\n";
-        assert_eq!(harness_failure(anyhow), "no Linux banner found");
-        assert_eq!(harness_failure("first\nlast line\n{\"method\":\"btf\"}\n\n"), "last line");
-        assert_eq!(harness_failure(""), "");
+    fn harness_failure_is_the_typed_failure_line_else_the_status() {
+        use std::os::unix::process::ExitStatusExt;
+        let done = |code: Option<i32>, stderr: &str| Finished {
+            status: code.map(|c| std::process::ExitStatus::from_raw(c << 8)),
+            stdout: Vec::new(),
+            stderr: stderr.into(),
+            wall_ms: 1.0,
+            timeout: std::time::Duration::from_secs(60),
+        };
+        let line = harness::failure::Failure::new(harness::failure::FailureKind::Kernel, "listing processes: no Linux banner found").line();
+        let stderr = format!("WARN x\n{line}\n");
+        assert_eq!(harness_failure(&done(Some(1), &stderr)), "exit status: 1: listing processes: no Linux banner found");
+        // A stats line after it, and log lines, are not the failure.
+        let stderr = format!("{line}\n{{\"method\":\"btf\"}}\n\n");
+        assert_eq!(harness_failure(&done(Some(2), &stderr)), "exit status: 2: listing processes: no Linux banner found");
+        assert_eq!(harness_failure(&done(None, "last log line\n")), "killed after 60 s");
     }
 }

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis;
 use crate::experiment::{Context, Experiment, RunError};
-use crate::process::{self, Finished};
+use crate::process;
 use crate::timing::{median, stats_line};
 use crate::volatility::{self, PslistRow};
 
@@ -203,7 +203,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
     // The ISF, from this dump.
     let isf = symbols.join("netdma.json");
     let mut cmd = Command::new(&harness);
-    cmd.args(["profile", "--format", "isf", "--image"]).arg(&dump).arg("--output").arg(&isf);
+    cmd.args(analysis::HARNESS_ERRORS).args(["profile", "--format", "isf", "--image"]).arg(&dump).arg("--output").arg(&isf);
     let done = process::run(cmd, &scratch.0, "profile", TIMEOUT).map_err(scratch_err)?;
     let mut profile_row = BaselineRow { tool: PROFILE.into(), tool_version: harness_version.clone(), repeat: 1, wall_ms: done.wall_ms, ..base.clone() };
     let doc = if done.success() {
@@ -211,7 +211,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
             .map_err(|err| err.to_string())
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|err| format!("{}: {err}", isf.display())))
     } else {
-        Err(harness_error(&done))
+        Err(analysis::harness_failure(&done))
     };
     let isf_ok = match doc {
         Ok(doc) => {
@@ -238,11 +238,11 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
     for repeat in 0..=run.repeats {
         // netdma
         let mut cmd = Command::new(&harness);
-        cmd.args(["ps", "--format", "json", "--stats", "--image"]).arg(&dump);
+        cmd.args(analysis::HARNESS_ERRORS).args(["ps", "--format", "json", "--stats", "--image"]).arg(&dump);
         let done = process::run(cmd, &scratch.0, "ps", TIMEOUT).map_err(scratch_err)?;
         let mut r = BaselineRow { tool: NETDMA.into(), tool_version: harness_version.clone(), repeat, wall_ms: done.wall_ms, ..base.clone() };
-        // Exit status 2: a listing that stopped part-way (its rows are printed).
-        let partial = done.status.and_then(|s| s.code()) == Some(2);
+        // A listing that stopped part-way (its rows are printed).
+        let partial = done.status.and_then(|s| s.code()) == Some(harness::failure::EXIT_PARTIAL);
         match (done.success() || partial).then(|| parse_ps_json(&done.stdout)) {
             Some(Ok(listed)) => {
                 let stats = stats_line(&done.stderr);
@@ -250,13 +250,13 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
                 r.method_used = stats.map(|s| s.method).unwrap_or_default();
                 r.ok = true;
                 if partial {
-                    r.error = analysis::one_line(&harness_error(&done), 300);
+                    r.error = analysis::one_line(&analysis::harness_failure(&done), 300);
                 }
                 let procs: Vec<Proc> = listed.iter().filter(|row| row.pid >= 0 && row.pid == row.tgid).map(Proc::from_ps).collect();
                 set_score(&mut r, &procs, &truth);
             }
             Some(Err(why)) => r.error = analysis::one_line(&format!("reading harness ps output: {why}"), 300),
-            None => r.error = analysis::one_line(&harness_error(&done), 300),
+            None => r.error = analysis::one_line(&analysis::harness_failure(&done), 300),
         }
         rows.push(r);
 
@@ -293,11 +293,6 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         rows.push(r);
     }
     Ok(rows)
-}
-
-/// The `Error: ...` line anyhow prints for a failed `harness` command, else its last stderr line.
-fn harness_error(done: &Finished) -> String {
-    format!("{}: {}", done.describe(), analysis::harness_failure(&done.stderr))
 }
 
 /// At most this many rows of one `harness ps` listing are read.

@@ -45,13 +45,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    emulator::logging::init("warn");
     match Cli::parse().command {
         Command::List => {
             for e in registry::available() {

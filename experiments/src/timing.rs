@@ -51,6 +51,25 @@ pub struct TimingRow {
     pub dma_bytes: u64,
 }
 
+impl TimingRow {
+    /// The `total` row of one repeat, not measured yet (not ok, nothing counted).
+    pub fn unmeasured(kernel: &str, method: &str, cache: &str, repeat: u32) -> TimingRow {
+        TimingRow {
+            kernel: kernel.into(),
+            method: method.into(),
+            method_used: String::new(),
+            cache: cache.into(),
+            repeat,
+            phase: "total".into(),
+            ok: false,
+            error: String::new(),
+            wall_ms: 0.0,
+            dma_reads: 0,
+            dma_bytes: 0,
+        }
+    }
+}
+
 /// One (kernel, method, cache) measured `repeats` times.
 pub struct TimingRun {
     pub entry: Entry,
@@ -178,19 +197,7 @@ fn in_process(run: &TimingRun) -> Result<Vec<TimingRow>, RunError> {
     };
     // Untimed warm-up: pages of the dump in the page cache, the thesis layout in its cache.
     let warm = analysis::run_ps(mem.as_ref(), run.method, &inputs);
-    let base = |repeat: u32| TimingRow {
-        kernel: e.name.clone(),
-        method: run.method.name().into(),
-        method_used: String::new(),
-        cache: run.cache.as_str().into(),
-        repeat,
-        phase: "total".into(),
-        ok: false,
-        error: String::new(),
-        wall_ms: 0.0,
-        dma_reads: 0,
-        dma_bytes: 0,
-    };
+    let base = |repeat: u32| TimingRow::unmeasured(&e.name, run.method.name(), run.cache.as_str(), repeat);
     if let Err(err) = &warm.result {
         let mut r = base(0);
         r.error = analysis::one_line(&err.to_string(), 300);
@@ -238,7 +245,8 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|err| RunError::Prerequisite(format!("{}: {err}", scratch.display())))?;
     let mut cmd = Command::new(&harness);
-    cmd.args(["ps", "--method", "thesis", "--format", "json", "--stats", "--image"])
+    cmd.args(analysis::HARNESS_ERRORS)
+        .args(["ps", "--method", "thesis", "--format", "json", "--stats", "--image"])
         .arg(&dump)
         .arg("--kernel-source")
         .arg(&source)
@@ -246,21 +254,9 @@ fn cold_thesis(e: &Entry) -> Result<Vec<TimingRow>, RunError> {
     let done = process::run(cmd, &scratch, "cold-thesis", COLD_TIMEOUT);
     let _ = std::fs::remove_dir_all(&scratch);
     let done = done.map_err(|err| RunError::Prerequisite(format!("running {}: {err}", harness.display())))?;
-    let mut row = TimingRow {
-        kernel: e.name.clone(),
-        method: "thesis".into(),
-        method_used: String::new(),
-        cache: "cold".into(),
-        repeat: 1,
-        phase: "total".into(),
-        ok: false,
-        error: String::new(),
-        wall_ms: 0.0,
-        dma_reads: 0,
-        dma_bytes: 0,
-    };
+    let mut row = TimingRow::unmeasured(&e.name, "thesis", "cold", 1);
     let Some(stats) = stats_line(&done.stderr) else {
-        row.error = analysis::one_line(&format!("{}: {}", done.describe(), analysis::harness_failure(&done.stderr)), 300);
+        row.error = analysis::one_line(&analysis::harness_failure(&done), 300);
         return Ok(vec![row]);
     };
     Ok(rows_from_stats(&row, &stats))
@@ -310,19 +306,7 @@ mod tests {
         let stats = r#"{"method":"thesis","kernel_release":"6.1.0-1-amd64","kaslr":{"virt_offset":"0x1","phys_base":"0x2","text_phys":"0x3","page_offset_base":""},"dma_reads":3,"dma_bytes":12,"dma_batches":1,"ram_bytes":4096,"scan_percent_of_ram":0.2,"wall_ms":5.0,"phases":[{"name":"scan","ms":1.5,"reads":2,"bytes":8,"batches":1}],"tasks":1,"walk_error":null}"#;
         let err = format!("INFO something\n{{\"x\":1}}\n{stats}\n");
         let v = stats_line(&err).unwrap();
-        let base = TimingRow {
-            kernel: "k".into(),
-            method: "thesis".into(),
-            method_used: String::new(),
-            cache: "cold".into(),
-            repeat: 1,
-            phase: "total".into(),
-            ok: false,
-            error: String::new(),
-            wall_ms: 0.0,
-            dma_reads: 0,
-            dma_bytes: 0,
-        };
+        let base = TimingRow::unmeasured("k", "thesis", "cold", 1);
         let rows = rows_from_stats(&base, &v);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].phase.as_str(), rows[0].wall_ms, rows[0].dma_reads), ("scan", 1.5, 2));

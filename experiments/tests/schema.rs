@@ -25,45 +25,25 @@ fn stamp() -> Stamp {
     }
 }
 
+/// The CSV the exporter writes for an experiment's first planned run (real hardware rows).
+fn first_run_csv<E: Experiment>(e: E) -> String {
+    let ctx = context();
+    let runs = e.plan(&ctx).unwrap();
+    let rows: Vec<_> = e.run(&ctx, &runs[0]).unwrap().into_iter().map(|r| (r, stamp())).collect();
+    String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
+}
+
 #[test]
 fn wire_latency_schema() {
-    insta::assert_snapshot!(
-        "wire_latency_columns",
-        results::columns::<LatencyRow>().unwrap().join(",")
-    );
-    let ctx = context();
-    let runs = WireLatency.plan(&ctx).unwrap();
+    insta::assert_snapshot!("wire_latency_columns", results::columns::<LatencyRow>().unwrap().join(","));
     // The smallest read size, as the exporter writes it.
-    let rows: Vec<_> = WireLatency
-        .run(&ctx, &runs[0])
-        .unwrap()
-        .into_iter()
-        .map(|r| (r, stamp()))
-        .collect();
-    insta::assert_snapshot!(
-        "wire_latency_csv_1_byte",
-        String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
-    );
+    insta::assert_snapshot!("wire_latency_csv_1_byte", first_run_csv(WireLatency));
 }
 
 #[test]
 fn wire_throughput_schema() {
-    insta::assert_snapshot!(
-        "wire_throughput_columns",
-        results::columns::<ThroughputRow>().unwrap().join(",")
-    );
-    let ctx = context();
-    let runs = WireThroughput.plan(&ctx).unwrap();
-    let rows: Vec<_> = WireThroughput
-        .run(&ctx, &runs[0])
-        .unwrap()
-        .into_iter()
-        .map(|r| (r, stamp()))
-        .collect();
-    insta::assert_snapshot!(
-        "wire_throughput_csv_fix_1_byte_1_cpu",
-        String::from_utf8(results::to_csv(&rows).unwrap()).unwrap()
-    );
+    insta::assert_snapshot!("wire_throughput_columns", results::columns::<ThroughputRow>().unwrap().join(","));
+    insta::assert_snapshot!("wire_throughput_csv_fix_1_byte_1_cpu", first_run_csv(WireThroughput));
 }
 
 /// The columns of the corpus experiments, pinned: a renamed or reordered column is a visible

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use emulator::mem::{MemError, PhysAddr, PhysMem, PhysRange};
+use harness::introspect::addr::KVirt;
 use harness::introspect::kernel::Kernel;
 use harness::introspect::kspace::KernelSpace;
 use harness::introspect::layout::fixed::debian_6_1_amd64;
@@ -114,16 +115,16 @@ fn main() {
     let w = walk(&walk_space, &debian_6_1_amd64(), init_task, WalkConfig::default());
     eprintln!("walk: {} threads", w.threads.len());
     let mut head = Vec::new();
-    for v in [space.phys_base, pob, init_task.0, root] {
+    for v in [space.phys_base, pob.0, init_task.0, root] {
         head.extend_from_slice(&v.to_le_bytes());
     }
     write(out, "walk", name, &head, &rec2.take());
 
     // paging: the kernel page tables, translating init_task and a few other kernel addresses.
     let pt = space.page_tables.expect("kernel page tables");
-    let vas = [init_task.0, kernel.info.text_virt.0, pob + 0x1000, pob + (64 << 20), 0xffff_ffff_ff5f_c000, 0x7fff_0000_0000];
+    let vas = [init_task.0, kernel.info.text_virt.0, pob.0 + 0x1000, pob.0 + (64 << 20), 0xffff_ffff_ff5f_c000, 0x7fff_0000_0000];
     let rec3 = Recording::new(&img);
-    let _ = translate_many(&rec3, &vas.iter().map(|&v| (pt, v)).collect::<Vec<_>>());
+    let _ = translate_many(&rec3, &vas.iter().map(|&v| (pt, KVirt(v))).collect::<Vec<_>>());
     let mut head = Vec::new();
     head.extend_from_slice(&pt.root.0.to_le_bytes());
     head.push(0);

@@ -2,6 +2,7 @@
 //! the input's first bytes, the tables from the rest (a sparse memory), 4- and 5-level.
 #![no_main]
 
+use harness::introspect::addr::KVirt;
 use harness::introspect::paging::{translate_many, PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
 use harness::introspect::vread::read_virt;
 use emulator::mem::PhysAddr;
@@ -15,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let root = PhysAddr(t.u64());
     let format = if t.u8() & 1 == 0 { &X86_64_4LEVEL } else { &X86_64_5LEVEL };
     let pt = PageTables::new(root, format);
-    let vas: Vec<u64> = (0..6).map(|_| t.u64()).collect();
-    let reqs: Vec<(PageTables, u64)> = vas.iter().map(|&va| (pt, va)).collect();
+    let vas: Vec<KVirt> = (0..6).map(|_| KVirt(t.u64())).collect();
+    let reqs: Vec<(PageTables, KVirt)> = vas.iter().map(|&va| (pt, va)).collect();
     for r in translate_many(&mem, &reqs).into_iter().flatten() {
         let _ = r.remaining_in_page();
     }

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let head = data.get(..HEAD).unwrap_or(data);
     let Some(mem) = SparseMem::decode(data.get(HEAD..).unwrap_or(&[])) else { return };
     let mut t = Take(head);
-    let (phys_base, page_offset_base, init_task, root) = (t.u64(), t.u64(), KVirt(t.u64()), t.u64());
+    let (phys_base, page_offset_base, init_task, root) = (t.u64(), KVirt(t.u64()), KVirt(t.u64()), t.u64());
     let mut space = KernelSpace::new(&mem, phys_base, Some(page_offset_base), &X86_64_4LEVEL);
     space.page_tables = Some(PageTables::new(PhysAddr(root), &X86_64_4LEVEL));
     let layout = debian_6_1_amd64();

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use clap::Args;
+use harness::failure::{Failure, FailureKind};
 use harness::introspect::output::Format;
 use harness::introspect::printk::{dmesg, render::render, DmesgOptions, PrbMethod};
 
@@ -27,21 +28,16 @@ pub struct DmesgArgs {
 pub fn run(args: DmesgArgs) -> Result<()> {
     let mem = args.mem.open()?;
     let report = dmesg(mem.as_ref(), &DmesgOptions { method: Some(args.method), ..Default::default() })
-        .map_err(|e| anyhow::anyhow!("reading the kernel log: {e}"))?;
+        .map_err(|e| Failure::new(FailureKind::of_dmesg(&e), format!("reading the kernel log: {e}")))?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(render(&report.records, args.format).as_bytes())?;
     stdout.flush()?;
     for p in &report.problems {
         tracing::warn!(id = format!("{:#x}", p.id), index = p.index, "record skipped: {}", p.reason);
     }
-    if let Some(e) = &report.read_error {
-        tracing::error!("{e}; {} records decoded", report.records.len());
+    let cut_short = report.read_error.as_ref().map(|e| format!("{e}; {} records decoded", report.records.len()));
+    if let Some(why) = &cut_short {
+        tracing::error!("{why}");
     }
-    if args.stats {
-        eprintln!("{}", serde_json::to_string(&report.stats)?);
-    }
-    if report.read_error.is_some() {
-        std::process::exit(2);
-    }
-    Ok(())
+    crate::cmd_ps::finish(args.stats.then_some(&report.stats), cut_short)
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use emulator::mem::PhysMem;
+use harness::failure::{Failure, FailureKind};
 use harness::introspect::layout::{LayoutInputs, MethodKind};
 use harness::introspect::output::{render, Format};
 use harness::introspect::ps::{ps, PsOptions};
@@ -91,7 +92,8 @@ pub struct PsArgs {
 
 pub fn run(args: PsArgs) -> Result<()> {
     let mem = args.src.open()?;
-    let report = ps(mem.as_ref(), &args.src.options()).map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
+    let report = ps(mem.as_ref(), &args.src.options())
+        .map_err(|e| Failure::new(FailureKind::of_ps(&e), format!("listing processes: {e}")))?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(render(&report.rows, args.format).as_bytes())?;
     stdout.flush()?;
@@ -100,16 +102,23 @@ pub fn run(args: PsArgs) -> Result<()> {
             tracing::warn!(pid = t.pid, "{n}");
         }
     }
-    if let Some(e) = &report.walk_error {
-        tracing::error!("walk stopped early, {} tasks listed: {e}", report.rows.len());
+    let cut_short = report.walk_error.as_ref().map(|e| format!("walk stopped early, {} tasks listed: {e}", report.rows.len()));
+    if let Some(why) = &cut_short {
+        tracing::error!("{why}");
     }
-    if args.stats {
-        eprintln!("{}", serde_json::to_string(&report.stats)?);
+    finish(args.stats.then_some(&report.stats), cut_short)
+}
+
+/// The end of a command that printed what it read (`ps`, `dmesg`): the `--stats` line if asked
+/// for, then, if the reading was cut short, a failure of kind `partial` (exit status 2).
+pub fn finish(stats: Option<&impl serde::Serialize>, cut_short: Option<String>) -> Result<()> {
+    if let Some(s) = stats {
+        eprintln!("{}", serde_json::to_string(s)?);
     }
-    if report.walk_error.is_some() {
-        std::process::exit(2);
+    match cut_short {
+        Some(why) => Err(Failure::new(FailureKind::Partial, why).into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -126,7 +135,8 @@ pub struct ProfileArgs {
 
 pub fn run_profile(args: ProfileArgs) -> Result<()> {
     let mem = args.src.open()?;
-    let doc = profile::profile(mem.as_ref(), &args.src.options(), args.format).map_err(|e| anyhow::anyhow!("profiling: {e}"))?;
+    let doc = profile::profile(mem.as_ref(), &args.src.options(), args.format)
+        .map_err(|e| Failure::new(FailureKind::of_profile(&e), format!("profiling: {e}")))?;
     let text = serde_json::to_string(&doc)?;
     match &args.output {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,

@@ -1,7 +1,7 @@
 //! The requester side and the analysis.
 //!
 //! ```text
-//!   ps / profile / dmesg (CLI)
+//!   ps / profile / dmesg (CLI) ── failure: the typed failure line (`--errors json`) and exit statuses
 //!        │
 //!   introspect   find the kernel, learn the layout (btf | thesis | isf | static | heuristic), walk tasks;
 //!                printk: the kernel log from the printk ring (vmcoreinfo | btf | inferred)
@@ -12,6 +12,7 @@
 //! ```
 
 pub mod dma;
+pub mod failure;
 pub mod kbuild;
 pub mod lab;
 pub mod introspect;

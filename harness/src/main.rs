@@ -4,14 +4,32 @@ mod cmd_dmesg;
 mod cmd_ps;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use harness::failure::{Failure, FailureKind, EXIT_PARTIAL};
 
 mod dma_cmd;
 
 /// Agentless Linux introspection over NetTLP DMA.
 #[derive(Parser)]
 #[command(name = "harness", version, about)]
-enum Cli {
+struct Cli {
+    /// How a failure is reported on stderr: `text` (anyhow's message and its causes) or `json`
+    /// (one last line `{"failure":{"kind":...,"message":...}}`, for programs; the exit statuses
+    /// are the same: 1 failed, 2 stopped part-way; see `harness::failure`).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    errors: ErrorFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ErrorFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
     /// List the processes of a machine from its physical memory.
     Ps(cmd_ps::PsArgs),
     /// The kernel log (printk ring buffer) of a machine, from its physical memory.
@@ -30,19 +48,28 @@ enum Cli {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse() {
-        Cli::Ps(args) => cmd_ps::run(args)?,
-        Cli::Dmesg(args) => cmd_dmesg::run(args)?,
-        Cli::Profile(args) => cmd_ps::run_profile(args)?,
-        Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
-        Cli::Lab(c) => harness::lab::cli::lab(c)?,
-        Cli::Dma(c) => dma_cmd::dma(c)?,
+    emulator::logging::init("info");
+    let cli = Cli::parse();
+    if cli.errors == ErrorFormat::Json {
+        std::panic::set_hook(Box::new(|info| eprintln!("{}", Failure::new(FailureKind::Panic, info.to_string()).line())));
     }
-    Ok(())
+    let done = match cli.cmd {
+        Cmd::Ps(args) => cmd_ps::run(args),
+        Cmd::Dmesg(args) => cmd_dmesg::run(args),
+        Cmd::Profile(args) => cmd_ps::run_profile(args),
+        Cmd::Corpus(c) => harness::lab::cli::corpus(c).map_err(anyhow::Error::from),
+        Cmd::Lab(c) => harness::lab::cli::lab(c).map_err(anyhow::Error::from),
+        Cmd::Dma(c) => dma_cmd::dma(c),
+    };
+    let Err(e) = done else { return Ok(()) };
+    let failure = Failure::of(&e);
+    match cli.errors {
+        ErrorFormat::Json => {
+            eprintln!("{}", failure.line());
+            std::process::exit(failure.kind.exit_code())
+        }
+        // Stopped part-way: the command logged why and printed what it read.
+        ErrorFormat::Text if failure.kind == FailureKind::Partial => std::process::exit(EXIT_PARTIAL),
+        ErrorFormat::Text => Err(e),
+    }
 }

@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::chart::{Axis, ChartError, Scale, Ticked};
+use crate::chart::{draw_err, Axis, ChartError, Scale, Ticked};
 use crate::heatmap::{label_at, Categories};
 use crate::style;
 
@@ -83,9 +83,7 @@ impl BarChart {
         DB::ErrorType: 'static,
     {
         self.validate()?;
-        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
-        root.fill(&WHITE).map_err(err)?;
-        let body = style::titled(root, &self.title).map_err(err)?;
+        let body = style::titled(root, &self.title).map_err(draw_err)?;
         let body = if self.legend.is_empty() {
             body
         } else {
@@ -113,7 +111,7 @@ impl BarChart {
             draw_panel(p, &left)?;
             rest = right;
         }
-        root.present().map_err(err)
+        root.present().map_err(draw_err)
     }
 }
 
@@ -125,7 +123,6 @@ fn draw_panel<DB: DrawingBackend>(p: &BarPanel, area: &DrawingArea<DB, Shift>) -
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
     let labels: Vec<String> = p.rows.iter().rev().map(|r| r.label.clone()).collect();
     let n = labels.len();
     let y_area = if p.row_labels { longest(&p.rows) * 11 + 30 } else { 10 };
@@ -135,7 +132,7 @@ where
         .x_label_area_size(style::X_LABEL_AREA)
         .y_label_area_size(y_area as u32)
         .build_cartesian_2d(Ticked::new(&p.x), Categories::new(labels.clone()))
-        .map_err(err)?;
+        .map_err(draw_err)?;
     let xfmt = |v: &f64| p.x.format.format(*v);
     let yfmt = |v: &f64| if p.row_labels { label_at(&labels, *v) } else { String::new() };
     chart
@@ -149,7 +146,7 @@ where
         .bold_line_style(style::GRID)
         .light_line_style(TRANSPARENT)
         .draw()
-        .map_err(err)?;
+        .map_err(draw_err)?;
     for (i, row) in p.rows.iter().enumerate() {
         let y = (n - 1 - i) as f64;
         let mut x = 0.0f64.max(p.x.min);
@@ -157,7 +154,7 @@ where
             if s.value > 0.0 {
                 chart
                     .draw_series(std::iter::once(Rectangle::new([(x, y + 0.18), (x + s.value, y + 0.82)], s.color.filled())))
-                    .map_err(err)?;
+                    .map_err(draw_err)?;
             }
             x += s.value;
         }
@@ -172,7 +169,7 @@ where
             } else {
                 (x - pad, style::legend_font().color(&WHITE).pos(Pos::new(HPos::Right, VPos::Center)))
             };
-            chart.draw_series(std::iter::once(Text::new(note.clone(), (at, y + 0.5), font))).map_err(err)?;
+            chart.draw_series(std::iter::once(Text::new(note.clone(), (at, y + 0.5), font))).map_err(draw_err)?;
         }
     }
     Ok(())
@@ -183,15 +180,14 @@ fn draw_legend<DB: DrawingBackend>(legend: &[(String, RGBColor)], area: &Drawing
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
     let (w, h) = area.dim_in_pixel();
     let widths: Vec<i32> = legend.iter().map(|(l, _)| 34 + l.chars().count() as i32 * 11 + 30).collect();
     let mut x = (w as i32 - widths.iter().sum::<i32>()).max(0) / 2;
     let y = h as i32 / 2;
     for ((label, colour), width) in legend.iter().zip(widths) {
-        area.draw(&Rectangle::new([(x, y - 10), (x + 24, y + 10)], colour.filled())).map_err(err)?;
+        area.draw(&Rectangle::new([(x, y - 10), (x + 24, y + 10)], colour.filled())).map_err(draw_err)?;
         let font = style::legend_font().pos(Pos::new(HPos::Left, VPos::Center));
-        area.draw(&Text::new(label.clone(), (x + 34, y), font)).map_err(err)?;
+        area.draw(&Text::new(label.clone(), (x + 34, y), font)).map_err(draw_err)?;
         x += width;
     }
     Ok(())

@@ -195,7 +195,8 @@ pub enum ChartError {
     Draw(String),
 }
 
-fn draw_err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> ChartError {
+/// A drawing error as a [`ChartError`] (every chart's one conversion).
+pub(crate) fn draw_err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> ChartError {
     ChartError::Draw(e.to_string())
 }
 
@@ -241,7 +242,6 @@ impl LineChart {
         DB::ErrorType: 'static,
     {
         self.validate()?;
-        root.fill(&WHITE).map_err(draw_err)?;
         let body = style::titled(root, &self.title).map_err(draw_err)?;
         let areas = body.split_evenly((1, self.panels.len()));
         for (panel, area) in self.panels.iter().zip(&areas) {

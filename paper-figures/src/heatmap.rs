@@ -10,7 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::chart::{ChartError, TickFormat};
+use crate::chart::{draw_err, ChartError, TickFormat};
 use crate::style;
 
 /// One cell.
@@ -100,9 +100,7 @@ impl Heatmap {
         DB::ErrorType: 'static,
     {
         self.validate()?;
-        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
-        root.fill(&WHITE).map_err(err)?;
-        let body = style::titled(root, &self.title).map_err(err)?;
+        let body = style::titled(root, &self.title).map_err(draw_err)?;
         let (w, _) = body.dim_in_pixel();
         let (grid, bar) = body.split_horizontally(w.saturating_sub(260));
         // The first panel also holds the row labels: it gets their width on top of its share.
@@ -120,14 +118,13 @@ impl Heatmap {
             rest = right;
         }
         self.draw_scale(&bar)?;
-        root.present().map_err(err)
+        root.present().map_err(draw_err)
     }
 
     fn draw_panel<DB: DrawingBackend>(&self, p: &HeatmapPanel, area: &DrawingArea<DB, Shift>, first: bool) -> Result<(), ChartError>
     where
         DB::ErrorType: 'static,
     {
-        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
         let nr = p.rows.len();
         let y_area = if first { self.label_width() } else { 12 };
         let mut chart = ChartBuilder::on(area)
@@ -136,7 +133,7 @@ impl Heatmap {
             .x_label_area_size(style::X_LABEL_AREA)
             .y_label_area_size(y_area as u32)
             .build_cartesian_2d(Categories::new(p.cols.clone()), Categories::new(p.rows.iter().rev().cloned().collect()))
-            .map_err(err)?;
+            .map_err(draw_err)?;
         let rows_rev: Vec<String> = p.rows.iter().rev().cloned().collect();
         let xl = |v: &f64| label_at(&p.cols, *v);
         let yl = |v: &f64| if first { label_at(&rows_rev, *v) } else { String::new() };
@@ -150,7 +147,7 @@ impl Heatmap {
         if first {
             mesh.y_desc(&self.y_label);
         }
-        mesh.draw().map_err(err)?;
+        mesh.draw().map_err(draw_err)?;
         for (i, row) in p.cells.iter().enumerate() {
             let y = (nr - 1 - i) as f64;
             for (j, cell) in row.iter().enumerate() {
@@ -162,13 +159,13 @@ impl Heatmap {
                 };
                 chart
                     .draw_series(std::iter::once(Rectangle::new([(x + 0.03, y + 0.05), (x + 0.97, y + 0.95)], fill.filled())))
-                    .map_err(err)?;
+                    .map_err(draw_err)?;
                 let lum = 0.299 * fill.0 as f64 + 0.587 * fill.1 as f64 + 0.114 * fill.2 as f64;
                 let ink = if lum < 128.0 { WHITE } else { BLACK };
                 let font = style::legend_font().color(&ink).pos(Pos::new(HPos::Center, VPos::Center));
                 chart
                     .draw_series(std::iter::once(Text::new(text.clone(), (x + 0.5, y + 0.5), font)))
-                    .map_err(err)?;
+                    .map_err(draw_err)?;
             }
         }
         Ok(())
@@ -178,7 +175,6 @@ impl Heatmap {
     where
         DB::ErrorType: 'static,
     {
-        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| ChartError::Draw(e.to_string());
         let (_, h) = area.dim_in_pixel();
         let h = h as i32;
         let (x0, x1) = (30, 70);
@@ -186,32 +182,32 @@ impl Heatmap {
         if bottom <= top + 20 {
             return Ok(());
         }
-        area.draw(&Text::new(self.scale_label.clone(), (x0 - 10, top - 45), style::axis_font())).map_err(err)?;
+        area.draw(&Text::new(self.scale_label.clone(), (x0 - 10, top - 45), style::axis_font())).map_err(draw_err)?;
         let steps = (bottom - top).max(1);
         for k in 0..steps {
             let t = 1.0 - k as f64 / steps as f64;
             let c = self.colour(self.min + t * (self.max - self.min));
-            area.draw(&Rectangle::new([(x0, top + k), (x1, top + k + 1)], c.filled())).map_err(err)?;
+            area.draw(&Rectangle::new([(x0, top + k), (x1, top + k + 1)], c.filled())).map_err(draw_err)?;
         }
-        area.draw(&Rectangle::new([(x0, top), (x1, bottom)], BLACK.stroke_width(1))).map_err(err)?;
+        area.draw(&Rectangle::new([(x0, top), (x1, bottom)], BLACK.stroke_width(1))).map_err(draw_err)?;
         for k in 0..=4 {
             let t = k as f64 / 4.0;
             let y = bottom - ((bottom - top) as f64 * t).round() as i32;
             let v = self.min + t * (self.max - self.min);
-            area.draw(&PathElement::new(vec![(x1, y), (x1 + 8, y)], BLACK)).map_err(err)?;
+            area.draw(&PathElement::new(vec![(x1, y), (x1 + 8, y)], BLACK)).map_err(draw_err)?;
             let font = style::tick_font().pos(Pos::new(HPos::Left, VPos::Center));
-            area.draw(&Text::new(self.format.format(v), (x1 + 14, y), font)).map_err(err)?;
+            area.draw(&Text::new(self.format.format(v), (x1 + 14, y), font)).map_err(draw_err)?;
         }
         let mut y = bottom + 40;
         for (fill, note) in [(ABSENT_FILL, &self.absent_note), (FAILED_FILL, &self.failed_note)] {
             if note.is_empty() {
                 continue;
             }
-            area.draw(&Rectangle::new([(x0, y), (x0 + 28, y + 28)], fill.filled())).map_err(err)?;
-            area.draw(&Rectangle::new([(x0, y), (x0 + 28, y + 28)], BLACK.stroke_width(1))).map_err(err)?;
+            area.draw(&Rectangle::new([(x0, y), (x0 + 28, y + 28)], fill.filled())).map_err(draw_err)?;
+            area.draw(&Rectangle::new([(x0, y), (x0 + 28, y + 28)], BLACK.stroke_width(1))).map_err(draw_err)?;
             for (i, line) in note.lines().enumerate() {
                 let font = style::legend_font().pos(Pos::new(HPos::Left, VPos::Top));
-                area.draw(&Text::new(line.to_string(), (x0 + 38, y + 4 + 24 * i as i32), font)).map_err(err)?;
+                area.draw(&Text::new(line.to_string(), (x0 + 38, y + 4 + 24 * i as i32), font)).map_err(draw_err)?;
             }
             y += 40 + 24 * note.lines().count().saturating_sub(1) as i32 + 12;
         }

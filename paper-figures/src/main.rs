@@ -19,13 +19,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    emulator::logging::init("warn");
     let cli = Cli::parse();
     let cwd = std::env::current_dir().context("current directory")?;
     let repo =

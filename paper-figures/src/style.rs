@@ -65,11 +65,13 @@ pub fn legend_font() -> TextStyle<'static> {
 /// Space above a figure's title, so no renderer clips its ascenders.
 pub const TITLE_TOP: u32 = 14;
 
-/// The area under the figure title `title`, drawn centred [`TITLE_TOP`] pixels below the top.
+/// A figure's page: `root` filled white, the figure title `title` drawn centred [`TITLE_TOP`]
+/// pixels below the top; the area under the title.
 pub fn titled<DB: plotters::prelude::DrawingBackend>(
     root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
 ) -> Result<plotters::prelude::DrawingArea<DB, plotters::coord::Shift>, plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
     root.margin(TITLE_TOP, 0, 0, 0).titled(title, title_font())
 }
 

@@ -16,10 +16,10 @@
 //! guests (with `e_machine` EM_386 while the CPU is not in long mode).
 
 use super::notes::{self, Note, MAX_NOTES_BYTES};
-use super::reader::{ExtentMap, Layout, Location, MappedImage, Piece};
+use super::reader::{ExtentMap, Extents, Location, MappedImage, Piece};
 use super::source::Source;
 use super::{FileOffset, ParseError};
-use crate::mem::{MemError, PhysAddr, PhysRange};
+use crate::mem::PhysAddr;
 
 /// ELF magic bytes.
 pub const MAGIC: &[u8] = b"\x7fELF";
@@ -352,12 +352,9 @@ fn trim_overlaps(mut pieces: Vec<(Piece, FileOffset)>) -> Vec<(Piece, FileOffset
     out
 }
 
-impl Layout for ElfLayout {
-    fn locate(&self, addr: PhysAddr, _src: &Source) -> Result<Option<Piece>, MemError> {
-        Ok(self.map.locate(addr))
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.map.ranges()
+impl Extents for ElfLayout {
+    fn map(&self) -> &ExtentMap {
+        &self.map
     }
     fn label(&self) -> String {
         format!(

@@ -28,12 +28,13 @@ pub(crate) fn is_flattened(head: &[u8]) -> bool {
     head.starts_with(SIGNATURE)
 }
 
-/// One piece of the described file: `[start, end)` is stored at `file` in the flattened file.
+/// One piece of the described file: `[start, end)` of the described file is stored at `file`
+/// in the flattened file on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Piece {
-    start: u64,
-    end: u64,
-    file: u64,
+    start: FileOffset,
+    end: FileOffset,
+    file: FileOffset,
 }
 
 /// Segment index of a flattened file.
@@ -43,6 +44,9 @@ pub(crate) struct FlatIndex {
     pieces: Vec<Piece>,
     len: u64,
 }
+
+/// The first data header, after the header block.
+const FIRST_SEGMENT: FileOffset = FileOffset(HEADER_BLOCK);
 
 impl FlatIndex {
     /// Index the flattened file `src` (as stored on disk).
@@ -66,9 +70,8 @@ impl FlatIndex {
         }
         let file_len = src.len();
         let mut segs: Vec<Piece> = Vec::new();
-        let mut pos = HEADER_BLOCK;
+        let mut at = FIRST_SEGMENT;
         loop {
-            let at = FileOffset(pos);
             let dh = src.fields(at, DATA_HEADER, "flattened segment header")?;
             let (offset, size) = (dh.i64_be(0)?, dh.i64_be(8)?);
             if offset == -1 && size == -1 {
@@ -81,12 +84,12 @@ impl FlatIndex {
                     format!("negative offset {offset} or size {size}"),
                 ));
             };
-            let data = pos + DATA_HEADER;
+            let data = at + DATA_HEADER;
             let next =
                 data.checked_add(size)
-                    .filter(|&n| n <= file_len)
+                    .filter(|&n| n.0 <= file_len)
                     .ok_or(ParseError::Truncated {
-                        at: FileOffset(data),
+                        at: data,
                         what: "flattened segment data",
                         need: size,
                         len: file_len,
@@ -103,14 +106,14 @@ impl FlatIndex {
                     ));
                 }
                 segs.push(Piece {
-                    start: offset,
-                    end,
+                    start: FileOffset(offset),
+                    end: FileOffset(end),
                     file: data,
                 });
             }
-            pos = next;
+            at = next;
         }
-        let len = segs.iter().map(|s| s.end).max().unwrap_or(0);
+        let len = segs.iter().map(|s| s.end.0).max().unwrap_or(0);
         Ok(FlatIndex {
             pieces: resolve(segs),
             len,
@@ -125,7 +128,6 @@ impl FlatIndex {
     /// Fill `buf` from offset `at` of the described file. The caller checked
     /// `at + buf.len() <= len()`; gaps read as zero.
     pub fn read(&self, src: &Mapped, at: FileOffset, buf: &mut [u8]) {
-        let at = at.0;
         let mut i = self.pieces.partition_point(|p| p.end <= at);
         let mut pos = at;
         let mut done = 0usize;
@@ -133,17 +135,17 @@ impl FlatIndex {
             let want = (buf.len() - done) as u64;
             match self.pieces.get(i) {
                 Some(p) if p.start <= pos => {
-                    let n = want.min(p.end - pos) as usize;
-                    src.copy_out(FileOffset(p.file + (pos - p.start)), &mut buf[done..done + n]);
+                    let n = want.min(p.end.since(pos)) as usize;
+                    src.copy_out(p.file + pos.since(p.start), &mut buf[done..done + n]);
                     done += n;
-                    pos += n as u64;
+                    pos = pos + n as u64;
                     i += 1;
                 }
                 Some(p) => {
-                    let n = want.min(p.start - pos) as usize;
+                    let n = want.min(p.start.since(pos)) as usize;
                     buf[done..done + n].fill(0);
                     done += n;
-                    pos += n as u64;
+                    pos = pos + n as u64;
                 }
                 None => {
                     buf[done..].fill(0);
@@ -162,7 +164,7 @@ fn resolve(segs: Vec<Piece>) -> Vec<Piece> {
         return segs;
     }
     // Endpoints: (position, segment index). Ends sort before starts at the same position.
-    let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(segs.len() * 2);
+    let mut events: Vec<(FileOffset, bool, usize)> = Vec::with_capacity(segs.len() * 2);
     for (i, s) in segs.iter().enumerate() {
         events.push((s.start, true, i));
         events.push((s.end, false, i));
@@ -193,11 +195,11 @@ fn resolve(segs: Vec<Piece>) -> Vec<Piece> {
         let piece = Piece {
             start: pos,
             end: next,
-            file: s.file + (pos - s.start),
+            file: s.file + pos.since(s.start),
         };
         match out.last_mut() {
             Some(last)
-                if last.end == piece.start && last.file + (last.end - last.start) == piece.file =>
+                if last.end == piece.start && last.file + last.end.since(last.start) == piece.file =>
             {
                 last.end = piece.end;
             }
@@ -213,7 +215,7 @@ mod tests {
     use super::*;
 
     fn p(start: u64, end: u64, file: u64) -> Piece {
-        Piece { start, end, file }
+        Piece { start: FileOffset(start), end: FileOffset(end), file: FileOffset(file) }
     }
 
     #[test]

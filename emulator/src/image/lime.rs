@@ -15,10 +15,10 @@
 //! touches; chunk checksums are verified on decode.
 
 use super::codec::Codec;
-use super::reader::{ExtentMap, Layout, Location, MappedImage, Piece};
+use super::reader::{ExtentMap, Extents, Location, MappedImage, Piece};
 use super::source::Source;
 use super::{FileOffset, ParseError};
-use crate::mem::{MemError, PhysAddr, PhysRange};
+use crate::mem::PhysAddr;
 
 /// LiME magic as stored (0x4C694D45 little-endian).
 pub const LIME_MAGIC: &[u8] = b"EMiL";
@@ -237,12 +237,9 @@ fn index_snappy_frames(
     Ok(pos + 8)
 }
 
-impl Layout for LimeLayout {
-    fn locate(&self, addr: PhysAddr, _src: &Source) -> Result<Option<Piece>, MemError> {
-        Ok(self.map.locate(addr))
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.map.ranges()
+impl Extents for LimeLayout {
+    fn map(&self) -> &ExtentMap {
+        &self.map
     }
     fn label(&self) -> String {
         let kind = if self.compressed > 0 {

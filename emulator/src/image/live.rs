@@ -22,10 +22,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::reader::{ExtentMap, Layout, Location, MappedImage, Piece};
+use super::reader::{ExtentMap, Extents, Location, MappedImage, Piece};
 use super::source::Source;
 use super::{human_size, FileOffset, ParseError};
-use crate::mem::{MemError, PhysAddr, PhysRange};
+use crate::mem::PhysRange;
 
 /// QEMU x86 machine type, for its RAM layout.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default)]
@@ -159,12 +159,9 @@ pub fn open(src: Source, machine: Machine) -> Result<MappedImage<LiveLayout>, Pa
     ))
 }
 
-impl Layout for LiveLayout {
-    fn locate(&self, addr: PhysAddr, _src: &Source) -> Result<Option<Piece>, MemError> {
-        Ok(self.map.locate(addr))
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.map.ranges()
+impl Extents for LiveLayout {
+    fn map(&self) -> &ExtentMap {
+        &self.map
     }
     fn label(&self) -> String {
         format!(

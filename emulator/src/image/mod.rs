@@ -51,28 +51,20 @@ pub use source::Source;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct FileOffset(pub u64);
 
+crate::address_impls!(FileOffset, "file offset");
+
 impl FileOffset {
-    pub const fn new(off: u64) -> Self {
-        FileOffset(off)
-    }
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-    /// `self + n`, or `None` on overflow.
-    pub fn checked_add(self, n: u64) -> Option<FileOffset> {
-        self.0.checked_add(n).map(FileOffset)
+    /// Bytes from `base` up to `self` (`self >= base`).
+    pub const fn since(self, base: FileOffset) -> u64 {
+        self.0 - base.0
     }
 }
 
-impl fmt::Debug for FileOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FileOffset({:#x})", self.0)
-    }
-}
-
-impl fmt::Display for FileOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "file offset {:#x}", self.0)
+/// `self + n` for offsets already checked to lie in a file (overflow panics in debug builds).
+impl std::ops::Add<u64> for FileOffset {
+    type Output = FileOffset;
+    fn add(self, n: u64) -> FileOffset {
+        FileOffset(self.0 + n)
     }
 }
 

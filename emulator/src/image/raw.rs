@@ -3,10 +3,10 @@
 //!
 //! Invariant: exactly `[base, base + file length)` is backed; nothing is read at open.
 
-use super::reader::{ExtentMap, Layout, Location, MappedImage, Piece};
+use super::reader::{ExtentMap, Extents, Location, MappedImage, Piece};
 use super::source::Source;
 use super::{FileOffset, ParseError};
-use crate::mem::{MemError, PhysAddr, PhysRange};
+use crate::mem::PhysAddr;
 
 /// Layout of a raw image.
 #[derive(Debug)]
@@ -35,12 +35,9 @@ pub fn open(src: Source, base: PhysAddr) -> Result<MappedImage<RawLayout>, Parse
     Ok(MappedImage::new(src, RawLayout { map, flattened }))
 }
 
-impl Layout for RawLayout {
-    fn locate(&self, addr: PhysAddr, _src: &Source) -> Result<Option<Piece>, MemError> {
-        Ok(self.map.locate(addr))
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.map.ranges()
+impl Extents for RawLayout {
+    fn map(&self) -> &ExtentMap {
+        &self.map
     }
     fn label(&self) -> String {
         if self.flattened {

@@ -62,6 +62,26 @@ pub trait Layout: Send + Sync {
     fn label(&self) -> String;
 }
 
+/// A layout whose pieces are all known once the file is parsed (raw, ELF, LiME, AVML, live):
+/// its [`ExtentMap`] answers `locate` and `ranges`; the format adds only its label.
+pub trait Extents: Send + Sync {
+    fn map(&self) -> &ExtentMap;
+    /// Format name and details (see [`Layout::label`]).
+    fn label(&self) -> String;
+}
+
+impl<T: Extents> Layout for T {
+    fn locate(&self, addr: PhysAddr, _src: &Source) -> Result<Option<Piece>, MemError> {
+        Ok(self.map().locate(addr))
+    }
+    fn ranges(&self) -> Vec<PhysRange> {
+        self.map().ranges()
+    }
+    fn label(&self) -> String {
+        Extents::label(self)
+    }
+}
+
 /// A layout given as a sorted list of pieces (raw, ELF, LiME, AVML, live).
 #[derive(Debug, Default)]
 pub struct ExtentMap {

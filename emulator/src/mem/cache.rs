@@ -221,13 +221,7 @@ impl<M: PhysMem> PhysMem for Cache<M> {
             .collect()
     }
 
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.inner.ranges()
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+    same_memory_as_inner!();
 }
 
 #[cfg(test)]

@@ -106,13 +106,7 @@ impl<M: PhysMem> PhysMem for Counting<M> {
         results
     }
 
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.inner.ranges()
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+    same_memory_as_inner!();
 }
 
 #[cfg(test)]

@@ -41,12 +41,7 @@ impl<M: PhysMem> PhysMem for Deadline<M> {
         }
         self.inner.read_batch(ops)
     }
-    fn ranges(&self) -> Vec<PhysRange> {
-        self.inner.ranges()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+    same_memory_as_inner!();
 }
 
 #[cfg(test)]

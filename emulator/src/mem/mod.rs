@@ -14,7 +14,18 @@
 //! changes what a successful read returns (except [`Patched`], whose purpose that is) and keeps
 //! batches as batches, so pipelining backends keep pipelining underneath.
 
-use std::fmt;
+/// `ranges` and `describe` for a wrapper whose memory is that of its `inner` field: a wrapper
+/// changes how reads go, never which memory there is.
+macro_rules! same_memory_as_inner {
+    () => {
+        fn ranges(&self) -> Vec<PhysRange> {
+            self.inner.ranges()
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    };
+}
 
 pub mod cache;
 pub mod counting;
@@ -26,37 +37,57 @@ pub use counting::{Counting, Counts};
 pub use deadline::Deadline;
 pub use patched::Patched;
 
+/// What every typed address or offset of the workspace (`PhysAddr`, `FileOffset`, harness's
+/// `KVirt` and `UVirt`: a `pub u64` newtype) has, one way: `new`, `get`, `checked_add`, and how
+/// it prints: `Debug` as `Name(0x…)`, `Display` as `<label> 0x…` (the space named), `LowerHex`
+/// as the bare number.
+#[macro_export]
+macro_rules! address_impls {
+    ($name:ident, $label:literal) => {
+        impl $name {
+            pub const fn new(raw: u64) -> Self {
+                $name(raw)
+            }
+            pub const fn get(self) -> u64 {
+                self.0
+            }
+            /// `self + off`, or `None` on overflow.
+            pub fn checked_add(self, off: u64) -> Option<Self> {
+                self.0.checked_add(off).map($name)
+            }
+        }
+
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({:#x})"), self.0)
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, concat!($label, " {:#x}"), self.0)
+            }
+        }
+
+        impl ::std::fmt::LowerHex for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::LowerHex::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
 /// A guest-physical address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct PhysAddr(pub u64);
 
+address_impls!(PhysAddr, "phys");
+
 impl PhysAddr {
-    pub const fn new(addr: u64) -> Self {
-        PhysAddr(addr)
-    }
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-    /// `self + off`, or `None` on overflow.
-    pub fn checked_add(self, off: u64) -> Option<PhysAddr> {
-        self.0.checked_add(off).map(PhysAddr)
-    }
     /// Offset of `self` inside a page of `page_size` bytes (a power of two).
     pub const fn page_offset(self, page_size: u64) -> u64 {
         self.0 & (page_size - 1)
-    }
-}
-
-impl fmt::Debug for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PhysAddr({:#x})", self.0)
-    }
-}
-
-impl fmt::Display for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "phys {:#x}", self.0)
     }
 }
 
@@ -151,50 +182,27 @@ pub trait PhysMem: Send + Sync {
     fn describe(&self) -> String;
 }
 
-impl<T: PhysMem + ?Sized> PhysMem for &T {
-    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
-        (**self).read_phys(addr, buf)
-    }
-    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
-        (**self).read_batch(ops)
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        (**self).ranges()
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
+/// A pointer to a memory source is that source: every method forwarded.
+macro_rules! pointer_is_its_memory {
+    ($($ptr:ty),*) => {$(
+        impl<T: PhysMem + ?Sized> PhysMem for $ptr {
+            fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+                (**self).read_phys(addr, buf)
+            }
+            fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+                (**self).read_batch(ops)
+            }
+            fn ranges(&self) -> Vec<PhysRange> {
+                (**self).ranges()
+            }
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+        }
+    )*};
 }
 
-impl<T: PhysMem + ?Sized> PhysMem for Box<T> {
-    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
-        (**self).read_phys(addr, buf)
-    }
-    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
-        (**self).read_batch(ops)
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        (**self).ranges()
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-}
-
-impl<T: PhysMem + ?Sized> PhysMem for std::sync::Arc<T> {
-    fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
-        (**self).read_phys(addr, buf)
-    }
-    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
-        (**self).read_batch(ops)
-    }
-    fn ranges(&self) -> Vec<PhysRange> {
-        (**self).ranges()
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-}
+pointer_is_its_memory!(&T, Box<T>, std::sync::Arc<T>);
 
 #[cfg(test)]
 mod tests {

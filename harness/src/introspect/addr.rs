@@ -8,9 +8,11 @@
 use std::fmt;
 
 /// Behaviour shared by the virtual address types, so one page-table walker serves both.
-pub trait Virt: Copy + fmt::Debug + fmt::Display {
+pub trait Virt: Copy + PartialEq + fmt::Debug + fmt::Display + fmt::LowerHex {
     /// The raw 64-bit value.
     fn raw(self) -> u64;
+    /// The address of this space with this raw value.
+    fn from_raw(raw: u64) -> Self;
 }
 
 macro_rules! virt_type {
@@ -20,17 +22,9 @@ macro_rules! virt_type {
         #[serde(transparent)]
         pub struct $name(pub u64);
 
+        emulator::address_impls!($name, $label);
+
         impl $name {
-            pub const fn new(addr: u64) -> Self {
-                $name(addr)
-            }
-            pub const fn get(self) -> u64 {
-                self.0
-            }
-            /// `self + off`, or `None` on overflow.
-            pub fn checked_add(self, off: u64) -> Option<Self> {
-                self.0.checked_add(off).map($name)
-            }
             /// `self + off`, wrapping (for offsets applied to untrusted pointers before validation).
             pub const fn wrapping_add(self, off: u64) -> Self {
                 $name(self.0.wrapping_add(off))
@@ -47,17 +41,8 @@ macro_rules! virt_type {
             fn raw(self) -> u64 {
                 self.0
             }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($name), "({:#x})"), self.0)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!($label, " {:#x}"), self.0)
+            fn from_raw(raw: u64) -> Self {
+                $name(raw)
             }
         }
     };
@@ -84,5 +69,6 @@ mod tests {
     fn display_names_the_space() {
         assert_eq!(KVirt(0x1000).to_string(), "kvirt 0x1000");
         assert_eq!(format!("{:?}", UVirt(0x2000)), "UVirt(0x2000)");
+        assert_eq!(format!("{:#x}", KVirt(0x3000)), "0x3000");
     }
 }

@@ -129,7 +129,7 @@ fn find_init_task(kernel: &Kernel<'_>, l: &Layout) -> Result<KVirt, AnchorError>
 }
 
 /// Find the direct-map base from `init_task.tasks.next`.
-fn find_page_offset_base(kernel: &Kernel<'_>, l: &Layout, init: KVirt, next: KVirt) -> Result<u64, AnchorError> {
+fn find_page_offset_base(kernel: &Kernel<'_>, l: &Layout, init: KVirt, next: KVirt) -> Result<KVirt, AnchorError> {
     let mem = kernel.space.mem();
     let ram_end = kernel.space.direct_map_size;
     let head = init.wrapping_add(l.task.tasks);
@@ -147,7 +147,7 @@ fn find_page_offset_base(kernel: &Kernel<'_>, l: &Layout, init: KVirt, next: KVi
             // The node's own next must be a direct-map address under this base too, or the head.
             let n = read_u64(mem, PhysAddr(phys)).unwrap_or(0);
             if n == head.0 || (n >= pob && n - pob < ram_end) {
-                return Ok(pob);
+                return Ok(KVirt(pob));
             }
         }
     }

@@ -34,7 +34,7 @@ pub enum UserReadError {
     #[error("page table root {pgd} is not in the direct map")]
     BadPgd { pgd: KVirt },
     #[error("{va}: {source}")]
-    Paging { va: UVirt, source: PagingError },
+    Paging { va: UVirt, source: PagingError<UVirt> },
     #[error("{va} (at {phys}): {source}")]
     Mem { va: UVirt, phys: PhysAddr, source: MemError },
 }
@@ -42,7 +42,7 @@ pub enum UserReadError {
 /// Read user memory for many `(page tables, address, length)` requests, through the one
 /// virtual-memory reader ([`vread`](super::vread)) with each process's tables.
 pub fn read_user_many(space: &KernelSpace<'_>, reqs: &[(PageTables, UVirt, usize)]) -> Vec<Result<Vec<u8>, UserReadError>> {
-    let regions: Vec<(UserSpace, u64, usize)> = reqs.iter().map(|&(pt, va, len)| (UserSpace(pt), va.0, len)).collect();
+    let regions: Vec<(UserSpace, UVirt, usize)> = reqs.iter().map(|&(pt, va, len)| (UserSpace(pt), va, len)).collect();
     vread::read_many(space.mem(), &regions).into_iter().map(|r| r.map_err(|(_, e)| e)).collect()
 }
 
@@ -51,18 +51,19 @@ pub fn read_user_many(space: &KernelSpace<'_>, reqs: &[(PageTables, UVirt, usize
 struct UserSpace(PageTables);
 
 impl Translator for UserSpace {
+    type Addr = UVirt;
     type Error = UserReadError;
-    fn contiguous(&self, _: u64, _: usize) -> bool {
+    fn contiguous(&self, _: UVirt, _: usize) -> bool {
         false
     }
-    fn place(&self, _: u64) -> Result<Place, UserReadError> {
+    fn place(&self, _: UVirt) -> Result<Place, UserReadError> {
         Ok(Place::Walk(self.0))
     }
-    fn paging_error(&self, va: u64, source: PagingError) -> UserReadError {
-        UserReadError::Paging { va: UVirt(va), source }
+    fn paging_error(&self, va: UVirt, source: PagingError<UVirt>) -> UserReadError {
+        UserReadError::Paging { va, source }
     }
-    fn mem_error(&self, va: u64, phys: PhysAddr, source: MemError) -> UserReadError {
-        UserReadError::Mem { va: UVirt(va), phys, source }
+    fn mem_error(&self, va: UVirt, phys: PhysAddr, source: MemError) -> UserReadError {
+        UserReadError::Mem { va, phys, source }
     }
 }
 

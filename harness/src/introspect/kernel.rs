@@ -75,7 +75,7 @@ pub struct KernelInfo {
     /// Physical shift: `_text`'s physical address minus `CONFIG_PHYSICAL_START`.
     pub kaslr_phys_offset: i64,
     /// Direct-map base; `None` until found (kernels without data symbols).
-    pub page_offset_base: Option<u64>,
+    pub page_offset_base: Option<KVirt>,
     /// How `page_offset_base` was learned.
     pub page_offset_base_from: &'static str,
     pub paging: &'static str,
@@ -171,7 +171,7 @@ impl<'m> Kernel<'m> {
                 if !KVirt(p).is_canonical(format.va_bits()) || p < 0xff00_0000_0000_0000 {
                     return Err(KernelError::Inconsistent(format!("page_offset_base {p:#x} is not a kernel address")));
                 }
-                Some(p)
+                Some(KVirt(p))
             }
             None => None,
         };
@@ -253,11 +253,11 @@ impl<'m> Kernel<'m> {
     }
 
     /// Record the direct-map base once known (see [`super::anchor`]).
-    pub fn set_page_offset_base(&mut self, pob: u64, from: &'static str) {
+    pub fn set_page_offset_base(&mut self, pob: KVirt, from: &'static str) {
         self.space.page_offset_base = Some(pob);
         self.info.page_offset_base = Some(pob);
         self.info.page_offset_base_from = from;
-        if pob < 0xff80_0000_0000_0000 {
+        if pob.0 < 0xff80_0000_0000_0000 {
             self.space.format = &X86_64_5LEVEL;
             self.info.paging = X86_64_5LEVEL.name;
         }

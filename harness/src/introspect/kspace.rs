@@ -24,9 +24,9 @@ pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
 /// `KERNEL_IMAGE_SIZE` with `CONFIG_RANDOMIZE_BASE`.
 pub const KERNEL_IMAGE_SIZE: u64 = 1 << 30;
 /// `__PAGE_OFFSET_BASE_L4`, the direct-map base without memory randomization.
-pub const PAGE_OFFSET_L4: u64 = 0xffff_8880_0000_0000;
+pub const PAGE_OFFSET_L4: KVirt = KVirt(0xffff_8880_0000_0000);
 /// `__PAGE_OFFSET_BASE_L5`.
-pub const PAGE_OFFSET_L5: u64 = 0xff11_0000_0000_0000;
+pub const PAGE_OFFSET_L5: KVirt = KVirt(0xff11_0000_0000_0000);
 /// Longest single read (the largest `.BTF` accepted): lengths come from guest memory and type
 /// information, so a region longer than this is an error before anything is allocated.
 pub const MAX_READ: usize = 64 << 20;
@@ -36,7 +36,7 @@ pub enum KSpaceError {
     #[error("{addr}: outside the image and direct map, and no kernel page tables to walk")]
     Unmapped { addr: KVirt },
     #[error("{addr}: {source}")]
-    Paging { addr: KVirt, source: PagingError },
+    Paging { addr: KVirt, source: PagingError<KVirt> },
     #[error("{addr} (at {phys}): {source}")]
     Mem { addr: KVirt, phys: PhysAddr, source: MemError },
     #[error("{addr}: a read of {len:#x} bytes is longer than the {MAX_READ:#x} allowed")]
@@ -62,7 +62,7 @@ pub struct KernelSpace<'m> {
     /// `phys_base`: physical address of `__START_KERNEL_map`.
     pub phys_base: u64,
     /// `page_offset_base`: virtual address of physical 0 in the direct map (`None` until known).
-    pub page_offset_base: Option<u64>,
+    pub page_offset_base: Option<KVirt>,
     /// Bytes of physical address space the direct map covers (end of the highest range).
     pub direct_map_size: u64,
     /// The kernel's page tables (`init_top_pgt`), for addresses outside both windows.
@@ -74,7 +74,7 @@ impl<'m> KernelSpace<'m> {
     pub fn new(
         mem: &'m dyn PhysMem,
         phys_base: u64,
-        page_offset_base: Option<u64>,
+        page_offset_base: Option<KVirt>,
         format: &'static PagingFormat,
     ) -> Self {
         let direct_map_size = mem.ranges().iter().map(|r| r.end.0).max().unwrap_or(1 << 46);
@@ -87,7 +87,7 @@ impl<'m> KernelSpace<'m> {
 
     /// Whether `v` lies in the direct map of RAM (where slab objects such as tasks live).
     pub fn in_direct_map(&self, v: KVirt) -> bool {
-        self.page_offset_base.is_some_and(|pob| v.0 >= pob && v.0 - pob < self.direct_map_size)
+        self.page_offset_base.is_some_and(|pob| v >= pob && v.0 - pob.0 < self.direct_map_size)
     }
 
     /// Whether `v` lies in the kernel image window.
@@ -100,7 +100,7 @@ impl<'m> KernelSpace<'m> {
         if self.in_image(v) {
             Some(PhysAddr((v.0 - START_KERNEL_MAP).wrapping_add(self.phys_base)))
         } else if self.in_direct_map(v) {
-            Some(PhysAddr(v.0 - self.page_offset_base.unwrap_or(0)))
+            Some(PhysAddr(v.0 - self.page_offset_base.unwrap_or_default().0))
         } else {
             None
         }
@@ -112,7 +112,7 @@ impl<'m> KernelSpace<'m> {
             return Ok(p);
         }
         let pt = self.page_tables.ok_or(KSpaceError::Unmapped { addr: v })?;
-        match translate_many(self.mem, &[(pt, v.0)]).pop() {
+        match translate_many(self.mem, &[(pt, v)]).pop() {
             Some(Ok(t)) => Ok(t.phys),
             Some(Err(source)) => Err(KSpaceError::Paging { addr: v, source }),
             None => Err(KSpaceError::Unmapped { addr: v }),
@@ -145,8 +145,8 @@ impl<'m> KernelSpace<'m> {
     /// ([`vread`](super::vread)). One result per region, in order; a region longer than
     /// [`MAX_READ`] fails without allocating.
     pub fn read_many(&self, regions: &[(KVirt, usize)]) -> Vec<Result<Vec<u8>, KSpaceError>> {
-        let ok: Vec<(&KernelSpace<'m>, u64, usize)> =
-            regions.iter().filter(|&&(_, len)| len <= MAX_READ).map(|&(v, len)| (self, v.0, len)).collect();
+        let ok: Vec<(&KernelSpace<'m>, KVirt, usize)> =
+            regions.iter().filter(|&&(_, len)| len <= MAX_READ).map(|&(v, len)| (self, v, len)).collect();
         let mut read = vread::read_many(self.mem, &ok).into_iter();
         regions
             .iter()
@@ -163,25 +163,25 @@ impl<'m> KernelSpace<'m> {
 /// Kernel space as the virtual-memory reader sees it: a region inside one linear window is one
 /// piece; a piece outside them is walked through the kernel's page tables, if known.
 impl Translator for &KernelSpace<'_> {
+    type Addr = KVirt;
     type Error = KSpaceError;
-    fn contiguous(&self, va: u64, len: usize) -> bool {
-        let v = KVirt(va);
+    fn contiguous(&self, v: KVirt, len: usize) -> bool {
         len == 0
             || (self.linear(v).is_some()
                 && v.checked_add(len as u64 - 1).is_some_and(|e| self.linear(e).is_some() && self.in_image(e) == self.in_image(v)))
     }
-    fn place(&self, va: u64) -> Result<Place, KSpaceError> {
-        match (self.linear(KVirt(va)), self.page_tables) {
+    fn place(&self, addr: KVirt) -> Result<Place, KSpaceError> {
+        match (self.linear(addr), self.page_tables) {
             (Some(p), _) => Ok(Place::Phys(p)),
             (None, Some(pt)) => Ok(Place::Walk(pt)),
-            (None, None) => Err(KSpaceError::Unmapped { addr: KVirt(va) }),
+            (None, None) => Err(KSpaceError::Unmapped { addr }),
         }
     }
-    fn paging_error(&self, va: u64, source: PagingError) -> KSpaceError {
-        KSpaceError::Paging { addr: KVirt(va), source }
+    fn paging_error(&self, addr: KVirt, source: PagingError<KVirt>) -> KSpaceError {
+        KSpaceError::Paging { addr, source }
     }
-    fn mem_error(&self, va: u64, phys: PhysAddr, source: MemError) -> KSpaceError {
-        KSpaceError::Mem { addr: KVirt(va), phys, source }
+    fn mem_error(&self, addr: KVirt, phys: PhysAddr, source: MemError) -> KSpaceError {
+        KSpaceError::Mem { addr, phys, source }
     }
 }
 
@@ -196,7 +196,7 @@ mod tests {
         let mut mem = VecMem::new(1 << 20);
         mem.write_u64(0x1000, 0x1122_3344_5566_7788);
         let space = KernelSpace::new(&mem, 0, Some(PAGE_OFFSET_L4), &X86_64_4LEVEL);
-        let at = KVirt(PAGE_OFFSET_L4 + 0x1000);
+        let at = KVirt(PAGE_OFFSET_L4.0 + 0x1000);
         // A length from guest memory (a BTF member size, a `desc_len`) near usize::MAX.
         let out = space.read_many(&[(at, usize::MAX), (at, 8), (at, MAX_READ + 1)]);
         assert!(matches!(out[0], Err(KSpaceError::TooLong { len: usize::MAX, .. })));

@@ -42,38 +42,26 @@ impl PagingFormat {
     }
 }
 
-const X86_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// The x86-64 levels; 5-level paging puts PML5 above the same four.
+const PML5: Level = Level { name: "PML5", shift: 48, large_page: false };
+const PML4: Level = Level { name: "PML4", shift: 39, large_page: false };
+const PDPT: Level = Level { name: "PDPT", shift: 30, large_page: true };
+const PD: Level = Level { name: "PD", shift: 21, large_page: true };
+const PT: Level = Level { name: "PT", shift: 12, large_page: false };
 
 /// x86-64 4-level paging (48-bit virtual addresses).
 pub const X86_64_4LEVEL: PagingFormat = PagingFormat {
     name: "x86-64 4-level",
-    levels: &[
-        Level { name: "PML4", shift: 39, large_page: false },
-        Level { name: "PDPT", shift: 30, large_page: true },
-        Level { name: "PD", shift: 21, large_page: true },
-        Level { name: "PT", shift: 12, large_page: false },
-    ],
+    levels: &[PML4, PDPT, PD, PT],
     index_bits: 9,
-    addr_mask: X86_ADDR_MASK,
+    addr_mask: 0x000f_ffff_ffff_f000,
     present: 1,
     page_size: 1 << 7,
 };
 
-/// x86-64 5-level paging (57-bit virtual addresses, LA57).
-pub const X86_64_5LEVEL: PagingFormat = PagingFormat {
-    name: "x86-64 5-level",
-    levels: &[
-        Level { name: "PML5", shift: 48, large_page: false },
-        Level { name: "PML4", shift: 39, large_page: false },
-        Level { name: "PDPT", shift: 30, large_page: true },
-        Level { name: "PD", shift: 21, large_page: true },
-        Level { name: "PT", shift: 12, large_page: false },
-    ],
-    index_bits: 9,
-    addr_mask: X86_ADDR_MASK,
-    present: 1,
-    page_size: 1 << 7,
-};
+/// x86-64 5-level paging (57-bit virtual addresses, LA57): the same entries, one level more.
+pub const X86_64_5LEVEL: PagingFormat =
+    PagingFormat { name: "x86-64 5-level", levels: &[PML5, PML4, PDPT, PD, PT], ..X86_64_4LEVEL };
 
 /// Where a virtual address landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,25 +78,26 @@ impl Translation {
     }
 }
 
-/// Why a translation failed.
+/// Why a translation failed: every variant names the virtual address, typed by its space
+/// ([`KVirt`](super::addr::KVirt) or [`UVirt`](super::addr::UVirt)).
 #[derive(Debug, thiserror::Error)]
-pub enum PagingError {
+pub enum PagingError<V: Virt> {
     #[error("virtual address {va:#x} is not canonical for {format}")]
-    NonCanonical { va: u64, format: &'static str },
+    NonCanonical { va: V, format: &'static str },
     #[error("virtual address {va:#x}: {level} entry at {entry} = {value:#x} is not present")]
-    NotPresent { va: u64, level: &'static str, entry: PhysAddr, value: u64 },
+    NotPresent { va: V, level: &'static str, entry: PhysAddr, value: u64 },
     #[error("virtual address {va:#x}: {level} entry at {entry} points outside physical memory ({value:#x})")]
-    BadEntry { va: u64, level: &'static str, entry: PhysAddr, value: u64 },
+    BadEntry { va: V, level: &'static str, entry: PhysAddr, value: u64 },
     #[error("virtual address {va:#x}: reading the {level} entry failed: {source}")]
-    Mem { va: u64, level: &'static str, source: MemError },
+    Mem { va: V, level: &'static str, source: MemError },
     /// The table's entry lies past the end of the physical address space (a root or table base
     /// taken from guest memory near 2^64).
     #[error("virtual address {va:#x}: the {level} table at {table} has no entry {index} below 2^64")]
-    TableOutOfRange { va: u64, level: &'static str, table: PhysAddr, index: u64 },
+    TableOutOfRange { va: V, level: &'static str, table: PhysAddr, index: u64 },
 }
 
-impl PagingError {
-    pub fn va(&self) -> u64 {
+impl<V: Virt> PagingError<V> {
+    pub fn va(&self) -> V {
         match self {
             PagingError::NonCanonical { va, .. }
             | PagingError::NotPresent { va, .. }
@@ -127,11 +116,11 @@ pub struct PageTables {
 }
 
 /// One walk in progress.
-struct Walk {
-    va: u64,
+struct Walk<V: Virt> {
+    va: V,
     table: PhysAddr,
     level: usize,
-    done: Option<Result<Translation, PagingError>>,
+    done: Option<Result<Translation, PagingError<V>>>,
 }
 
 impl PageTables {
@@ -140,9 +129,9 @@ impl PageTables {
     }
 
     /// Translate one address.
-    pub fn translate<V: Virt>(&self, mem: &dyn PhysMem, va: V) -> Result<Translation, PagingError> {
-        translate_many(mem, &[(*self, va.raw())]).pop().unwrap_or(Err(PagingError::NonCanonical {
-            va: va.raw(),
+    pub fn translate<V: Virt>(&self, mem: &dyn PhysMem, va: V) -> Result<Translation, PagingError<V>> {
+        translate_many(mem, &[(*self, va)]).pop().unwrap_or(Err(PagingError::NonCanonical {
+            va,
             format: self.format.name,
         }))
     }
@@ -151,13 +140,14 @@ impl PageTables {
 /// Translate many addresses, possibly under different page tables, level by level: all walks
 /// read their entry for one level in one `read_batch`, so a pipelining backend pays one round
 /// trip per level rather than one per entry.
-pub fn translate_many(mem: &dyn PhysMem, reqs: &[(PageTables, u64)]) -> Vec<Result<Translation, PagingError>> {
-    let mut walks: Vec<Walk> = reqs
+pub fn translate_many<V: Virt>(mem: &dyn PhysMem, reqs: &[(PageTables, V)]) -> Vec<Result<Translation, PagingError<V>>> {
+    let mut walks: Vec<Walk<V>> = reqs
         .iter()
         .map(|(pt, va)| {
             let bits = pt.format.va_bits();
             let shift = 64 - bits;
-            let canonical = bits > 0 && ((((va << shift) as i64) >> shift) as u64) == *va;
+            let raw = va.raw();
+            let canonical = bits > 0 && ((((raw << shift) as i64) >> shift) as u64) == raw;
             Walk {
                 va: *va,
                 table: pt.root,
@@ -179,7 +169,7 @@ pub fn translate_many(mem: &dyn PhysMem, reqs: &[(PageTables, u64)]) -> Vec<Resu
             let (pt, _) = &reqs[i];
             let w = &mut walks[i];
             let lvl = pt.format.levels[w.level];
-            let index = (w.va >> lvl.shift) & ((1 << pt.format.index_bits) - 1);
+            let index = (w.va.raw() >> lvl.shift) & ((1 << pt.format.index_bits) - 1);
             match w.table.checked_add(index * 8) {
                 Some(a) => entry_of.push((i, a)),
                 None => w.done = Some(Err(PagingError::TableOutOfRange { va: w.va, level: lvl.name, table: w.table, index })),
@@ -218,13 +208,13 @@ pub fn translate_many(mem: &dyn PhysMem, reqs: &[(PageTables, u64)]) -> Vec<Resu
 }
 
 /// Apply one entry to a walk: finish it (page found or error) or descend a level.
-fn step(
+fn step<V: Virt>(
     fmt: &PagingFormat,
-    w: &mut Walk,
+    w: &mut Walk<V>,
     lvl: Level,
     entry: PhysAddr,
     value: u64,
-) -> Option<Result<Translation, PagingError>> {
+) -> Option<Result<Translation, PagingError<V>>> {
     if value & fmt.present == 0 {
         return Some(Err(PagingError::NotPresent { va: w.va, level: lvl.name, entry, value }));
     }
@@ -232,7 +222,7 @@ fn step(
     if last || (lvl.large_page && value & fmt.page_size != 0) {
         let page_size = 1u64 << lvl.shift;
         let base = value & fmt.addr_mask & !(page_size - 1);
-        return Some(Ok(Translation { phys: PhysAddr(base | (w.va & (page_size - 1))), page_size }));
+        return Some(Ok(Translation { phys: PhysAddr(base | (w.va.raw() & (page_size - 1))), page_size }));
     }
     w.table = PhysAddr(value & fmt.addr_mask);
     w.level += 1;

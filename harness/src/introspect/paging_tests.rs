@@ -1,6 +1,7 @@
 //! Page-table walks against tables built here by hand, including the edges.
 
 use super::*;
+use crate::introspect::addr::{KVirt, UVirt};
 use crate::introspect::vread::read_virt;
 use emulator::mem::Counting;
 use crate::introspect::testutil::VecMem;
@@ -56,7 +57,7 @@ impl Builder {
             }
             let e = self.read(ea);
             table = if e & P != 0 {
-                e & X86_ADDR_MASK
+                e & X86_64_4LEVEL.addr_mask
             } else {
                 let t = self.alloc();
                 self.mem.write_u64(ea, t | P | RW);
@@ -75,7 +76,7 @@ impl Builder {
 fn four_kib_page() {
     let mut b = Builder::new(4);
     b.map(0xffff_8880_0012_3000, 0x45_6000, 0x1000, NX);
-    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xffff_8880_0012_3abc)).unwrap();
+    let t = b.pt().translate(&b.mem, KVirt(0xffff_8880_0012_3abc)).unwrap();
     assert_eq!(t, Translation { phys: PhysAddr(0x45_6abc), page_size: 0x1000 });
     assert_eq!(t.remaining_in_page(), 0x1000 - 0xabc);
 }
@@ -84,7 +85,7 @@ fn four_kib_page() {
 fn two_mib_page_ignores_pat_bit() {
     let mut b = Builder::new(4);
     b.map(0xffff_ffff_8100_0000, 0x0200_0000, 2 << 20, PAT_LARGE);
-    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xffff_ffff_8112_3456)).unwrap();
+    let t = b.pt().translate(&b.mem, KVirt(0xffff_ffff_8112_3456)).unwrap();
     assert_eq!(t, Translation { phys: PhysAddr(0x0212_3456), page_size: 2 << 20 });
 }
 
@@ -92,7 +93,7 @@ fn two_mib_page_ignores_pat_bit() {
 fn one_gib_page() {
     let mut b = Builder::new(4);
     b.map(0xffff_8880_0000_0000, 0x4000_0000, 1 << 30, 0);
-    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xffff_8880_3fff_fff0)).unwrap();
+    let t = b.pt().translate(&b.mem, KVirt(0xffff_8880_3fff_fff0)).unwrap();
     assert_eq!(t, Translation { phys: PhysAddr(0x7fff_fff0), page_size: 1 << 30 });
 }
 
@@ -100,12 +101,12 @@ fn one_gib_page() {
 fn five_level() {
     let mut b = Builder::new(5);
     b.map(0xff11_0000_0010_0000, 0x30_0000, 0x1000, 0);
-    let t = b.pt().translate(&b.mem, crate::introspect::addr::KVirt(0xff11_0000_0010_0008)).unwrap();
+    let t = b.pt().translate(&b.mem, KVirt(0xff11_0000_0010_0008)).unwrap();
     assert_eq!(t.phys, PhysAddr(0x30_0008));
     // The same address is not canonical for 4-level paging.
     let four = PageTables::new(PhysAddr(b.root), &X86_64_4LEVEL);
     assert!(matches!(
-        four.translate(&b.mem, crate::introspect::addr::KVirt(0xff11_0000_0010_0008)),
+        four.translate(&b.mem, KVirt(0xff11_0000_0010_0008)),
         Err(PagingError::NonCanonical { .. })
     ));
 }
@@ -122,9 +123,9 @@ fn not_present_at_each_level_names_the_level() {
         (0x0000_7f00_0000_1000, "PT"),
     ];
     for (va, want) in cases {
-        match pt.translate(&b.mem, crate::introspect::addr::UVirt(va)) {
+        match pt.translate(&b.mem, UVirt(va)) {
             Err(PagingError::NotPresent { level, va: got, .. }) => {
-                assert_eq!((level, got), (want, va));
+                assert_eq!((level, got), (want, UVirt(va)));
             }
             other => panic!("{va:#x}: expected not present at {want}, got {other:?}"),
         }
@@ -135,8 +136,8 @@ fn not_present_at_each_level_names_the_level() {
 fn non_canonical_is_refused_without_reading() {
     let b = Builder::new(4);
     let counted = Counting::new(&b.mem);
-    let r = b.pt().translate(&counted, crate::introspect::addr::KVirt(0x0000_8000_0000_0000));
-    assert!(matches!(r, Err(PagingError::NonCanonical { va: 0x0000_8000_0000_0000, .. })));
+    let r = b.pt().translate(&counted, KVirt(0x0000_8000_0000_0000));
+    assert!(matches!(r, Err(PagingError::NonCanonical { va: KVirt(0x0000_8000_0000_0000), .. })));
     assert_eq!(counted.snapshot().reads, 0);
 }
 
@@ -149,7 +150,7 @@ fn self_referencing_table_terminates() {
     b.mem.write_u64(root + 510 * 8, root | P | RW);
     let va = 0xffff_ff7f_bfdf_e000u64; // indices 510,510,510,510
     let counted = Counting::new(&b.mem);
-    let t = b.pt().translate(&counted, crate::introspect::addr::KVirt(va)).unwrap();
+    let t = b.pt().translate(&counted, KVirt(va)).unwrap();
     assert_eq!(t.phys, PhysAddr(root));
     assert_eq!(counted.snapshot().reads, 4);
 }
@@ -159,7 +160,7 @@ fn entry_outside_memory_is_a_memory_error() {
     let mut b = Builder::new(4);
     let root = b.root;
     b.mem.write_u64(root, 0x000f_0000_0000_0000 | P);
-    match b.pt().translate(&b.mem, crate::introspect::addr::UVirt(0x1000)) {
+    match b.pt().translate(&b.mem, UVirt(0x1000)) {
         Err(PagingError::Mem { level: "PDPT", source, .. }) => {
             assert_eq!(source.addr(), PhysAddr(0x000f_0000_0000_0000));
         }
@@ -176,9 +177,9 @@ fn batched_walks_take_one_batch_per_level() {
     b.map(0xffff_ffff_8000_0000, 0x20_0000, 2 << 20, 0);
     let pt = b.pt();
     let counted = Counting::new(&b.mem);
-    let mut reqs: Vec<(PageTables, u64)> = (0..10u64).map(|i| (pt, 0x40_0000 + i * 0x1000 + 7)).collect();
-    reqs.push((pt, 0xffff_ffff_8000_0010));
-    reqs.push((pt, 0x1234_5000)); // not mapped
+    let mut reqs: Vec<(PageTables, KVirt)> = (0..10u64).map(|i| (pt, KVirt(0x40_0000 + i * 0x1000 + 7))).collect();
+    reqs.push((pt, KVirt(0xffff_ffff_8000_0010)));
+    reqs.push((pt, KVirt(0x1234_5000))); // not mapped
     let out = translate_many(&counted, &reqs);
     for i in 0..10u64 {
         assert_eq!(out[i as usize].as_ref().unwrap().phys, PhysAddr(0x80_0000 + i * 0x2000 + 7));
@@ -196,12 +197,14 @@ fn read_virt_crosses_pages_and_reports_progress() {
     b.mem.write(0x90_0ffc, b"abcd");
     b.mem.write(0x70_0000, b"efgh");
     let mut buf = [0u8; 8];
-    read_virt(&b.mem, b.pt(), 0x7000_0ffc, &mut buf).unwrap();
+    read_virt(&b.mem, b.pt(), UVirt(0x7000_0ffc), &mut buf).unwrap();
     assert_eq!(&buf, b"abcdefgh");
     let mut buf = [0u8; 8];
-    let (done, err) = read_virt(&b.mem, b.pt(), 0x7000_1ffc, &mut buf).unwrap_err();
+    let (done, err) = read_virt(&b.mem, b.pt(), UVirt(0x7000_1ffc), &mut buf).unwrap_err();
     assert_eq!(done, 4);
-    assert_eq!(err.va(), 0x7000_2000);
+    // The error carries the address of the page that failed, in its own space.
+    assert_eq!(err.va(), UVirt(0x7000_2000));
+    assert!(err.to_string().starts_with("virtual address 0x70002000:"), "{err}");
 }
 
 #[test]
@@ -211,14 +214,14 @@ fn root_near_the_top_of_the_address_space_is_an_error_not_a_wrap() {
     let b = Builder::new(4);
     let counted = Counting::new(&b.mem);
     let pt = PageTables::new(PhysAddr(u64::MAX - 0x7ff), &X86_64_4LEVEL);
-    let va = 0xffff_ffff_8100_0000u64; // PML4 index 511: entry at root + 0xff8
-    match pt.translate(&counted, crate::introspect::addr::KVirt(va)) {
+    let va = KVirt(0xffff_ffff_8100_0000); // PML4 index 511: entry at root + 0xff8
+    match pt.translate(&counted, va) {
         Err(PagingError::TableOutOfRange { level: "PML4", index: 511, .. }) => {}
         other => panic!("expected TableOutOfRange at PML4, got {other:?}"),
     }
     assert_eq!(counted.snapshot().reads, 0);
     // Other walks of the same batch are unaffected.
-    let ok = translate_many(&b.mem, &[(pt, va), (b.pt(), 0x1000)]);
+    let ok = translate_many(&b.mem, &[(pt, va), (b.pt(), KVirt(0x1000))]);
     assert!(matches!(ok[0], Err(PagingError::TableOutOfRange { .. })));
     assert!(matches!(ok[1], Err(PagingError::NotPresent { .. })));
 }

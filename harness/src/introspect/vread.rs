@@ -10,8 +10,11 @@
 //! translator; a region's result holds either all its bytes, or the bytes of the pieces before
 //! the first one that failed together with that piece's error (naming its virtual address).
 
+use std::marker::PhantomData;
+
 use emulator::mem::{MemError, PhysAddr, PhysMem, ReadOp};
 
+use super::addr::Virt;
 use super::paging::{translate_many, PageTables, PagingError};
 
 const PAGE: u64 = 4096;
@@ -25,17 +28,19 @@ pub enum Place {
     Walk(PageTables),
 }
 
-/// An address space a read goes through, and the errors of its addresses.
+/// An address space a read goes through, its address type, and the errors of its addresses.
 pub trait Translator {
+    /// The virtual addresses of this space.
+    type Addr: Virt;
     type Error;
     /// Whether `[va, va + len)` is read as one piece (it is physically contiguous).
-    fn contiguous(&self, va: u64, len: usize) -> bool;
+    fn contiguous(&self, va: Self::Addr, len: usize) -> bool;
     /// Where the piece at `va` lies, or why it has no physical address at all.
-    fn place(&self, va: u64) -> Result<Place, Self::Error>;
+    fn place(&self, va: Self::Addr) -> Result<Place, Self::Error>;
     /// The walk for `va` failed.
-    fn paging_error(&self, va: u64, source: PagingError) -> Self::Error;
+    fn paging_error(&self, va: Self::Addr, source: PagingError<Self::Addr>) -> Self::Error;
     /// The physical read of the piece at `va` (at `phys`) failed.
-    fn mem_error(&self, va: u64, phys: PhysAddr, source: MemError) -> Self::Error;
+    fn mem_error(&self, va: Self::Addr, phys: PhysAddr, source: MemError) -> Self::Error;
 }
 
 /// The bytes of one region, or those read before the first failing piece and its error.
@@ -43,9 +48,9 @@ pub type RegionRead<E> = Result<Vec<u8>, (Vec<u8>, E)>;
 
 /// Reads every `(translator, va, len)` region: one walk for all pieces that need one, then one
 /// physical batch. One result per region, in order.
-pub fn read_many<T: Translator>(mem: &dyn PhysMem, regions: &[(T, u64, usize)]) -> Vec<RegionRead<T::Error>> {
+pub fn read_many<T: Translator>(mem: &dyn PhysMem, regions: &[(T, T::Addr, usize)]) -> Vec<RegionRead<T::Error>> {
     // Pieces: (region, va, len).
-    let mut pieces: Vec<(usize, u64, usize)> = Vec::new();
+    let mut pieces: Vec<(usize, T::Addr, usize)> = Vec::new();
     for (i, (t, va, len)) in regions.iter().enumerate() {
         if t.contiguous(*va, *len) {
             pieces.push((i, *va, *len));
@@ -53,15 +58,15 @@ pub fn read_many<T: Translator>(mem: &dyn PhysMem, regions: &[(T, u64, usize)]) 
         }
         let mut off = 0usize;
         while off < *len {
-            let cur = va.wrapping_add(off as u64);
-            let n = ((PAGE - (cur & (PAGE - 1))) as usize).min(len - off);
+            let cur = T::Addr::from_raw(va.raw().wrapping_add(off as u64));
+            let n = ((PAGE - (cur.raw() & (PAGE - 1))) as usize).min(len - off);
             pieces.push((i, cur, n));
             off += n;
         }
     }
     // Where each piece is: known, to be walked (all walks together), or nowhere.
     let mut phys: Vec<Result<PhysAddr, T::Error>> = Vec::with_capacity(pieces.len());
-    let mut walks: Vec<(usize, (PageTables, u64))> = Vec::new();
+    let mut walks: Vec<(usize, (PageTables, T::Addr))> = Vec::new();
     for (k, &(i, va, _)) in pieces.iter().enumerate() {
         phys.push(match regions[i].0.place(va) {
             Ok(Place::Phys(p)) => Ok(p),
@@ -73,7 +78,7 @@ pub fn read_many<T: Translator>(mem: &dyn PhysMem, regions: &[(T, u64, usize)]) 
         });
     }
     if !walks.is_empty() {
-        let reqs: Vec<(PageTables, u64)> = walks.iter().map(|&(_, r)| r).collect();
+        let reqs: Vec<(PageTables, T::Addr)> = walks.iter().map(|&(_, r)| r).collect();
         for (&(k, (_, va)), r) in walks.iter().zip(translate_many(mem, &reqs)) {
             let t = &regions[pieces[k].0].0;
             phys[k] = r.map(|t| t.phys).map_err(|source| t.paging_error(va, source));
@@ -112,30 +117,37 @@ pub fn read_many<T: Translator>(mem: &dyn PhysMem, regions: &[(T, u64, usize)]) 
     out
 }
 
-/// Through one set of page tables only (user space, or [`read_virt`]).
+/// Through one set of page tables only (user space, or [`read_virt`]), in the address space `V`.
 #[derive(Debug, Clone, Copy)]
-pub struct Tables(pub PageTables);
+pub struct Tables<V>(pub PageTables, PhantomData<V>);
 
-impl Translator for Tables {
-    type Error = PagingError;
-    fn contiguous(&self, _: u64, _: usize) -> bool {
+impl<V: Virt> Tables<V> {
+    pub fn new(pt: PageTables) -> Self {
+        Tables(pt, PhantomData)
+    }
+}
+
+impl<V: Virt> Translator for Tables<V> {
+    type Addr = V;
+    type Error = PagingError<V>;
+    fn contiguous(&self, _: V, _: usize) -> bool {
         false
     }
-    fn place(&self, _: u64) -> Result<Place, PagingError> {
+    fn place(&self, _: V) -> Result<Place, PagingError<V>> {
         Ok(Place::Walk(self.0))
     }
-    fn paging_error(&self, _: u64, source: PagingError) -> PagingError {
+    fn paging_error(&self, _: V, source: PagingError<V>) -> PagingError<V> {
         source
     }
-    fn mem_error(&self, va: u64, _: PhysAddr, source: MemError) -> PagingError {
+    fn mem_error(&self, va: V, _: PhysAddr, source: MemError) -> PagingError<V> {
         PagingError::Mem { va, level: "page", source }
     }
 }
 
 /// Read `buf.len()` bytes of virtual memory at `va` through `pt`. On failure, the bytes before
 /// the first page that does not translate or read are filled and their count reported.
-pub fn read_virt(mem: &dyn PhysMem, pt: PageTables, va: u64, buf: &mut [u8]) -> Result<(), (usize, PagingError)> {
-    match read_many(mem, &[(Tables(pt), va, buf.len())]).pop() {
+pub fn read_virt<V: Virt>(mem: &dyn PhysMem, pt: PageTables, va: V, buf: &mut [u8]) -> Result<(), (usize, PagingError<V>)> {
+    match read_many(mem, &[(Tables::new(pt), va, buf.len())]).pop() {
         Some(Ok(bytes)) => {
             buf.copy_from_slice(&bytes);
             Ok(())

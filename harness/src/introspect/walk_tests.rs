@@ -122,7 +122,7 @@ impl Fake {
     }
 
     fn space(&self) -> KernelSpace<'_> {
-        KernelSpace::new(&self.mem, 0, Some(POB), &X86_64_4LEVEL)
+        KernelSpace::new(&self.mem, 0, Some(KVirt(POB)), &X86_64_4LEVEL)
     }
 
     fn walk(&self, cfg: WalkConfig) -> WalkOutcome {

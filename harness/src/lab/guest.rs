@@ -91,7 +91,9 @@ pub fn initramfs(cache: &Cache) -> Result<Initramfs> {
     Ok(Initramfs { path, hash })
 }
 
-fn compile(dir: &Path, src_name: &str, src: &str, out_name: &str, extra: &[&str]) -> Result<Vec<u8>> {
+/// `src` written to `dir/src_name` and compiled with `gcc -static -O2 -Wall` (and `extra`) to
+/// `dir/out_name`; the binary's bytes.
+pub(crate) fn compile(dir: &Path, src_name: &str, src: &str, out_name: &str, extra: &[&str]) -> Result<Vec<u8>> {
     let src_path = dir.join(src_name);
     std::fs::write(&src_path, src).map_err(io(&src_path))?;
     let out_path = dir.join(out_name);

@@ -124,7 +124,7 @@ pub fn overlay_initramfs(cache: &Cache) -> Result<PathBuf> {
         return Ok(path);
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let sleepers = compile_static(&dir, "sleepers.c", SLEEPERS_C, "nd-sleepers")?;
+    let sleepers = guest::compile(&dir, "sleepers.c", SLEEPERS_C, "nd-sleepers", &[])?;
     let mut a = Archive::new();
     a.file("nd-shell-init", 0o755, SHELL_INIT.as_bytes());
     a.file("bin/nd-sleepers", 0o755, &sleepers);
@@ -135,26 +135,6 @@ pub fn overlay_initramfs(cache: &Cache) -> Result<PathBuf> {
     std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok(path)
-}
-
-fn compile_static(dir: &Path, src_name: &str, src: &str, out_name: &str) -> Result<Vec<u8>> {
-    let src_path = dir.join(src_name);
-    std::fs::write(&src_path, src).map_err(io(&src_path))?;
-    let out_path = dir.join(out_name);
-    let out = std::process::Command::new("gcc")
-        .args(["-static", "-O2", "-Wall", "-o"])
-        .arg(&out_path)
-        .arg(&src_path)
-        .output()
-        .map_err(|_| Error::MissingPackages { install: "apt-get install -y gcc libc6-dev".into() })?;
-    if !out.status.success() {
-        return Err(Error::Command {
-            cmd: format!("gcc -static {}", src_path.display()),
-            status: out.status.to_string(),
-            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    std::fs::read(&out_path).map_err(io(&out_path))
 }
 
 /// What the shell printed for one command, and its exit status.

@@ -17,27 +17,8 @@ pub const BUILD: &str = "run `cargo run --release -p harness -- corpus build`";
 /// reference layout that `static` also has).
 pub fn static_fits(reference: &harness::kbuild::Layout) -> bool {
     let l = harness::introspect::layout::fixed::debian_6_1_amd64();
-    let ours = [
-        ("task_struct.tasks", l.task.tasks),
-        ("task_struct.pid", l.task.pid),
-        ("task_struct.tgid", l.task.tgid),
-        ("task_struct.real_parent", l.task.real_parent),
-        ("task_struct.thread_node", l.task.thread_node),
-        ("task_struct.signal", l.task.signal),
-        ("task_struct.real_cred", l.task.real_cred),
-        ("task_struct.__state", l.task.state),
-        ("task_struct.exit_state", l.task.exit_state.unwrap_or(u64::MAX)),
-        ("task_struct.comm", l.task.comm),
-        ("task_struct.mm", l.task.mm),
-        ("task_struct.flags", l.task.flags),
-        ("task_struct.start_boottime", l.task.start_boottime),
-        ("mm_struct.pgd", l.mm.pgd),
-        ("mm_struct.arg_start", l.mm.arg_start),
-        ("mm_struct.arg_end", l.mm.arg_end),
-        ("cred.uid", l.cred.uid),
-        ("signal_struct.thread_head", l.signal.thread_head),
-    ];
-    ours.iter().all(|(k, v)| reference.offset(k).is_none_or(|r| r == *v))
+    assert!(l.task.exit_state.is_some(), "static knows exit_state");
+    l.walker_offsets().iter().all(|(k, v)| reference.offset(k).is_none_or(|r| r == *v))
 }
 
 pub fn entry(name: &str) -> Entry {

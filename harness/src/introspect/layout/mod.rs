@@ -98,6 +98,35 @@ pub struct Layout {
     pub worker: Option<WorkerLayout>,
 }
 
+impl Layout {
+    /// The offsets the walker reads, under the kernel's own `struct.member` names (those
+    /// `kbuild::Layout::offset` and an ISF use); `task_struct.exit_state` only where learned.
+    pub fn walker_offsets(&self) -> Vec<(&'static str, u64)> {
+        let l = self;
+        let mut v = vec![
+            ("task_struct.tasks", l.task.tasks),
+            ("task_struct.pid", l.task.pid),
+            ("task_struct.tgid", l.task.tgid),
+            ("task_struct.real_parent", l.task.real_parent),
+            ("task_struct.thread_node", l.task.thread_node),
+            ("task_struct.signal", l.task.signal),
+            ("task_struct.real_cred", l.task.real_cred),
+            ("task_struct.__state", l.task.state),
+            ("task_struct.comm", l.task.comm),
+            ("task_struct.mm", l.task.mm),
+            ("task_struct.flags", l.task.flags),
+            ("task_struct.start_boottime", l.task.start_boottime),
+            ("mm_struct.pgd", l.mm.pgd),
+            ("mm_struct.arg_start", l.mm.arg_start),
+            ("mm_struct.arg_end", l.mm.arg_end),
+            ("cred.uid", l.cred.uid),
+            ("signal_struct.thread_head", l.signal.thread_head),
+        ];
+        v.extend(l.task.exit_state.map(|n| ("task_struct.exit_state", n)));
+        v
+    }
+}
+
 /// The methods, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

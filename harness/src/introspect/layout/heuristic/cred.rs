@@ -85,14 +85,14 @@ pub fn find_cred(
     signal: u64,
 ) -> Result<CredFound, LayoutError> {
     let init = s.init;
-    let tasks: HashSet<u64> = s.all().map(|t| t.addr.0).collect();
+    let tasks: HashSet<KVirt> = s.all().map(|t| t.addr).collect();
     let x: Vec<u64> = (0..s.win.saturating_sub(7))
         .step_by(8)
-        .filter(|&o| o != signal && init.u64(o).is_some_and(|v| init_cred.map_or(p.image(v), |ic| ic.0 == v)))
+        .filter(|&o| o != signal && init.ptr(o).is_some_and(|v| init_cred.map_or(p.image(v), |ic| ic == v)))
         .filter(|&o| {
-            let vals: Option<Vec<u64>> = s.leaders.iter().map(|t| t.u64(o)).collect();
+            let vals: Option<Vec<KVirt>> = s.leaders.iter().map(|t| t.ptr(o)).collect();
             let Some(vals) = vals else { return false };
-            let distinct: HashSet<u64> = vals.iter().copied().collect();
+            let distinct: HashSet<KVirt> = vals.iter().copied().collect();
             vals.iter().all(|&v| p.heap(v) && !tasks.contains(&v))
                 && distinct.len() * 10 >= vals.len() * 9
                 && s.threads.iter().all(|(i, t)| t.u64(o).is_some() && t.u64(o) == s.leaders.get(*i).and_then(|l| l.u64(o)))

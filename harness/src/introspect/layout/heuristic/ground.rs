@@ -215,7 +215,7 @@ pub(super) fn search_init_task(space: &KernelSpace<'_>, from: KVirt) -> Result<K
 }
 
 /// The direct-map base from `init_task`'s list heads (see the module doc).
-pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64, LayoutError> {
+pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<KVirt, LayoutError> {
     let ram_end = space.direct_map_size;
     let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
     let mut heads = 0;
@@ -231,7 +231,7 @@ pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64
         let bases: Vec<u64> = (0..=ram_end.div_ceil(GIB)).filter_map(|k| top.checked_sub(k * GIB)).filter(|&b| next - b + 16 <= ram_end).collect();
         let regions: Vec<(emulator::mem::PhysAddr, usize)> = bases.iter().map(|&b| (emulator::mem::PhysAddr(next - b), 16)).collect();
         for (b, r) in bases.iter().zip(crate::introspect::physread::read_many(space.mem(), &regions)) {
-            if r.ok().and_then(|n| u64_at(&n, 8)) == Some(init.at(o)) {
+            if r.ok().and_then(|n| u64_at(&n, 8)).map(KVirt) == Some(init.at(o)) {
                 *votes.entry(*b).or_default() += 1;
             }
         }
@@ -239,7 +239,7 @@ pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64
     let best = votes.values().copied().max().unwrap_or(0);
     let winners: Vec<u64> = votes.iter().filter(|&(_, &n)| n == best).map(|(&b, _)| b).collect();
     match winners.as_slice() {
-        [b] if best >= 2 => Ok(*b),
+        [b] if best >= 2 => Ok(KVirt(*b)),
         _ => Err(failed(format!("direct-map base: votes {votes:x?} from {heads} list heads"))),
     }
 }
@@ -251,7 +251,7 @@ pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<u64
 fn looks_like_top(space: &KernelSpace<'_>, page: &[u8]) -> bool {
     let Some(pob) = space.page_offset_base else { return false };
     let present = |i: u64| u64_at(page, 8 * i).is_some_and(|e| e & 1 != 0);
-    present(511) && present((pob >> 39) & 511)
+    present(511) && present((pob.0 >> 39) & 511)
 }
 
 /// The kernel's top-level page table in `.data` (no `init_top_pgt` symbol): the page-aligned
@@ -310,7 +310,7 @@ mod overflow_tests {
         // The chunk read from `from` ends exactly at 2^64; the name sits 8 KiB below it.
         let from = KVirt(pob + (size - CHUNK - 16));
         mem.write(size - 8192, b"swapper/0\0\0\0\0\0\0\0");
-        let space = KernelSpace::new(&mem, 0, Some(pob), &X86_64_4LEVEL);
+        let space = KernelSpace::new(&mem, 0, Some(KVirt(pob)), &X86_64_4LEVEL);
         let e = search_init_task(&space, from).expect_err("no init_task there");
         assert!(e.to_string().contains("init_task not found"), "{e}");
     }

@@ -68,8 +68,8 @@ pub fn infer(p: &Probe<'_, '_>, s: &Sample<'_>, flags: u64, version: (u32, u32))
     let ws: Vec<u64> = (0..s.win.saturating_sub(7))
         .step_by(8)
         .filter(|&o| {
-            kthreads.iter().all(|t| t.u64(o).is_some_and(|v| v == 0 || p.heap(v)))
-                && kworkers.iter().all(|t| t.u64(o).is_some_and(|v| p.heap(v)))
+            kthreads.iter().all(|t| t.ptr(o).is_some_and(|v| v.0 == 0 || p.heap(v)))
+                && kworkers.iter().all(|t| t.ptr(o).is_some_and(|v| p.heap(v)))
         })
         .collect();
     let Some((w, d, k)) = chain(p, first, &ws, s.win).and_then(|c| verify(p, &kworkers, &c)) else {
@@ -121,8 +121,8 @@ fn chain(p: &Probe<'_, '_>, task: &Obj, ws: &[u64], win: u64) -> Option<Vec<(u64
     for ((w, _), o) in l1.iter().zip(&objs1) {
         let Some(o) = o else { continue };
         for d in (0..KT_WIN as u64 - 7).step_by(8) {
-            if let Some(v) = o.u64(d).filter(|&v| p.heap(v) && outside(v, task.addr.0, win) && outside(v, o.addr.0, KT_WIN as u64)) {
-                l2.push((*w, d, KVirt(v)));
+            if let Some(v) = o.ptr(d).filter(|&v| p.heap(v) && outside(v.0, task.addr.0, win) && outside(v.0, o.addr.0, KT_WIN as u64)) {
+                l2.push((*w, d, v));
             }
         }
     }
@@ -153,11 +153,11 @@ fn verify(p: &Probe<'_, '_>, kworkers: &[&Obj], cands: &[(u64, u64, u64)]) -> Op
         .filter(|&(w, d, k)| {
             let kts: Vec<KVirt> = kworkers.iter().map(|t| KVirt(t.u64(w).unwrap_or(0))).collect();
             let Some(objs): Option<Vec<Obj>> = p.objs_lossy(&kts, KT_WIN).into_iter().collect() else { return false };
-            let empty_list = |o: &Obj, c: u64| o.u64(c) == Some(o.at(c)) && o.u64(c + 8) == Some(o.at(c));
+            let empty_list = |o: &Obj, c: u64| o.ptr(c) == Some(o.at(c)) && o.ptr(c + 8) == Some(o.at(c));
             let kthread_like = (0..KT_WIN as u64 - 15).step_by(8).any(|c| objs.iter().all(|o| empty_list(o, c)));
-            let datas: Vec<u64> = objs.iter().map(|o| o.u64(d).unwrap_or(0)).collect();
-            let backs = p.words(&datas.iter().map(|a| a.wrapping_add(k)).collect::<Vec<_>>());
-            kthread_like && kworkers.iter().zip(&datas).zip(backs).all(|((t, &dv), b)| p.heap(dv) && b == Some(t.addr.0))
+            let datas: Vec<KVirt> = objs.iter().map(|o| o.ptr(d).unwrap_or_default()).collect();
+            let backs = p.ptrs(&datas.iter().map(|a| a.wrapping_add(k)).collect::<Vec<_>>());
+            kthread_like && kworkers.iter().zip(&datas).zip(backs).all(|((t, &dv), b)| p.heap(dv) && b == Some(t.addr))
         })
         .collect();
     match fits.as_slice() {
@@ -172,7 +172,7 @@ fn verify(p: &Probe<'_, '_>, kworkers: &[&Obj], cands: &[(u64, u64, u64)]) -> Op
 pub fn full_name(p: &Probe<'_, '_>, readable: &[(&[u8], &Obj)], data: Option<u64>) -> Option<u64> {
     let offs: Vec<u64> = (0..KT_WIN as u64 - 7)
         .step_by(8)
-        .filter(|&o| Some(o) != data && readable.iter().all(|(_, k)| k.u64(o).is_some_and(|v| v == 0 || p.heap(v))))
+        .filter(|&o| Some(o) != data && readable.iter().all(|(_, k)| k.ptr(o).is_some_and(|v| v.0 == 0 || p.heap(v))))
         .collect();
     // Read the strings every candidate points at (bounded).
     let ptrs: Vec<KVirt> = offs
@@ -236,11 +236,11 @@ pub fn worker(p: &Probe<'_, '_>, workers: &[(&[u8], Obj)], k: u64) -> Option<(Wo
         .clone()
         .filter(|&o| o != k)
         .filter(|&o| {
-            let mut by_key: HashMap<&(Vec<u8>, bool), u64> = HashMap::new();
-            let mut by_val: HashMap<u64, &(Vec<u8>, bool)> = HashMap::new();
+            let mut by_key: HashMap<&(Vec<u8>, bool), KVirt> = HashMap::new();
+            let mut by_val: HashMap<KVirt, &(Vec<u8>, bool)> = HashMap::new();
             let mut shared = false;
             let ok = keyed.iter().all(|(key, w)| {
-                let Some(v) = w.u64(o).filter(|&v| p.kernel(v)) else { return false };
+                let Some(v) = w.ptr(o).filter(|&v| p.kernel(v)) else { return false };
                 shared |= by_key.contains_key(key);
                 *by_key.entry(key).or_insert(v) == v && *by_val.entry(v).or_insert(key) == key
             });
@@ -270,9 +270,9 @@ pub fn worker(p: &Probe<'_, '_>, workers: &[(&[u8], Obj)], k: u64) -> Option<(Wo
     let descs: Vec<u64> = descs.iter().copied().filter(|&o| !descs.iter().any(|&c| c < o && o < c + WORKER_DESC_LEN)).collect();
     let [desc] = descs.as_slice() else { return None };
     let busy_rule = |o: u64| {
-        workers.iter().all(|(_, w)| match (w.u64(o), w.u64(o + 8)) {
-            (Some(0), Some(0)) => true,
-            (Some(cw), Some(f)) => cw != 0 && p.heap(cw) && p.image(f),
+        workers.iter().all(|(_, w)| match (w.ptr(o), w.ptr(o + 8)) {
+            (Some(KVirt(0)), Some(KVirt(0))) => true,
+            (Some(cw), Some(f)) => cw.0 != 0 && p.heap(cw) && p.image(f),
             _ => false,
         })
     };

@@ -77,7 +77,7 @@ pub fn find_mm(
         let gs: Vec<u64> = (0..MM_WIN as u64 - 7)
             .step_by(8)
             .filter(|&g| init_mm.is_none_or(|(o, pg)| *pg == g && o.u64(g).is_some()))
-            .filter(|&g| !objs.is_empty() && objs.iter().all(|o| o.u64(g).is_some_and(|r| r % 4096 == 0 && p.heap(r))))
+            .filter(|&g| !objs.is_empty() && objs.iter().all(|o| o.ptr(g).is_some_and(|r| r.0 % 4096 == 0 && p.heap(r))))
             .collect();
         let mut fit = Vec::new();
         for g in gs {

@@ -83,7 +83,7 @@ pub struct Inference {
     pub weak: Vec<&'static str>,
     /// Where `init_task` was found, and the direct-map base used.
     pub init_task: KVirt,
-    pub page_offset_base: Option<u64>,
+    pub page_offset_base: Option<KVirt>,
     /// How the anchors were found.
     pub notes: Vec<String>,
 }
@@ -162,7 +162,7 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
     // layout is shuffled (RANDSTRUCT), and declaration order decides nothing.
     let shuffled = tgid != pid + 4;
     let mut weak = Vec::new();
-    let (real_parent, rp_fits) = task::real_parent(&s, |v| p.heap(v))?;
+    let (real_parent, rp_fits) = task::real_parent(&s, |v| p.heap(KVirt(v)))?;
     if rp_fits.len() > 1 && !cred::declared_first(&rp_fits, 8, shuffled) {
         weak.push("real_parent");
     }
@@ -170,7 +170,7 @@ pub fn infer(kernel: &Kernel<'_>, data_symbols: bool) -> Result<Inference, Layou
     let cred = cred::find_cred(&p, &s, g.init_cred, versions::facts(ver).caps_u64, shuffled, sf.signal)?;
     weak.extend(cred.weak.iter().copied());
 
-    let mf = task::mm_flags(&s, |v| p.heap(v));
+    let mf = task::mm_flags(&s, |v| p.heap(KVirt(v)));
     let mmf = mm::find_mm(&p, &all, &mf, g.top, g.init_mm.as_ref(), shuffled)?;
     if mmf.weak {
         weak.push("mm");

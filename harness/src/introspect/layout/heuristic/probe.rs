@@ -67,9 +67,13 @@ impl Obj {
     pub fn slice(&self, off: u64, len: u64) -> Option<&[u8]> {
         Bytes::new(&self.bytes).slice(usize::try_from(off).ok()?, usize::try_from(len).ok()?).ok()
     }
+    /// A pointer stored at `off`, as the kernel virtual address it holds (not yet checked).
+    pub fn ptr(&self, off: u64) -> Option<KVirt> {
+        self.u64(off).map(KVirt)
+    }
     /// The address of byte `off` of this structure.
-    pub fn at(&self, off: u64) -> u64 {
-        self.addr.0.wrapping_add(off)
+    pub fn at(&self, off: u64) -> KVirt {
+        self.addr.wrapping_add(off)
     }
 }
 
@@ -80,17 +84,17 @@ pub struct Probe<'a, 'm> {
 
 impl Probe<'_, '_> {
     /// An 8-aligned pointer into the direct map (where slab objects live).
-    pub fn heap(&self, v: u64) -> bool {
-        v.is_multiple_of(8) && self.space.in_direct_map(KVirt(v))
+    pub fn heap(&self, v: KVirt) -> bool {
+        v.0.is_multiple_of(8) && self.space.in_direct_map(v)
     }
 
     /// An 8-aligned pointer into the kernel image (static data such as `init_cred`).
-    pub fn image(&self, v: u64) -> bool {
-        v.is_multiple_of(8) && self.space.in_image(KVirt(v))
+    pub fn image(&self, v: KVirt) -> bool {
+        v.0.is_multiple_of(8) && self.space.in_image(v)
     }
 
     /// Either of the above.
-    pub fn kernel(&self, v: u64) -> bool {
+    pub fn kernel(&self, v: KVirt) -> bool {
         self.heap(v) || self.image(v)
     }
 
@@ -110,10 +114,10 @@ impl Probe<'_, '_> {
         addrs.iter().zip(self.space.read_many(&regions)).map(|(&addr, r)| r.ok().map(|bytes| Obj { addr, bytes })).collect()
     }
 
-    /// One `u64` at each address, in one batch (`None` where unreadable).
-    pub fn words(&self, addrs: &[u64]) -> Vec<Option<u64>> {
-        let regions: Vec<(KVirt, usize)> = addrs.iter().map(|&a| (KVirt(a), 8)).collect();
-        self.space.read_many(&regions).into_iter().map(|r| r.ok().and_then(|b| u64_at(&b, 0))).collect()
+    /// The pointer at each address, in one batch (`None` where unreadable).
+    pub fn ptrs(&self, addrs: &[KVirt]) -> Vec<Option<KVirt>> {
+        let regions: Vec<(KVirt, usize)> = addrs.iter().map(|&a| (a, 8)).collect();
+        self.space.read_many(&regions).into_iter().map(|r| r.ok().and_then(|b| u64_at(&b, 0)).map(KVirt)).collect()
     }
 }
 
@@ -129,12 +133,12 @@ pub struct Ring {
 /// A candidate list being followed.
 struct Cand {
     off: u64,
-    head: u64,
-    prev: u64,
-    node: u64,
+    head: KVirt,
+    prev: KVirt,
+    node: KVirt,
     comms: Vec<u64>,
     members: Vec<KVirt>,
-    seen: HashSet<u64>,
+    seen: HashSet<KVirt>,
     alive: bool,
 }
 
@@ -147,7 +151,7 @@ pub fn find_ring(p: &Probe<'_, '_>, init: &Obj, comms: &[u64]) -> Result<Ring, L
     let mut cands = Vec::new();
     let mut off = 0u64;
     while off + 16 <= init.bytes.len() as u64 {
-        if let (Some(next), Some(prev)) = (init.u64(off), init.u64(off + 8)) {
+        if let (Some(next), Some(prev)) = (init.ptr(off), init.ptr(off + 8)) {
             let head = init.at(off);
             if next != head && p.heap(next) && p.heap(prev) {
                 if cands.len() >= MAX_LIST_HEADS {
@@ -180,9 +184,9 @@ pub fn find_ring(p: &Probe<'_, '_>, init: &Obj, comms: &[u64]) -> Result<Ring, L
         let mut regions = Vec::new();
         for &i in &active {
             let c = &cands[i];
-            regions.push((KVirt(c.node), 16));
-            let task = c.node.wrapping_sub(c.off);
-            regions.extend(c.comms.iter().map(|&co| (KVirt(task.wrapping_add(co)), COMM_LEN as usize)));
+            regions.push((c.node, 16));
+            let task = KVirt(c.node.0.wrapping_sub(c.off));
+            regions.extend(c.comms.iter().map(|&co| (task.wrapping_add(co), COMM_LEN as usize)));
         }
         let mut results = p.space.read_many(&regions).into_iter();
         for &i in &active {
@@ -193,7 +197,7 @@ pub fn find_ring(p: &Probe<'_, '_>, init: &Obj, comms: &[u64]) -> Result<Ring, L
                 c.alive = false;
                 continue;
             };
-            let (next, back) = (u64_at(&node, 0).unwrap_or(0), u64_at(&node, 8).unwrap_or(0));
+            let (next, back) = (KVirt(u64_at(&node, 0).unwrap_or(0)), KVirt(u64_at(&node, 8).unwrap_or(0)));
             let comms: Vec<u64> = c
                 .comms
                 .iter()
@@ -206,7 +210,7 @@ pub fn find_ring(p: &Probe<'_, '_>, init: &Obj, comms: &[u64]) -> Result<Ring, L
                 continue;
             }
             c.comms = comms;
-            c.members.push(KVirt(c.node.wrapping_sub(c.off)));
+            c.members.push(KVirt(c.node.0.wrapping_sub(c.off)));
             c.prev = c.node;
             c.node = next;
             if next != c.head && !p.heap(next) {

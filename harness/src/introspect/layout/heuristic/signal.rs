@@ -38,33 +38,33 @@ pub fn find_signal(p: &Probe<'_, '_>, init: &Obj, init_signals: Option<KVirt>) -
     let len = init.bytes.len() as u64;
     let offs = || (0..len.saturating_sub(15)).step_by(8);
     // One-node lists into the image: next == prev, not self.
-    let nodes: Vec<(u64, u64)> = offs()
+    let nodes: Vec<(u64, KVirt)> = offs()
         .filter_map(|n| {
-            let (a, b) = (init.u64(n)?, init.u64(n + 8)?);
+            let (a, b) = (init.ptr(n)?, init.ptr(n + 8)?);
             (a == b && a != init.at(n) && p.image(a)).then_some((n, a))
         })
         .collect();
     let mut triples = Vec::new();
-    let mut targets: BTreeSet<u64> = BTreeSet::new();
+    let mut targets: BTreeSet<KVirt> = BTreeSet::new();
     let mut pairs = Vec::new();
     for s in offs() {
-        let Some(ptr) = init.u64(s).filter(|&v| p.image(v)) else { continue };
-        if init_signals.is_some_and(|sym| sym.0 != ptr) {
+        let Some(ptr) = init.ptr(s).filter(|&v| p.image(v)) else { continue };
+        if init_signals.is_some_and(|sym| sym != ptr) {
             continue;
         }
         for &(n, head) in &nodes {
-            let th = head.wrapping_sub(ptr);
+            let th = head.0.wrapping_sub(ptr.0);
             if th < (SIGNAL_WIN as u64 - 16) && s != n && s != n + 8 {
                 pairs.push((s, n, ptr, th));
                 targets.insert(ptr);
             }
         }
     }
-    let targets: Vec<KVirt> = targets.into_iter().map(KVirt).collect();
-    let objs: HashMap<u64, Obj> = p.objs_lossy(&targets, SIGNAL_WIN).into_iter().flatten().map(|o| (o.addr.0, o)).collect();
+    let targets: Vec<KVirt> = targets.into_iter().collect();
+    let objs: HashMap<KVirt, Obj> = p.objs_lossy(&targets, SIGNAL_WIN).into_iter().flatten().map(|o| (o.addr, o)).collect();
     for (s, n, ptr, th) in pairs {
         let Some(sig) = objs.get(&ptr) else { continue };
-        if sig.u64(th) == Some(init.at(n)) && sig.u64(th + 8) == Some(init.at(n)) {
+        if sig.ptr(th) == Some(init.at(n)) && sig.ptr(th + 8) == Some(init.at(n)) {
             triples.push(SignalFound { signal: s, thread_node: n, thread_head: th });
         }
     }
@@ -91,12 +91,12 @@ pub fn groups(p: &Probe<'_, '_>, leaders: &[Obj], sf: SignalFound) -> Result<Vec
     let sigs: Vec<KVirt> = leaders
         .iter()
         .map(|l| match l.u64(sf.signal) {
-            Some(v) if p.heap(v) => Ok(KVirt(v)),
+            Some(v) if p.heap(KVirt(v)) => Ok(KVirt(v)),
             v => Err(failed(format!("task {}: signal {v:#x?} is not a heap pointer", l.addr))),
         })
         .collect::<Result<_, _>>()?;
     let objs = p.objs(&sigs, SIGNAL_WIN, "signal_struct")?;
-    let lists: Vec<(u64, u64)> = objs.iter().map(|o| (o.at(sf.thread_head), o.u64(sf.thread_head).unwrap_or(0))).collect();
+    let lists: Vec<(KVirt, KVirt)> = objs.iter().map(|o| (o.at(sf.thread_head), o.ptr(sf.thread_head).unwrap_or_default())).collect();
     let walked = follow_many(p, &lists, sf.thread_node, MAX_THREADS);
     let mut out = Vec::with_capacity(leaders.len());
     for (i, (sig, members)) in objs.into_iter().zip(walked).enumerate() {
@@ -112,12 +112,12 @@ pub fn groups(p: &Probe<'_, '_>, leaders: &[Obj], sf: SignalFound) -> Result<Vec
 /// Follow many circular lists together, one batched read per hop: for each `(head, first)`,
 /// the members (node minus `node_off`) in order, or why the list is broken. At most `limit`
 /// nodes per list and [`MAX_NODES`] in all.
-pub fn follow_many(p: &Probe<'_, '_>, lists: &[(u64, u64)], node_off: u64, limit: usize) -> Vec<Result<Vec<KVirt>, String>> {
+pub fn follow_many(p: &Probe<'_, '_>, lists: &[(KVirt, KVirt)], node_off: u64, limit: usize) -> Vec<Result<Vec<KVirt>, String>> {
     struct L {
-        head: u64,
-        prev: u64,
-        node: u64,
-        seen: HashSet<u64>,
+        head: KVirt,
+        prev: KVirt,
+        node: KVirt,
+        seen: HashSet<KVirt>,
         out: Result<Vec<KVirt>, String>,
     }
     let mut ls: Vec<L> =
@@ -148,20 +148,20 @@ pub fn follow_many(p: &Probe<'_, '_>, lists: &[(u64, u64)], node_off: u64, limit
             }
             break;
         }
-        let regions: Vec<(KVirt, usize)> = active.iter().map(|&i| (KVirt(ls[i].node), 16)).collect();
+        let regions: Vec<(KVirt, usize)> = active.iter().map(|&i| (ls[i].node, 16)).collect();
         for (&i, r) in active.iter().zip(p.space.read_many(&regions)) {
             let l = &mut ls[i];
             let Ok(b) = r else {
                 l.out = Err(format!("node {:#x} unreadable", l.node));
                 continue;
             };
-            let (next, back) = (u64_at(&b, 0).unwrap_or(0), u64_at(&b, 8).unwrap_or(0));
+            let (next, back) = (KVirt(u64_at(&b, 0).unwrap_or(0)), KVirt(u64_at(&b, 8).unwrap_or(0)));
             if back != l.prev {
                 l.out = Err(format!("node {:#x}: prev {back:#x}, expected {:#x}", l.node, l.prev));
                 continue;
             }
             if let Ok(out) = &mut l.out {
-                out.push(KVirt(l.node.wrapping_sub(node_off)));
+                out.push(KVirt(l.node.0.wrapping_sub(node_off)));
             }
             l.prev = l.node;
             l.node = next;

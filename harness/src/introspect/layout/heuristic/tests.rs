@@ -51,28 +51,7 @@ fn open(mem: &dyn PhysMem) -> Kernel<'_> {
 
 /// The heuristic's offsets under the reference's names.
 fn named(l: &Layout) -> BTreeMap<&'static str, u64> {
-    let mut m = BTreeMap::from([
-        ("task_struct.tasks", l.task.tasks),
-        ("task_struct.pid", l.task.pid),
-        ("task_struct.tgid", l.task.tgid),
-        ("task_struct.real_parent", l.task.real_parent),
-        ("task_struct.thread_node", l.task.thread_node),
-        ("task_struct.signal", l.task.signal),
-        ("task_struct.real_cred", l.task.real_cred),
-        ("task_struct.__state", l.task.state),
-        ("task_struct.comm", l.task.comm),
-        ("task_struct.mm", l.task.mm),
-        ("task_struct.flags", l.task.flags),
-        ("task_struct.start_boottime", l.task.start_boottime),
-        ("mm_struct.pgd", l.mm.pgd),
-        ("mm_struct.arg_start", l.mm.arg_start),
-        ("mm_struct.arg_end", l.mm.arg_end),
-        ("cred.uid", l.cred.uid),
-        ("signal_struct.thread_head", l.signal.thread_head),
-    ]);
-    if let Some(n) = l.task.exit_state {
-        m.insert("task_struct.exit_state", n);
-    }
+    let mut m: BTreeMap<&'static str, u64> = l.walker_offsets().into_iter().collect();
     if let Some(n) = l.signal.nr_threads {
         m.insert("signal_struct.nr_threads", n);
     }
@@ -316,7 +295,7 @@ fn fabricated(size: usize) -> VecMem {
 }
 
 fn space(m: &VecMem) -> KernelSpace<'_> {
-    KernelSpace::new(m, 0, Some(POB), &X86_64_4LEVEL)
+    KernelSpace::new(m, 0, Some(KVirt(POB)), &X86_64_4LEVEL)
 }
 
 fn init_obj(s: &KernelSpace<'_>) -> Obj {
@@ -359,7 +338,7 @@ fn cycle_without_head_fails() {
     let s = space(&m);
     assert!(find_ring(&Probe { space: &s }, &init_obj(&s), &[COMM]).is_err());
     // The same cycle as a thread list: follow_many stops too.
-    let r = follow_many(&Probe { space: &s }, &[(head, POB + nodes[0])], 0, 1 << 14);
+    let r = follow_many(&Probe { space: &s }, &[(KVirt(head), KVirt(POB + nodes[0]))], 0, 1 << 14);
     assert!(r[0].is_err(), "{r:?}");
 }
 
@@ -475,7 +454,7 @@ fn thread_lists_have_a_total_budget() {
             m.write_u64(node(k), POB + node(k + 1));
             m.write_u64(node(k) + 8, if k == 0 { POB + 0x100 + 16 * c } else { POB + node(k - 1) });
         }
-        lists.push((head, POB + node(0)));
+        lists.push((KVirt(head), KVirt(POB + node(0))));
     }
     let s = space(&m);
     let r = follow_many(&Probe { space: &s }, &lists, 0, 1 << 20);
@@ -528,5 +507,5 @@ fn direct_map_base_by_votes() {
     let mut s = space(&m);
     s.page_offset_base = None;
     let init = Probe { space: &s }.objs(&[KVirt(image(INIT_PHYS))], 0x1000, "init").expect("init").remove(0);
-    assert_eq!(ground::direct_map_base(&s, &init).expect("base"), pob);
+    assert_eq!(ground::direct_map_base(&s, &init).expect("base"), KVirt(pob));
 }

@@ -235,6 +235,84 @@ pub fn fetch(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<DebianKernel> {
     Ok(kernel)
 }
 
+/// Modules the lab loads into every Debian guest: small, without dependencies, built as modules
+/// (`CONFIG_TEXTSEARCH_{KMP,BM,FSM}=m`) in every Debian kernel of the corpus (5.10 to 7.x).
+pub const GUEST_MODULES: &[&str] = &["ts_bm", "ts_fsm", "ts_kmp"];
+
+/// The [`GUEST_MODULES`] of `k` from its own packages, uncompressed: `(file name, bytes)` in
+/// name order. The image package holds them up to 6.12; 7.x splits them into
+/// `linux-modules-R`, which is downloaded then. Debian compresses them with xz from 6.12 on;
+/// they are uncompressed here so that loading needs no `CONFIG_MODULE_DECOMPRESS`.
+pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(String, Vec<u8>)>> {
+    let Resolved { release, package, version } = k;
+    let dir = cache.deb_root(package, version).join("netdma-modules");
+    let stamp = dir.join(".complete");
+    if !stamp.is_file() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        let mut debs = vec![apt.download(&cache.debs(), package, version)?];
+        let modules_pkg = format!("linux-modules-{release}");
+        if apt.depends(package)?.contains(&modules_pkg) {
+            debs.push(apt.download(&cache.debs(), &modules_pkg, version)?);
+        }
+        let mut found = Vec::new();
+        for deb in &debs {
+            for m in members(deb)? {
+                let file = m.rsplit('/').next().unwrap_or("");
+                let stem = file.strip_suffix(".xz").unwrap_or(file);
+                if m.contains("/kernel/lib/") && GUEST_MODULES.iter().any(|g| stem == format!("{g}.ko")) {
+                    found.push((deb.clone(), m));
+                }
+            }
+        }
+        let missing: Vec<&str> = GUEST_MODULES
+            .iter()
+            .copied()
+            .filter(|g| !found.iter().any(|(_, m)| m.contains(&format!("/{g}.ko"))))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Invalid {
+                path: debs[0].clone(),
+                what: format!("modules {missing:?} are in none of {:?}", debs),
+            });
+        }
+        let raw = dir.join("raw");
+        for (deb, m) in &found {
+            extract(deb, &raw, &[m.as_str()], false)?;
+            let src = raw.join(m.trim_start_matches("./"));
+            let file = src.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let bytes = if let Some(stem) = file.strip_suffix(".xz") {
+                let out = Command::new("xz").arg("-dc").arg(&src).output().map_err(|_| Error::MissingPackages {
+                    install: "apt-get install -y xz-utils".into(),
+                })?;
+                if !out.status.success() {
+                    return Err(Error::Command {
+                        cmd: format!("xz -dc {}", src.display()),
+                        status: out.status.to_string(),
+                        detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    });
+                }
+                std::fs::write(dir.join(stem), &out.stdout).map_err(io(dir.join(stem)))?;
+                continue;
+            } else {
+                std::fs::read(&src).map_err(io(&src))?
+            };
+            std::fs::write(dir.join(&file), bytes).map_err(io(dir.join(&file)))?;
+        }
+        std::fs::remove_dir_all(&raw).map_err(io(&raw))?;
+        std::fs::write(&stamp, format!("{package} {version}\n")).map_err(io(&stamp))?;
+    }
+    GUEST_MODULES
+        .iter()
+        .map(|g| {
+            let name = format!("{g}.ko");
+            let p = dir.join(&name);
+            std::fs::read(&p).map(|b| (name, b)).map_err(io(&p))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

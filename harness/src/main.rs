@@ -1,6 +1,7 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
 mod cmd_dmesg;
+mod cmd_lsmod;
 mod cmd_ps;
 
 use anyhow::Result;
@@ -16,6 +17,8 @@ enum Cli {
     Ps(cmd_ps::PsArgs),
     /// The kernel log (printk ring buffer) of a machine, from its physical memory.
     Dmesg(cmd_dmesg::DmesgArgs),
+    /// The loaded kernel modules of a machine (as /proc/modules), from its physical memory.
+    Lsmod(cmd_lsmod::LsmodArgs),
     /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
     Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
@@ -39,6 +42,7 @@ fn main() -> Result<()> {
     match Cli::parse() {
         Cli::Ps(args) => cmd_ps::run(args)?,
         Cli::Dmesg(args) => cmd_dmesg::run(args)?,
+        Cli::Lsmod(args) => cmd_lsmod::run(args)?,
         Cli::Profile(args) => cmd_ps::run_profile(args)?,
         Cli::Corpus(c) => harness::lab::cli::corpus(c)?,
         Cli::Lab(c) => harness::lab::cli::lab(c)?,

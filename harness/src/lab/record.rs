@@ -5,8 +5,9 @@
 //!                                                                             └─ sysrq c ── "end Kernel panic" ── stop, dump(s)
 //! ```
 //! Invariant: each truth is the guest's own /proc view taken immediately before its dump (for the
-//! panicked mode: the last view before the agent writes `c` to /proc/sysrq-trigger); the guest is
-//! paused (`stop`) for every dump, so all formats of one mode hold the same memory.
+//! panicked mode: the last view before the agent writes `c` to /proc/sysrq-trigger), its
+//! `/proc/modules` right before the threads; the guest is paused (`stop`) for every dump, so all
+//! formats of one mode hold the same memory.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

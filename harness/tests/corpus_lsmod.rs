@@ -1,7 +1,8 @@
 //! `lsmod` over every corpus kernel against independent truth: the guest's own `/proc/modules`,
 //! which the lab's agent records right before each dump (`MODE/modules.txt`). The Debian guests
-//! load `ts_bm`, `ts_fsm` and `ts_kmp` from the kernel's own package; the custom kernels are
-//! built without `CONFIG_MODULES`, and `lsmod` must say so.
+//! load `ts_bm`, `ts_fsm` and `ts_kmp` from the kernel's own package (`ts_bm` with its signature
+//! removed, so the kernel taints it `E`); the custom kernels are built without
+//! `CONFIG_MODULES`, and `lsmod` must say so.
 //!
 //! Compared per module, in list order: name, size, refcount, state, the core address (the agent
 //! runs as root, so `/proc/modules` shows it) and the taint letters.
@@ -79,6 +80,11 @@ fn lsmod_equals_proc_modules(
     for l in LOADED {
         assert!(t.iter().any(|x| x.name == *l && x.state == "Live"), "{name}: the lab's {l} is not in the truth; rebuild: harness corpus build --only {name}");
     }
+    // The lab loads ts_bm without its signature: a tainted module in every truth.
+    assert!(
+        t.iter().any(|x| x.name == "ts_bm" && x.taints == "E"),
+        "{name}: ts_bm is not tainted E (recorded before the lab loaded it unsigned?); rebuild: harness corpus build --only {name}"
+    );
     assert!(t.iter().all(|x| x.address != 0), "{name}: the truth hides addresses");
     let r = match (run(&e, m, method), method) {
         (Err(LsmodError::Unavailable { reason, .. }), ModMethod::Vmcoreinfo) => {
@@ -259,4 +265,32 @@ fn fuzz_seed_is_a_list_cut_from_a_dump() {
     }
     let committed = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}; NETDMA_WRITE_SEEDS=1 writes it", path.display()));
     assert!(Snapshot::parse(&committed) == Some(cut), "the committed seed is not this cut");
+}
+
+/// Modules that never had init code leave `init_layout` all zero (its tree node was never
+/// set): the inference then takes `struct module_layout`'s size, and still finds 6.1's layout.
+#[test]
+fn inferred_without_init_code() {
+    use harness::introspect::modules::layout::Memory;
+    let e = entry("deb-amd64");
+    let mem = dump(&e, Mode::Running);
+    let k = kernel(mem.as_ref());
+    let full = lsmod(mem.as_ref(), &LsmodOptions { method: Some(ModMethod::Btf), ..Default::default() }).unwrap();
+    let Memory::Layouts { init, .. } = full.located.layout.memory else { panic!("deb-amd64 (6.1) has core_layout") };
+    let mut head_bytes = [0u8; 16];
+    k.space.read(full.head, &mut head_bytes).unwrap();
+    let modules = full
+        .modules
+        .iter()
+        .map(|m| {
+            let mut b = vec![0u8; 4096.min(0x1000 - (m.module & 0xfff) as usize + 0x1000)];
+            k.space.read(KVirt(m.module), &mut b).unwrap();
+            b[init as usize..init as usize + 80].fill(0);
+            (m.module, b)
+        })
+        .collect();
+    let cut = Snapshot { head: full.head.0, head_bytes, modules };
+    let i = cut.infer().unwrap_or_else(|err| panic!("{err}"));
+    let b = full.located.layout;
+    assert_eq!((i.layout.memory, i.layout.taints, i.layout.refcnt), (b.memory, b.taints, b.refcnt), "{}", i.how);
 }

@@ -64,7 +64,7 @@ pub fn recipe_hash(recipe: &Recipe, kernel_hash: &str, workload_hash: &str, qemu
     let formats: Vec<&str> = recipe.extra_formats.iter().map(|f| f.as_str()).collect();
     let mut params = format!("{MEMORY_MIB} {SMP} {} {}", recipe.append(), formats.join(","));
     if matches!(recipe.kernel, KernelRecipe::Debian { .. }) {
-        params.push_str(&format!(" modules={}", debian::GUEST_MODULES.join(",")));
+        params.push_str(&format!(" modules={} unsigned={}", debian::GUEST_MODULES.join(","), debian::UNSIGNED_GUEST_MODULES.join(",")));
     }
     hash_parts(&[
         &LAB_VERSION.to_le_bytes(),

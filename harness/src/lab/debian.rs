@@ -238,6 +238,23 @@ pub fn fetch(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<DebianKernel> {
 /// Modules the lab loads into every Debian guest: small, without dependencies, built as modules
 /// (`CONFIG_TEXTSEARCH_{KMP,BM,FSM}=m`) in every Debian kernel of the corpus (5.10 to 7.x).
 pub const GUEST_MODULES: &[&str] = &["ts_bm", "ts_fsm", "ts_kmp"];
+/// Of those, the ones loaded with their signature removed: the kernel (`CONFIG_MODULE_SIG=y`,
+/// not forced) loads them and taints them `E`, so the truth has a tainted module.
+pub const UNSIGNED_GUEST_MODULES: &[&str] = &["ts_bm"];
+
+/// The marker at the end of a signed module (`include/linux/module_signature.h`).
+const SIG_MARKER: &[u8] = b"~Module signature appended~\n";
+
+/// A signed module without its signature: the marker, `struct module_signature` (12 bytes:
+/// `algo, hash, id_type, signer_len, key_id_len, pad[3], __be32 sig_len`) and the signer, key
+/// id and signature it counts, taken off the end.
+pub fn strip_signature(ko: &[u8]) -> std::result::Result<&[u8], String> {
+    let body = ko.strip_suffix(SIG_MARKER).ok_or("no module signature marker at the end")?;
+    let info = body.len().checked_sub(12).map(|at| &body[at..]).ok_or("shorter than struct module_signature")?;
+    let sig_len = u32::from_be_bytes([info[8], info[9], info[10], info[11]]) as usize;
+    let total = 12 + info[3] as usize + info[4] as usize + sig_len;
+    body.len().checked_sub(total).map(|end| &body[..end]).ok_or_else(|| format!("signature of {total} bytes is longer than the module"))
+}
 
 /// The [`GUEST_MODULES`] of `k` from its own packages, uncompressed: `(file name, bytes)` in
 /// name order. The image package holds them up to 6.12; 7.x splits them into
@@ -308,7 +325,12 @@ pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(Stri
         .map(|g| {
             let name = format!("{g}.ko");
             let p = dir.join(&name);
-            std::fs::read(&p).map(|b| (name, b)).map_err(io(&p))
+            let bytes = std::fs::read(&p).map_err(io(&p))?;
+            if UNSIGNED_GUEST_MODULES.contains(g) {
+                let unsigned = strip_signature(&bytes).map_err(|what| Error::Invalid { path: p.clone(), what })?;
+                return Ok((name, unsigned.to_vec()));
+            }
+            Ok((name, bytes))
         })
         .collect()
 }
@@ -316,6 +338,22 @@ pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_stripped() {
+        let mut ko = b"\x7fELF...module".to_vec();
+        let signed_len = ko.len();
+        ko.extend_from_slice(b"SIGNER" /* signer */);
+        ko.extend_from_slice(b"KEY" /* key id */);
+        ko.extend_from_slice(&[0xab; 5] /* signature */);
+        ko.extend_from_slice(&[0, 0, 2, 6, 3, 0, 0, 0, 0, 0, 0, 5]);
+        ko.extend_from_slice(SIG_MARKER);
+        assert_eq!(strip_signature(&ko).unwrap(), &ko[..signed_len]);
+        assert!(strip_signature(b"\x7fELF").is_err());
+        let mut short = SIG_MARKER.to_vec();
+        short.splice(0..0, [0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        assert!(strip_signature(&short).unwrap_err().contains("longer"));
+    }
 
     #[test]
     fn releases_of_every_naming_scheme() {

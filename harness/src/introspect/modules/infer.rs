@@ -89,7 +89,7 @@ pub fn infer(samples: &[(u64, &[u8])]) -> Result<Inferred, String> {
     let mut x = NAME + NAME_LEN;
     while x + 32 <= span {
         if all(&|m| page_base(m, x)) {
-            if all(&|m| m.u64(x + 24) == Some(m.addr) && m.u32(x + 8).is_some_and(|sz| contains(m, x, x + 8, sz))) {
+            if all(&|m| m.u64(x + 24) == Some(m.addr) && m.u32(x + 8).is_some_and(|sz| contains(m, x, sz))) {
                 found = Some((x, 24));
                 break;
             }
@@ -102,20 +102,22 @@ pub fn infer(samples: &[(u64, &[u8])]) -> Result<Inferred, String> {
     }
     let (x, self_off) = found.ok_or("no memory descriptor: no page-aligned module-area address followed by a tree node pointing back to its module in every module")?;
     let (memory, mem_end) = if self_off == 24 {
-        let d = (32..=160)
-            .step_by(8)
-            .find(|&d| {
-                all(&|m| m.u64(x + d + 24).is_some_and(|v| v == 0 || v == m.addr) && m.u64(x + d).is_some_and(|v| v == 0 || in_modules(v)))
-                    && s.iter().any(|m| m.u64(x + d + 24) == Some(m.addr))
-            })
-            .ok_or("core_layout found, but no init_layout after it")?;
+        // init_layout's tree node points back too in a module that had init code; without one,
+        // `struct module_layout` is 80 bytes (base, four sizes, the node's mod and two rb_nodes).
+        let init_ok = |d: u64| all(&|m| m.u64(x + d + 24).is_some_and(|v| v == 0 || v == m.addr) && m.u64(x + d).is_some_and(|v| v == 0 || in_modules(v)));
+        let d = (32..=160).step_by(8).find(|&d| init_ok(d) && s.iter().any(|m| m.u64(x + d + 24) == Some(m.addr)));
+        let d = match d {
+            Some(d) => d,
+            None if init_ok(80) => 80,
+            None => return Err("core_layout found, but no init_layout after it".into()),
+        };
         how.push(format!("core_layout at {x}, init_layout at {} (struct module_layout of {d} bytes)", x + d));
         (Memory::Layouts { core: x, init: x + d, data: None, base: 0, size: 8 }, x + 2 * d)
     } else {
         let size = if all(&|m| m.u32(x + 8).is_some_and(|v| v <= 1) && m.u32(x + 12).is_some_and(|v| v > 1)) { 12 } else { 8 };
         let stride = (24..=256)
             .step_by(8)
-            .find(|&d| all(&|m| page_base(m, x + d) && m.u64(x + d + 16) == Some(m.addr) && m.u32(x + d + size).is_some_and(|sz| contains(m, x + d, x + d, sz))))
+            .find(|&d| all(&|m| page_base(m, x + d) && m.u64(x + d + 16) == Some(m.addr) && m.u32(x + d + size).is_some_and(|sz| contains(m, x + d, sz))))
             .ok_or("mem[MOD_TEXT] found, but no mem[MOD_DATA] holding the module after it")?;
         for i in 0..MOD_MEM_NUM_TYPES {
             let e = x + i * stride;
@@ -202,7 +204,7 @@ fn find_taints(s: &[Sample<'_>], from: u64, memory: &Memory) -> Result<u64, Stri
 }
 
 /// Whether the module lies inside `[base, base + size)`, `base` read at `base_off`.
-fn contains(m: &Sample<'_>, base_off: u64, _size_off: u64, size: u32) -> bool {
+fn contains(m: &Sample<'_>, base_off: u64, size: u32) -> bool {
     m.u64(base_off).is_some_and(|b| m.addr >= b && m.addr - b < size as u64)
 }
 

@@ -5,7 +5,7 @@
 //! seed is deb-amd64's list cut from its running dump.
 #![no_main]
 
-use harness::introspect::modules::layout::{Memory, ModuleLayout};
+use harness::introspect::modules::layout::{Memory, ModuleLayout, Users};
 use harness::introspect::modules::list::MAX_MODULES;
 use harness::introspect::modules::render::render;
 use harness::introspect::modules::snapshot::Snapshot;
@@ -13,7 +13,8 @@ use harness::introspect::output::Format;
 use libfuzzer_sys::fuzz_target;
 
 fn debian(span: u64, memory: Memory, taints: u64, refcnt: u64) -> ModuleLayout {
-    ModuleLayout { span, state: 0, list: 8, name: 24, name_len: 56, memory, taints: Some(taints), refcnt: Some(refcnt) }
+    let users = Users { source_list: refcnt - 40, init: Some(refcnt - 48), exit: refcnt - 8, use_node: 0, use_source: 32 };
+    ModuleLayout { span, state: 0, list: 8, name: 24, name_len: 56, memory, taints: Some(taints), refcnt: Some(refcnt), users: Some(users) }
 }
 
 fuzz_target!(|data: &[u8]| {

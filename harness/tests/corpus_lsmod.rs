@@ -1,11 +1,12 @@
 //! `lsmod` over every corpus kernel against independent truth: the guest's own `/proc/modules`,
 //! which the lab's agent records right before each dump (`MODE/modules.txt`). The Debian guests
-//! load `ts_bm`, `ts_fsm` and `ts_kmp` from the kernel's own package (`ts_bm` with its signature
-//! removed, so the kernel taints it `E`); the custom kernels are built without
+//! load `fat`, `msdos`, `ts_bm`, `ts_fsm` and `ts_kmp` from the kernel's own package (`ts_bm`
+//! with its signature removed, so the kernel taints it `E`); the custom kernels are built without
 //! `CONFIG_MODULES`, and `lsmod` must say so.
 //!
-//! Compared per module, in list order: name, size, refcount, state, the core address (the agent
-//! runs as root, so `/proc/modules` shows it) and the taint letters.
+//! Compared per module, in list order, every column: name, size, refcount, "used by" (`msdos`
+//! uses `fat`), state, the core address (the agent runs as root, so `/proc/modules` shows it)
+//! and the taint letters.
 
 mod common;
 
@@ -35,7 +36,7 @@ const CUSTOM: &[&str] = &[
     "custom7-bare",
 ];
 /// What the lab loads into every Debian guest (`lab::debian::GUEST_MODULES`).
-const LOADED: &[&str] = &["ts_bm", "ts_fsm", "ts_kmp"];
+const LOADED: &[&str] = &["fat", "msdos", "ts_bm", "ts_fsm", "ts_kmp"];
 
 fn run(e: &Entry, m: Mode, method: ModMethod) -> Result<LsmodReport, LsmodError> {
     let mem = dump(e, m);
@@ -46,13 +47,15 @@ fn modules_truth(e: &Entry, m: Mode) -> Vec<truth::Module> {
     e.modules_truth(m).unwrap_or_else(|err| panic!("{}: {err}", e.name))
 }
 
-/// The fields both sides have, as /proc/modules prints them.
-fn row(m: &Module) -> (String, u64, Option<i64>, String, u64, Option<String>) {
-    (m.name.clone(), m.size, m.refcount, m.state.to_string(), m.address, m.taints.clone())
+type Row = (String, u64, Option<i64>, Option<Vec<String>>, String, u64, Option<String>);
+
+/// Every column of /proc/modules.
+fn row(m: &Module) -> Row {
+    (m.name.clone(), m.size, m.refcount, m.used_by.clone(), m.state.to_string(), m.address, m.taints.clone())
 }
 
-fn truth_row(t: &truth::Module) -> (String, u64, Option<i64>, String, u64, Option<String>) {
-    (t.name.clone(), t.size, t.refcount, t.state.clone(), t.address, Some(t.taints.clone()))
+fn truth_row(t: &truth::Module) -> Row {
+    (t.name.clone(), t.size, t.refcount, Some(t.deps.clone()), t.state.clone(), t.address, Some(t.taints.clone()))
 }
 
 /// On every Debian kernel, running and panicked, with every method whose prerequisite the
@@ -80,6 +83,11 @@ fn lsmod_equals_proc_modules(
     for l in LOADED {
         assert!(t.iter().any(|x| x.name == *l && x.state == "Live"), "{name}: the lab's {l} is not in the truth; rebuild: harness corpus build --only {name}");
     }
+    // msdos uses fat: a module in use, with a "used by" column, in every truth.
+    assert!(
+        t.iter().any(|x| x.name == "fat" && x.refcount == Some(1) && x.deps == ["msdos"]),
+        "{name}: fat is not used by msdos; rebuild: harness corpus build --only {name}"
+    );
     // The lab loads ts_bm without its signature: a tainted module in every truth.
     assert!(
         t.iter().any(|x| x.name == "ts_bm" && x.taints == "E"),
@@ -124,6 +132,8 @@ fn inferred_layout_is_btfs(
     let i = inferred.layout;
     assert!(i.span <= btf.span, "{name}: {} bytes needed, struct module has {}", i.span, btf.span);
     assert_eq!((i.state, i.list, i.name, i.name_len, i.memory, i.taints, i.refcnt), (btf.state, btf.list, btf.name, btf.name_len, btf.memory, btf.taints, btf.refcnt), "{name}: {}", inferred.how);
+    let (iu, bu) = (i.users.expect("inferred users"), btf.users.expect("BTF users"));
+    assert_eq!((iu.source_list, iu.exit, iu.use_node, iu.use_source), (bu.source_list, bu.exit, bu.use_node, bu.use_source), "{name}");
 }
 
 /// The custom kernels are built without `CONFIG_MODULES` (their configs say so): `lsmod` is an
@@ -195,7 +205,7 @@ impl PhysMem for Overlay<'_> {
 
 /// Damage to a real list: a module whose `next` loops back to the first, one whose `prev` is
 /// not the module before it, one whose name lost its NUL, one whose `next` points to user
-/// space. Each stops the walk with the modules before
+/// space, a user (`struct module_use`) whose `source` points to user space. Each stops the walk with the modules before
 /// it listed and an error naming the address.
 #[test]
 fn a_damaged_list_stops_with_the_address() {
@@ -228,6 +238,14 @@ fn a_damaged_list_stops_with_the_address() {
     let r = with(vec![(phys(a + l.list), 0x1000u64.to_le_bytes().to_vec())]);
     assert_eq!(r.modules, full.modules[..1]);
     assert!(matches!(r.error, Some(ModuleError::NotKernel { node: 0x1000, .. })), "{:?}", r.error);
+    // fat's user list: its module_use names a source in user space.
+    let u = l.users.expect("BTF users");
+    let at = full.modules.iter().position(|m| m.name == "fat").expect("fat");
+    let fat = full.modules[at].module;
+    let node = k.space.read_u64(KVirt(fat + u.source_list)).unwrap();
+    let r = with(vec![(phys(node - u.use_node + u.use_source), 0x2000u64.to_le_bytes().to_vec())]);
+    assert_eq!(r.modules, full.modules[..at]);
+    assert!(matches!(r.error, Some(ModuleError::NotKernel { node: 0x2000, .. })), "{:?}", r.error);
 }
 
 /// The fuzz target's seed is deb-amd64's module list cut from its running dump; walked and
@@ -244,7 +262,7 @@ fn fuzz_seed_is_a_list_cut_from_a_dump() {
     let mut head_bytes = [0u8; 16];
     k.space.read(head, &mut head_bytes).unwrap();
     let span = full.located.layout.span as usize;
-    let modules = full
+    let mut modules: Vec<(u64, Vec<u8>)> = full
         .modules
         .iter()
         .map(|m| {
@@ -253,6 +271,18 @@ fn fuzz_seed_is_a_list_cut_from_a_dump() {
             (m.module, b)
         })
         .collect();
+    // The module_use entries on each source_list (fat's, used by msdos).
+    let u = full.located.layout.users.expect("BTF users");
+    for m in &full.modules {
+        let head = m.module + u.source_list;
+        let mut next = k.space.read_u64(KVirt(head)).unwrap();
+        while next != head && modules.len() < 64 {
+            let mut b = vec![0u8; 48];
+            k.space.read(KVirt(next - u.use_node), &mut b).unwrap();
+            modules.push((next - u.use_node, b));
+            next = k.space.read_u64(KVirt(next)).unwrap();
+        }
+    }
     let cut = Snapshot { head: head.0, head_bytes, modules };
     let walked = cut.walk(&full.located.layout);
     assert_eq!(walked.error, None);

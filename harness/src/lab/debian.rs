@@ -235,9 +235,17 @@ pub fn fetch(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<DebianKernel> {
     Ok(kernel)
 }
 
-/// Modules the lab loads into every Debian guest: small, without dependencies, built as modules
-/// (`CONFIG_TEXTSEARCH_{KMP,BM,FSM}=m`) in every Debian kernel of the corpus (5.10 to 7.x).
-pub const GUEST_MODULES: &[&str] = &["ts_bm", "ts_fsm", "ts_kmp"];
+/// Modules the lab loads into every Debian guest, by path under `lib/modules/R/kernel/`: built as
+/// modules in every Debian kernel of the corpus (5.10 to 7.x: `CONFIG_FAT_FS`, `CONFIG_MSDOS_FS`,
+/// `CONFIG_TEXTSEARCH_{BM,FSM,KMP}=m`), small, and without dependencies except `msdos`, which
+/// depends on `fat` alone (so `fat` is in use: refcount 1, used by `msdos`). The agent loads
+/// them in file-name order, `fat` before `msdos`.
+pub const GUEST_MODULES: &[&str] = &["fs/fat/fat", "fs/fat/msdos", "lib/ts_bm", "lib/ts_fsm", "lib/ts_kmp"];
+
+/// The module name of a [`GUEST_MODULES`] path.
+pub fn module_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
 /// Of those, the ones loaded with their signature removed: the kernel (`CONFIG_MODULE_SIG=y`,
 /// not forced) loads them and taints them `E`, so the truth has a tainted module.
 pub const UNSIGNED_GUEST_MODULES: &[&str] = &["ts_bm"];
@@ -257,14 +265,16 @@ pub fn strip_signature(ko: &[u8]) -> std::result::Result<&[u8], String> {
 }
 
 /// The [`GUEST_MODULES`] of `k` from its own packages, uncompressed: `(file name, bytes)` in
-/// name order. The image package holds them up to 6.12; 7.x splits them into
-/// `linux-modules-R`, which is downloaded then. Debian compresses them with xz from 6.12 on;
+/// the list's order (extracted once into `netdma-modules/`, whose stamp names the list). The
+/// image package holds them up to 6.12; 7.x splits them into `linux-modules-R`, which is
+/// downloaded then. Debian compresses them with xz from 6.12 on;
 /// they are uncompressed here so that loading needs no `CONFIG_MODULE_DECOMPRESS`.
 pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(String, Vec<u8>)>> {
     let Resolved { release, package, version } = k;
     let dir = cache.deb_root(package, version).join("netdma-modules");
     let stamp = dir.join(".complete");
-    if !stamp.is_file() {
+    let stamp_text = format!("{package} {version} {}\n", GUEST_MODULES.join(","));
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_text.as_str()) {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
         }
@@ -276,9 +286,7 @@ pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(Stri
         let mut found = Vec::new();
         for deb in &debs {
             for m in members(deb)? {
-                let file = m.rsplit('/').next().unwrap_or("");
-                let stem = file.strip_suffix(".xz").unwrap_or(file);
-                if m.contains("/kernel/lib/") && GUEST_MODULES.iter().any(|g| stem == format!("{g}.ko")) {
+                if GUEST_MODULES.iter().any(|g| m.ends_with(&format!("/kernel/{g}.ko")) || m.ends_with(&format!("/kernel/{g}.ko.xz"))) {
                     found.push((deb.clone(), m));
                 }
             }
@@ -286,7 +294,7 @@ pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(Stri
         let missing: Vec<&str> = GUEST_MODULES
             .iter()
             .copied()
-            .filter(|g| !found.iter().any(|(_, m)| m.contains(&format!("/{g}.ko"))))
+            .filter(|g| !found.iter().any(|(_, m)| m.contains(&format!("/kernel/{g}.ko"))))
             .collect();
         if !missing.is_empty() {
             return Err(Error::Invalid {
@@ -318,15 +326,16 @@ pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(Stri
             std::fs::write(dir.join(&file), bytes).map_err(io(dir.join(&file)))?;
         }
         std::fs::remove_dir_all(&raw).map_err(io(&raw))?;
-        std::fs::write(&stamp, format!("{package} {version}\n")).map_err(io(&stamp))?;
+        std::fs::write(&stamp, &stamp_text).map_err(io(&stamp))?;
     }
     GUEST_MODULES
         .iter()
         .map(|g| {
+            let g = module_name(g);
             let name = format!("{g}.ko");
             let p = dir.join(&name);
             let bytes = std::fs::read(&p).map_err(io(&p))?;
-            if UNSIGNED_GUEST_MODULES.contains(g) {
+            if UNSIGNED_GUEST_MODULES.contains(&g) {
                 let unsigned = strip_signature(&bytes).map_err(|what| Error::Invalid { path: p.clone(), what })?;
                 return Ok((name, unsigned.to_vec()));
             }

@@ -23,7 +23,7 @@
 
 use emulator::bytes::Bytes;
 
-use super::layout::{Memory, ModuleLayout};
+use super::layout::{Memory, ModuleLayout, Users};
 use super::list::{module_name, KERNEL_HALF};
 
 /// The x86-64 module area (`MODULES_VADDR` without KASLR's larger image, to `MODULES_END`).
@@ -156,7 +156,10 @@ pub fn infer(samples: &[(u64, &[u8])]) -> Result<Inferred, String> {
         None => how.push("no refcnt found (kernel without CONFIG_MODULE_UNLOAD?)".into()),
     }
     let end = refcnt.map(|r| r + 4).unwrap_or(taints + 8).max(mem_end);
-    let layout = ModuleLayout { span: end.next_multiple_of(8), state: 0, list: 8, name: NAME, name_len: NAME_LEN, memory, taints: Some(taints), refcnt };
+    // `struct module_use` has had the same four fields since 2.6.35: source_list, target_list,
+    // source, target.
+    let users = refcnt.map(|r| Users { source_list: r - 40, init: None, exit: r - 8, use_node: 0, use_source: 32 });
+    let layout = ModuleLayout { span: end.next_multiple_of(8), state: 0, list: 8, name: NAME, name_len: NAME_LEN, memory, taints: Some(taints), refcnt, users };
     layout.check()?;
     Ok(Inferred { layout, how: format!("inferred from {} modules: {}", s.len(), how.join("; ")) })
 }

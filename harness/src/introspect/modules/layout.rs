@@ -43,6 +43,26 @@ pub enum Memory {
     Layouts { core: u64, init: u64, data: Option<u64>, base: u64, size: u64 },
 }
 
+/// Where `/proc/modules`' "used by" column comes from (`CONFIG_MODULE_UNLOAD`): the
+/// `struct module_use` entries on `module.source_list` (each naming a module that uses this one
+/// in `source`), and `[permanent]` for a module with an `init` but no `exit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Users {
+    /// `module.source_list`.
+    pub source_list: u64,
+    /// `module.init` (unknown to the inference).
+    pub init: Option<u64>,
+    /// `module.exit`.
+    pub exit: u64,
+    /// `module_use.source_list` (the node on `module.source_list`).
+    pub use_node: u64,
+    /// `module_use.source`.
+    pub use_source: u64,
+}
+
+/// Largest `struct module_use` offset accepted (it is 48 bytes).
+pub const MAX_USE: u64 = 256;
+
 /// Offsets (bytes) in `struct module` of the fields `lsmod` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ModuleLayout {
@@ -57,6 +77,8 @@ pub struct ModuleLayout {
     pub taints: Option<u64>,
     /// `atomic_t refcnt` (`CONFIG_MODULE_UNLOAD`).
     pub refcnt: Option<u64>,
+    /// The "used by" column (`CONFIG_MODULE_UNLOAD`).
+    pub users: Option<Users>,
 }
 
 impl ModuleLayout {
@@ -78,6 +100,16 @@ impl ModuleLayout {
         }
         if let Some(r) = self.refcnt {
             fields.push(("module.refcnt".into(), r, 4));
+        }
+        if let Some(u) = self.users {
+            fields.push(("module.source_list".into(), u.source_list, 16));
+            fields.push(("module.exit".into(), u.exit, 8));
+            if let Some(i) = u.init {
+                fields.push(("module.init".into(), i, 8));
+            }
+            if u.use_node > MAX_USE || u.use_source > MAX_USE {
+                return Err(format!("module_use.source_list at {} or .source at {} is implausible", u.use_node, u.use_source));
+            }
         }
         match self.memory {
             Memory::Array { offset, count, stride, base, size } => {
@@ -145,6 +177,19 @@ impl ModuleLayout {
                 size: need(ml, "module_layout", "size")?.0,
             }
         };
+        let users = match (member(module, "module", "source_list")?, member(module, "module", "exit")?) {
+            (Some((source_list, _)), Some((exit, _))) => {
+                let mu = st("module_use")?;
+                Some(Users {
+                    source_list,
+                    init: member(module, "module", "init")?.map(|m| m.0),
+                    exit,
+                    use_node: need(mu, "module_use", "source_list")?.0,
+                    use_source: need(mu, "module_use", "source")?.0,
+                })
+            }
+            _ => None,
+        };
         let l = ModuleLayout {
             span: btf.size_of(module).map_err(|e| e.to_string())?,
             state: need(module, "module", "state")?.0,
@@ -154,6 +199,7 @@ impl ModuleLayout {
             memory,
             taints: member(module, "module", "taints")?.map(|m| m.0),
             refcnt: member(module, "module", "refcnt")?.map(|m| m.0),
+            users,
         };
         l.check()?;
         Ok(l)
@@ -195,6 +241,16 @@ impl ModuleLayout {
             memory,
             taints: v.offset("module.taints"),
             refcnt: v.offset("module.refcnt"),
+            users: match (v.offset("module.source_list"), v.offset("module.exit")) {
+                (Some(source_list), Some(exit)) => Some(Users {
+                    source_list,
+                    init: v.offset("module.init"),
+                    exit,
+                    use_node: off("module_use.source_list")?,
+                    use_source: off("module_use.source")?,
+                }),
+                _ => None,
+            },
         };
         l.check()?;
         Ok(l)
@@ -215,6 +271,7 @@ mod tests {
             memory: Memory::Array { offset: 320, count: 7, stride: 72, base: 0, size: 8 },
             taints: Some(832),
             refcnt: Some(1000),
+            users: None,
         }
     }
 

@@ -17,10 +17,12 @@ use std::collections::HashSet;
 use emulator::bytes::Bytes;
 use serde::Serialize;
 
-use super::layout::{Memory, ModuleLayout};
+use super::layout::{Memory, ModuleLayout, Users};
 
 /// Most modules followed (a loaded Linux machine has a few hundred).
 pub const MAX_MODULES: usize = 8192;
+/// Most users of one module followed.
+pub const MAX_USERS: usize = 1024;
 /// The lowest kernel address (x86-64: the upper half, 4- or 5-level).
 pub const KERNEL_HALF: u64 = 0xff00_0000_0000_0000;
 
@@ -70,6 +72,9 @@ pub struct Module {
     /// The letters `/proc/modules` prints between parentheses (empty without taints); `None`
     /// when the layout has no `taints`.
     pub taints: Option<String>,
+    /// The "used by" column: the modules using this one, then `[permanent]` if it has an init
+    /// but no exit function; `None` when the layout cannot tell.
+    pub used_by: Option<Vec<String>>,
     /// Where the `struct module` is.
     #[serde(serialize_with = "hex")]
     pub module: u64,
@@ -111,6 +116,8 @@ pub enum ModuleError {
     Loop { node: u64 },
     #[error("more than {MAX_MODULES} modules: the list does not end")]
     TooMany,
+    #[error("struct module at {module:#x}: more than {MAX_USERS} users: its source_list does not end")]
+    TooManyUsers { module: u64 },
 }
 
 impl ModuleError {
@@ -120,6 +127,7 @@ impl ModuleError {
             ModuleError::Read { addr, .. } => Some(*addr),
             ModuleError::Bad { module, .. } => Some(*module),
             ModuleError::NotKernel { node, .. } | ModuleError::BrokenLink { node, .. } | ModuleError::Loop { node } => Some(*node),
+            ModuleError::TooManyUsers { module } => Some(*module),
             ModuleError::TooMany => None,
         }
     }
@@ -176,7 +184,7 @@ pub fn decode(l: &ModuleLayout, addr: u64, bytes: &[u8]) -> Result<Option<Module
         Some(o) => Some(taint_text(u64_at(o, "taints")?, state)),
         None => None,
     };
-    Ok(Some(Module { name, size, refcount, state: state.as_str(), address, taints, module: addr }))
+    Ok(Some(Module { name, size, refcount, state: state.as_str(), address, taints, used_by: None, module: addr }))
 }
 
 /// Everything the walk decoded, and the error that stopped it early.
@@ -225,7 +233,12 @@ fn walk_into(l: &ModuleLayout, head: u64, read: &mut Reader<'_>, out: &mut Walke
             return Err(ModuleError::BrokenLink { node: next, prev, from });
         }
         match decode(l, module, &bytes)? {
-            Some(m) => out.modules.push(m),
+            Some(mut m) => {
+                if let Some(u) = &l.users {
+                    m.used_by = users(l, u, module, &bytes, read)?;
+                }
+                out.modules.push(m)
+            }
             None => out.unformed += 1,
         }
         from = next;
@@ -236,6 +249,60 @@ fn walk_into(l: &ModuleLayout, head: u64, read: &mut Reader<'_>, out: &mut Walke
     } else {
         Err(ModuleError::TooMany)
     }
+}
+
+/// The "used by" column of the module at `module` (its bytes read): the names of the modules
+/// on its `source_list`, then `[permanent]`; `None` when that depends on an `init` the layout
+/// does not know. Bounded by [`MAX_USERS`], every node checked as in [`walk`].
+fn users(l: &ModuleLayout, u: &Users, module: u64, bytes: &[u8], read: &mut Reader<'_>) -> Result<Option<Vec<String>>, ModuleError> {
+    let b = Bytes::new(bytes);
+    let field = |o: u64, what: &str| b.u64(o as usize).map_err(|_| ModuleError::Bad { module, reason: format!("{what} outside the bytes read") });
+    let head = module.wrapping_add(u.source_list);
+    let mut next = field(u.source_list, "source_list")?;
+    let mut from = head;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let use_len = (u.use_node.max(u.use_source) + 16) as usize;
+    loop {
+        if next == head {
+            break;
+        }
+        if out.len() >= MAX_USERS {
+            return Err(ModuleError::TooManyUsers { module });
+        }
+        if next < KERNEL_HALF || next < u.use_node {
+            return Err(ModuleError::NotKernel { node: next, from });
+        }
+        if !seen.insert(next) {
+            return Err(ModuleError::Loop { node: next });
+        }
+        let use_addr = next - u.use_node;
+        let ub = read(use_addr, use_len).map_err(|reason| ModuleError::Read { what: "struct module_use", addr: use_addr, reason })?;
+        let ub = Bytes::new(&ub);
+        let short = |_| ModuleError::Read { what: "struct module_use", addr: use_addr, reason: "short read".into() };
+        let (n, prev, source) = (ub.u64(u.use_node as usize).map_err(short)?, ub.u64(u.use_node as usize + 8).map_err(short)?, ub.u64(u.use_source as usize).map_err(short)?);
+        if prev != from {
+            return Err(ModuleError::BrokenLink { node: next, prev, from });
+        }
+        if source < KERNEL_HALF {
+            return Err(ModuleError::NotKernel { node: source, from: use_addr });
+        }
+        let name_at = source.wrapping_add(l.name);
+        let name = read(name_at, l.name_len as usize).map_err(|reason| ModuleError::Read { what: "a user's name", addr: name_at, reason })?;
+        out.push(module_name(&name).map_err(|reason| ModuleError::Bad { module: source, reason })?);
+        from = next;
+        next = n;
+    }
+    let exit = field(u.exit, "exit")?;
+    let permanent = match u.init {
+        _ if exit != 0 => false,
+        Some(i) => field(i, "init")? != 0,
+        None => return Ok(None),
+    };
+    if permanent {
+        out.push("[permanent]".into());
+    }
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -253,6 +320,7 @@ mod tests {
             memory: Memory::Array { offset: 96, count: 3, stride: 24, base: 0, size: 8 },
             taints: Some(168),
             refcnt: Some(176),
+            users: None,
         }
     }
 

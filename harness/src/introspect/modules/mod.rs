@@ -38,8 +38,11 @@ use super::scan::ScanConfig;
 pub enum ModMethod {
     /// The first of btf, vmcoreinfo, inferred that works.
     Auto,
+    /// The kernel's `.BTF` (Debian kernels).
     Btf,
+    /// `OFFSET(module.*)` entries in VMCOREINFO (Linux exports none).
     Vmcoreinfo,
+    /// From the loaded modules' own structure.
     Inferred,
 }
 

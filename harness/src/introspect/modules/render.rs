@@ -22,6 +22,15 @@ fn refcount(m: &Module) -> String {
     m.refcount.map(|r| r.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// The "used by" column as `/proc/modules` prints it: `a,b,` or `-`; `?` when unknown.
+pub fn used_by(m: &Module) -> String {
+    match &m.used_by {
+        None => "?".into(),
+        Some(u) if u.is_empty() => "-".into(),
+        Some(u) => u.iter().map(|x| format!("{x},")).collect(),
+    }
+}
+
 fn taints(m: &Module) -> String {
     match &m.taints {
         None => "-".into(),
@@ -33,9 +42,10 @@ fn taints(m: &Module) -> String {
 /// `NAME SIZE REFCOUNT STATE ADDRESS TAINTS`, aligned, with a header.
 pub fn table(modules: &[Module]) -> String {
     let w = modules.iter().map(|m| m.name.len()).max().unwrap_or(0).max(6);
-    let mut out = format!("{:<w$} {:>8} {:>4} {:<9} {:<18} TAINTS\n", "MODULE", "SIZE", "REFS", "STATE", "ADDRESS");
+    let u = modules.iter().map(|m| used_by(m).len()).max().unwrap_or(0).max(7);
+    let mut out = format!("{:<w$} {:>8} {:>4} {:<u$} {:<9} {:<18} TAINTS\n", "MODULE", "SIZE", "REFS", "USED_BY", "STATE", "ADDRESS");
     for m in modules {
-        let line = format!("{:<w$} {:>8} {:>4} {:<9} {:#018x} {}", m.name, m.size, refcount(m), m.state, m.address, taints(m));
+        let line = format!("{:<w$} {:>8} {:>4} {:<u$} {:<9} {:#018x} {}", m.name, m.size, refcount(m), used_by(m), m.state, m.address, taints(m));
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -54,10 +64,10 @@ pub fn json_lines(modules: &[Module]) -> String {
 
 /// CSV with a header row.
 pub fn csv(modules: &[Module]) -> String {
-    let mut out = String::from("name,size,refcount,state,address,taints,module\n");
+    let mut out = String::from("name,size,refcount,used_by,state,address,taints,module\n");
     for m in modules {
         let t = m.taints.clone().unwrap_or_else(|| "-".into());
-        let _ = writeln!(out, "{},{},{},{},{:#x},{},{:#x}", csv_field(&m.name), m.size, refcount(m), m.state, m.address, csv_field(&t), m.module);
+        let _ = writeln!(out, "{},{},{},{},{},{:#x},{},{:#x}", csv_field(&m.name), m.size, refcount(m), csv_field(&used_by(m)), m.state, m.address, csv_field(&t), m.module);
     }
     out
 }
@@ -67,16 +77,22 @@ mod tests {
     use super::*;
 
     fn modules() -> Vec<Module> {
-        let m = |name: &str, refcount, taints: Option<&str>| Module {
+        let m = |name: &str, refcount, used_by: Option<&[&str]>, taints: Option<&str>| Module {
             name: name.into(),
             size: 16384,
             refcount,
             state: "Live",
             address: 0xffff_ffff_c03f_5000,
             taints: taints.map(str::to_string),
+            used_by: used_by.map(|u| u.iter().map(|s| s.to_string()).collect()),
             module: 0xffff_ffff_c03f_9040,
         };
-        vec![m("ts_kmp", Some(0), Some("")), m("nvidia", Some(2), Some("POE")), m("inferred_only", None, None)]
+        vec![
+            m("ts_kmp", Some(0), Some(&[]), Some("")),
+            m("fat", Some(2), Some(&["msdos", "vfat"]), Some("")),
+            m("nvidia", Some(2), Some(&["[permanent]"]), Some("POE")),
+            m("inferred_only", None, None, None),
+        ]
     }
 
     #[test]

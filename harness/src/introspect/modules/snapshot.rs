@@ -1,5 +1,6 @@
 //! A module list cut out of guest memory into one self-contained byte string: the `modules`
-//! list head and the first bytes of each `struct module`. The fuzz target's input format, and
+//! list head, the first bytes of each `struct module`, and the `struct module_use` entries of
+//! the modules in use. The fuzz target's input format, and
 //! its seed's (cut from a corpus dump by `tests/corpus_lsmod.rs`).
 //!
 //! ```text
@@ -23,7 +24,7 @@ pub const MAX_REGIONS: usize = 256;
 pub struct Snapshot {
     pub head: u64,
     pub head_bytes: [u8; 16],
-    /// (address of a `struct module`, its first bytes).
+    /// (address of a `struct module` or `struct module_use`, its first bytes).
     pub modules: Vec<(u64, Vec<u8>)>,
 }
 
@@ -60,15 +61,18 @@ impl Snapshot {
         Some(Snapshot { head, head_bytes, modules })
     }
 
-    /// Reads from the snapshot as guest memory: the head, or a prefix of one module's bytes.
+    /// Reads from the snapshot as guest memory: the head, or bytes inside one region.
     pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
         if addr == self.head && len <= 16 {
             return Ok(self.head_bytes[..len].to_vec());
         }
         self.modules
             .iter()
-            .find(|(a, b)| *a == addr && b.len() >= len)
-            .map(|(_, b)| b[..len].to_vec())
+            .find_map(|(a, b)| {
+                let at = usize::try_from(addr.checked_sub(*a)?).ok()?;
+                b.get(at..at.checked_add(len)?)
+            })
+            .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("{len} bytes at {addr:#x} are not in the snapshot"))
     }
 

@@ -367,6 +367,32 @@ mod tests {
         assert_eq!((w.modules[1].state, w.modules[1].taints.as_deref()), ("Loading", Some("E+")));
     }
 
+    /// A module with an init but no exit is `[permanent]`; without `init` in the layout that
+    /// cannot be told, and "used by" is unknown; with an exit, it is empty.
+    #[test]
+    fn permanent_and_unknown_users() {
+        let a = 0xffff_ffff_c100_0000;
+        let mut mem = memory(&[(a, "perm", 0)]);
+        let s = mem.get_mut(&a).unwrap();
+        // source_list at 200 empty (self-pointing), init at 216 set, exit at 224 null.
+        s[200..208].copy_from_slice(&(a + 200).to_le_bytes());
+        s[208..216].copy_from_slice(&(a + 200).to_le_bytes());
+        s[216..224].copy_from_slice(&0xffff_ffff_c000_0010u64.to_le_bytes());
+        let users = |init| Users { source_list: 200, init, exit: 224, use_node: 0, use_source: 32 };
+        let run_with = |u: Users| {
+            let l = ModuleLayout { users: Some(u), ..layout() };
+            walk(&l, HEAD, &mut |x, len| mem.get(&x).map(|b| b[..len.min(b.len())].to_vec()).ok_or_else(|| "unmapped".to_string()))
+        };
+        assert_eq!(run_with(users(Some(216))).modules[0].used_by, Some(vec!["[permanent]".to_string()]));
+        assert_eq!(run_with(users(None)).modules[0].used_by, None);
+        mem.get_mut(&a).unwrap()[224..232].copy_from_slice(&0xffff_ffff_c000_0020u64.to_le_bytes());
+        let run_with = |u: Users| {
+            let l = ModuleLayout { users: Some(u), ..layout() };
+            walk(&l, HEAD, &mut |x, len| mem.get(&x).map(|b| b[..len.min(b.len())].to_vec()).ok_or_else(|| "unmapped".to_string()))
+        };
+        assert_eq!(run_with(users(None)).modules[0].used_by, Some(vec![]));
+    }
+
     #[test]
     fn damage_stops_the_walk_with_the_address() {
         let a = 0xffff_ffff_c100_0000;

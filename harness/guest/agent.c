@@ -3,9 +3,11 @@
  * Protocol (lines; host -> guest commands, guest -> host replies, every reply line starts "@@netdma "
  * except the body lines of a section, which never do):
  *   guest: "@@netdma ready RELEASE"           repeated every second until the first command
- *   host:  "truth MODE"                       guest: section "truth MODE" (JSON Lines, one per thread)
+ *   host:  "truth MODE"                       guest: section "modules MODE" (the text of /proc/modules),
+ *                                             then section "truth MODE" (JSON Lines, one per thread)
  *   host:  "kallsyms"                         guest: section "kallsyms" (the text of /proc/kallsyms)
- *   host:  "panic"                            guest: section "truth panicked", then sysrq 'c'
+ *   host:  "panic"                            guest: sections "modules panicked" and "truth panicked",
+ *                                             then sysrq 'c'
  *   host:  "ping"                             guest: "@@netdma pong"
  * A section is "@@netdma begin NAME [MODE]", body lines, "@@netdma end NAME COUNT" with COUNT the
  * number of body lines, so the host knows it is complete.
@@ -20,6 +22,11 @@
  * The agent's own record carries the state it will be in at the dump, not the R it reads while
  * running: S after "truth running" (blocked reading this port), R after "panic" (it is the task
  * that panics the kernel).
+ *
+ * Modules: at start the agent loads every MODULE_DIR/NAME.ko the lab packed (Debian kernels: a few
+ * modules from the kernel's own package, uncompressed on the host), in name order, with
+ * finit_module(2), and names on stderr (the console) each load that failed. The modules
+ * section is /proc/modules as the kernel prints it, taken right before the thread records.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -30,11 +37,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <termios.h>
 #include <unistd.h>
 
 #define PF_KTHREAD 0x00200000UL
+#define MODULE_DIR "/lib/modules/netdma"
+#define MAX_MODULES 64
 
 static FILE *out;
 
@@ -204,7 +214,56 @@ done:
     return ok;
 }
 
+static int name_cmp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void load_modules(void) {
+    DIR *d = opendir(MODULE_DIR);
+    if (!d)
+        return;
+    char *names[MAX_MODULES];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < MAX_MODULES) {
+        size_t len = strlen(e->d_name);
+        if (len > 3 && strcmp(e->d_name + len - 3, ".ko") == 0)
+            names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof names[0], name_cmp);
+    for (int i = 0; i < n; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", MODULE_DIR, names[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* Only failures are said: a line of ours on the console can interleave with the kernel's
+         * (the taint notice of an unsigned module, printed by a console thread on PREEMPT_RT). */
+        if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) != 0)
+            fprintf(stderr, "nd-agent: loading %s failed: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        free(names[i]);
+    }
+}
+
+static void modules(const char *mode) {
+    fprintf(out, "@@netdma begin modules %s\n", mode);
+    long lines = 0;
+    FILE *f = fopen("/proc/modules", "r");
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        fputs(line, out);
+        if (line[strlen(line) - 1] != '\n')
+            fputc('\n', out);
+        lines++;
+    }
+    if (f)
+        fclose(f);
+    fprintf(out, "@@netdma end modules %ld\n", lines);
+}
+
 static void truth(const char *mode, char self_state) {
+    modules(mode);
     long hz = sysconf(_SC_CLK_TCK);
     if (hz <= 0)
         hz = 100;
@@ -275,6 +334,7 @@ int main(int argc, char **argv) {
         tcsetattr(fd, TCSANOW, &t);
     }
     port_fd = fd;
+    load_modules();
     out = fdopen(dup(fd), "w");
     static char outbuf[1 << 16];
     setvbuf(out, outbuf, _IOFBF, sizeof outbuf);

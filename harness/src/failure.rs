@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::introspect::layout::LayoutError;
+use crate::introspect::modules::LsmodError;
 use crate::introspect::printk::DmesgError;
 use crate::introspect::profile::ProfileError;
 use crate::introspect::ps::PsError;
@@ -48,6 +49,8 @@ pub enum FailureKind {
     Isf,
     /// The printk ring could not be found or read.
     Log,
+    /// The kernel's module list could not be found or read (or the kernel has no modules).
+    Modules,
     /// The command stopped part-way; what it printed is incomplete (exit status 2).
     Partial,
     /// The program panicked (a bug).
@@ -84,6 +87,13 @@ impl FailureKind {
         match e {
             DmesgError::Kernel(_) => FailureKind::Kernel,
             _ => FailureKind::Log,
+        }
+    }
+
+    pub fn of_lsmod(e: &LsmodError) -> Self {
+        match e {
+            LsmodError::Kernel(_) => FailureKind::Kernel,
+            _ => FailureKind::Modules,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The requester side and the analysis.
 //!
 //! ```text
-//!   ps / profile / dmesg (CLI) ── failure: the typed failure line (`--errors json`) and exit statuses
+//!   ps / profile / dmesg / lsmod (CLI) ── failure: the typed failure line (`--errors json`) and exit statuses
 //!        │
 //!   introspect   find the kernel, learn the layout (btf | thesis | isf | static | heuristic), walk tasks;
 //!                printk: the kernel log from the printk ring (vmcoreinfo | btf | inferred)

@@ -1,6 +1,7 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
 mod cmd_dmesg;
+mod cmd_lsmod;
 mod cmd_ps;
 
 use anyhow::Result;
@@ -34,6 +35,8 @@ enum Cmd {
     Ps(cmd_ps::PsArgs),
     /// The kernel log (printk ring buffer) of a machine, from its physical memory.
     Dmesg(cmd_dmesg::DmesgArgs),
+    /// The loaded kernel modules of a machine (as /proc/modules), from its physical memory.
+    Lsmod(cmd_lsmod::LsmodArgs),
     /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
     Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
@@ -56,6 +59,7 @@ fn main() -> Result<()> {
     let done = match cli.cmd {
         Cmd::Ps(args) => cmd_ps::run(args),
         Cmd::Dmesg(args) => cmd_dmesg::run(args),
+        Cmd::Lsmod(args) => cmd_lsmod::run(args),
         Cmd::Profile(args) => cmd_ps::run_profile(args),
         Cmd::Corpus(c) => harness::lab::cli::corpus(c).map_err(anyhow::Error::from),
         Cmd::Lab(c) => harness::lab::cli::lab(c).map_err(anyhow::Error::from),

@@ -1,6 +1,6 @@
-//! `ps` and `dmesg` over the wire: a corpus dump served by the software NetTLP endpoint, read by
-//! the DMA requester, gives the same listing and the same kernel log as the image file; the
-//! capture of a `ps` session, replayed, gives the listing again.
+//! `ps`, `dmesg` and `lsmod` over the wire: a corpus dump served by the software NetTLP endpoint,
+//! read by the DMA requester, gives the same listing, kernel log and modules as the image file;
+//! the capture of a session, replayed, gives them again.
 
 mod common;
 
@@ -28,6 +28,12 @@ impl Tap for PcapTap {
 fn loopback(salt: u32) -> Ipv4Addr {
     let x = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(salt.wrapping_mul(40_503));
     Ipv4Addr::new(127, (x % 250 + 2) as u8, (x / 250 % 250 + 2) as u8, (x / 62_500 % 250 + 2) as u8)
+}
+
+/// A salt per test case: the cases of one test run side by side in one process, so a local
+/// address from the pid alone is the same for all of them (`Address already in use`).
+fn salt_of(name: &str) -> u32 {
+    name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 97
 }
 
 /// Serve a corpus dump over NetTLP on a free loopback address (recording a capture if asked).
@@ -121,11 +127,49 @@ fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] n
         out.stdout
     };
     let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
-    let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(200));
+    let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(200 + salt_of(name)));
     assert!(cli(&["--target", &url]) == from_image, "{name}: `dmesg --target` differs from `--image`");
     assert!(String::from_utf8_lossy(&from_image).contains("Kernel panic - not syncing"));
     running.stop().expect("endpoint stopped cleanly");
     // `--pcap`: the session's capture holds every byte read, and replays to the same log.
     let pcap = pcap.to_str().expect("UTF-8 path");
     assert!(cli(&["--pcap", pcap]) == from_image, "{name}: `dmesg --pcap` differs from `--image`");
+}
+
+/// `lsmod --target` through the emulator lists exactly what `lsmod --image` lists (the module
+/// structures are in the module area, read through the kernel's page tables over the wire),
+/// with both methods that work on a Debian kernel; the capture, replayed with `--pcap`, lists
+/// them again. The table equals the guest's own `/proc/modules` (see `corpus_lsmod.rs`).
+#[rstest]
+fn lsmod_over_the_wire_equals_the_image(#[values("deb-amd64", "deb7-amd64")] name: &str) {
+    use harness::introspect::modules::{lsmod, render::table, LsmodOptions, ModMethod};
+    let e = entry(name);
+    let m = harness::lab::corpus::Mode::Panicked;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pcap = dir.path().join("lsmod.pcap");
+    let (running, addr) = serve(&e, m, Some(&pcap));
+    let wire = connect(addr);
+    for method in [ModMethod::Btf, ModMethod::Inferred] {
+        let opts = LsmodOptions { method: Some(method), ..Default::default() };
+        let local = lsmod(dump(&e, m).as_ref(), &opts).unwrap_or_else(|err| panic!("{name} {method}: {err}"));
+        let remote = lsmod(wire.as_ref(), &opts).unwrap_or_else(|err| panic!("{name} {method} over the wire: {err}"));
+        assert_eq!(remote.error, None);
+        assert!(!remote.modules.is_empty());
+        assert!(remote.modules == local.modules, "{name} {method}: the modules over the wire differ");
+        assert_eq!(table(&remote.modules), table(&local.modules));
+    }
+    drop(wire);
+    let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
+    let cli = |src: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("lsmod").args(src).output().expect("running harness");
+        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
+    let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(300 + salt_of(name)));
+    assert!(cli(&["--target", &url]) == from_image, "{name}: `lsmod --target` differs from `--image`");
+    assert!(String::from_utf8_lossy(&from_image).contains("ts_kmp"));
+    running.stop().expect("endpoint stopped cleanly");
+    let pcap = pcap.to_str().expect("UTF-8 path");
+    assert!(cli(&["--pcap", pcap]) == from_image, "{name}: `lsmod --pcap` differs from `--image`");
 }

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! `printk::dmesg` shares `scan`, `kallsyms`, `kspace` and `Counting`, then reads the printk ring
-//! buffer instead of walking tasks (see [`printk`]).
+//! buffer instead of walking tasks (see [`printk`]); `modules::lsmod` walks the `modules` list
+//! (see [`modules`]).
 //!
 //! Invariant: guest memory is adversarial. Every parser is bounds-checked, every loop bounded,
 //! and a failure part-way returns what was read so far together with an error naming the
@@ -34,6 +35,7 @@ pub mod kallsyms;
 pub mod kernel;
 pub mod kspace;
 pub mod layout;
+pub mod modules;
 pub mod names;
 pub mod naming;
 pub mod output;

@@ -62,7 +62,10 @@ fn qemu_version() -> Result<String> {
 
 pub fn recipe_hash(recipe: &Recipe, kernel_hash: &str, workload_hash: &str, qemu: &str) -> String {
     let formats: Vec<&str> = recipe.extra_formats.iter().map(|f| f.as_str()).collect();
-    let params = format!("{MEMORY_MIB} {SMP} {} {}", recipe.append(), formats.join(","));
+    let mut params = format!("{MEMORY_MIB} {SMP} {} {}", recipe.append(), formats.join(","));
+    if matches!(recipe.kernel, KernelRecipe::Debian { .. }) {
+        params.push_str(&format!(" modules={} unsigned={}", debian::GUEST_MODULES.join(","), debian::UNSIGNED_GUEST_MODULES.join(",")));
+    }
     hash_parts(&[
         &LAB_VERSION.to_le_bytes(),
         recipe.name.as_bytes(),
@@ -94,6 +97,21 @@ pub fn kernel(cache: &Cache, apt: &Apt, recipe: &Recipe, jobs: u32) -> Result<Ke
             let src = custom::resolve_source(apt, series)?;
             custom::build(cache, apt, &src, recipe.name, fragment, jobs)
         }
+    }
+}
+
+/// The initramfs `recipe`'s guest boots, and the names of the modules its agent loads (the
+/// [`debian::GUEST_MODULES`] from a Debian kernel's own packages; none for custom kernels,
+/// which are built without `CONFIG_MODULES`).
+pub fn guest_initramfs(cache: &Cache, apt: &Apt, recipe: &Recipe) -> Result<(guest::Initramfs, Vec<String>)> {
+    match &recipe.kernel {
+        KernelRecipe::Debian { series, flavour } => {
+            let resolved = debian::resolve(apt, series, flavour)?;
+            let modules = debian::guest_modules(cache, apt, &resolved)?;
+            let names = modules.iter().map(|(f, _)| f.trim_end_matches(".ko").to_string()).collect();
+            Ok((guest::initramfs_with_modules(cache, &modules)?, names))
+        }
+        KernelRecipe::Custom { .. } => Ok((guest::initramfs(cache)?, Vec::new())),
     }
 }
 
@@ -141,13 +159,13 @@ pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, O
         }
         tracing::info!("{}: building (recipe {})", r.name, &rhash[..16]);
         let art = kernel(cache, &apt, r, opts.jobs)?;
-        let initrd = guest::initramfs(cache)?;
+        let (initrd, modules) = guest_initramfs(cache, &apt, r)?;
         let final_dir = cache.corpus().join(r.name);
         let tmp_dir = cache.corpus().join(format!(".{}.tmp", r.name));
         if tmp_dir.exists() {
             std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
         }
-        record::record(r, &art, &initrd.path, &rhash, &tmp_dir)?;
+        record::record(r, &art, &initrd.path, &modules, &rhash, &tmp_dir)?;
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
         }

@@ -3,6 +3,7 @@
 //! ```text
 //!   corpus/<name>/entry.json            Entry (this module), paths inside relative to the entry dir
 //!   corpus/<name>/running/truth.jsonl   guest /proc view right before the running dump (truth.rs)
+//!   corpus/<name>/running/modules.txt   guest /proc/modules right before that view (Debian kernels: a few loaded)
 //!   corpus/<name>/running/dump.elf      QMP dump-guest-memory, ELF, paging=false
 //!   corpus/<name>/running/dump.kdump    (some entries) kdump-compressed zlib, flattened by QEMU 7.2
 //!   corpus/<name>/running/dump.raw      (some entries) guest RAM file: file offset == guest physical address
@@ -88,6 +89,10 @@ pub struct ModeRecord {
     pub threads: usize,
     /// ELF first, then the extra formats.
     pub dumps: Vec<Dump>,
+    /// Relative to the entry directory: the guest's `/proc/modules`, taken right before the
+    /// thread truth (entries recorded before the agent read it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +163,21 @@ impl Entry {
         })?;
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         truth::parse_jsonl(&bytes).map_err(|what| Error::Invalid { path, what })
+    }
+    /// The guest's `/proc/modules` of one mode, parsed; an error names the entry when it was
+    /// recorded without it (rebuild it: `harness corpus build --only NAME`).
+    pub fn modules_truth(&self, mode: Mode) -> Result<Vec<truth::Module>> {
+        let rel = self.modes.get(&mode).and_then(|m| m.modules.clone()).ok_or_else(|| Error::Invalid {
+            path: self.dir.join("entry.json"),
+            what: format!(
+                "no /proc/modules truth for {} mode (recorded before the agent read it): harness corpus build --only {}",
+                mode.as_str(),
+                self.name
+            ),
+        })?;
+        let path = self.path(&rel);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        truth::parse_modules(&bytes).map_err(|what| Error::Invalid { path, what })
     }
     /// The true layout from the kernel's own build (`reference/layout.json`).
     pub fn layout(&self) -> Result<Layout> {

@@ -235,9 +235,134 @@ pub fn fetch(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<DebianKernel> {
     Ok(kernel)
 }
 
+/// Modules the lab loads into every Debian guest, by path under `lib/modules/R/kernel/`: built as
+/// modules in every Debian kernel of the corpus (5.10 to 7.x: `CONFIG_FAT_FS`, `CONFIG_MSDOS_FS`,
+/// `CONFIG_TEXTSEARCH_{BM,FSM,KMP}=m`), small, and without dependencies except `msdos`, which
+/// depends on `fat` alone (so `fat` is in use: refcount 1, used by `msdos`). The agent loads
+/// them in file-name order, `fat` before `msdos`.
+pub const GUEST_MODULES: &[&str] = &["fs/fat/fat", "fs/fat/msdos", "lib/ts_bm", "lib/ts_fsm", "lib/ts_kmp"];
+
+/// The module name of a [`GUEST_MODULES`] path.
+pub fn module_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+/// Of those, the ones loaded with their signature removed: the kernel (`CONFIG_MODULE_SIG=y`,
+/// not forced) loads them and taints them `E`, so the truth has a tainted module.
+pub const UNSIGNED_GUEST_MODULES: &[&str] = &["ts_bm"];
+
+/// The marker at the end of a signed module (`include/linux/module_signature.h`).
+const SIG_MARKER: &[u8] = b"~Module signature appended~\n";
+
+/// A signed module without its signature: the marker, `struct module_signature` (12 bytes:
+/// `algo, hash, id_type, signer_len, key_id_len, pad[3], __be32 sig_len`) and the signer, key
+/// id and signature it counts, taken off the end.
+pub fn strip_signature(ko: &[u8]) -> std::result::Result<&[u8], String> {
+    let body = ko.strip_suffix(SIG_MARKER).ok_or("no module signature marker at the end")?;
+    let info = body.len().checked_sub(12).map(|at| &body[at..]).ok_or("shorter than struct module_signature")?;
+    let sig_len = u32::from_be_bytes([info[8], info[9], info[10], info[11]]) as usize;
+    let total = 12 + info[3] as usize + info[4] as usize + sig_len;
+    body.len().checked_sub(total).map(|end| &body[..end]).ok_or_else(|| format!("signature of {total} bytes is longer than the module"))
+}
+
+/// The [`GUEST_MODULES`] of `k` from its own packages, uncompressed: `(file name, bytes)` in
+/// the list's order (extracted once into `netdma-modules/`, whose stamp names the list). The
+/// image package holds them up to 6.12; 7.x splits them into `linux-modules-R`, which is
+/// downloaded then. Debian compresses them with xz from 6.12 on;
+/// they are uncompressed here so that loading needs no `CONFIG_MODULE_DECOMPRESS`.
+pub fn guest_modules(cache: &Cache, apt: &Apt, k: &Resolved) -> Result<Vec<(String, Vec<u8>)>> {
+    let Resolved { release, package, version } = k;
+    let dir = cache.deb_root(package, version).join("netdma-modules");
+    let stamp = dir.join(".complete");
+    let stamp_text = format!("{package} {version} {}\n", GUEST_MODULES.join(","));
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_text.as_str()) {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        let mut debs = vec![apt.download(&cache.debs(), package, version)?];
+        let modules_pkg = format!("linux-modules-{release}");
+        if apt.depends(package)?.contains(&modules_pkg) {
+            debs.push(apt.download(&cache.debs(), &modules_pkg, version)?);
+        }
+        let mut found = Vec::new();
+        for deb in &debs {
+            for m in members(deb)? {
+                if GUEST_MODULES.iter().any(|g| m.ends_with(&format!("/kernel/{g}.ko")) || m.ends_with(&format!("/kernel/{g}.ko.xz"))) {
+                    found.push((deb.clone(), m));
+                }
+            }
+        }
+        let missing: Vec<&str> = GUEST_MODULES
+            .iter()
+            .copied()
+            .filter(|g| !found.iter().any(|(_, m)| m.contains(&format!("/kernel/{g}.ko"))))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Invalid {
+                path: debs[0].clone(),
+                what: format!("modules {missing:?} are in none of {:?}", debs),
+            });
+        }
+        let raw = dir.join("raw");
+        for (deb, m) in &found {
+            extract(deb, &raw, &[m.as_str()], false)?;
+            let src = raw.join(m.trim_start_matches("./"));
+            let file = src.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let bytes = if let Some(stem) = file.strip_suffix(".xz") {
+                let out = Command::new("xz").arg("-dc").arg(&src).output().map_err(|_| Error::MissingPackages {
+                    install: "apt-get install -y xz-utils".into(),
+                })?;
+                if !out.status.success() {
+                    return Err(Error::Command {
+                        cmd: format!("xz -dc {}", src.display()),
+                        status: out.status.to_string(),
+                        detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    });
+                }
+                std::fs::write(dir.join(stem), &out.stdout).map_err(io(dir.join(stem)))?;
+                continue;
+            } else {
+                std::fs::read(&src).map_err(io(&src))?
+            };
+            std::fs::write(dir.join(&file), bytes).map_err(io(dir.join(&file)))?;
+        }
+        std::fs::remove_dir_all(&raw).map_err(io(&raw))?;
+        std::fs::write(&stamp, &stamp_text).map_err(io(&stamp))?;
+    }
+    GUEST_MODULES
+        .iter()
+        .map(|g| {
+            let g = module_name(g);
+            let name = format!("{g}.ko");
+            let p = dir.join(&name);
+            let bytes = std::fs::read(&p).map_err(io(&p))?;
+            if UNSIGNED_GUEST_MODULES.contains(&g) {
+                let unsigned = strip_signature(&bytes).map_err(|what| Error::Invalid { path: p.clone(), what })?;
+                return Ok((name, unsigned.to_vec()));
+            }
+            Ok((name, bytes))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_stripped() {
+        let mut ko = b"\x7fELF...module".to_vec();
+        let signed_len = ko.len();
+        ko.extend_from_slice(b"SIGNER" /* signer */);
+        ko.extend_from_slice(b"KEY" /* key id */);
+        ko.extend_from_slice(&[0xab; 5] /* signature */);
+        ko.extend_from_slice(&[0, 0, 2, 6, 3, 0, 0, 0, 0, 0, 0, 5]);
+        ko.extend_from_slice(SIG_MARKER);
+        assert_eq!(strip_signature(&ko).unwrap(), &ko[..signed_len]);
+        assert!(strip_signature(b"\x7fELF").is_err());
+        let mut short = SIG_MARKER.to_vec();
+        short.splice(0..0, [0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        assert!(strip_signature(&short).unwrap_err().contains("longer"));
+    }
 
     #[test]
     fn releases_of_every_naming_scheme() {

@@ -91,6 +91,42 @@ pub fn initramfs(cache: &Cache) -> Result<Initramfs> {
     Ok(Initramfs { path, hash })
 }
 
+/// The initramfs with `modules` (`(file name, bytes)`) appended under `lib/modules/netdma/`,
+/// where the agent loads them from at start; built once per input hash. Without modules it is
+/// [`initramfs`] itself.
+pub fn initramfs_with_modules(cache: &Cache, modules: &[(String, Vec<u8>)]) -> Result<Initramfs> {
+    let base = initramfs(cache)?;
+    if modules.is_empty() {
+        return Ok(base);
+    }
+    let mut parts: Vec<&[u8]> = vec![base.hash.as_bytes()];
+    for (name, bytes) in modules {
+        parts.push(name.as_bytes());
+        parts.push(bytes);
+    }
+    let hash = hash_parts(&parts);
+    let dir = cache.initramfs(&format!("{}-modules", &hash[..16]));
+    let path = dir.join("initramfs.cpio");
+    if path.is_file() {
+        return Ok(Initramfs { path, hash });
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut a = Archive::new();
+    for d in ["lib", "lib/modules", "lib/modules/netdma"] {
+        a.dir(d);
+    }
+    for (name, bytes) in modules {
+        a.file(&format!("lib/modules/netdma/{name}"), 0o644, bytes);
+    }
+    // The kernel unpacks concatenated newc archives in order.
+    let mut bytes = std::fs::read(&base.path).map_err(io(&base.path))?;
+    bytes.extend_from_slice(&a.finish());
+    let tmp = dir.join("initramfs.cpio.tmp");
+    std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(Initramfs { path, hash })
+}
+
 /// `src` written to `dir/src_name` and compiled with `gcc -static -O2 -Wall` (and `extra`) to
 /// `dir/out_name`; the binary's bytes.
 pub(crate) fn compile(dir: &Path, src_name: &str, src: &str, out_name: &str, extra: &[&str]) -> Result<Vec<u8>> {

@@ -12,7 +12,7 @@ use crate::lab::cache::Cache;
 use crate::lab::error::io;
 use crate::lab::qemu::{Guest, GuestSpec};
 use crate::lab::record::guest_spec;
-use crate::lab::{build, guest, recipe, Error, Result};
+use crate::lab::{build, recipe, Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LiveGuest {
@@ -78,7 +78,7 @@ pub fn boot(cache: &Cache, name: &str, jobs: u32) -> Result<LiveGuest> {
     }
     crate::lab::setup::ensure_packages()?;
     let art = build::kernel(cache, &crate::lab::apt::Apt::open(cache)?, &r, jobs)?;
-    let initrd = guest::initramfs(cache)?;
+    let (initrd, _modules) = build::guest_initramfs(cache, &crate::lab::apt::Apt::open(cache)?, &r)?;
     let run_dir = cache.live(name);
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     let shm = std::path::Path::new("/dev/shm");

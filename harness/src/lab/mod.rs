@@ -7,12 +7,13 @@
 //!   ├─ apt        a private apt configuration in the cache (bullseye, bookworm(-security), sid)
 //!   ├─ debian     apt-get download / dpkg-deb of image, headers and kbuild packages
 //!   ├─ custom     linux-source-<series> + config fragments → bzImage (kbuild, niced, with progress)
-//!   ├─ guest      initramfs: busybox-static + static C workload and agent (harness/guest/)
+//!   ├─ guest      initramfs: busybox-static + static C workload and agent (harness/guest/),
+//!   │             plus, for Debian kernels, modules from the kernel's own package (debian.rs)
 //!   ├─ qemu       one QEMU process: QMP, control port (second serial), console log
 //!   └─ record     truth → dump (running) → truth → sysrq c → dump (panicked)
 //!   console   the serial console as truth for the kernel log (kernel lines, subsequence check)
 //!   corpus    the on-disk contract read by the introspection tests (Corpus, Entry)
-//!   truth     one ground-truth record per thread (JSON Lines)
+//!   truth     one ground-truth record per thread (JSON Lines), and the guest's /proc/modules
 //!   live      lab boot / panic / stop: a guest left running on a shared RAM file
 //!   setup     the Debian packages the lab needs (installed as root, else the command to run)
 //!   shellport a guest with a shell on ttyS2 (the experiments' in-guest agent), N sleepers, RAM size
@@ -42,4 +43,4 @@ pub mod truth;
 pub use error::{Error, Result};
 
 /// Bumped whenever the lab's recording procedure changes; part of every entry's recipe hash.
-pub const LAB_VERSION: u32 = 1;
+pub const LAB_VERSION: u32 = 2;

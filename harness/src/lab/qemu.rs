@@ -331,6 +331,12 @@ impl Control {
     /// newline). Lines before the section's `begin` (e.g. repeated `ready`) are skipped.
     pub fn section(&mut self, command: &str, name: &str, timeout: Duration) -> Result<Vec<u8>> {
         self.send(command)?;
+        self.next_section(name, timeout)
+    }
+
+    /// Collects the next section `name` without sending anything (the agent answers some
+    /// commands with several sections). Lines before its begin line are skipped.
+    pub fn next_section(&mut self, name: &str, timeout: Duration) -> Result<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         let what = format!("section {name}");
         let begin = format!("@@netdma begin {name}");

@@ -5,8 +5,9 @@
 //!                                                                             └─ sysrq c ── "end Kernel panic" ── stop, dump(s)
 //! ```
 //! Invariant: each truth is the guest's own /proc view taken immediately before its dump (for the
-//! panicked mode: the last view before the agent writes `c` to /proc/sysrq-trigger); the guest is
-//! paused (`stop`) for every dump, so all formats of one mode hold the same memory.
+//! panicked mode: the last view before the agent writes `c` to /proc/sysrq-trigger), its
+//! `/proc/modules` right before the threads; the guest is paused (`stop`) for every dump, so all
+//! formats of one mode hold the same memory.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,13 +74,15 @@ pub fn guest_spec(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, ram_pat
 
 /// Records `recipe` into `dir` (created; must not exist) and returns the entry (entry.json written
 /// last).
-pub fn record(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, recipe_hash: &str, dir: &Path) -> Result<Entry> {
+///
+/// `modules` are the modules the guest's agent loads; each must be `Live` in both modes' truth.
+pub fn record(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, modules: &[String], recipe_hash: &str, dir: &Path) -> Result<Entry> {
     for sub in ["running", "panicked", "reference", "logs"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(io(dir.join(sub)))?;
     }
     let ram = ram_file(recipe.name);
     let spec = guest_spec(recipe, art, initrd, ram.clone(), dir.join("logs"));
-    let result = record_guest(recipe, spec, dir);
+    let result = record_guest(recipe, spec, modules, dir);
     let _ = std::fs::remove_file(&ram);
     for sock in ["qmp.sock", "ctl.sock"] {
         let _ = std::fs::remove_file(dir.join("logs").join(sock));
@@ -127,7 +130,7 @@ pub fn record(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, recipe_hash
 
 type Recorded = (String, std::collections::BTreeMap<Mode, ModeRecord>, Option<String>);
 
-fn record_guest(recipe: &Recipe, spec: GuestSpec, dir: &Path) -> Result<Recorded> {
+fn record_guest(recipe: &Recipe, spec: GuestSpec, expected_modules: &[String], dir: &Path) -> Result<Recorded> {
     let t0 = Instant::now();
     let ram = spec.ram_path.clone();
     let mut guest = Guest::launch(spec, false)?;
@@ -135,12 +138,14 @@ fn record_guest(recipe: &Recipe, spec: GuestSpec, dir: &Path) -> Result<Recorded
     tracing::info!("{}: guest {release} ready after {:.1} s", recipe.name, t0.elapsed().as_secs_f64());
     let mut modes = std::collections::BTreeMap::new();
 
-    let truth = guest.control().section("truth running", "truth", TRUTH_TIMEOUT)?;
+    let mods = guest.control().section("truth running", "modules", TRUTH_TIMEOUT)?;
+    let modules = Some(save_modules(dir, Mode::Running, &mods, expected_modules)?);
+    let truth = guest.control().next_section("truth", TRUTH_TIMEOUT)?;
     let threads = save_truth(dir, Mode::Running, &truth)?;
     guest.qmp().stop()?;
     let dumps = dump_all(&mut guest, recipe, dir, Mode::Running, &ram)?;
     guest.qmp().cont()?;
-    modes.insert(Mode::Running, ModeRecord { truth: "running/truth.jsonl".into(), threads, dumps });
+    modes.insert(Mode::Running, ModeRecord { truth: "running/truth.jsonl".into(), threads, dumps, modules });
 
     let t1 = Instant::now();
     let syms = guest.control().section("kallsyms", "kallsyms", KALLSYMS_TIMEOUT)?;
@@ -153,12 +158,14 @@ fn record_guest(recipe: &Recipe, spec: GuestSpec, dir: &Path) -> Result<Recorded
         None
     };
 
-    let truth = guest.control().section("panic", "truth", TRUTH_TIMEOUT)?;
+    let mods = guest.control().section("panic", "modules", TRUTH_TIMEOUT)?;
+    let modules = Some(save_modules(dir, Mode::Panicked, &mods, expected_modules)?);
+    let truth = guest.control().next_section("truth", TRUTH_TIMEOUT)?;
     let threads = save_truth(dir, Mode::Panicked, &truth)?;
     guest.wait_panic(PANIC_TIMEOUT)?;
     guest.qmp().stop()?;
     let dumps = dump_all(&mut guest, recipe, dir, Mode::Panicked, &ram)?;
-    modes.insert(Mode::Panicked, ModeRecord { truth: "panicked/truth.jsonl".into(), threads, dumps });
+    modes.insert(Mode::Panicked, ModeRecord { truth: "panicked/truth.jsonl".into(), threads, dumps, modules });
     guest.quit()?;
     tracing::info!("{}: recorded in {:.1} s", recipe.name, t0.elapsed().as_secs_f64());
     Ok((release, modes, kallsyms))
@@ -180,6 +187,25 @@ fn save_truth(dir: &Path, mode: Mode, body: &[u8]) -> Result<usize> {
     }
     std::fs::write(&path, body).map_err(io(&path))?;
     Ok(threads.len())
+}
+
+/// Saves the guest's `/proc/modules` as `MODE/modules.txt` after checking that it parses and
+/// that every module the agent was given is there and `Live` (a module that failed to load
+/// is named on the console by the agent).
+fn save_modules(dir: &Path, mode: Mode, body: &[u8], expected: &[String]) -> Result<String> {
+    let rel = format!("{}/modules.txt", mode.as_str());
+    let path = dir.join(&rel);
+    let modules = truth::parse_modules(body).map_err(|what| Error::Invalid { path: path.clone(), what })?;
+    for name in expected {
+        if !modules.iter().any(|m| &m.name == name && m.state == "Live") {
+            return Err(Error::Invalid {
+                path: path.clone(),
+                what: format!("module {name} is not Live in the guest's /proc/modules (see logs/console.log)"),
+            });
+        }
+    }
+    std::fs::write(&path, body).map_err(io(&path))?;
+    Ok(rel)
 }
 
 /// Dumps the paused guest as ELF plus the recipe's extra formats.

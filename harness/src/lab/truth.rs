@@ -69,9 +69,87 @@ pub fn parse_jsonl(bytes: &[u8]) -> Result<Vec<Thread>, String> {
     Ok(out)
 }
 
+/// One line of the guest's `/proc/modules` (`kernel/module/procfs.c`, `m_show`):
+/// `NAME SIZE REFCOUNT DEPS STATE ADDRESS[ (TAINTS)]`, e.g. `ts_kmp 12288 0 - Live 0xffffffffc0a2c000 (E)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Module {
+    pub name: String,
+    /// Bytes of the module's memory (core, plus init while it is still loading).
+    pub size: u64,
+    /// `module_refcount()`, or `None` printed as `-` without `CONFIG_MODULE_UNLOAD`.
+    pub refcount: Option<i64>,
+    /// The modules using this one (`NAME,` each), `[permanent]`, or empty for `-`.
+    pub deps: Vec<String>,
+    /// `Live`, `Loading` or `Unloading`.
+    pub state: String,
+    /// The core text address as printed (0 when the reader may not see kernel addresses).
+    pub address: u64,
+    /// The letters between the parentheses (taints, then `+` loading or `-` unloading), or empty.
+    pub taints: String,
+}
+
+/// At most this many modules per file.
+pub const MAX_MODULES: usize = 10_000;
+
+pub fn parse_modules(bytes: &[u8]) -> Result<Vec<Module>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        if out.len() >= MAX_MODULES {
+            return Err(format!("more than {MAX_MODULES} modules"));
+        }
+        let bad = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() != 6 && f.len() != 7 {
+            return Err(bad("not 6 or 7 fields"));
+        }
+        let refcount = match f[2] {
+            "-" => None,
+            r => Some(r.parse().map_err(|_| bad("refcount"))?),
+        };
+        let deps = match f[3] {
+            "-" => Vec::new(),
+            d => d.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        };
+        if !matches!(f[4], "Live" | "Loading" | "Unloading") {
+            return Err(bad("state"));
+        }
+        let address = f[5].strip_prefix("0x").and_then(|a| u64::from_str_radix(a, 16).ok()).ok_or_else(|| bad("address"))?;
+        let taints = match f.get(6) {
+            None => String::new(),
+            Some(t) => t.strip_prefix('(').and_then(|t| t.strip_suffix(')')).ok_or_else(|| bad("taints"))?.to_string(),
+        };
+        out.push(Module {
+            name: f[0].to_string(),
+            size: f[1].parse().map_err(|_| bad("size"))?,
+            refcount,
+            deps,
+            state: f[4].to_string(),
+            address,
+            taints,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_proc_modules() {
+        let text = b"ts_kmp 12288 0 - Live 0xffffffffc0a2c000 (E)\nxor 24576 1 btrfs, Live 0x0000000000000000\n";
+        let m = parse_modules(text).unwrap();
+        assert_eq!(m[0].name, "ts_kmp");
+        assert_eq!((m[0].size, m[0].refcount, m[0].address), (12288, Some(0), 0xffffffffc0a2c000));
+        assert_eq!((m[0].state.as_str(), m[0].taints.as_str()), ("Live", "E"));
+        assert_eq!((m[1].deps.clone(), m[1].taints.as_str()), (vec!["btrfs".to_string()], ""));
+        assert!(parse_modules(b"x 1 0 - Dead 0x0\n").is_err());
+        assert!(parse_modules(b"x 1 0 - Live\n").is_err());
+    }
 
     #[test]
     fn parses_and_rejects() {

@@ -76,7 +76,8 @@ fn panicked_log_holds_every_console_line(
         "custom6.12-bare",
         "custom7-thesis",
         "custom7-randstruct",
-        "custom7-bare"
+        "custom7-bare",
+        "custom-smp-preempt-kaslr"
     )]
     name: &str,
     #[values(PrbMethod::Auto, PrbMethod::Vmcoreinfo, PrbMethod::Btf, PrbMethod::Inferred)] method: PrbMethod,
@@ -176,7 +177,7 @@ fn snapshot_of_the_first_lines() {
 }
 
 /// The kernels `panicked_log_holds_every_console_line` names (rstest's values must be literals).
-const NAMED: [&str; 18] = [
+const NAMED: [&str; 19] = [
     "deb-amd64",
     "deb-cloud-amd64",
     "deb-rt-amd64",
@@ -195,6 +196,7 @@ const NAMED: [&str; 18] = [
     "custom7-thesis",
     "custom7-randstruct",
     "custom7-bare",
+    "custom-smp-preempt-kaslr",
 ];
 
 /// Every kernel named is a corpus recipe, and every corpus kernel built here is named.

@@ -34,6 +34,7 @@ const CUSTOM: &[&str] = &[
     "custom7-thesis",
     "custom7-randstruct",
     "custom7-bare",
+    "custom-smp-preempt-kaslr",
 ];
 /// What the lab loads into every Debian guest (`lab::debian::GUEST_MODULES`).
 const LOADED: &[&str] = &["fat", "msdos", "ts_bm", "ts_fsm", "ts_kmp"];
@@ -150,7 +151,8 @@ fn custom_kernels_have_no_modules(
         "custom6.12-bare",
         "custom7-thesis",
         "custom7-randstruct",
-        "custom7-bare"
+        "custom7-bare",
+        "custom-smp-preempt-kaslr"
     )]
     name: &str,
     #[values(ModMethod::Auto, ModMethod::Inferred)] method: ModMethod,

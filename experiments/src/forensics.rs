@@ -1,6 +1,7 @@
-//! `forensics`: why did it panic? The kernel log read from memory alone (`harness dmesg`,
-//! method `auto`, no prior knowledge of the kernel), from each corpus kernel's dumps and over
-//! NetTLP from the same dumps served by `emulator serve`, against the guest's serial console.
+//! `forensics`: why did it panic, and what was loaded? The kernel log and the module list read
+//! from memory alone (`harness dmesg` and `harness lsmod`, method `auto`, no prior knowledge of
+//! the kernel), from each corpus kernel's dumps and over NetTLP from the same dumps served by
+//! `emulator serve`, against the guest's serial console and its own `/proc/modules`.
 //!
 //! Truth is the console (`logs/console.log`, [`harness::lab::console`]): QEMU recorded it from
 //! boot through the panic, and the running dump, the panicked dump and the console come from one
@@ -15,12 +16,18 @@
 //!   been printed just after the dump); a log that lost its newest records is charged for none
 //!   of them, which the panicked row (a superset, same boot) would show.
 //!
+//! Modules: the lab's agent saved `/proc/modules` just before each dump; `modules_exact` is
+//! whether `lsmod` listed exactly those lines, every column, in order
+//! ([`harness::introspect::compare::module_columns`]). A kernel built without `CONFIG_MODULES`
+//! holds none, and `lsmod` saying so (its error names the missing list) counts as exact.
+//!
 //! Invariant: `matched <= console_lines`, and a run that fails (no ring found, a read that times
 //! out) is a row with `ok = false`, its error, and nothing matched; never an omitted row.
 //!
 //! ```text
 //! results/forensics.csv  kernel,release,mode,source,ok,error,method,records,console_lines,
-//!                        matched,panic_expected,panic_found,wall_ms,dma_reads,dma_bytes, + stamp
+//!                        matched,panic_expected,panic_found,wall_ms,dma_reads,dma_bytes,
+//!                        modules_truth,modules_found,modules_exact,lsmod_method,lsmod_ms, + stamp
 //! ```
 
 use std::fmt;
@@ -28,6 +35,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use emulator::mem::{Deadline, PhysMem};
+use harness::introspect::compare::{module_columns, truth_module_columns};
+use harness::introspect::modules::{lsmod, LsmodError, LsmodOptions};
 use harness::introspect::printk::render::text;
 use harness::introspect::printk::{dmesg, DmesgOptions, DmesgReport};
 use harness::lab::console::{kernel_lines, missing, timestamp_ns};
@@ -68,6 +77,14 @@ pub struct ForensicsRow {
     pub wall_ms: f64,
     pub dma_reads: u64,
     pub dma_bytes: u64,
+    /// Lines of the guest's `/proc/modules`.
+    pub modules_truth: usize,
+    /// Modules `lsmod` listed (0 when it found no list).
+    pub modules_found: usize,
+    pub modules_exact: bool,
+    /// The layout method `auto` used, or why there was no list.
+    pub lsmod_method: String,
+    pub lsmod_ms: f64,
 }
 
 pub struct ForensicsRun {
@@ -113,12 +130,15 @@ impl Experiment for Forensics {
                 panic_expected: mode == Mode::Panicked,
                 ..ForensicsRow::default()
             };
-            rows.push(score(ForensicsRow { source: "image".into(), ..base.clone() }, mem.as_ref(), &console));
+            let modules = e.modules_truth(mode).map_err(|err| RunError::Prerequisite(format!("{}: {err}", e.name)))?;
+            let row = score(ForensicsRow { source: "image".into(), ..base.clone() }, mem.as_ref(), &console);
+            rows.push(score_modules(row, mem.as_ref(), &modules));
             drop(mem);
             let served = Served::start_polling(&path, None, WIRE_ADDR, &[])?;
             let req = served.requester("")?;
             let mem = Deadline::new(&req, WIRE_BUDGET);
-            rows.push(score(ForensicsRow { source: "wire".into(), ..base }, &mem as &dyn PhysMem, &console));
+            let row = score(ForensicsRow { source: "wire".into(), ..base }, &mem as &dyn PhysMem, &console);
+            rows.push(score_modules(row, &mem as &dyn PhysMem, &modules));
         }
         Ok(rows)
     }
@@ -133,8 +153,9 @@ impl Experiment for Forensics {
                 let complete = of.iter().filter(|r| r.ok && r.matched == r.console_lines).count();
                 let (m, c) = of.iter().fold((0, 0), |(m, c), r| (m + r.matched, c + r.console_lines));
                 let panics = of.iter().filter(|r| r.panic_found).count();
+                let modules = of.iter().filter(|r| r.modules_exact).count();
                 out.push(format!(
-                    "{mode:<8} {source:<5}: every console line on {complete}/{} kernels ({m}/{c} lines), panic message on {panics}",
+                    "{mode:<8} {source:<5}: every console line on {complete}/{} kernels ({m}/{c} lines), panic message on {panics}, /proc/modules exact on {modules}",
                     of.len()
                 ));
             }
@@ -177,12 +198,35 @@ fn score(mut row: ForensicsRow, mem: &dyn PhysMem, console: &[String]) -> Forens
     row
 }
 
+/// The module list of `mem` against the guest's `/proc/modules`.
+fn score_modules(mut row: ForensicsRow, mem: &dyn PhysMem, truth: &[harness::lab::truth::Module]) -> ForensicsRow {
+    row.modules_truth = truth.len();
+    let t = Instant::now();
+    let result = lsmod(mem, &LsmodOptions::default());
+    row.lsmod_ms = t.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok(r) => {
+            row.modules_found = r.modules.len();
+            row.lsmod_method = r.located.method.to_string();
+            let ours: Vec<_> = r.modules.iter().map(module_columns).collect();
+            let want: Vec<_> = truth.iter().map(truth_module_columns).collect();
+            row.modules_exact = r.error.is_none() && ours == want;
+        }
+        Err(LsmodError::NoModules(why)) => {
+            row.lsmod_method = analysis::one_line(&format!("no modules list: {why}"), 120);
+            row.modules_exact = truth.is_empty();
+        }
+        Err(err) => row.lsmod_method = analysis::one_line(&format!("failed: {err}"), 120),
+    }
+    row
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn row(mode: &str, source: &str, matched: usize, lines: usize, panic: bool) -> ForensicsRow {
-        ForensicsRow { mode: mode.into(), source: source.into(), ok: true, matched, console_lines: lines, panic_found: panic, ..ForensicsRow::default() }
+        ForensicsRow { mode: mode.into(), source: source.into(), ok: true, matched, console_lines: lines, panic_found: panic, modules_exact: true, ..ForensicsRow::default() }
     }
 
     #[test]
@@ -190,7 +234,7 @@ mod tests {
         let rows = [row("panicked", "image", 10, 10, true), row("panicked", "image", 9, 10, false), row("running", "wire", 5, 5, false)];
         let h = Forensics.headline(&rows);
         assert_eq!(h.len(), 2, "{h:?}");
-        assert!(h[0].starts_with("running  wire : every console line on 1/1 kernels (5/5 lines), panic message on 0"), "{h:?}");
-        assert!(h[1].starts_with("panicked image: every console line on 1/2 kernels (19/20 lines), panic message on 1"), "{h:?}");
+        assert_eq!(h[0], "running  wire : every console line on 1/1 kernels (5/5 lines), panic message on 0, /proc/modules exact on 1");
+        assert_eq!(h[1], "panicked image: every console line on 1/2 kernels (19/20 lines), panic message on 1, /proc/modules exact on 2");
     }
 }

@@ -19,6 +19,7 @@ use harness::introspect::modules::{locate, lsmod, modules_head, LsmodError, Lsmo
 use harness::lab::corpus::{Entry, Mode};
 use harness::lab::recipe::default_corpus;
 use harness::lab::truth;
+use harness::introspect::compare::{module_columns, truth_module_columns};
 use rstest::rstest;
 
 const DEBIAN: &[&str] =
@@ -48,16 +49,6 @@ fn modules_truth(e: &Entry, m: Mode) -> Vec<truth::Module> {
     e.modules_truth(m).unwrap_or_else(|err| panic!("{}: {err}", e.name))
 }
 
-type Row = (String, u64, Option<i64>, Option<Vec<String>>, String, u64, Option<String>);
-
-/// Every column of /proc/modules.
-fn row(m: &Module) -> Row {
-    (m.name.clone(), m.size, m.refcount, m.used_by.clone(), m.state.to_string(), m.address, m.taints.clone())
-}
-
-fn truth_row(t: &truth::Module) -> Row {
-    (t.name.clone(), t.size, t.refcount, Some(t.deps.clone()), t.state.clone(), t.address, Some(t.taints.clone()))
-}
 
 /// On every Debian kernel, running and panicked, with every method whose prerequisite the
 /// kernel has: `lsmod` lists exactly the guest's `/proc/modules`, in its order. VMCOREINFO
@@ -103,8 +94,8 @@ fn lsmod_equals_proc_modules(
         (r, _) => r.unwrap_or_else(|err| panic!("{name} {method}: {err}")),
     };
     assert_eq!(r.error, None, "{name} {method}");
-    let ours: Vec<_> = r.modules.iter().map(row).collect();
-    let truth: Vec<_> = t.iter().map(truth_row).collect();
+    let ours: Vec<_> = r.modules.iter().map(module_columns).collect();
+    let truth: Vec<_> = t.iter().map(truth_module_columns).collect();
     assert_eq!(ours, truth, "{name} {} {method} ({})", m.as_str(), r.located.how);
 }
 

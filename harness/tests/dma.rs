@@ -228,7 +228,7 @@ fn lost_completions_are_asked_again_alone() {
 #[test]
 fn losses_are_found_by_later_answers_not_timeouts() {
     let len = 8 << 20;
-    let (s, c) = read_back_through("loss=0.2,seed=10", len, "");
+    let (s, _) = read_back_through("loss=0.2,seed=10", len, "");
     assert_eq!((s.bytes, s.timeouts), (len, 0), "{s}");
     // (the last requests of each batch have no later ones: those wait out their timeout)
     assert!(s.early * 4 > s.retries, "losses found by later answers: {s}");

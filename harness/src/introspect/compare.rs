@@ -1,4 +1,5 @@
-//! Comparing `ps` rows with the guest's own `/proc` ground truth (`lab::truth`).
+//! Comparing `ps` rows with the guest's own `/proc` ground truth (`lab::truth`), and `lsmod`'s
+//! modules with the guest's `/proc/modules` ([`module_columns`]: every column, no tolerance).
 //!
 //! Tolerance rules — the only differences accepted, because the truth is recorded moments
 //! before the dump and the kernel keeps running in between:
@@ -145,6 +146,19 @@ pub fn compare(rows: &[Row], truth: &[TruthThread]) -> Comparison {
         }
     }
     c
+}
+
+/// Every column `/proc/modules` prints: name, size, refcount, used by, state, address, taints.
+pub type ModuleColumns = (String, u64, Option<i64>, Option<Vec<String>>, String, u64, Option<String>);
+
+/// A module `lsmod` listed, as its `/proc/modules` columns.
+pub fn module_columns(m: &crate::introspect::modules::list::Module) -> ModuleColumns {
+    (m.name.clone(), m.size, m.refcount, m.used_by.clone(), m.state.to_string(), m.address, m.taints.clone())
+}
+
+/// A line of the guest's `/proc/modules`, as the same columns.
+pub fn truth_module_columns(t: &crate::lab::truth::Module) -> ModuleColumns {
+    (t.name.clone(), t.size, t.refcount, Some(t.deps.clone()), t.state.clone(), t.address, Some(t.taints.clone()))
 }
 
 #[cfg(test)]

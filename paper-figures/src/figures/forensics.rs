@@ -1,8 +1,10 @@
-//! The kernel log from memory as a heatmap: kernels (rows, grouped by Linux version, oldest
-//! first) × where the memory was read (the dump file, or the dump served over NetTLP), one panel
-//! per mode; each cell the fraction of the guest's console lines found verbatim and in order in
-//! `harness dmesg`'s log, with the lines counted, whether the panic message was found, and the
-//! method `auto` used. A failed run is orange.
+//! The kernel log and the module list from memory as a heatmap: kernels (rows, grouped by Linux
+//! version, oldest first) × what was read (`dmesg`, `lsmod`) and where from (the dump file, or
+//! the dump served over NetTLP), one panel per mode. A `dmesg` cell is the fraction of the
+//! guest's console lines found verbatim and in order in the log, with the lines counted, whether
+//! the panic message was found and the method `auto` used; an `lsmod` cell is 1 when the list
+//! equals the guest's `/proc/modules` in every column, else 0, grey when the kernel has no
+//! modules (built without `CONFIG_MODULES`, which `lsmod` reported). A failed run is orange.
 
 use std::path::Path;
 
@@ -10,14 +12,31 @@ use experiments::forensics::ForensicsRow;
 use harness::introspect::layout::version_of;
 
 use super::{kernels_by_version, load, mode_panels, FigureError, KernelCell};
-use crate::kernel_cell;
 use crate::chart::TickFormat;
 use crate::heatmap::{Cell, Heatmap};
+use crate::kernel_cell;
 use crate::render::Chart;
 
-const SOURCES: [(&str, &str); 2] = [("image", "from the dump"), ("wire", "over NetTLP")];
+const COLUMNS: [(&str, &str); 4] = [
+    ("dmesg image", "dmesg, dump"),
+    ("dmesg wire", "dmesg, NetTLP"),
+    ("lsmod image", "lsmod, dump"),
+    ("lsmod wire", "lsmod, NetTLP"),
+];
 
-pub fn cell(r: &ForensicsRow) -> Cell {
+/// One cell of the figure: a row's `dmesg` or `lsmod` result.
+struct Drawn {
+    kernel: String,
+    release: String,
+    mode: String,
+    /// `"dmesg image"`, ...: a key of [`COLUMNS`].
+    column: String,
+    cell: Cell,
+}
+
+kernel_cell!(Drawn, column);
+
+pub fn dmesg_cell(r: &ForensicsRow) -> Cell {
     if !r.ok {
         return Cell::Failed { text: "failed".into() };
     }
@@ -31,28 +50,50 @@ pub fn cell(r: &ForensicsRow) -> Cell {
     Cell::Value { value: v.clamp(0.0, 1.0), text: format!("{}/{}{panic} ({})", r.matched, r.console_lines, r.method) }
 }
 
-kernel_cell!(ForensicsRow, source);
+pub fn lsmod_cell(r: &ForensicsRow) -> Cell {
+    if r.modules_truth == 0 && r.modules_exact {
+        return Cell::Absent { text: "no modules".into() };
+    }
+    if r.lsmod_method.starts_with("failed") {
+        return Cell::Failed { text: "failed".into() };
+    }
+    let (v, word) = if r.modules_exact { (1.0, "exact") } else { (0.0, "differ") };
+    Cell::Value { value: v, text: format!("{}/{} {word} ({})", r.modules_found, r.modules_truth, r.lsmod_method) }
+}
 
 pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let rows: Vec<ForensicsRow> = load(results_dir, "forensics")?;
-    let kernels = kernels_by_version(&rows, |r| {
-        let v = version_of(&r.release);
-        format!("{}.{} · {}", v.0, v.1, r.kernel)
+    let drawn: Vec<Drawn> = rows
+        .iter()
+        .flat_map(|r| {
+            let at = |what: &str, cell: Cell| Drawn {
+                kernel: r.kernel.clone(),
+                release: r.release.clone(),
+                mode: r.mode.clone(),
+                column: format!("{what} {}", r.source),
+                cell,
+            };
+            [at("dmesg", dmesg_cell(r)), at("lsmod", lsmod_cell(r))]
+        })
+        .collect();
+    let kernels = kernels_by_version(&drawn, |d| {
+        let v = version_of(&d.release);
+        format!("{}.{} · {}", v.0, v.1, d.kernel)
     });
-    let panels = mode_panels(&rows, &kernels, &SOURCES, cell, |mode| format!("{mode} guest: console lines in the log"));
+    let panels = mode_panels(&drawn, &kernels, &COLUMNS, |d| d.cell.clone(), |mode| format!("{mode} guest"));
     let n = panels.len() as u32;
     let label_w = kernels.iter().map(|k| k.1.chars().count()).max().unwrap_or(10) as u32 * 11;
     Ok(Chart::Heatmap(Heatmap {
-        title: "Kernel log read from memory (harness dmesg, no prior knowledge) vs the guest's serial console".into(),
+        title: "Kernel log and modules read from memory (no prior knowledge) vs the guest's console and /proc/modules".into(),
         panels,
-        x_label: "memory read".into(),
+        x_label: "command, memory read".into(),
         y_label: "kernel".into(),
-        scale_label: "console lines found".into(),
+        scale_label: "fraction right".into(),
         min: 0.0,
         max: 1.0,
         format: TickFormat::Number,
-        absent_note: "not run".into(),
-        failed_note: "no log\n(ring not found\nor unreadable)".into(),
-        size: (label_w + 120 + 760 * n + 260, 240 + 70 * kernels.len() as u32),
+        absent_note: "no modules:\nbuilt without\nCONFIG_MODULES".into(),
+        failed_note: "failed\n(ring or list\nnot found)".into(),
+        size: (label_w + 120 + 1200 * n + 300, 240 + 70 * kernels.len() as u32),
     }))
 }

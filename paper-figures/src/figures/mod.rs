@@ -74,7 +74,7 @@ pub fn all() -> Vec<Figure> {
             build: faults::build_time,
         },
         Figure {
-            stem: "forensics-dmesg",
+            stem: "forensics",
             inputs: &["forensics"],
             build: forensics::build,
         },

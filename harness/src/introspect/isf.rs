@@ -99,8 +99,16 @@ fn base_entry(btf: &Btf, t: &Type) -> Result<(String, Value), IsfError> {
 
 /// The type descriptor for `id` (resolving typedefs and qualifiers).
 fn desc(btf: &Btf, names: &Names, id: TypeId) -> Result<Value, IsfError> {
+    desc_within(btf, names, id, MAX_DEPTH)
+}
+
+/// [`desc`] with `budget` steps left: every alias followed and every array or pointer
+/// descended into spends one, shared across the recursion, so a type graph that refers to
+/// itself (an array of itself, a pointer to an array of pointers to it) ends as `void`
+/// instead of exhausting the stack.
+fn desc_within(btf: &Btf, names: &Names, id: TypeId, budget: usize) -> Result<Value, IsfError> {
     let mut id = id;
-    for _ in 0..MAX_DEPTH {
+    for left in (0..budget).rev() {
         if id == 0 {
             return Ok(json!({"kind": "base", "name": "void"}));
         }
@@ -109,12 +117,12 @@ fn desc(btf: &Btf, names: &Names, id: TypeId) -> Result<Value, IsfError> {
             k if k.is_alias() => id = t.size_or_type,
             Kind::Int | Kind::Float => return Ok(json!({"kind": "base", "name": btf.name(&t)?})),
             Kind::Ptr => {
-                let sub = shallow(btf, names, t.size_or_type)?;
+                let sub = shallow(btf, names, t.size_or_type, left)?;
                 return Ok(json!({"kind": "pointer", "subtype": sub}));
             }
             Kind::Array => {
                 let (elem, _, n) = btf.array(&t)?;
-                return Ok(json!({"kind": "array", "count": n, "subtype": desc(btf, names, elem)?}));
+                return Ok(json!({"kind": "array", "count": n, "subtype": desc_within(btf, names, elem, left)?}));
             }
             Kind::Struct | Kind::Union | Kind::Fwd => {
                 let word = if t.kind == Kind::Union || (t.kind == Kind::Fwd && t.kind_flag) { "union" } else { "struct" };
@@ -128,10 +136,11 @@ fn desc(btf: &Btf, names: &Names, id: TypeId) -> Result<Value, IsfError> {
     Ok(json!({"kind": "base", "name": "void"}))
 }
 
-/// A pointer's subtype, without descending into arrays of pointers indefinitely.
-fn shallow(btf: &Btf, names: &Names, id: TypeId) -> Result<Value, IsfError> {
+/// A pointer's subtype, without descending into arrays of pointers indefinitely (shares
+/// [`desc_within`]'s budget).
+fn shallow(btf: &Btf, names: &Names, id: TypeId, budget: usize) -> Result<Value, IsfError> {
     let mut id = id;
-    for _ in 0..MAX_DEPTH {
+    for left in (0..budget).rev() {
         if id == 0 {
             return Ok(json!({"kind": "base", "name": "void"}));
         }
@@ -142,7 +151,7 @@ fn shallow(btf: &Btf, names: &Names, id: TypeId) -> Result<Value, IsfError> {
         }
         return match t.kind {
             Kind::Ptr => Ok(json!({"kind": "pointer", "subtype": {"kind": "base", "name": "void"}})),
-            _ => desc(btf, names, id),
+            _ => desc_within(btf, names, id, left),
         };
     }
     Ok(json!({"kind": "base", "name": "void"}))
@@ -172,7 +181,7 @@ pub fn from_btf(btf: &Btf) -> Result<TypeMaps, IsfError> {
                     let mname = String::from_utf8_lossy(btf.str_at(m.name_off)?).into_owned();
                     let mname = if mname.is_empty() { format!("unnamed_field_{i}") } else { mname };
                     let field = if m.bitfield_size != 0 || (m.bit_offset % 8 != 0) {
-                        let storage = btf.size_of(m.type_id).unwrap_or(4).max(1);
+                        let storage = btf.size_of(m.type_id).unwrap_or(4).clamp(1, u64::from(u32::MAX));
                         let unit_bits = storage * 8;
                         let unit = (m.bit_offset as u64 / unit_bits) * storage;
                         let bits = if m.bitfield_size != 0 { m.bitfield_size as u64 } else { unit_bits };

@@ -205,3 +205,22 @@ fn random_mutations_never_panic() {
         }
     }
 }
+
+/// Found by the `btf` fuzz target: an array whose element is itself sent the ISF writer's
+/// type descriptor into unbounded recursion (a stack overflow), and a bitfield whose
+/// storage type claims ~2^64 bytes overflowed its bit arithmetic.
+#[test]
+fn isf_of_self_referring_and_huge_types_is_bounded() {
+    let mut b = Builder::new();
+    let arr = b.array(1, 4); // id 1: an array of itself
+    let p = b.ptr(3); // id 2 -> id 3
+    let parr = b.array(p, 2); // id 3: array of pointers to itself
+    let huge = b.rec("huge", 1, 0, false, u32::MAX, &[32]);
+    let big = b.array(huge, u32::MAX);
+    b.compound(4, "s", 8, &[("a", arr, 0, 0), ("b", parr, 64, 0), ("c", big, 3, 5)]);
+    let btf = Btf::parse(b.blob()).unwrap();
+    let (_, user, _) = crate::introspect::isf::from_btf(&btf).unwrap();
+    let s = &user["s"]["fields"];
+    assert_eq!(s["a"]["type"]["kind"], "array");
+    assert_eq!(s["c"]["type"]["kind"], "bitfield");
+}

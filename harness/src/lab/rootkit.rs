@@ -151,6 +151,29 @@ mod tests {
     }
 
     #[test]
+    fn host_programs_that_run_or_are_absent_are_kept() {
+        assert!(runs_here(Path::new("/bin/true")));
+        assert!(runs_here(Path::new("/nonexistent/modpost.real-lsb-64")), "nothing to replace");
+        // A program whose loader refuses it names the library version it lacks.
+        let dir = std::env::temp_dir().join(format!("netdma-rootkit-runs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("modpost");
+        std::fs::write(&fake, "#!/bin/sh\necho \"$0: version \\`GLIBC_2.38' not found (required by $0)\" >&2\nexit 1\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!runs_here(&fake));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn infected_recipes_are_debian_kernels() {
+        use crate::lab::recipe::{default_corpus, KernelRecipe};
+        for r in default_corpus().iter().filter(|r| r.infected) {
+            assert!(matches!(r.kernel, KernelRecipe::Debian { .. }), "{}: no modules without a Debian kernel", r.name);
+        }
+    }
+
+    #[test]
     fn missing_headers_say_how_to_fetch_them() {
         let dir = std::env::temp_dir().join(format!("netdma-rootkit-test-{}", std::process::id()));
         let err = build(&Cache::at(&dir), &dir.join("no-such-tree"), "x 1", || unreachable!()).unwrap_err().to_string();

@@ -220,7 +220,8 @@ fn theirs(plugin: &str, csv: &[u8]) -> Result<Vec<String>, volatility::CsvError>
         "kmsg" => volatility::parse_csv(csv, &["timestamp", "line"])?
             .into_iter()
             .filter(|(_, f)| !is_dict_line(&f[1]))
-            .map(|(_, f)| format!("[{}] {}", f[0].trim(), f[1]))
+            // Volatility escapes a backslash in a message as two (`ACPI: \\_SB_`).
+            .map(|(_, f)| format!("[{}] {}", f[0].trim(), f[1].replace("\\\\", "\\")))
             .collect(),
         "lsmod" => volatility::parse_csv(csv, &["Module Name", "Code Size"])?
             .into_iter()
@@ -321,5 +322,7 @@ mod tests {
         assert_eq!(theirs("lsmod", csv).unwrap(), vec!["fat 90112".to_string()]);
         let csv = b"TreeDepth,facility,level,timestamp,caller,line\n0,kern,info,0.000000,Task(0),\"a, b\"\n";
         assert_eq!(theirs("kmsg", csv).unwrap(), vec!["[0.000000] a, b".to_string()]);
+        let csv = b"TreeDepth,facility,level,timestamp,caller,line\n0,kern,info,0.813022,Task(1),ACPI: \\\\_SB_: x\n";
+        assert_eq!(theirs("kmsg", csv).unwrap(), vec!["[0.813022] ACPI: \\_SB_: x".to_string()]);
     }
 }

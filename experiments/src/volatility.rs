@@ -82,7 +82,8 @@ pub fn parse_pslist_csv(bytes: &[u8]) -> Result<Vec<PslistRow>, CsvError> {
 /// with each record's line number. Columns are found by name in the header (blank lines before
 /// it are skipped); at most [`MAX_ROWS`] records.
 pub fn parse_csv(bytes: &[u8], names: &[&'static str]) -> Result<Vec<(u64, Vec<String>)>, CsvError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+    // Lines end at `\n` only: a task name Volatility prints unquoted may hold a `\r`.
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).terminator(csv::Terminator::Any(b'\n')).from_reader(bytes);
     let mut records = reader.records();
     let header = loop {
         match records.next() {
@@ -183,6 +184,14 @@ mod tests {
         assert!(matches!(short, Err(CsvError::Record { line: 2, .. })), "{short:?}");
         let neg = parse_pslist_csv(b"PID,TID,PPID,COMM,UID\n-1,1,0,a,0\n");
         assert!(matches!(neg, Err(CsvError::Number { .. })), "{neg:?}");
+    }
+
+    #[test]
+    fn a_carriage_return_inside_an_unquoted_name_stays_in_its_field() {
+        let csv = b"TreeDepth,OFFSET (P),PID,TID,PPID,COMM,EXIT_STATE\n0,0x2181a70,0,5930,0,\r\x17,TASK_RUNNING\n0,0x1,7,7,2,kworker,TASK_RUNNING\n";
+        let rows = parse_csv(csv, &["TID", "COMM"]).unwrap();
+        assert_eq!(rows.iter().map(|(_, f)| f[0].as_str()).collect::<Vec<_>>(), ["5930", "7"]);
+        assert_eq!(rows[0].1[1], "\r\x17");
     }
 
     #[test]

@@ -62,29 +62,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The descriptor of the first GNU build-ID note in an ELF note section, or `None`.
-/// Notes are `namesz, descsz, type` (u32 LE each), then the name and the descriptor, each
-/// padded to 4 bytes.
-pub fn build_id_note(notes: &[u8]) -> Option<&[u8]> {
-    let mut at = 0usize;
-    let pad4 = |n: usize| n.checked_add(3).map(|v| v & !3);
-    while let Some(hdr) = notes.get(at..at.checked_add(12)?) {
-        let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]) as usize;
-        let (namesz, descsz, ty) = (word(0), word(4), word(8) as u32);
-        let name_at = at + 12;
-        let desc_at = name_at.checked_add(pad4(namesz)?)?;
-        let end = desc_at.checked_add(pad4(descsz)?)?;
-        let name = notes.get(name_at..name_at.checked_add(namesz)?)?;
-        let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
-        if ty == NT_GNU_BUILD_ID && name == b"GNU\0" && !desc.is_empty() {
-            return Some(desc);
-        }
-        if end <= at {
-            return None;
-        }
-        at = end;
-    }
-    None
+/// The descriptor of the first GNU build-ID note of an ELF note section (little-endian,
+/// 4-byte aligned, as `vmlinux`'s `.notes`), or `None` (none there, or malformed notes).
+pub fn build_id_note(notes: &[u8]) -> Option<Vec<u8>> {
+    let parsed = emulator::image::notes::parse(notes, emulator::image::FileOffset(0), false, 4).ok()?;
+    parsed.into_iter().find(|n| n.n_type == NT_GNU_BUILD_ID && n.name == "GNU" && !n.desc.is_empty()).map(|n| n.desc)
 }
 
 /// Read the identity of the kernel `kernel` found.
@@ -102,7 +84,7 @@ pub fn identify(kernel: &Kernel<'_>) -> Result<KernelIdentity, IdentityError> {
         let mut buf = vec![0u8; len];
         if len > 0 && kernel.space.read(start, &mut buf).is_ok() {
             if let Some(id) = build_id_note(&buf) {
-                return Ok(KernelIdentity { banner, source: IdentitySource::Notes, id: hex(id) });
+                return Ok(KernelIdentity { banner, source: IdentitySource::Notes, id: hex(&id) });
             }
         }
     }
@@ -217,24 +199,14 @@ impl LayoutCache {
 mod tests {
     use super::*;
 
-    fn note(name: &[u8], ty: u32, desc: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend((name.len() as u32).to_le_bytes());
-        v.extend((desc.len() as u32).to_le_bytes());
-        v.extend(ty.to_le_bytes());
-        v.extend(name);
-        v.resize(v.len().next_multiple_of(4), 0);
-        v.extend(desc);
-        v.resize(v.len().next_multiple_of(4), 0);
-        v
-    }
+    use emulator::image::notes::encode as note;
 
     #[test]
     fn build_id_is_found_after_other_notes() {
         let mut notes = note(b"Xen\0", 6, b"xen-3.0\0");
         notes.extend(note(b"GNU\0", 3, &[0xab; 20]));
         notes.extend(note(b"Linux\0", 0x100, &[1, 2, 3]));
-        assert_eq!(build_id_note(&notes), Some(&[0xab; 20][..]));
+        assert_eq!(build_id_note(&notes), Some(vec![0xab; 20]));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use experiments::fleet::FleetRow;
 
 use super::{load, FigureError};
-use crate::chart::{decade_bounds, Axis, LegendAt, LineChart, Marker, Panel, Scale, Series, TickFormat};
+use crate::chart::{log_log_panel, LineChart, Marker, Panel, Series};
 use crate::render::Chart;
 use crate::style;
 
@@ -35,19 +35,7 @@ fn lines(rows: &[FleetRow], what: &[(&str, fn(&FleetRow) -> f64, bool)]) -> Vec<
 }
 
 fn panel(title: &str, y_label: &str, series: Vec<Series>) -> Panel {
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let (x0, x1) = (xs.clone().fold(f64::INFINITY, f64::min), xs.fold(0.0, f64::max));
-    let (y0, y1) = (ys.clone().fold(f64::INFINITY, f64::min), ys.fold(0.0, f64::max));
-    let (xmin, xmax) = decade_bounds(x0, x1, 10.0);
-    let (ymin, ymax) = decade_bounds(y0, y1, 10.0);
-    Panel {
-        title: title.into(),
-        x: Axis { label: "machines in the fleet".into(), scale: Scale::Log10, min: xmin, max: xmax, format: TickFormat::Number },
-        y: Axis { label: y_label.into(), scale: Scale::Log10, min: ymin, max: ymax, format: TickFormat::Number },
-        series,
-        legend: Some(LegendAt::UpperLeft),
-    }
+    log_log_panel(title, "machines in the fleet", y_label, series)
 }
 
 pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {

@@ -18,6 +18,7 @@
 //!     udp      batched UDP I/O (recvmmsg/sendmmsg, epoll)
 //!     pattern  the test pattern (a pure function of the address) and a PhysMem serving it
 //!     units    durations as written on command lines and in target URLs
+//!     fleet    address ranges and the manifest of an emulated fleet (many endpoints, one process)
 //!     logging  how every binary of the workspace logs (stderr, RUST_LOG)
 //! ```
 //!
@@ -28,6 +29,7 @@
 pub mod bytes;
 pub mod capture;
 pub mod endpoint;
+pub mod fleet;
 pub mod image;
 pub mod logging;
 pub mod mem;

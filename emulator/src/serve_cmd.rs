@@ -3,32 +3,46 @@
 
 use anyhow::{Context, Result};
 use emulator::capture::Recorder;
-use emulator::endpoint::{Endpoint, EndpointConfig, FaultSpec, Identity, ResponderConfig, Tap};
+use emulator::endpoint::{Behaviour, Endpoint, EndpointConfig, FaultSpec, Identity, ResponderConfig, Tap};
+use emulator::fleet::{parse_manifest, AddrRange, Serves};
+use emulator::mem::PhysRange;
+use emulator::pattern::PatternMem;
+use std::collections::HashMap;
 use emulator::image::{self, Format};
 use emulator::mem::{PhysAddr, PhysMem};
 use emulator::wire::tlp::DeviceId;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::SystemTime;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Serve a memory image as a NetTLP endpoint over UDP.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// The memory image.
-    #[arg(long)]
-    image: PathBuf,
+    /// The memory image (every endpoint of `--listen RANGE` serves it).
+    #[arg(long, required_unless_present = "manifest")]
+    image: Option<PathBuf>,
+    /// A fleet: one line per address or range, with the image it serves, `silent` or `random`
+    /// (see `emulator::fleet`).
+    #[arg(long, conflicts_with_all = ["image", "format", "base", "pcap"])]
+    manifest: Option<PathBuf>,
+    /// Where a fleet binds its 257 shared sockets (IP_PKTINFO tells the endpoints apart); the
+    /// wildcard default takes those ports on every local address: run a fleet in its own
+    /// network namespace (`unshare -n`) on a shared host.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: Ipv4Addr,
     /// Image format (raw, elf, kdump, lime, avml, live, live:q35); detected when omitted.
     #[arg(long)]
     format: Option<Format>,
     /// Physical address of the first byte of a raw image (hex with 0x, or decimal; default 0).
     #[arg(long, value_parser = parse_u64)]
     base: Option<u64>,
-    /// IPv4 address to listen on (one endpoint per loopback address 127.0.0.x).
-    #[arg(long, default_value = "127.0.0.1")]
-    listen: Ipv4Addr,
+    /// IPv4 address to listen on (one endpoint per loopback address 127.0.0.x), or a range
+    /// (`127.0.1.1-127.0.4.232`, `127.0.1.0/22`): a fleet of endpoints serving the one image.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_range)]
+    listen: AddrRange,
     /// Max Payload Size of completions in bytes (64..=4096, multiple of 64; the adapter: 256).
     #[arg(long, default_value_t = 256, value_parser = parse_mps)]
     mps: u32,
@@ -64,6 +78,10 @@ fn parse_u64(s: &str) -> Result<u64, String> {
     r.map_err(|e| format!("{s:?}: {e}"))
 }
 
+fn parse_range(s: &str) -> Result<AddrRange, String> {
+    AddrRange::parse(s).map_err(|e| e.to_string())
+}
+
 fn parse_mps(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
     if (64..=4096).contains(&v) && v % 64 == 0 {
@@ -86,9 +104,8 @@ fn parse_devid(s: &str) -> Result<DeviceId, String> {
     Ok(DeviceId::new(bus, dev, func))
 }
 
-fn open_image(args: &ServeArgs) -> Result<Box<dyn PhysMem>> {
-    image::open(&args.image, args.format, args.base.map(PhysAddr))
-        .with_context(|| format!("opening {}", args.image.display()))
+fn open_image(path: &Path, format: Option<Format>, base: Option<u64>) -> Result<Box<dyn PhysMem>> {
+    image::open(path, format, base.map(PhysAddr)).with_context(|| format!("opening {}", path.display()))
 }
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
@@ -122,13 +139,9 @@ impl Tap for PcapTap {
     }
 }
 
-pub fn serve(args: ServeArgs) -> Result<()> {
-    let mem = open_image(&args)?;
-    let description = mem.describe();
-    let ranges = mem.ranges();
-    let fault = args.fault.unwrap_or_default();
-    let cfg = EndpointConfig {
-        listen: args.listen,
+fn config(args: &ServeArgs, listen: Ipv4Addr) -> EndpointConfig {
+    EndpointConfig {
+        listen,
         responder: ResponderConfig {
             mps: args.mps,
             allow_write: args.allow_write,
@@ -139,10 +152,23 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 ..Identity::default()
             },
         },
-        fault,
+        fault: args.fault.unwrap_or_default(),
         spin: Duration::from_micros(args.spin_us),
         ..EndpointConfig::default()
-    };
+    }
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    if args.manifest.is_some() || args.listen.len() > 1 {
+        return serve_fleet(args);
+    }
+    let listen = args.listen.first;
+    let path = args.image.as_deref().context("--image is required")?;
+    let mem = open_image(path, args.format, args.base)?;
+    let description = mem.describe();
+    let ranges = mem.ranges();
+    let fault = args.fault.unwrap_or_default();
+    let cfg = config(&args, listen);
     let mut ep = Endpoint::bind(mem, cfg).context("binding the endpoint")?;
     let tap = match &args.pcap {
         Some(p) => {
@@ -165,7 +191,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!(
         "listening on {}: UDP ports {:#x}..={:#x} (0x3000 + tag, every tag 0..=255) and {:#x} (messaging)",
-        args.listen,
+        listen,
         emulator::wire::nettlp::requester_port(0),
         emulator::wire::nettlp::requester_port(u8::MAX),
         emulator::wire::nettlp::MSG_PORT
@@ -178,6 +204,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         if args.allow_write { "to a copy-on-write overlay" } else { "refused" },
         if fault.is_active() { fault.to_string() } else { "none".into() }
     );
+    let counters = serve_until_signalled(ep)?;
+    if let Some(tap) = tap {
+        tap.recorder.flush().context("flushing the pcap file")?;
+        tracing::info!("{} frames recorded to {}", tap.recorder.frames(), tap.recorder.path().display());
+    }
+    tracing::info!("stopped; counters: {counters}");
+    println!("{}", serde_json::to_string(&counters)?);
+    Ok(())
+}
+
+fn serve_until_signalled<M: PhysMem + 'static>(ep: Endpoint<M>) -> Result<emulator::endpoint::Snapshot> {
     install_signal_handlers();
     let running = ep.spawn();
     while !SIGNALLED.load(Ordering::Relaxed) {
@@ -186,12 +223,75 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             break;
         }
     }
-    let counters = running.stop().context("serving")?;
-    if let Some(tap) = tap {
-        tap.recorder.flush().context("flushing the pcap file")?;
-        tracing::info!("{} frames recorded to {}", tap.recorder.frames(), tap.recorder.path().display());
+    running.stop().context("serving")
+}
+
+/// Guest RAM a `random` endpoint pretends to have.
+const RANDOM_RAM: u64 = 256 << 20;
+
+/// Many endpoints from one process: `--listen RANGE` with one image, or `--manifest`. Each
+/// image is opened once and shared; on a signal, the counters of every endpoint as one JSON
+/// object on stdout (`total`, `unroutable`, `endpoints`).
+fn serve_fleet(args: ServeArgs) -> Result<()> {
+    if args.pcap.is_some() {
+        anyhow::bail!("--pcap records one endpoint; a fleet cannot record yet");
     }
-    tracing::info!("stopped; counters: {counters}");
-    println!("{}", serde_json::to_string(&counters)?);
+    let entries = match &args.manifest {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            parse_manifest(&text, p.parent().unwrap_or(Path::new("."))).with_context(|| format!("in {}", p.display()))?
+        }
+        None => {
+            let path = args.image.clone().context("--image is required")?;
+            let format = args.format.map(|f| f.to_string());
+            vec![emulator::fleet::Entry { addrs: args.listen, serves: Serves::Image { path, format, base: args.base } }]
+        }
+    };
+    let mut opened: HashMap<(PathBuf, Option<String>, Option<u64>), Arc<dyn PhysMem>> = HashMap::new();
+    let random: Arc<dyn PhysMem> = Arc::new(PatternMem::new(vec![PhysRange::new(0, RANDOM_RAM)]));
+    let mut endpoints = Vec::new();
+    for e in &entries {
+        let behaviour = match &e.serves {
+            Serves::Silent => Behaviour::Silent,
+            Serves::Random => Behaviour::Serve(random.clone()),
+            Serves::Image { path, format, base } => {
+                let key = (path.clone(), format.clone(), *base);
+                let mem = match opened.get(&key) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let f = format.as_deref().map(str::parse::<Format>).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+                        let m: Arc<dyn PhysMem> = Arc::from(open_image(path, f, *base)?);
+                        tracing::info!("serving {}", m.describe());
+                        opened.insert(key, m.clone());
+                        m
+                    }
+                };
+                Behaviour::Serve(mem)
+            }
+        };
+        for a in e.addrs.iter() {
+            let b = match &behaviour {
+                Behaviour::Serve(m) => Behaviour::Serve(m.clone()),
+                Behaviour::Silent => Behaviour::Silent,
+            };
+            endpoints.push((a, b));
+        }
+    }
+    let n = endpoints.len();
+    let ep = Endpoint::bind_fleet(args.bind, endpoints, config(&args, args.bind)).context("binding the fleet")?;
+    let handle = ep.handle();
+    tracing::info!(
+        "fleet of {n} endpoints ({} images opened once) on {}: UDP ports {:#x}..={:#x} and {:#x}, MPS {} B",
+        opened.len(),
+        args.bind,
+        emulator::wire::nettlp::requester_port(0),
+        emulator::wire::nettlp::requester_port(u8::MAX),
+        emulator::wire::nettlp::MSG_PORT,
+        args.mps
+    );
+    let total = serve_until_signalled(ep)?;
+    tracing::info!("stopped; counters: {total}");
+    let report = serde_json::json!({ "total": total, "unroutable": handle.unroutable(), "endpoints": handle.endpoints() });
+    println!("{report}");
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Batched UDP I/O on Linux: `recvmmsg`/`sendmmsg` over preallocated buffers, `epoll` with
-//! microsecond timeouts and optional busy-polling, socket buffer sizing. The only `unsafe`
+//! microsecond timeouts and optional busy-polling, socket buffer sizing; `IP_PKTINFO` so one
+//! socket bound to a wildcard address can tell which local address a datagram was sent to and
+//! answer from that address (an emulated fleet, [`crate::endpoint::server`]). The only `unsafe`
 //! code of the endpoint and the requester.
 //!
 //! Invariants: every pointer handed to the kernel points into a buffer owned by the batch
@@ -31,7 +33,8 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
 pub const MAX_UDP: usize = 65_507;
 /// Most segments one GSO send may carry (the kernel's limit is 64 or more).
 const MAX_SEGMENTS: usize = 64;
-/// Control buffer per message (one UDP_GRO / UDP_SEGMENT cmsg), 8-byte aligned.
+/// Control buffer per message (a UDP_GRO / UDP_SEGMENT cmsg and an IP_PKTINFO one: 24 + 32
+/// bytes), 8-byte aligned.
 type Ctrl = [u64; 8];
 
 /// Receive buffers for up to `n` messages of at most `slot` bytes each. With UDP GRO on the
@@ -46,6 +49,8 @@ pub struct RecvBatch {
     hdrs: Vec<libc::mmsghdr>,
     /// Segment size of each received message (0: one datagram).
     segs: Vec<usize>,
+    /// Local address each message was sent to, when the socket reports it ([`enable_pktinfo`]).
+    dsts: Vec<Option<Ipv4Addr>>,
     got: usize,
 }
 
@@ -64,6 +69,7 @@ impl RecvBatch {
             ctrls: vec![[0u64; 8]; n],
             hdrs: vec![unsafe { zeroed() }; n],
             segs: vec![0; n],
+            dsts: vec![None; n],
             got: 0,
         };
         for i in 0..n {
@@ -110,62 +116,112 @@ impl RecvBatch {
         }
         self.got = (n as usize).min(self.hdrs.len());
         for i in 0..self.got {
-            self.segs[i] = gro_segment(&self.hdrs[i].msg_hdr);
+            (self.segs[i], self.dsts[i]) = parse_ctrl(&self.hdrs[i].msg_hdr);
         }
         Ok(self.got)
     }
 
     /// The datagrams of the last receive, in order: (source, bytes, whether cut short).
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddrV4, &[u8], bool)> + '_ {
+        self.datagrams_to().map(|(src, _, bytes, truncated)| (src, bytes, truncated))
+    }
+
+    /// Like [`RecvBatch::datagrams`], with the local address each was sent to (`None` unless
+    /// the socket has [`enable_pktinfo`]).
+    pub fn datagrams_to(&self) -> impl Iterator<Item = (SocketAddrV4, Option<Ipv4Addr>, &[u8], bool)> + '_ {
         (0..self.got).flat_map(move |i| {
             let h = &self.hdrs[i];
             let len = (h.msg_len as usize).min(self.slot);
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let src = from_sockaddr(&self.addrs[i]);
+            let dst = self.dsts[i];
             let bytes = &self.bufs[i * self.slot..i * self.slot + len];
             let seg = match self.segs[i] {
                 0 => len.max(1),
                 s => s,
             };
-            bytes.chunks(seg).map(move |d| (src, d, truncated))
+            bytes.chunks(seg).map(move |d| (src, dst, d, truncated))
         })
     }
 }
 
-/// The UDP_GRO segment size a received message carries in its control data, or 0.
-fn gro_segment(h: &libc::msghdr) -> usize {
-    if h.msg_controllen == 0 {
-        return 0;
+/// The UDP_GRO segment size a received message carries in its control data (or 0), and the
+/// local address it was sent to (IP_PKTINFO's `ipi_addr`), if reported.
+fn parse_ctrl(h: &libc::msghdr) -> (usize, Option<Ipv4Addr>) {
+    let (mut seg, mut dst) = (0, None);
+    if h.msg_controllen == 0 || h.msg_control.is_null() {
+        return (seg, dst);
     }
     // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the CMSG
     // macros stay inside them.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+            let len = (*c).cmsg_len as usize;
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO && len >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize {
                 let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-                return v.max(0) as usize;
+                seg = v.max(0) as usize;
+            } else if (*c).cmsg_level == libc::IPPROTO_IP
+                && (*c).cmsg_type == libc::IP_PKTINFO
+                && len >= libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize
+            {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                dst = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
-    0
+    (seg, dst)
+}
+
+/// Ask the kernel to report each datagram's local destination address (IP_PKTINFO), which a
+/// socket bound to a wildcard address needs to tell its endpoints apart. Returns whether it is on.
+pub fn enable_pktinfo(s: &UdpSocket) -> bool {
+    set_int_option(s, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+}
+
+/// SO_REUSEADDR: let sockets bound to a wildcard address and to specific addresses share a
+/// port (UDP delivers to the most specific binding; a connected socket wins for its peer).
+/// Both sides must set it before binding, so this takes a socket not bound yet.
+pub fn bind_reusable(addr: SocketAddrV4) -> io::Result<UdpSocket> {
+    // SAFETY: socket returns a new descriptor or -1.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor we own.
+    let s = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    if !set_int_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1) {
+        return Err(io::Error::last_os_error());
+    }
+    let sa = to_sockaddr(addr);
+    // SAFETY: bind with a pointer to a live sockaddr_in of the declared size.
+    let r = unsafe {
+        libc::bind(raw, (&sa as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t)
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+fn set_int_option(s: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: setsockopt with a pointer to a live c_int of the declared size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
 }
 
 /// Ask the kernel to hand over coalesced datagrams (UDP GRO): fewer, larger receives. The
 /// receive slots must then be [`MAX_UDP`] bytes. Returns whether it is on.
 pub fn enable_gro(s: &UdpSocket) -> bool {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a live c_int.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
+    set_int_option(s, libc::SOL_UDP, libc::UDP_GRO, 1)
 }
 
 /// Scratch for `sendmmsg` calls. Runs of datagrams to one destination with one size (the
@@ -176,8 +232,8 @@ pub struct SendBatch {
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_in>,
     ctrls: Vec<Ctrl>,
-    /// (first iov, iov count, segment size) per message.
-    groups: Vec<(usize, usize, usize)>,
+    /// (first iov, iov count, segment size, source address) per message.
+    groups: Vec<(usize, usize, usize, Option<Ipv4Addr>)>,
     hdrs: Vec<libc::mmsghdr>,
     gso: bool,
 }
@@ -207,9 +263,16 @@ impl SendBatch {
     /// Send every `(dst, bytes)` on `fd`, in order, blocking if the socket buffer is full.
     /// Returns how many datagrams the kernel refused (counted, not retried).
     pub fn send<'a>(&mut self, fd: RawFd, msgs: impl Iterator<Item = (SocketAddrV4, &'a [u8])>) -> usize {
+        self.send_from(fd, msgs.map(|(dst, b)| (None, dst, b)))
+    }
+
+    /// Like [`SendBatch::send`], each datagram from the given local address when there is one
+    /// (IP_PKTINFO `ipi_spec_dst`: a socket bound to a wildcard address answering as the
+    /// endpoint that was asked).
+    pub fn send_from<'a>(&mut self, fd: RawFd, msgs: impl Iterator<Item = (Option<Ipv4Addr>, SocketAddrV4, &'a [u8])>) -> usize {
         let mut refused = 0;
         let mut msgs = msgs.peekable();
-        let mut chunk: Vec<(SocketAddrV4, &'a [u8])> = Vec::with_capacity(self.cap);
+        let mut chunk: Vec<(Option<Ipv4Addr>, SocketAddrV4, &'a [u8])> = Vec::with_capacity(self.cap);
         while msgs.peek().is_some() {
             chunk.clear();
             chunk.extend(msgs.by_ref().take(self.cap));
@@ -218,7 +281,7 @@ impl SendBatch {
         refused
     }
 
-    fn build(&mut self, chunk: &[(SocketAddrV4, &[u8])]) {
+    fn build(&mut self, chunk: &[(Option<Ipv4Addr>, SocketAddrV4, &[u8])]) {
         self.iovs.clear();
         self.addrs.clear();
         self.ctrls.clear();
@@ -226,14 +289,14 @@ impl SendBatch {
         self.hdrs.clear();
         let mut i = 0;
         while i < chunk.len() {
-            let (dst, first) = chunk[i];
+            let (src, dst, first) = chunk[i];
             let seg = first.len();
             let mut n = 1;
             let mut total = seg;
             if self.gso && seg > 0 {
                 while i + n < chunk.len() && n < MAX_SEGMENTS {
-                    let (d, b) = chunk[i + n];
-                    if d != dst || b.len() > seg || b.is_empty() || total + b.len() > MAX_UDP {
+                    let (s, d, b) = chunk[i + n];
+                    if d != dst || s != src || b.len() > seg || b.is_empty() || total + b.len() > MAX_UDP {
                         break;
                     }
                     total += b.len();
@@ -244,40 +307,57 @@ impl SendBatch {
                 }
             }
             let first_iov = self.iovs.len();
-            for &(_, b) in &chunk[i..i + n] {
+            for &(_, _, b) in &chunk[i..i + n] {
                 self.iovs.push(libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() });
             }
             self.addrs.push(to_sockaddr(dst));
             self.ctrls.push([0u64; 8]);
-            self.groups.push((first_iov, n, if n > 1 { seg } else { 0 }));
+            self.groups.push((first_iov, n, if n > 1 { seg } else { 0 }, src));
             i += n;
         }
         // all vectors are filled: now the pointers into them stay valid
-        for (g, &(first_iov, n, seg)) in self.groups.iter().enumerate() {
+        for (g, &(first_iov, n, seg, src)) in self.groups.iter().enumerate() {
             // SAFETY: plain old data.
             let mut h: libc::mmsghdr = unsafe { zeroed() };
             h.msg_hdr.msg_name = (&mut self.addrs[g] as *mut libc::sockaddr_in).cast();
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut self.iovs[first_iov];
             h.msg_hdr.msg_iovlen = n as _;
-            if seg > 0 {
+            if seg > 0 || src.is_some() {
                 h.msg_hdr.msg_control = self.ctrls[g].as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE of a u16 fits in the 64-byte control buffer; the cmsg
-                // written is inside it.
+                // SAFETY: CMSG_SPACE of a u16 plus that of an in_pktinfo (24 + 32 bytes) fit
+                // in the 64-byte control buffer; each cmsg is written inside the length set
+                // before CMSG_FIRSTHDR/CMSG_NXTHDR look at it.
                 unsafe {
-                    h.msg_hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
-                    let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = libc::UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg as u16);
+                    let space_seg = if seg > 0 { libc::CMSG_SPACE(size_of::<u16>() as u32) } else { 0 };
+                    let space_info = if src.is_some() { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) } else { 0 };
+                    h.msg_hdr.msg_controllen = (space_seg + space_info) as _;
+                    let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    if seg > 0 {
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = libc::UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg as u16);
+                        c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                    }
+                    if let Some(a) = src {
+                        (*c).cmsg_level = libc::IPPROTO_IP;
+                        (*c).cmsg_type = libc::IP_PKTINFO;
+                        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+                        let info = libc::in_pktinfo {
+                            ipi_ifindex: 0,
+                            ipi_spec_dst: libc::in_addr { s_addr: u32::from(a).to_be() },
+                            ipi_addr: libc::in_addr { s_addr: 0 },
+                        };
+                        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::in_pktinfo, info);
+                    }
                 }
             }
             self.hdrs.push(h);
         }
     }
 
-    fn send_chunk(&mut self, fd: RawFd, chunk: &[(SocketAddrV4, &[u8])]) -> usize {
+    fn send_chunk(&mut self, fd: RawFd, chunk: &[(Option<Ipv4Addr>, SocketAddrV4, &[u8])]) -> usize {
         self.build(chunk);
         let mut refused = 0;
         let mut done = 0usize;
@@ -295,7 +375,7 @@ impl SendBatch {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            let (_, count, seg) = self.groups[done];
+            let (_, count, seg, _) = self.groups[done];
             if seg > 0 && self.gso {
                 // the kernel refuses GSO here (old kernel, datagram above the path MTU):
                 // send the rest of the chunk datagram by datagram from now on

@@ -19,6 +19,7 @@
 //!        │         └─┬── served   `emulator serve` processes + harness::dma::Requester
 //!        │       faults ┘          (loopback; faults injected by the endpoint)
 //!        │       forensics ── harness::introspect::printk + lab::console (dmesg vs the console)
+//!        │       fleet ── `emulator serve --manifest` (private netns) + `harness fleet`, vs truth
 //!        │
 //!   results    CSV exporter/reader (schema = row fields + git_rev,date_utc,quick)
 //!   provenance git revision and UTC date;  schema: column names from serde
@@ -32,6 +33,7 @@ pub mod baseline;
 pub mod config_matrix;
 pub mod driver;
 pub mod faults;
+pub mod fleet;
 pub mod forensics;
 pub mod experiment;
 pub mod hw_reference;

@@ -9,6 +9,7 @@ use crate::baseline::Baseline;
 use crate::config_matrix::ConfigMatrix;
 use crate::driver::Runnable;
 use crate::faults::Faults;
+use crate::fleet::Fleet;
 use crate::forensics::Forensics;
 use crate::panic::Panic;
 use crate::plugins::BaselinePlugins;
@@ -27,6 +28,7 @@ pub fn available() -> Vec<Box<dyn Runnable>> {
         Box::new(Scaling),
         Box::new(Faults),
         Box::new(Forensics),
+        Box::new(Fleet),
         Box::new(Baseline),
         Box::new(BaselinePlugins),
     ]

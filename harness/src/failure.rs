@@ -62,8 +62,9 @@ pub enum FailureKind {
 impl FailureKind {
     pub fn of_ps(e: &PsError) -> Self {
         match e {
-            PsError::Kernel(_) => FailureKind::Kernel,
+            PsError::Kernel(_) | PsError::Identity(_) => FailureKind::Kernel,
             PsError::Layout(l) => Self::of_layout(l),
+            PsError::LayoutBusy => FailureKind::Layout,
             PsError::Anchor(_) | PsError::NoInitTask => FailureKind::Anchor,
         }
     }

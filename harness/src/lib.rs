@@ -8,11 +8,14 @@
 //!        │
 //!   emulator::mem::PhysMem  ◀── image files, replayed captures, dma::Requester (NetTLP over UDP)
 //!
+//!   fleet        many machines at once over NetTLP: bounded workers, one layout cache per kernel build
+//!
 //!   lab          builds kernels and initramfs, boots QEMU guests, records /proc truth, dumps memory
 //! ```
 
 pub mod dma;
 pub mod failure;
+pub mod fleet;
 pub mod kbuild;
 pub mod lab;
 pub mod introspect;

@@ -1,6 +1,7 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
 mod cmd_dmesg;
+mod cmd_fleet;
 mod cmd_lsmod;
 mod cmd_ps;
 
@@ -37,6 +38,8 @@ enum Cmd {
     Dmesg(cmd_dmesg::DmesgArgs),
     /// The loaded kernel modules of a machine (as /proc/modules), from its physical memory.
     Lsmod(cmd_lsmod::LsmodArgs),
+    /// List the processes of many machines at once over NetTLP (one JSON line per machine).
+    Fleet(cmd_fleet::FleetArgs),
     /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
     Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
@@ -61,6 +64,7 @@ fn main() -> Result<()> {
         Cmd::Dmesg(args) => cmd_dmesg::run(args),
         Cmd::Lsmod(args) => cmd_lsmod::run(args),
         Cmd::Profile(args) => cmd_ps::run_profile(args),
+        Cmd::Fleet(args) => cmd_fleet::run(args),
         Cmd::Corpus(c) => harness::lab::cli::corpus(c).map_err(anyhow::Error::from),
         Cmd::Lab(c) => harness::lab::cli::lab(c).map_err(anyhow::Error::from),
         Cmd::Dma(c) => dma_cmd::dma(c),

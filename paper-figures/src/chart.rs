@@ -137,6 +137,30 @@ pub fn log_padded(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
     (lo / pad, hi * pad)
 }
 
+/// The least and greatest x, and the least and greatest y, of every point of `series`.
+pub fn data_bounds(series: &[Series]) -> ((f64, f64), (f64, f64)) {
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    (
+        (xs.clone().fold(f64::INFINITY, f64::min), xs.fold(0.0, f64::max)),
+        (ys.clone().fold(f64::INFINITY, f64::min), ys.fold(0.0, f64::max)),
+    )
+}
+
+/// A log-log panel of `series`, both axes on whole decades around the data, legend upper left.
+pub fn log_log_panel(title: &str, x_label: &str, y_label: &str, series: Vec<Series>) -> Panel {
+    let ((x0, x1), (y0, y1)) = data_bounds(&series);
+    let (xmin, xmax) = decade_bounds(x0, x1, 10.0);
+    let (ymin, ymax) = decade_bounds(y0, y1, 10.0);
+    Panel {
+        title: title.into(),
+        x: Axis { label: x_label.into(), scale: Scale::Log10, min: xmin, max: xmax, format: TickFormat::Number },
+        y: Axis { label: y_label.into(), scale: Scale::Log10, min: ymin, max: ymax, format: TickFormat::Number },
+        series,
+        legend: Some(LegendAt::UpperLeft),
+    }
+}
+
 /// The smallest power of `base` ≤ `v` and the largest ≥ `w` (for log axes).
 pub fn decade_bounds(v: f64, w: f64, base: f64) -> (f64, f64) {
     let lo = base.powf((v.ln() / base.ln()).floor());

@@ -37,5 +37,5 @@ pub mod stats;
 
 pub use fault::FaultSpec;
 pub use responder::{Identity, Responder, ResponderConfig};
-pub use server::{Endpoint, EndpointConfig, EndpointError, Handle, Running, Tap};
+pub use server::{Behaviour, Endpoint, EndpointConfig, EndpointError, EndpointSnapshot, Handle, Running, Tap};
 pub use stats::{Counters, Snapshot};

@@ -15,14 +15,26 @@
 //! coalesced requests are split back into datagrams) and answers with `sendmmsg`, runs of
 //! equal-size completions to one requester going out as one UDP GSO message.
 //!
+//! A *fleet* ([`Endpoint::bind_fleet`]) serves many endpoints, one per local address, from the
+//! same 257 sockets: they are bound to one (normally wildcard) address with IP_PKTINFO on, each
+//! datagram's destination address picks its endpoint, and the answers leave from that address.
+//! Each endpoint has its own responder (its image, opened once and shared, behind its own
+//! copy-on-write overlay), counters and fault injector (seeded `seed + index`), or is *silent*
+//! (never answers; what it receives is counted apart). 1,000 endpoints cost 257 descriptors, not
+//! 257,000; the sockets are SO_REUSEADDR, so requesters on the same host can bind their ports
+//! on specific addresses beside them (they must set it too: target option `reuseaddr`). A
+//! wildcard fleet takes ports 0x2FFF..0x30FF of every local address from endpoints bound
+//! without SO_REUSEADDR: run it in its own network namespace (`unshare -n`) on a shared host.
+//!
 //! Invariants: the loop reads the clock once per wake-up and passes it down; nothing a peer
 //! sends can stop it (errors on one datagram are counted and the loop goes on); it returns
 //! only when asked to stop (or if polling itself fails), after releasing the datagrams the
-//! fault injector still holds.
+//! fault injectors still hold; the answers to a datagram leave from the address it was sent to.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -80,13 +92,35 @@ pub enum EndpointError {
     Bind { addr: SocketAddrV4, source: std::io::Error },
     #[error("polling the sockets: {0}")]
     Poll(std::io::Error),
+    #[error("endpoint {0} given twice")]
+    Duplicate(Ipv4Addr),
 }
 
 /// Stops a running endpoint and reads its counters.
 #[derive(Debug, Clone)]
 pub struct Handle {
     stop: Arc<AtomicBool>,
+    members: Arc<[MemberStats]>,
+    unroutable: Arc<AtomicU64>,
+}
+
+/// The counters of one endpoint of a fleet.
+#[derive(Debug)]
+struct MemberStats {
+    addr: Ipv4Addr,
     counters: Arc<Counters>,
+    /// Datagrams a silent endpoint received (and did not answer).
+    ignored: AtomicU64,
+}
+
+/// One endpoint's counters, as a fleet reports them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointSnapshot {
+    pub addr: Ipv4Addr,
+    /// Datagrams received by a silent endpoint (never answered).
+    pub ignored: u64,
+    #[serde(flatten)]
+    pub counters: Snapshot,
 }
 
 impl Handle {
@@ -94,8 +128,24 @@ impl Handle {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+    /// The counters, summed over the endpoints of a fleet.
     pub fn counters(&self) -> Snapshot {
-        self.counters.snapshot()
+        let sum = Counters::default();
+        for m in self.members.iter() {
+            sum.add(&m.counters.snapshot());
+        }
+        sum.snapshot()
+    }
+    /// Each endpoint's counters, in the order they were given.
+    pub fn endpoints(&self) -> Vec<EndpointSnapshot> {
+        self.members
+            .iter()
+            .map(|m| EndpointSnapshot { addr: m.addr, ignored: m.ignored.load(Ordering::Relaxed), counters: m.counters.snapshot() })
+            .collect()
+    }
+    /// Datagrams sent to a local address that is no endpoint of the fleet (dropped).
+    pub fn unroutable(&self) -> u64 {
+        self.unroutable.load(Ordering::Relaxed)
     }
     /// The flag the loop watches (for signal handlers).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
@@ -112,20 +162,35 @@ struct Sock {
     local: SocketAddrV4,
 }
 
-/// A datagram held by the fault injector: which socket sends it, to whom.
+/// A datagram held by a fault injector: which socket sends it, from and to whom.
 #[derive(Clone)]
 struct Held {
     sock: usize,
+    src: Option<Ipv4Addr>,
     dst: SocketAddrV4,
     bytes: Vec<u8>,
 }
 
-/// A bound endpoint, ready to [`Endpoint::run`].
+/// What one endpoint of a fleet does with what it is sent.
+pub enum Behaviour<M> {
+    /// Answer from this memory (like a single endpoint).
+    Serve(M),
+    /// Never answer (a machine that is down).
+    Silent,
+}
+
+/// One endpoint of a fleet.
+struct Member<M> {
+    responder: Option<Arc<Responder<M>>>,
+}
+
+/// A bound endpoint (or fleet of endpoints), ready to [`Endpoint::run`].
 pub struct Endpoint<M> {
     socks: Vec<Sock>,
-    responder: Arc<Responder<M>>,
-    counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
+    members: Vec<Member<M>>,
+    /// Which endpoint each local address is; `None` for a single endpoint on its own address.
+    route: Option<HashMap<Ipv4Addr, usize>>,
+    handle: Handle,
     fault: FaultSpec,
     batch: usize,
     spin: Duration,
@@ -144,7 +209,7 @@ impl Running {
         self.thread.is_finished()
     }
 
-    /// Stop and wait; returns the final counters.
+    /// Stop and wait; returns the final counters (summed over a fleet's endpoints).
     pub fn stop(self) -> Result<Snapshot, EndpointError> {
         self.handle.stop();
         self.thread
@@ -153,30 +218,73 @@ impl Running {
     }
 }
 
+/// The 256 tag ports and the messaging port, in that order.
+fn ports() -> impl Iterator<Item = (PortClass, u16)> {
+    (0..=u8::MAX)
+        .map(|t| (PortClass::Requester { tag: t }, nettlp::requester_port(t)))
+        .chain([(PortClass::Messaging, nettlp::MSG_PORT)])
+}
+
 impl<M: PhysMem + 'static> Endpoint<M> {
     /// Bind the 256 tag ports and the messaging port on `cfg.listen`.
     pub fn bind(mem: M, cfg: EndpointConfig) -> Result<Endpoint<M>, EndpointError> {
         let mut socks = Vec::with_capacity(usize::from(TAG_PORTS) + 1);
-        let ports = (0..=u8::MAX)
-            .map(|t| (PortClass::Requester { tag: t }, nettlp::requester_port(t)))
-            .chain([(PortClass::Messaging, nettlp::MSG_PORT)]);
-        for (class, port) in ports {
+        for (class, port) in ports() {
             let addr = SocketAddrV4::new(cfg.listen, port);
             let socket = UdpSocket::bind(addr).map_err(|source| EndpointError::Bind { addr, source })?;
             udp::size_buffers(&socket, cfg.socket_buffer);
             udp::enable_gro(&socket);
             socks.push(Sock { class, socket, local: addr });
         }
-        Ok(Endpoint {
+        Ok(Endpoint::assemble(socks, vec![(cfg.listen, Behaviour::Serve(mem))], None, &cfg))
+    }
+
+    /// Bind the 256 tag ports and the messaging port once, on `bind` (normally 0.0.0.0), and
+    /// serve every `(address, behaviour)` as its own endpoint. Addresses must be local (any of
+    /// 127.0.0.0/8 is) and distinct; `cfg.listen` is not used.
+    pub fn bind_fleet(bind: Ipv4Addr, endpoints: Vec<(Ipv4Addr, Behaviour<M>)>, cfg: EndpointConfig) -> Result<Endpoint<M>, EndpointError> {
+        let mut route = HashMap::with_capacity(endpoints.len());
+        for (i, (a, _)) in endpoints.iter().enumerate() {
+            if route.insert(*a, i).is_some() {
+                return Err(EndpointError::Duplicate(*a));
+            }
+        }
+        let mut socks = Vec::with_capacity(usize::from(TAG_PORTS) + 1);
+        for (class, port) in ports() {
+            let addr = SocketAddrV4::new(bind, port);
+            let socket = udp::bind_reusable(addr).map_err(|source| EndpointError::Bind { addr, source })?;
+            if !udp::enable_pktinfo(&socket) {
+                return Err(EndpointError::Bind { addr, source: std::io::Error::last_os_error() });
+            }
+            udp::size_buffers(&socket, cfg.socket_buffer);
+            udp::enable_gro(&socket);
+            socks.push(Sock { class, socket, local: addr });
+        }
+        Ok(Endpoint::assemble(socks, endpoints, Some(route), &cfg))
+    }
+
+    fn assemble(socks: Vec<Sock>, endpoints: Vec<(Ipv4Addr, Behaviour<M>)>, route: Option<HashMap<Ipv4Addr, usize>>, cfg: &EndpointConfig) -> Endpoint<M> {
+        let start = Instant::now();
+        let mut stats = Vec::with_capacity(endpoints.len());
+        let mut members = Vec::with_capacity(endpoints.len());
+        for (addr, b) in endpoints {
+            stats.push(MemberStats { addr, counters: Arc::new(Counters::default()), ignored: AtomicU64::new(0) });
+            let responder = match b {
+                Behaviour::Serve(mem) => Some(Arc::new(Responder::new(mem, cfg.responder.clone(), start))),
+                Behaviour::Silent => None,
+            };
+            members.push(Member { responder });
+        }
+        Endpoint {
             socks,
-            responder: Arc::new(Responder::new(mem, cfg.responder, Instant::now())),
-            counters: Arc::new(Counters::default()),
-            stop: Arc::new(AtomicBool::new(false)),
+            members,
+            route,
+            handle: Handle { stop: Arc::new(AtomicBool::new(false)), members: stats.into(), unroutable: Arc::new(AtomicU64::new(0)) },
             fault: cfg.fault,
             batch: cfg.batch.clamp(1, 1024),
             spin: cfg.spin.min(Duration::from_millis(10)),
             tap: None,
-        })
+        }
     }
 
     /// Record every datagram through `tap`.
@@ -186,17 +294,16 @@ impl<M: PhysMem + 'static> Endpoint<M> {
     }
 
     pub fn handle(&self) -> Handle {
-        Handle {
-            stop: self.stop.clone(),
-            counters: self.counters.clone(),
-        }
+        self.handle.clone()
     }
 
-    pub fn responder(&self) -> &Arc<Responder<M>> {
-        &self.responder
+    /// The responder of the first endpoint (the only one of a single endpoint); `None` if it
+    /// is silent.
+    pub fn responder(&self) -> Option<&Arc<Responder<M>>> {
+        self.members.first().and_then(|m| m.responder.as_ref())
     }
 
-    /// The local addresses served, in port order (256 tag ports, then messaging).
+    /// The local addresses bound, in port order (256 tag ports, then messaging).
     pub fn local_addrs(&self) -> Vec<SocketAddrV4> {
         self.socks.iter().map(|s| s.local).collect()
     }
@@ -211,7 +318,29 @@ impl<M: PhysMem + 'static> Endpoint<M> {
         Running { handle, thread }
     }
 
-    /// Serve until [`Handle::stop`]; returns the final counters.
+    /// The endpoint a datagram sent to `dst` is for.
+    fn member_of(&self, dst: Option<Ipv4Addr>) -> Option<usize> {
+        match &self.route {
+            None => Some(0),
+            Some(r) => r.get(&dst?).copied(),
+        }
+    }
+
+    /// The address answers of endpoint `m` leave from (`None`: the socket's own).
+    fn source_of(&self, m: usize) -> Option<Ipv4Addr> {
+        self.route.as_ref().map(|_| self.handle.members[m].addr)
+    }
+
+    /// The address and port endpoint `m` is seen at on socket `sock`.
+    fn seen_at(&self, sock: usize, m: usize) -> SocketAddrV4 {
+        let local = self.socks[sock].local;
+        match self.source_of(m) {
+            Some(a) => SocketAddrV4::new(a, local.port()),
+            None => local,
+        }
+    }
+
+    /// Serve until [`Handle::stop`]; returns the final counters (summed over a fleet).
     pub fn run(self) -> Result<Snapshot, EndpointError> {
         let sockets: Vec<&UdpSocket> = self.socks.iter().map(|s| &s.socket).collect();
         let mut epoll = udp::Epoll::new(&sockets).map_err(EndpointError::Poll)?;
@@ -221,16 +350,23 @@ impl<M: PhysMem + 'static> Endpoint<M> {
         let mut send = SendBatch::new(self.batch.max(MAX_REPLIES_PER_REQUEST));
         let mut out = Outbox::new(self.batch + MAX_REPLIES_PER_REQUEST);
         let mut dsts: Vec<SocketAddrV4> = Vec::with_capacity(out.free());
-        let mut faults: Option<FaultQueue<Held>> = self.fault.is_active().then(|| FaultQueue::new(self.fault));
+        // one injector per endpoint, each with its own seed
+        let mut faults: Vec<Option<FaultQueue<Held>>> = (0..self.members.len() as u64)
+            .map(|i| self.fault.is_active().then(|| FaultQueue::new(FaultSpec { seed: self.fault.seed.wrapping_add(i), ..self.fault })))
+            .collect();
         let mut due: Vec<Held> = Vec::new();
+        let mut tallies: Vec<Snapshot> = vec![Snapshot::default(); self.members.len()];
+        let mut touched: Vec<usize> = Vec::new();
+        let mut ignored: Vec<u64> = vec![0; self.members.len()];
         let wall = |now: Instant, t0: Instant, w0: SystemTime| w0 + now.saturating_duration_since(t0);
         let (t0, w0) = (Instant::now(), SystemTime::now());
 
         let result = loop {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.handle.stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
-            let timeout = match faults.as_ref().and_then(|f| f.next_deadline()) {
+            let next = faults.iter().flatten().filter_map(|f| f.next_deadline()).min();
+            let timeout = match next {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(STOP_POLL),
                 None => STOP_POLL,
             };
@@ -242,10 +378,12 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                 Err(e) => break Err(EndpointError::Poll(e)),
             }
             let now = Instant::now();
-            let mut tally = Snapshot::default();
+            let mut unroutable = 0u64;
             for &i in &ready {
                 let Some(sock) = self.socks.get(i) else { continue };
                 let fd = sock.socket.as_raw_fd();
+                // the endpoint whose answers are in `out`
+                let mut cur = 0usize;
                 // drain the socket, a bounded number of batches per wake-up
                 for _ in 0..16 {
                     let n = match recv.recv(fd) {
@@ -255,93 +393,127 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                             0
                         }
                     };
-                    for (src, bytes, truncated) in recv.datagrams() {
-                        if let Some(tap) = &self.tap {
-                            tap.datagram(wall(now, t0, w0), src, sock.local, bytes);
+                    for (src, dst, bytes, truncated) in recv.datagrams_to() {
+                        let Some(m) = self.member_of(dst) else {
+                            unroutable += 1;
+                            continue;
+                        };
+                        if m != cur {
+                            self.flush(i, cur, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tallies);
+                            cur = m;
                         }
+                        if let Some(tap) = &self.tap {
+                            tap.datagram(wall(now, t0, w0), src, self.seen_at(i, m), bytes);
+                        }
+                        if tallies[m] == Snapshot::default() && ignored[m] == 0 {
+                            touched.push(m);
+                        }
+                        let Some(responder) = &self.members[m].responder else {
+                            ignored[m] += 1;
+                            continue;
+                        };
+                        let tally = &mut tallies[m];
                         if truncated || bytes.len() > MAX_REQUEST {
                             tally.datagrams += 1;
                             tally.oversized += 1;
                             continue;
                         }
                         let before = out.len();
-                        self.responder.handle(now, sock.class, src, bytes, &mut out, &mut tally);
+                        responder.handle(now, sock.class, src, bytes, &mut out, tally);
                         dsts.extend(std::iter::repeat(src).take(out.len() - before));
                         if out.free() < MAX_REPLIES_PER_REQUEST {
-                            self.flush(i, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
+                            self.flush(i, m, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tallies);
                         }
                     }
-                    self.flush(i, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tally);
+                    self.flush(i, cur, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tallies);
                     if n < recv.capacity() {
                         break;
                     }
                 }
             }
-            if let Some(f) = faults.as_mut() {
+            for (m, f) in faults.iter_mut().enumerate() {
+                let Some(f) = f else { continue };
                 f.pop_ready(Instant::now(), &mut due);
-                self.send_held(&mut due, wall(Instant::now(), t0, w0), &mut send, &mut tally);
+                self.send_held(&mut due, wall(Instant::now(), t0, w0), &mut send, &mut tallies[m]);
                 let t = f.take_tally();
+                let tally = &mut tallies[m];
                 tally.fault_dropped += t.dropped;
                 tally.fault_duplicated += t.duplicated;
                 tally.fault_reordered += t.reordered;
                 tally.fault_delayed += t.delayed;
+                if *tally != Snapshot::default() && !touched.contains(&m) {
+                    touched.push(m);
+                }
             }
-            self.counters.add(&tally);
+            for m in touched.drain(..) {
+                let stats = &self.handle.members[m];
+                stats.counters.add(&tallies[m]);
+                tallies[m] = Snapshot::default();
+                stats.ignored.fetch_add(std::mem::take(&mut ignored[m]), Ordering::Relaxed);
+            }
+            if unroutable > 0 {
+                self.handle.unroutable.fetch_add(unroutable, Ordering::Relaxed);
+            }
         };
-        // release what the injector still holds, so a stop loses nothing it was not told to
-        if let Some(f) = faults.as_mut() {
+        // release what the injectors still hold, so a stop loses nothing it was not told to
+        for (m, f) in faults.iter_mut().enumerate() {
+            let Some(f) = f else { continue };
             f.pop_ready(Instant::now() + Duration::from_secs(3600), &mut due);
             let mut tally = Snapshot::default();
             self.send_held(&mut due, SystemTime::now(), &mut send, &mut tally);
-            self.counters.add(&tally);
+            self.handle.members[m].counters.add(&tally);
         }
-        result.map(|()| self.counters.snapshot())
+        result.map(|()| self.handle.counters())
     }
 
+    /// Send (or hand to endpoint `m`'s fault injector) the answers in `out`, from socket `sock`.
     #[allow(clippy::too_many_arguments)]
     fn flush(
         &self,
         sock: usize,
+        m: usize,
         now: Instant,
         wall: SystemTime,
         out: &mut Outbox,
         dsts: &mut Vec<SocketAddrV4>,
         send: &mut SendBatch,
-        faults: &mut Option<FaultQueue<Held>>,
-        tally: &mut Snapshot,
+        faults: &mut [Option<FaultQueue<Held>>],
+        tallies: &mut [Snapshot],
     ) {
         if out.is_empty() {
             return;
         }
-        let s = &self.socks[sock];
-        match faults {
+        let src = self.source_of(m);
+        match faults.get_mut(m).and_then(|f| f.as_mut()) {
             Some(f) => {
                 for (dst, bytes) in dsts.iter().zip(out.iter_from(0)) {
-                    f.push(now, Held { sock, dst: *dst, bytes: bytes.to_vec() });
+                    f.push(now, Held { sock, src, dst: *dst, bytes: bytes.to_vec() });
                 }
             }
             None => {
                 if let Some(tap) = &self.tap {
                     for (dst, bytes) in dsts.iter().zip(out.iter_from(0)) {
-                        tap.datagram(wall, s.local, *dst, bytes);
+                        tap.datagram(wall, self.seen_at(sock, m), *dst, bytes);
                     }
                 }
-                let refused = send.send(s.socket.as_raw_fd(), dsts.iter().copied().zip(out.iter_from(0)));
-                tally.send_errors += refused as u64;
+                let fd = self.socks[sock].socket.as_raw_fd();
+                let refused = send.send_from(fd, dsts.iter().zip(out.iter_from(0)).map(|(d, b)| (src, *d, b)));
+                tallies[m].send_errors += refused as u64;
             }
         }
         out.clear();
         dsts.clear();
     }
 
-    /// Send what the fault injector released (the tap sees what really leaves).
+    /// Send what a fault injector released (the tap sees what really leaves).
     fn send_held(&self, due: &mut Vec<Held>, wall: SystemTime, send: &mut SendBatch, tally: &mut Snapshot) {
         for h in due.drain(..) {
             if let Some(s) = self.socks.get(h.sock) {
                 if let Some(tap) = &self.tap {
-                    tap.datagram(wall, s.local, h.dst, &h.bytes);
+                    let from = h.src.map_or(s.local, |a| SocketAddrV4::new(a, s.local.port()));
+                    tap.datagram(wall, from, h.dst, &h.bytes);
                 }
-                let refused = send.send(s.socket.as_raw_fd(), std::iter::once((h.dst, &h.bytes[..])));
+                let refused = send.send_from(s.socket.as_raw_fd(), std::iter::once((h.src, h.dst, &h.bytes[..])));
                 tally.send_errors += refused as u64;
             }
         }

@@ -91,20 +91,26 @@ pub fn parse(
     Ok(notes)
 }
 
+/// One little-endian note with 4-byte alignment, `name` as given (NUL included by the caller):
+/// for building test inputs.
+pub fn encode(name: &[u8], n_type: u32, desc: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend((name.len() as u32).to_le_bytes());
+    v.extend((desc.len() as u32).to_le_bytes());
+    v.extend(n_type.to_le_bytes());
+    v.extend(name);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v.extend(desc);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn note(name: &[u8], n_type: u32, desc: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend((name.len() as u32).to_le_bytes());
-        v.extend((desc.len() as u32).to_le_bytes());
-        v.extend(n_type.to_le_bytes());
-        v.extend(name);
-        v.resize(v.len().next_multiple_of(4), 0);
-        v.extend(desc);
-        v.resize(v.len().next_multiple_of(4), 0);
-        v
+        encode(name, n_type, desc)
     }
 
     #[test]

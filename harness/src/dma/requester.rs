@@ -102,7 +102,8 @@ fn bind_ports(local: Ipv4Addr, target: &Target) -> Result<Bound, DmaError> {
     for t in target.tag_list() {
         let port = nettlp::requester_port(t);
         let addr = SocketAddrV4::new(local, port);
-        let s = UdpSocket::bind(addr).map_err(|source| DmaError::Bind { addr, source })?;
+        let s = if target.reuseaddr { udp::bind_reusable(addr) } else { UdpSocket::bind(addr) }
+            .map_err(|source| DmaError::Bind { addr, source })?;
         s.connect(SocketAddrV4::new(target.remote, port))
             .map_err(|source| DmaError::Bind { addr, source })?;
         // the first tag's socket carries every request with port=first

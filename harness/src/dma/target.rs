@@ -23,7 +23,10 @@
 //! — completions are taken on every tag's port either way), `spin=DUR` (busy-poll this long
 //! for the next completion before sleeping, default 0: spinning only pays when both ends have
 //! a core to themselves), `requester=auto|BB:DD.F` (requester ID; `auto` asks the adapter's
-//! messaging port for its device ID, like libtlp's `-R`).
+//! messaging port for its device ID, like libtlp's `-R`), `reuseaddr=1` (bind the ports with
+//! SO_REUSEADDR, so they can sit beside an emulated fleet bound to the wildcard address on this
+//! host, `emulator serve --listen RANGE`; the sockets are connected, so each still receives
+//! only its peer's datagrams; default 0: a port taken is an error).
 //!
 //! Invariant: a parsed [`Target`] is usable as is: tags are distinct and below 256, the MRRS
 //! is a power of two in 4..=4096, `inflight` is in 1..=tags.
@@ -43,7 +46,7 @@ pub enum TargetError {
     Syntax(String),
     #[error("target option {key}={value:?}: {reason}")]
     Option { key: String, value: String, reason: String },
-    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, lifetime, port, spin, requester)")]
+    #[error("target: unknown option {0:?} (known: local, tags, stride, inflight, mrrs, timeout, retries, lifetime, port, spin, requester, reuseaddr)")]
     UnknownOption(String),
 }
 
@@ -80,6 +83,8 @@ pub struct Target {
     pub port: PortRule,
     pub spin: Duration,
     pub requester: RequesterId,
+    /// Bind the ports with SO_REUSEADDR.
+    pub reuseaddr: bool,
 }
 
 impl Target {
@@ -99,6 +104,7 @@ impl Target {
             port: PortRule::Tag,
             spin: Duration::ZERO,
             requester: RequesterId::Auto,
+            reuseaddr: false,
         }
     }
 
@@ -201,6 +207,13 @@ impl FromStr for Target {
                         v => RequesterId::Fixed(parse_devid(v).ok_or_else(|| bad("expected auto or bb:dd.f"))?),
                     }
                 }
+                "reuseaddr" => {
+                    t.reuseaddr = match value {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => return Err(bad("expected 0 or 1")),
+                    }
+                }
                 other => return Err(TargetError::UnknownOption(other.into())),
             }
         }
@@ -235,6 +248,9 @@ impl fmt::Display for Target {
         if let Some(l) = self.local {
             write!(f, "&local={l}")?;
         }
+        if self.reuseaddr {
+            write!(f, "&reuseaddr=1")?;
+        }
         match self.requester {
             RequesterId::Auto => write!(f, "&requester=auto"),
             RequesterId::Fixed(id) => write!(f, "&requester={id}"),
@@ -260,7 +276,7 @@ mod tests {
 
     #[test]
     fn tag_and_options() {
-        let t: Target = "nettlp://127.0.0.2:4?tags=8&stride=16&inflight=3&mrrs=4096&timeout=2ms&retries=9&lifetime=20ms&port=first&local=127.0.0.3&requester=1b:00.0"
+        let t: Target = "nettlp://127.0.0.2:4?tags=8&stride=16&inflight=3&mrrs=4096&timeout=2ms&retries=9&lifetime=20ms&port=first&local=127.0.0.3&requester=1b:00.0&reuseaddr=1"
             .parse()
             .unwrap();
         assert_eq!(t.tag_list(), vec![4, 20, 36, 52, 68, 84, 100, 116]);
@@ -270,6 +286,7 @@ mod tests {
         assert_eq!(t.port, PortRule::First);
         assert_eq!(t.local, Some(Ipv4Addr::new(127, 0, 0, 3)));
         assert_eq!(t.requester, RequesterId::Fixed(DeviceId(0x1b00)));
+        assert!(t.reuseaddr);
         // Display round-trips
         assert_eq!(t.to_string().parse::<Target>().unwrap(), t);
     }
@@ -291,6 +308,7 @@ mod tests {
             "nettlp://127.0.0.1?reuse=auto",
             "nettlp://127.0.0.1?lifetime=0s",
             "nettlp://127.0.0.1?port=0x3000",
+            "nettlp://127.0.0.1?reuseaddr=yes",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }

@@ -29,6 +29,7 @@ pub mod btf;
 pub mod cmdline;
 pub mod compare;
 pub mod gather;
+pub mod identity;
 pub mod ikconfig;
 pub mod isf;
 pub mod kallsyms;

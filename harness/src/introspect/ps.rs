@@ -11,6 +11,7 @@ use std::time::Instant;
 use emulator::mem::{Counting, Counts, PhysMem};
 
 use super::anchor::{self, AnchorError};
+use super::identity::{identify, IdentityError, KernelIdentity, LayoutCache};
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
@@ -106,6 +107,10 @@ pub struct PsReport {
     pub method: MethodKind,
     pub layout: Layout,
     pub stats: Stats,
+    /// The kernel build's identity, when a layout cache was used.
+    pub identity: Option<KernelIdentity>,
+    /// Whether the layout came from the cache (`None`: no cache).
+    pub cache_hit: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,19 @@ pub enum PsError {
     Anchor(#[from] AnchorError),
     #[error("init_task unknown")]
     NoInitTask,
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Another thread is learning this build's layout and the caller chose not to wait.
+    #[error("the layout of this kernel build is being learned for another machine")]
+    LayoutBusy,
+}
+
+/// How [`ps_cached`] uses a layout cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheUse<'c> {
+    pub cache: &'c LayoutCache,
+    /// Wait while another thread learns the same build (else: [`PsError::LayoutBusy`]).
+    pub wait: bool,
 }
 
 /// Times and read counts per phase (shared with `printk::dmesg`).
@@ -180,6 +198,18 @@ pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
 /// [`ps`] over a counter the caller holds, so that the reads of a run that fails are known
 /// too; [`Stats`] counts from the counter's value at the start.
 pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result<PsReport, PsError> {
+    ps_cached(counted, opts, None)
+}
+
+/// [`ps_counted`] with a layout cache that waits for a build being learned elsewhere.
+pub fn ps_with_cache<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: &LayoutCache) -> Result<PsReport, PsError> {
+    ps_cached(counted, opts, Some(CacheUse { cache, wait: true }))
+}
+
+/// [`ps_counted`] with a layout cache: the kernel's identity is read after its symbols (phase
+/// `identity`) and a layout learned for the same build is reused, so the `layout` phase costs
+/// only anchoring `init_task`; a layout learned here is added to the cache.
+pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Option<CacheUse<'_>>) -> Result<PsReport, PsError> {
     // Ranges come from the image's headers: a sum past 2^64 saturates.
     let ram_bytes: u64 = counted.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
     let start = counted.snapshot();
@@ -189,7 +219,26 @@ pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result
     clock.lap("scan");
     let mut kernel = Kernel::open(counted, found)?;
     clock.lap("symbols");
-    let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &mut kernel, &opts.inputs, &validate)?;
+    let identity = match cache {
+        Some(_) => {
+            let id = identify(&kernel)?;
+            clock.lap("identity");
+            Some(id)
+        }
+        None => None,
+    };
+    let method = opts.method.unwrap_or(MethodKind::Auto);
+    let (method, layout, cache_hit) = match (cache, &identity) {
+        (Some(c), Some(id)) => {
+            let learned = c.cache.get_or_learn(id, c.wait, || learn(method, &mut kernel, &opts.inputs, &validate))?;
+            let ((m, l), hit) = learned.ok_or(PsError::LayoutBusy)?;
+            (m, l, Some(hit))
+        }
+        _ => {
+            let (m, l) = learn(method, &mut kernel, &opts.inputs, &validate)?;
+            (m, l, None)
+        }
+    };
     anchor::complete(&mut kernel, &layout)?;
     clock.lap("layout");
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
@@ -222,5 +271,5 @@ pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result
         tasks: rows.len(),
         walk_error: walk_error.as_ref().map(|e| e.to_string()),
     };
-    Ok(PsReport { rows, threads, walk_error, kernel: info, method, layout, stats })
+    Ok(PsReport { rows, threads, walk_error, kernel: info, method, layout, stats, identity, cache_hit })
 }

@@ -18,6 +18,7 @@ use crate::render::{Chart, RenderError};
 mod baseline;
 mod config_matrix;
 mod faults;
+mod fleet;
 mod forensics;
 mod panic;
 mod scaling;
@@ -77,6 +78,11 @@ pub fn all() -> Vec<Figure> {
             stem: "forensics",
             inputs: &["forensics"],
             build: forensics::build,
+        },
+        Figure {
+            stem: "fleet",
+            inputs: &["fleet"],
+            build: fleet::build,
         },
         Figure {
             stem: "wire-latency-cdf",

@@ -8,7 +8,7 @@ use experiments::scaling::ScalingRow;
 use experiments::timing::median;
 
 use super::{load, FigureError};
-use crate::chart::{decade_bounds, log_padded, nice_ceil, Axis, LegendAt, LineChart, Marker, Panel, Scale, Series, TickFormat};
+use crate::chart::{data_bounds, log_log_panel, log_padded, nice_ceil, Axis, LegendAt, LineChart, Marker, Panel, Scale, Series, TickFormat};
 use crate::render::Chart;
 use crate::style;
 
@@ -54,27 +54,9 @@ fn one_if_identical(mut series: Vec<Series>, label: &str) -> Vec<Series> {
     series
 }
 
-fn bounds(series: &[Series]) -> ((f64, f64), (f64, f64)) {
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    (
-        (xs.clone().fold(f64::INFINITY, f64::min), xs.fold(0.0, f64::max)),
-        (ys.clone().fold(f64::INFINITY, f64::min), ys.fold(0.0, f64::max)),
-    )
-}
-
 /// A log-log panel of `series` against the guest's task count, axes on whole decades.
 fn against_tasks(title: &str, y_label: &str, series: Vec<Series>) -> Panel {
-    let ((x0, x1), (y0, y1)) = bounds(&series);
-    let (xmin, xmax) = decade_bounds(x0, x1, 10.0);
-    let (ymin, ymax) = decade_bounds(y0, y1, 10.0);
-    Panel {
-        title: title.into(),
-        x: Axis { label: "tasks in the guest (threads, its own count)".into(), scale: Scale::Log10, min: xmin, max: xmax, format: TickFormat::Number },
-        y: Axis { label: y_label.into(), scale: Scale::Log10, min: ymin, max: ymax, format: TickFormat::Number },
-        series,
-        legend: Some(LegendAt::UpperLeft),
-    }
+    log_log_panel(title, "tasks in the guest (threads, its own count)", y_label, series)
 }
 
 pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
@@ -94,7 +76,7 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     let mut by_ram = series(medians(&rows, "ram", ram, |r| r.wall_ms), "total", false, 0);
     by_ram.extend(series(medians(&rows, "ram", ram, |r| r.scan_ms), "scan phase", true, 0));
     if !by_ram.is_empty() {
-        let ((x0, x1), (_, y1)) = bounds(&by_ram);
+        let ((x0, x1), (_, y1)) = data_bounds(&by_ram);
         let (xmin, xmax) = log_padded(x0, x1, 0.05);
         panels.push(Panel {
             title: "time against guest RAM".into(),

@@ -172,6 +172,19 @@ pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), Validate
     Ok(())
 }
 
+/// The phases every task view shares: find the kernel (`scan`), open it (`symbols`), learn the
+/// layout and anchor `init_task` and the direct map with it (`layout`).
+pub(crate) fn prepare<'m, M: PhysMem>(counted: &'m Counting<M>, opts: &PsOptions, clock: &mut Clock<'_, M>) -> Result<(Kernel<'m>, MethodKind, Layout), PsError> {
+    let found = Kernel::scan(counted, &opts.scan)?;
+    clock.lap("scan");
+    let mut kernel = Kernel::open(counted, found)?;
+    clock.lap("symbols");
+    let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &mut kernel, &opts.inputs, &validate)?;
+    anchor::complete(&mut kernel, &layout)?;
+    clock.lap("layout");
+    Ok((kernel, method, layout))
+}
+
 /// List the processes of the machine whose memory is `mem`.
 pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
     ps_counted(&Counting::new(mem), opts)
@@ -185,13 +198,7 @@ pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result
     let start = counted.snapshot();
     let mut clock = Clock::new(counted);
 
-    let found = Kernel::scan(counted, &opts.scan)?;
-    clock.lap("scan");
-    let mut kernel = Kernel::open(counted, found)?;
-    clock.lap("symbols");
-    let (method, layout) = learn(opts.method.unwrap_or(MethodKind::Auto), &mut kernel, &opts.inputs, &validate)?;
-    anchor::complete(&mut kernel, &layout)?;
-    clock.lap("layout");
+    let (kernel, method, layout) = prepare(counted, opts, &mut clock)?;
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
     let outcome = walk(&kernel.space, &layout, init_task, opts.walk);
     clock.lap("walk");

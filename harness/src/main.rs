@@ -1,6 +1,7 @@
 //! `harness`: DMA requester, process listing from physical memory, and the guest lab.
 
 mod cmd_dmesg;
+mod cmd_hidden;
 mod cmd_lsmod;
 mod cmd_ps;
 
@@ -37,6 +38,8 @@ enum Cmd {
     Dmesg(cmd_dmesg::DmesgArgs),
     /// The loaded kernel modules of a machine (as /proc/modules), from its physical memory.
     Lsmod(cmd_lsmod::LsmodArgs),
+    /// Tasks and modules some view of memory sees and the kernel's lists do not (cross-view).
+    Hidden(cmd_hidden::HiddenArgs),
     /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
     Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
@@ -60,6 +63,7 @@ fn main() -> Result<()> {
         Cmd::Ps(args) => cmd_ps::run(args),
         Cmd::Dmesg(args) => cmd_dmesg::run(args),
         Cmd::Lsmod(args) => cmd_lsmod::run(args),
+        Cmd::Hidden(args) => cmd_hidden::run(args),
         Cmd::Profile(args) => cmd_ps::run_profile(args),
         Cmd::Corpus(c) => harness::lab::cli::corpus(c).map_err(anyhow::Error::from),
         Cmd::Lab(c) => harness::lab::cli::lab(c).map_err(anyhow::Error::from),

@@ -173,3 +173,49 @@ fn lsmod_over_the_wire_equals_the_image(#[values("deb-amd64", "deb7-amd64")] nam
     let pcap = pcap.to_str().expect("UTF-8 path");
     assert!(cli(&["--pcap", pcap]) == from_image, "{name}: `lsmod --pcap` differs from `--image`");
 }
+
+/// `hidden --target` through the emulator finds what `hidden --image` finds (nothing, on a clean
+/// kernel) with the same views seeing the same tasks, on a kernel with BTF and symbols and on
+/// one without either (the pid layout inferred); the scan too, its RAM bounded by `max_pfn`
+/// over the wire (a NetTLP target reports no RAM ranges) or by the pages that answer.
+#[rstest]
+fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] name: &str) {
+    use harness::introspect::hidden::{hidden, HiddenOptions, Status, View};
+    let e = entry(name);
+    let m = harness::lab::corpus::Mode::Running;
+    let (running, addr) = serve(&e, m, None);
+    let wire = connect(addr);
+    let opts = HiddenOptions { scan: e.flags.btf, ..Default::default() };
+    let local = hidden(dump(&e, m).as_ref(), &opts).unwrap_or_else(|err| panic!("{name}: {err}"));
+    let remote = hidden(wire.as_ref(), &opts).unwrap_or_else(|err| panic!("{name} over the wire: {err}"));
+    drop(wire);
+    assert!(remote.findings.is_empty() && local.findings.is_empty(), "{name}: {:#?}", remote.findings);
+    assert_eq!(remote.incomplete(), None, "{name}");
+    for v in [View::List, View::Pid, View::Runqueue, View::Modules, View::ModTree] {
+        let (a, b) = (remote.views.iter().find(|x| x.view == v).unwrap(), local.views.iter().find(|x| x.view == v).unwrap());
+        assert_eq!((a.status, a.seen, a.off_list, &a.how), (b.status, b.seen, b.off_list, &b.how), "{name}: view {v:?}");
+    }
+    assert_eq!(remote.seen.get(&View::Pid), local.seen.get(&View::Pid));
+    if opts.scan {
+        let s = remote.views.iter().find(|x| x.view == View::Scan).unwrap();
+        assert_eq!(s.status, Status::Ran, "{name}: {s:?}");
+        assert!(s.how.contains("max_pfn"), "{name}: {}", s.how);
+        let listed: std::collections::HashSet<_> = remote.seen[&View::Scan].iter().collect();
+        assert!(remote.listed.iter().filter(|t| t.pid > 0).all(|t| listed.contains(&t.addr)), "{name}: the scan over the wire missed a listed task");
+    }
+    // The command: `hidden --target` prints what `--image` prints (no --scan: its text names
+    // where the RAM's extent came from).
+    let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
+    let cli = |src: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("hidden").args(src).output().expect("running harness");
+        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
+    let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(400 + salt_of(name)));
+    assert!(cli(&["--target", &url]) == from_image, "{name}: `hidden --target` differs from `--image`");
+    let text = String::from_utf8_lossy(&from_image);
+    assert!(text.starts_with("KIND") && text.lines().filter(|l| l.starts_with("# view ")).count() == 6, "{name}: {text}");
+    assert!(text.contains("# view pid ran:"), "{name}: {text}");
+    running.stop().expect("endpoint stopped cleanly");
+}

@@ -1,0 +1,17 @@
+//! `hidden`'s views on fuzzed kernel structures (`hidden::cut` format: layouts and roots, then
+//! regions of memory): the pid layout's inference, the IDR walk, the run queues (red-black
+//! trees and RT lists) and the module address tree. The seed is what the views read on
+//! deb-amd64's running dump.
+#![no_main]
+
+use harness::introspect::hidden::cut::Cut;
+use harness::introspect::hidden::{rbtree, runqueue, xarray};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(cut) = Cut::parse(data) else { return };
+    let (_, pids, rqs, tree) = cut.run();
+    assert!(pids.nodes <= xarray::MAX_NODES);
+    assert!(rqs.cpus.len() as u64 <= runqueue::MAX_CPUS);
+    assert!(tree.nodes <= rbtree::MAX_NODES);
+});

@@ -22,8 +22,8 @@
 //! `init_task`, which checks the per-CPU arithmetic before anything is believed.
 //!
 //! Invariant: at most [`MAX_CPUS`] CPUs, [`rbtree::MAX_NODES`] nodes per tree, [`MAX_LIST`]
-//! entries per RT list; a queue that does not hold together ends the view with the tasks found
-//! before it and an error naming the address.
+//! entries per RT list, [`MAX_TASKS`] tasks in all; a queue that does not hold together ends
+//! the view with the tasks found before it and an error naming the address.
 
 use std::collections::HashSet;
 
@@ -43,6 +43,8 @@ pub const MAX_GROUP_DEPTH: usize = 8;
 pub const MAX_LIST: usize = 4096;
 /// `MAX_RT_PRIO`.
 pub const MAX_RT_PRIO: u64 = 100;
+/// Most tasks (running or queued) kept over all CPUs.
+pub const MAX_TASKS: usize = 1 << 17;
 /// Largest `struct rq` read.
 pub const MAX_RQ: u64 = 64 << 10;
 
@@ -138,6 +140,8 @@ pub enum RqError {
     Tree { cpu: u64, source: rbtree::RbError },
     #[error("CPU {cpu}: RT list at {node:#x}: {reason}")]
     List { cpu: u64, node: u64, reason: String },
+    #[error("more than {MAX_TASKS} tasks in the run queues")]
+    TooMany,
 }
 
 /// The tasks the run queues hold, and why the view stopped early.
@@ -210,6 +214,9 @@ fn walk_into(l: &RqLayout, runqueues: u64, offsets: Option<u64>, nr_cpus: u64, i
             rt_list(l, cpu, rq.wrapping_add(l.rt_queue).wrapping_add(p * 16), f(l.rt_queue.saturating_add(p * 16))?, read, out)?;
         }
         let dl = rbtree::walk(f(l.dl_root)?, Window::NODE, read);
+        if out.tasks.len().saturating_add(dl.nodes.len()) > MAX_TASKS {
+            return Err(RqError::TooMany);
+        }
         out.tasks.extend(dl.nodes.iter().map(|(n, _)| n.wrapping_sub(l.task_dl_node)));
         if let Some(source) = dl.error {
             return Err(RqError::Tree { cpu, source });
@@ -227,6 +234,9 @@ fn fair(l: &RqLayout, cpu: u64, root: u64, read: &mut ReadMany<'_>, out: &mut Rq
         let mut groups = Vec::new();
         for r in roots {
             let t = rbtree::walk(r, window, read);
+            if out.tasks.len().saturating_add(t.nodes.len()) > MAX_TASKS {
+                return Err(RqError::TooMany);
+            }
             for (node, bytes) in &t.nodes {
                 match l.se_my_q.and_then(|q| word(bytes, q)).filter(|&q| q != 0) {
                     Some(q) => groups.push(q),
@@ -257,6 +267,9 @@ fn rt_list(l: &RqLayout, cpu: u64, head: u64, first: u64, read: &mut ReadMany<'_
     let extra = l.rt_my_q.map_or(16, |q| q.clamp(8, 1 << 12) + 8) as u64;
     while node != head {
         let bad = |reason: &str| RqError::List { cpu, node, reason: reason.into() };
+        if out.tasks.len() >= MAX_TASKS {
+            return Err(RqError::TooMany);
+        }
         if seen.len() >= MAX_LIST || !seen.insert(node) || node < 0xff00_0000_0000_0000 {
             return Err(bad("not a kernel address, seen twice, or too many entries"));
         }

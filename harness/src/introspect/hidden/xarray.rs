@@ -7,10 +7,10 @@
 //!                                        slots[i] ──▶ entry        index = base + (i << shift)
 //! ```
 //!
-//! Invariant: [`walk`] reads at most [`MAX_NODES`] nodes, one tree level per batch, and every
-//! node must hold together before its slots are used: its `parent` is the node it was reached
-//! from (null at the root), its `array` the XArray walked, its `offset` the slot it was reached
-//! through, its `shift` the parent's minus the chunk's bits. The first node that does not ends
+//! Invariant: [`walk`] reads at most [`MAX_NODES`] nodes, one tree level per batch, and keeps
+//! at most [`MAX_ENTRIES`] entries; every node must hold together before its slots are used: its
+//! `parent` is the node it was reached from (null at the root), its `array` the XArray walked,
+//! its `offset` the slot it was reached through, its `shift` the parent's minus the chunk's bits. The first node that does not ends
 //! the walk, with the entries of the nodes before it and an error naming the node's address.
 
 use emulator::bytes::Bytes;
@@ -20,6 +20,8 @@ use super::ReadMany;
 /// Most nodes read (a machine with every pid of `PID_MAX_LIMIT` in use needs 66,000 with
 /// 64-slot nodes; a guest a few).
 pub const MAX_NODES: usize = 1 << 17;
+/// Most entries kept (`PID_MAX_LIMIT` on 64-bit).
+pub const MAX_ENTRIES: usize = 1 << 22;
 /// Largest `XA_CHUNK_SIZE` accepted (Linux: 16 or 64).
 pub const MAX_CHUNK: u64 = 256;
 /// The lowest kernel address (x86-64).
@@ -77,7 +79,7 @@ pub enum XaError {
     Read { node: u64, reason: String },
     #[error("xa_node at {node:#x}: {reason}")]
     Bad { node: u64, reason: String },
-    #[error("more than {MAX_NODES} xa_nodes")]
+    #[error("more than {MAX_NODES} xa_nodes or {MAX_ENTRIES} entries")]
     TooMany,
 }
 
@@ -189,6 +191,9 @@ fn walk_nodes(l: &NodeLayout, array: u64, root: u64, out: &mut Walked, read: &mu
                     // A node pointer below the last level: not a valid tree.
                     return Err(bad(format!("slot {slot} holds a node at the last level")));
                 } else {
+                    if out.entries.len() >= MAX_ENTRIES {
+                        return Err(XaError::TooMany);
+                    }
                     push_entry(out, index, entry);
                 }
             }

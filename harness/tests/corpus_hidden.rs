@@ -280,3 +280,31 @@ fn cut_the_fuzz_seed() {
     assert!(si.is_ok() && sp.error.is_none() && sr.error.is_none() && st.error.is_none(), "the committed seed: {si:?}");
     assert!(sp.pids.len() > 50 && !sr.tasks.is_empty() && st.modules.len() == 5, "the committed seed");
 }
+
+/// DKOM of the task a CPU was running when the machine panicked (the shell that wrote to
+/// `sysrq-trigger`): the run queues see it too (`rq->curr`), so the finding names all three task
+/// views.
+#[rstest]
+fn dkom_of_the_running_task_is_seen_by_the_run_queues(#[values("deb-amd64", "deb5.10-amd64", "deb7-amd64")] name: &str) {
+    let e = entry(name);
+    let mem = dump(&e, Mode::Panicked);
+    let clean = run(mem.as_ref(), false);
+    let running: HashSet<KVirt> = clean.seen[&View::Runqueue].iter().copied().collect();
+    let victim = clean
+        .listed
+        .iter()
+        .find(|t| running.contains(&t.addr) && !t.kthread && t.threads == Some(1))
+        .unwrap_or_else(|| panic!("{name}: no single-threaded user task on a CPU"))
+        .clone();
+    let before = ps(mem.as_ref(), &PsOptions::default()).unwrap();
+    let k = kernel(mem.as_ref());
+    let patches = unlink(&k, victim.addr.0 + before.layout.task.tasks);
+    drop(k);
+    let infected = Patched::new(mem.as_ref(), patches);
+    let r = run(&infected, true);
+    assert_eq!(r.incomplete(), None, "{name}");
+    assert_eq!(r.findings.len(), 1, "{name}: {:#?}", r.findings);
+    let f = &r.findings[0];
+    assert_eq!((f.kind, f.pid, f.address), (Kind::Task, Some(victim.pid), victim.addr.0), "{name}");
+    assert_eq!(f.seen_by, vec![View::Pid, View::Runqueue, View::Scan], "{name}");
+}

@@ -56,6 +56,13 @@ fn serve(e: &harness::lab::corpus::Entry, m: harness::lab::corpus::Mode, pcap: O
     panic!("no free loopback address");
 }
 
+/// What `harness CMD SRC...` prints, which must succeed.
+fn harness_stdout(name: &str, cmd: &str, src: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg(cmd).args(src).output().expect("running harness");
+    assert!(out.status.success(), "{name} {cmd} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
 /// A requester reading from the endpoint at `addr`.
 fn connect(addr: Ipv4Addr) -> Box<dyn emulator::mem::PhysMem> {
     // Generous retries: the test machine is shared and loaded.
@@ -121,11 +128,7 @@ fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] n
     drop(wire);
     // The command itself: `harness dmesg --target` prints what `--image` prints.
     let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
-    let cli = |src: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("dmesg").args(src).output().expect("running harness");
-        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
+    let cli = |src: &[&str]| harness_stdout(name, "dmesg", src);
     let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
     let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(200 + salt_of(name)));
     assert!(cli(&["--target", &url]) == from_image, "{name}: `dmesg --target` differs from `--image`");
@@ -160,11 +163,7 @@ fn lsmod_over_the_wire_equals_the_image(#[values("deb-amd64", "deb7-amd64")] nam
     }
     drop(wire);
     let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
-    let cli = |src: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("lsmod").args(src).output().expect("running harness");
-        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
+    let cli = |src: &[&str]| harness_stdout(name, "lsmod", src);
     let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
     let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(300 + salt_of(name)));
     assert!(cli(&["--target", &url]) == from_image, "{name}: `lsmod --target` differs from `--image`");
@@ -206,11 +205,7 @@ fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] 
     // The command: `hidden --target` prints what `--image` prints (no --scan: its text names
     // where the RAM's extent came from).
     let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
-    let cli = |src: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("hidden").args(src).output().expect("running harness");
-        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
+    let cli = |src: &[&str]| harness_stdout(name, "hidden", src);
     let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
     let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(400 + salt_of(name)));
     assert!(cli(&["--target", &url]) == from_image, "{name}: `hidden --target` differs from `--image`");

@@ -31,7 +31,7 @@ fn run(mem: &dyn PhysMem, scan: bool) -> HiddenReport {
     hidden(mem, &HiddenOptions { scan, ..Default::default() }).unwrap_or_else(|err| panic!("{err}"))
 }
 
-fn view<'r>(r: &'r HiddenReport, v: View) -> &'r harness::introspect::hidden::ViewReport {
+fn view(r: &HiddenReport, v: View) -> &harness::introspect::hidden::ViewReport {
     r.views.iter().find(|x| x.view == v).unwrap_or_else(|| panic!("no view {v:?}"))
 }
 
@@ -148,8 +148,7 @@ fn dkom_unlinked_task_and_module_are_found(
     let victim = before
         .threads
         .iter()
-        .filter(|t| !t.kthread && t.threads == Some(1) && t.pid > 1 && t.comm.iter().all(u8::is_ascii_graphic))
-        .last()
+        .rfind(|t| !t.kthread && t.threads == Some(1) && t.pid > 1 && t.comm.iter().all(u8::is_ascii_graphic))
         .unwrap_or_else(|| panic!("{name}: no single-threaded user process"))
         .clone();
     let mut k = kernel(mem.as_ref());
@@ -253,7 +252,7 @@ fn cut_the_fuzz_seed() {
     for &(a, _) in &header.samples {
         let _ = read(&[(a, task_size as usize)]);
     }
-    let kptr = |v: u64| v % 8 == 0 && (k.space.in_direct_map(KVirt(v)) || k.space.in_image(KVirt(v)));
+    let kptr = |v: u64| v.is_multiple_of(8) && (k.space.in_direct_map(KVirt(v)) || k.space.in_image(KVirt(v)));
     let bytes: Vec<(u64, i32, Vec<u8>)> = header.samples.iter().map(|&(a, p)| (a, p, { let mut v = vec![0u8; task_size as usize]; k.space.read(KVirt(a), &mut v).unwrap(); v })).collect();
     let samples: Vec<pidns::Sample<'_>> = bytes.iter().map(|(a, p, b)| pidns::Sample { addr: *a, pid: *p, bytes: b }).collect();
     let inferred = pidns::infer(&samples, &kptr, &mut read).unwrap();

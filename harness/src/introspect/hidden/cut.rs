@@ -96,7 +96,7 @@ impl Cut {
             .ok_or_else(|| format!("{len} bytes at {addr:#x} are not in the cut"))
     }
 
-    fn read_many(&self, regions: &[(u64, usize)]) -> Vec<Result<Vec<u8>, String>> {
+    fn read_many(&self, regions: &[(u64, usize)]) -> super::Reads {
         regions.iter().map(|&(a, l)| self.read(a, l)).collect()
     }
 
@@ -108,7 +108,7 @@ impl Cut {
         let bytes: Vec<(u64, i32, Vec<u8>)> =
             h.samples.iter().take(pidns::MAX_SAMPLES).filter_map(|&(a, p)| Some((a, p, self.read(a, h.task_size.min(1 << 15) as usize).ok()?))).collect();
         let samples: Vec<pidns::Sample<'_>> = bytes.iter().map(|(a, p, b)| pidns::Sample { addr: *a, pid: *p, bytes: b }).collect();
-        let kptr = |v: u64| v % 8 == 0 && v >= 0xff00_0000_0000_0000;
+        let kptr = |v: u64| v.is_multiple_of(8) && v >= 0xff00_0000_0000_0000;
         let inferred = pidns::infer(&samples, &kptr, &mut read);
         if let Ok(i) = &inferred {
             if let Ok((x, head)) = pidns::locate_xarray(i.ns, &mut read) {

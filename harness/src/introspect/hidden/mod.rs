@@ -55,8 +55,10 @@ use super::ps::{prepare, Clock, Phase, PsError, PsOptions};
 use super::state::{state_letter, EXIT_DEAD, PID_MAX_LIMIT};
 use super::walk::{walk, Thread};
 
-/// Reads many kernel virtual ranges at once (one result per range, an error text on failure).
-pub type ReadMany<'r> = dyn FnMut(&[(u64, usize)]) -> Vec<Result<Vec<u8>, String>> + 'r;
+/// What a read of many ranges returns: one result per range, an error text on failure.
+pub type Reads = Vec<Result<Vec<u8>, String>>;
+/// Reads many kernel virtual ranges at once.
+pub type ReadMany<'r> = dyn FnMut(&[(u64, usize)]) -> Reads + 'r;
 
 /// Largest RAM the scan reads by default (a guest of the corpus has 256 MiB).
 pub const SCAN_MAX_BYTES: u64 = 64 << 30;
@@ -241,7 +243,7 @@ pub enum HiddenError {
 }
 
 /// Reads through the kernel's address space, as the views want it.
-fn reader<'k>(kernel: &'k Kernel<'_>) -> impl FnMut(&[(u64, usize)]) -> Vec<Result<Vec<u8>, String>> + 'k {
+fn reader<'k>(kernel: &'k Kernel<'_>) -> impl FnMut(&[(u64, usize)]) -> Reads + 'k {
     move |regions: &[(u64, usize)]| {
         let r: Vec<(KVirt, usize)> = regions.iter().map(|&(a, l)| (KVirt(a), l)).collect();
         kernel.space.read_many(&r).into_iter().map(|x| x.map_err(|e| e.to_string())).collect()
@@ -257,7 +259,7 @@ pub fn hidden(mem: &dyn PhysMem, opts: &HiddenOptions) -> Result<HiddenReport, H
     let mut clock = Clock::new(&counted);
     let (kernel, method, layout) = prepare(&counted, &opts.ps, &mut clock)?;
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
-    let kptr = |v: u64| v % 8 == 0 && v != 0 && (kernel.space.in_direct_map(KVirt(v)) || kernel.space.in_image(KVirt(v)));
+    let kptr = |v: u64| v.is_multiple_of(8) && v != 0 && (kernel.space.in_direct_map(KVirt(v)) || kernel.space.in_image(KVirt(v)));
     let phys = |v: KVirt| kernel.space.linear(v).map(|p| p.0);
     let mut views = Vec::new();
     let mut seen: BTreeMap<View, Vec<KVirt>> = BTreeMap::new();

@@ -158,7 +158,9 @@ pub fn infer(samples: &[Sample<'_>], kptr: &dyn Fn(u64) -> bool, read: &mut Read
     }
     // Each candidate checked against every sample's struct pid; `numbers` is the first upid
     // after `tasks` holding the sample's pid.
-    let mut found: Option<Vec<(u64, u64, u64, u64, u64)>> = None;
+    // (thread_pid, pid_links, tasks, numbers, ns) that hold in every sample so far.
+    type Candidate = (u64, u64, u64, u64, u64);
+    let mut found: Option<Vec<Candidate>> = None;
     for s in &samples {
         let targets: Vec<(u64, u64, u64)> = match &found {
             None => cands.clone(),
@@ -193,7 +195,7 @@ pub fn infer(samples: &[Sample<'_>], kptr: &dyn Fn(u64) -> bool, read: &mut Read
     // the same way to `tasks[PIDTYPE_TGID]` 16 and 8 bytes further; and, taken for the pointer,
     // the true node's own `pprev` (a "struct pid" starting at `tasks[0]`). Both are set aside.
     let found = found.unwrap_or_default();
-    let shadow = |c: &(u64, u64, u64, u64, u64)| {
+    let shadow = |c: &Candidate| {
         found.iter().any(|d| c.0 == d.1 + 8 || (d.0 == c.0 && d.1 + 16 == c.1 && d.2 + 8 == c.2))
     };
     let left: Vec<_> = found.iter().filter(|c| !shadow(c)).collect();

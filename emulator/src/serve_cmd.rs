@@ -164,10 +164,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!("  ... {} more", ranges.len() - 32);
     }
     tracing::info!(
-        "listening on {}: UDP ports {:#x}..={:#x} (requester tags & 0xF) and {:#x} (messaging)",
+        "listening on {}: UDP ports {:#x}..={:#x} (0x3000 + tag, every tag 0..=255) and {:#x} (messaging)",
         args.listen,
         emulator::wire::nettlp::requester_port(0),
-        emulator::wire::nettlp::requester_port(15),
+        emulator::wire::nettlp::requester_port(u8::MAX),
         emulator::wire::nettlp::MSG_PORT
     );
     tracing::info!(

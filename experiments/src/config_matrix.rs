@@ -168,7 +168,7 @@ impl Drop for IsfFile {
 pub fn isf_from_other_dump(e: &Entry, mode: Mode) -> Result<IsfFile, String> {
     let other = match mode {
         Mode::Running => Mode::Panicked,
-        Mode::Panicked => Mode::Running,
+        Mode::Panicked | Mode::Infected => Mode::Running,
     };
     let (mem, _) = analysis::open_dump(e, other, DumpFormat::Elf).map_err(|err| err.to_string())?;
     let opts = PsOptions { method: Some(MethodKind::Auto), inputs: analysis::layout_inputs(), ..Default::default() };

@@ -36,6 +36,7 @@ pub mod forensics;
 pub mod experiment;
 pub mod hw_reference;
 pub mod panic;
+pub mod plugins;
 pub mod process;
 pub mod provenance;
 pub mod registry;

@@ -11,6 +11,7 @@ use crate::driver::Runnable;
 use crate::faults::Faults;
 use crate::forensics::Forensics;
 use crate::panic::Panic;
+use crate::plugins::BaselinePlugins;
 use crate::scaling::Scaling;
 use crate::timing::Timing;
 use crate::wire::{WireLatency, WireThroughput};
@@ -27,6 +28,7 @@ pub fn available() -> Vec<Box<dyn Runnable>> {
         Box::new(Faults),
         Box::new(Forensics),
         Box::new(Baseline),
+        Box::new(BaselinePlugins),
     ]
 }
 

@@ -50,7 +50,7 @@ pub struct PslistRow {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PslistError {
+pub enum CsvError {
     #[error("Volatility printed no CSV header")]
     NoHeader,
     #[error("the CSV header has no column {0:?}")]
@@ -65,20 +65,39 @@ pub enum PslistError {
 
 /// Parses the CSV renderer's output of `linux.pslist` (header `TreeDepth,OFFSET (V),PID,TID,PPID,
 /// COMM,UID,...`). Columns are found by name, so their order may change between releases.
-pub fn parse_pslist_csv(bytes: &[u8]) -> Result<Vec<PslistRow>, PslistError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+pub fn parse_pslist_csv(bytes: &[u8]) -> Result<Vec<PslistRow>, CsvError> {
+    let records = parse_csv(bytes, &["PID", "TID", "PPID", "UID", "COMM"])?;
+    records
+        .into_iter()
+        .map(|(line, f)| {
+            let number = |i: usize, column: &'static str| -> Result<u32, CsvError> {
+                f[i].trim().parse().map_err(|_| CsvError::Number { line, column, value: f[i].clone() })
+            };
+            Ok(PslistRow { pid: number(0, "PID")?, tid: number(1, "TID")?, ppid: number(2, "PPID")?, uid: number(3, "UID")?, comm: f[4].clone() })
+        })
+        .collect()
+}
+
+/// The named columns of every record of a Volatility CSV rendering, in the order of `names`,
+/// with each record's line number. Columns are found by name in the header (blank lines before
+/// it are skipped); at most [`MAX_ROWS`] records.
+pub fn parse_csv(bytes: &[u8], names: &[&'static str]) -> Result<Vec<(u64, Vec<String>)>, CsvError> {
+    // Lines end at `\n` only: a task name Volatility prints unquoted may hold a `\r`.
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).terminator(csv::Terminator::Any(b'\n')).from_reader(bytes);
     let mut records = reader.records();
     let header = loop {
         match records.next() {
-            None => return Err(PslistError::NoHeader),
+            None => return Err(CsvError::NoHeader),
             Some(Err(e)) => return Err(record_error(&e)),
             // Volatility may print blank lines before its renderer starts.
             Some(Ok(r)) if r.iter().all(|f| f.trim().is_empty()) => continue,
             Some(Ok(r)) => break r,
         }
     };
-    let col = |name: &'static str| header.iter().position(|h| h.trim() == name).ok_or(PslistError::MissingColumn(name));
-    let (pid, tid, ppid, uid, comm) = (col("PID")?, col("TID")?, col("PPID")?, col("UID")?, col("COMM")?);
+    let cols: Vec<usize> = names
+        .iter()
+        .map(|&name| header.iter().position(|h| h.trim() == name).ok_or(CsvError::MissingColumn(name)))
+        .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for rec in records {
         let rec = rec.map_err(|e| record_error(&e))?;
@@ -86,30 +105,24 @@ pub fn parse_pslist_csv(bytes: &[u8]) -> Result<Vec<PslistRow>, PslistError> {
             continue;
         }
         if out.len() == MAX_ROWS {
-            return Err(PslistError::TooMany);
+            return Err(CsvError::TooMany);
         }
         let line = rec.position().map_or(0, |p| p.line());
-        let field = |i: usize, column: &'static str| {
-            rec.get(i).ok_or_else(|| PslistError::Record { line, reason: format!("no column {column} ({} fields)", rec.len()) })
-        };
-        let number = |i: usize, column: &'static str| -> Result<u32, PslistError> {
-            let v = field(i, column)?;
-            v.trim().parse().map_err(|_| PslistError::Number { line, column, value: v.to_owned() })
-        };
-        out.push(PslistRow {
-            pid: number(pid, "PID")?,
-            tid: number(tid, "TID")?,
-            ppid: number(ppid, "PPID")?,
-            uid: number(uid, "UID")?,
-            comm: field(comm, "COMM")?.to_owned(),
-        });
+        let fields = cols
+            .iter()
+            .zip(names)
+            .map(|(&i, column)| {
+                rec.get(i).map(str::to_owned).ok_or_else(|| CsvError::Record { line, reason: format!("no column {column} ({} fields)", rec.len()) })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((line, fields));
     }
     Ok(out)
 }
 
-fn record_error(e: &csv::Error) -> PslistError {
+fn record_error(e: &csv::Error) -> CsvError {
     let line = e.position().map_or(0, |p| p.line());
-    PslistError::Record { line, reason: e.to_string() }
+    CsvError::Record { line, reason: e.to_string() }
 }
 
 /// The version from the banner Volatility writes first on stderr (`Volatility 3 Framework 2.28.2`).
@@ -163,14 +176,22 @@ mod tests {
 
     #[test]
     fn malformed_listings_are_errors() {
-        assert_eq!(parse_pslist_csv(b""), Err(PslistError::NoHeader));
-        assert_eq!(parse_pslist_csv(b"\n\nPID,TID,PPID,UID\n"), Err(PslistError::MissingColumn("COMM")));
+        assert_eq!(parse_pslist_csv(b""), Err(CsvError::NoHeader));
+        assert_eq!(parse_pslist_csv(b"\n\nPID,TID,PPID,UID\n"), Err(CsvError::MissingColumn("COMM")));
         let bad = parse_pslist_csv(b"PID,TID,PPID,COMM,UID\n1,1,0,init,0\nx,2,0,kthreadd,0\n");
-        assert!(matches!(bad, Err(PslistError::Number { line: 3, column: "PID", .. })), "{bad:?}");
+        assert!(matches!(bad, Err(CsvError::Number { line: 3, column: "PID", .. })), "{bad:?}");
         let short = parse_pslist_csv(b"PID,TID,PPID,COMM,UID\n1,1,0\n");
-        assert!(matches!(short, Err(PslistError::Record { line: 2, .. })), "{short:?}");
+        assert!(matches!(short, Err(CsvError::Record { line: 2, .. })), "{short:?}");
         let neg = parse_pslist_csv(b"PID,TID,PPID,COMM,UID\n-1,1,0,a,0\n");
-        assert!(matches!(neg, Err(PslistError::Number { .. })), "{neg:?}");
+        assert!(matches!(neg, Err(CsvError::Number { .. })), "{neg:?}");
+    }
+
+    #[test]
+    fn a_carriage_return_inside_an_unquoted_name_stays_in_its_field() {
+        let csv = b"TreeDepth,OFFSET (P),PID,TID,PPID,COMM,EXIT_STATE\n0,0x2181a70,0,5930,0,\r\x17,TASK_RUNNING\n0,0x1,7,7,2,kworker,TASK_RUNNING\n";
+        let rows = parse_csv(csv, &["TID", "COMM"]).unwrap();
+        assert_eq!(rows.iter().map(|(_, f)| f[0].as_str()).collect::<Vec<_>>(), ["5930", "7"]);
+        assert_eq!(rows[0].1[1], "\r\x17");
     }
 
     #[test]

@@ -51,7 +51,7 @@ fn wire_throughput_schema() {
 #[test]
 fn corpus_experiment_columns() {
     use experiments::{
-        baseline::BaselineRow, config_matrix::MatrixRow, faults::FaultRow, forensics::ForensicsRow, panic::PanicRow, scaling::ScalingRow,
+        baseline::BaselineRow, config_matrix::MatrixRow, faults::FaultRow, forensics::ForensicsRow, panic::PanicRow, plugins::PluginRow, scaling::ScalingRow,
         timing::TimingRow,
     };
     insta::assert_snapshot!("config_matrix_columns", results::columns::<MatrixRow>().unwrap().join(","));
@@ -61,4 +61,5 @@ fn corpus_experiment_columns() {
     insta::assert_snapshot!("faults_columns", results::columns::<FaultRow>().unwrap().join(","));
     insta::assert_snapshot!("baseline_columns", results::columns::<BaselineRow>().unwrap().join(","));
     insta::assert_snapshot!("forensics_columns", results::columns::<ForensicsRow>().unwrap().join(","));
+    insta::assert_snapshot!("baseline_plugins_columns", results::columns::<PluginRow>().unwrap().join(","));
 }

@@ -157,6 +157,66 @@ struct Inflight {
     deadline: Instant,
 }
 
+/// The request in flight on each tag. Invariant: bit `t` of `live` is set exactly when
+/// `by_tag[t]` holds a request, and `count` is the number of bits set; so walking the requests
+/// in flight costs their number, not the 256 tags (per completion, on the hot path).
+struct Slots {
+    by_tag: Vec<Option<Inflight>>,
+    live: [u64; 4],
+    count: usize,
+}
+
+impl Slots {
+    fn new() -> Slots {
+        Slots { by_tag: (0..256).map(|_| None).collect(), live: [0; 4], count: 0 }
+    }
+
+    fn put(&mut self, tag: u8, inf: Inflight) {
+        let t = usize::from(tag);
+        if self.by_tag[t].replace(inf).is_none() {
+            self.live[t / 64] |= 1 << (t % 64);
+            self.count += 1;
+        }
+    }
+
+    fn take(&mut self, tag: usize) -> Option<Inflight> {
+        let inf = self.by_tag.get_mut(tag)?.take()?;
+        self.live[tag / 64] &= !(1 << (tag % 64));
+        self.count -= 1;
+        Some(inf)
+    }
+
+    fn get(&self, tag: usize) -> Option<&Inflight> {
+        self.by_tag.get(tag)?.as_ref()
+    }
+
+    fn get_mut(&mut self, tag: usize) -> Option<&mut Inflight> {
+        self.by_tag.get_mut(tag)?.as_mut()
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The tags with a request in flight, in increasing order.
+    fn tags(&self) -> impl Iterator<Item = usize> + '_ {
+        self.live.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut rest = bits;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let b = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    w * 64 + b
+                })
+            })
+        })
+    }
+}
+
 /// MRd datagrams waiting to be sent on one port.
 struct SendQueue {
     bufs: Vec<[u8; 24]>,
@@ -178,11 +238,12 @@ struct Engine {
     recv: RecvBatch,
     send: SendBatch,
     queues: Vec<SendQueue>,
+    /// Sockets whose queue holds requests not yet sent, each once.
+    pending: Vec<usize>,
     tags: TagPool,
-    slots: Vec<Option<Inflight>>,
+    slots: Slots,
     /// Every datagram that arrived before this was taken (see [`super::tags`]).
     drained: Instant,
-    inflight: usize,
     next_expiry: Option<Instant>,
     retry: VecDeque<Piece>,
     rto: Rto,
@@ -259,9 +320,9 @@ impl Requester {
             send: SendBatch::new(256),
             queues,
             tags: TagPool::new(&tags),
-            slots: (0..256).map(|_| None).collect(),
+            pending: Vec::new(),
+            slots: Slots::new(),
             drained: Instant::now(),
-            inflight: 0,
             next_expiry: None,
             retry: VecDeque::new(),
             rto: Rto::new(target.timeout),
@@ -491,7 +552,7 @@ impl Engine {
             let clock = self.clock(now, t);
             // issue as many requests as allowed
             let mut tag_wake = None;
-            while self.inflight < max_inflight {
+            while self.slots.len() < max_inflight {
                 let piece = match self.retry.pop_front() {
                     Some(p) => p,
                     None => match cursor.next(ops, &results, t.mrrs, self.tags.suspect()) {
@@ -525,7 +586,7 @@ impl Engine {
                 self.issue(rid, tag, Piece { len, ..piece }, now, wait);
             }
             self.flush();
-            if self.inflight == 0 && self.retry.is_empty() && cursor.done(ops) {
+            if self.slots.is_empty() && self.retry.is_empty() && cursor.done(ops) {
                 break;
             }
             // wait for a completion, the earliest deadline, or a tag done resting
@@ -552,7 +613,7 @@ impl Engine {
                 self.drained = before_wait;
             }
             if self.rack.take_changed() {
-                let lost = self.slots.iter().flatten().filter_map(|inf| self.rack.lost_at(inf.sent)).min();
+                let lost = self.slots.tags().filter_map(|tag| self.slots.get(tag).and_then(|inf| self.rack.lost_at(inf.sent))).min();
                 if let Some(at) = lost {
                     self.next_expiry = Some(self.next_expiry.map_or(at, |x| x.min(at)));
                 }
@@ -579,26 +640,21 @@ impl Engine {
         repr.emit(&mut tlp::Packet::new_unchecked(outer.payload_mut()));
         let sock = self.send_sock(tag);
         let q = &mut self.queues[sock];
+        if q.lens.is_empty() {
+            self.pending.push(sock);
+        }
         q.bufs.push(buf);
         q.lens.push(len);
         let deadline = now + timeout;
         self.lost_early[usize::from(tag)] = None;
-        self.slots[usize::from(tag)] = Some(Inflight {
-            piece,
-            asm: Reassembly::new(piece.addr, piece.len),
-            sent: now,
-            deadline,
-        });
-        self.inflight += 1;
+        self.slots.put(tag, Inflight { piece, asm: Reassembly::new(piece.addr, piece.len), sent: now, deadline });
         self.stats.requests += 1;
         self.next_expiry = Some(self.next_expiry.map_or(deadline, |x| x.min(deadline)));
     }
 
     fn flush(&mut self) {
-        for (i, q) in self.queues.iter_mut().enumerate() {
-            if q.lens.is_empty() {
-                continue;
-            }
+        for i in self.pending.drain(..) {
+            let q = &mut self.queues[i];
             let fd = self.socks[i].as_raw_fd();
             let dst = self.peers[i];
             let msgs = q.bufs.iter().zip(&q.lens).map(|(b, &l)| (dst, &b[..l]));
@@ -642,7 +698,7 @@ impl Engine {
                     let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
                     let conflict = take_completion(
                         bytes, now, self.drained, ids, ops, results, &mut self.slots, &mut self.tags,
-                        &mut self.inflight, &mut self.rto, &mut self.rack, &mut self.lost_early, &mut self.stats,
+                        &mut self.rto, &mut self.rack, &mut self.lost_early, &mut self.stats,
                     );
                     conflicts.extend(conflict);
                 }
@@ -660,8 +716,7 @@ impl Engine {
     /// Two copies of the same bytes of the request on `tag` differ: one is not its answer.
     /// Give it up (the tag is held like a timed-out one's) and ask again for all of it.
     fn abandon(&mut self, tag: u8, now: Instant, t: &Target, results: &mut [Option<MemError>]) {
-        let Some(inf) = self.slots[usize::from(tag)].take() else { return };
-        self.inflight -= 1;
+        let Some(inf) = self.slots.take(usize::from(tag)) else { return };
         self.stats.conflicts += 1;
         self.stats.bytes -= u64::from(inf.asm.received());
         self.tags.anomaly();
@@ -678,16 +733,16 @@ impl Engine {
 
     fn expire(&mut self, now: Instant, t: &Target, results: &mut [Option<MemError>]) {
         let mut next: Option<Instant> = None;
-        for tag in 0..256usize {
-            let Some(inf) = &self.slots[tag] else { continue };
+        let live: Vec<usize> = self.slots.tags().collect();
+        for tag in live {
+            let Some(inf) = self.slots.get(tag) else { continue };
             let due = self.rack.lost_at(inf.sent).map_or(inf.deadline, |at| at.min(inf.deadline));
             if due > now {
                 next = Some(next.map_or(due, |x| x.min(due)));
                 continue;
             }
-            let Some(inf) = self.slots[tag].take() else { continue };
+            let Some(inf) = self.slots.take(tag) else { continue };
             let piece = inf.piece;
-            self.inflight -= 1;
             if inf.deadline <= now {
                 self.rto.timed_out(inf.sent, now);
             } else {
@@ -755,9 +810,8 @@ fn take_completion(
     ids: Ids<'_>,
     ops: &mut [ReadOp<'_>],
     results: &mut [Option<MemError>],
-    slots: &mut [Option<Inflight>],
+    slots: &mut Slots,
     tags: &mut TagPool,
-    inflight: &mut usize,
     rto: &mut Rto,
     rack: &mut Rack,
     lost_early: &mut [Option<Instant>; 256],
@@ -781,7 +835,7 @@ fn take_completion(
         return None;
     }
     let payload = p.payload();
-    let Some(inf) = slots.get_mut(tag).and_then(|s| s.as_mut()) else {
+    let Some(inf) = slots.get_mut(tag) else {
         match tags.absorb(&cpl, payload.len(), now) {
             Absorbed::Late => {
                 stats.late += 1;
@@ -820,8 +874,7 @@ fn take_completion(
                     rto.sample(rtt);
                 }
                 rack.answered(inf.sent, rtt);
-                slots[tag] = None;
-                *inflight -= 1;
+                slots.take(tag);
                 tags.release(cpl.tag);
             }
         }
@@ -844,8 +897,7 @@ fn take_completion(
                 _ => stats.other_status += 1,
             }
             let piece = inf.piece;
-            slots[tag] = None;
-            *inflight -= 1;
+            slots.take(tag);
             tags.release(cpl.tag);
             fail(results, piece.op, MemError::Completion { addr: PhysAddr(piece.addr), status: status.to_string() });
         }
@@ -866,6 +918,36 @@ fn take_completion(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The live-tag bitmap follows puts and takes in any order, across word boundaries.
+    #[test]
+    fn slots_walk_exactly_the_tags_in_flight() {
+        let now = Instant::now();
+        let inf = |addr| Inflight {
+            piece: Piece { op: 0, off: 0, addr, len: 4, attempts: 0 },
+            asm: Reassembly::new(addr, 4),
+            sent: now,
+            deadline: now,
+        };
+        let mut slots = Slots::new();
+        let mut model = std::collections::BTreeSet::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let tag = (seed % 256) as u8;
+            if seed & (1 << 40) != 0 {
+                slots.put(tag, inf(u64::from(tag)));
+                model.insert(usize::from(tag));
+            } else {
+                assert_eq!(slots.take(usize::from(tag)).is_some(), model.remove(&usize::from(tag)));
+            }
+            assert_eq!(slots.len(), model.len());
+            assert!(slots.tags().eq(model.iter().copied()));
+        }
+        assert!(slots.take(256).is_none() && slots.get(300).is_none());
+    }
 
     /// Pieces of a page-aligned read, split as on a suspect network: every piece but the
     /// page's last ends off a multiple of 128, at one residue per page, and they tile the read.

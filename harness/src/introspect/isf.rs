@@ -288,19 +288,45 @@ pub fn from_layout(l: &Layout) -> (Map<String, Value>, Map<String, Value>) {
 
 /// Types of well-known global variables, which vmlinux BTF does not describe (it lists only
 /// per-CPU variables); Volatility's Linux plugins start from these.
-const KNOWN_SYMBOL_TYPES: &[(&str, &str)] = &[("init_task", "task_struct"), ("init_mm", "mm_struct"), ("init_cred", "cred")];
+/// `(symbol, struct, is a pointer to it)`: `linux.kmsg` starts from `prb` (5.10+), `linux.lsmod`
+/// from `modules`, `linux.pslist` from `init_task`.
+const KNOWN_SYMBOL_TYPES: &[(&str, &str, bool)] = &[
+    ("init_task", "task_struct", false),
+    ("init_mm", "mm_struct", false),
+    ("init_cred", "cred", false),
+    ("init_files", "files_struct", false),
+    ("modules", "list_head", false),
+    ("prb", "printk_ringbuffer", true),
+];
 
 /// Symbols at link-time addresses, typed where BTF or [`KNOWN_SYMBOL_TYPES`] say how;
 /// `linux_banner` with its bytes.
 pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>) -> Result<Map<String, Value>, IsfError> {
     let shift = kernel.info.kaslr_virt_offset;
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
-    for (addr, s) in kernel.kallsyms.all(kernel.space.mem())? {
+    let all = kernel.kallsyms.all(kernel.space.mem())?;
+    let mut starts: Vec<u64> = all.iter().map(|(a, _)| a.0).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut taint_flags_span = None;
+    for (addr, s) in all {
+        if s.name == "taint_flags" {
+            taint_flags_span = starts.iter().find(|&&x| x > addr.0).map(|&next| next - addr.0);
+        }
         let a = if addr.0 >= 0xffff_ffff_8000_0000 { addr.0.wrapping_sub(shift) } else { addr.0 };
         out.entry(s.name).or_insert_with(|| json!({"address": a}));
     }
     if let Some(btf) = btf {
         let names = Names::new(btf)?;
+        // `linux.lsmod` decodes taints through `taint_flags[TAINT_FLAGS_COUNT]`, whose count
+        // (18 to 20 across versions) only the symbol's extent tells: the gap to the next
+        // symbol, in whole elements (alignment padding can add at most one element of the
+        // 3-byte form, whose letters no module taint bit reaches).
+        let elem = btf.structs_named("taint_flag").first().and_then(|&id| btf.size_of(id).ok()).filter(|&n| n > 0);
+        if let (Some(span), Some(elem), Some(Value::Object(o))) = (taint_flags_span, elem, out.get_mut("taint_flags")) {
+            let count = (span / elem).min(64);
+            o.insert("type".into(), json!({"kind": "array", "count": count, "subtype": {"kind": "struct", "name": "taint_flag"}}));
+        }
         for t in btf.records() {
             let t = t?;
             if t.kind == Kind::Var {
@@ -317,9 +343,10 @@ pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>) -> Result<Map<String, Val
     if let Some(it) = kernel.info.init_task {
         out.entry("init_task".into()).or_insert_with(|| json!({"address": it.0.wrapping_sub(shift)}));
     }
-    for (sym, ty) in KNOWN_SYMBOL_TYPES {
-        if let Some(Value::Object(o)) = out.get_mut(*sym) {
-            o.entry("type").or_insert(json!({"kind": "struct", "name": ty}));
+    for &(sym, ty, pointer) in KNOWN_SYMBOL_TYPES {
+        if let Some(Value::Object(o)) = out.get_mut(sym) {
+            let st = json!({"kind": "struct", "name": ty});
+            o.entry("type").or_insert(if pointer { json!({"kind": "pointer", "subtype": st}) } else { st });
         }
     }
     let mut banner = kernel.info.banner.clone().into_bytes();

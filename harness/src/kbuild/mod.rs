@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use probe::run_make;
+pub use probe::{host_cc_override, run_make, CcOverride};
 
 /// One quantity to measure: a member offset or a type size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +141,13 @@ pub enum KbuildError {
     MissingValue { path: PathBuf, key: String },
     #[error("probe output {path}: bad marker line `{line}`")]
     BadMarker { path: PathBuf, line: String },
+}
+
+/// Configures a clean source `tree` with `config` in an out-of-tree build directory and prepares
+/// it (`olddefconfig`, `prepare`: the host programs, such as `scripts/mod/modpost`, are built with
+/// this host's compiler); reused when already prepared. Returns the build directory.
+pub fn prepare(tree: &Path, config: &Path) -> Result<PathBuf, KbuildError> {
+    probe::prepare(tree, config)
 }
 
 /// Measures `fields` in `tree`. With `config`, `tree` is a source tree and an out-of-tree build

@@ -115,6 +115,28 @@ fn missing_configured_cc(tree: &Path) -> Option<String> {
     (!on_path(gcc) && !on_path(&format!("x86_64-linux-gnu-{gcc}"))).then(|| gcc.to_string())
 }
 
+/// Compiling in a tree configured for a gcc this host lacks: `make_arg` (`CC=SHIM`) runs the
+/// host's gcc through the `HOST_CC` shim, written into the scratch directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CcOverride {
+    /// The `gcc-N` the tree was configured with.
+    pub configured: String,
+    pub make_arg: String,
+}
+
+/// The `CC=` override a kbuild run in `tree` needs on this host, if any (the shim is written to
+/// `scratch/host-cc`).
+pub fn host_cc_override(tree: &Path, scratch: &Path) -> Result<Option<CcOverride>, KbuildError> {
+    let Some(gcc) = missing_configured_cc(tree) else { return Ok(None) };
+    let shim = scratch.join("host-cc");
+    let io = |source| KbuildError::Io { path: shim.clone(), source };
+    std::fs::write(&shim, HOST_CC).map_err(io)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    tracing::debug!("{}: configured for {gcc}, which this host lacks; compiling with the host's gcc", tree.display());
+    Ok(Some(CcOverride { configured: gcc, make_arg: format!("CC={}", shim.display()) }))
+}
+
 pub(super) fn compile(tree: &Path, exprs: &[String]) -> Result<Outcome, KbuildError> {
     let dir = std::env::temp_dir().join(format!(
         "netdma-kbuild-{}-{}",
@@ -139,13 +161,8 @@ pub(super) fn compile(tree: &Path, exprs: &[String]) -> Result<Outcome, KbuildEr
     std::fs::write(dir.join("Kbuild"), "obj-m := ndprobe.o\n").map_err(io(&dir.join("Kbuild")))?;
     let m = format!("M={}", dir.display());
     let mut args = vec![m, "ndprobe.s".to_string()];
-    if let Some(gcc) = missing_configured_cc(tree) {
-        let shim = dir.join("host-cc");
-        std::fs::write(&shim, HOST_CC).map_err(io(&shim))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).map_err(io(&shim))?;
-        tracing::debug!("{}: configured for {gcc}, which this host lacks; compiling with the host's gcc", tree.display());
-        args.push(format!("CC={}", shim.display()));
+    if let Some(cc) = host_cc_override(tree, &dir)? {
+        args.push(cc.make_arg);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = run_make(tree, &args);

@@ -3,7 +3,9 @@
 //! Invariant: an entry is rebuilt exactly when its recipe hash changes. The hash covers the lab
 //! version, the recipe (name, extra formats), the kernel identity (Debian package + version, or
 //! source version + fragments + compiler), the initramfs inputs, QEMU's version and the guest
-//! parameters. Checking it needs no kernel build, so a warm run takes seconds.
+//! parameters. Checking it needs no kernel build, so a warm run takes seconds. A recipe with the
+//! infected mode then brings `infected/` up to date beside the entry (`infected::ensure`: its own
+//! hash, over the entry's and the rootkit's sources), without touching the entry.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +18,7 @@ use crate::lab::error::io;
 use crate::lab::apt::Apt;
 use crate::lab::recipe::{self, KernelRecipe, Recipe, Tier, MEMORY_MIB, SMP};
 use crate::lab::record::{self, KernelArtifacts};
-use crate::lab::{custom, debian, guest, Error, Result, LAB_VERSION};
+use crate::lab::{custom, debian, guest, infected, Error, Result, LAB_VERSION};
 
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
@@ -30,6 +32,9 @@ pub struct BuildOptions {
     pub tier: Tier,
     /// Fetch the private apt lists again first (newer kernels may then rebuild entries).
     pub refresh_apt: bool,
+    /// Only the infected modes: an entry that is not up to date is an error instead of being
+    /// rebuilt (its running and panicked data are never rewritten).
+    pub infected_only: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -145,36 +150,60 @@ pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, O
     let corpus = Corpus::open(cache.corpus());
     let mut outcomes = Vec::new();
     for r in &recipes {
-        let t0 = Instant::now();
-        let khash = kernel_hash(&apt, r)?;
-        let rhash = recipe_hash(r, &khash, &workload, &qemu);
-        if !opts.force {
-            if let Ok(e) = corpus.entry(r.name) {
-                if e.recipe_hash == rhash && entry_files_present(&e) {
-                    tracing::info!("{}: up to date", r.name);
-                    outcomes.push((r.name.to_string(), Outcome::UpToDate));
-                    continue;
-                }
+        if opts.infected_only {
+            if !r.infected {
+                continue;
             }
+            let rhash = recipe_hash(r, &kernel_hash(&apt, r)?, &workload, &qemu);
+            let current = corpus.entry(r.name).is_ok_and(|e| e.recipe_hash == rhash && entry_files_present(&e));
+            if !current {
+                return Err(Error::Invalid {
+                    path: cache.corpus().join(r.name),
+                    what: format!("not up to date, and --infected-only never rebuilds an entry: corpus build --only {}", r.name),
+                });
+            }
+        } else {
+            let outcome = build_entry(cache, &apt, &corpus, r, opts, &workload, &qemu)?;
+            outcomes.push((r.name.to_string(), outcome));
         }
-        tracing::info!("{}: building (recipe {})", r.name, &rhash[..16]);
-        let art = kernel(cache, &apt, r, opts.jobs)?;
-        let (initrd, modules) = guest_initramfs(cache, &apt, r)?;
-        let final_dir = cache.corpus().join(r.name);
-        let tmp_dir = cache.corpus().join(format!(".{}.tmp", r.name));
-        if tmp_dir.exists() {
-            std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+        if r.infected {
+            let e = corpus.entry(r.name)?;
+            outcomes.push((format!("{} infected", r.name), infected::ensure(cache, &apt, r, &e, opts.jobs, opts.force)?));
         }
-        record::record(r, &art, &initrd.path, &modules, &rhash, &tmp_dir)?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
-        }
-        std::fs::rename(&tmp_dir, &final_dir).map_err(io(&final_dir))?;
-        let secs = t0.elapsed().as_secs_f64();
-        tracing::info!("{}: done in {secs:.0} s", r.name);
-        outcomes.push((r.name.to_string(), Outcome::Built { secs }));
     }
     Ok(outcomes)
+}
+
+/// Brings one entry's running and panicked modes up to date.
+fn build_entry(cache: &Cache, apt: &Apt, corpus: &Corpus, r: &Recipe, opts: &BuildOptions, workload: &str, qemu: &str) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let khash = kernel_hash(apt, r)?;
+    let rhash = recipe_hash(r, &khash, workload, qemu);
+    if !opts.force {
+        if let Ok(e) = corpus.entry(r.name) {
+            if e.recipe_hash == rhash && entry_files_present(&e) {
+                tracing::info!("{}: up to date", r.name);
+                return Ok(Outcome::UpToDate);
+            }
+        }
+    }
+    tracing::info!("{}: building (recipe {})", r.name, &rhash[..16]);
+    let art = kernel(cache, apt, r, opts.jobs)?;
+    let (initrd, modules) = guest_initramfs(cache, apt, r)?;
+    let final_dir = cache.corpus().join(r.name);
+    let tmp_dir = cache.corpus().join(format!(".{}.tmp", r.name));
+    if tmp_dir.exists() {
+        std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    }
+    record::record(r, &art, &initrd.path, &modules, &rhash, &tmp_dir)?;
+    // The old entry goes, its infected mode with it (that one is recorded again after).
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    std::fs::rename(&tmp_dir, &final_dir).map_err(io(&final_dir))?;
+    let secs = t0.elapsed().as_secs_f64();
+    tracing::info!("{}: done in {secs:.0} s", r.name);
+    Ok(Outcome::Built { secs })
 }
 
 fn entry_files_present(e: &Entry) -> bool {

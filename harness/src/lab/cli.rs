@@ -32,6 +32,10 @@ pub enum CorpusCmd {
         /// Fetch the package lists of the lab's private apt again (newer kernels rebuild).
         #[arg(long)]
         refresh_apt: bool,
+        /// Only record the infected modes (beside their entries); an entry that is not up to
+        /// date is an error, never rebuilt.
+        #[arg(long)]
+        infected_only: bool,
     },
     /// List the corpus: one row per (kernel, mode).
     List {
@@ -88,11 +92,11 @@ pub struct Row {
 pub fn rows(corpus: &Corpus) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for e in corpus.entries()? {
-        for (mode, m) in &e.modes {
+        for (mode, m) in e.all_modes() {
             rows.push(Row {
                 kernel: e.name.clone(),
                 release: e.release.clone(),
-                mode: *mode,
+                mode,
                 dump: m.dumps.first().map(|d| e.path(&d.path).display().to_string()).unwrap_or_default(),
                 formats: m.dumps.iter().map(|d| d.format.as_str().to_string()).collect(),
                 truth: e.path(&m.truth).display().to_string(),
@@ -142,13 +146,13 @@ pub fn table(rows: &[Row]) -> String {
 pub fn corpus(cmd: CorpusCmd) -> Result<()> {
     let cache = Cache::open_default();
     match cmd {
-        CorpusCmd::Build { only, jobs, force, tier, refresh_apt } => {
+        CorpusCmd::Build { only, jobs, force, tier, refresh_apt, infected_only } => {
             let t0 = std::time::Instant::now();
             let tier = match tier {
                 TierArg::Test => Tier::Test,
                 TierArg::Eval => Tier::Eval,
             };
-            let outcomes = build_corpus(&cache, &BuildOptions { only, jobs, force, tier, refresh_apt })?;
+            let outcomes = build_corpus(&cache, &BuildOptions { only, jobs, force, tier, refresh_apt, infected_only })?;
             for (name, o) in outcomes {
                 match o {
                     Outcome::UpToDate => println!("{name:<26} up to date"),

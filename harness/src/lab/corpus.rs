@@ -8,12 +8,18 @@
 //!   corpus/<name>/running/dump.kdump    (some entries) kdump-compressed zlib, flattened by QEMU 7.2
 //!   corpus/<name>/running/dump.raw      (some entries) guest RAM file: file offset == guest physical address
 //!   corpus/<name>/panicked/...          same, after sysrq `c`; truth is the last pre-panic view
+//!   corpus/<name>/infected/             (some Debian entries) its own boot with the test rootkit:
+//!                                       infected.json (what was hidden), truth.jsonl and modules.txt
+//!                                       (before infecting), modules-after.txt, dump.elf, logs/ (infected.rs)
 //!   corpus/<name>/reference/            System.map, config, layout.json, vmlinuz, kallsyms (if captured)
 //!   corpus/<name>/logs/console.log      the guest's serial console
 //! ```
 //! Invariant: an entry directory holding an `entry.json` is complete — `build` writes entries into
 //! a temporary directory and renames it into place only after every file exists. Reference data
-//! is for validation only: an analysis under test is never handed it.
+//! is for validation only: an analysis under test is never handed it. The infected mode is
+//! additive: `entry.json` never names it (its `modes` are running and panicked); it is read from
+//! `infected/infected.json`, written last, and ignored when it was recorded for another build of
+//! the entry (its `entry_recipe_hash`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::kbuild::Layout;
 use crate::lab::cache::Cache;
 use crate::lab::error::io;
+use crate::lab::infected::{self, Infected};
 /// Entries record their dumps' formats; the type lives with the recipes that choose them.
 pub use crate::lab::recipe::DumpFormat;
 use crate::lab::truth::{self, Thread};
@@ -34,14 +41,19 @@ use crate::lab::{Error, Result};
 pub enum Mode {
     Running,
     Panicked,
+    /// After the lab's test rootkit hid a process and itself (own boot; see `lab::infected`).
+    Infected,
 }
 
 impl Mode {
+    /// The modes every entry records (one boot, `entry.json`'s `modes`); [`Mode::Infected`] is
+    /// recorded for some entries only.
     pub const ALL: [Mode; 2] = [Mode::Running, Mode::Panicked];
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Running => "running",
             Mode::Panicked => "panicked",
+            Mode::Infected => "infected",
         }
     }
 }
@@ -130,6 +142,9 @@ pub struct Entry {
     pub modes: BTreeMap<Mode, ModeRecord>,
     pub reference: Reference,
     pub qemu: QemuParams,
+    /// The infected mode, from `infected/infected.json` (not part of `entry.json`).
+    #[serde(skip)]
+    pub infected: Option<Infected>,
     #[serde(skip)]
     pub(crate) dir: PathBuf,
 }
@@ -146,14 +161,21 @@ impl Entry {
         self.dir.join(relative)
     }
     pub fn mode(&self, mode: Mode) -> Option<&ModeRecord> {
-        self.modes.get(&mode)
+        match mode {
+            Mode::Infected => self.infected.as_ref().map(|i| &i.mode),
+            m => self.modes.get(&m),
+        }
+    }
+    /// Every recorded mode: running and panicked, then infected where recorded.
+    pub fn all_modes(&self) -> impl Iterator<Item = (Mode, &ModeRecord)> {
+        self.modes.iter().map(|(m, r)| (*m, r)).chain(self.infected.as_ref().map(|i| (Mode::Infected, &i.mode)))
     }
     pub fn dump_path(&self, mode: Mode, format: DumpFormat) -> Option<PathBuf> {
-        let m = self.modes.get(&mode)?;
+        let m = self.mode(mode)?;
         m.dumps.iter().find(|d| d.format == format).map(|d| self.path(&d.path))
     }
     pub fn truth_path(&self, mode: Mode) -> Option<PathBuf> {
-        self.modes.get(&mode).map(|m| self.path(&m.truth))
+        self.mode(mode).map(|m| self.path(&m.truth))
     }
     /// The ground truth of one mode, parsed.
     pub fn truth(&self, mode: Mode) -> Result<Vec<Thread>> {
@@ -167,7 +189,7 @@ impl Entry {
     /// The guest's `/proc/modules` of one mode, parsed; an error names the entry when it was
     /// recorded without it (rebuild it: `harness corpus build --only NAME`).
     pub fn modules_truth(&self, mode: Mode) -> Result<Vec<truth::Module>> {
-        let rel = self.modes.get(&mode).and_then(|m| m.modules.clone()).ok_or_else(|| Error::Invalid {
+        let rel = self.mode(mode).and_then(|m| m.modules.clone()).ok_or_else(|| Error::Invalid {
             path: self.dir.join("entry.json"),
             what: format!(
                 "no /proc/modules truth for {} mode (recorded before the agent read it): harness corpus build --only {}",
@@ -238,7 +260,8 @@ impl Corpus {
     fn load(dir: &Path) -> Result<Entry> {
         let path = dir.join("entry.json");
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let e: Entry = serde_json::from_str(&text).map_err(|e| Error::Invalid { path, what: e.to_string() })?;
+        let mut e: Entry = serde_json::from_str(&text).map_err(|e| Error::Invalid { path, what: e.to_string() })?;
+        e.infected = infected::load(dir, &e.recipe_hash);
         Ok(e.with_dir(dir.to_path_buf()))
     }
 }

@@ -118,13 +118,19 @@ pub fn initramfs_with_modules(cache: &Cache, modules: &[(String, Vec<u8>)]) -> R
     for (name, bytes) in modules {
         a.file(&format!("lib/modules/netdma/{name}"), 0o644, bytes);
     }
-    // The kernel unpacks concatenated newc archives in order.
-    let mut bytes = std::fs::read(&base.path).map_err(io(&base.path))?;
-    bytes.extend_from_slice(&a.finish());
-    let tmp = dir.join("initramfs.cpio.tmp");
-    std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    write_appended(&base.path, a, &path)?;
     Ok(Initramfs { path, hash })
+}
+
+/// Writes `base` (an initramfs) with archive `a` appended to `path`, through a temporary file
+/// renamed into place. The kernel unpacks concatenated newc archives in order, so `a` adds files
+/// and replaces those of the same name.
+pub(crate) fn write_appended(base: &Path, a: Archive, path: &Path) -> Result<()> {
+    let mut bytes = std::fs::read(base).map_err(io(base))?;
+    bytes.extend_from_slice(&a.finish());
+    let tmp = path.with_extension("cpio.tmp");
+    std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// `src` written to `dir/src_name` and compiled with `gcc -static -O2 -Wall` (and `extra`) to

@@ -10,7 +10,9 @@
 //!   ├─ guest      initramfs: busybox-static + static C workload and agent (harness/guest/),
 //!   │             plus, for Debian kernels, modules from the kernel's own package (debian.rs)
 //!   ├─ qemu       one QEMU process: QMP, control port (second serial), console log
-//!   └─ record     truth → dump (running) → truth → sysrq c → dump (panicked)
+//!   ├─ record     truth → dump (running) → truth → sysrq c → dump (panicked)
+//!   └─ infected   (some Debian kernels) own boot: test rootkit (rootkit: kbuild against the
+//!                 kernel's headers) hides a process and itself → dump (infected) → sysrq c
 //!   console   the serial console as truth for the kernel log (kernel lines, subsequence check)
 //!   corpus    the on-disk contract read by the introspection tests (Corpus, Entry)
 //!   truth     one ground-truth record per thread (JSON Lines), and the guest's /proc/modules
@@ -32,10 +34,12 @@ pub mod custom;
 pub mod debian;
 mod error;
 pub mod guest;
+pub mod infected;
 pub mod live;
 pub mod qemu;
 pub mod recipe;
 pub mod record;
+pub mod rootkit;
 pub mod setup;
 pub mod shellport;
 pub mod truth;

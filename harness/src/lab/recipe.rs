@@ -74,9 +74,18 @@ pub struct Recipe {
     pub extra_formats: &'static [DumpFormat],
     /// Appended to [`APPEND`] for this kernel only.
     pub append_extra: &'static str,
+    /// Also record the infected mode (own boot with the lab's test rootkit; Debian kernels only,
+    /// which load modules). Not part of the recipe hash: it adds `infected/` beside the entry.
+    pub infected: bool,
 }
 
 impl Recipe {
+    /// This recipe with the infected mode.
+    fn with_infected(mut self) -> Self {
+        self.infected = true;
+        self
+    }
+
     /// The full kernel command line.
     pub fn append(&self) -> String {
         if self.append_extra.is_empty() {
@@ -109,6 +118,7 @@ pub fn default_corpus() -> Vec<Recipe> {
         tier,
         extra_formats,
         append_extra,
+        infected: false,
     };
     let custom = |name, series, fragment, tier, extra_formats| Recipe {
         name,
@@ -116,10 +126,12 @@ pub fn default_corpus() -> Vec<Recipe> {
         tier,
         extra_formats,
         append_extra: "",
+        infected: false,
     };
     vec![
-        // Linux 6.1 (bookworm): the original corpus.
-        deb("deb-amd64", "6.1", "amd64", Test, &[KdumpFlattened, Raw], ""),
+        // Linux 6.1 (bookworm): the original corpus. One amd64 kernel per version also has the
+        // infected mode.
+        deb("deb-amd64", "6.1", "amd64", Test, &[KdumpFlattened, Raw], "").with_infected(),
         deb("deb-cloud-amd64", "6.1", "cloud-amd64", Test, &[], ""),
         deb("deb-rt-amd64", "6.1", "rt-amd64", Test, &[], RT_APPEND),
         custom("custom-thesis", "6.1", "thesis.config", Test, &[KdumpFlattened, Raw]),
@@ -127,10 +139,10 @@ pub fn default_corpus() -> Vec<Recipe> {
         custom("custom-bare", "6.1", "bare.config", Eval, &[]),
         custom("custom-randstruct", "6.1", "randstruct.config", Test, &[]),
         // Linux 5.10 (bullseye), 6.12 (bookworm-security), 7.x (sid).
-        deb("deb5.10-amd64", "5.10", "amd64", Test, &[], ""),
-        deb("deb6.12-amd64", "6.12", "amd64", Test, &[], ""),
+        deb("deb5.10-amd64", "5.10", "amd64", Test, &[], "").with_infected(),
+        deb("deb6.12-amd64", "6.12", "amd64", Test, &[], "").with_infected(),
         deb("deb6.12-rt-amd64", "6.12", "rt-amd64", Eval, &[], RT_APPEND),
-        deb("deb7-amd64", "7", "amd64", Test, &[], ""),
+        deb("deb7-amd64", "7", "amd64", Test, &[], "").with_infected(),
         deb("deb7-cloud-amd64", "7", "cloud-amd64", Eval, &[], ""),
         custom("custom5.10-thesis", "5.10", "thesis.config", Eval, &[]),
         custom("custom5.10-bare", "5.10", "bare.config", Eval, &[]),

@@ -120,6 +120,7 @@ pub fn record(recipe: &Recipe, art: &KernelArtifacts, initrd: &Path, modules: &[
             smp: SMP,
             append: recipe.append(),
         },
+        infected: None,
         dir: dir.to_path_buf(),
     };
     let path = dir.join("entry.json");
@@ -143,7 +144,7 @@ fn record_guest(recipe: &Recipe, spec: GuestSpec, expected_modules: &[String], d
     let truth = guest.control().next_section("truth", TRUTH_TIMEOUT)?;
     let threads = save_truth(dir, Mode::Running, &truth)?;
     guest.qmp().stop()?;
-    let dumps = dump_all(&mut guest, recipe, dir, Mode::Running, &ram)?;
+    let dumps = dump_all(&mut guest, &formats(recipe), dir, Mode::Running, &ram)?;
     guest.qmp().cont()?;
     modes.insert(Mode::Running, ModeRecord { truth: "running/truth.jsonl".into(), threads, dumps, modules });
 
@@ -164,7 +165,7 @@ fn record_guest(recipe: &Recipe, spec: GuestSpec, expected_modules: &[String], d
     let threads = save_truth(dir, Mode::Panicked, &truth)?;
     guest.wait_panic(PANIC_TIMEOUT)?;
     guest.qmp().stop()?;
-    let dumps = dump_all(&mut guest, recipe, dir, Mode::Panicked, &ram)?;
+    let dumps = dump_all(&mut guest, &formats(recipe), dir, Mode::Panicked, &ram)?;
     modes.insert(Mode::Panicked, ModeRecord { truth: "panicked/truth.jsonl".into(), threads, dumps, modules });
     guest.quit()?;
     tracing::info!("{}: recorded in {:.1} s", recipe.name, t0.elapsed().as_secs_f64());
@@ -179,7 +180,9 @@ fn has_addresses(syms: &[u8]) -> bool {
         .any(|a| a.bytes().any(|b| b != b'0'))
 }
 
-fn save_truth(dir: &Path, mode: Mode, body: &[u8]) -> Result<usize> {
+/// Saves the guest's thread truth as `MODE/truth.jsonl` after checking that it parses; the
+/// number of threads.
+pub(crate) fn save_truth(dir: &Path, mode: Mode, body: &[u8]) -> Result<usize> {
     let path = dir.join(mode.as_str()).join("truth.jsonl");
     let threads = truth::parse_jsonl(body).map_err(|what| Error::Invalid { path: path.clone(), what })?;
     if threads.is_empty() {
@@ -192,7 +195,7 @@ fn save_truth(dir: &Path, mode: Mode, body: &[u8]) -> Result<usize> {
 /// Saves the guest's `/proc/modules` as `MODE/modules.txt` after checking that it parses and
 /// that every module the agent was given is there and `Live` (a module that failed to load
 /// is named on the console by the agent).
-fn save_modules(dir: &Path, mode: Mode, body: &[u8], expected: &[String]) -> Result<String> {
+pub(crate) fn save_modules(dir: &Path, mode: Mode, body: &[u8], expected: &[String]) -> Result<String> {
     let rel = format!("{}/modules.txt", mode.as_str());
     let path = dir.join(&rel);
     let modules = truth::parse_modules(body).map_err(|what| Error::Invalid { path: path.clone(), what })?;
@@ -208,11 +211,15 @@ fn save_modules(dir: &Path, mode: Mode, body: &[u8], expected: &[String]) -> Res
     Ok(rel)
 }
 
-/// Dumps the paused guest as ELF plus the recipe's extra formats.
-fn dump_all(guest: &mut Guest, recipe: &Recipe, dir: &Path, mode: Mode, ram: &Path) -> Result<Vec<Dump>> {
+/// ELF, then the recipe's extra formats.
+fn formats(recipe: &Recipe) -> Vec<DumpFormat> {
+    std::iter::once(DumpFormat::Elf).chain(recipe.extra_formats.iter().copied()).collect()
+}
+
+/// Dumps the paused guest in `formats` as `dir/MODE/dump.*`.
+pub(crate) fn dump_all(guest: &mut Guest, formats: &[DumpFormat], dir: &Path, mode: Mode, ram: &Path) -> Result<Vec<Dump>> {
     let mut out = Vec::new();
-    let formats = std::iter::once(DumpFormat::Elf).chain(recipe.extra_formats.iter().copied());
-    for format in formats {
+    for &format in formats {
         let rel = format!("{}/{}", mode.as_str(), format.file_name());
         let path = dir.join(&rel);
         let actual = match format {

@@ -126,15 +126,17 @@ pub fn overlay_initramfs(cache: &Cache) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let sleepers = guest::compile(&dir, "sleepers.c", SLEEPERS_C, "nd-sleepers", &[])?;
     let mut a = Archive::new();
-    a.file("nd-shell-init", 0o755, SHELL_INIT.as_bytes());
+    add_shell(&mut a);
     a.file("bin/nd-sleepers", 0o755, &sleepers);
-    a.char_dev("dev/ttyS2", 0o660, 4, 66);
-    let mut bytes = std::fs::read(&base.path).map_err(io(&base.path))?;
-    bytes.extend_from_slice(&a.finish());
-    let tmp = dir.join("initramfs.cpio.tmp");
-    std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    guest::write_appended(&base.path, a, &path)?;
     Ok(path)
+}
+
+/// Adds the shell port's files (`/nd-shell-init`, `/dev/ttyS2`) to an archive that is appended to
+/// a lab initramfs; [`ShellGuest::launch`] boots it.
+pub fn add_shell(a: &mut Archive) {
+    a.file("nd-shell-init", 0o755, SHELL_INIT.as_bytes());
+    a.char_dev("dev/ttyS2", 0o660, 4, 66);
 }
 
 /// What the shell printed for one command, and its exit status.
@@ -172,11 +174,18 @@ impl ShellGuest {
         let shm = Path::new("/dev/shm");
         let ram_dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
         let ram = ram_dir.join(format!("netdma-shell-{name}-{pid}.ram"));
-        let mut spec = record::guest_spec(&r, &art, &initrd, ram, run_dir.clone());
+        let mut spec = record::guest_spec(&r, &art, &initrd, ram, run_dir);
         if let Some(m) = opts.memory_mib {
             spec.memory_mib = m;
         }
+        Self::launch(name, spec)
+    }
+
+    /// Boots `spec`, whose initramfs carries the shell port ([`add_shell`]), as `rdinit=/nd-shell-init`
+    /// and waits until the agent reports ready.
+    pub fn launch(name: &str, mut spec: GuestSpec) -> Result<ShellGuest> {
         spec.append = format!("{} rdinit=/nd-shell-init", spec.append);
+        let run_dir = spec.run_dir.clone();
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         let sh_sock = run_dir.join("sh.sock");
         for p in [spec.qmp_path(), spec.ctl_path(), spec.console_path(), sh_sock.clone()] {

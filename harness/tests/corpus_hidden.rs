@@ -307,3 +307,21 @@ fn dkom_of_the_running_task_is_seen_by_the_run_queues(#[values("deb-amd64", "deb
     assert_eq!((f.kind, f.pid, f.address), (Kind::Task, Some(victim.pid), victim.addr.0), "{name}");
     assert_eq!(f.seen_by, vec![View::Pid, View::Runqueue, View::Scan], "{name}");
 }
+
+/// The lab's real rootkit (`nd_rootkit`, the infected mode: DKOM of `nd-victim` on the task list
+/// and of itself on the module list, in its own boot): `hidden` reports exactly the pid and the
+/// module the truth names, each with the views that saw it, and nothing else.
+#[rstest]
+fn the_rootkits_task_and_module_are_found(#[values("deb5.10-amd64", "deb-amd64", "deb6.12-amd64", "deb7-amd64")] name: &str) {
+    let e = entry(name);
+    let i = e.infected.as_ref().unwrap_or_else(|| panic!("{name}: no infected mode; run `cargo run --release -p harness -- corpus build --only {name}`"));
+    let r = run(dump(&e, Mode::Infected).as_ref(), true);
+    assert_eq!(r.incomplete(), None, "{name}");
+    let tasks: Vec<_> = r.findings.iter().filter(|f| f.kind == Kind::Task).collect();
+    assert_eq!(tasks.len(), 1, "{name}: {:#?}", r.findings);
+    assert_eq!((tasks[0].pid, tasks[0].tgid, tasks[0].name.as_str()), (Some(i.hidden.pid as i32), Some(i.hidden.pid as i32), i.hidden.comm.as_str()), "{name}");
+    assert!(tasks[0].seen_by.contains(&View::Pid) && tasks[0].seen_by.contains(&View::Scan), "{name}: {:?}", tasks[0].seen_by);
+    let mods: Vec<_> = r.findings.iter().filter(|f| f.kind == Kind::Module).collect();
+    assert_eq!(mods.len(), 1, "{name}: {:#?}", r.findings);
+    assert_eq!((mods[0].name.as_str(), mods[0].seen_by.as_slice(), mods[0].state.as_str()), (i.hidden.module.as_str(), &[View::ModTree][..], "Live"), "{name}");
+}

@@ -214,3 +214,23 @@ fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] 
     assert!(text.contains("# view pid ran:"), "{name}: {text}");
     running.stop().expect("endpoint stopped cleanly");
 }
+
+/// Over the wire, the lab's real rootkit is found as from the dump: the same findings (the
+/// hidden pid and module, and the views that saw them).
+#[test]
+fn hidden_finds_the_rootkit_over_the_wire() {
+    use harness::introspect::hidden::{hidden, HiddenOptions, View};
+    let e = entry("deb7-amd64");
+    let m = harness::lab::corpus::Mode::Infected;
+    let i = e.infected.as_ref().expect("deb7-amd64 has an infected mode; run `corpus build --only deb7-amd64`");
+    let (running, addr) = serve(&e, m, None);
+    let wire = connect(addr);
+    let opts = HiddenOptions::default();
+    let local = hidden(dump(&e, m).as_ref(), &opts).unwrap();
+    let remote = hidden(wire.as_ref(), &opts).unwrap();
+    drop(wire);
+    running.stop().expect("endpoint stopped cleanly");
+    assert_eq!(remote.findings, local.findings);
+    let names: Vec<(&str, &[View])> = remote.findings.iter().map(|f| (f.name.as_str(), f.seen_by.as_slice())).collect();
+    assert_eq!(names, [(i.hidden.comm.as_str(), &[View::Pid][..]), (i.hidden.module.as_str(), &[View::ModTree][..])]);
+}

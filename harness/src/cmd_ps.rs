@@ -50,14 +50,14 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn open(&self) -> Result<Box<dyn PhysMem>> {
+    pub(crate) fn open(&self) -> Result<Box<dyn PhysMem>> {
         if self.system_map.is_some() {
             tracing::info!("--system-map given but not needed: symbols come from kallsyms in memory");
         }
         self.mem.open()
     }
 
-    fn options(&self) -> PsOptions {
+    pub(crate) fn options(&self) -> PsOptions {
         PsOptions {
             method: Some(self.method),
             inputs: LayoutInputs { kernel_source: self.kernel_source.clone(), isf: self.isf.clone() },
@@ -109,7 +109,7 @@ pub fn run(args: PsArgs) -> Result<()> {
     finish(args.stats.then_some(&report.stats), cut_short)
 }
 
-/// The end of a command that printed what it read (`ps`, `dmesg`): the `--stats` line if asked
+/// The end of a command that printed what it read (`ps`, `dmesg`, `lsmod`, `hidden`): the `--stats` line if asked
 /// for, then, if the reading was cut short, a failure of kind `partial` (exit status 2).
 pub fn finish(stats: Option<&impl serde::Serialize>, cut_short: Option<String>) -> Result<()> {
     if let Some(s) = stats {

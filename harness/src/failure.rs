@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::introspect::hidden::HiddenError;
 use crate::introspect::layout::LayoutError;
 use crate::introspect::modules::LsmodError;
 use crate::introspect::printk::DmesgError;
@@ -95,6 +96,12 @@ impl FailureKind {
         match e {
             LsmodError::Kernel(_) => FailureKind::Kernel,
             _ => FailureKind::Modules,
+        }
+    }
+
+    pub fn of_hidden(e: &HiddenError) -> Self {
+        match e {
+            HiddenError::Ps(e) => Self::of_ps(e),
         }
     }
 

@@ -1,10 +1,11 @@
 //! The requester side and the analysis.
 //!
 //! ```text
-//!   ps / profile / dmesg / lsmod (CLI) ── failure: the typed failure line (`--errors json`) and exit statuses
+//!   ps / profile / dmesg / lsmod / hidden (CLI) ── failure: the typed failure line (`--errors json`) and exit statuses
 //!        │
 //!   introspect   find the kernel, learn the layout (btf | thesis | isf | static | heuristic), walk tasks;
 //!                printk: the kernel log from the printk ring (vmcoreinfo | btf | inferred)
+//!                hidden: the task list against the pid allocator, run queues, a scan; modules against mod_tree
 //!        │
 //!   emulator::mem::PhysMem  ◀── image files, replayed captures, dma::Requester (NetTLP over UDP)
 //!

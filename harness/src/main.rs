@@ -2,6 +2,7 @@
 
 mod cmd_dmesg;
 mod cmd_fleet;
+mod cmd_hidden;
 mod cmd_lsmod;
 mod cmd_ps;
 
@@ -40,6 +41,8 @@ enum Cmd {
     Lsmod(cmd_lsmod::LsmodArgs),
     /// List the processes of many machines at once over NetTLP (one JSON line per machine).
     Fleet(cmd_fleet::FleetArgs),
+    /// Tasks and modules some view of memory sees and the kernel's lists do not (cross-view).
+    Hidden(cmd_hidden::HiddenArgs),
     /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
     Profile(cmd_ps::ProfileArgs),
     /// The guest corpus: real kernels, ground truth, running and panicked dumps.
@@ -63,6 +66,7 @@ fn main() -> Result<()> {
         Cmd::Ps(args) => cmd_ps::run(args),
         Cmd::Dmesg(args) => cmd_dmesg::run(args),
         Cmd::Lsmod(args) => cmd_lsmod::run(args),
+        Cmd::Hidden(args) => cmd_hidden::run(args),
         Cmd::Profile(args) => cmd_ps::run_profile(args),
         Cmd::Fleet(args) => cmd_fleet::run(args),
         Cmd::Corpus(c) => harness::lab::cli::corpus(c).map_err(anyhow::Error::from),

@@ -37,6 +37,7 @@ fn a_missing_image_is_a_source_failure(#[case] global_first: bool) {
 #[rstest]
 #[case::ps("ps", "listing processes: ")]
 #[case::profile("profile", "profiling: ")]
+#[case::hidden("hidden", "looking for hidden tasks and modules: ")]
 fn memory_without_a_kernel_is_a_kernel_failure_with_the_text_modes_message(#[case] cmd: &str, #[case] prefix: &str) {
     let img = no_kernel();
     let path = img.path().to_str().expect("UTF-8 path");

@@ -56,6 +56,13 @@ fn serve(e: &harness::lab::corpus::Entry, m: harness::lab::corpus::Mode, pcap: O
     panic!("no free loopback address");
 }
 
+/// What `harness CMD SRC...` prints, which must succeed.
+fn harness_stdout(name: &str, cmd: &str, src: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg(cmd).args(src).output().expect("running harness");
+    assert!(out.status.success(), "{name} {cmd} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
 /// A requester reading from the endpoint at `addr`.
 fn connect(addr: Ipv4Addr) -> Box<dyn emulator::mem::PhysMem> {
     // Generous retries: the test machine is shared and loaded.
@@ -121,11 +128,7 @@ fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] n
     drop(wire);
     // The command itself: `harness dmesg --target` prints what `--image` prints.
     let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
-    let cli = |src: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("dmesg").args(src).output().expect("running harness");
-        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
+    let cli = |src: &[&str]| harness_stdout(name, "dmesg", src);
     let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
     let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(200 + salt_of(name)));
     assert!(cli(&["--target", &url]) == from_image, "{name}: `dmesg --target` differs from `--image`");
@@ -160,11 +163,7 @@ fn lsmod_over_the_wire_equals_the_image(#[values("deb-amd64", "deb7-amd64")] nam
     }
     drop(wire);
     let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
-    let cli = |src: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness")).arg("lsmod").args(src).output().expect("running harness");
-        assert!(out.status.success(), "{name} {src:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
+    let cli = |src: &[&str]| harness_stdout(name, "lsmod", src);
     let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
     let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(300 + salt_of(name)));
     assert!(cli(&["--target", &url]) == from_image, "{name}: `lsmod --target` differs from `--image`");
@@ -172,4 +171,66 @@ fn lsmod_over_the_wire_equals_the_image(#[values("deb-amd64", "deb7-amd64")] nam
     running.stop().expect("endpoint stopped cleanly");
     let pcap = pcap.to_str().expect("UTF-8 path");
     assert!(cli(&["--pcap", pcap]) == from_image, "{name}: `lsmod --pcap` differs from `--image`");
+}
+
+/// `hidden --target` through the emulator finds what `hidden --image` finds (nothing, on a clean
+/// kernel) with the same views seeing the same tasks, on a kernel with BTF and symbols and on
+/// one without either (the pid layout inferred); the scan too, its RAM bounded by `max_pfn`
+/// over the wire (a NetTLP target reports no RAM ranges) or by the pages that answer.
+#[rstest]
+fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] name: &str) {
+    use harness::introspect::hidden::{hidden, HiddenOptions, Status, View};
+    let e = entry(name);
+    let m = harness::lab::corpus::Mode::Running;
+    let (running, addr) = serve(&e, m, None);
+    let wire = connect(addr);
+    let opts = HiddenOptions { scan: e.flags.btf, ..Default::default() };
+    let local = hidden(dump(&e, m).as_ref(), &opts).unwrap_or_else(|err| panic!("{name}: {err}"));
+    let remote = hidden(wire.as_ref(), &opts).unwrap_or_else(|err| panic!("{name} over the wire: {err}"));
+    drop(wire);
+    assert!(remote.findings.is_empty() && local.findings.is_empty(), "{name}: {:#?}", remote.findings);
+    assert_eq!(remote.incomplete(), None, "{name}");
+    for v in [View::List, View::Pid, View::Runqueue, View::Modules, View::ModTree] {
+        let (a, b) = (remote.views.iter().find(|x| x.view == v).unwrap(), local.views.iter().find(|x| x.view == v).unwrap());
+        assert_eq!((a.status, a.seen, a.off_list, &a.how), (b.status, b.seen, b.off_list, &b.how), "{name}: view {v:?}");
+    }
+    assert_eq!(remote.seen.get(&View::Pid), local.seen.get(&View::Pid));
+    if opts.scan {
+        let s = remote.views.iter().find(|x| x.view == View::Scan).unwrap();
+        assert_eq!(s.status, Status::Ran, "{name}: {s:?}");
+        assert!(s.how.contains("max_pfn"), "{name}: {}", s.how);
+        let listed: std::collections::HashSet<_> = remote.seen[&View::Scan].iter().collect();
+        assert!(remote.listed.iter().filter(|t| t.pid > 0).all(|t| listed.contains(&t.addr)), "{name}: the scan over the wire missed a listed task");
+    }
+    // The command: `hidden --target` prints what `--image` prints (no --scan: its text names
+    // where the RAM's extent came from).
+    let image = e.dump_path(m, harness::lab::corpus::DumpFormat::Elf).expect("ELF dump");
+    let cli = |src: &[&str]| harness_stdout(name, "hidden", src);
+    let from_image = cli(&["--image", image.to_str().expect("UTF-8 path")]);
+    let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(400 + salt_of(name)));
+    assert!(cli(&["--target", &url]) == from_image, "{name}: `hidden --target` differs from `--image`");
+    let text = String::from_utf8_lossy(&from_image);
+    assert!(text.starts_with("KIND") && text.lines().filter(|l| l.starts_with("# view ")).count() == 6, "{name}: {text}");
+    assert!(text.contains("# view pid ran:"), "{name}: {text}");
+    running.stop().expect("endpoint stopped cleanly");
+}
+
+/// Over the wire, the lab's real rootkit is found as from the dump: the same findings (the
+/// hidden pid and module, and the views that saw them).
+#[test]
+fn hidden_finds_the_rootkit_over_the_wire() {
+    use harness::introspect::hidden::{hidden, HiddenOptions, View};
+    let e = entry("deb7-amd64");
+    let m = harness::lab::corpus::Mode::Infected;
+    let i = e.infected.as_ref().expect("deb7-amd64 has an infected mode; run `corpus build --only deb7-amd64`");
+    let (running, addr) = serve(&e, m, None);
+    let wire = connect(addr);
+    let opts = HiddenOptions::default();
+    let local = hidden(dump(&e, m).as_ref(), &opts).unwrap();
+    let remote = hidden(wire.as_ref(), &opts).unwrap();
+    drop(wire);
+    running.stop().expect("endpoint stopped cleanly");
+    assert_eq!(remote.findings, local.findings);
+    let names: Vec<(&str, &[View])> = remote.findings.iter().map(|f| (f.name.as_str(), f.seen_by.as_slice())).collect();
+    assert_eq!(names, [(i.hidden.comm.as_str(), &[View::Pid][..]), (i.hidden.module.as_str(), &[View::ModTree][..])]);
 }

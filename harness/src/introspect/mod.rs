@@ -17,7 +17,9 @@
 //!
 //! `printk::dmesg` shares `scan`, `kallsyms`, `kspace` and `Counting`, then reads the printk ring
 //! buffer instead of walking tasks (see [`printk`]); `modules::lsmod` walks the `modules` list
-//! (see [`modules`]).
+//! (see [`modules`]); `hidden::hidden` compares the task list with the pid allocator, the run
+//! queues and a scan of memory, and the module list with the module address tree (see
+//! [`hidden`]).
 //!
 //! Invariant: guest memory is adversarial. Every parser is bounds-checked, every loop bounded,
 //! and a failure part-way returns what was read so far together with an error naming the
@@ -29,6 +31,7 @@ pub mod btf;
 pub mod cmdline;
 pub mod compare;
 pub mod gather;
+pub mod hidden;
 pub mod identity;
 pub mod ikconfig;
 pub mod isf;

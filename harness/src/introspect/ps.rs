@@ -190,31 +190,26 @@ pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), Validate
     Ok(())
 }
 
-/// List the processes of the machine whose memory is `mem`.
-pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
-    ps_counted(&Counting::new(mem), opts)
+/// What [`prepare`] learned: the kernel, its layout and how it was had.
+pub(crate) struct Prepared<'m> {
+    pub kernel: Kernel<'m>,
+    pub method: MethodKind,
+    pub layout: Layout,
+    /// The build's identity, read when a cache was given.
+    pub identity: Option<KernelIdentity>,
+    /// Whether the cache held the layout (`None`: no cache).
+    pub cache_hit: Option<bool>,
 }
 
-/// [`ps`] over a counter the caller holds, so that the reads of a run that fails are known
-/// too; [`Stats`] counts from the counter's value at the start.
-pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result<PsReport, PsError> {
-    ps_cached(counted, opts, None)
-}
-
-/// [`ps_counted`] with a layout cache that waits for a build being learned elsewhere.
-pub fn ps_with_cache<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: &LayoutCache) -> Result<PsReport, PsError> {
-    ps_cached(counted, opts, Some(CacheUse { cache, wait: true }))
-}
-
-/// [`ps_counted`] with a layout cache: the kernel's identity is read after its symbols (phase
-/// `identity`) and a layout learned for the same build is reused, so the `layout` phase costs
-/// only anchoring `init_task`; a layout learned here is added to the cache.
-pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Option<CacheUse<'_>>) -> Result<PsReport, PsError> {
-    // Ranges come from the image's headers: a sum past 2^64 saturates.
-    let ram_bytes: u64 = counted.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
-    let start = counted.snapshot();
-    let mut clock = Clock::new(counted);
-
+/// The phases every task view shares: find the kernel (`scan`), open it (`symbols`), with a
+/// cache read the build's identity (`identity`), learn the layout or take the cached one, and
+/// anchor `init_task` and the direct map with it (`layout`).
+pub(crate) fn prepare<'m, M: PhysMem>(
+    counted: &'m Counting<M>,
+    opts: &PsOptions,
+    cache: Option<CacheUse<'_>>,
+    clock: &mut Clock<'_, M>,
+) -> Result<Prepared<'m>, PsError> {
     let found = Kernel::scan(counted, &opts.scan)?;
     clock.lap("scan");
     let mut kernel = Kernel::open(counted, found)?;
@@ -241,6 +236,35 @@ pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Opt
     };
     anchor::complete(&mut kernel, &layout)?;
     clock.lap("layout");
+    Ok(Prepared { kernel, method, layout, identity, cache_hit })
+}
+
+/// List the processes of the machine whose memory is `mem`.
+pub fn ps(mem: &dyn PhysMem, opts: &PsOptions) -> Result<PsReport, PsError> {
+    ps_counted(&Counting::new(mem), opts)
+}
+
+/// [`ps`] over a counter the caller holds, so that the reads of a run that fails are known
+/// too; [`Stats`] counts from the counter's value at the start.
+pub fn ps_counted<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions) -> Result<PsReport, PsError> {
+    ps_cached(counted, opts, None)
+}
+
+/// [`ps_counted`] with a layout cache that waits for a build being learned elsewhere.
+pub fn ps_with_cache<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: &LayoutCache) -> Result<PsReport, PsError> {
+    ps_cached(counted, opts, Some(CacheUse { cache, wait: true }))
+}
+
+/// [`ps_counted`] with a layout cache: the kernel's identity is read after its symbols (phase
+/// `identity`) and a layout learned for the same build is reused, so the `layout` phase costs
+/// only anchoring `init_task`; a layout learned here is added to the cache.
+pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Option<CacheUse<'_>>) -> Result<PsReport, PsError> {
+    // Ranges come from the image's headers: a sum past 2^64 saturates.
+    let ram_bytes: u64 = counted.ranges().iter().fold(0u64, |acc, r| acc.saturating_add(r.end.0.saturating_sub(r.start.0)));
+    let start = counted.snapshot();
+    let mut clock = Clock::new(counted);
+
+    let Prepared { kernel, method, layout, identity, cache_hit } = prepare(counted, opts, cache, &mut clock)?;
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
     let outcome = walk(&kernel.space, &layout, init_task, opts.walk);
     clock.lap("walk");

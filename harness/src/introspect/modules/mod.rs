@@ -152,7 +152,7 @@ pub fn modules_head(kernel: &Kernel<'_>) -> Result<KVirt, LsmodError> {
 }
 
 /// Reads a kernel virtual range, as the list walker wants it.
-fn reader<'k>(kernel: &'k Kernel<'_>) -> impl FnMut(u64, usize) -> Result<Vec<u8>, String> + 'k {
+pub(crate) fn reader<'k>(kernel: &'k Kernel<'_>) -> impl FnMut(u64, usize) -> Result<Vec<u8>, String> + 'k {
     move |addr, len| {
         let mut buf = vec![0u8; len];
         kernel.space.read(KVirt(addr), &mut buf).map(|()| buf).map_err(|e| e.to_string())

@@ -163,7 +163,7 @@ pub(crate) fn mode_panels<R: KernelCell>(
     title: impl Fn(&str) -> String,
 ) -> Vec<crate::heatmap::HeatmapPanel> {
     let mut panels = Vec::new();
-    for mode in ["running", "panicked"] {
+    for mode in ["running", "panicked", "infected"] {
         if !rows.iter().any(|r| r.mode() == mode) {
             continue;
         }

@@ -17,7 +17,7 @@ use harness::introspect::layout::MethodKind;
 use harness::introspect::modules::{lsmod, LsmodOptions, ModMethod};
 use harness::introspect::ps::{ps, PsOptions};
 use harness::lab::corpus::{Entry, Mode};
-use harness::lab::infected::Infected;
+use harness::lab::corpus::Infected;
 use harness::lab::recipe::default_corpus;
 use harness::lab::rootkit;
 use rstest::rstest;

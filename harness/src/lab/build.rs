@@ -18,7 +18,7 @@ use crate::lab::error::io;
 use crate::lab::apt::Apt;
 use crate::lab::recipe::{self, KernelRecipe, Recipe, Tier, MEMORY_MIB, SMP};
 use crate::lab::record::{self, KernelArtifacts};
-use crate::lab::{custom, debian, guest, infected, Error, Result, LAB_VERSION};
+use crate::lab::{custom, debian, guest, Error, Result, LAB_VERSION};
 
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
@@ -133,12 +133,18 @@ fn debian_layout(headers: &Path) -> Result<Layout> {
     Ok(layout)
 }
 
-/// Builds the corpus; returns one outcome per selected recipe.
-pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, Outcome)>> {
-    let recipes: Vec<Recipe> = match &opts.only {
+/// The recipes `opts` selects (`--only`, else the tier's).
+pub fn selected(opts: &BuildOptions) -> Result<Vec<Recipe>> {
+    Ok(match &opts.only {
         Some(n) => vec![recipe::find(n).ok_or_else(|| Error::UnknownEntry(n.clone()))?],
         None => recipe::corpus_of(opts.tier),
-    };
+    })
+}
+
+/// Builds the corpus entries (running and panicked modes); returns one outcome per selected
+/// recipe. The infected modes come after, from `lab::infected::infect_corpus`.
+pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, Outcome)>> {
+    let recipes = selected(opts)?;
     crate::lab::setup::ensure_packages()?;
     let _lock = crate::lab::cache::CacheLock::acquire(cache).map_err(io(cache.root().join("build.lock")))?;
     let apt = Apt::open(cache)?;
@@ -165,10 +171,6 @@ pub fn build_corpus(cache: &Cache, opts: &BuildOptions) -> Result<Vec<(String, O
         } else {
             let outcome = build_entry(cache, &apt, &corpus, r, opts, &workload, &qemu)?;
             outcomes.push((r.name.to_string(), outcome));
-        }
-        if r.infected {
-            let e = corpus.entry(r.name)?;
-            outcomes.push((format!("{} infected", r.name), infected::ensure(cache, &apt, r, &e, opts.jobs, opts.force)?));
         }
     }
     Ok(outcomes)

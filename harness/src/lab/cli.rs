@@ -152,7 +152,9 @@ pub fn corpus(cmd: CorpusCmd) -> Result<()> {
                 TierArg::Test => Tier::Test,
                 TierArg::Eval => Tier::Eval,
             };
-            let outcomes = build_corpus(&cache, &BuildOptions { only, jobs, force, tier, refresh_apt, infected_only })?;
+            let opts = BuildOptions { only, jobs, force, tier, refresh_apt, infected_only };
+            let mut outcomes = build_corpus(&cache, &opts)?;
+            outcomes.extend(crate::lab::infected::infect_corpus(&cache, &opts)?);
             for (name, o) in outcomes {
                 match o {
                     Outcome::UpToDate => println!("{name:<26} up to date"),

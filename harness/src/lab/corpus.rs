@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use crate::kbuild::Layout;
 use crate::lab::cache::Cache;
 use crate::lab::error::io;
-use crate::lab::infected::{self, Infected};
 /// Entries record their dumps' formats; the type lives with the recipes that choose them.
 pub use crate::lab::recipe::DumpFormat;
 use crate::lab::truth::{self, Thread};
@@ -261,10 +260,89 @@ impl Corpus {
         let path = dir.join("entry.json");
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
         let mut e: Entry = serde_json::from_str(&text).map_err(|e| Error::Invalid { path, what: e.to_string() })?;
-        e.infected = infected::load(dir, &e.recipe_hash);
+        e.infected = load_infected(dir, &e.recipe_hash);
         Ok(e.with_dir(dir.to_path_buf()))
     }
 }
+
+
+// The infected mode's record (recorded by `lab::infected`, its own boot beside the entry).
+
+/// The file, under `infected/`, that describes the mode.
+pub const INFECTED_RECORD: &str = "infected/infected.json";
+
+/// What the rootkit hid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hidden {
+    /// The victim's pid (a single-threaded process: pid = tgid), unlinked from `init_task.tasks`.
+    pub pid: u32,
+    pub comm: String,
+    /// The rootkit's module name, unlinked from `modules`.
+    pub module: String,
+}
+
+/// What the guest itself saw after the rootkit hid them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmed {
+    /// `/proc/modules` still listed the module (false: it is hidden).
+    pub proc_modules_lists_module: bool,
+    /// `/proc/PID` still existed (true: /proc walks the pid allocator, not the task list).
+    pub proc_pid_exists: bool,
+    /// `/proc/PID/comm` then.
+    pub proc_pid_comm: String,
+    /// The rootkit's own `hide_pid` and `hide_module` parameters then (`PID 1`).
+    pub rootkit_state: String,
+}
+
+/// `infected/infected.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Infected {
+    /// Hash of what this recording depends on (see `lab::infected::infected_hash`).
+    pub recipe_hash: String,
+    /// The entry's recipe hash it was recorded for; another one makes this record stale.
+    pub entry_recipe_hash: String,
+    /// `uname -r` in the guest.
+    pub release: String,
+    pub hidden: Hidden,
+    pub confirmed: Confirmed,
+    /// Truth (before infecting), modules (before infecting, the rootkit listed) and the dump
+    /// (after); paths relative to the entry directory.
+    pub mode: ModeRecord,
+    /// `/proc/modules` after hiding (relative to the entry directory).
+    pub modules_after: String,
+    /// How the module was compiled (`lab::rootkit::Built::cc`).
+    pub rootkit_cc: String,
+    /// After the dump, the victim was killed (SIGKILL) to exercise the hidden task's exit:
+    /// `gone` (reaped) or `zombie`, with no list corruption reported on the console.
+    pub victim_after_kill: String,
+    /// Seconds from launching QEMU to its exit.
+    pub record_secs: u64,
+}
+
+impl Infected {
+    /// The guest's `/proc/modules` after hiding, parsed.
+    pub fn modules_after(&self, entry: &Entry) -> Result<Vec<truth::Module>> {
+        let path = entry.path(&self.modules_after);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        truth::parse_modules(&bytes).map_err(|what| Error::Invalid { path, what })
+    }
+}
+
+/// The infected record of the entry in `dir` whose recipe hash is `entry_recipe_hash`: `None`
+/// when absent, unreadable (said in the log) or recorded for another build of the entry.
+pub fn load_infected(dir: &Path, entry_recipe_hash: &str) -> Option<Infected> {
+    let path = dir.join(INFECTED_RECORD);
+    let text = std::fs::read_to_string(&path).ok()?;
+    match serde_json::from_str::<Infected>(&text) {
+        Ok(i) if i.entry_recipe_hash == entry_recipe_hash => Some(i),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("{}: {e}; ignored", path.display());
+            None
+        }
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -26,12 +26,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 
 use crate::lab::apt::Apt;
 use crate::lab::build::Outcome;
 use crate::lab::cache::{hash_parts, Cache};
-use crate::lab::corpus::{DumpFormat, Entry, Mode, ModeRecord};
+use crate::lab::corpus::{Confirmed, Corpus, DumpFormat, Entry, Hidden, Infected, Mode, ModeRecord, INFECTED_RECORD as RECORD};
 use crate::lab::cpio::Archive;
 use crate::lab::error::io;
 use crate::lab::recipe::{KernelRecipe, Recipe};
@@ -43,82 +42,21 @@ use crate::lab::{build, custom, debian, guest, record, rootkit, truth, Error, Re
 /// running and panicked modes do not depend on it).
 pub const INFECTED_VERSION: u32 = 1;
 
-/// The file, under `infected/`, that describes the mode.
-pub const RECORD: &str = "infected/infected.json";
-
 const SHELL_TIMEOUT: Duration = Duration::from_secs(120);
 const TRUTH_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// What the rootkit hid.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hidden {
-    /// The victim's pid (a single-threaded process: pid = tgid), unlinked from `init_task.tasks`.
-    pub pid: u32,
-    pub comm: String,
-    /// The rootkit's module name, unlinked from `modules`.
-    pub module: String,
-}
-
-/// What the guest itself saw after the rootkit hid them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Confirmed {
-    /// `/proc/modules` still listed the module (false: it is hidden).
-    pub proc_modules_lists_module: bool,
-    /// `/proc/PID` still existed (true: /proc walks the pid allocator, not the task list).
-    pub proc_pid_exists: bool,
-    /// `/proc/PID/comm` then.
-    pub proc_pid_comm: String,
-    /// The rootkit's own `hide_pid` and `hide_module` parameters then (`PID 1`).
-    pub rootkit_state: String,
-}
-
-/// `infected/infected.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Infected {
-    /// Hash of what this recording depends on (see [`infected_hash`]).
-    pub recipe_hash: String,
-    /// The entry's recipe hash it was recorded for; another one makes this record stale.
-    pub entry_recipe_hash: String,
-    /// `uname -r` in the guest.
-    pub release: String,
-    pub hidden: Hidden,
-    pub confirmed: Confirmed,
-    /// Truth (before infecting), modules (before infecting, the rootkit listed) and the dump
-    /// (after); paths relative to the entry directory.
-    pub mode: ModeRecord,
-    /// `/proc/modules` after hiding (relative to the entry directory).
-    pub modules_after: String,
-    /// How the module was compiled (`rootkit::Built::cc`).
-    pub rootkit_cc: String,
-    /// After the dump, the victim was killed (SIGKILL) to exercise the hidden task's exit:
-    /// `gone` (reaped) or `zombie`, with no list corruption reported on the console.
-    pub victim_after_kill: String,
-    /// Seconds from launching QEMU to its exit.
-    pub record_secs: u64,
-}
-
-impl Infected {
-    /// The guest's `/proc/modules` after hiding, parsed.
-    pub fn modules_after(&self, entry: &Entry) -> Result<Vec<truth::Module>> {
-        let path = entry.path(&self.modules_after);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        truth::parse_modules(&bytes).map_err(|what| Error::Invalid { path, what })
+/// Brings the infected mode of every recipe `opts` selects that has one up to date, after
+/// [`build::build_corpus`] brought their entries up to date.
+pub fn infect_corpus(cache: &Cache, opts: &build::BuildOptions) -> Result<Vec<(String, Outcome)>> {
+    let _lock = crate::lab::cache::CacheLock::acquire(cache).map_err(io(cache.root().join("build.lock")))?;
+    let apt = Apt::open(cache)?;
+    let corpus = Corpus::open(cache.corpus());
+    let mut outcomes = Vec::new();
+    for r in build::selected(opts)?.iter().filter(|r| r.infected) {
+        let e = corpus.entry(r.name)?;
+        outcomes.push((format!("{} infected", r.name), ensure(cache, &apt, r, &e, opts.jobs, opts.force)?));
     }
-}
-
-/// The infected record of the entry in `dir` whose recipe hash is `entry_recipe_hash`: `None`
-/// when absent, unreadable (said in the log) or recorded for another build of the entry.
-pub fn load(dir: &Path, entry_recipe_hash: &str) -> Option<Infected> {
-    let path = dir.join(RECORD);
-    let text = std::fs::read_to_string(&path).ok()?;
-    match serde_json::from_str::<Infected>(&text) {
-        Ok(i) if i.entry_recipe_hash == entry_recipe_hash => Some(i),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!("{}: {e}; ignored", path.display());
-            None
-        }
-    }
+    Ok(outcomes)
 }
 
 /// Hash of everything the infected recording of an entry depends on besides the entry itself.

@@ -293,7 +293,7 @@ mod tests {
     fn stale_or_missing_records_are_ignored() {
         let dir = std::env::temp_dir().join(format!("netdma-infected-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("infected")).unwrap();
-        assert_eq!(load(&dir, "h"), None);
+        assert_eq!(crate::lab::corpus::load_infected(&dir, "h"), None);
         let rec = Infected {
             recipe_hash: "i".into(),
             entry_recipe_hash: "h".into(),
@@ -312,10 +312,10 @@ mod tests {
             record_secs: 60,
         };
         std::fs::write(dir.join(RECORD), serde_json::to_string(&rec).unwrap()).unwrap();
-        assert_eq!(load(&dir, "h"), Some(rec));
-        assert_eq!(load(&dir, "another build"), None);
+        assert_eq!(crate::lab::corpus::load_infected(&dir, "h"), Some(rec));
+        assert_eq!(crate::lab::corpus::load_infected(&dir, "another build"), None);
         std::fs::write(dir.join(RECORD), "{").unwrap();
-        assert_eq!(load(&dir, "h"), None);
+        assert_eq!(crate::lab::corpus::load_infected(&dir, "h"), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -6,7 +6,7 @@
 //! namespace of its own (so its wildcard ports 0x2FFF..0x30FF touch no other endpoint on this
 //! shared host); `harness fleet` joins that namespace and reads `nettlp://127.0.1.1-...`
 //! (`mrrs=4096`, 16 workers, 256 tags each sharing ports with SO_REUSEADDR). The machines run
-//! the running dumps of [`KERNELS`] (a Debian kernel of every corpus version, 5.10 to 7.2, and
+//! the running dumps of [`KERNELS`] (or the `--only-kernel` ones; a Debian kernel of every corpus version, 5.10 to 7.2, and
 //! the cloud builds of 6.1 and 7.2: two builds per version there), in turn; one machine in 200
 //! (at least one from 10 machines on) never answers and as many serve random bytes.
 //!
@@ -91,11 +91,11 @@ enum Role {
     Random,
 }
 
-/// The machines of a fleet of `n`: kernels in turn, then the broken ones.
-fn roles(n: usize) -> Vec<Role> {
+/// The machines of a fleet of `n`: `kernels` kernels in turn, then the broken ones.
+fn roles(n: usize, kernels: usize) -> Vec<Role> {
     let broken_each = if n >= 10 { (n / 200).max(1) } else { 0 };
     let good = n - 2 * broken_each;
-    let mut v: Vec<Role> = (0..good).map(|i| Role::Kernel(i % KERNELS.len())).collect();
+    let mut v: Vec<Role> = (0..good).map(|i| Role::Kernel(i % kernels.max(1))).collect();
     v.extend(std::iter::repeat_n(Role::Silent, broken_each));
     v.extend(std::iter::repeat_n(Role::Random, broken_each));
     v
@@ -120,16 +120,18 @@ impl Experiment for Fleet {
         let sizes = if ctx.quick { QUICK_SIZES } else { SIZES };
         Ok(sizes.iter().flat_map(|&machines| [true, false].map(|cache| FleetRun { machines, cache })).collect())
     }
-    fn run(&self, _ctx: &Context, run: &FleetRun) -> Result<Vec<FleetRow>, RunError> {
+    fn run(&self, ctx: &Context, run: &FleetRun) -> Result<Vec<FleetRow>, RunError> {
         let corpus = Corpus::open_default();
-        let mut dumps: Vec<(PathBuf, Vec<Thread>)> = Vec::new();
-        for name in KERNELS {
+        // `--only-kernel` names the kernels the fleet runs, else [`KERNELS`].
+        let names: Vec<&str> = if ctx.only_kernels.is_empty() { KERNELS.to_vec() } else { ctx.only_kernels.iter().map(String::as_str).collect() };
+        let mut dumps: Vec<(PathBuf, Vec<Thread>, String)> = Vec::new();
+        for name in names {
             let e = corpus.entry(name).map_err(|err| RunError::Prerequisite(format!("{name}: {err}; {}", analysis::BUILD_CORPUS)))?;
             let path = e.dump_path(Mode::Running, DumpFormat::Elf).ok_or_else(|| RunError::Prerequisite(format!("{name}: no running ELF dump; {}", analysis::BUILD_CORPUS)))?;
             let truth = e.truth(Mode::Running).map_err(|err| RunError::Prerequisite(format!("{name}: {err}")))?;
-            dumps.push((path, truth));
+            dumps.push((path, truth, name.to_owned()));
         }
-        let roles = roles(run.machines);
+        let roles = roles(run.machines, dumps.len());
         let dir = std::env::temp_dir().join(format!("netdma-fleet-{}-{}", std::process::id(), run.machines));
         std::fs::create_dir_all(&dir).map_err(|e| RunError::Prerequisite(format!("{}: {e}", dir.display())))?;
         let row = sweep_once(&dir, &roles, &dumps, run);
@@ -233,7 +235,7 @@ impl Drop for FleetServer {
     }
 }
 
-fn sweep_once(dir: &Path, roles: &[Role], dumps: &[(PathBuf, Vec<Thread>)], run: &FleetRun) -> Result<FleetRow, RunError> {
+fn sweep_once(dir: &Path, roles: &[Role], dumps: &[(PathBuf, Vec<Thread>, String)], run: &FleetRun) -> Result<FleetRow, RunError> {
     let io = |e: std::io::Error| prereq(format!("{}: {e}", dir.display()));
     let manifest = dir.join("manifest");
     let mut m = std::fs::File::create(&manifest).map_err(io)?;
@@ -317,7 +319,7 @@ fn sweep_once(dir: &Path, roles: &[Role], dumps: &[(PathBuf, Vec<Thread>)], run:
                 } else {
                     row.wrong += 1;
                     if row.error.is_empty() {
-                        row.error = format!("{target} ({}): {}", KERNELS[*k], r.error.as_ref().map_or("listing differs from truth".into(), |e| analysis::one_line(&e.message, 200)));
+                        row.error = format!("{target} ({}): {}", dumps[*k].2, r.error.as_ref().map_or("listing differs from truth".into(), |e| analysis::one_line(&e.message, 200)));
                     }
                 }
             }
@@ -340,11 +342,12 @@ mod tests {
 
     #[test]
     fn fleets_mix_every_kernel_and_a_few_broken_endpoints() {
-        assert_eq!(roles(1), vec![Role::Kernel(0)]);
-        let ten = roles(10);
+        assert_eq!(roles(1, KERNELS.len()), vec![Role::Kernel(0)]);
+        assert_eq!(roles(3, 1), vec![Role::Kernel(0); 3]);
+        let ten = roles(10, KERNELS.len());
         assert_eq!(ten.iter().filter(|r| **r == Role::Silent).count(), 1);
         assert_eq!(ten.iter().filter(|r| **r == Role::Random).count(), 1);
-        let thousand = roles(1000);
+        let thousand = roles(1000, KERNELS.len());
         assert_eq!(thousand.len(), 1000);
         assert_eq!(thousand.iter().filter(|r| !matches!(r, Role::Kernel(_))).count(), 10);
         for k in 0..KERNELS.len() {

@@ -146,12 +146,35 @@ impl Experiment for Baseline {
     }
 }
 
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
+/// A Volatility run's working directory for one kernel-mode: `symbols/` (where the ISF goes)
+/// and `volatility-cache/`, created empty and removed when dropped.
+pub(crate) struct VolScratch {
+    pub root: PathBuf,
+    pub symbols: PathBuf,
+    pub cache: PathBuf,
+}
 
-impl Drop for Scratch {
+impl VolScratch {
+    /// `netdma-<what>-<entry>-<mode>-<pid>` under the temporary directory.
+    pub(crate) fn create(what: &str, e: &Entry, mode: Mode) -> Result<VolScratch, RunError> {
+        let root = std::env::temp_dir().join(format!("netdma-{what}-{}-{}-{}", e.name, mode.as_str(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (symbols, cache) = (root.join("symbols"), root.join("volatility-cache"));
+        for d in [&symbols, &cache] {
+            std::fs::create_dir_all(d).map_err(|err| RunError::Prerequisite(format!("{}: {err}", d.display())))?;
+        }
+        Ok(VolScratch { root, symbols, cache })
+    }
+
+    /// A tool that could not be started or waited for in this directory.
+    pub(crate) fn io_error(&self, err: std::io::Error) -> RunError {
+        RunError::Prerequisite(format!("running a tool in {}: {err}", self.root.display()))
+    }
+}
+
+impl Drop for VolScratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -166,13 +189,9 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
     let dump_bytes = std::fs::metadata(&dump)
         .map_err(|err| RunError::Prerequisite(format!("{}: {err}; {}", dump.display(), analysis::BUILD_CORPUS)))?
         .len();
-    let scratch = Scratch(std::env::temp_dir().join(format!("netdma-baseline-{}-{}-{}", e.name, run.mode.as_str(), std::process::id())));
-    let _ = std::fs::remove_dir_all(&scratch.0);
-    let (symbols, vol_cache) = (scratch.0.join("symbols"), scratch.0.join("volatility-cache"));
-    for d in [&symbols, &vol_cache] {
-        std::fs::create_dir_all(d).map_err(|err| RunError::Prerequisite(format!("{}: {err}", d.display())))?;
-    }
-    let scratch_err = |err: std::io::Error| RunError::Prerequisite(format!("running a tool in {}: {err}", scratch.0.display()));
+    let scratch = VolScratch::create("baseline", e, run.mode)?;
+    let (symbols, vol_cache) = (&scratch.symbols, &scratch.cache);
+    let scratch_err = |err| scratch.io_error(err);
     let harness_version = format!("harness {}", env!("CARGO_PKG_VERSION"));
     let base = BaselineRow {
         kernel: e.name.clone(),
@@ -204,7 +223,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
     let isf = symbols.join("netdma.json");
     let mut cmd = Command::new(&harness);
     cmd.args(analysis::HARNESS_ERRORS).args(["profile", "--format", "isf", "--image"]).arg(&dump).arg("--output").arg(&isf);
-    let done = process::run(cmd, &scratch.0, "profile", TIMEOUT).map_err(scratch_err)?;
+    let done = process::run(cmd, &scratch.root, "profile", TIMEOUT).map_err(scratch_err)?;
     let mut profile_row = BaselineRow { tool: PROFILE.into(), tool_version: harness_version.clone(), repeat: 1, wall_ms: done.wall_ms, ..base.clone() };
     let doc = if done.success() {
         std::fs::read(&isf)
@@ -239,7 +258,7 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         // netdma
         let mut cmd = Command::new(&harness);
         cmd.args(analysis::HARNESS_ERRORS).args(["ps", "--format", "json", "--stats", "--image"]).arg(&dump);
-        let done = process::run(cmd, &scratch.0, "ps", TIMEOUT).map_err(scratch_err)?;
+        let done = process::run(cmd, &scratch.root, "ps", TIMEOUT).map_err(scratch_err)?;
         let mut r = BaselineRow { tool: NETDMA.into(), tool_version: harness_version.clone(), repeat, wall_ms: done.wall_ms, ..base.clone() };
         // A listing that stopped part-way (its rows are printed).
         let partial = done.status.and_then(|s| s.code()) == Some(harness::failure::EXIT_PARTIAL);
@@ -269,13 +288,13 @@ fn measure(run: &BaselineRun) -> Result<Vec<BaselineRow>, RunError> {
         }
         let mut cmd = Command::new(&vol);
         cmd.args(["-q", "--offline", "--cache-path"])
-            .arg(&vol_cache)
+            .arg(vol_cache)
             .arg("-f")
             .arg(&dump)
             .arg("-s")
-            .arg(&symbols)
+            .arg(symbols)
             .args(["-r", "csv", "linux.pslist"]);
-        let done = process::run(cmd, &scratch.0, "vol", TIMEOUT).map_err(scratch_err)?;
+        let done = process::run(cmd, &scratch.root, "vol", TIMEOUT).map_err(scratch_err)?;
         r.wall_ms = done.wall_ms;
         r.tool_version = volatility::version(&done.stderr).map(|v| format!("volatility3 {v}")).unwrap_or_default();
         if !done.success() {

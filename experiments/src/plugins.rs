@@ -34,6 +34,7 @@ use harness::lab::corpus::{DumpFormat, Entry, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis;
+use crate::baseline::VolScratch;
 use crate::experiment::{Context, Experiment, RunError};
 use crate::process;
 use crate::volatility;
@@ -107,34 +108,20 @@ impl Experiment for BaselinePlugins {
     }
 }
 
-/// A scratch directory, removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn measure(run: &PluginRun) -> Result<Vec<PluginRow>, RunError> {
     let e = &run.entry;
     let vol = volatility::require()?;
     let harness = process::sibling_binary("harness")?;
     let (mem, dump) = analysis::open_dump(e, run.mode, DumpFormat::Elf)?;
-    let scratch = Scratch(std::env::temp_dir().join(format!("netdma-plugins-{}-{}-{}", e.name, run.mode.as_str(), std::process::id())));
-    let _ = std::fs::remove_dir_all(&scratch.0);
-    let symbols = scratch.0.join("symbols");
-    let cache = scratch.0.join("volatility-cache");
-    for d in [&symbols, &cache] {
-        std::fs::create_dir_all(d).map_err(|err| RunError::Prerequisite(format!("{}: {err}", d.display())))?;
-    }
-    let io = |err: std::io::Error| RunError::Prerequisite(format!("running a tool in {}: {err}", scratch.0.display()));
+    let scratch = VolScratch::create("plugins", e, run.mode)?;
+    let (symbols, cache) = (&scratch.symbols, &scratch.cache);
+    let io = |err| scratch.io_error(err);
     let base = PluginRow { kernel: e.name.clone(), release: e.release.clone(), mode: run.mode.as_str().into(), ..PluginRow::default() };
 
     let isf = symbols.join("netdma.json");
     let mut cmd = Command::new(&harness);
     cmd.args(analysis::HARNESS_ERRORS).args(["profile", "--format", "isf", "--image"]).arg(&dump).arg("--output").arg(&isf);
-    let profile = process::run(cmd, &scratch.0, "profile", TIMEOUT).map_err(io)?;
+    let profile = process::run(cmd, &scratch.root, "profile", TIMEOUT).map_err(io)?;
     let profile_error = (!profile.success()).then(|| format!("no ISF: {}", analysis::harness_failure(&profile)));
 
     let mut rows = Vec::new();
@@ -155,9 +142,9 @@ fn measure(run: &PluginRun) -> Result<Vec<PluginRow>, RunError> {
             continue;
         }
         let mut cmd = Command::new(&vol);
-        cmd.args(["-q", "--offline", "--cache-path"]).arg(&cache).arg("-f").arg(&dump).arg("-s").arg(&symbols);
+        cmd.args(["-q", "--offline", "--cache-path"]).arg(cache).arg("-f").arg(&dump).arg("-s").arg(symbols);
         cmd.args(["-r", "csv", &format!("linux.{plugin}")]);
-        let done = process::run(cmd, &scratch.0, "vol", TIMEOUT).map_err(io)?;
+        let done = process::run(cmd, &scratch.root, "vol", TIMEOUT).map_err(io)?;
         row.vol_ms = done.wall_ms;
         if !done.success() {
             row.error = analysis::one_line(&format!("{}: {}", done.describe(), volatility::error_line(&done.stderr)), 300);

@@ -305,14 +305,11 @@ pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>) -> Result<Map<String, Val
     let shift = kernel.info.kaslr_virt_offset;
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
     let all = kernel.kallsyms.all(kernel.space.mem())?;
-    let mut starts: Vec<u64> = all.iter().map(|(a, _)| a.0).collect();
-    starts.sort_unstable();
-    starts.dedup();
-    let mut taint_flags_span = None;
+    // The extent of `taint_flags`: up to the next symbol's address.
+    let taint_flags_span = all.iter().find(|(_, s)| s.name == "taint_flags").and_then(|(at, _)| {
+        all.iter().map(|(a, _)| a.0).filter(|&a| a > at.0).min().map(|next| next - at.0)
+    });
     for (addr, s) in all {
-        if s.name == "taint_flags" {
-            taint_flags_span = starts.iter().find(|&&x| x > addr.0).map(|&next| next - addr.0);
-        }
         let a = if addr.0 >= 0xffff_ffff_8000_0000 { addr.0.wrapping_sub(shift) } else { addr.0 };
         out.entry(s.name).or_insert_with(|| json!({"address": a}));
     }

@@ -20,6 +20,7 @@
 //!        │       faults ┘          (loopback; faults injected by the endpoint)
 //!        │       forensics ── harness::introspect::printk + lab::console (dmesg vs the console)
 //!        │       fleet ── `emulator serve --manifest` (private netns) + `harness fleet`, vs truth
+//!        │       live ── served + lab::shellport + lab::churn + introspect::watch (a running guest)
 //!        │
 //!   results    CSV exporter/reader (schema = row fields + git_rev,date_utc,quick)
 //!   provenance git revision and UTC date;  schema: column names from serde
@@ -37,6 +38,7 @@ pub mod fleet;
 pub mod forensics;
 pub mod experiment;
 pub mod hw_reference;
+pub mod live;
 pub mod panic;
 pub mod plugins;
 pub mod process;

@@ -11,6 +11,7 @@ use crate::driver::Runnable;
 use crate::faults::Faults;
 use crate::fleet::Fleet;
 use crate::forensics::Forensics;
+use crate::live::Live;
 use crate::panic::Panic;
 use crate::plugins::BaselinePlugins;
 use crate::scaling::Scaling;
@@ -29,6 +30,7 @@ pub fn available() -> Vec<Box<dyn Runnable>> {
         Box::new(Faults),
         Box::new(Forensics),
         Box::new(Fleet),
+        Box::new(Live),
         Box::new(Baseline),
         Box::new(BaselinePlugins),
     ]

@@ -62,4 +62,5 @@ fn corpus_experiment_columns() {
     insta::assert_snapshot!("baseline_columns", results::columns::<BaselineRow>().unwrap().join(","));
     insta::assert_snapshot!("forensics_columns", results::columns::<ForensicsRow>().unwrap().join(","));
     insta::assert_snapshot!("baseline_plugins_columns", results::columns::<PluginRow>().unwrap().join(","));
+    insta::assert_snapshot!("live_columns", results::columns::<experiments::live::LiveRow>().unwrap().join(","));
 }

@@ -39,6 +39,7 @@ use crate::dma::target::{Target, TargetError};
 use crate::failure::{Failure, FailureKind};
 use crate::introspect::identity::{IdentitySource, LayoutCache};
 use crate::introspect::ps::{ps_cached, CacheUse, PsError, PsOptions, Row};
+use crate::introspect::watch::cpu_ms;
 
 /// Most machines one targets file may name.
 pub const MAX_TARGETS: usize = 1 << 16;
@@ -240,18 +241,6 @@ pub struct SweepSummary {
     pub dma_reads: u64,
     pub dma_bytes: u64,
     pub workers: usize,
-}
-
-/// CPU time this process has used, in ms.
-pub fn cpu_ms() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a live rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Read every target, `cfg.workers` at a time; `done` sees each report as it is finished (from

@@ -5,6 +5,7 @@ mod cmd_fleet;
 mod cmd_hidden;
 mod cmd_lsmod;
 mod cmd_ps;
+mod cmd_watch;
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
@@ -41,6 +42,9 @@ enum Cmd {
     Lsmod(cmd_lsmod::LsmodArgs),
     /// List the processes of many machines at once over NetTLP (one JSON line per machine).
     Fleet(cmd_fleet::FleetArgs),
+    /// Watch one machine: list it every interval and print processes started, exited, renamed or
+    /// changing uid.
+    Watch(cmd_watch::WatchArgs),
     /// Tasks and modules some view of memory sees and the kernel's lists do not (cross-view).
     Hidden(cmd_hidden::HiddenArgs),
     /// Write what was learned about the kernel (Volatility 3 ISF, or JSON).
@@ -69,6 +73,7 @@ fn main() -> Result<()> {
         Cmd::Hidden(args) => cmd_hidden::run(args),
         Cmd::Profile(args) => cmd_ps::run_profile(args),
         Cmd::Fleet(args) => cmd_fleet::run(args),
+        Cmd::Watch(args) => cmd_watch::run(args),
         Cmd::Corpus(c) => harness::lab::cli::corpus(c).map_err(anyhow::Error::from),
         Cmd::Lab(c) => harness::lab::cli::lab(c).map_err(anyhow::Error::from),
         Cmd::Dma(c) => dma_cmd::dma(c),

@@ -81,7 +81,7 @@ pub struct NotRead {
 }
 
 /// The planned bytes of one structure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub base: KVirt,
     parts: Vec<(u64, Vec<u8>)>,

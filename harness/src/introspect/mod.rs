@@ -19,7 +19,9 @@
 //! buffer instead of walking tasks (see [`printk`]); `modules::lsmod` walks the `modules` list
 //! (see [`modules`]); `hidden::hidden` compares the task list with the pid allocator, the run
 //! queues and a scan of memory, and the module list with the module address tree (see
-//! [`hidden`]).
+//! [`hidden`]). `watch::Watcher` learns a machine once and walks it again and again, reporting
+//! what changed (the walk re-reads what changed under it: see [`walk`]); `smear` checks such
+//! listings of a running guest against its own churn log.
 //!
 //! Invariant: guest memory is adversarial. Every parser is bounds-checked, every loop bounded,
 //! and a failure part-way returns what was read so far together with an error naming the
@@ -50,11 +52,13 @@ pub mod placement;
 pub mod profile;
 pub mod ps;
 pub mod scan;
+pub mod smear;
 pub mod source;
 pub mod state;
 pub mod vmcoreinfo;
 pub mod vread;
 pub mod walk;
+pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod testutil;

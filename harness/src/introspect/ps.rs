@@ -15,7 +15,7 @@ use super::identity::{identify, IdentityError, KernelIdentity, LayoutCache};
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
-use super::walk::{probe, walk, Thread, WalkConfig, WalkError};
+use super::walk::{probe, walk, Consistency, Thread, WalkConfig, WalkError};
 use super::cmdline::join_args;
 
 #[derive(Debug, Clone, Default)]
@@ -95,6 +95,9 @@ pub struct Stats {
     pub phases: Vec<Phase>,
     pub tasks: usize,
     pub walk_error: Option<String>,
+    /// How much memory changed under the walk (zero on a dump).
+    #[serde(default)]
+    pub consistency: Consistency,
 }
 
 /// Everything `ps` learned.
@@ -294,6 +297,7 @@ pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Opt
         phases: clock.phases,
         tasks: rows.len(),
         walk_error: walk_error.as_ref().map(|e| e.to_string()),
+        consistency: outcome.consistency,
     };
     Ok(PsReport { rows, threads, walk_error, kernel: info, method, layout, stats, identity, cache_hit })
 }

@@ -8,8 +8,19 @@
 //! be kernel addresses (direct map or image), its pid/tgid in range, its `comm` NUL-terminated.
 //! The first violation stops the walk: the outcome carries every task read before it plus the
 //! error, never a guess.
+//!
+//! Live memory (a running machine read over DMA) changes under the walk. A violation is first
+//! re-read ([`Consistency`] counts it): if the re-read shows the same bytes, memory is not
+//! changing and the violation stands; if it shows the list changed (a task unlinked as it
+//! exited, the way `list_del_rcu` leaves it: `next` intact, `prev` poisoned), the walk follows
+//! the list as it is now, a bounded number of times per step. A node reached a second time is a
+//! cycle only if the same task (pid, start time) is still there: a task freed and its memory
+//! given to a new one is met again at the list's end. At the end every listed task's
+//! identity (pid, tgid, start time) is read again in one batch; a task whose identity changed
+//! was freed and its memory reused while we read it, and its record, possibly torn between two
+//! tasks, is dropped rather than reported.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::addr::{KVirt, UVirt};
 use super::cmdline::{read_cmdlines, ArgArea};
@@ -83,6 +94,27 @@ pub enum WalkError {
 pub struct WalkOutcome {
     pub threads: Vec<Thread>,
     pub error: Option<WalkError>,
+    pub consistency: Consistency,
+}
+
+/// How much the memory changed under one walk (all zero on a dump).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Consistency {
+    /// Links or task records read a second time because they did not validate.
+    pub rereads: u64,
+    /// Re-reads that found the list changed, so the walk followed it as it is now.
+    pub relinks: u64,
+    /// Tasks dropped because their identity changed between the first read and the final check.
+    pub torn: u64,
+}
+
+/// Re-reads of one list step before its violation stands.
+const RELINKS_PER_STEP: usize = 8;
+
+/// Is `v` what `list_del_rcu` leaves in an unlinked node's `prev` (`LIST_POISON2`: 0x122, plus
+/// `POISON_POINTER_DELTA` 0xdead000000000000 on x86-64), or any other non-kernel value?
+fn unlinked_prev(v: KVirt) -> bool {
+    v.0 == 0x122 || v.0 >> 48 == 0xdead || v.0 < 0xffff_8000_0000_0000
 }
 
 /// Fields of `task_struct` read per task.
@@ -116,7 +148,33 @@ struct Walker<'a, 'm> {
     l: &'a Layout,
     plan: Plan,
     cfg: WalkConfig,
+    consistency: std::cell::Cell<Consistency>,
 }
+
+/// List nodes passed, with the identity (pid, start time) of the task each belonged to; the
+/// list head maps to an identity no task has.
+type Seen = HashMap<KVirt, (i32, u64)>;
+
+const HEAD_ID: (i32, u64) = (-1, u64::MAX);
+
+fn seen_from(head: KVirt) -> Seen {
+    HashMap::from([(head, HEAD_ID)])
+}
+
+/// What a list step that did not point back turned into after a re-read.
+enum Step {
+    /// The node is on the list: take this record of it.
+    Take(Record),
+    /// The list changed after we read the previous node: continue from its `next` as it is now.
+    Follow(KVirt),
+    /// The previous node is another task now: continue from a node still on the list.
+    Resync,
+}
+
+/// Resynchronisations of one walk (or one thread group) before its violation stands.
+const RESYNCS: usize = 8;
+/// Tasks looked back at for one resynchronisation.
+const RESYNC_LOOKBACK: usize = 16;
 
 impl Walker<'_, '_> {
     fn kptr_ok(&self, v: KVirt) -> bool {
@@ -146,6 +204,63 @@ impl Walker<'_, '_> {
         Ok(())
     }
 
+    fn count(&self, f: impl FnOnce(&mut Consistency)) {
+        let mut c = self.consistency.get();
+        f(&mut c);
+        self.consistency.set(c);
+    }
+
+    /// A task record that validates: `r`, or if it does not, a second read of it that does
+    /// (the task was changing). The first problem stands if the second read brings nothing new.
+    fn checked(&self, r: Record, what: &'static str) -> Result<Record, WalkError> {
+        let Err(e) = self.check(&r) else { return Ok(r) };
+        self.count(|c| c.rereads += 1);
+        let again = self.read_tasks(&[r.base], what)?.remove(0);
+        if again == r {
+            return Err(e);
+        }
+        self.check(&again)?;
+        Ok(again)
+    }
+
+    /// Resolve a list step from list node `prev` to `node` (list heads; `link` is the offset of
+    /// the list head in `task_struct`) whose record `r` has `prev` pointer `back` != `prev`.
+    fn resolve(&self, prev: KVirt, node: KVirt, r: Record, link: u64, seen: &Seen, what: &'static str) -> Result<Step, WalkError> {
+        let back = r.ptr(link + 8)?;
+        self.count(|c| c.rereads += 1);
+        let mut both = self.space.read_many(&[(prev, 16), (node.wrapping_add(8), 8)]).into_iter();
+        let p = both.next().and_then(Result::ok).ok_or(WalkError::Read { what, source: KSpaceError::Unmapped { addr: prev } })?;
+        let prev_next = KVirt(u64::from_le_bytes(p[..8].try_into().unwrap_or([0; 8])));
+        let prev_prev = KVirt(u64::from_le_bytes(p[8..16].try_into().unwrap_or([0; 8])));
+        if let Some(&id) = seen.get(&prev).filter(|&&id| id != HEAD_ID) {
+            // Is `prev` still the task we took? If its memory went to a new task, its links
+            // say nothing about where we were.
+            let now = self.read_tasks(&[KVirt(prev.0.wrapping_sub(link))], what)?.remove(0);
+            if self.identity(&now)? != id {
+                self.count(|c| c.relinks += 1);
+                return Ok(Step::Resync);
+            }
+        }
+        if prev_next != node {
+            // `prev` now leads elsewhere: `node` was unlinked (or one was added after `prev`).
+            self.count(|c| c.relinks += 1);
+            return Ok(Step::Follow(prev_next));
+        }
+        if unlinked_prev(prev_prev) && seen.contains_key(&back) {
+            // `prev` itself was unlinked after we read it; `node` links back to a node we passed.
+            self.count(|c| c.relinks += 1);
+            return Ok(Step::Take(r));
+        }
+        let now = both.next().and_then(Result::ok).map(|b| KVirt(u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]))));
+        if now == Some(prev) {
+            // The link was being rewritten as we read it; it points back now.
+            self.count(|c| c.relinks += 1);
+            let again = self.read_tasks(&[r.base], what)?.remove(0);
+            return Ok(Step::Take(again));
+        }
+        Err(WalkError::BrokenList { node, prev: back, expected: prev })
+    }
+
     fn read_tasks(&self, tasks: &[KVirt], what: &'static str) -> Result<Vec<Record>, WalkError> {
         self.plan.read_many(self.space, tasks).into_iter().map(|r| r.map_err(|source| WalkError::Read { what, source })).collect()
     }
@@ -157,29 +272,112 @@ impl Walker<'_, '_> {
         let init = self.read_tasks(&[init_task], "init_task")?.remove(0);
         let mut prev = head;
         let mut node = init.ptr(off)?;
-        let mut seen = HashSet::new();
+        let mut seen = seen_from(head);
+        let mut relinks = 0;
+        let (mut resyncs, mut replayed) = (0, 0);
         while node != head {
             if !self.kptr_ok(node) || !self.space.in_direct_map(node) {
                 return Err(WalkError::BadPointer { what: "tasks.next", task: KVirt(prev.0.wrapping_sub(off)), value: node });
-            }
-            if !seen.insert(node) {
-                return Err(WalkError::Cycle { node });
             }
             if out.len() >= self.cfg.max_tasks {
                 return Err(WalkError::TooMany { limit: self.cfg.max_tasks });
             }
             let task = KVirt(node.0.wrapping_sub(off));
             let r = self.read_tasks(&[task], "task_struct")?.remove(0);
-            let back = r.ptr(off + 8)?;
-            if back != prev {
-                return Err(WalkError::BrokenList { node, prev: back, expected: prev });
+            if self.revisit(&seen, node, &r, resyncs > 0)? {
+                replayed += 1;
+                if replayed > out.len() + RESYNC_LOOKBACK {
+                    return Err(WalkError::Cycle { node });
+                }
+                prev = node;
+                node = r.ptr(off)?;
+                continue;
             }
-            self.check(&r)?;
+            let r = if r.ptr(off + 8)? == prev {
+                r
+            } else {
+                relinks += 1;
+                if relinks > RELINKS_PER_STEP {
+                    return Err(WalkError::BrokenList { node, prev: r.ptr(off + 8)?, expected: prev });
+                }
+                match self.resolve(prev, node, r, off, &seen, "task_struct")? {
+                    Step::Take(r) => r,
+                    Step::Follow(next) => {
+                        node = next;
+                        continue;
+                    }
+                    Step::Resync => {
+                        resyncs += 1;
+                        if resyncs > RESYNCS {
+                            return Err(WalkError::BrokenList { node, prev: KVirt(0), expected: prev });
+                        }
+                        match self.still_linked(out, off)? {
+                            Some(q) => {
+                                prev = q.base.wrapping_add(off);
+                                node = q.ptr(off)?;
+                            }
+                            None => {
+                                prev = head;
+                                node = self.read_tasks(&[init_task], "init_task")?.remove(0).ptr(off)?;
+                            }
+                        }
+                        relinks = 0;
+                        continue;
+                    }
+                }
+            };
+            relinks = 0;
+            let r = self.checked(r, "task_struct")?;
+            seen.insert(node, self.identity(&r)?);
             prev = node;
             node = r.ptr(off)?;
             out.push(r);
         }
         Ok(())
+    }
+
+    /// Whether the task record `r` reads differently now.
+    fn changed(&self, r: &Record) -> Result<bool, WalkError> {
+        self.count(|c| c.rereads += 1);
+        Ok(self.read_tasks(&[r.base], "task_struct")?.remove(0) != *r)
+    }
+
+    /// A task's identity: pid and start time.
+    fn identity(&self, r: &Record) -> Result<(i32, u64), WalkError> {
+        Ok((r.i32(self.l.task.pid)?, r.u64(self.l.task.start_boottime)?))
+    }
+
+    /// Reaching list node `node` again is a cycle, unless the task there now is another one (its
+    /// memory was freed and given to a new task, which the kernel adds at the list's end), or
+    /// the walk was resynchronised (`replay`) and passes again over tasks it took: `Ok(true)`
+    /// says to pass over this one.
+    fn revisit(&self, seen: &Seen, node: KVirt, r: &Record, replay: bool) -> Result<bool, WalkError> {
+        match seen.get(&node) {
+            None => Ok(false),
+            Some(&id) if id == self.identity(r)? => {
+                if replay {
+                    Ok(true)
+                } else {
+                    Err(WalkError::Cycle { node })
+                }
+            }
+            Some(_) => {
+                self.count(|c| c.relinks += 1);
+                Ok(false)
+            }
+        }
+    }
+
+    /// After a resync: the list node of the last task in `taken` (searching backwards) that is
+    /// still that task and still linked, read now; `None` if none is.
+    fn still_linked(&self, taken: &[Record], link: u64) -> Result<Option<Record>, WalkError> {
+        for r in taken.iter().rev().take(RESYNC_LOOKBACK) {
+            let now = self.read_tasks(&[r.base], "task_struct")?.remove(0);
+            if self.identity(&now)? == self.identity(r)? && !unlinked_prev(now.ptr(link + 8)?) {
+                return Ok(Some(now));
+            }
+        }
+        Ok(None)
     }
 
     /// Every thread of every group, groups advancing together one list hop per batch.
@@ -194,14 +392,17 @@ impl Walker<'_, '_> {
             prev: KVirt,
             node: KVirt,
             members: Vec<Record>,
-            seen: HashSet<KVirt>,
+            seen: Seen,
             done: bool,
+            relinks: usize,
+            resyncs: usize,
+            replayed: usize,
         }
         let mut groups = Vec::with_capacity(leaders.len());
         for (&head, first) in heads.iter().zip(firsts) {
             let first = first.map_err(|source| WalkError::Read { what: "signal->thread_head", source })?;
             let node = KVirt(u64::from_le_bytes(first.try_into().unwrap_or([0; 8])));
-            groups.push(Group { head, prev: head, node, members: Vec::new(), seen: HashSet::new(), done: false });
+            groups.push(Group { head, prev: head, node, members: Vec::new(), seen: seen_from(head), done: false, relinks: 0, resyncs: 0, replayed: 0 });
         }
         let by_addr: HashMap<KVirt, &Record> = leaders.iter().map(|r| (r.base, r)).collect();
         let mut total = 0usize;
@@ -218,9 +419,6 @@ impl Walker<'_, '_> {
                 if !self.space.in_direct_map(g.node) || g.node.0 % 8 != 0 {
                     return Err(WalkError::BadPointer { what: "thread_node.next", task: KVirt(g.prev.0.wrapping_sub(t.thread_node)), value: g.node });
                 }
-                if !g.seen.insert(g.node) {
-                    return Err(WalkError::Cycle { node: g.node });
-                }
                 if g.members.len() >= self.cfg.max_threads || total >= self.cfg.max_tasks {
                     return Err(WalkError::TooMany { limit: self.cfg.max_threads.min(self.cfg.max_tasks) });
                 }
@@ -232,19 +430,70 @@ impl Walker<'_, '_> {
             }
             // Reuse leader records already read; read the rest in one batch.
             let missing: Vec<KVirt> = want.iter().map(|&(_, a)| a).filter(|a| !by_addr.contains_key(a)).collect();
-            let mut fresh: HashMap<KVirt, Record> =
+            let fresh: HashMap<KVirt, Record> =
                 missing.iter().copied().zip(self.read_tasks(&missing, "thread task_struct")?).collect();
             for (g_idx, addr) in want {
-                let r = match fresh.remove(&addr) {
-                    Some(r) => r,
+                let r = match fresh.get(&addr) {
+                    Some(r) => r.clone(),
                     None => (*by_addr.get(&addr).ok_or(WalkError::Cycle { node: addr })?).clone(),
                 };
                 let g = &mut groups[g_idx];
-                let back = r.ptr(t.thread_node + 8)?;
-                if back != g.prev {
-                    return Err(WalkError::BrokenList { node: g.node, prev: back, expected: g.prev });
+                if r.i32(t.tgid)? != leaders[g_idx].i32(t.tgid)? {
+                    // Every thread of a group has the leader's tgid. One that does not means the
+                    // leader's `signal` was freed and given to another process after we read
+                    // the leader (on a running machine: the leader and its threads exited);
+                    // on memory that does not change, it is damage.
+                    if self.consistency.get() == Consistency::default() && !self.changed(&leaders[g_idx])? {
+                        let (want, got) = (leaders[g_idx].i32(t.tgid)?, r.i32(t.tgid)?);
+                        return Err(WalkError::InvalidTask { task: r.base, reason: format!("on the thread list of group {want} with tgid {got}") });
+                    }
+                    self.count(|c| c.relinks += 1);
+                    g.done = true;
+                    continue;
                 }
-                self.check(&r)?;
+                if self.revisit(&g.seen, g.node, &r, g.resyncs > 0)? {
+                    g.replayed += 1;
+                    if g.replayed > g.members.len() + RESYNC_LOOKBACK {
+                        return Err(WalkError::Cycle { node: g.node });
+                    }
+                    total -= 1;
+                    g.prev = g.node;
+                    g.node = r.ptr(t.thread_node)?;
+                    continue;
+                }
+                let back = r.ptr(t.thread_node + 8)?;
+                let r = if back == g.prev {
+                    r
+                } else {
+                    g.relinks += 1;
+                    if g.relinks > RELINKS_PER_STEP {
+                        return Err(WalkError::BrokenList { node: g.node, prev: back, expected: g.prev });
+                    }
+                    match self.resolve(g.prev, g.node, r, t.thread_node, &g.seen, "thread task_struct")? {
+                        Step::Take(r) => r,
+                        Step::Follow(next) => {
+                            // Not counted as a thread: the step is taken again from `next`.
+                            total -= 1;
+                            g.node = next;
+                            continue;
+                        }
+                        Step::Resync => {
+                            // Start the group again from its head, passing over threads taken.
+                            total -= 1;
+                            g.resyncs += 1;
+                            if g.resyncs > RESYNCS {
+                                return Err(WalkError::BrokenList { node: g.node, prev: back, expected: g.prev });
+                            }
+                            g.prev = g.head;
+                            g.node = KVirt(self.space.read_u64(g.head).map_err(|source| WalkError::Read { what: "signal->thread_head", source })?);
+                            g.relinks = 0;
+                            continue;
+                        }
+                    }
+                };
+                g.relinks = 0;
+                let r = self.checked(r, "thread task_struct")?;
+                g.seen.insert(g.node, self.identity(&r)?);
                 g.prev = g.node;
                 g.node = r.ptr(t.thread_node)?;
                 g.members.push(r);
@@ -270,7 +519,7 @@ impl Walker<'_, '_> {
 /// Follow the first `n` entries of the task list from `init_task`, validating each — a cheap
 /// check that a layout fits this kernel. Returns how many tasks were checked.
 pub fn probe(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, n: usize) -> Result<usize, WalkError> {
-    let w = Walker { space, l: layout, plan: task_plan(layout), cfg: WalkConfig { max_tasks: n, ..WalkConfig::default() } };
+    let w = Walker::new(space, layout, WalkConfig { max_tasks: n, ..WalkConfig::default() });
     let mut out = Vec::new();
     match w.leaders(init_task, &mut out) {
         Ok(()) | Err(WalkError::TooMany { .. }) => Ok(out.len()),
@@ -280,7 +529,23 @@ pub fn probe(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, n: usiz
 
 /// Walk every task of the kernel.
 pub fn walk(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cfg: WalkConfig) -> WalkOutcome {
-    let w = Walker { space, l: layout, plan: task_plan(layout), cfg };
+    walk_again(space, layout, init_task, cfg, &mut CmdlineCache::default())
+}
+
+/// Command lines already read, by `(mm, tgid)`: a process whose address space and group are
+/// the same as in an earlier walk has the same arguments unless it rewrote them in place
+/// (`setproctitle`), which a repeated walk accepts to miss. `exec` gives a new `mm`.
+///
+/// Invariant: holds only the processes of the last walk that used it (bounded by `max_tasks`).
+#[derive(Debug, Default)]
+pub struct CmdlineCache {
+    by_mm: HashMap<(KVirt, i32), Vec<u8>>,
+}
+
+/// [`walk`] for a walk repeated on the same machine: command lines of processes already seen
+/// are taken from `cache` instead of read again, and `cache` then holds this walk's.
+pub fn walk_again(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cfg: WalkConfig, cache: &mut CmdlineCache) -> WalkOutcome {
+    let w = Walker::new(space, layout, cfg);
     let mut leaders = Vec::new();
     let mut error = w.leaders(init_task, &mut leaders).err();
     let mut recs = Vec::new();
@@ -288,16 +553,75 @@ pub fn walk(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cfg: Wal
         error.get_or_insert(e);
         recs = leaders.iter().map(|r| (r.clone(), None)).collect();
     }
-    let (threads, e2) = facts(space, layout, &recs, cfg);
+    let (threads, links, e2) = facts(space, layout, &recs, cfg, cache);
     if let Some(e) = e2 {
         error.get_or_insert(e);
     }
-    WalkOutcome { threads, error }
+    let threads = w.drop_torn(threads, links);
+    WalkOutcome { threads, error, consistency: w.consistency.get() }
+}
+
+impl<'a, 'm> Walker<'a, 'm> {
+    fn new(space: &'a KernelSpace<'m>, l: &'a Layout, cfg: WalkConfig) -> Self {
+        Walker { space, l, plan: task_plan(l), cfg, consistency: std::cell::Cell::new(Consistency::default()) }
+    }
+
+    /// `threads` without those whose pid, tgid or start time reads differently now (their memory
+    /// was freed and reused while we read it) or cannot be read again. A thread whose parent,
+    /// credentials or address space (`links`) changed while we read through them gets its ppid
+    /// and uid read again through the new ones, kept if they then hold still, else dropped; an
+    /// unchanged pointer proves the object it points to was the task's, alive, all along.
+    fn drop_torn(&self, threads: Vec<Thread>, links: Vec<Links>) -> Vec<Thread> {
+        let t = &self.l.task;
+        let plan = Plan::new(&[(t.pid, 4), (t.tgid, 4), (t.start_boottime, 8), (t.real_parent, 8), (t.real_cred, 8), (t.mm, 8)], 512);
+        let now_links = |r: &Record| -> Option<Links> { Some([r.ptr(t.real_parent).ok()?, r.ptr(t.real_cred).ok()?, r.ptr(t.mm).ok()?]) };
+        let addrs: Vec<KVirt> = threads.iter().map(|th| th.addr).collect();
+        let now = plan.read_many(self.space, &addrs);
+        let before = threads.len();
+        let mut kept = Vec::with_capacity(before);
+        let mut redo: Vec<(Thread, Links)> = Vec::new();
+        for ((mut th, was), r) in threads.into_iter().zip(links).zip(&now) {
+            let Ok(r) = r else { continue };
+            let same = matches!((r.i32(t.pid), r.i32(t.tgid), r.u64(t.start_boottime)),
+                (Ok(p), Ok(g), Ok(s)) if p == th.pid && g == th.tgid && s == th.start_time_ns);
+            let Some(l) = now_links(r).filter(|_| same) else { continue };
+            // A task that let go of its address space while we read (`exit_mm`) is exiting:
+            // listed, but without the command line read through the old `mm`.
+            let exiting = l[2].0 == 0 && was[2].0 != 0;
+            if exiting {
+                th.cmdline.clear();
+                th.notes.push("exiting: its address space was released while it was read".into());
+            }
+            if l == was || (exiting && l[..2] == was[..2]) {
+                kept.push(th);
+            } else if l[2] == was[2] || exiting {
+                redo.push((th, l));
+            }
+        }
+        if !redo.is_empty() {
+            self.count(|c| c.rereads += redo.len() as u64);
+            let regions: Vec<(KVirt, usize)> =
+                redo.iter().flat_map(|(_, l)| [(l[0].wrapping_add(t.tgid), 4), (l[1].wrapping_add(self.l.cred.uid), 4)]).collect();
+            let vals = self.space.read_many(&regions);
+            let again = plan.read_many(self.space, &redo.iter().map(|(th, _)| th.addr).collect::<Vec<_>>());
+            for (i, ((mut th, l), r)) in redo.into_iter().zip(&again).enumerate() {
+                let still = r.as_ref().ok().and_then(now_links) == Some(l);
+                if let (true, Ok(p), Ok(u)) = (still, &vals[2 * i], &vals[2 * i + 1]) {
+                    th.ppid = le_i32(p);
+                    th.uid = le_i32(u) as u32;
+                    kept.push(th);
+                }
+            }
+        }
+        let torn = (before - kept.len()) as u64;
+        self.count(|c| c.torn += torn);
+        kept
+    }
 }
 
 /// Turn task records into [`Thread`]s: parent tgid, uid, names, command lines (all batched).
 /// Stops at the first task whose secondary reads fail, returning those before it.
-fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cfg: WalkConfig) -> (Vec<Thread>, Option<WalkError>) {
+fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cfg: WalkConfig, cache: &mut CmdlineCache) -> (Vec<Thread>, Vec<Links>, Option<WalkError>) {
     let t = &l.task;
     let get = |r: &Record| -> Result<_, NotRead> {
         Ok((
@@ -312,7 +636,7 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
     for (r, _) in recs {
         match get(r) {
             Ok(v) => base.push(v),
-            Err(e) => return (Vec::new(), Some(e.into())),
+            Err(e) => return (Vec::new(), Vec::new(), Some(e.into())),
         }
     }
     // Parent tgid and uid in one batch.
@@ -322,8 +646,11 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         regions.push((cred.wrapping_add(l.cred.uid), 4));
     }
     let pu = space.read_many(&regions);
-    // mm fields, once per distinct mm of a user task.
-    let mut mms: Vec<KVirt> = base.iter().filter(|b| b.3 & PF_KTHREAD == 0 && b.2.0 != 0).map(|b| b.2).collect();
+    // mm fields, once per distinct mm of a user task whose command line is not cached.
+    let tgids: Vec<i32> = recs.iter().map(|(r, _)| r.i32(t.tgid).unwrap_or(-1)).collect();
+    let cached = |b: &(KVirt, KVirt, KVirt, u32, KVirt), tgid: i32| cache.by_mm.contains_key(&(b.2, tgid));
+    let mut mms: Vec<KVirt> =
+        base.iter().zip(&tgids).filter(|(b, &g)| b.3 & PF_KTHREAD == 0 && b.2.0 != 0 && !cached(b, g)).map(|(b, _)| b.2).collect();
     mms.sort_unstable();
     mms.dedup();
     let mm_plan = Plan::new(&[(l.mm.pgd, 8), (l.mm.arg_start, 8), (l.mm.arg_end, 8), (l.mm.env_start, 8), (l.mm.env_end, 8)], 512);
@@ -358,14 +685,16 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
     for (i, ((r, threads), b)) in recs.iter().zip(&base).enumerate() {
         let (ppid, uid) = match (&pu[2 * i], &pu[2 * i + 1]) {
             (Ok(p), Ok(u)) => (le_i32(p), le_i32(u) as u32),
-            (Err(e), _) => return (out, Some(WalkError::InvalidTask { task: r.base, reason: format!("real_parent->tgid unreadable: {e}") })),
-            (_, Err(e)) => return (out, Some(WalkError::InvalidTask { task: r.base, reason: format!("real_cred->uid unreadable: {e}") })),
+            (Err(e), _) => return with_links(out, &base, Some(WalkError::InvalidTask { task: r.base, reason: format!("real_parent->tgid unreadable: {e}") })),
+            (_, Err(e)) => return with_links(out, &base, Some(WalkError::InvalidTask { task: r.base, reason: format!("real_cred->uid unreadable: {e}") })),
         };
         let kthread = b.3 & PF_KTHREAD != 0;
         let mut notes = Vec::new();
         notes.extend(name_notes[i].clone());
         let cmdline = if kthread || b.2.0 == 0 {
             Vec::new()
+        } else if let Some(c) = cache.by_mm.get(&(b.2, tgids[i])) {
+            c.clone()
         } else {
             match area_of.get(&b.2) {
                 Some(Ok(k)) => match &cmdlines[*k] {
@@ -408,10 +737,26 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         })();
         match thread {
             Ok(th) => out.push(th),
-            Err(e) => return (out, Some(e.into())),
+            Err(e) => return with_links(out, &base, Some(e.into())),
         }
     }
-    (out, None)
+    cache.by_mm = out
+        .iter()
+        .zip(&base)
+        .filter(|(th, b)| !th.kthread && b.2.0 != 0 && th.notes.iter().all(|n| !n.starts_with("cmdline") && !n.starts_with("mm_struct")))
+        .map(|(th, b)| ((b.2, th.tgid), th.cmdline.clone()))
+        .collect();
+    with_links(out, &base, None)
+}
+
+/// The pointers a thread's secondary facts were read through: `real_parent` (ppid), `real_cred`
+/// (uid), `mm` (command line).
+type Links = [KVirt; 3];
+
+/// `out` with the links of each thread (`base` is aligned with the records, `out` a prefix).
+fn with_links(out: Vec<Thread>, base: &[(KVirt, KVirt, KVirt, u32, KVirt)], e: Option<WalkError>) -> (Vec<Thread>, Vec<Links>, Option<WalkError>) {
+    let links = base.iter().take(out.len()).map(|b| [b.0, b.1, b.2]).collect();
+    (out, links, e)
 }
 
 fn cstr(b: &[u8]) -> &[u8] {

@@ -291,3 +291,118 @@ fn random_memory_never_panics_or_hangs() {
         assert!(out.threads.len() <= 1000);
     }
 }
+
+/// Memory that changes once under the walker: `change` is applied to it just before the
+/// `nth` read (1-based) that touches `[start, end)` is served, as a running kernel would.
+struct Changing {
+    mem: std::sync::Mutex<VecMem>,
+    range: (u64, u64),
+    nth: usize,
+    touches: std::sync::atomic::AtomicUsize,
+    change: std::sync::Mutex<Option<Box<dyn FnOnce(&mut VecMem) + Send>>>,
+}
+
+impl Changing {
+    fn new(f: Fake, task: u64, nth: usize, change: impl FnOnce(&mut VecMem) + Send + 'static) -> Changing {
+        let p = Fake::phys(task);
+        Changing {
+            mem: std::sync::Mutex::new(f.mem),
+            range: (p, p + 0x1000),
+            nth,
+            touches: Default::default(),
+            change: std::sync::Mutex::new(Some(Box::new(change))),
+        }
+    }
+
+    fn walk(&self, init_task: u64) -> WalkOutcome {
+        let space = KernelSpace::new(self, 0, Some(KVirt(POB)), &X86_64_4LEVEL);
+        walk(&space, &layout(), KVirt(init_task), WalkConfig::default())
+    }
+}
+
+impl PhysMem for Changing {
+    fn read_phys(&self, addr: emulator::mem::PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
+        let mut mem = self.mem.lock().unwrap();
+        if addr.0 < self.range.1 && addr.0 + buf.len() as u64 > self.range.0 {
+            let n = self.touches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if n == self.nth {
+                if let Some(change) = self.change.lock().unwrap().take() {
+                    change(&mut mem);
+                }
+            }
+        }
+        mem.read_phys(addr, buf)
+    }
+    fn ranges(&self) -> Vec<emulator::mem::PhysRange> {
+        self.mem.lock().unwrap().ranges()
+    }
+    fn describe(&self) -> String {
+        "changing test memory".into()
+    }
+}
+
+/// `list_del_rcu(node)`: neighbours skip it, its `next` stays, its `prev` is poisoned.
+fn unlink(mem: &mut VecMem, node: u64) {
+    let rd = |mem: &VecMem, v: u64| {
+        let mut b = [0u8; 8];
+        mem.read_phys(emulator::mem::PhysAddr(Fake::phys(v)), &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let (next, prev) = (rd(mem, node), rd(mem, node + 8));
+    mem.write_u64(Fake::phys(prev), next);
+    mem.write_u64(Fake::phys(next + 8), prev);
+    mem.write_u64(Fake::phys(node + 8), 0xdead_0000_0000_0122);
+}
+
+fn pids(out: &WalkOutcome) -> Vec<i32> {
+    out.threads.iter().map(|t| t.pid).collect()
+}
+
+#[test]
+fn a_task_that_exits_as_the_walk_reaches_it_is_skipped() {
+    let f = sample();
+    let (init, kthreadd) = (f.tasks[0], f.tasks[2]);
+    let node = kthreadd + layout().task.tasks;
+    // kthreadd (pid 2) leaves the list just before its record is read.
+    let m = Changing::new(f, kthreadd, 1, move |mem| unlink(mem, node));
+    let out = m.walk(init);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(pids(&out), vec![1, 10, 11, 12]);
+    assert_eq!((out.consistency.rereads, out.consistency.relinks, out.consistency.torn), (1, 1, 0));
+}
+
+#[test]
+fn a_task_that_exits_after_it_was_read_is_listed_and_the_walk_goes_on() {
+    let f = sample();
+    let (init, first, kthreadd) = (f.tasks[0], f.tasks[1], f.tasks[2]);
+    let node = first + layout().task.tasks;
+    // init (pid 1) leaves the list after its record was read, as kthreadd's is read.
+    let m = Changing::new(f, kthreadd, 1, move |mem| unlink(mem, node));
+    let out = m.walk(init);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(pids(&out), vec![1, 2, 10, 11, 12]);
+    assert_eq!(out.consistency.relinks, 1);
+}
+
+#[test]
+fn a_task_whose_memory_is_reused_before_the_final_check_is_dropped_as_torn() {
+    let f = sample();
+    let (init, server) = (f.tasks[0], f.tasks[3]);
+    let l = layout().task;
+    // The second touch of server's page is the final identity check: by then another task
+    // (pid 99) lives there.
+    let m = Changing::new(f, server, 2, move |mem| {
+        mem.write_u32(Fake::phys(server + l.pid), 99);
+        mem.write_u32(Fake::phys(server + l.tgid), 99);
+    });
+    let out = m.walk(init);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(pids(&out), vec![1, 2, 11, 12]);
+    assert_eq!(out.consistency.torn, 1);
+}
+
+#[test]
+fn a_static_dump_needs_no_rereads() {
+    let out = sample().walk(WalkConfig::default());
+    assert_eq!(out.consistency, Consistency::default());
+}

@@ -14,6 +14,9 @@ use crate::lab::{Error, Result};
 pub const INIT: &str = include_str!("../../guest/init");
 pub const WORKLOAD_C: &str = include_str!("../../guest/workload.c");
 pub const AGENT_C: &str = include_str!("../../guest/agent.c");
+/// The churn workload of live shell guests (`lab::churn`); in the shell overlay, not in the
+/// corpus initramfs.
+pub const CHURN_C: &str = include_str!("../../guest/churn.c");
 
 /// Config fragments by file name (`harness/guest/fragments/`).
 pub const FRAGMENTS: &[(&str, &str)] = &[

@@ -19,6 +19,7 @@
 //!   live      lab boot / panic / stop: a guest left running on a shared RAM file
 //!   setup     the Debian packages the lab needs (installed as root, else the command to run)
 //!   shellport a guest with a shell on ttyS2 (the experiments' in-guest agent), N sleepers, RAM size
+//!   churn     on a shell guest: processes and threads started and exiting, their logged lives
 //! ```
 //! Invariant: everything in an entry comes from the guest (truth, dumps) or from the kernel's own
 //! build or package (reference data); the analysis under test is never consulted.
@@ -26,6 +27,7 @@
 pub mod apt;
 pub mod build;
 pub mod cache;
+pub mod churn;
 pub mod cli;
 pub mod console;
 pub mod corpus;

@@ -9,8 +9,9 @@
 //! ```
 //! The guest boots the lab's own kernel and initramfs unchanged; a second cpio archive appended
 //! to it (the kernel unpacks concatenated archives in order) adds `/nd-shell-init` — started as
-//! `rdinit=`, it puts a shell on ttyS2 and then execs the lab's `/init` — and `/bin/nd-sleepers`,
-//! a static program that leaves N processes sleeping (the scaling workload).
+//! `rdinit=`, it puts a shell on ttyS2 and then execs the lab's `/init` — `/bin/nd-sleepers`,
+//! a static program that leaves N processes sleeping (the scaling workload), and `/bin/nd-churn`
+//! (processes and threads started and exiting continuously, see `lab::churn`).
 //!
 //! Invariant: every exchange has a deadline. A shell command is answered only when its end
 //! marker arrives; a guest that cannot answer (e.g. after a kernel panic) yields
@@ -117,7 +118,7 @@ impl Default for ShellGuestOptions {
 /// The lab initramfs with the shell overlay appended; built once per input hash.
 pub fn overlay_initramfs(cache: &Cache) -> Result<PathBuf> {
     let base = guest::initramfs(cache)?;
-    let hash = hash_parts(&[base.hash.as_bytes(), SHELL_INIT.as_bytes(), SLEEPERS_C.as_bytes()]);
+    let hash = hash_parts(&[base.hash.as_bytes(), SHELL_INIT.as_bytes(), SLEEPERS_C.as_bytes(), guest::CHURN_C.as_bytes()]);
     let dir = cache.root().join("shellport").join(&hash[..16]);
     let path = dir.join("initramfs.cpio");
     if path.is_file() {
@@ -125,9 +126,11 @@ pub fn overlay_initramfs(cache: &Cache) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let sleepers = guest::compile(&dir, "sleepers.c", SLEEPERS_C, "nd-sleepers", &[])?;
+    let churn = guest::compile(&dir, "churn.c", guest::CHURN_C, "nd-churn", &["-pthread"])?;
     let mut a = Archive::new();
     add_shell(&mut a);
     a.file("bin/nd-sleepers", 0o755, &sleepers);
+    a.file("bin/nd-churn", 0o755, &churn);
     guest::write_appended(&base.path, a, &path)?;
     Ok(path)
 }

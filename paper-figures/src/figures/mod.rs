@@ -20,6 +20,7 @@ mod config_matrix;
 mod faults;
 mod fleet;
 mod forensics;
+mod live;
 mod panic;
 mod scaling;
 mod timing;
@@ -83,6 +84,11 @@ pub fn all() -> Vec<Figure> {
             stem: "fleet",
             inputs: &["fleet"],
             build: fleet::build,
+        },
+        Figure {
+            stem: "live-watch",
+            inputs: &["live"],
+            build: live::build,
         },
         Figure {
             stem: "wire-latency-cdf",

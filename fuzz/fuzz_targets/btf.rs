@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(layout) = build(&btf) {
-        let _ = isf::from_layout(&layout);
+        let _ = isf::from_layout(&layout, &Default::default());
     }
     let _ = isf::from_btf(&btf);
 });

@@ -4,6 +4,7 @@
 //! going or changing state, kworker descriptions, the recording agent's R/S race).
 
 mod common;
+mod labsupport;
 
 use common::*;
 use harness::introspect::compare::compare;
@@ -206,4 +207,65 @@ fn isf_profile_round_trips(
     let report = result.unwrap_or_else(|err| panic!("{name}: isf: {err}"));
     let c = compare(&report.rows, &truth(&e, m));
     assert!(c.is_exact(), "{name} via ISF:\n{}", c.describe());
+}
+
+/// On kernels with neither BTF nor data symbols in kallsyms, the ISF carries what Volatility 3's
+/// Linux stacker and `linux.pslist` need, inferred from memory (`introspect::globals`): the
+/// globals `init_top_pgt`, `init_mm`, `init_files` at the kernel's own addresses (System.map),
+/// `task_struct.active_mm` and `cred` at kbuild's offsets (on a randomized layout, where memory
+/// shows `mm` and `active_mm`, `real_cred` and `cred`, only as two fields with the same value,
+/// as the same pairs), `files`,
+/// and `cred`'s ids in the declared order where the layout is not randomized.
+#[rstest]
+fn isf_without_btf_has_what_volatility_needs(
+    #[values(
+        "custom-bare",
+        "custom-thesis",
+        "custom-randstruct",
+        "custom-smp-preempt-kaslr",
+        "custom5.10-bare",
+        "custom5.10-thesis",
+        "custom6.12-bare",
+        "custom6.12-thesis",
+        "custom7-bare",
+        "custom7-thesis",
+        "custom7-randstruct"
+    )]
+    name: &str,
+    #[values("running", "panicked")] m: &str,
+) {
+    use harness::introspect::profile::{profile, ProfileFormat};
+    use harness::introspect::ps::PsOptions;
+    let e = entry(name);
+    let mem = dump(&e, mode(m));
+    let doc = profile(mem.as_ref(), &PsOptions { method: Some(MethodKind::Auto), ..Default::default() }, ProfileFormat::Isf)
+        .unwrap_or_else(|err| panic!("{name}: {err}"));
+    let sm = labsupport::system_map(&e);
+    for sym in ["init_top_pgt", "init_mm", "init_files", "init_task"] {
+        assert_eq!(doc["symbols"][sym]["address"].as_u64(), sm.get(sym).copied(), "{name} {m}: {sym}");
+    }
+    let reference = e.layout().expect("reference/layout.json");
+    let field = |f: &str| doc["user_types"]["task_struct"]["fields"][f]["offset"].as_u64();
+    let kbuild = |f: &str| reference.offset(&format!("task_struct.{f}"));
+    let randomized = name.contains("randstruct");
+    for (a, b) in [("mm", "active_mm"), ("real_cred", "cred")] {
+        if randomized {
+            let mut ours = [field(a), field(b)];
+            let mut theirs = [kbuild(a), kbuild(b)];
+            ours.sort();
+            theirs.sort();
+            assert_eq!(ours, theirs, "{name} {m}: {a} and {b}");
+        } else {
+            assert_eq!((field(a), field(b)), (kbuild(a), kbuild(b)), "{name} {m}");
+        }
+    }
+    assert!(field("files").is_some(), "{name} {m}: task_struct.files");
+    let cred = &doc["user_types"]["cred"]["fields"];
+    let uid = cred["uid"]["offset"].as_u64().expect("cred.uid");
+    // A randomized `struct cred` scatters uid, suid, euid and fsuid, equal in every task here.
+    if !randomized {
+        assert_eq!(Some(uid), reference.offset("cred.uid"), "{name} {m}: cred.uid");
+        let ids: Vec<Option<u64>> = ["gid", "euid", "egid"].iter().map(|f| cred[f]["offset"].as_u64()).collect();
+        assert_eq!(ids, vec![Some(uid + 4), Some(uid + 16), Some(uid + 20)], "{name} {m}: cred ids");
+    }
 }

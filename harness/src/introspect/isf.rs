@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use super::btf::{Btf, Kind, Type, TypeId};
 use emulator::bytes::Bytes;
 use super::kernel::Kernel;
+use super::globals::Globals;
 use super::layout::Layout;
 
 const MAX_DEPTH: usize = 32;
@@ -221,7 +222,7 @@ pub fn from_btf(btf: &Btf) -> Result<TypeMaps, IsfError> {
 }
 
 /// Only the learned layout (methods other than BTF).
-pub fn from_layout(l: &Layout) -> (Map<String, Value>, Map<String, Value>) {
+pub fn from_layout(l: &Layout, g: &Globals) -> (Map<String, Value>, Map<String, Value>) {
     let base: Map<String, Value> = [
         ("void", json!({"kind": "void", "size": 0, "signed": false, "endian": "little"})),
         ("pointer", json!({"kind": "int", "size": 8, "signed": false, "endian": "little"})),
@@ -229,6 +230,15 @@ pub fn from_layout(l: &Layout) -> (Map<String, Value>, Map<String, Value>) {
         ("unsigned int", json!({"kind": "int", "size": 4, "signed": false, "endian": "little"})),
         ("unsigned long", json!({"kind": "int", "size": 8, "signed": false, "endian": "little"})),
         ("char", json!({"kind": "char", "size": 1, "signed": true, "endian": "little"})),
+        // The names GCC gives (and BTF carries), which Volatility's plugins cast to.
+        ("long unsigned int", json!({"kind": "int", "size": 8, "signed": false, "endian": "little"})),
+        ("long int", json!({"kind": "int", "size": 8, "signed": true, "endian": "little"})),
+        ("long long unsigned int", json!({"kind": "int", "size": 8, "signed": false, "endian": "little"})),
+        ("long long int", json!({"kind": "int", "size": 8, "signed": true, "endian": "little"})),
+        ("short unsigned int", json!({"kind": "int", "size": 2, "signed": false, "endian": "little"})),
+        ("short int", json!({"kind": "int", "size": 2, "signed": true, "endian": "little"})),
+        ("unsigned char", json!({"kind": "char", "size": 1, "signed": false, "endian": "little"})),
+        ("_Bool", json!({"kind": "bool", "size": 1, "signed": false, "endian": "little"})),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -247,7 +257,7 @@ pub fn from_layout(l: &Layout) -> (Map<String, Value>, Map<String, Value>) {
         ("real_cred", t.real_cred, ptr("cred")),
         ("__state", t.state, b("unsigned int")),
         ("comm", t.comm, json!({"kind": "array", "count": 16, "subtype": b("char")})),
-        ("mm", t.mm, ptr("mm_struct")),
+        ("mm", g.mm.unwrap_or(t.mm), ptr("mm_struct")),
         ("flags", t.flags, b("unsigned int")),
         ("start_boottime", t.start_boottime, b("unsigned long")),
     ];
@@ -256,6 +266,15 @@ pub fn from_layout(l: &Layout) -> (Map<String, Value>, Map<String, Value>) {
     }
     if let Some(w) = t.worker_private {
         task.push(("worker_private", w, json!({"kind": "pointer", "subtype": b("void")})));
+    }
+    if let Some(o) = g.active_mm {
+        task.push(("active_mm", o, ptr("mm_struct")));
+    }
+    if let Some(o) = g.files {
+        task.push(("files", o, ptr("files_struct")));
+    }
+    if let Some(o) = g.cred {
+        task.push(("cred", o, ptr("cred")));
     }
     // A struct whose size the method did not learn gets the smallest size holding its fields
     // (every field written here is at most 16 bytes).
@@ -268,7 +287,17 @@ pub fn from_layout(l: &Layout) -> (Map<String, Value>, Map<String, Value>) {
     user.insert("list_head".into(), record(16, vec![("next", 0, ptr("list_head")), ("prev", 8, ptr("list_head"))]));
     user.insert("task_struct".into(), record(t.size, task));
     user.insert("signal_struct".into(), record(0, vec![("thread_head", l.signal.thread_head, list.clone())]));
-    user.insert("cred".into(), record(0, vec![("uid", l.cred.uid, b("unsigned int"))]));
+    let mut cred = vec![("uid", l.cred.uid, b("unsigned int"))];
+    if let Some([gid, euid, egid]) = g.cred_ids {
+        cred.extend([("gid", gid, b("unsigned int")), ("euid", euid, b("unsigned int")), ("egid", egid, b("unsigned int"))]);
+    }
+    user.insert("cred".into(), record(0, cred));
+    user.insert("files_struct".into(), record(0, vec![("count", 0, b("int"))]));
+    // Types Volatility's Linux symbol table binds its classes to when it loads (it refuses a
+    // table without them); their fields are not learned here, so they are declared opaque.
+    for name in VOLATILITY_REQUIRED_TYPES {
+        user.entry(name.to_string()).or_insert_with(|| json!({"kind": "struct", "size": 0, "fields": {}}));
+    }
     let m = &l.mm;
     user.insert(
         "mm_struct".into(),
@@ -286,6 +315,13 @@ pub fn from_layout(l: &Layout) -> (Map<String, Value>, Map<String, Value>) {
     (base, user)
 }
 
+/// The types `LinuxKernelIntermedSymbols` (Volatility 3) sets classes on unconditionally.
+const VOLATILITY_REQUIRED_TYPES: &[&str] = &[
+    "file", "list_head", "hlist_head", "mm_struct", "super_block", "task_struct", "vm_area_struct", "qstr", "dentry",
+    "fs_struct", "files_struct", "kobject", "cred", "inode", "idr", "address_space", "page", "vfsmount", "net", "socket",
+    "sock", "inet_sock", "unix_sock",
+];
+
 /// Types of well-known global variables, which vmlinux BTF does not describe (it lists only
 /// per-CPU variables); Volatility's Linux plugins start from these.
 /// `(symbol, struct, is a pointer to it)`: `linux.kmsg` starts from `prb` (5.10+), `linux.lsmod`
@@ -301,7 +337,7 @@ const KNOWN_SYMBOL_TYPES: &[(&str, &str, bool)] = &[
 
 /// Symbols at link-time addresses, typed where BTF or [`KNOWN_SYMBOL_TYPES`] say how;
 /// `linux_banner` with its bytes.
-pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>) -> Result<Map<String, Value>, IsfError> {
+pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>, g: &Globals) -> Result<Map<String, Value>, IsfError> {
     let shift = kernel.info.kaslr_virt_offset;
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
     let all = kernel.kallsyms.all(kernel.space.mem())?;
@@ -340,6 +376,12 @@ pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>) -> Result<Map<String, Val
     if let Some(it) = kernel.info.init_task {
         out.entry("init_task".into()).or_insert_with(|| json!({"address": it.0.wrapping_sub(shift)}));
     }
+    // And the globals inferred from memory ([`super::globals`]).
+    for (name, v) in [("init_top_pgt", g.init_top_pgt), ("init_mm", g.init_mm), ("init_files", g.init_files)] {
+        if let Some(v) = v {
+            out.entry(name.into()).or_insert_with(|| json!({"address": v.0.wrapping_sub(shift)}));
+        }
+    }
     for &(sym, ty, pointer) in KNOWN_SYMBOL_TYPES {
         if let Some(Value::Object(o)) = out.get_mut(sym) {
             let st = json!({"kind": "struct", "name": ty});
@@ -354,12 +396,17 @@ pub fn symbols(kernel: &Kernel<'_>, btf: Option<&Btf>) -> Result<Map<String, Val
     Ok(out.into_iter().collect())
 }
 
-/// The whole document.
+/// The whole document. Without BTF, the globals and fields Volatility's stacker needs beyond
+/// the layout are inferred from memory ([`super::globals`]).
 pub fn document(kernel: &Kernel<'_>, btf: Option<&Btf>, layout: &Layout, method: &str) -> Result<Value, IsfError> {
+    let g = match btf {
+        Some(_) => Globals::default(),
+        None => super::globals::infer(kernel, layout),
+    };
     let (base, user, enums) = match btf {
         Some(b) => from_btf(b)?,
         None => {
-            let (b, u) = from_layout(layout);
+            let (b, u) = from_layout(layout, &g);
             (b, u, Map::new())
         }
     };
@@ -372,7 +419,7 @@ pub fn document(kernel: &Kernel<'_>, btf: Option<&Btf>, layout: &Layout, method:
         "base_types": base,
         "user_types": user,
         "enums": enums,
-        "symbols": symbols(kernel, btf)?,
+        "symbols": symbols(kernel, btf, &g)?,
     }))
 }
 

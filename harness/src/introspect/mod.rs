@@ -33,6 +33,7 @@ pub mod btf;
 pub mod cmdline;
 pub mod compare;
 pub mod gather;
+pub mod globals;
 pub mod hidden;
 pub mod identity;
 pub mod ikconfig;

@@ -258,6 +258,12 @@ impl Walker<'_, '_> {
             let again = self.read_tasks(&[r.base], what)?.remove(0);
             return Ok(Step::Take(again));
         }
+        if unlinked_prev(prev_prev) || unlinked_prev(back) {
+            // `prev` or `node` was unlinked (both, one after the other, as tasks exit): the
+            // links around them say nothing about the list as it is now.
+            self.count(|c| c.relinks += 1);
+            return Ok(Step::Resync);
+        }
         Err(WalkError::BrokenList { node, prev: back, expected: prev })
     }
 
@@ -277,7 +283,15 @@ impl Walker<'_, '_> {
         let (mut resyncs, mut replayed) = (0, 0);
         while node != head {
             if !self.kptr_ok(node) || !self.space.in_direct_map(node) {
-                return Err(WalkError::BadPointer { what: "tasks.next", task: KVirt(prev.0.wrapping_sub(off)), value: node });
+                // Memory that changed under this walk may have handed us a stale `next`.
+                let changing = self.consistency.get() != Consistency::default();
+                if !changing || resyncs >= RESYNCS {
+                    return Err(WalkError::BadPointer { what: "tasks.next", task: KVirt(prev.0.wrapping_sub(off)), value: node });
+                }
+                resyncs += 1;
+                self.count(|c| c.relinks += 1);
+                (prev, node) = self.resume(out, off, head, init_task)?;
+                continue;
             }
             if out.len() >= self.cfg.max_tasks {
                 return Err(WalkError::TooMany { limit: self.cfg.max_tasks });
@@ -311,16 +325,7 @@ impl Walker<'_, '_> {
                         if resyncs > RESYNCS {
                             return Err(WalkError::BrokenList { node, prev: KVirt(0), expected: prev });
                         }
-                        match self.still_linked(out, off)? {
-                            Some(q) => {
-                                prev = q.base.wrapping_add(off);
-                                node = q.ptr(off)?;
-                            }
-                            None => {
-                                prev = head;
-                                node = self.read_tasks(&[init_task], "init_task")?.remove(0).ptr(off)?;
-                            }
-                        }
+                        (prev, node) = self.resume(out, off, head, init_task)?;
                         relinks = 0;
                         continue;
                     }
@@ -366,6 +371,15 @@ impl Walker<'_, '_> {
                 Ok(false)
             }
         }
+    }
+
+    /// Where the leaders' walk resumes after a resync: (previous node, next node) from the last
+    /// task taken that is still on the list, else from the head.
+    fn resume(&self, taken: &[Record], off: u64, head: KVirt, init_task: KVirt) -> Result<(KVirt, KVirt), WalkError> {
+        Ok(match self.still_linked(taken, off)? {
+            Some(q) => (q.base.wrapping_add(off), q.ptr(off)?),
+            None => (head, self.read_tasks(&[init_task], "init_task")?.remove(0).ptr(off)?),
+        })
     }
 
     /// After a resync: the list node of the last task in `taken` (searching backwards) that is

@@ -406,3 +406,33 @@ fn a_static_dump_needs_no_rereads() {
     let out = sample().walk(WalkConfig::default());
     assert_eq!(out.consistency, Consistency::default());
 }
+
+#[test]
+fn two_tasks_exiting_one_after_the_other_resync_the_walk_from_a_task_still_listed() {
+    let f = sample();
+    let (init, kthreadd, server) = (f.tasks[0], f.tasks[2], f.tasks[3]);
+    let off = layout().task.tasks;
+    // kthreadd was read; then it and server (the next one) leave the list before server is read.
+    let m = Changing::new(f, server, 1, move |mem| {
+        unlink(mem, kthreadd + off);
+        unlink(mem, server + off);
+    });
+    let out = m.walk(init);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(pids(&out), vec![1, 2, 12]);
+    assert!(out.consistency.relinks >= 1);
+}
+
+#[test]
+fn a_broken_list_that_does_not_change_is_still_an_error() {
+    let mut f = sample();
+    let off = layout().task.tasks;
+    // server's prev is poisoned as if it had exited, but its predecessor still points at it and
+    // nothing changes when read again: a dump taken mid-exit, or damage. The walk gives up after
+    // its bounded resynchronisations, with the tasks before.
+    let server = f.tasks[3];
+    f.w64(server + off + 8, 0xdead_0000_0000_0122);
+    let out = f.walk(WalkConfig::default());
+    assert!(matches!(out.error, Some(WalkError::BrokenList { .. })), "{:?}", out.error);
+    assert_eq!(pids(&out)[..2], [1, 2]);
+}

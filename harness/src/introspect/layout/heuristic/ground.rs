@@ -258,7 +258,7 @@ fn looks_like_top(space: &KernelSpace<'_>, page: &[u8]) -> bool {
 /// page that looks like one and through which `init_task`'s own address translates to where
 /// the image mapping puts it. Scans 256 KiB chunks from `from`, stopping at the first chunk
 /// with a hit; the hit must be unique.
-fn search_top(p: &Probe<'_, '_>, from: KVirt, init_task: KVirt) -> Result<KVirt, LayoutError> {
+pub fn search_top(p: &Probe<'_, '_>, from: KVirt, init_task: KVirt) -> Result<KVirt, LayoutError> {
     let space = p.space;
     let want = space.linear(init_task).ok_or_else(|| failed("init_task is not in the image"))?;
     let mut off = 0;

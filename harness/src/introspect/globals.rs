@@ -31,6 +31,7 @@
 
 use super::addr::KVirt;
 use super::kernel::Kernel;
+use super::kspace::KernelSpace;
 use super::layout::heuristic::ground::{search_top, SEARCH_SPAN};
 use super::layout::heuristic::probe::Probe;
 use super::layout::Layout;
@@ -42,6 +43,8 @@ const SAMPLE: usize = 16;
 const MAX_TASKS: usize = 1024;
 /// Bytes of a task read.
 const MAX_TASK_BYTES: usize = 16 << 10;
+/// Places in `.data` holding the page table's address beyond which the search gives up.
+const MAX_HITS: usize = 64;
 /// Bytes of a `struct cred` compared.
 const CRED_BYTES: usize = 256;
 /// `.data` read per request when looking for `init_mm`.
@@ -68,18 +71,41 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
     b.get(off..off.checked_add(8)?).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)
 }
 
-/// Infers what it can; a value it cannot pin down stays `None`.
+/// What [`infer_in`] starts from: `init_task`, the `.data` range searched for `init_mm`
+/// (`__start_init_task` to `_sinittext`), and whatever kallsyms names of the three globals.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    pub init_task: KVirt,
+    pub data: Option<(KVirt, KVirt)>,
+    pub init_top_pgt: Option<KVirt>,
+    pub init_mm: Option<KVirt>,
+    pub init_files: Option<KVirt>,
+}
+
+/// Infers what it can for an opened kernel; a value it cannot pin down stays `None`.
 pub fn infer(kernel: &Kernel<'_>, layout: &Layout) -> Globals {
+    let Some(init_task) = kernel.info.init_task else { return Globals::default() };
+    let syms = kernel.symbols(&["init_top_pgt", "init_mm", "init_files", "_sinittext"]).unwrap_or_else(|_| vec![None; 4]);
+    let data = kernel.info.data_start.zip(syms[3]);
+    let p = Probe { space: &kernel.space };
+    let top = syms[0].or(kernel.info.init_top_pgt).or_else(|| kernel.info.data_start.and_then(|from| search_top(&p, from, init_task).ok()));
+    infer_in(&kernel.space, layout, Start { init_task, data, init_top_pgt: top, init_mm: syms[1], init_files: syms[2] })
+}
+
+/// [`infer`] over a kernel space (what the fuzz target drives with arbitrary memory).
+pub fn infer_in(space: &KernelSpace<'_>, layout: &Layout, start: Start) -> Globals {
     let mut g = Globals::default();
-    let Some(init_task) = kernel.info.init_task else { return g };
-    let space = &kernel.space;
+    let init_task = start.init_task;
     let p = Probe { space };
-    let syms = kernel.symbols(&["init_top_pgt", "init_mm", "init_files"]).unwrap_or_else(|_| vec![None; 3]);
-    g.init_top_pgt = syms[0].or(kernel.info.init_top_pgt).or_else(|| kernel.info.data_start.and_then(|from| search_top(&p, from, init_task).ok()));
+    g.init_top_pgt = start.init_top_pgt;
 
     // Tasks: init_task, then kernel threads and user tasks from a walk, read whole.
     let out = walk(space, layout, init_task, WalkConfig { max_tasks: MAX_TASKS, ..WalkConfig::default() });
-    let size = (layout.task.size as usize).clamp(layout.task.mm as usize + 16, MAX_TASK_BYTES);
+    // Offsets come from a layout (possibly from a file): never more than MAX_TASK_BYTES.
+    let size = (layout.task.size as usize).max((layout.task.mm as usize).saturating_add(16)).min(MAX_TASK_BYTES);
+    if size < 16 {
+        return g;
+    }
     let read = |a: KVirt| -> Option<Vec<u8>> {
         let mut b = vec![0u8; size];
         space.read(a, &mut b).ok().map(|_| b)
@@ -123,7 +149,7 @@ pub fn infer(kernel: &Kernel<'_>, layout: &Layout) -> Globals {
             g.init_files = Some(*v);
         }
     }
-    if let Some(v) = syms[2] {
+    if let Some(v) = start.init_files {
         g.init_files = Some(v);
     }
 
@@ -138,9 +164,9 @@ pub fn infer(kernel: &Kernel<'_>, layout: &Layout) -> Globals {
         g.cred = Some(*o as u64);
     }
     let every_user: Vec<Vec<u8>> = out.threads.iter().filter(|t| !t.kthread).filter_map(|t| read(t.addr)).collect();
-    g.cred_ids = cred_ids(kernel, layout, &every_user);
+    g.cred_ids = cred_ids(space, layout, &every_user);
 
-    g.init_mm = syms[1].or_else(|| find_init_mm(kernel, layout, g.init_top_pgt?));
+    g.init_mm = start.init_mm.or_else(|| find_init_mm(space, layout, start.data?, g.init_top_pgt?));
     g
 }
 
@@ -150,14 +176,14 @@ pub fn infer(kernel: &Kernel<'_>, layout: &Layout) -> Globals {
 /// Else (a randomized `struct cred`) the words that equal `uid` in every user task, some of
 /// whose uid is not 0, if there are at least three: where no task's ids differ, memory does not
 /// tell them apart, and every naming of them reads the same values from it.
-fn cred_ids(kernel: &Kernel<'_>, layout: &Layout, users: &[Vec<u8>]) -> Option<[u64; 3]> {
+fn cred_ids(space: &KernelSpace<'_>, layout: &Layout, users: &[Vec<u8>]) -> Option<[u64; 3]> {
     let u = layout.cred.uid as usize;
     let creds: Vec<Vec<u8>> = users
         .iter()
         .filter_map(|t| {
             let cred = KVirt(u64_at(t, layout.task.real_cred as usize)?);
             let mut b = vec![0u8; CRED_BYTES];
-            kernel.space.read(cred, &mut b).ok().map(|_| b)
+            space.read(cred, &mut b).ok().map(|_| b)
         })
         .collect();
     let word = |b: &[u8], o: usize| -> Option<u32> { b.get(o..o + 4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])) };
@@ -189,11 +215,8 @@ fn cred_ids(kernel: &Kernel<'_>, layout: &Layout, users: &[Vec<u8>]) -> Option<[
 /// The `mm_struct` in `.data` (from `__start_init_task` to `_sinittext`, the init sections that
 /// follow it; past the image the window maps whatever lies there, copies of the image among
 /// it) whose `pgd` is `top` and whose argument area is zero.
-fn find_init_mm(kernel: &Kernel<'_>, layout: &Layout, top: KVirt) -> Option<KVirt> {
-    let from = kernel.info.data_start?;
-    let end = kernel.symbols(&["_sinittext"]).ok()?.first().copied().flatten()?;
+fn find_init_mm(space: &KernelSpace<'_>, layout: &Layout, (from, end): (KVirt, KVirt), top: KVirt) -> Option<KVirt> {
     let span = end.0.checked_sub(from.0)?.min(SEARCH_SPAN);
-    let space = &kernel.space;
     let m = &layout.mm;
     let mut hits = Vec::new();
     let mut at = 0u64;
@@ -204,6 +227,9 @@ fn find_init_mm(kernel: &Kernel<'_>, layout: &Layout, top: KVirt) -> Option<KVir
         }
         for k in (0..buf.len().saturating_sub(7)).step_by(8) {
             if u64_at(&buf, k) == Some(top.0) {
+                if hits.len() >= MAX_HITS {
+                    return None;
+                }
                 hits.push(from.wrapping_add(at + k as u64));
             }
         }

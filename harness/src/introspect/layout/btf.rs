@@ -23,7 +23,8 @@ impl LayoutMethod for BtfMethod {
     }
 }
 
-/// Read and parse the kernel's BTF.
+/// Read and parse the kernel's BTF; the blob is read from memory once per [`Kernel`] (kept in
+/// `Kernel::btf_blob`), parsed again for each caller.
 pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
     let unavailable = |reason: String| LayoutError::Unavailable { method: MethodKind::Btf, reason };
     let failed = |reason: String| LayoutError::Failed { method: MethodKind::Btf, reason };
@@ -35,8 +36,15 @@ pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
     if !(24..=MAX_BTF).contains(&len) {
         return Err(failed(format!("implausible .BTF size {len:#x}")));
     }
-    let mut data = vec![0u8; len as usize];
-    kernel.space.read(start, &mut data).map_err(|e| failed(format!("reading .BTF: {e}")))?;
+    let data = match kernel.btf_blob.get() {
+        Some(d) => d.clone(),
+        None => {
+            let mut data = vec![0u8; len as usize];
+            kernel.space.read(start, &mut data).map_err(|e| failed(format!("reading .BTF: {e}")))?;
+            let _ = kernel.btf_blob.set(data.clone());
+            data
+        }
+    };
     Btf::parse(data).map_err(|e| failed(format!("{e} (blob at {start})")))
 }
 

@@ -33,7 +33,7 @@ use super::addr::KVirt;
 use super::kernel::Kernel;
 use super::kspace::KernelSpace;
 use super::layout::heuristic::ground::{search_top, SEARCH_SPAN};
-use super::layout::heuristic::probe::Probe;
+use super::layout::heuristic::probe::{u64_at, Obj, Probe};
 use super::layout::Layout;
 use super::walk::{walk, WalkConfig};
 
@@ -67,10 +67,6 @@ pub struct Globals {
     pub init_files: Option<KVirt>,
 }
 
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    b.get(off..off.checked_add(8)?).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)
-}
-
 /// What [`infer_in`] starts from: `init_task`, the `.data` range searched for `init_mm`
 /// (`__start_init_task` to `_sinittext`), and whatever kallsyms names of the three globals.
 #[derive(Debug, Clone, Copy)]
@@ -99,53 +95,56 @@ pub fn infer_in(space: &KernelSpace<'_>, layout: &Layout, start: Start) -> Globa
     let p = Probe { space };
     g.init_top_pgt = start.init_top_pgt;
 
-    // Tasks: init_task, then kernel threads and user tasks from a walk, read whole.
+    // Tasks: init_task, then kernel threads and user tasks from a walk, each kind read whole in
+    // one batch.
     let out = walk(space, layout, init_task, WalkConfig { max_tasks: MAX_TASKS, ..WalkConfig::default() });
     // Offsets come from a layout (possibly from a file): never more than MAX_TASK_BYTES.
     let size = (layout.task.size as usize).max((layout.task.mm as usize).saturating_add(16)).min(MAX_TASK_BYTES);
     if size < 16 {
         return g;
     }
-    let read = |a: KVirt| -> Option<Vec<u8>> {
-        let mut b = vec![0u8; size];
-        space.read(a, &mut b).ok().map(|_| b)
-    };
-    let Some(init) = read(init_task) else { return g };
-    let kthreads: Vec<Vec<u8>> = out.threads.iter().filter(|t| t.kthread).take(SAMPLE).filter_map(|t| read(t.addr)).collect();
-    let users: Vec<Vec<u8>> = out.threads.iter().filter(|t| !t.kthread).take(SAMPLE).filter_map(|t| read(t.addr)).collect();
-    let mm = layout.task.mm as usize;
+    let Some(init) = p.objs_lossy(&[init_task], size).pop().flatten() else { return g };
+    let addrs = |kthread: bool| -> Vec<KVirt> { out.threads.iter().filter(|t| t.kthread == kthread).map(|t| t.addr).collect() };
+    let kthread_addrs = addrs(true);
+    let kthreads: Vec<Obj> = p.objs_lossy(&kthread_addrs[..kthread_addrs.len().min(SAMPLE)], size).into_iter().flatten().collect();
+    // Every user task (their credentials are all compared); the first SAMPLE also field by field.
+    let every_user = p.objs_lossy(&addrs(false), size);
+    let users: Vec<&Obj> = every_user.iter().take(SAMPLE).flatten().collect();
+    let every_user: Vec<&Obj> = every_user.iter().flatten().collect();
+    let offsets = || (0..size as u64 - 7).step_by(8);
+    let mm = layout.task.mm;
 
     if !users.is_empty() {
-        let fits = |o: usize| o != mm && users.iter().all(|u| matches!((u64_at(u, o), u64_at(u, mm)), (Some(a), Some(m)) if m != 0 && a == m));
-        let c: Vec<usize> = (0..size - 7).step_by(8).filter(|&o| fits(o)).collect();
+        let fits = |o: u64| o != mm && users.iter().all(|u| matches!((u.u64(o), u.u64(mm)), (Some(a), Some(m)) if m != 0 && a == m));
+        let c: Vec<u64> = offsets().filter(|&o| fits(o)).collect();
         if let [o] = c.as_slice() {
             // Kernel threads have no `mm`; one running, or lazily keeping the last user's
             // address space, has an `active_mm`. Which of the two is NULL in all of them?
-            let null_in_all = |f: usize| kthreads.iter().chain([&init]).all(|k| u64_at(k, f) == Some(0));
+            let null_in_all = |f: u64| kthreads.iter().chain([&init]).all(|k| k.u64(f) == Some(0));
             if !null_in_all(mm) && null_in_all(*o) {
-                g.mm = Some(*o as u64);
-                g.active_mm = Some(mm as u64);
+                g.mm = Some(*o);
+                g.active_mm = Some(mm);
             } else {
-                g.active_mm = Some(*o as u64);
+                g.active_mm = Some(*o);
             }
         }
     }
 
     if !kthreads.is_empty() && !users.is_empty() {
-        let shared = |o: usize| -> Option<KVirt> {
-            let v = KVirt(u64_at(&init, o)?);
+        let shared = |o: u64| -> Option<KVirt> {
+            let v = init.ptr(o)?;
             let all = p.image(v)
-                && kthreads.iter().all(|k| u64_at(k, o) == Some(v.0))
-                && users.iter().all(|u| u64_at(u, o).is_some_and(|x| x != v.0 && p.heap(KVirt(x))));
+                && kthreads.iter().all(|k| k.u64(o) == Some(v.0))
+                && users.iter().all(|u| u.ptr(o).is_some_and(|x| x != v && p.heap(x)));
             all.then_some(v)
         };
         let points_into_itself = |v: KVirt| -> bool {
             let mut b = [0u8; 136];
-            space.read(v, &mut b).is_ok() && (8..=128).step_by(8).any(|k| u64_at(&b, k) == Some(v.0 + k as u64 + 8))
+            space.read(v, &mut b).is_ok() && (8..=128).step_by(8).any(|k| u64_at(&b, k) == Some(v.0 + k + 8))
         };
-        let c: Vec<(usize, KVirt)> = (0..size - 7).step_by(8).filter_map(|o| shared(o).map(|v| (o, v))).filter(|&(_, v)| points_into_itself(v)).collect();
+        let c: Vec<(u64, KVirt)> = offsets().filter_map(|o| shared(o).map(|v| (o, v))).filter(|&(_, v)| points_into_itself(v)).collect();
         if let [(o, v)] = c.as_slice() {
-            g.files = Some(*o as u64);
+            g.files = Some(*o);
             g.init_files = Some(*v);
         }
     }
@@ -154,17 +153,14 @@ pub fn infer_in(space: &KernelSpace<'_>, layout: &Layout, start: Start) -> Globa
     }
 
     // `cred`: the one field besides `real_cred` holding every task's `real_cred`.
-    let rc = layout.task.real_cred as usize;
-    let all: Vec<&Vec<u8>> = kthreads.iter().chain(&users).chain([&init]).collect();
-    let c: Vec<usize> = (0..size - 7)
-        .step_by(8)
-        .filter(|&o| o != rc && all.iter().all(|t| matches!((u64_at(t, o), u64_at(t, rc)), (Some(a), Some(r)) if r != 0 && a == r)))
-        .collect();
+    let rc = layout.task.real_cred;
+    let all: Vec<&Obj> = kthreads.iter().chain(users.iter().copied()).chain([&init]).collect();
+    let c: Vec<u64> =
+        offsets().filter(|&o| o != rc && all.iter().all(|t| matches!((t.u64(o), t.u64(rc)), (Some(a), Some(r)) if r != 0 && a == r))).collect();
     if let [o] = c.as_slice() {
-        g.cred = Some(*o as u64);
+        g.cred = Some(*o);
     }
-    let every_user: Vec<Vec<u8>> = out.threads.iter().filter(|t| !t.kthread).filter_map(|t| read(t.addr)).collect();
-    g.cred_ids = cred_ids(space, layout, &every_user);
+    g.cred_ids = cred_ids(&p, layout, &every_user);
 
     g.init_mm = start.init_mm.or_else(|| find_init_mm(space, layout, start.data?, g.init_top_pgt?));
     g
@@ -176,36 +172,25 @@ pub fn infer_in(space: &KernelSpace<'_>, layout: &Layout, start: Start) -> Globa
 /// Else (a randomized `struct cred`) the words that equal `uid` in every user task, some of
 /// whose uid is not 0, if there are at least three: where no task's ids differ, memory does not
 /// tell them apart, and every naming of them reads the same values from it.
-fn cred_ids(space: &KernelSpace<'_>, layout: &Layout, users: &[Vec<u8>]) -> Option<[u64; 3]> {
-    let u = layout.cred.uid as usize;
-    let creds: Vec<Vec<u8>> = users
-        .iter()
-        .filter_map(|t| {
-            let cred = KVirt(u64_at(t, layout.task.real_cred as usize)?);
-            let mut b = vec![0u8; CRED_BYTES];
-            space.read(cred, &mut b).ok().map(|_| b)
-        })
-        .collect();
-    let word = |b: &[u8], o: usize| -> Option<u32> { b.get(o..o + 4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])) };
-    if creds.is_empty() || creds.len() < users.len() {
+fn cred_ids(p: &Probe<'_, '_>, layout: &Layout, users: &[&Obj]) -> Option<[u64; 3]> {
+    let u = layout.cred.uid;
+    let at: Vec<KVirt> = users.iter().map(|t| t.ptr(layout.task.real_cred)).collect::<Option<_>>()?;
+    let creds: Vec<Obj> = p.objs_lossy(&at, CRED_BYTES).into_iter().collect::<Option<_>>()?;
+    if creds.is_empty() {
         return None;
     }
-    let declared = creds.iter().all(|b| {
-        let id = |k: usize| word(b, u + 4 * k);
+    let declared = creds.iter().all(|c| {
+        let id = |k: u64| c.u32(u + 4 * k);
         id(0).is_some() && [2, 4, 6].iter().all(|&k| id(k) == id(0)) && [3, 5, 7].iter().all(|&k| id(k) == id(1))
     });
-    let u = u as u64;
     if declared {
         return Some([u + 4, u + 16, u + 20]);
     }
-    if creds.iter().all(|b| word(b, u as usize) == Some(0)) {
+    if creds.iter().all(|c| c.u32(u) == Some(0)) {
         return None;
     }
-    let same: Vec<u64> = (0..CRED_BYTES - 3)
-        .step_by(4)
-        .filter(|&o| o as u64 != u && creds.iter().all(|b| word(b, o).is_some() && word(b, o) == word(b, u as usize)))
-        .map(|o| o as u64)
-        .collect();
+    let same: Vec<u64> =
+        (0..CRED_BYTES as u64 - 3).step_by(4).filter(|&o| o != u && creds.iter().all(|c| c.u32(o).is_some() && c.u32(o) == c.u32(u))).collect();
     match same.as_slice() {
         [a, b, c, ..] => Some([*a, *b, *c]),
         _ => None,
@@ -226,7 +211,7 @@ fn find_init_mm(space: &KernelSpace<'_>, layout: &Layout, (from, end): (KVirt, K
             break;
         }
         for k in (0..buf.len().saturating_sub(7)).step_by(8) {
-            if u64_at(&buf, k) == Some(top.0) {
+            if u64_at(&buf, k as u64) == Some(top.0) {
                 if hits.len() >= MAX_HITS {
                     return None;
                 }

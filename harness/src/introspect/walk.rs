@@ -228,19 +228,23 @@ impl Walker<'_, '_> {
     fn resolve(&self, prev: KVirt, node: KVirt, r: Record, link: u64, seen: &Seen, what: &'static str) -> Result<Step, WalkError> {
         let back = r.ptr(link + 8)?;
         self.count(|c| c.rereads += 1);
-        let mut both = self.space.read_many(&[(prev, 16), (node.wrapping_add(8), 8)]).into_iter();
-        let p = both.next().and_then(Result::ok).ok_or(WalkError::Read { what, source: KSpaceError::Unmapped { addr: prev } })?;
-        let prev_next = KVirt(u64::from_le_bytes(p[..8].try_into().unwrap_or([0; 8])));
-        let prev_prev = KVirt(u64::from_le_bytes(p[8..16].try_into().unwrap_or([0; 8])));
-        if let Some(&id) = seen.get(&prev).filter(|&&id| id != HEAD_ID) {
-            // Is `prev` still the task we took? If its memory went to a new task, its links
-            // say nothing about where we were.
-            let now = self.read_tasks(&[KVirt(prev.0.wrapping_sub(link))], what)?.remove(0);
-            if self.identity(&now)? != id {
-                self.count(|c| c.relinks += 1);
-                return Ok(Step::Resync);
+        // `prev` as it is now: the list head's two pointers, or the task we took there, whose
+        // links say nothing about where we were if its memory went to another task.
+        let (prev_next, prev_prev) = match seen.get(&prev).filter(|&&id| id != HEAD_ID) {
+            Some(&id) => {
+                let now = self.read_tasks(&[KVirt(prev.0.wrapping_sub(link))], what)?.remove(0);
+                if self.identity(&now)? != id {
+                    self.count(|c| c.relinks += 1);
+                    return Ok(Step::Resync);
+                }
+                (now.ptr(link)?, now.ptr(link + 8)?)
             }
-        }
+            None => {
+                let head = self.space.read_many(&[(prev, 16)]).pop().and_then(Result::ok);
+                let head = head.ok_or(WalkError::Read { what, source: KSpaceError::Unmapped { addr: prev } })?;
+                (KVirt(le_u64(&head[..8])), KVirt(le_u64(&head[8..])))
+            }
+        };
         if prev_next != node {
             // `prev` now leads elsewhere: `node` was unlinked (or one was added after `prev`).
             self.count(|c| c.relinks += 1);
@@ -251,8 +255,7 @@ impl Walker<'_, '_> {
             self.count(|c| c.relinks += 1);
             return Ok(Step::Take(r));
         }
-        let now = both.next().and_then(Result::ok).map(|b| KVirt(u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]))));
-        if now == Some(prev) {
+        if self.space.read_u64(node.wrapping_add(8)).ok() == Some(prev.0) {
             // The link was being rewritten as we read it; it points back now.
             self.count(|c| c.relinks += 1);
             let again = self.read_tasks(&[r.base], what)?.remove(0);
@@ -696,6 +699,8 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
     let (names, name_notes, _naming) = display_names(space, l, &inputs, &addrs);
 
     let mut out = Vec::with_capacity(recs.len());
+    // This walk's command lines read whole (or taken from the cache): the cache's next content.
+    let mut known = HashMap::new();
     for (i, ((r, threads), b)) in recs.iter().zip(&base).enumerate() {
         let (ppid, uid) = match (&pu[2 * i], &pu[2 * i + 1]) {
             (Ok(p), Ok(u)) => (le_i32(p), le_i32(u) as u32),
@@ -708,11 +713,15 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         let cmdline = if kthread || b.2.0 == 0 {
             Vec::new()
         } else if let Some(c) = cache.by_mm.get(&(b.2, tgids[i])) {
+            known.insert((b.2, tgids[i]), c.clone());
             c.clone()
         } else {
             match area_of.get(&b.2) {
                 Some(Ok(k)) => match &cmdlines[*k] {
-                    Ok(c) => c.clone(),
+                    Ok(c) => {
+                        known.insert((b.2, tgids[i]), c.clone());
+                        c.clone()
+                    }
                     Err(e) => {
                         notes.push(format!("cmdline: {e}"));
                         Vec::new()
@@ -754,12 +763,7 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
             Err(e) => return with_links(out, &base, Some(e.into())),
         }
     }
-    cache.by_mm = out
-        .iter()
-        .zip(&base)
-        .filter(|(th, b)| !th.kthread && b.2.0 != 0 && th.notes.iter().all(|n| !n.starts_with("cmdline") && !n.starts_with("mm_struct")))
-        .map(|(th, b)| ((b.2, th.tgid), th.cmdline.clone()))
-        .collect();
+    cache.by_mm = known;
     with_links(out, &base, None)
 }
 
@@ -775,6 +779,10 @@ fn with_links(out: Vec<Thread>, base: &[(KVirt, KVirt, KVirt, u32, KVirt)], e: O
 
 fn cstr(b: &[u8]) -> &[u8] {
     b.iter().position(|&c| c == 0).map_or(b, |n| &b[..n])
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    b.get(..8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
 fn le_i32(b: &[u8]) -> i32 {

@@ -6,9 +6,12 @@
 //! the guest's agent records the truth, QEMU is paused, and `harness::introspect::ps` (method
 //! `auto`) lists the tasks from the guest's live RAM file once untimed (mapping the file's pages
 //! into this process) and then `repeats` times — target `image` — and then the same over the
-//! wire: `emulator serve --format live` serves the RAM file on a loopback address and the
-//! listing reads it through `harness::dma::Requester` (defaults: 16 tags, MRRS 512, MPS 256) —
-//! target `wire`. Then QEMU continues and more sleepers are added for the next level.
+//! wire: `emulator serve --format live` serves the RAM file on a loopback address at the
+//! adapter's MPS 256 and the listing reads it through `harness::dma::Requester` — target
+//! `wire` with the requester's defaults (MRRS 512, batched on one UDP port with GSO/GRO), and
+//! beside it `wire-libtlp` with libtlp's data path (each request on its tag's port, one
+//! datagram per system call, 16 in flight), the default before issue 14. The three alternate
+//! per repeat. Then QEMU continues and more sleepers are added for the next level.
 //!
 //! Invariant: `tasks_truth` is the guest's own count at that level, `tasks_found` and the costs
 //! are measured by that repeat; the process axis only ever adds processes, never assumes them.
@@ -16,8 +19,13 @@
 //! ```text
 //! results/scaling.csv  axis,kernel,target,guest_ram_mib,processes_added,tasks_truth,
 //!                      tasks_found,recall,repeat,ok,error,wall_ms,scan_ms,walk_ms,dma_reads,
-//!                      dma_bytes, + stamp
+//!                      dma_bytes,round_trips,walk_round_trips,scan_bytes,symbols_bytes,
+//!                      layout_bytes,walk_bytes,index_used, + stamp
 //! ```
+//!
+//! `round_trips` are dependent batches of reads (each waits for the one before); `*_bytes` the
+//! bytes read per phase; `index_used` the task records the walk took from its read-ahead of the
+//! pid allocator (see `harness::introspect::pidindex`).
 
 use std::fmt;
 use std::time::Duration;
@@ -55,6 +63,23 @@ pub struct ScalingRow {
     pub walk_ms: f64,
     pub dma_reads: u64,
     pub dma_bytes: u64,
+    /// Dependent batches of reads (round trips over the wire), in all and in the walk.
+    #[serde(default)]
+    pub round_trips: u64,
+    #[serde(default)]
+    pub walk_round_trips: u64,
+    /// Bytes read per phase.
+    #[serde(default)]
+    pub scan_bytes: u64,
+    #[serde(default)]
+    pub symbols_bytes: u64,
+    #[serde(default)]
+    pub layout_bytes: u64,
+    #[serde(default)]
+    pub walk_bytes: u64,
+    /// Task records taken from the walk's read-ahead of the pid allocator.
+    #[serde(default)]
+    pub index_used: u64,
 }
 
 /// One guest boot: a RAM size and the process levels to measure in it.
@@ -77,6 +102,9 @@ pub struct Scaling;
 
 /// The endpoint serving the guest's RAM file for the `wire` target.
 const WIRE_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 79, 1);
+/// libtlp's data path: each request on its tag's UDP port, 16 in flight (the requester's
+/// defaults before issue 14).
+pub const LIBTLP: &str = "port=tag&inflight=16";
 /// Longest one listing over the wire may take.
 const WIRE_BUDGET: Duration = Duration::from_secs(300);
 
@@ -98,16 +126,28 @@ fn row(run: &ScalingRun, target: &str, level: u32, repeat: u32, timed: analysis:
         walk_ms: 0.0,
         dma_reads: timed.reads.reads,
         dma_bytes: timed.reads.bytes,
+        round_trips: timed.reads.batches,
+        walk_round_trips: 0,
+        scan_bytes: 0,
+        symbols_bytes: 0,
+        layout_bytes: 0,
+        walk_bytes: 0,
+        index_used: 0,
     };
     match timed.result {
         Ok(report) => {
             let (s, _) = analysis::score(&report.rows, truth);
-            let phase = |n: &str| report.stats.phases.iter().find(|p| p.name == n).map_or(0.0, |p| p.ms);
+            let phase = |n: &str| report.stats.phases.iter().find(|p| p.name == n);
+            let ms = |n: &str| phase(n).map_or(0.0, |p| p.ms);
+            let bytes = |n: &str| phase(n).map_or(0, |p| p.bytes);
             r.ok = true;
             r.tasks_found = s.tasks_found;
             r.recall = s.recall;
-            r.scan_ms = phase("scan");
-            r.walk_ms = phase("walk");
+            r.scan_ms = ms("scan");
+            r.walk_ms = ms("walk");
+            r.walk_round_trips = phase("walk").map_or(0, |p| p.batches);
+            (r.scan_bytes, r.symbols_bytes, r.layout_bytes, r.walk_bytes) = (bytes("scan"), bytes("symbols"), bytes("layout"), bytes("walk"));
+            r.index_used = report.stats.index.used as u64;
             r.error = report.walk_error.map(|e| e.to_string()).unwrap_or_default();
         }
         Err(e) => r.error = analysis::one_line(&e.to_string(), 300),
@@ -171,24 +211,26 @@ impl Experiment for Scaling {
             let mem = emulator::image::open(g.ram_path(), Some(Format::Live(Machine::Pc)), None)
                 .map_err(|e| RunError::Prerequisite(format!("{}: {e}", g.ram_path().display())))?;
             let inputs = analysis::layout_inputs();
-            // Untimed warm-up: this process maps the RAM file's pages and fills its caches.
-            let _ = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &inputs);
-            for repeat in 1..=run.repeats {
-                let timed = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &inputs);
-                rows.push(row(run, "image", level, repeat, timed, &truth));
-            }
             // The same paused guest over the wire: its RAM file served by `emulator serve`.
             // Both ends busy-poll as in the wire experiment (the paused guest leaves the cores free).
             let served = Served::start_polling(g.ram_path(), Some("live"), WIRE_ADDR, &[])?;
-            let req = served.requester("")?;
+            let wires = [("wire", served.requester("")?), ("wire-libtlp", served.requester(LIBTLP)?)];
+            // Repeat 0 is an untimed warm-up of each: this process maps the RAM file's pages and
+            // fills its caches; then the targets alternate, so that load changes hit them alike.
             for repeat in 0..=run.repeats {
-                let mem = Deadline::new(&req, WIRE_BUDGET);
-                let timed = analysis::run_ps(&mem as &dyn PhysMem, MethodKind::Auto, &inputs);
-                // Repeat 0 is the untimed warm-up, as for the image.
+                let timed = analysis::run_ps(mem.as_ref(), MethodKind::Auto, &inputs);
                 if repeat > 0 {
-                    rows.push(row(run, "wire", level, repeat, timed, &truth));
+                    rows.push(row(run, "image", level, repeat, timed, &truth));
+                }
+                for (target, req) in &wires {
+                    let mem = Deadline::new(req, WIRE_BUDGET);
+                    let timed = analysis::run_ps(&mem as &dyn PhysMem, MethodKind::Auto, &inputs);
+                    if repeat > 0 {
+                        rows.push(row(run, target, level, repeat, timed, &truth));
+                    }
                 }
             }
+            drop(wires);
             drop(served);
             g.guest().and_then(|q| q.qmp().cont()).map_err(|e| lab("continue", e))?;
         }
@@ -198,7 +240,7 @@ impl Experiment for Scaling {
     fn headline(&self, rows: &[ScalingRow]) -> Vec<String> {
         let mut out = Vec::new();
         for axis in ["processes", "ram"] {
-            for target in ["image", "wire"] {
+            for target in ["image", "wire", "wire-libtlp"] {
                 let of: Vec<&ScalingRow> = rows.iter().filter(|r| r.axis == axis && r.target == target && r.ok).collect();
                 let mut keys: Vec<(u32, u32)> = of.iter().map(|r| (r.guest_ram_mib, r.processes_added)).collect();
                 keys.sort();
@@ -210,7 +252,16 @@ impl Experiment for Scaling {
                         let ms = crate::timing::median(same.iter().map(|r| r.wall_ms).collect());
                         let found = same.iter().map(|r| r.tasks_found).max().unwrap_or(0);
                         let reads = same.iter().map(|r| r.dma_reads).max().unwrap_or(0);
-                        format!("{found} tasks/{ram} MiB: {ms:.0} ms, {reads} reads")
+                        let trips = same.iter().map(|r| r.round_trips).max().unwrap_or(0);
+                        let bytes = same.iter().map(|r| r.dma_bytes).max().unwrap_or(0);
+                        let image = rows.iter().filter(|r| r.axis == axis && r.target == "image" && r.ok && r.guest_ram_mib == ram && r.processes_added == added);
+                        let image_ms = crate::timing::median(image.map(|r| r.wall_ms).collect());
+                        let ratio = if target != "image" && image_ms > 0.0 { format!(" ({:.1}x the image)", ms / image_ms) } else { String::new() };
+                        format!(
+                            "{found} tasks/{ram} MiB: {ms:.0} ms{ratio}, {reads} reads, {trips} round trips, {:.2} MB ({:.2} % of RAM)",
+                            bytes as f64 / 1e6,
+                            bytes as f64 * 100.0 / (f64::from(ram) * 1048576.0)
+                        )
                     })
                     .collect();
                 if !parts.is_empty() {

@@ -391,9 +391,9 @@ pub struct EmulatorSetup {
 impl Source {
     /// The setup of an emulator source; `None` for the hardware.
     pub fn emulator_setup(self) -> Option<EmulatorSetup> {
-        // The adapter's limits: MPS 256, MRRS 512 and 16 requests in flight (the requester's
-        // defaults, with all 256 tags on their own ports 0x3000+tag, as libtlp).
-        let adapter = |mode| EmulatorSetup { mode, mps_bytes: 256, requester: "inflight=16" };
+        // The adapter's limits: MPS 256, MRRS 512 and 16 requests in flight, with all 256 tags
+        // on their own ports 0x3000+tag, as libtlp (and tlpperf) use it.
+        let adapter = |mode| EmulatorSetup { mode, mps_bytes: 256, requester: "port=tag&inflight=16" };
         match self {
             Source::NettlpHw => None,
             Source::EmulatorBlocking => Some(adapter(BenchMode::Blocking)),

@@ -6,7 +6,8 @@
 #![no_main]
 
 use harness::introspect::hidden::cut::Cut;
-use harness::introspect::hidden::{memscan, rbtree, runqueue, xarray};
+use harness::introspect::hidden::{memscan, rbtree, runqueue};
+use harness::introspect::xarray;
 use harness::introspect::layout::fixed::debian_6_1_amd64;
 use libfuzzer_sys::fuzz_target;
 

@@ -276,3 +276,18 @@ fn extra_formats_agree(#[values("deb-amd64", "custom-thesis")] name: &str, #[val
     let sig: &[u8] = if kdump.format == DumpFormat::KdumpFlattened { b"makedumpfile" } else { b"KDUMP   " };
     assert!(head.starts_with(sig));
 }
+
+/// `scripts/test` without `--eval` leaves out, by name, the cases on kernels that only the
+/// evaluation tier builds: its list is exactly those kernels, as rstest spells them.
+#[test]
+fn the_test_tier_filter_names_the_evaluation_kernels() {
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test")).expect("scripts/test");
+    let line = script.lines().find_map(|l| l.strip_prefix("EVAL_KERNELS='")).expect("an EVAL_KERNELS line");
+    let mut listed: Vec<&str> = line.trim_end_matches('\'').split('|').collect();
+    listed.sort_unstable();
+    let test: Vec<String> = corpus_of(Tier::Test).into_iter().map(|r| r.name.to_string()).collect();
+    let mut eval: Vec<String> =
+        corpus_of(Tier::Eval).into_iter().map(|r| r.name.to_string()).filter(|n| !test.contains(n)).map(|n| n.replace(['-', '.'], "_")).collect();
+    eval.sort_unstable();
+    assert_eq!(listed, eval);
+}

@@ -165,6 +165,39 @@ fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "de
     assert!(a.threads.iter().any(|t| t.comm.starts_with(b"kworker/") && t.comm.contains(&b'-')), "{name}: no kworker description to check");
 }
 
+/// The `btf` layout method reads part of `.BTF` (well under half on Debian's 5.10 to 6.12; all of
+/// it on 7.x, whose BTF is sorted by name, `task_struct` near the end) and gives the whole
+/// blob's layout; `struct kthread` / `struct worker` are the whole blob's or left out for the
+/// walk to infer (checked against BTF by `naming_inference_agrees_with_btf`).
+#[rstest]
+#[case::deb_amd64("deb-amd64", true)]
+#[case::deb_cloud_amd64("deb-cloud-amd64", true)]
+#[case::deb_rt_amd64("deb-rt-amd64", true)]
+#[case::deb5_10("deb5.10-amd64", true)]
+#[case::deb6_12("deb6.12-amd64", true)]
+#[case::deb7_sorted_by_name("deb7-amd64", false)]
+fn btf_method_reads_part_of_the_blob(#[case] name: &str, #[case] part_suffices: bool) {
+    use harness::introspect::layout::{Layout, LayoutInputs, LayoutMethod};
+    let e = entry(name);
+    let mem = dump(&e, Mode::Running);
+    let counted = Counting::new(mem.as_ref());
+    let k = kernel(&counted);
+    let before = counted.snapshot();
+    let part = btf::BtfMethod.layout(&k, &LayoutInputs::default()).unwrap();
+    let read = counted.snapshot().since(before).bytes;
+    let (start, stop) = k.info.btf.unwrap();
+    let blob = stop.0 - start.0;
+    let whole = build(&btf::load(&k).unwrap()).unwrap();
+    let core = |l: &Layout| Layout { kthread: None, worker: None, ..l.clone() };
+    assert_eq!(core(&part), core(&whole), "{name}");
+    assert!(part.kthread.is_none() || part.kthread == whole.kthread, "{name}");
+    assert!(part.worker.is_none() || part.worker == whole.worker, "{name}");
+    eprintln!("BTF {name}: {read} of {blob} bytes read for the layout; kthread from BTF: {}", part.kthread.is_some());
+    if part_suffices {
+        assert!(read < blob / 2, "{name}: read {read} of a {blob}-byte .BTF");
+    }
+}
+
 /// Corrupting the real task list (garbage pointer, a loop back to an earlier task) ends the
 /// walk with an error and the tasks read before the corruption — no hang, no panic.
 #[rstest]

@@ -10,6 +10,7 @@ use common::*;
 use harness::introspect::compare::compare;
 use harness::introspect::layout::{LayoutError, LayoutInputs, MethodKind};
 use harness::introspect::ps::PsError;
+use harness::introspect::pidns::MAX_SAMPLES;
 use rstest::rstest;
 
 #[rstest]
@@ -84,6 +85,11 @@ fn each_method_where_its_prerequisite_exists(
         {
             assert!(report.walk_error.is_none());
             assert!(c.is_exact(), "{name} {} {method}:\n{}", m.as_str(), c.describe());
+            // The pid allocator named every task: only the leaders an inferred index learns
+            // from (and none with BTF) were read one list hop at a time.
+            let ix = &report.stats.index;
+            assert!(ix.error.is_none(), "{name} {method}: pid index: {:?}", ix.error);
+            assert!(ix.used + MAX_SAMPLES >= report.rows.len(), "{name} {method}: {ix:?} for {} tasks", report.rows.len());
         }
     } else {
         match result {

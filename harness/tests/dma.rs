@@ -21,6 +21,8 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 #[case::mps_64_mrrs_4096(64, "mrrs=4096&tags=32")]
 #[case::mps_4096_one_port(4096, "mrrs=4096&port=first")]
 #[case::mps_256_sixteen_tags(256, "tags=16&stride=16")]
+#[case::mps_256_libtlp_ports(256, "port=tag")]
+#[case::mps_256_libtlp_sixteen_tags(256, "port=tag&tags=16&stride=16")]
 fn random_sizes_and_alignments_are_exact(#[case] mps: u32, #[case] options: &str) {
     let len = 8 << 20;
     let img = image(len);
@@ -193,6 +195,8 @@ fn read_back_through(fault: &str, len: u64, options: &str) -> (harness::dma::Dma
 #[case::duplicates_only("dup=0.5,reorder=0.5,seed=5", 16 << 20, "")]
 #[case::sixteen_tags_like_libtlp("loss=0.2,dup=0.2,reorder=0.2,delay=100us,seed=7", 4 << 20, "tags=16&stride=16")]
 #[case::four_tags_duplicates("dup=0.3,reorder=0.3,seed=8", 1 << 20, "tags=4")]
+#[case::libtlp_ports_everything("loss=0.2,dup=0.2,reorder=0.2,seed=9", 16 << 20, "port=tag")]
+#[case::libtlp_ports_sixteen_tags("loss=0.2,dup=0.2,reorder=0.2,delay=100us,seed=10", 4 << 20, "port=tag&tags=16&stride=16")]
 fn faulty_network_read_back_is_exact_with_defaults(#[case] fault: &str, #[case] len: u64, #[case] options: &str) {
     let (s, c) = read_back_through(fault, len, options);
     let fault: FaultSpec = fault.parse().unwrap();

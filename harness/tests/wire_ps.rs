@@ -71,12 +71,25 @@ fn connect(addr: Ipv4Addr) -> Box<dyn emulator::mem::PhysMem> {
         .expect("requester")
 }
 
+/// On every kernel of the test tier, running and panicked: the same rows as from the image, the
+/// guest's truth, and again from the capture.
 #[rstest]
 fn ps_over_the_wire_and_from_its_capture(
-    #[values("deb-amd64", "deb7-amd64")] name: &str,
+    #[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64"
+    )]
+    name: &str,
+    #[values("running", "panicked")] m: &str,
 ) {
     let e = entry(name);
-    let m = harness::lab::corpus::Mode::Running;
+    let m = mode(m);
     let opts = PsOptions {
         method: Some(MethodKind::Auto),
         inputs: LayoutInputs::default(),
@@ -107,7 +120,7 @@ fn ps_over_the_wire_and_from_its_capture(
 /// layout method, on a kernel with symbols and one found by the structural search alone; the
 /// capture of the session, replayed with `--pcap`, prints it again.
 #[rstest]
-fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] name: &str) {
+fn dmesg_over_the_wire_equals_the_image(#[values("deb-amd64", "custom-randstruct", "custom7-bare")] name: &str) {
     use harness::introspect::printk::{dmesg, render::text, DmesgOptions, PrbMethod};
     let e = entry(name);
     let m = harness::lab::corpus::Mode::Panicked;
@@ -178,7 +191,7 @@ fn lsmod_over_the_wire_equals_the_image(#[values("deb-amd64", "deb7-amd64")] nam
 /// one without either (the pid layout inferred); the scan too, its RAM bounded by `max_pfn`
 /// over the wire (a NetTLP target reports no RAM ranges) or by the pages that answer.
 #[rstest]
-fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom7-bare")] name: &str) {
+fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom-randstruct", "custom7-bare")] name: &str) {
     use harness::introspect::hidden::{hidden, HiddenOptions, Status, View};
     let e = entry(name);
     let m = harness::lab::corpus::Mode::Running;

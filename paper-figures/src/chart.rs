@@ -208,6 +208,8 @@ pub struct Panel {
 pub struct LineChart {
     pub title: String,
     pub panels: Vec<Panel>,
+    /// Rows the panels are laid out in (filled left to right, top to bottom).
+    pub rows: usize,
     pub size: (u32, u32),
 }
 
@@ -267,7 +269,8 @@ impl LineChart {
     {
         self.validate()?;
         let body = style::titled(root, &self.title).map_err(draw_err)?;
-        let areas = body.split_evenly((1, self.panels.len()));
+        let rows = self.rows.clamp(1, self.panels.len());
+        let areas = body.split_evenly((rows, self.panels.len().div_ceil(rows)));
         for (panel, area) in self.panels.iter().zip(&areas) {
             draw_panel(panel, area)?;
         }
@@ -477,6 +480,7 @@ mod tests {
         };
         let chart = |x: Axis, pts: Vec<(f64, f64)>| LineChart {
             title: "t".into(),
+            rows: 1,
             size: (100, 100),
             panels: vec![Panel {
                 title: "p".into(),

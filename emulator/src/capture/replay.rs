@@ -304,6 +304,11 @@ impl PhysMem for ReplayMem {
         merge(self.runs.iter().filter(|(_, r)| r.bytes.is_some()))
     }
 
+    /// The bytes a capture carried, not the machine's RAM.
+    fn ranges_are_ram(&self) -> bool {
+        false
+    }
+
     fn describe(&self) -> String {
         let known: u64 = self.ranges().iter().map(PhysRange::len).sum();
         let unknown: u64 = self.unknown_ranges().iter().map(PhysRange::len).sum();

@@ -21,6 +21,9 @@ macro_rules! same_memory_as_inner {
         fn ranges(&self) -> Vec<PhysRange> {
             self.inner.ranges()
         }
+        fn ranges_are_ram(&self) -> bool {
+            self.inner.ranges_are_ram()
+        }
         fn describe(&self) -> String {
             self.inner.describe()
         }
@@ -178,6 +181,14 @@ pub trait PhysMem: Send + Sync {
     /// know (a remote machine) return what they were told or an empty list.
     fn ranges(&self) -> Vec<PhysRange>;
 
+    /// Whether [`ranges`](PhysMem::ranges) are the machine's RAM (an image of it), rather than
+    /// what was seen of it (a capture) or nothing (a remote machine). Analyses bound addresses
+    /// by the end of RAM only when it is known, so that a capture replays what the live
+    /// session saw.
+    fn ranges_are_ram(&self) -> bool {
+        true
+    }
+
     /// A short human description ("ELF core /path, 3 ranges, 512 MiB").
     fn describe(&self) -> String;
 }
@@ -194,6 +205,9 @@ macro_rules! pointer_is_its_memory {
             }
             fn ranges(&self) -> Vec<PhysRange> {
                 (**self).ranges()
+            }
+            fn ranges_are_ram(&self) -> bool {
+                (**self).ranges_are_ram()
             }
             fn describe(&self) -> String {
                 (**self).describe()

@@ -49,6 +49,9 @@ impl<M: PhysMem> PhysMem for Patched<M> {
     fn ranges(&self) -> Vec<PhysRange> {
         self.inner.ranges()
     }
+    fn ranges_are_ram(&self) -> bool {
+        self.inner.ranges_are_ram()
+    }
     fn describe(&self) -> String {
         format!("patched {}", self.inner.describe())
     }

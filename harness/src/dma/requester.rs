@@ -438,6 +438,10 @@ impl PhysMem for Requester {
         Vec::new()
     }
 
+    fn ranges_are_ram(&self) -> bool {
+        false
+    }
+
     fn describe(&self) -> String {
         format!(
             "NetTLP DMA to {} from {} (requester {}, {} tags from {}, {} in flight, MRRS {})",

@@ -100,9 +100,9 @@ pub struct Kernel<'m> {
     pub found: Found,
     pub kallsyms: Kallsyms,
     pub space: KernelSpace<'m>,
-    /// The `.BTF` blob once read (`layout::btf::load`): a command that needs BTF for its layout
-    /// and again for its own structures (`hidden`) reads the megabytes once.
-    pub btf_blob: std::sync::OnceLock<Vec<u8>>,
+    /// What has been read of the `.BTF` blob (`layout::btf`): a command that needs BTF for its
+    /// layout and again for its own structures (`hidden`) reads each byte once.
+    pub btf_blob: std::sync::Mutex<crate::introspect::btf::BtfRead>,
 }
 
 const WANTED: &[&str] = &[
@@ -247,7 +247,7 @@ impl<'m> Kernel<'m> {
             vmcoreinfo,
             scan_candidates: found.candidates_probed,
         };
-        Ok(Kernel { info, found, kallsyms, space, btf_blob: std::sync::OnceLock::new() })
+        Ok(Kernel { info, found, kallsyms, space, btf_blob: Default::default() })
     }
 
     /// Addresses of named symbols (`None` where absent).

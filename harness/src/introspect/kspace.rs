@@ -77,7 +77,10 @@ impl<'m> KernelSpace<'m> {
         page_offset_base: Option<KVirt>,
         format: &'static PagingFormat,
     ) -> Self {
-        let direct_map_size = mem.ranges().iter().map(|r| r.end.0).max().unwrap_or(1 << 46);
+        // The direct map spans RAM; of a machine whose RAM is not known (over the wire, or a
+        // capture of such a session), the architecture's 64 TiB.
+        let known = if mem.ranges_are_ram() { mem.ranges().iter().map(|r| r.end.0).max() } else { None };
+        let direct_map_size = known.unwrap_or(1 << 46);
         KernelSpace { mem, phys_base, page_offset_base, direct_map_size, page_tables: None, format }
     }
 
@@ -203,5 +206,18 @@ mod tests {
         assert_eq!(out[1].as_ref().unwrap(), &0x1122_3344_5566_7788u64.to_le_bytes());
         assert!(matches!(out[2], Err(KSpaceError::TooLong { .. })));
         assert_eq!(out[0].as_ref().unwrap_err().addr(), at);
+    }
+}
+
+/// What a read of many ranges returns: one result per range, an error text on failure.
+pub type Reads = Vec<Result<Vec<u8>, String>>;
+/// Reads many kernel virtual ranges at once (the walkers of kernel data structures take one).
+pub type ReadMany<'r> = dyn FnMut(&[(u64, usize)]) -> Reads + 'r;
+
+/// A [`ReadMany`] through a kernel address space.
+pub fn space_reader<'k>(space: &'k KernelSpace<'_>) -> impl FnMut(&[(u64, usize)]) -> Reads + 'k {
+    move |regions: &[(u64, usize)]| {
+        let r: Vec<(KVirt, usize)> = regions.iter().map(|&(a, l)| (KVirt(a), l)).collect();
+        space.read_many(&r).into_iter().map(|x| x.map_err(|e| e.to_string())).collect()
     }
 }

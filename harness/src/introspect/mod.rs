@@ -49,6 +49,8 @@ pub mod output;
 pub mod paging;
 pub mod printk;
 pub mod physread;
+pub mod pidindex;
+pub mod pidns;
 pub mod placement;
 pub mod profile;
 pub mod ps;
@@ -60,6 +62,7 @@ pub mod vmcoreinfo;
 pub mod vread;
 pub mod walk;
 pub mod watch;
+pub mod xarray;
 
 #[cfg(test)]
 pub(crate) mod testutil;

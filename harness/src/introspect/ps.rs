@@ -15,7 +15,8 @@ use super::identity::{identify, IdentityError, KernelIdentity, LayoutCache};
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
-use super::walk::{probe, walk, Consistency, Thread, WalkConfig, WalkError};
+use super::pidindex::PidIndex;
+use super::walk::{probe, walk_again, CmdlineCache, Consistency, IndexUse, Thread, WalkConfig, WalkError};
 use super::cmdline::join_args;
 
 #[derive(Debug, Clone, Default)]
@@ -67,6 +68,9 @@ pub struct Phase {
     pub ms: f64,
     pub reads: u64,
     pub bytes: u64,
+    /// Batches of reads ([`Counts::batches`]): each waits for the one before, so over the wire
+    /// each is one round trip (printed as `round_trips`).
+    #[serde(rename = "round_trips", alias = "batches")]
     pub batches: u64,
 }
 
@@ -88,6 +92,8 @@ pub struct Stats {
     pub kaslr: Kaslr,
     pub dma_reads: u64,
     pub dma_bytes: u64,
+    /// Dependent batches of reads, round trips over the wire (see [`Phase::batches`]).
+    #[serde(rename = "dma_round_trips", alias = "dma_batches")]
     pub dma_batches: u64,
     pub ram_bytes: u64,
     pub scan_percent_of_ram: f64,
@@ -98,6 +104,9 @@ pub struct Stats {
     /// How much memory changed under the walk (zero on a dump).
     #[serde(default)]
     pub consistency: Consistency,
+    /// How much the walk's index of tasks (the pid allocator) saved it.
+    #[serde(default)]
+    pub index: IndexUse,
 }
 
 /// Everything `ps` learned.
@@ -269,7 +278,8 @@ pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Opt
 
     let Prepared { kernel, method, layout, identity, cache_hit } = prepare(counted, opts, cache, &mut clock)?;
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
-    let outcome = walk(&kernel.space, &layout, init_task, opts.walk);
+    let mut index = PidIndex::learn(&kernel);
+    let outcome = walk_again(&kernel.space, &layout, init_task, opts.walk, &mut CmdlineCache::default(), Some(&mut index));
     clock.lap("walk");
 
     let mut threads = outcome.threads;
@@ -298,6 +308,7 @@ pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Opt
         tasks: rows.len(),
         walk_error: walk_error.as_ref().map(|e| e.to_string()),
         consistency: outcome.consistency,
+        index: outcome.index,
     };
     Ok(PsReport { rows, threads, walk_error, kernel: info, method, layout, stats, identity, cache_hit })
 }

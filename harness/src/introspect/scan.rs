@@ -120,36 +120,80 @@ fn candidates(mem: &dyn PhysMem, cfg: &ScanConfig) -> (Vec<(PhysAddr, PhysRange)
     (out, ram)
 }
 
-/// Find the kernel: banner frame, then kallsyms after it.
+/// Banners seen so far, and the first with its frame.
+#[derive(Default)]
+struct Seen {
+    banners: Vec<PhysAddr>,
+    first: Option<(Banner, PhysAddr)>,
+    probed: usize,
+}
+
+/// Probe one batch of candidate frames: the kernel if a banner there has kallsyms after it
+/// (searched up to `top`); also whether any frame of the batch could be read.
+fn probe(mem: &dyn PhysMem, cfg: &ScanConfig, chunk: &[(PhysAddr, PhysRange)], top: PhysAddr, seen: &mut Seen) -> (Option<Found>, bool) {
+    let regions: Vec<(PhysAddr, usize)> = chunk.iter().map(|&(a, _)| (a, cfg.probe_len)).collect();
+    let results = read_many(mem, &regions);
+    seen.probed += chunk.len();
+    let mut any = false;
+    for (&(frame, _), res) in chunk.iter().zip(results) {
+        let Ok(page) = res else { continue };
+        any = true;
+        let mut from = 0usize;
+        while let Some(pos) = find(&page[from..], BANNER.as_bytes()).map(|p| p + from) {
+            from = pos + 1;
+            let Some(text) = parse_banner(&page[pos..]) else { continue };
+            let banner = Banner { phys: PhysAddr(frame.0 + pos as u64), text };
+            tracing::debug!(phys = %banner.phys, release = banner.release(), "banner candidate");
+            seen.banners.push(banner.phys);
+            if let Some(kallsyms) = locate(mem, frame, top, &cfg.kallsyms) {
+                return (Some(Found { banner, rodata: frame, kallsyms, kallsyms_from: "structure", candidates_probed: seen.probed }), any);
+            }
+            seen.first.get_or_insert((banner, frame));
+            break;
+        }
+    }
+    (None, any)
+}
+
+/// Bytes after a banner frame past RAM's assumed end searched for kallsyms (the kernel image).
+const IMAGE_SPAN: u64 = 256 << 20;
+
+/// Find the kernel: banner frame, then kallsyms after it. Of a source that cannot list its
+/// ranges (a remote machine), the assumed RAM is probed first, then the frames above it while
+/// they answer: above 4 GiB a PC's RAM is one range (physical KASLR may load the kernel there),
+/// and the first batch of frames with no RAM ends it.
 pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanError> {
-    let (cands, ram) = candidates(mem, cfg);
+    let (cands, mut ram) = candidates(mem, cfg);
     // Search for kallsyms up to the end of the highest range, not just the candidate's own:
     // sparse sources (a replayed capture) list many small ranges.
     let top = cands.iter().map(|(_, r)| r.end).max().unwrap_or(PhysAddr(0));
-    let mut banners = Vec::new();
-    let mut first: Option<(Banner, PhysAddr)> = None;
-    let mut probed = 0usize;
+    let mut seen = Seen::default();
     for chunk in cands.chunks(cfg.batch.max(1)) {
-        let regions: Vec<(PhysAddr, usize)> = chunk.iter().map(|&(a, _)| (a, cfg.probe_len)).collect();
-        let results = read_many(mem, &regions);
-        probed += chunk.len();
-        for (&(frame, _), res) in chunk.iter().zip(results) {
-            let Ok(page) = res else { continue };
-            let mut from = 0usize;
-            while let Some(pos) = find(&page[from..], BANNER.as_bytes()).map(|p| p + from) {
-                from = pos + 1;
-                let Some(text) = parse_banner(&page[pos..]) else { continue };
-                let banner = Banner { phys: PhysAddr(frame.0 + pos as u64), text };
-                tracing::debug!(phys = %banner.phys, release = banner.release(), "banner candidate");
-                banners.push(banner.phys);
-                if let Some(kallsyms) = locate(mem, frame, top, &cfg.kallsyms) {
-                    return Ok(Found { banner, rodata: frame, kallsyms, kallsyms_from: "structure", candidates_probed: probed });
-                }
-                first.get_or_insert((banner, frame));
-                break;
-            }
+        if let (Some(found), _) = probe(mem, cfg, chunk, top, &mut seen) {
+            return Ok(found);
         }
     }
+    if seen.first.is_none() && mem.ranges().is_empty() {
+        let align = cfg.align.max(1);
+        let mut a = cfg.assumed_ram.div_ceil(align).saturating_mul(align);
+        while seen.probed < MAX_CANDIDATES {
+            let chunk: Vec<(PhysAddr, PhysRange)> = (0..cfg.batch.max(1) as u64)
+                .filter_map(|i| a.checked_add(i.checked_mul(align)?))
+                .map(|f| (PhysAddr(f), PhysRange::new(f, f.saturating_add(align))))
+                .collect();
+            let Some(&(last, _)) = chunk.last() else { break };
+            let top = PhysAddr(last.0.saturating_add(IMAGE_SPAN));
+            match probe(mem, cfg, &chunk, top, &mut seen) {
+                (Some(found), _) => return Ok(found),
+                (None, false) => break,
+                (None, true) => {}
+            }
+            ram = last.0.saturating_add(align);
+            let Some(next) = last.0.checked_add(align) else { break };
+            a = next;
+        }
+    }
+    let Seen { banners, first, probed } = seen;
     let Some((banner, rodata)) = first else {
         return Err(ScanError::NoBanner { align: cfg.align, ram_bytes: ram, probed });
     };
@@ -224,6 +268,53 @@ mod tests {
         assert_eq!(cands.len(), MAX_CANDIDATES);
         assert_eq!(cands[0].0, PhysAddr(2 << 20));
         assert!(ram > 1 << 62);
+    }
+
+    /// A remote machine (no ranges) whose RAM ends at `end`, with a banner at `banner`.
+    struct Remote {
+        end: u64,
+        banner: u64,
+        reads: std::sync::atomic::AtomicU64,
+    }
+    impl PhysMem for Remote {
+        fn read_phys(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if addr.0 + buf.len() as u64 > self.end {
+                return Err(emulator::mem::MemError::Unmapped { addr });
+            }
+            buf.fill(0);
+            let text = b"Linux version 6.1.0-57-amd64 (x@y) #1 SMP\n\0";
+            if (addr.0..addr.0 + buf.len() as u64).contains(&self.banner) {
+                let at = (self.banner - addr.0) as usize;
+                let n = text.len().min(buf.len() - at);
+                buf[at..at + n].copy_from_slice(&text[..n]);
+            }
+            Ok(())
+        }
+        fn ranges(&self) -> Vec<PhysRange> {
+            Vec::new()
+        }
+        fn describe(&self) -> String {
+            "remote".into()
+        }
+    }
+
+    #[test]
+    fn a_remote_machines_kernel_above_4_gib_is_found_and_the_probe_stops_where_ram_ends() {
+        let cfg = ScanConfig::default();
+        let frames_below = (cfg.assumed_ram / cfg.align) as usize;
+        // The banner 96 MiB above 4 GiB, RAM to 5 GiB: seen (no kallsyms in this memory).
+        let high = Remote { end: 5 << 30, banner: (4 << 30) + (96 << 20) + 0x40, reads: Default::default() };
+        match find_kernel(&high, &cfg) {
+            Err(ScanError::NoKallsyms { banners, .. }) => assert_eq!(banners, vec![PhysAddr(high.banner)]),
+            other => panic!("{:?}", other.map(|f| f.banner.phys)),
+        }
+        // RAM ends at 4 GiB: one batch above it, unanswered, ends the probe.
+        let low = Remote { end: 4 << 30, banner: u64::MAX, reads: Default::default() };
+        match find_kernel(&low, &cfg) {
+            Err(ScanError::NoBanner { probed, .. }) => assert_eq!(probed, frames_below + cfg.batch),
+            other => panic!("{:?}", other.map(|f| f.banner.phys)),
+        }
     }
 
     #[test]

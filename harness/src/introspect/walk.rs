@@ -19,6 +19,12 @@
 //! identity (pid, tgid, start time) is read again in one batch; a task whose identity changed
 //! was freed and its memory reused while we read it, and its record, possibly torn between two
 //! tasks, is dropped rather than reported.
+//!
+//! Round trips: following a list is one dependent read per node. A [`TaskIndex`] (the pid
+//! allocator, [`super::pidindex`]) names every task's address in a few batches; the walk then
+//! reads every named task's record in one batch and takes a node's record from there the first
+//! time the list reaches it, so a walk costs O(index depth) round trips, not O(tasks). The
+//! index only says where to read: what is listed, and every check on it, is the list's.
 
 use std::collections::HashMap;
 
@@ -95,6 +101,30 @@ pub struct WalkOutcome {
     pub threads: Vec<Thread>,
     pub error: Option<WalkError>,
     pub consistency: Consistency,
+    pub index: IndexUse,
+}
+
+/// Where the walk can learn the address of every task at once, so that it reads their records
+/// in one batch instead of one list hop per round trip.
+pub trait TaskIndex {
+    /// Group leaders the index wants to see first (to learn its own layout from them); 0 if
+    /// it can be asked at once.
+    fn samples(&self) -> usize;
+    /// Addresses of tasks (ideally every one), given the leaders taken so far as (address,
+    /// pid); an error leaves the walk to follow the lists alone.
+    fn addresses(&mut self, space: &KernelSpace<'_>, layout: &Layout, taken: &[(KVirt, i32)]) -> Result<Vec<KVirt>, String>;
+}
+
+/// How much a walk's [`TaskIndex`] helped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexUse {
+    /// Task addresses the index named.
+    pub named: usize,
+    /// Task records the walk took from the index's batch instead of reading them itself.
+    pub used: usize,
+    /// Why the index gave nothing, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How much the memory changed under one walk (all zero on a dump).
@@ -149,6 +179,9 @@ struct Walker<'a, 'm> {
     plan: Plan,
     cfg: WalkConfig,
     consistency: std::cell::Cell<Consistency>,
+    /// Records read ahead for the tasks the index named, each taken at most once.
+    ahead: std::cell::RefCell<HashMap<KVirt, Record>>,
+    index_use: std::cell::RefCell<IndexUse>,
 }
 
 /// List nodes passed, with the identity (pid, start time) of the task each belonged to; the
@@ -274,8 +307,52 @@ impl Walker<'_, '_> {
         self.plan.read_many(self.space, tasks).into_iter().map(|r| r.map_err(|source| WalkError::Read { what, source })).collect()
     }
 
-    /// Follow `init_task.tasks`: the group leaders, in list order.
-    fn leaders(&self, init_task: KVirt, out: &mut Vec<Record>) -> Result<(), WalkError> {
+    /// Ask `index` for every task's address and read their records in one batch (records that
+    /// cannot be read are left for the walk to read, and fail, itself).
+    fn read_ahead(&self, index: &mut dyn TaskIndex, taken: &[Record]) {
+        let taken: Vec<(KVirt, i32)> = taken.iter().filter_map(|r| Some((r.base, r.i32(self.l.task.pid).ok()?))).collect();
+        let mut u = self.index_use.borrow_mut();
+        match index.addresses(self.space, self.l, &taken) {
+            Ok(mut addrs) => {
+                addrs.retain(|&a| self.kptr_ok(a));
+                addrs.sort_unstable();
+                addrs.dedup();
+                addrs.truncate(self.cfg.max_tasks);
+                u.named = addrs.len();
+                let got = self.plan.read_many(self.space, &addrs);
+                self.ahead.borrow_mut().extend(addrs.into_iter().zip(got).filter_map(|(a, r)| Some((a, r.ok()?))));
+            }
+            Err(e) => u.error = Some(e),
+        }
+    }
+
+    /// The record of `task` the first time the walk reaches it through list node `prev` (its
+    /// link at `link`): the one read ahead if that links back to `prev`, else one read now.
+    /// A record read ahead is older than the walk's position; once it disagrees with the list,
+    /// the walk's checks get a fresh one, as without an index.
+    fn first_read(&self, task: KVirt, prev: KVirt, link: u64, what: &'static str) -> Result<Record, WalkError> {
+        let ahead = self.ahead.borrow_mut().remove(&task);
+        match ahead {
+            Some(r) if r.ptr(link + 8)? == prev => {
+                self.index_use.borrow_mut().used += 1;
+                Ok(r)
+            }
+            Some(old) => {
+                let now = self.read_tasks(&[task], what)?.remove(0);
+                if now != old {
+                    // Memory changed since the read-ahead (the same bytes: static damage, which
+                    // the walk's checks judge as without an index).
+                    self.count(|c| c.rereads += 1);
+                }
+                Ok(now)
+            }
+            None => Ok(self.read_tasks(&[task], what)?.remove(0)),
+        }
+    }
+
+    /// Follow `init_task.tasks`: the group leaders, in list order; `index` is asked once, when
+    /// it has seen the leaders it wants.
+    fn leaders(&self, init_task: KVirt, out: &mut Vec<Record>, mut index: Option<&mut dyn TaskIndex>) -> Result<(), WalkError> {
         let off = self.l.task.tasks;
         let head = init_task.wrapping_add(off);
         let init = self.read_tasks(&[init_task], "init_task")?.remove(0);
@@ -285,6 +362,11 @@ impl Walker<'_, '_> {
         let mut relinks = 0;
         let (mut resyncs, mut replayed) = (0, 0);
         while node != head {
+            if index.as_ref().is_some_and(|i| out.len() >= i.samples()) {
+                if let Some(i) = index.take() {
+                    self.read_ahead(i, out);
+                }
+            }
             if !self.kptr_ok(node) || !self.space.in_direct_map(node) {
                 // Memory that changed under this walk may have handed us a stale `next`.
                 let changing = self.consistency.get() != Consistency::default();
@@ -300,7 +382,7 @@ impl Walker<'_, '_> {
                 return Err(WalkError::TooMany { limit: self.cfg.max_tasks });
             }
             let task = KVirt(node.0.wrapping_sub(off));
-            let r = self.read_tasks(&[task], "task_struct")?.remove(0);
+            let r = self.first_read(task, prev, off, "task_struct")?;
             if self.revisit(&seen, node, &r, resyncs > 0)? {
                 replayed += 1;
                 if replayed > out.len() + RESYNC_LOOKBACK {
@@ -445,10 +527,21 @@ impl Walker<'_, '_> {
             if want.is_empty() {
                 break;
             }
-            // Reuse leader records already read; read the rest in one batch.
-            let missing: Vec<KVirt> = want.iter().map(|&(_, a)| a).filter(|a| !by_addr.contains_key(a)).collect();
-            let fresh: HashMap<KVirt, Record> =
-                missing.iter().copied().zip(self.read_tasks(&missing, "thread task_struct")?).collect();
+            // Reuse leader records already read and records read ahead that link back to the
+            // node the group came from (see `first_read`); read the rest in one batch.
+            let mut fresh: HashMap<KVirt, Record> = HashMap::new();
+            let mut missing: Vec<KVirt> = Vec::new();
+            for &(g_idx, a) in want.iter().filter(|(_, a)| !by_addr.contains_key(a)) {
+                let ahead = self.ahead.borrow_mut().remove(&a);
+                match ahead {
+                    Some(r) if r.ptr(t.thread_node + 8)? == groups[g_idx].prev => {
+                        self.index_use.borrow_mut().used += 1;
+                        fresh.insert(a, r);
+                    }
+                    Some(_) | None => missing.push(a),
+                }
+            }
+            fresh.extend(missing.iter().copied().zip(self.read_tasks(&missing, "thread task_struct")?));
             for (g_idx, addr) in want {
                 let r = match fresh.get(&addr) {
                     Some(r) => r.clone(),
@@ -538,15 +631,15 @@ impl Walker<'_, '_> {
 pub fn probe(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, n: usize) -> Result<usize, WalkError> {
     let w = Walker::new(space, layout, WalkConfig { max_tasks: n, ..WalkConfig::default() });
     let mut out = Vec::new();
-    match w.leaders(init_task, &mut out) {
+    match w.leaders(init_task, &mut out, None) {
         Ok(()) | Err(WalkError::TooMany { .. }) => Ok(out.len()),
         Err(e) => Err(e),
     }
 }
 
-/// Walk every task of the kernel.
+/// Walk every task of the kernel, following the lists alone (one round trip per list hop).
 pub fn walk(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cfg: WalkConfig) -> WalkOutcome {
-    walk_again(space, layout, init_task, cfg, &mut CmdlineCache::default())
+    walk_again(space, layout, init_task, cfg, &mut CmdlineCache::default(), None)
 }
 
 /// Command lines already read, by `(mm, tgid)`: a process whose address space and group are
@@ -559,12 +652,20 @@ pub struct CmdlineCache {
     by_mm: HashMap<(KVirt, i32), Vec<u8>>,
 }
 
-/// [`walk`] for a walk repeated on the same machine: command lines of processes already seen
-/// are taken from `cache` instead of read again, and `cache` then holds this walk's.
-pub fn walk_again(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cfg: WalkConfig, cache: &mut CmdlineCache) -> WalkOutcome {
+/// [`walk`] with an index of the tasks (see the module doc), and for a walk repeated on the
+/// same machine: command lines of processes already seen are taken from `cache` instead of read
+/// again, and `cache` then holds this walk's.
+pub fn walk_again(
+    space: &KernelSpace<'_>,
+    layout: &Layout,
+    init_task: KVirt,
+    cfg: WalkConfig,
+    cache: &mut CmdlineCache,
+    index: Option<&mut dyn TaskIndex>,
+) -> WalkOutcome {
     let w = Walker::new(space, layout, cfg);
     let mut leaders = Vec::new();
-    let mut error = w.leaders(init_task, &mut leaders).err();
+    let mut error = w.leaders(init_task, &mut leaders, index).err();
     let mut recs = Vec::new();
     if let Err(e) = w.threads(&leaders, &mut recs) {
         error.get_or_insert(e);
@@ -575,12 +676,20 @@ pub fn walk_again(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, cf
         error.get_or_insert(e);
     }
     let threads = w.drop_torn(threads, links);
-    WalkOutcome { threads, error, consistency: w.consistency.get() }
+    WalkOutcome { threads, error, consistency: w.consistency.get(), index: w.index_use.take() }
 }
 
 impl<'a, 'm> Walker<'a, 'm> {
     fn new(space: &'a KernelSpace<'m>, l: &'a Layout, cfg: WalkConfig) -> Self {
-        Walker { space, l, plan: task_plan(l), cfg, consistency: std::cell::Cell::new(Consistency::default()) }
+        Walker {
+            space,
+            l,
+            plan: task_plan(l),
+            cfg,
+            consistency: std::cell::Cell::new(Consistency::default()),
+            ahead: Default::default(),
+            index_use: Default::default(),
+        }
     }
 
     /// `threads` without those whose pid, tgid or start time reads differently now (their memory

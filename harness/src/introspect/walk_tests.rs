@@ -436,3 +436,96 @@ fn a_broken_list_that_does_not_change_is_still_an_error() {
     assert!(matches!(out.error, Some(WalkError::BrokenList { .. })), "{:?}", out.error);
     assert_eq!(pids(&out)[..2], [1, 2]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// An index of the tasks: fewer round trips, the same listing whatever it names.
+
+/// An index that names the given addresses (or fails), after `samples` leaders.
+struct Named {
+    addrs: Vec<KVirt>,
+    samples: usize,
+    fail: bool,
+    asked_with: Option<usize>,
+}
+
+impl TaskIndex for Named {
+    fn samples(&self) -> usize {
+        self.samples
+    }
+    fn addresses(&mut self, _: &KernelSpace<'_>, _: &Layout, taken: &[(KVirt, i32)]) -> Result<Vec<KVirt>, String> {
+        self.asked_with = Some(taken.len());
+        if self.fail {
+            return Err("no index here".into());
+        }
+        Ok(self.addrs.clone())
+    }
+}
+
+/// The walk over `f` with `index`, and the batches of reads it took.
+fn walk_indexed(f: &Fake, index: Option<&mut dyn TaskIndex>) -> (WalkOutcome, u64) {
+    let counted = emulator::mem::Counting::new(&f.mem);
+    let space = KernelSpace::new(&counted, 0, Some(KVirt(POB)), &X86_64_4LEVEL);
+    let out = walk_again(&space, &layout(), KVirt(f.tasks[0]), WalkConfig::default(), &mut CmdlineCache::default(), index);
+    (out, counted.snapshot().batches)
+}
+
+/// `sample()` with `n` more processes.
+fn many(n: i32) -> Fake {
+    let mut f = sample();
+    let init = f.tasks[1];
+    for pid in 0..n {
+        f.process(100 + pid, b"sleeper", init);
+    }
+    f.link_tasks();
+    f
+}
+
+#[test]
+fn an_index_of_every_task_saves_a_round_trip_per_task() {
+    let f = many(40);
+    let (plain, plain_batches) = walk_indexed(&f, None);
+    let mut every: Vec<KVirt> = f.tasks[1..].iter().map(|&t| KVirt(t)).collect();
+    every.push(KVirt(dm(0x80000))); // server's second thread
+    let mut idx = Named { addrs: every, samples: 0, fail: false, asked_with: None };
+    let (out, batches) = walk_indexed(&f, Some(&mut idx));
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.threads, plain.threads);
+    assert_eq!(out.index, IndexUse { named: 45, used: 45, error: None });
+    assert_eq!(idx.asked_with, Some(0), "asked before the first hop");
+    assert!(plain_batches > 45 && batches < 15, "{plain_batches} batches without the index, {batches} with it");
+}
+
+#[test]
+fn what_an_index_names_is_only_where_to_read_first() {
+    let mut f = many(5);
+    // A task the index names that the list does not reach (unlinked by a rootkit), garbage,
+    // an address outside memory, and half the real tasks.
+    let hidden = dm(0x90000);
+    f.fill(hidden, 666, 666, b"hidden", f.tasks[1], 0, TASK_INTERRUPTIBLE);
+    let mut addrs = vec![KVirt(hidden), KVirt(dm(0x3000)), KVirt(POB + (MEM as u64) * 4), KVirt(0xdead_0000_0000_0122)];
+    addrs.extend(f.tasks.iter().step_by(2).map(|&t| KVirt(t)));
+    let (plain, _) = walk_indexed(&f, None);
+    let mut idx = Named { addrs, samples: 2, fail: false, asked_with: None };
+    let (out, _) = walk_indexed(&f, Some(&mut idx));
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.threads, plain.threads, "the list decides what is listed");
+    assert!(!pids(&out).contains(&666));
+    assert_eq!(idx.asked_with, Some(2), "asked once it had seen the leaders it wanted");
+    // A failing index leaves the walk as it was, and says why.
+    let mut failing = Named { addrs: Vec::new(), samples: 0, fail: true, asked_with: None };
+    let (out, _) = walk_indexed(&f, Some(&mut failing));
+    assert_eq!(out.threads, plain.threads);
+    assert_eq!(out.index.error.as_deref(), Some("no index here"));
+}
+
+#[test]
+fn an_indexed_walk_of_a_broken_list_fails_as_the_plain_walk_does() {
+    let mut f = many(5);
+    let off = layout().task.tasks;
+    f.w64(f.tasks[4] + off, 0x4141_4141_4141_4141);
+    let (plain, _) = walk_indexed(&f, None);
+    let mut idx = Named { addrs: f.tasks.iter().map(|&t| KVirt(t)).collect(), samples: 0, fail: false, asked_with: None };
+    let (out, _) = walk_indexed(&f, Some(&mut idx));
+    assert_eq!(pids(&out), pids(&plain));
+    assert_eq!(out.error.map(|e| e.to_string()), plain.error.map(|e| e.to_string()));
+}

@@ -22,7 +22,8 @@ use emulator::mem::{Counting, PhysMem};
 
 use super::addr::KVirt;
 use super::ps::{prepare, Clock, PsError, PsOptions, Row};
-use super::walk::{walk_again, CmdlineCache, Consistency};
+use super::pidindex::PidIndex;
+use super::walk::{walk_again, CmdlineCache, Consistency, IndexUse};
 
 /// What happened to one task between two rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,10 +82,15 @@ pub struct RoundStats {
     pub cpu_ms: f64,
     pub dma_reads: u64,
     pub dma_bytes: u64,
+    /// Dependent batches of reads, round trips over the wire.
+    #[serde(rename = "dma_round_trips", alias = "dma_batches")]
     pub dma_batches: u64,
     pub tasks: usize,
     pub events: usize,
     pub consistency: Consistency,
+    /// How much the walk's index of tasks saved it.
+    #[serde(default)]
+    pub index: IndexUse,
     pub walk_error: Option<String>,
 }
 
@@ -104,6 +110,8 @@ pub struct Watcher<'m, M: PhysMem> {
     init_task: KVirt,
     opts: PsOptions,
     cmdlines: CmdlineCache,
+    /// The pid allocator as the walk's index, learned once.
+    index: PidIndex,
     known: HashMap<(i32, u64), Row>,
     round: u64,
 }
@@ -117,6 +125,7 @@ impl<'m, M: PhysMem> Watcher<'m, M> {
         let mut clock = Clock::new(counted);
         let p = prepare(counted, opts, None, &mut clock)?;
         let init_task = p.kernel.info.init_task.ok_or(PsError::NoInitTask)?;
+        let index = PidIndex::learn(&p.kernel);
         let mut w = Watcher {
             counted,
             kernel: p.kernel,
@@ -124,6 +133,7 @@ impl<'m, M: PhysMem> Watcher<'m, M> {
             init_task,
             opts: opts.clone(),
             cmdlines: CmdlineCache::default(),
+            index,
             known: HashMap::new(),
             round: 0,
         };
@@ -140,7 +150,7 @@ impl<'m, M: PhysMem> Watcher<'m, M> {
     }
 
     fn list(&mut self, t0: Instant, cpu0: f64, start: emulator::mem::Counts) -> Round {
-        let out = walk_again(&self.kernel.space, &self.layout, self.init_task, self.opts.walk, &mut self.cmdlines);
+        let out = walk_again(&self.kernel.space, &self.layout, self.init_task, self.opts.walk, &mut self.cmdlines, Some(&mut self.index));
         let mut rows: Vec<Row> = out.threads.iter().map(Row::from_thread).collect();
         rows.sort_by_key(|r| (r.pid, r.tgid));
         let complete = out.error.is_none();
@@ -156,6 +166,7 @@ impl<'m, M: PhysMem> Watcher<'m, M> {
             tasks: rows.len(),
             events: events.len(),
             consistency: out.consistency,
+            index: out.index,
             walk_error: out.error.map(|e| e.to_string()),
         };
         Round { rows, events, stats }

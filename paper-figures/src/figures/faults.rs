@@ -154,5 +154,5 @@ pub fn build_time(results_dir: &Path) -> Result<Chart, FigureError> {
         return Err(FigureError::Empty { path: experiments::results::path_for(results_dir, "faults") });
     }
     let n = panels.len() as u32;
-    Ok(Chart::Line(LineChart { title: "Time over a faulty NetTLP path".into(), panels, size: (200 + 900 * n, 760) }))
+    Ok(Chart::Line(LineChart { title: "Time over a faulty NetTLP path".into(), panels, rows: 1, size: (200 + 900 * n, 760) }))
 }

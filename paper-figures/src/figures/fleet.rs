@@ -60,5 +60,5 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
         panel("CPU (2-core box, shared)", "CPU time, user + system (s)", cpu),
     ];
     let n = panels.len() as u32;
-    Ok(Chart::Line(LineChart { title: "harness fleet: every machine of an emulated fleet listed, with and without the layout cache".into(), panels, size: (200 + 820 * n, 760) }))
+    Ok(Chart::Line(LineChart { title: "harness fleet: every machine of an emulated fleet listed, with and without the layout cache".into(), panels, rows: 1, size: (200 + 820 * n, 760) }))
 }

@@ -1,5 +1,6 @@
-//! How the cost of one listing grows: time and DMA reads against the number of tasks in the
-//! guest, and time against guest RAM size (medians over repeats; one line per read target).
+//! How the cost of one listing grows: time, DMA reads and round trips against the number of
+//! tasks in the guest; time and the bytes each phase reads against guest RAM size (medians over
+//! repeats; one line per read target).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,8 +69,11 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     time.extend(series(medians(&rows, "processes", tasks, |r| r.walk_ms), "walk phase", true, 0));
     if !time.is_empty() {
         panels.push(against_tasks("time against tasks", "time per listing (ms)", time));
-        let reads = one_if_identical(series(medians(&rows, "processes", tasks, |r| r.dma_reads as f64), "reads", false, 2), "reads, image = wire (same addresses)");
-        panels.push(against_tasks("DMA reads against tasks", "physical-memory reads per listing", reads));
+        let mut counts = one_if_identical(series(medians(&rows, "processes", tasks, |r| r.dma_reads as f64), "reads", false, 3), "reads (image = wire)");
+        // Round trips are the same batches whatever the target; rows of before issue 14 have none.
+        let with_trips: Vec<ScalingRow> = rows.iter().filter(|r| r.round_trips > 0).cloned().collect();
+        counts.extend(one_if_identical(series(medians(&with_trips, "processes", tasks, |r| r.round_trips as f64), "round trips", true, 3), "round trips (image = wire)"));
+        panels.push(against_tasks("reads and round trips against tasks", "per listing", counts));
     }
 
     let ram = |r: &ScalingRow| r.guest_ram_mib as f64;
@@ -86,9 +90,54 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
             legend: Some(LegendAt::UpperLeft),
         });
     }
+    // Bytes per phase (the same for every target: one target's rows), against 2 % of RAM.
+    let wire: Vec<ScalingRow> = rows.iter().filter(|r| r.target == "wire" && r.walk_bytes > 0).cloned().collect();
+    let mb = |b: u64| b as f64 / 1e6;
+    let phases: [(&str, fn(&ScalingRow) -> u64); 5] = [
+        ("total", |r| r.dma_bytes),
+        ("scan", |r| r.scan_bytes),
+        ("symbols (kallsyms)", |r| r.symbols_bytes),
+        ("layout (BTF)", |r| r.layout_bytes),
+        ("walk", |r| r.walk_bytes),
+    ];
+    let mut bytes: Vec<Series> = phases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, f))| {
+            let points = medians(&wire, "ram", ram, |r| mb(f(r))).remove("wire")?;
+            Some(Series { label: (*name).into(), color: style::CATEGORICAL[i % style::CATEGORICAL.len()], dashed: false, step: false, marker: Some(Marker::Circle), points })
+        })
+        .collect();
+    if !bytes.is_empty() {
+        let xs: Vec<f64> = bytes[0].points.iter().map(|p| p.0).collect();
+        bytes.push(Series {
+            label: "2 % of guest RAM".into(),
+            color: style::CATEGORICAL[6],
+            dashed: true,
+            step: false,
+            marker: None,
+            points: xs.iter().map(|&x| (x, x * 1048576.0 * 0.02 / 1e6)).collect(),
+        });
+        let ((x0, x1), (y0, y1)) = data_bounds(&bytes);
+        let (xmin, xmax) = log_padded(x0, x1, 0.05);
+        let (ymin, ymax) = crate::chart::decade_bounds(y0, y1, 10.0);
+        panels.push(Panel {
+            title: "bytes read per phase against guest RAM".into(),
+            x: Axis { label: "guest RAM (MiB)".into(), scale: Scale::Log2, min: xmin, max: xmax, format: TickFormat::Number },
+            y: Axis { label: "MB read per listing".into(), scale: Scale::Log10, min: ymin, max: ymax, format: TickFormat::Number },
+            series: bytes,
+            legend: Some(LegendAt::UpperLeft),
+        });
+    }
     if panels.is_empty() {
         return Err(FigureError::Empty { path: experiments::results::path_for(results_dir, "scaling") });
     }
-    let n = panels.len() as u32;
-    Ok(Chart::Line(LineChart { title: "Cost of one process listing as the machine grows".into(), panels, size: (200 + 820 * n, 760) }))
+    let rows_of = if panels.len() > 2 { 2 } else { 1 };
+    let cols = panels.len().div_ceil(rows_of) as u32;
+    Ok(Chart::Line(LineChart {
+        title: "Cost of one process listing as the machine grows".into(),
+        panels,
+        rows: rows_of,
+        size: (200 + 820 * cols, 60 + 700 * rows_of as u32),
+    }))
 }

@@ -68,6 +68,7 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     Ok(Chart::Line(LineChart {
         title: "DMA read latency (CDF)".into(),
         panels: panels.into_values().collect(),
+        rows: 1,
         size: (200 + 900 * n, 720),
     }))
 }

@@ -96,6 +96,7 @@ pub fn build(results_dir: &Path) -> Result<Chart, FigureError> {
     Ok(Chart::Line(LineChart {
         title: "DMA read throughput against transfer size".into(),
         panels,
+        rows: 1,
         size: (1800, 760),
     }))
 }

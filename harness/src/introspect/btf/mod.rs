@@ -9,6 +9,13 @@
 //! not overlapping the header) and indexes every type record or fails naming the offset of the
 //! first bad one; the index is bounded by `type_len / 12`. Lookups never panic; recursive
 //! walks (anonymous members, typedef chains) stop at a fixed depth.
+//!
+//! Part of a blob ([`Btf::parse_prefix`]: the first bytes of each section) answers a lookup
+//! only if the answer cannot change with the rest: the types indexed are a prefix of the type
+//! ids (up to the first record, or struct name, not wholly read), a struct lookup returns the
+//! first struct of that name in id order, and a lookup that needed anything not read — a type
+//! id past the prefix, a string past it, a struct name not found in it — marks the blob
+//! [`Btf::short`], so that the caller reads more and asks again.
 
 pub mod types;
 
@@ -87,13 +94,37 @@ impl Header {
     }
 }
 
-/// A parsed BTF blob.
+/// What has been read of a kernel's `.BTF` (kept in `Kernel::btf_blob`, filled by
+/// `layout::btf`): a buffer of the blob's length holding its header and the first `types` and
+/// `strs` bytes of its two sections.
+#[derive(Debug, Default)]
+pub struct BtfRead {
+    pub(crate) data: Vec<u8>,
+    pub(crate) header: Option<Header>,
+    pub(crate) types: usize,
+    pub(crate) strs: usize,
+}
+
+impl BtfRead {
+    /// Whether both sections were read whole.
+    pub fn whole(&self) -> bool {
+        self.header.is_some_and(|h| self.types >= h.type_len as usize && self.strs >= h.str_len as usize)
+    }
+}
+
+/// A parsed BTF blob, or the first part of one.
 pub struct Btf {
     data: Vec<u8>,
     pub header: Header,
     /// Offset (in the type section) of each type record; index 0 is type id 1.
     index: Vec<u32>,
     structs_by_name: HashMap<Vec<u8>, Vec<TypeId>>,
+    /// Bytes of the type and string sections that were read (the sections' lengths if whole).
+    read: (usize, usize),
+    /// Which sections a lookup needed more of (types, strings).
+    short: std::cell::Cell<(bool, bool)>,
+    /// Which section ended the index of a partial blob (types, strings).
+    cut: (bool, bool),
 }
 
 impl std::fmt::Debug for Btf {
@@ -105,36 +136,96 @@ impl std::fmt::Debug for Btf {
 impl Btf {
     /// Parse a blob (exactly the `.BTF` section, or longer).
     pub fn parse(data: Vec<u8>) -> Result<Btf, BtfError> {
+        Btf::parse_prefix(data, usize::MAX, usize::MAX)
+    }
+
+    /// Parse a blob of which only the header and the first `types` and `strs` bytes of the two
+    /// sections were read (the rest of `data` is not looked at): see the module doc.
+    pub fn parse_prefix(data: Vec<u8>, types: usize, strs: usize) -> Result<Btf, BtfError> {
         let (header, total) = Header::parse(&data)?;
         if total > data.len() {
             return Err(BtfError::Header(format!("sections end at {total:#x}, blob is {:#x} bytes", data.len())));
         }
-        let mut btf = Btf { data, header, index: Vec::new(), structs_by_name: HashMap::new() };
+        let read = (types.min(header.type_len as usize), strs.min(header.str_len as usize));
+        let mut btf = Btf { data, header, index: Vec::new(), structs_by_name: HashMap::new(), read, short: Default::default(), cut: (false, false) };
+        let partial = btf.is_partial();
         let mut offsets = Vec::new();
         let mut structs: HashMap<Vec<u8>, Vec<TypeId>> = HashMap::new();
         for item in btf.records() {
-            let t = item?;
-            offsets.push((t.extra_off - 12) as u32);
+            let t = match item {
+                Ok(t) => t,
+                // A record cut by the end of what was read ends the prefix.
+                Err(_) if partial => {
+                    btf.cut.0 = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             if t.kind == Kind::Struct && t.name_off != 0 {
-                let name = btf.str_at(t.name_off)?.to_vec();
+                let name = match btf.str_at(t.name_off) {
+                    Ok(n) => n.to_vec(),
+                    // So does a struct whose name was not read: no struct after it is indexed.
+                    Err(_) if partial => {
+                        btf.cut.1 = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 structs.entry(name).or_default().push(t.id);
             }
+            offsets.push((t.extra_off - 12) as u32);
         }
+        btf.short.set((false, false));
         btf.index = offsets;
         btf.structs_by_name = structs;
         Ok(btf)
     }
 
+    /// Whether only part of the blob was read.
+    pub fn is_partial(&self) -> bool {
+        self.read != (self.header.type_len as usize, self.header.str_len as usize)
+    }
+
+    /// Whether a lookup so far needed bytes that were not read (never, on a whole blob).
+    pub fn short(&self) -> bool {
+        self.short.get() != (false, false)
+    }
+
+    /// Of which sections a lookup needed more: (types, strings).
+    pub fn short_of(&self) -> (bool, bool) {
+        self.short.get()
+    }
+
+    /// Mark that a lookup needed more of the type section (`types`), the string section
+    /// (`strs`), if only part was read.
+    fn note(&self, types: bool, strs: bool) {
+        if self.is_partial() {
+            let (t, s) = self.short.get();
+            self.short.set((t || types, s || strs));
+        }
+    }
+
+    /// Mark that a lookup did not find a type it may find in more of the blob: more of the
+    /// section that ended the index.
+    pub(crate) fn note_short(&self) {
+        if self.cut.1 {
+            self.note(false, true);
+        } else if self.read.0 < self.header.type_len as usize {
+            self.note(true, false);
+        }
+        // Else every type was indexed with its name: what was not found is not there.
+    }
+
     fn types_section(&self) -> Bytes<'_> {
         let h = &self.header;
         let start = h.hdr_len as usize + h.type_off as usize;
-        Bytes::new(&self.data).sub(start, h.type_len as usize).unwrap_or(Bytes::new(&[]))
+        Bytes::new(&self.data).sub(start, self.read.0).unwrap_or(Bytes::new(&[]))
     }
 
     fn strings(&self) -> Bytes<'_> {
         let h = &self.header;
         let start = h.hdr_len as usize + h.str_off as usize;
-        Bytes::new(&self.data).sub(start, h.str_len as usize).unwrap_or(Bytes::new(&[]))
+        Bytes::new(&self.data).sub(start, self.read.1).unwrap_or(Bytes::new(&[]))
     }
 
     /// The type section's bytes (for decoding kind-specific data elsewhere in the crate).
@@ -153,9 +244,10 @@ impl Btf {
 
     /// The string at `off` in the string section.
     pub fn str_at(&self, off: u32) -> Result<&[u8], BtfError> {
-        self.strings()
-            .cstr(off as usize, 4096)
-            .ok_or_else(|| BtfError::Str { offset: off, reason: "outside the string section or unterminated".into() })
+        self.strings().cstr(off as usize, 4096).ok_or_else(|| {
+            self.note(false, true);
+            BtfError::Str { offset: off, reason: "outside the string section or unterminated".into() }
+        })
     }
 
     pub fn name(&self, t: &Type) -> Result<String, BtfError> {
@@ -164,16 +256,21 @@ impl Btf {
 
     /// The record for type `id` (not valid for 0 = void).
     pub fn get(&self, id: TypeId) -> Result<Type, BtfError> {
-        let off = id
-            .checked_sub(1)
-            .and_then(|i| self.index.get(i as usize))
-            .ok_or(BtfError::NoType { id, count: self.index.len() })?;
+        let off = id.checked_sub(1).and_then(|i| self.index.get(i as usize)).ok_or_else(|| {
+            self.note_short();
+            BtfError::NoType { id, count: self.index.len() }
+        })?;
         parse_record(self.types_section(), *off as usize, id)
     }
 
-    /// Struct type ids with this name.
+    /// Struct type ids with this name, in id order (of a partial blob: those in the part read,
+    /// the first of which is the first of the whole blob; none found marks it short).
     pub fn structs_named(&self, name: &str) -> &[TypeId] {
-        self.structs_by_name.get(name.as_bytes()).map(Vec::as_slice).unwrap_or(&[])
+        let found = self.structs_by_name.get(name.as_bytes()).map(Vec::as_slice).unwrap_or(&[]);
+        if found.is_empty() {
+            self.note_short();
+        }
+        found
     }
 
     /// Members of a struct or union.

@@ -147,7 +147,8 @@ fn unknown_kind_stops_iteration_with_error() {
     b.int("never reached", 4);
     let blob = b.blob();
     let (header, _) = Header::parse(&blob).unwrap();
-    let btf = Btf { data: blob.clone(), header, index: Vec::new(), structs_by_name: HashMap::new() };
+    let read = (header.type_len as usize, header.str_len as usize);
+    let btf = Btf { data: blob.clone(), header, index: Vec::new(), structs_by_name: HashMap::new(), read, short: Default::default(), cut: (false, false) };
     let items: Vec<_> = btf.records().collect();
     assert_eq!(items.len(), 2);
     assert!(items[0].is_ok());
@@ -223,4 +224,63 @@ fn isf_of_self_referring_and_huge_types_is_bounded() {
     let s = &user["s"]["fields"];
     assert_eq!(s["a"]["type"]["kind"], "array");
     assert_eq!(s["c"]["type"]["kind"], "bitfield");
+}
+
+/// Two structs of one name, the second with a member the first lacks, and a struct whose
+/// member type comes late: a prefix answers only what the whole blob answers.
+fn late_types() -> Vec<u8> {
+    let mut b = Builder::new();
+    let int = b.int("int", 4);
+    b.compound(4, "early", 8, &[("a", int, 0, 0), ("b", int, 32, 0)]);
+    b.compound(4, "dup", 4, &[("x", int, 0, 0)]);
+    // `early2.late` has type id 6 (`long`), defined after it.
+    b.compound(4, "early2", 8, &[("late", 6, 0, 0)]);
+    b.compound(4, "dup", 8, &[("x", int, 0, 0), ("y", int, 32, 0)]);
+    b.int("long", 8);
+    b.blob()
+}
+
+#[rstest::rstest]
+#[case::whole(usize::MAX, usize::MAX)]
+#[case::types_cut_mid_record(60, usize::MAX)]
+#[case::strings_cut(usize::MAX, 12)]
+#[case::nothing(0, 0)]
+fn a_prefix_answers_as_the_whole_blob_or_says_it_is_short(#[case] types: usize, #[case] strs: usize) {
+    let blob = late_types();
+    let whole = Btf::parse(blob.clone()).unwrap();
+    let part = Btf::parse_prefix(blob, types, strs).unwrap();
+    assert!(!whole.is_partial());
+    // Every lookup either gives the whole blob's answer and leaves the prefix not short, or
+    // marks it short.
+    let lookups: [&dyn Fn(&Btf) -> String; 4] = [
+        &|b| format!("{:?}", b.structs_named("early").first().map(|&id| b.find_member(id, "b"))),
+        &|b| format!("{:?}", b.structs_named("dup").first()),
+        &|b| format!("{:?}", b.structs_named("early2").first().map(|&id| b.find_member(id, "late").map(|m| m.map(|m| b.size_of(m.type_id))))),
+        &|b| format!("{:?}", b.structs_named("dup").iter().find(|&&id| matches!(b.find_member(id, "y"), Ok(Some(_))))),
+    ];
+    for (i, f) in lookups.iter().enumerate() {
+        let part = Btf::parse_prefix(late_types(), types, strs).unwrap();
+        let got = f(&part);
+        if !part.short() {
+            assert_eq!(got, f(&whole), "lookup {i} on {types}/{strs} bytes");
+        }
+    }
+    if (types, strs) == (usize::MAX, usize::MAX) {
+        assert!(!part.is_partial());
+    } else {
+        assert!(part.is_partial());
+    }
+}
+
+#[test]
+fn a_prefix_stops_at_a_struct_whose_name_was_not_read() {
+    let blob = late_types();
+    // Strings (members before their struct): "\0int\0a\0b\0early\0x\0dup\0..." — 15 bytes hold
+    // "int", "a", "b", "early" only.
+    let part = Btf::parse_prefix(blob, usize::MAX, 15).unwrap();
+    assert_eq!(part.type_count(), 2, "int and early: dup's name was not read");
+    assert!(!part.structs_named("early").is_empty());
+    assert!(!part.short());
+    assert!(part.structs_named("dup").is_empty());
+    assert!(part.short());
 }

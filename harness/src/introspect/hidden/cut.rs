@@ -13,7 +13,7 @@ use emulator::bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::modtree::{self, TreeLayout};
-use super::pidns::{self, PidLayout};
+use crate::introspect::pidns::{self, PidLayout};
 use super::runqueue::{self, RqLayout};
 
 pub const MAGIC: &[u8; 8] = b"NDHIDDN1";

@@ -32,22 +32,21 @@
 pub mod cut;
 pub mod memscan;
 pub mod modtree;
-pub mod pidns;
 pub mod rbtree;
 pub mod render;
 pub mod runqueue;
-pub mod xarray;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use emulator::mem::{Counting, PhysMem};
 use serde::Serialize;
 
-use self::pidns::PidLayout;
+use super::pidns::{self, PidLayout};
 use super::addr::KVirt;
 use super::btf::Btf;
 use super::gather::Plan;
 use super::kernel::{Kernel, KernelInfo};
+use super::kspace::{space_reader, ReadMany, Reads};
 use super::layout::heuristic::task::{PF_IDLE, TASK_DEAD};
 use super::layout::{btf as btf_method, Layout};
 use super::modules::{self, list as modlist, ModMethod};
@@ -55,10 +54,6 @@ use super::ps::{prepare, Clock, Phase, Prepared, PsError, PsOptions};
 use super::state::{state_letter, EXIT_DEAD, PID_MAX_LIMIT};
 use super::walk::{walk, Thread};
 
-/// What a read of many ranges returns: one result per range, an error text on failure.
-pub type Reads = Vec<Result<Vec<u8>, String>>;
-/// Reads many kernel virtual ranges at once.
-pub type ReadMany<'r> = dyn FnMut(&[(u64, usize)]) -> Reads + 'r;
 
 /// Largest RAM the scan reads by default (a guest of the corpus has 256 MiB).
 pub const SCAN_MAX_BYTES: u64 = 64 << 30;
@@ -206,6 +201,8 @@ pub struct HiddenStats {
     pub pid_layout: Option<PidLayout>,
     pub dma_reads: u64,
     pub dma_bytes: u64,
+    /// Dependent batches of reads, round trips over the wire.
+    #[serde(rename = "dma_round_trips", alias = "dma_batches")]
     pub dma_batches: u64,
     pub wall_ms: f64,
     pub phases: Vec<Phase>,
@@ -244,10 +241,7 @@ pub enum HiddenError {
 
 /// Reads through the kernel's address space, as the views want it.
 fn reader<'k>(kernel: &'k Kernel<'_>) -> impl FnMut(&[(u64, usize)]) -> Reads + 'k {
-    move |regions: &[(u64, usize)]| {
-        let r: Vec<(KVirt, usize)> = regions.iter().map(|&(a, l)| (KVirt(a), l)).collect();
-        kernel.space.read_many(&r).into_iter().map(|x| x.map_err(|e| e.to_string())).collect()
-    }
+    space_reader(&kernel.space)
 }
 
 /// Data symbols the views use.
@@ -369,8 +363,7 @@ fn pid_view(
         Some(Ok(l)) => {
             let ns = match init_pid_ns {
                 Some(ns) => ns,
-                // init_task's pid is init_struct_pid, whose numbers[0].ns is init_pid_ns.
-                None => match ns_of_init_task(kernel, &l, read) {
+                None => match kernel.info.init_task.ok_or_else(|| "init_task unknown".to_string()).and_then(|t| pidns::ns_of_task(t.0, &l, read)) {
                     Ok(ns) => ns,
                     Err(e) => return failed("BTF", e),
                 },
@@ -384,36 +377,18 @@ fn pid_view(
             };
             let size = layout.task.size.min(32 << 10) as usize;
             let step = (listed.len() / pidns::MAX_SAMPLES).max(1);
-            let picks: Vec<&Thread> = listed.iter().filter(|t| t.pid > 0).step_by(step).take(pidns::MAX_SAMPLES).collect();
-            let got = read(&picks.iter().map(|t| (t.addr.0, size)).collect::<Vec<_>>());
-            let bytes: Vec<(u64, i32, Vec<u8>)> = picks.iter().zip(got).filter_map(|(t, b)| Some((t.addr.0, t.pid, b.ok()?))).collect();
-            let samples: Vec<pidns::Sample<'_>> = bytes.iter().map(|(a, p, b)| pidns::Sample { addr: *a, pid: *p, bytes: b }).collect();
+            let picks: Vec<(u64, i32)> = listed.iter().filter(|t| t.pid > 0).step_by(step).take(pidns::MAX_SAMPLES).map(|t| (t.addr.0, t.pid)).collect();
+            let samples = pidns::read_samples(&picks, size, read);
             let how = format!("inferred from {} listed tasks ({why_not_btf})", samples.len());
-            let i = match pidns::infer(&samples, kptr, read) {
-                Ok(i) => i,
+            match pidns::learn(&samples, kptr, init_pid_ns, read) {
+                Ok((l, ns)) => (l, ns, how),
                 Err(e) => return failed(&how, e),
-            };
-            if let Some(sym) = init_pid_ns.filter(|&s| s != i.ns) {
-                return failed(&how, format!("the tasks' namespace {:#x} is not init_pid_ns {sym:#x}", i.ns));
             }
-            let (ns_xarray, xa_head) = match pidns::locate_xarray(i.ns, read) {
-                Ok(x) => x,
-                Err(e) => return failed(&how, e),
-            };
-            let l = PidLayout { thread_pid: i.thread_pid, pid_links: i.pid_links, tasks: i.tasks, numbers: i.numbers, ns_xarray, xa_head, chunk: None };
-            (l, i.ns, how)
         }
     };
-    let chunk = match l.chunk {
-        Some(c) => c,
-        None => {
-            let head = read(&[(ns.wrapping_add(l.ns_xarray + l.xa_head), 8)]).pop().and_then(Result::ok).and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)));
-            match head.filter(|h| h & 3 == 2).map(|h| pidns::chunk_of_root(h - 2, read)) {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => return failed(&how, e),
-                None => return failed(&how, "the IDR's head is no node".into()),
-            }
-        }
+    let chunk = match pidns::chunk_of(&l, ns, read) {
+        Ok(c) => c,
+        Err(e) => return failed(&how, e),
     };
     let w = pidns::walk(&l, chunk, ns, read);
     let tasks: Vec<KVirt> = w.pids.iter().filter_map(|p| p.task.map(KVirt)).collect();
@@ -429,17 +404,6 @@ fn pid_view(
     );
     r.error = w.error.as_ref().map(ToString::to_string);
     (Some((l, ns)), (r, tasks))
-}
-
-/// `init_task.thread_pid->numbers[0].ns`.
-fn ns_of_init_task(kernel: &Kernel<'_>, l: &PidLayout, read: &mut ReadMany<'_>) -> Result<u64, String> {
-    let init = kernel.info.init_task.ok_or("init_task unknown")?.0;
-    let word = |r: Option<Result<Vec<u8>, String>>| -> Result<u64, String> {
-        let b = r.unwrap_or(Err("no answer".into()))?;
-        Ok(u64::from_le_bytes(b.get(..8).ok_or("short read")?.try_into().map_err(|_| "short read")?))
-    };
-    let pid = word(read(&[(init.wrapping_add(l.thread_pid), 8)]).pop())?;
-    word(read(&[(pid.wrapping_add(l.numbers + pidns::UPID_NS), 8)]).pop()).map_err(|e| format!("reading init_struct_pid: {e}"))
 }
 
 /// The run-queue view: (report, tasks seen, idle tasks).

@@ -1,14 +1,40 @@
 //! The `btf` layout method: offsets from the kernel's own BTF, read from `.BTF` in memory.
 //!
+//! A kernel's BTF is megabytes (5–6 MB for Debian's), but the structures a layout needs are
+//! described near the start of both sections (a kernel's BTF lists types in the order its
+//! first compilation units meet them, and `task_struct` is met at once): [`with_btf`] reads the
+//! header and the first [`FIRST_READ`] bytes of each section, and reads twice as much of a
+//! section (at last all of it) only while a lookup needs what was not read there
+//! ([`Btf::short_of`]). The answer is the one the whole blob gives (see `btf`'s module doc);
+//! what was read is kept in the [`Kernel`] for the next caller, and [`load`] (every type: ISF,
+//! modules, printk) reads the rest.
+//!
+//! A kernel whose BTF lists its named types sorted by name (7.x: the build sorts vmlinux BTF so
+//! that the kernel can search it by name) describes `task_struct` near the end: there the
+//! reads go on to the whole blob (6.2 MB on Debian's 7.2). Its record offsets are known only by
+//! walking every record before it (the records differ in length and the blob has no index),
+//! so sorting does not let a reader seek; the kernel's own index of the parsed blob
+//! (`btf_vmlinux->types`) would, once its private `struct btf` is located (not done).
+//!
+//! Two structures are the exception: `struct kthread` and `struct worker`, private to
+//! kernel/kthread.c and the workqueue, which only kernel threads' names need. A kernel's BTF
+//! describes them late (Debian 6.1: past 2 MB of a 2.5 MB type section, with the whole string
+//! section before them), so reading BTF for them would read nearly all of it. They are taken
+//! from the part read for the rest when it describes them, else left out: the walk then infers
+//! their few offsets from memory, as for the methods without BTF (`names`, `naming`).
+//!
 //! Invariant: the blob read is exactly `__start_BTF..__stop_BTF` (bounded to 64 MiB); every
 //! offset comes from a named member of a named struct, found through anonymous members.
 
-use super::build::{build, Field, TypeError, Types};
+use super::build::{build_core, private_structs, Field, TypeError, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
-use crate::introspect::btf::{Btf, TypeId};
+use crate::introspect::addr::KVirt;
+use crate::introspect::btf::{Btf, BtfRead, Header, TypeId};
 use crate::introspect::kernel::Kernel;
 
 const MAX_BTF: u64 = 64 << 20;
+/// Bytes of each section read first.
+pub const FIRST_READ: usize = 64 << 10;
 
 pub struct BtfMethod;
 
@@ -18,14 +44,17 @@ impl LayoutMethod for BtfMethod {
     }
 
     fn layout(&self, kernel: &Kernel<'_>, _: &LayoutInputs) -> Result<Layout, LayoutError> {
-        let btf = load(kernel)?;
-        build(&btf).map_err(|source| LayoutError::Build { method: MethodKind::Btf, file: None, source })
+        let (btf, core) = with_btf(kernel, |b| build_core(b))?;
+        let core = core.map_err(|source| LayoutError::Build { method: MethodKind::Btf, file: None, source })?;
+        // Kernel threads' private structures, if the part read describes them (see the module doc).
+        let (kthread, worker) = private_structs(&btf);
+        Ok(if btf.short() { core } else { Layout { kthread, worker, ..core } })
     }
 }
 
-/// Read and parse the kernel's BTF; the blob is read from memory once per [`Kernel`] (kept in
-/// `Kernel::btf_blob`), parsed again for each caller.
-pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
+/// Reads `.BTF` up to `types`/`strs` bytes of its sections (all of it for `usize::MAX`) into the
+/// kernel's [`BtfRead`], and parses what is read.
+fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, LayoutError> {
     let unavailable = |reason: String| LayoutError::Unavailable { method: MethodKind::Btf, reason };
     let failed = |reason: String| LayoutError::Failed { method: MethodKind::Btf, reason };
     let (start, stop) = kernel
@@ -36,16 +65,71 @@ pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
     if !(24..=MAX_BTF).contains(&len) {
         return Err(failed(format!("implausible .BTF size {len:#x}")));
     }
-    let data = match kernel.btf_blob.get() {
-        Some(d) => d.clone(),
+    let mut got = kernel.btf_blob.lock().unwrap_or_else(|p| p.into_inner());
+    if got.data.len() != len as usize {
+        *got = BtfRead { data: vec![0; len as usize], ..BtfRead::default() };
+    }
+    let header = match got.header {
+        Some(h) => h,
         None => {
-            let mut data = vec![0u8; len as usize];
-            kernel.space.read(start, &mut data).map_err(|e| failed(format!("reading .BTF: {e}")))?;
-            let _ = kernel.btf_blob.set(data.clone());
-            data
+            let mut head = vec![0u8; len.min(256) as usize];
+            kernel.space.read(start, &mut head).map_err(|e| failed(format!("reading the .BTF header: {e}")))?;
+            let (h, total) = Header::parse(&head).map_err(|e| failed(format!("{e} (blob at {start})")))?;
+            if total > len as usize {
+                return Err(failed(format!("BTF sections end at {total:#x}, .BTF is {len:#x} bytes (blob at {start})")));
+            }
+            got.data[..head.len()].copy_from_slice(&head);
+            got.header = Some(h);
+            h
         }
     };
-    Btf::parse(data).map_err(|e| failed(format!("{e} (blob at {start})")))
+    let want = (types.min(header.type_len as usize), strs.min(header.str_len as usize));
+    let sections = [
+        (header.hdr_len as usize + header.type_off as usize, got.types, want.0),
+        (header.hdr_len as usize + header.str_off as usize, got.strs, want.1),
+    ];
+    let regions: Vec<(KVirt, usize)> =
+        sections.iter().filter(|s| s.2 > s.1).map(|&(at, have, want)| (start.wrapping_add((at + have) as u64), want - have)).collect();
+    if !regions.is_empty() {
+        let parts = kernel.space.read_many(&regions);
+        let mut parts = parts.into_iter();
+        for &(at, have, want) in sections.iter().filter(|s| s.2 > s.1) {
+            let bytes = parts.next().ok_or_else(|| failed("no answer reading .BTF".into()))?.map_err(|e| failed(format!("reading .BTF: {e}")))?;
+            let bytes = bytes.get(..want - have).ok_or_else(|| failed("short read of .BTF".into()))?;
+            got.data[at + have..at + want].copy_from_slice(bytes);
+        }
+        (got.types, got.strs) = (got.types.max(want.0), got.strs.max(want.1));
+    }
+    let btf = if got.whole() { Btf::parse(got.data.clone()) } else { Btf::parse_prefix(got.data.clone(), got.types, got.strs) };
+    btf.map_err(|e| failed(format!("{e} (blob at {start})")))
+}
+
+/// `f` answered from as little of the kernel's BTF as answers it (see the module doc), with
+/// the part of the BTF that answered: the outer error says the BTF could not be read, the
+/// inner result is `f`'s on enough of it.
+pub fn with_btf<T, E>(kernel: &Kernel<'_>, f: impl Fn(&Btf) -> Result<T, E>) -> Result<(Btf, Result<T, E>), LayoutError> {
+    let (mut types, mut strs) = (FIRST_READ, FIRST_READ);
+    loop {
+        let btf = read_prefix(kernel, types, strs)?;
+        let r = f(&btf);
+        if !btf.is_partial() || !btf.short() {
+            return Ok((btf, r));
+        }
+        let (t_len, s_len) = (btf.header.type_len as usize, btf.header.str_len as usize);
+        let (more_types, more_strs) = btf.short_of();
+        let next = (
+            if more_types { types.saturating_mul(2) } else { types }.min(t_len),
+            if more_strs { strs.saturating_mul(2) } else { strs }.min(s_len),
+        );
+        // Every round reads more, or the last one reads the rest.
+        (types, strs) = if next == (types.min(t_len), strs.min(s_len)) { (usize::MAX, usize::MAX) } else { next };
+    }
+}
+
+/// Read and parse the kernel's whole BTF; the blob is read from memory once per [`Kernel`]
+/// (kept in `Kernel::btf_blob`, with what [`with_btf`] read of it), parsed again for each caller.
+pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
+    read_prefix(kernel, usize::MAX, usize::MAX)
 }
 
 impl Btf {
@@ -54,7 +138,11 @@ impl Btf {
             .iter()
             .copied()
             .find(|&id| must_have.iter().all(|m| matches!(self.find_member(id, m), Ok(Some(_)))))
-            .ok_or_else(|| TypeError::NoStruct { name: name.to_owned(), must_have: must_have.iter().map(|m| m.to_string()).collect() })
+            .ok_or_else(|| {
+                // A later struct of the name, not read yet, may have them.
+                self.note_short();
+                TypeError::NoStruct { name: name.to_owned(), must_have: must_have.iter().map(|m| m.to_string()).collect() }
+            })
     }
 }
 

@@ -107,6 +107,12 @@ impl<'t> S<'t> {
 
 /// The layout the walker needs, from `types`.
 pub fn build(types: &dyn Types) -> Result<Layout, BuildError> {
+    let (kthread, worker) = private_structs(types);
+    Ok(Layout { kthread, worker, ..build_core(types)? })
+}
+
+/// The layout without the private structures of kernel threads (`kthread`, `worker`: `None`).
+pub fn build_core(types: &dyn Types) -> Result<Layout, BuildError> {
     let t = S::new(types, "task_struct", &["tasks", "pid", "tgid", "comm"])?;
     let (state, state_name) =
         t.opt_field(&["__state", "state"])?.ok_or(BuildError::NoState)?;
@@ -146,6 +152,12 @@ pub fn build(types: &dyn Types) -> Result<Layout, BuildError> {
         env_start: m.off(&["env_start"])?,
         env_end: m.off(&["env_end"])?,
     };
+    Ok(Layout { task, signal, cred, mm, kthread: None, worker: None })
+}
+
+/// `struct kthread` and `struct worker` (kernel-thread names only: each `None` where `types`
+/// does not describe it fully).
+pub fn private_structs(types: &dyn Types) -> (Option<KthreadLayout>, Option<WorkerLayout>) {
     let kthread = S::new(types, "kthread", &["full_name", "data"])
         .and_then(|k| Ok(KthreadLayout { data: Some(k.off(&["data"])?), full_name: Some(k.off(&["full_name"])?) }))
         .ok();
@@ -156,5 +168,5 @@ pub fn build(types: &dyn Types) -> Result<Layout, BuildError> {
         })
         .ok()
         .filter(|w| w.desc_len > 0);
-    Ok(Layout { task, signal, cred, mm, kthread, worker })
+    (kthread, worker)
 }

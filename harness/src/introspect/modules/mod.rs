@@ -111,6 +111,8 @@ pub struct LsmodStats {
     pub error: Option<String>,
     pub dma_reads: u64,
     pub dma_bytes: u64,
+    /// Dependent batches of reads, round trips over the wire.
+    #[serde(rename = "dma_round_trips", alias = "dma_batches")]
     pub dma_batches: u64,
     pub wall_ms: f64,
     pub phases: Vec<Phase>,

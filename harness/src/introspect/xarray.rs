@@ -15,7 +15,7 @@
 
 use emulator::bytes::Bytes;
 
-use super::ReadMany;
+use super::kspace::ReadMany;
 
 /// Most nodes read (a machine with every pid of `PID_MAX_LIMIT` in use needs 66,000 with
 /// 64-slot nodes; a guest a few).

@@ -35,7 +35,7 @@ use emulator::bytes::Bytes;
 use serde::Serialize;
 
 use super::xarray::{self, NodeLayout, XaError};
-use super::ReadMany;
+use super::kspace::ReadMany;
 use crate::introspect::btf::Btf;
 use crate::introspect::layout::build::Types;
 
@@ -68,15 +68,10 @@ pub struct PidLayout {
 }
 
 impl PidLayout {
-    /// From the kernel's BTF.
+    /// From the kernel's BTF, `struct xa_node` checked against Linux's and `XA_CHUNK_SIZE` taken
+    /// from it.
     pub fn from_btf(btf: &Btf) -> Result<PidLayout, String> {
-        let m = |s: &str, f: &str| -> Result<u64, String> {
-            Ok(btf.member(s, &[f], f).map_err(|e| e.to_string())?.ok_or_else(|| format!("BTF struct {s} has no {f}"))?.offset)
-        };
-        let (nr, ns) = (m("upid", "nr")?, m("upid", "ns")?);
-        if (nr, ns) != (0, UPID_NS) {
-            return Err(format!("struct upid has nr at {nr} and ns at {ns}, not 0 and {UPID_NS}"));
-        }
+        let m = |s: &str, f: &str| member(btf, s, f);
         let slots = btf.member("xa_node", &["slots"], "slots").map_err(|e| e.to_string())?.ok_or("BTF struct xa_node has no slots")?;
         let node = NodeLayout {
             shift: m("xa_node", "shift")?,
@@ -90,6 +85,19 @@ impl PidLayout {
             return Err(format!("struct xa_node is laid out as {node:?}, not as Linux 4.20 to 7.x"));
         }
         node.check()?;
+        Ok(PidLayout { chunk: Some(node.chunk), ..PidLayout::from_btf_core(btf)? })
+    }
+
+    /// From the kernel's BTF, without `struct xa_node` (`chunk` is then read off the root node,
+    /// [`chunk_of`]): the structures this needs come early in a kernel's BTF, `xa_node` much
+    /// later, so a reader of part of the blob ([`crate::introspect::layout::btf::with_btf`])
+    /// reads less.
+    pub fn from_btf_core(btf: &Btf) -> Result<PidLayout, String> {
+        let m = |s: &str, f: &str| member(btf, s, f);
+        let (nr, ns) = (m("upid", "nr")?, m("upid", "ns")?);
+        if (nr, ns) != (0, UPID_NS) {
+            return Err(format!("struct upid has nr at {nr} and ns at {ns}, not 0 and {UPID_NS}"));
+        }
         Ok(PidLayout {
             thread_pid: m("task_struct", "thread_pid")?,
             pid_links: m("task_struct", "pid_links")?,
@@ -97,7 +105,7 @@ impl PidLayout {
             numbers: m("pid", "numbers")?,
             ns_xarray: m("pid_namespace", "idr")? + m("idr", "idr_rt")?,
             xa_head: m("xarray", "xa_head")?,
-            chunk: Some(node.chunk),
+            chunk: None,
         })
     }
 
@@ -129,6 +137,49 @@ pub struct Sample<'a> {
 
 fn word(b: &[u8], off: u64) -> Option<u64> {
     Bytes::new(b).u64(usize::try_from(off).ok()?).ok()
+}
+
+fn member(btf: &Btf, s: &str, f: &str) -> Result<u64, String> {
+    Ok(btf.member(s, &[f], f).map_err(|e| e.to_string())?.ok_or_else(|| format!("BTF struct {s} has no {f}"))?.offset)
+}
+
+/// The first `size` bytes of each task `(address, pid)`, for [`infer`]; tasks that cannot be
+/// read are left out.
+pub fn read_samples(picks: &[(u64, i32)], size: usize, read: &mut ReadMany<'_>) -> Vec<(u64, i32, Vec<u8>)> {
+    let got = read(&picks.iter().map(|&(a, _)| (a, size)).collect::<Vec<_>>());
+    picks.iter().zip(got).filter_map(|(&(a, p), b)| Some((a, p, b.ok()?))).collect()
+}
+
+/// The pid layout and the initial namespace inferred from sample tasks ([`infer`], then
+/// [`locate_xarray`]); `init_pid_ns`, when kallsyms names it, must be the namespace found.
+pub fn learn(samples: &[(u64, i32, Vec<u8>)], kptr: &dyn Fn(u64) -> bool, init_pid_ns: Option<u64>, read: &mut ReadMany<'_>) -> Result<(PidLayout, u64), String> {
+    let samples: Vec<Sample<'_>> = samples.iter().map(|(a, p, b)| Sample { addr: *a, pid: *p, bytes: b }).collect();
+    let i = infer(&samples, kptr, read)?;
+    if let Some(sym) = init_pid_ns.filter(|&s| s != i.ns) {
+        return Err(format!("the tasks' namespace {:#x} is not init_pid_ns {sym:#x}", i.ns));
+    }
+    let (ns_xarray, xa_head) = locate_xarray(i.ns, read)?;
+    Ok((PidLayout { thread_pid: i.thread_pid, pid_links: i.pid_links, tasks: i.tasks, numbers: i.numbers, ns_xarray, xa_head, chunk: None }, i.ns))
+}
+
+/// The pid namespace of the task at `task` (`thread_pid->numbers[0].ns`): for `init_task`,
+/// whose pid is `init_struct_pid`, the initial namespace.
+pub fn ns_of_task(task: u64, l: &PidLayout, read: &mut ReadMany<'_>) -> Result<u64, String> {
+    let first = |r: Option<Result<Vec<u8>, String>>| -> Result<u64, String> { word(&r.unwrap_or(Err("no answer".into()))?, 0).ok_or_else(|| "short read".into()) };
+    let pid = first(read(&[(task.wrapping_add(l.thread_pid), 8)]).pop())?;
+    first(read(&[(pid.wrapping_add(l.numbers + UPID_NS), 8)]).pop()).map_err(|e| format!("reading the struct pid at {pid:#x}: {e}"))
+}
+
+/// `XA_CHUNK_SIZE`: the layout's, else read off the root node of the namespace's XArray.
+pub fn chunk_of(l: &PidLayout, ns: u64, read: &mut ReadMany<'_>) -> Result<u64, String> {
+    if let Some(c) = l.chunk {
+        return Ok(c);
+    }
+    let head = read(&[(ns.wrapping_add(l.ns_xarray + l.xa_head), 8)]).pop().and_then(Result::ok).and_then(|b| word(&b, 0));
+    match head.filter(|h| h & 3 == 2) {
+        Some(h) => chunk_of_root(h - 2, read),
+        None => Err("the IDR's head is no node".into()),
+    }
 }
 
 /// Finds `thread_pid`, `pid_links`, `pid.tasks` and `pid.numbers` from tasks on the list (see

@@ -70,7 +70,9 @@ fn a_dump_never_changes_and_later_rounds_cost_little(#[values("deb-amd64", "deb7
     assert!(first.tasks > 50 && first.walk_error.is_none(), "{:?}", first.walk_error);
     for s in &stats[1..] {
         assert_eq!((s.stats.tasks, s.stats.consistency), (first.tasks, Default::default()));
-        assert!(s.stats.dma_bytes * 10 < first.dma_bytes, "round {}: {} bytes, first {}", s.stats.round, s.stats.dma_bytes, first.dma_bytes);
+        // The first listing finds the kernel, decodes kallsyms and reads BTF (2.4 MB on Debian
+        // 6.1, 9.8 MB on 7.2 since issue 14); a round only walks (0.24 MB).
+        assert!(s.stats.dma_bytes * 5 < first.dma_bytes, "round {}: {} bytes, first {}", s.stats.round, s.stats.dma_bytes, first.dma_bytes);
     }
 }
 

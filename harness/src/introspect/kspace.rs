@@ -93,6 +93,11 @@ impl<'m> KernelSpace<'m> {
         self.page_offset_base.is_some_and(|pob| v >= pob && v.0 - pob.0 < self.direct_map_size)
     }
 
+    /// Whether `v` can point at kernel data: 8-byte aligned, in the direct map or the image.
+    pub fn kernel_ptr(&self, v: KVirt) -> bool {
+        v.0.is_multiple_of(8) && (self.in_direct_map(v) || self.in_image(v))
+    }
+
     /// Whether `v` lies in the kernel image window.
     pub fn in_image(&self, v: KVirt) -> bool {
         v.0 >= START_KERNEL_MAP && v.0 - START_KERNEL_MAP < KERNEL_IMAGE_SIZE

@@ -98,7 +98,7 @@ impl TaskIndex for PidIndex {
 }
 
 fn infer(space: &KernelSpace<'_>, layout: &Layout, taken: &[(KVirt, i32)], init_pid_ns: Option<u64>, read: &mut ReadMany<'_>) -> Result<(PidLayout, u64, u64), String> {
-    let kptr = |v: u64| v.is_multiple_of(8) && v != 0 && (space.in_direct_map(KVirt(v)) || space.in_image(KVirt(v)));
+    let kptr = |v: u64| space.kernel_ptr(KVirt(v));
     let picks: Vec<(u64, i32)> = taken.iter().filter(|t| t.1 > 0).take(pidns::MAX_SAMPLES).map(|t| (t.0 .0, t.1)).collect();
     let samples = pidns::read_samples(&picks, layout.task.size.min(32 << 10) as usize, read);
     let (l, ns) = pidns::learn(&samples, &kptr, init_pid_ns, read)?;

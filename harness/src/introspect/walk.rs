@@ -210,21 +210,17 @@ const RESYNCS: usize = 8;
 const RESYNC_LOOKBACK: usize = 16;
 
 impl Walker<'_, '_> {
-    fn kptr_ok(&self, v: KVirt) -> bool {
-        v.0.is_multiple_of(8) && (self.space.in_direct_map(v) || self.space.in_image(v))
-    }
-
     /// Validate a task record; returns a description of the first problem.
     fn check(&self, r: &Record) -> Result<(), WalkError> {
         let t = &self.l.task;
         for (what, off) in [("real_parent", t.real_parent), ("signal", t.signal), ("real_cred", t.real_cred)] {
             let v = r.ptr(off)?;
-            if !self.kptr_ok(v) {
+            if !self.space.kernel_ptr(v) {
                 return Err(WalkError::BadPointer { what, task: r.base, value: v });
             }
         }
         let mm = r.ptr(t.mm)?;
-        if mm.0 != 0 && !self.kptr_ok(mm) {
+        if mm.0 != 0 && !self.space.kernel_ptr(mm) {
             return Err(WalkError::BadPointer { what: "mm", task: r.base, value: mm });
         }
         let (pid, tgid) = (r.i32(t.pid)?, r.i32(t.tgid)?);
@@ -314,7 +310,7 @@ impl Walker<'_, '_> {
         let mut u = self.index_use.borrow_mut();
         match index.addresses(self.space, self.l, &taken) {
             Ok(mut addrs) => {
-                addrs.retain(|&a| self.kptr_ok(a));
+                addrs.retain(|&a| self.space.kernel_ptr(a));
                 addrs.sort_unstable();
                 addrs.dedup();
                 addrs.truncate(self.cfg.max_tasks);
@@ -326,18 +322,26 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// The record read ahead for `task` (taken: each is used at most once): `Ok` if its list
+    /// node (at `link`) links back to `prev`, `Err` with it if not.
+    fn take_ahead(&self, task: KVirt, link: u64, prev: KVirt) -> Option<Result<Record, Record>> {
+        let r = self.ahead.borrow_mut().remove(&task)?;
+        if r.ptr(link + 8) == Ok(prev) {
+            self.index_use.borrow_mut().used += 1;
+            Some(Ok(r))
+        } else {
+            Some(Err(r))
+        }
+    }
+
     /// The record of `task` the first time the walk reaches it through list node `prev` (its
     /// link at `link`): the one read ahead if that links back to `prev`, else one read now.
     /// A record read ahead is older than the walk's position; once it disagrees with the list,
     /// the walk's checks get a fresh one, as without an index.
     fn first_read(&self, task: KVirt, prev: KVirt, link: u64, what: &'static str) -> Result<Record, WalkError> {
-        let ahead = self.ahead.borrow_mut().remove(&task);
-        match ahead {
-            Some(r) if r.ptr(link + 8)? == prev => {
-                self.index_use.borrow_mut().used += 1;
-                Ok(r)
-            }
-            Some(old) => {
+        match self.take_ahead(task, link, prev) {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(old)) => {
                 let now = self.read_tasks(&[task], what)?.remove(0);
                 if now != old {
                     // Memory changed since the read-ahead (the same bytes: static damage, which
@@ -367,7 +371,7 @@ impl Walker<'_, '_> {
                     self.read_ahead(i, out);
                 }
             }
-            if !self.kptr_ok(node) || !self.space.in_direct_map(node) {
+            if !self.space.kernel_ptr(node) || !self.space.in_direct_map(node) {
                 // Memory that changed under this walk may have handed us a stale `next`.
                 let changing = self.consistency.get() != Consistency::default();
                 if !changing || resyncs >= RESYNCS {
@@ -532,13 +536,11 @@ impl Walker<'_, '_> {
             let mut fresh: HashMap<KVirt, Record> = HashMap::new();
             let mut missing: Vec<KVirt> = Vec::new();
             for &(g_idx, a) in want.iter().filter(|(_, a)| !by_addr.contains_key(a)) {
-                let ahead = self.ahead.borrow_mut().remove(&a);
-                match ahead {
-                    Some(r) if r.ptr(t.thread_node + 8)? == groups[g_idx].prev => {
-                        self.index_use.borrow_mut().used += 1;
+                match self.take_ahead(a, t.thread_node, groups[g_idx].prev) {
+                    Some(Ok(r)) => {
                         fresh.insert(a, r);
                     }
-                    Some(_) | None => missing.push(a),
+                    Some(Err(_)) | None => missing.push(a),
                 }
             }
             fresh.extend(missing.iter().copied().zip(self.read_tasks(&missing, "thread task_struct")?));

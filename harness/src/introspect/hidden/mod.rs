@@ -239,11 +239,6 @@ pub enum HiddenError {
     Ps(#[from] PsError),
 }
 
-/// Reads through the kernel's address space, as the views want it.
-fn reader<'k>(kernel: &'k Kernel<'_>) -> impl FnMut(&[(u64, usize)]) -> Reads + 'k {
-    space_reader(&kernel.space)
-}
-
 /// Data symbols the views use.
 const SYMBOLS: &[&str] = &["init_pid_ns", "runqueues", "__per_cpu_offset", "nr_cpu_ids", "mod_tree", "max_pfn"];
 
@@ -253,7 +248,7 @@ pub fn hidden(mem: &dyn PhysMem, opts: &HiddenOptions) -> Result<HiddenReport, H
     let mut clock = Clock::new(&counted);
     let Prepared { kernel, method, layout, .. } = prepare(&counted, &opts.ps, None, &mut clock)?;
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
-    let kptr = |v: u64| v.is_multiple_of(8) && v != 0 && (kernel.space.in_direct_map(KVirt(v)) || kernel.space.in_image(KVirt(v)));
+    let kptr = |v: u64| kernel.space.kernel_ptr(KVirt(v));
     let phys = |v: KVirt| kernel.space.linear(v).map(|p| p.0);
     let mut views = Vec::new();
     let mut seen: BTreeMap<View, Vec<KVirt>> = BTreeMap::new();
@@ -276,7 +271,7 @@ pub fn hidden(mem: &dyn PhysMem, opts: &HiddenOptions) -> Result<HiddenReport, H
     clock.lap("btf");
 
     // The pid allocator.
-    let mut read = reader(&kernel);
+    let mut read = space_reader(&kernel.space);
     let (pid_found, pid_view) = pid_view(&kernel, &layout, &listed, btf.as_ref().ok().filter(|_| !opts.infer_pid_layout), sym("init_pid_ns"), &kptr, &mut read);
     clock.lap("pid");
     seen.insert(View::Pid, pid_view.1.clone());

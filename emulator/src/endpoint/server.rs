@@ -349,7 +349,7 @@ impl<M: PhysMem + 'static> Endpoint<M> {
         let mut recv = RecvBatch::new(self.batch, udp::MAX_UDP);
         let mut send = SendBatch::new(self.batch.max(MAX_REPLIES_PER_REQUEST));
         let mut out = Outbox::new(self.batch + MAX_REPLIES_PER_REQUEST);
-        let mut dsts: Vec<SocketAddrV4> = Vec::with_capacity(out.free());
+        let mut dsts: Vec<(SocketAddrV4, Part)> = Vec::with_capacity(out.free());
         // one injector per endpoint, each with its own seed
         let mut faults: Vec<Option<FaultQueue<Held>>> = (0..self.members.len() as u64)
             .map(|i| self.fault.is_active().then(|| FaultQueue::new(FaultSpec { seed: self.fault.seed.wrapping_add(i), ..self.fault })))
@@ -420,7 +420,8 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                         }
                         let before = out.len();
                         responder.handle(now, sock.class, src, bytes, &mut out, tally);
-                        dsts.extend(std::iter::repeat(src).take(out.len() - before));
+                        let n = out.len() - before;
+                        dsts.extend((0..n).map(|k| (src, Part::of(k, n))));
                         if out.free() < MAX_REPLIES_PER_REQUEST {
                             self.flush(i, m, now, wall(Instant::now(), t0, w0), &mut out, &mut dsts, &mut send, &mut faults, &mut tallies);
                         }
@@ -475,7 +476,7 @@ impl<M: PhysMem + 'static> Endpoint<M> {
         now: Instant,
         wall: SystemTime,
         out: &mut Outbox,
-        dsts: &mut Vec<SocketAddrV4>,
+        dsts: &mut Vec<(SocketAddrV4, Part)>,
         send: &mut SendBatch,
         faults: &mut [Option<FaultQueue<Held>>],
         tallies: &mut [Snapshot],
@@ -484,20 +485,22 @@ impl<M: PhysMem + 'static> Endpoint<M> {
             return;
         }
         let src = self.source_of(m);
+        let order = send_order(dsts, out);
+        let answers = || order.iter().map(|&i| (dsts[i].0, out.get(i)));
         match faults.get_mut(m).and_then(|f| f.as_mut()) {
             Some(f) => {
-                for (dst, bytes) in dsts.iter().zip(out.iter_from(0)) {
-                    f.push(now, Held { sock, src, dst: *dst, bytes: bytes.to_vec() });
+                for (dst, bytes) in answers() {
+                    f.push(now, Held { sock, src, dst, bytes: bytes.to_vec() });
                 }
             }
             None => {
                 if let Some(tap) = &self.tap {
-                    for (dst, bytes) in dsts.iter().zip(out.iter_from(0)) {
-                        tap.datagram(wall, self.seen_at(sock, m), *dst, bytes);
+                    for (dst, bytes) in answers() {
+                        tap.datagram(wall, self.seen_at(sock, m), dst, bytes);
                     }
                 }
                 let fd = self.socks[sock].socket.as_raw_fd();
-                let refused = send.send_from(fd, dsts.iter().zip(out.iter_from(0)).map(|(d, b)| (src, *d, b)));
+                let refused = send.send_from(fd, answers().map(|(d, b)| (src, d, b)));
                 tallies[m].send_errors += refused as u64;
             }
         }
@@ -516,6 +519,79 @@ impl<M: PhysMem + 'static> Endpoint<M> {
                 let refused = send.send_from(s.socket.as_raw_fd(), std::iter::once((h.src, h.dst, &h.bytes[..])));
                 tally.send_errors += refused as u64;
             }
+        }
+    }
+}
+
+/// Where an answer stands among the answers to its request (a read's completions, in address
+/// order; any other request has at most one answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    First,
+    Middle,
+    Last,
+}
+
+impl Part {
+    /// Answer `k` of `n`.
+    fn of(k: usize, n: usize) -> Part {
+        match k {
+            0 => Part::First,
+            k if k + 1 == n => Part::Last,
+            _ => Part::Middle,
+        }
+    }
+}
+
+/// The order the answers of one flush leave in: by destination, then first, middle and last
+/// completions, each group longest first. A batch of reads of one size and alignment (a walk
+/// reading the same fields of many structures) then leaves as a few runs of equal-size
+/// datagrams, which [`SendBatch`] sends as one UDP GSO message each, instead of a message per
+/// read whenever its completions differ in size (measured: 264-byte reads at 32 in flight
+/// 215 k/s in request order, 256-byte reads 929 k/s).
+///
+/// PCIe lets completions of different requests pass each other; those of one request keep
+/// their address order (its first answer sorts before its middle ones, those before its last,
+/// and the sort is stable), which is all a requester may rely on.
+fn send_order(dsts: &[(SocketAddrV4, Part)], out: &Outbox) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..dsts.len().min(out.len())).collect();
+    order.sort_by_key(|&i| (dsts[i].0, dsts[i].1, std::cmp::Reverse(out.get(i).len())));
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two reads to one requester, each answered first/middle/last with unequal first and last
+    /// sizes, and one to another: answers leave grouped by destination, part and size, and each
+    /// request's own answers keep their order.
+    #[test]
+    fn answers_leave_grouped_and_each_requests_in_order() {
+        let a = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 0x3000);
+        let b = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 0x3000);
+        // (destination, request, part, length)
+        let answers = [
+            (a, 0, Part::First, 200), (a, 0, Part::Middle, 256), (a, 0, Part::Last, 40),
+            (b, 1, Part::First, 64),
+            (a, 2, Part::First, 120), (a, 2, Part::Middle, 256), (a, 2, Part::Last, 40),
+            (a, 3, Part::First, 200),
+        ];
+        let mut out = Outbox::new(16);
+        let mut dsts = Vec::new();
+        for (k, &(dst, req, part, len)) in answers.iter().enumerate() {
+            let slot = out.begin().unwrap();
+            slot[0] = k as u8;
+            slot[1] = req;
+            out.commit(len);
+            dsts.push((dst, part));
+        }
+        let order = send_order(&dsts, &out);
+        let lens: Vec<usize> = order.iter().map(|&i| out.get(i).len()).collect();
+        assert_eq!(lens, [200, 200, 120, 256, 256, 40, 40, 64]);
+        for req in 0..4u8 {
+            let seen: Vec<u8> = order.iter().map(|&i| out.get(i)).filter(|d| d[1] == req).map(|d| d[0]).collect();
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "request {req}: {seen:?}");
         }
     }
 }

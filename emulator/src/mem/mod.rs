@@ -140,6 +140,21 @@ pub enum MemError {
     Timeout { addr: PhysAddr, attempts: u32 },
 }
 
+/// A copy of the error (an I/O error keeps its kind and message), for the reads of a batch
+/// that one failed read answers.
+impl Clone for MemError {
+    fn clone(&self) -> MemError {
+        match self {
+            MemError::Unmapped { addr } => MemError::Unmapped { addr: *addr },
+            MemError::Corrupt { addr, reason } => MemError::Corrupt { addr: *addr, reason: reason.clone() },
+            MemError::Io { addr, source } => MemError::Io { addr: *addr, source: std::io::Error::new(source.kind(), source.to_string()) },
+            MemError::Unknown { addr, reason } => MemError::Unknown { addr: *addr, reason: reason.clone() },
+            MemError::Completion { addr, status } => MemError::Completion { addr: *addr, status: status.clone() },
+            MemError::Timeout { addr, attempts } => MemError::Timeout { addr: *addr, attempts: *attempts },
+        }
+    }
+}
+
 impl MemError {
     /// The address that failed.
     pub fn addr(&self) -> PhysAddr {

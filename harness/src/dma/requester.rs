@@ -249,6 +249,10 @@ struct Engine {
     retry: VecDeque<Piece>,
     rto: Rto,
     rack: Rack,
+    /// When the target was last heard from (any datagram from it, a late answer to a request
+    /// given up included): a request's timer runs from this or its send, whichever is later
+    /// (see [`Engine::expire`]).
+    progress: Option<Instant>,
     /// For each tag held since its request was taken as lost by [`Rack`]: when it was.
     lost_early: Box<[Option<Instant>; 256]>,
     stats: DmaStats,
@@ -328,6 +332,7 @@ impl Requester {
             retry: VecDeque::new(),
             rto: Rto::new(target.timeout),
             rack: Rack::default(),
+            progress: None,
             lost_early: Box::new([None; 256]),
             stats: DmaStats::default(),
             seq: 0,
@@ -675,6 +680,7 @@ impl Engine {
     /// Take every datagram queued on the ready sockets; false if a socket could not be read
     /// to the end.
     fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) -> bool {
+        let mut heard = false;
         let mut drained = true;
         let mut conflicts = Vec::new();
         for k in 0..self.ready.len() {
@@ -700,6 +706,7 @@ impl Engine {
                         self.stats.malformed += 1;
                         continue;
                     }
+                    heard = true;
                     let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
                     let conflict = take_completion(
                         bytes, now, self.drained, ids, ops, results, &mut self.slots, &mut self.tags,
@@ -714,6 +721,9 @@ impl Engine {
         }
         for tag in conflicts {
             self.abandon(tag, now, t, results);
+        }
+        if heard {
+            self.progress = Some(now);
         }
         drained
     }
@@ -736,19 +746,29 @@ impl Engine {
         }
     }
 
+    /// Take back the requests that are due: lost by [`Rack`] (a later request was answered), or
+    /// timed out. A request's timer runs from its send or the last datagram heard from the
+    /// target, whichever is later (RFC 6298 5.3 restarts the timer on progress): deep in a
+    /// pipeline a request waits behind the others' answers, and after a stall of the completer
+    /// its retries wait behind the late answers to what was given up. Timing each from its send
+    /// alone asked again for bytes merely queued, round after round with the wait doubling,
+    /// until every tag was held with no answer to free it (at 64-128 in flight: thousands of
+    /// late copies per listing and stalls of up to 1 s, [`tags::MAX_LIFETIME`]). While answers
+    /// flow, a lost request is [`Rack`]'s to find; the timer covers a path gone silent.
     fn expire(&mut self, now: Instant, t: &Target, results: &mut [Option<MemError>]) {
         let mut next: Option<Instant> = None;
         let live: Vec<usize> = self.slots.tags().collect();
         for tag in live {
             let Some(inf) = self.slots.get(tag) else { continue };
-            let due = self.rack.lost_at(inf.sent).map_or(inf.deadline, |at| at.min(inf.deadline));
+            let timer = timer_end(inf.sent, inf.deadline, self.progress);
+            let due = self.rack.lost_at(inf.sent).map_or(timer, |at| at.min(timer));
             if due > now {
                 next = Some(next.map_or(due, |x| x.min(due)));
                 continue;
             }
             let Some(inf) = self.slots.take(tag) else { continue };
             let piece = inf.piece;
-            if inf.deadline <= now {
+            if timer <= now {
                 self.rto.timed_out(inf.sent, now);
             } else {
                 // a later request was answered: lost, the path is alive (no back-off)
@@ -779,6 +799,14 @@ impl Engine {
         }
         self.next_expiry = next;
     }
+}
+
+/// When the timer of a request sent at `sent` with its wait ending at `deadline` runs out:
+/// the wait counted from the send, or from the last time the target was heard, whichever ends
+/// later (see [`Engine::expire`]).
+fn timer_end(sent: Instant, deadline: Instant, heard: Option<Instant>) -> Instant {
+    let wait = deadline.saturating_duration_since(sent);
+    heard.map_or(deadline, |h| deadline.max(h + wait))
 }
 
 /// What a completion's IDs and port must match.
@@ -925,6 +953,18 @@ mod tests {
     use super::*;
 
     /// The live-tag bitmap follows puts and takes in any order, across word boundaries.
+    /// A request's wait restarts whenever the target is heard from: behind a long queue of
+    /// answers it does not time out; once the target falls silent, it does a wait later.
+    #[test]
+    fn the_timer_restarts_while_the_target_answers() {
+        let t0 = Instant::now();
+        let us = |n: u64| t0 + Duration::from_micros(n);
+        assert_eq!(timer_end(us(0), us(200), None), us(200));
+        assert_eq!(timer_end(us(100), us(300), Some(us(50))), us(300), "heard before its send");
+        assert_eq!(timer_end(us(0), us(200), Some(us(50))), us(250), "heard at 50 us: 200 us from then");
+        assert_eq!(timer_end(us(0), us(200), Some(us(900))), us(1100), "heard at 900 us: 200 us more");
+    }
+
     #[test]
     fn slots_walk_exactly_the_tags_in_flight() {
         let now = Instant::now();

@@ -24,7 +24,8 @@
 //!   Completions that fit the given-up request are absorbed (counted as late, copied nowhere).
 //!   It goes back to the free list only at a drain point `drained >= e + lifetime`, where `e`
 //!   is the latest of: its send, its last late completion, and the first answer to a request
-//!   sent after it was given up (no such answer, no release before `send + MAX_LIFETIME`);
+//!   sent after it was given up or the late answer that completes its own request, whichever
+//!   comes first (neither, no release before `send + MAX_LIFETIME`);
 //! - *free*: first-in first-out over every configured tag, so a freed tag is reused as late as
 //!   possible. On a *trusted* network (no duplicate, stale or conflicting completion in the
 //!   last [`CLEAN_STREAK`] taken; a requester starts suspect) the front tag at once. On a
@@ -382,13 +383,22 @@ impl TagPool {
     /// datagram carried `payload_present` bytes, arriving at `now`.
     pub fn absorb(&mut self, cpl: &Completion, payload_present: usize, now: Instant) -> Absorbed {
         let Some(h) = self.held[usize::from(cpl.tag)].as_mut() else { return Absorbed::Stale };
-        match h.asm.accept(cpl, payload_present) {
-            Verdict::Data { .. } | Verdict::Failed(_) => {
-                h.last = h.last.max(now);
-                Absorbed::Late
-            }
-            Verdict::Repeat { .. } | Verdict::Reject(_) => Absorbed::Stale,
+        let complete = match h.asm.accept(cpl, payload_present) {
+            Verdict::Data { done, .. } => done,
+            Verdict::Failed(_) => true,
+            Verdict::Repeat { .. } | Verdict::Reject(_) => return Absorbed::Stale,
+        };
+        h.last = h.last.max(now);
+        // Answered in full, late: the completer is done with it, as an answer to a later
+        // request would show. Without this, a completer silent for a few round trips made
+        // every tag held at once, with no tag left to ask anything that could free one: the
+        // requester waited out MAX_LIFETIME (1 s) although every late answer had come.
+        if complete && h.evidence.is_none() {
+            h.evidence = Some(now);
+            self.unproven -= 1;
+            self.next_parole = None;
         }
+        Absorbed::Late
     }
 
     /// When the next held tag is due.
@@ -502,6 +512,30 @@ mod tests {
         assert_eq!(acq(&mut p, &clock(t0, 61_400, 61_400)), None);
         assert_eq!(acq(&mut p, &clock(t0, 61_500, 61_500)), Some(3));
         assert_eq!(p.held(), 0);
+    }
+
+    /// Every tag held after a completer's silence, none free to ask anything more: the late
+    /// answers that complete the given-up requests are the evidence, so the tags come back a
+    /// lifetime after them, not at the 1 s cap.
+    #[test]
+    fn a_request_answered_in_full_late_frees_its_tag_after_a_lifetime() {
+        let t0 = Instant::now();
+        let mut p = TagPool::new(&[7, 8]);
+        assert_eq!(acq(&mut p, &clock(t0, 0, 0)), Some(7));
+        assert_eq!(acq(&mut p, &clock(t0, 0, 0)), Some(8));
+        p.hold(7, Reassembly::new(0x1000, 512), t0 + us(200), us(200));
+        p.hold(8, Reassembly::new(0x2000, 512), t0 + us(200), us(200));
+        let (seven, eight) = (cpls(7, 0x1000, 512), cpls(8, 0x2000, 512));
+        // tag 7 answered in part, tag 8 in full, at 3 ms
+        assert_eq!(p.absorb(&seven[0], 4096, t0 + us(3000)), Absorbed::Late);
+        for c in &eight {
+            assert_eq!(p.absorb(c, 4096, t0 + us(3000)), Absorbed::Late);
+        }
+        assert_eq!(p.acquire(&clock(t0, 3999, 3999), 0x1000, 4), Err(Some(t0 + us(4000))));
+        assert_eq!(acq(&mut p, &clock(t0, 4000, 4000)), Some(8));
+        assert_eq!(p.held(), 1, "tag 7 still waits for the rest of its answer or evidence");
+        assert_eq!(p.absorb(&seven[1], 4096, t0 + us(5000)), Absorbed::Late);
+        assert_eq!(acq(&mut p, &clock(t0, 6000, 6000)), Some(7));
     }
 
     #[test]

@@ -84,22 +84,32 @@ pub fn read_cmdlines(space: &KernelSpace<'_>, areas: &[ArgArea], max: usize) -> 
         };
         let pt = PageTables::new(root, space.format);
         // Read up to `max` bytes of the argument area, or of the title (one page) if longer.
-        let len = (a.arg_end.0 - a.arg_start.0).min(max as u64) as usize;
+        let whole = a.arg_end.0 - a.arg_start.0;
+        let len = whole.min(max as u64) as usize;
         reqs.push((pt, a.arg_start, len));
-        // The last byte decides between argv and setproctitle.
-        reqs.push((pt, UVirt(a.arg_end.0 - 1), 1));
-        req_of.push(i);
+        // The last byte decides between argv and setproctitle: the area's own last byte when
+        // it is read whole, else read apart.
+        let apart = (len as u64) < whole;
+        if apart {
+            reqs.push((pt, UVirt(a.arg_end.0 - 1), 1));
+        }
+        req_of.push((i, apart));
         out.push(None);
     }
     let mut results = read_user_many(space, &reqs).into_iter();
     let mut title_reqs = Vec::new();
     let mut title_of = Vec::new();
-    for &i in &req_of {
-        let (Some(args), Some(last)) = (results.next(), results.next()) else { break };
+    for &(i, apart) in &req_of {
+        let Some(args) = results.next() else { break };
+        let last = match (apart, &args) {
+            (true, _) => results.next().unwrap_or(Ok(Vec::new())).map(|b| b.first().copied()),
+            (false, Ok(b)) => Ok(b.last().copied()),
+            (false, Err(_)) => Ok(None),
+        };
         let a = areas[i];
         match (args, last) {
             (Err(e), _) | (_, Err(e)) => out[i] = Some(Err(e)),
-            (Ok(args), Ok(last)) if last.first() == Some(&0) => out[i] = Some(Ok(args)),
+            (Ok(args), Ok(Some(0))) => out[i] = Some(Ok(args)),
             (Ok(_), Ok(_)) => {
                 // setproctitle: the string at arg_start, within one page and the env area.
                 let env_end = if a.env_start != a.arg_end || a.env_end < a.env_start { a.arg_end } else { a.env_end };
@@ -130,6 +140,53 @@ pub fn join_args(raw: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::introspect::kspace::PAGE_OFFSET_L4;
+    use crate::introspect::paging::X86_64_4LEVEL;
+    use crate::introspect::testutil::VecMem;
+    use emulator::mem::Counting;
+
+    /// User page `va` mapped to physical 0x10000 through tables at 0x1000..0x4000.
+    const VA: u64 = 0x7ffd_1234_5000;
+
+    fn machine(page: &[u8]) -> VecMem {
+        let mut m = VecMem::new(0x20000);
+        let idx = |shift: u32| (VA >> shift) & 511;
+        m.write_u64(0x1000 + 8 * idx(39), 0x2000 | 7);
+        m.write_u64(0x2000 + 8 * idx(30), 0x3000 | 7);
+        m.write_u64(0x3000 + 8 * idx(21), 0x4000 | 7);
+        m.write_u64(0x4000 + 8 * idx(12), 0x10000 | 7);
+        m.write(0x10000, page);
+        m
+    }
+
+    fn area(arg: (u64, u64), env: (u64, u64)) -> ArgArea {
+        ArgArea {
+            pgd: KVirt(PAGE_OFFSET_L4.0 + 0x1000),
+            arg_start: UVirt(VA + arg.0),
+            arg_end: UVirt(VA + arg.1),
+            env_start: UVirt(VA + env.0),
+            env_end: UVirt(VA + env.1),
+        }
+    }
+
+    /// argv read whole: one walk and one read (its last byte, a NUL, says it is argv); read
+    /// in part: the last byte is read apart; a title (setproctitle): the string up to its NUL.
+    #[test]
+    fn argv_whole_in_part_and_titles() {
+        let mem = machine(b"sleep\x00100\x00HOME=/\x00title here\x00ignored\x00\x00");
+        let counted = Counting::new(&mem);
+        let space = KernelSpace::new(&counted, 0, Some(PAGE_OFFSET_L4), &X86_64_4LEVEL);
+        let got = read_cmdlines(&space, &[area((0, 10), (10, 17))], 4096);
+        assert_eq!(got[0].as_ref().unwrap(), b"sleep\x00100\x00");
+        assert_eq!(counted.snapshot().reads, 5, "four table entries and the area");
+        let got = read_cmdlines(&space, &[area((0, 10), (10, 17))], 6);
+        assert_eq!(got[0].as_ref().unwrap(), b"sleep\x00");
+        // a title over argv: the last byte of the area is not NUL
+        let got = read_cmdlines(&space, &[area((17, 22), (22, 37))], 4096);
+        assert_eq!(got[0].as_ref().unwrap(), b"title here\x00");
+        let got = read_cmdlines(&space, &[area((17, 22), (22, 37))], 3);
+        assert_eq!(got[0].as_ref().unwrap(), b"tit");
+    }
 
     #[test]
     fn joining() {

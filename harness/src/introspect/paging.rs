@@ -176,27 +176,30 @@ pub fn translate_many<V: Virt>(mem: &dyn PhysMem, reqs: &[(PageTables, V)]) -> V
             }
         }
         let (pending, entry_addrs): (Vec<usize>, Vec<PhysAddr>) = entry_of.into_iter().unzip();
-        let mut bufs = vec![[0u8; 8]; pending.len()];
+        // Each distinct entry is read once: walks of addresses in one page (or one table) of
+        // one address space share their entries down to where they part.
+        let mut distinct = entry_addrs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut bufs = vec![[0u8; 8]; distinct.len()];
         let results = {
             let mut ops: Vec<ReadOp<'_>> = bufs
                 .iter_mut()
-                .zip(&entry_addrs)
+                .zip(&distinct)
                 .map(|(buf, &addr)| ReadOp { addr, buf: &mut buf[..] })
                 .collect();
             mem.read_batch(&mut ops)
         };
-        for (k, res) in results.into_iter().enumerate() {
-            let i = pending[k];
+        for (k, &i) in pending.iter().enumerate() {
             let fmt = reqs[i].0.format;
             let w = &mut walks[i];
             let lvl = fmt.levels[w.level];
             let entry = entry_addrs[k];
-            if let Err(source) = res {
-                w.done = Some(Err(PagingError::Mem { va: w.va, level: lvl.name, source }));
-                continue;
+            let Ok(d) = distinct.binary_search(&entry) else { continue };
+            match &results[d] {
+                Err(source) => w.done = Some(Err(PagingError::Mem { va: w.va, level: lvl.name, source: source.clone() })),
+                Ok(()) => w.done = step(fmt, w, lvl, entry, u64::from_le_bytes(bufs[d])),
             }
-            let value = u64::from_le_bytes(bufs[k]);
-            w.done = step(fmt, w, lvl, entry, value);
         }
     }
     walks

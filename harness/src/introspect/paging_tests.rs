@@ -189,6 +189,33 @@ fn batched_walks_take_one_batch_per_level() {
     assert_eq!(counted.snapshot().batches, 4);
 }
 
+/// Walks through the same entries read each of them once: two addresses in one page cost one
+/// walk's reads, and an entry that fails fails every walk through it.
+#[test]
+fn walks_sharing_entries_read_each_entry_once() {
+    let mut b = Builder::new(4);
+    b.map(0x40_0000, 0x80_0000, 0x1000, 0);
+    let root = b.root;
+    b.mem.write_u64(root + 8 * 3, 0x000f_0000_0000_0000 | P); // PML4 slot 3 -> outside memory
+    let pt = b.pt();
+    let counted = Counting::new(&b.mem);
+    let bad = |k: u64| UVirt((3 << 39) + k * 0x1000);
+    let out = translate_many(&counted, &[(pt, UVirt(0x40_0010)), (pt, UVirt(0x40_0ff8)), (pt, bad(0)), (pt, bad(5))]);
+    assert_eq!(out[0].as_ref().unwrap().phys, PhysAddr(0x80_0010));
+    assert_eq!(out[1].as_ref().unwrap().phys, PhysAddr(0x80_0ff8));
+    for (k, va) in [(2, bad(0)), (3, bad(5))] {
+        match &out[k] {
+            Err(PagingError::Mem { va: at, level: "PDPT", source }) => {
+                assert_eq!(*at, va);
+                assert_eq!(source.addr(), PhysAddr(0x000f_0000_0000_0000));
+            }
+            other => panic!("walk {k}: expected a memory error at PDPT, got {other:?}"),
+        }
+    }
+    // PML4: 2 distinct entries; PDPT: 1 good, 1 failing; PD: 1; PT: 1
+    assert_eq!(counted.snapshot().reads, 6);
+}
+
 #[test]
 fn read_virt_crosses_pages_and_reports_progress() {
     let mut b = Builder::new(4);

@@ -767,11 +767,22 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
             Err(e) => return (Vec::new(), Vec::new(), Some(e.into())),
         }
     }
-    // Parent tgid and uid in one batch.
+    // Parent tgid and uid in one batch. A parent among the records gives its tgid from there
+    // (a task's tgid never changes while it exists), so only other parents are read.
+    let tgid_of: HashMap<KVirt, i32> = recs.iter().filter_map(|(r, _)| Some((r.base, r.i32(t.tgid).ok()?))).collect();
     let mut regions = Vec::with_capacity(recs.len() * 2);
+    let mut parent_at = Vec::with_capacity(recs.len());
     for &(parent, cred, ..) in &base {
-        regions.push((parent.wrapping_add(t.tgid), 4));
+        // (parent's tgid known, or the index of its read; the index of the uid's read)
+        let p = match tgid_of.get(&parent) {
+            Some(&g) => Ok(g),
+            None => {
+                regions.push((parent.wrapping_add(t.tgid), 4));
+                Err(regions.len() - 1)
+            }
+        };
         regions.push((cred.wrapping_add(l.cred.uid), 4));
+        parent_at.push((p, regions.len() - 1));
     }
     let pu = space.read_many(&regions);
     // mm fields, once per distinct mm of a user task whose command line is not cached.
@@ -813,8 +824,10 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
     // This walk's command lines read whole (or taken from the cache): the cache's next content.
     let mut known = HashMap::new();
     for (i, ((r, threads), b)) in recs.iter().zip(&base).enumerate() {
-        let (ppid, uid) = match (&pu[2 * i], &pu[2 * i + 1]) {
-            (Ok(p), Ok(u)) => (le_i32(p), le_i32(u) as u32),
+        let (p, u) = parent_at[i];
+        let parent = p.map_or_else(|k| pu[k].as_ref().map(|b| le_i32(b)), Ok);
+        let (ppid, uid) = match (parent, &pu[u]) {
+            (Ok(p), Ok(u)) => (p, le_i32(u) as u32),
             (Err(e), _) => return with_links(out, &base, Some(WalkError::InvalidTask { task: r.base, reason: format!("real_parent->tgid unreadable: {e}") })),
             (_, Err(e)) => return with_links(out, &base, Some(WalkError::InvalidTask { task: r.base, reason: format!("real_cred->uid unreadable: {e}") })),
         };

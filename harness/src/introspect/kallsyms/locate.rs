@@ -162,39 +162,68 @@ pub fn locate(mem: &dyn PhysMem, start: PhysAddr, end: PhysAddr, cfg: &LocateCon
     None
 }
 
-fn block_good(mem: &dyn PhysMem, addr: u64, start: u64, limit: u64) -> bool {
-    if addr < start || addr.saturating_add(BLOCK) > limit {
-        return false;
-    }
-    read_vec(mem, PhysAddr(addr), BLOCK as usize).is_ok_and(|b| looks_like_offsets(&b))
+/// Whether each 256-byte block inside `[start, limit)` looks like offsets; read in one batch.
+fn blocks_good(mem: &dyn PhysMem, addrs: &[u64], start: u64, limit: u64) -> Vec<bool> {
+    let inside = |a: u64| a >= start && a.saturating_add(BLOCK) <= limit;
+    let regions: Vec<(PhysAddr, usize)> = addrs.iter().filter(|&&a| inside(a)).map(|&a| (PhysAddr(a), BLOCK as usize)).collect();
+    let mut read = read_many(mem, &regions).into_iter();
+    addrs
+        .iter()
+        .map(|&a| inside(a) && read.next().is_some_and(|r| r.is_ok_and(|b| looks_like_offsets(&b))))
+        .collect()
 }
 
+/// Blocks probed per batch while bisecting (each batch narrows the interval 17-fold).
+const BISECT_PROBES: u64 = 16;
+
 /// The good/bad boundary next to `hit` (a good block), to `BLOCK` precision: walking forward,
-/// the last good block; walking backward, the first good block.
+/// the last good block; walking backward, the first good block. Probes go out in batches (a
+/// gallop of doubling steps, then bisection 17 ways), a handful of round trips in all; the
+/// first bad probe in the walking direction bounds the run, as if probed one by one.
 fn boundary(mem: &dyn PhysMem, hit: u64, start: u64, limit: u64, forward: bool) -> Option<u64> {
     let step_from = |x: u64, s: u64| if forward { x.checked_add(s) } else { x.checked_sub(s) };
-    // Gallop: `good` is known good, `bad` the first known bad in the walking direction.
+    let edge = if forward { limit } else { start.saturating_sub(BLOCK) };
+    // Gallop: hit + (2^(j+1) - 1) blocks, j = 0..=18 (steps up to 64 MiB).
+    let mut probes = Vec::with_capacity(19);
+    let mut overflow = false;
+    for j in 0..=18u32 {
+        match step_from(hit, ((2u64 << j) - 1) * BLOCK) {
+            Some(p) => probes.push(p),
+            None => {
+                overflow = true;
+                break;
+            }
+        }
+    }
     let mut good = hit;
-    let mut step = BLOCK;
-    let mut bad = loop {
-        let Some(probe) = step_from(good, step) else { break if forward { limit } else { start.saturating_sub(BLOCK) } };
-        if !block_good(mem, probe, start, limit) {
-            break probe;
+    let mut bad = None;
+    for (&p, ok) in probes.iter().zip(blocks_good(mem, &probes, start, limit)) {
+        if !ok {
+            bad = Some(p);
+            break;
         }
-        good = probe;
-        step = step.checked_mul(2)?;
-        if step > (64 << 20) {
-            return None;
-        }
+        good = p;
+    }
+    let mut bad = match bad {
+        Some(b) => b,
+        None if overflow => edge,
+        None => return None,
     };
     // Bisect in whole blocks from `good`; stops when `bad` is less than two blocks away.
     while good.abs_diff(bad) >= 2 * BLOCK {
-        let k = (good.abs_diff(bad) / BLOCK / 2) * BLOCK;
-        let mid = if forward { good + k } else { good - k };
-        if block_good(mem, mid, start, limit) {
-            good = mid;
-        } else {
-            bad = mid;
+        let n = good.abs_diff(bad) / BLOCK;
+        let mut ks: Vec<u64> = (1..=BISECT_PROBES).map(|i| (i * n / (BISECT_PROBES + 1)).max(1)).filter(|&k| k < n).collect();
+        ks.dedup();
+        let mids: Vec<u64> = ks.iter().map(|&k| if forward { good + k * BLOCK } else { good - k * BLOCK }).collect();
+        let oks = blocks_good(mem, &mids, start, limit);
+        match oks.iter().position(|&ok| !ok) {
+            Some(i) => {
+                bad = mids[i];
+                if i > 0 {
+                    good = mids[i - 1];
+                }
+            }
+            None => good = *mids.last()?,
         }
     }
     Some(good)

@@ -71,8 +71,8 @@ fn connect(addr: Ipv4Addr) -> Box<dyn emulator::mem::PhysMem> {
         .expect("requester")
 }
 
-/// On every kernel of the test tier, running and panicked: the same rows as from the image, the
-/// guest's truth, and again from the capture.
+/// On every corpus kernel (the evaluation tier's with `scripts/test --eval`), running and
+/// panicked: the same rows as from the image, the guest's truth, and again from the capture.
 #[rstest]
 fn ps_over_the_wire_and_from_its_capture(
     #[values(
@@ -83,7 +83,19 @@ fn ps_over_the_wire_and_from_its_capture(
         "custom-randstruct",
         "deb5.10-amd64",
         "deb6.12-amd64",
-        "deb7-amd64"
+        "deb7-amd64",
+        // the evaluation tier (`scripts/test --eval`)
+        "custom-smp-preempt-kaslr",
+        "custom-bare",
+        "deb6.12-rt-amd64",
+        "deb7-cloud-amd64",
+        "custom5.10-thesis",
+        "custom5.10-bare",
+        "custom6.12-thesis",
+        "custom6.12-bare",
+        "custom7-thesis",
+        "custom7-bare",
+        "custom7-randstruct"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,

@@ -13,7 +13,8 @@
 //! every datagram to the address and port it came from, from the port it arrived on. One thread serves all sockets: it waits in epoll
 //! (optionally busy-polling first), drains each readable socket with `recvmmsg` (UDP GRO on, so
 //! coalesced requests are split back into datagrams) and answers with `sendmmsg`, runs of
-//! equal-size completions to one requester going out as one UDP GSO message.
+//! equal-size completions to one requester going out as one UDP GSO message (a flush's answers
+//! are ordered for that by `send_order`; those of one request keep their order).
 //!
 //! A *fleet* ([`Endpoint::bind_fleet`]) serves many endpoints, one per local address, from the
 //! same 257 sockets: they are bound to one (normally wildcard) address with IP_PKTINFO on, each
@@ -543,8 +544,8 @@ impl Part {
     }
 }
 
-/// The order the answers of one flush leave in: by destination, then first, middle and last
-/// completions, each group longest first. A batch of reads of one size and alignment (a walk
+/// The order the answers of one flush leave in: by destination (in the order each was first
+/// answered), then first, middle and last completions, each group longest first. A batch of reads of one size and alignment (a walk
 /// reading the same fields of many structures) then leaves as a few runs of equal-size
 /// datagrams, which [`SendBatch`] sends as one UDP GSO message each, instead of a message per
 /// read whenever its completions differ in size (measured: 264-byte reads at 32 in flight
@@ -554,8 +555,26 @@ impl Part {
 /// their address order (its first answer sorts before its middle ones, those before its last,
 /// and the sort is stable), which is all a requester may rely on.
 fn send_order(dsts: &[(SocketAddrV4, Part)], out: &Outbox) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..dsts.len().min(out.len())).collect();
-    order.sort_by_key(|&i| (dsts[i].0, dsts[i].1, std::cmp::Reverse(out.get(i).len())));
+    let n = dsts.len().min(out.len());
+    let mut order: Vec<usize> = (0..n).collect();
+    // One answer per request to one destination (small reads, messages): nothing to group.
+    if dsts[..n].iter().all(|&(d, p)| p == Part::First && d == dsts[0].0) {
+        return order;
+    }
+    // Destinations rank by their first answer: libtlp's layout (a port per tag, so one request
+    // per destination) keeps the order the requests came in, which its loss detection reads.
+    let mut seen: Vec<SocketAddrV4> = Vec::new();
+    let ranks: Vec<usize> = dsts[..n]
+        .iter()
+        .map(|&(d, _)| match seen.iter().position(|&x| x == d) {
+            Some(r) => r,
+            None => {
+                seen.push(d);
+                seen.len() - 1
+            }
+        })
+        .collect();
+    order.sort_by_key(|&i| (ranks[i], dsts[i].1, std::cmp::Reverse(out.get(i).len())));
     order
 }
 
@@ -589,6 +608,10 @@ mod tests {
         let order = send_order(&dsts, &out);
         let lens: Vec<usize> = order.iter().map(|&i| out.get(i).len()).collect();
         assert_eq!(lens, [200, 200, 120, 256, 256, 40, 40, 64]);
+        // one request per destination (libtlp's port per tag): the order they came in
+        let c = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 0x3000);
+        let per_port = [(b, Part::First), (a, Part::First), (c, Part::First), (a, Part::Last)];
+        assert_eq!(send_order(&per_port, &out), [0, 1, 3, 2]);
         for req in 0..4u8 {
             let seen: Vec<u8> = order.iter().map(|&i| out.get(i)).filter(|d| d[1] == req).map(|d| d[0]).collect();
             assert!(seen.windows(2).all(|w| w[0] < w[1]), "request {req}: {seen:?}");

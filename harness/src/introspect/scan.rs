@@ -4,7 +4,7 @@
 //! and its `.rodata` starts on a 2 MiB boundary too (`X86_ALIGN_RODATA_BEGIN`). `linux_banner`
 //! ("Linux version ...") is among the first objects of `.rodata` (from `init/`), so reading the
 //! first page of every 2 MiB-aligned frame finds `.rodata` candidates for about 0.2 % of RAM.
-//! The banner sits a few hundred bytes in (128 to 512 on Debian's and our own 5.10 to 7.x
+//! The banner sits a few hundred bytes in (128 to 512 on all 19 corpus kernels, 5.10 to 7.x
 //! builds), so a first pass reads only the first KiB of each frame (0.05 % of RAM), and a
 //! second pass the whole page only if the first finds no kernel.
 //! From a candidate, the kallsyms tables are found by their structure

@@ -252,7 +252,7 @@ struct Engine {
     /// When the target was last heard from (any datagram from it, a late answer to a request
     /// given up included): a request's timer runs from this or its send, whichever is later
     /// (see [`Engine::expire`]).
-    progress: Option<Instant>,
+    heard: Option<Instant>,
     /// For each tag held since its request was taken as lost by [`Rack`]: when it was.
     lost_early: Box<[Option<Instant>; 256]>,
     stats: DmaStats,
@@ -332,7 +332,7 @@ impl Requester {
             retry: VecDeque::new(),
             rto: Rto::new(target.timeout),
             rack: Rack::default(),
-            progress: None,
+            heard: None,
             lost_early: Box::new([None; 256]),
             stats: DmaStats::default(),
             seq: 0,
@@ -680,7 +680,7 @@ impl Engine {
     /// Take every datagram queued on the ready sockets; false if a socket could not be read
     /// to the end.
     fn receive(&mut self, now: Instant, t: &Target, rid: DeviceId, ops: &mut [ReadOp<'_>], results: &mut [Option<MemError>]) -> bool {
-        let mut heard = false;
+        let mut any = false;
         let mut drained = true;
         let mut conflicts = Vec::new();
         for k in 0..self.ready.len() {
@@ -706,7 +706,7 @@ impl Engine {
                         self.stats.malformed += 1;
                         continue;
                     }
-                    heard = true;
+                    any = true;
                     let ids = Ids { requester: rid, completer: &mut self.completer, sock, sock_of_tag: &self.sock_of_tag, port: self.port };
                     let conflict = take_completion(
                         bytes, now, self.drained, ids, ops, results, &mut self.slots, &mut self.tags,
@@ -722,8 +722,8 @@ impl Engine {
         for tag in conflicts {
             self.abandon(tag, now, t, results);
         }
-        if heard {
-            self.progress = Some(now);
+        if any {
+            self.heard = Some(now);
         }
         drained
     }
@@ -760,7 +760,7 @@ impl Engine {
         let live: Vec<usize> = self.slots.tags().collect();
         for tag in live {
             let Some(inf) = self.slots.get(tag) else { continue };
-            let timer = timer_end(inf.sent, inf.deadline, self.progress);
+            let timer = timer_end(inf.sent, inf.deadline, self.heard);
             let due = self.rack.lost_at(inf.sent).map_or(timer, |at| at.min(timer));
             if due > now {
                 next = Some(next.map_or(due, |x| x.min(due)));

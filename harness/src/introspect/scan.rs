@@ -172,9 +172,9 @@ const IMAGE_SPAN: u64 = 256 << 20;
 /// and the first batch of frames with no RAM ends it.
 pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanError> {
     let mut seen = Seen::default();
-    let first = ScanConfig { probe_len: cfg.first_probe_len.clamp(1, cfg.probe_len.max(1)), ..*cfg };
-    if first.probe_len < cfg.probe_len {
-        if let (Some(found), _) = pass(mem, &first, &mut seen) {
+    let short = ScanConfig { probe_len: cfg.first_probe_len.clamp(1, cfg.probe_len.max(1)), ..*cfg };
+    if short.probe_len < cfg.probe_len {
+        if let (Some(found), _) = pass(mem, &short, &mut seen) {
             return Ok(found);
         }
     }

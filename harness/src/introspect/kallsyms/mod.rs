@@ -87,11 +87,8 @@ impl Kallsyms {
         // Walk the names stream: only lengths are needed to find each entry. Read first what
         // `n` entries of a typical length take (about 8.5 bytes on Debian's and our builds),
         // then chunk by chunk: a few round trips instead of one per 64 KiB.
-        let mut names: Vec<u8> = Vec::new();
         let guess = (u64::from(n) * NAME_BYTES_GUESS).min(MAX_NAMES_BYTES) as usize;
-        if let Ok(head) = read_vec(mem, loc.names, guess) {
-            names = head;
-        }
+        let mut names: Vec<u8> = read_vec(mem, loc.names, guess).unwrap_or_default();
         let mut entry_off: Vec<u32> = Vec::with_capacity(n as usize);
         let mut pos = 0usize;
         for _ in 0..n {

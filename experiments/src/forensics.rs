@@ -21,7 +21,7 @@
 //! ([`harness::introspect::compare::module_columns`]). A kernel built without `CONFIG_MODULES`
 //! holds none, and `lsmod` saying so (its error names the missing list) counts as exact.
 //!
-//! Hidden tasks and modules (`harness hidden`, views list, pid, runqueue, modules, mod_tree;
+//! Hidden tasks and modules (`harness hidden`, views list, pid, runqueue, modules, mod_tree, module_area;
 //! no scan of RAM): on the **infected** mode (a Debian kernel per version, its own boot, the
 //! project's test rootkit hiding one process by DKOM and itself from the module list;
 //! `infected/infected.json` names both) the truth is that pid and that module; on running and

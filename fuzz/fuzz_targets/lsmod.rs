@@ -1,10 +1,12 @@
 //! The module list walker and the `inferred` layout on a fuzzed list (`modules::snapshot`
 //! format: the `modules` head and the first bytes of each `struct module`): the structural
 //! inference, the walk with what it inferred and with the layouts BTF gives on the corpus's
-//! Debian kernels (5.10 and 6.1 `core_layout`, 6.12 and 7.2 `mem[]`), and the renderings. The
-//! seed is deb-amd64's list cut from its running dump.
+//! Debian kernels (5.10 and 6.1 `core_layout`, 6.12 and 7.2 `mem[]`), and the renderings; and
+//! the module area scan's test for a `struct module` head (`modules::area::candidates`) on the
+//! same bytes. The seed is deb-amd64's list cut from its running dump.
 #![no_main]
 
+use harness::introspect::modules::area::candidates;
 use harness::introspect::modules::layout::{Memory, ModuleLayout, Users};
 use harness::introspect::modules::list::MAX_MODULES;
 use harness::introspect::modules::render::render;
@@ -18,6 +20,9 @@ fn debian(span: u64, memory: Memory, taints: u64, refcnt: u64) -> ModuleLayout {
 }
 
 fuzz_target!(|data: &[u8]| {
+    for (addr, name, state, ..) in candidates(0xffff_ffff_c000_0000, data) {
+        assert!(addr % 64 == 0 && state <= 3 && !name.is_empty() && name.len() < 56, "{addr:#x} {name:?} {state}");
+    }
     let Some(s) = Snapshot::parse(data) else { return };
     let mut layouts = vec![
         debian(896, Memory::Layouts { core: 320, init: 400, data: None, base: 0, size: 8 }, 504, 856),

@@ -1,9 +1,11 @@
 //! The page-table walker over fuzzed physical memory: a root and virtual addresses taken from
-//! the input's first bytes, the tables from the rest (a sparse memory), 4- and 5-level.
+//! the input's first bytes, the tables from the rest (a sparse memory), 4- and 5-level; and the
+//! enumeration of a range's mappings (`paging::mapped`, as the module area scan uses it), whose
+//! bounds must hold whatever the tables hold.
 #![no_main]
 
 use harness::introspect::addr::KVirt;
-use harness::introspect::paging::{translate_many, PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
+use harness::introspect::paging::{mapped, translate_many, PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
 use harness::introspect::vread::read_virt;
 use emulator::mem::PhysAddr;
 use libfuzzer_sys::fuzz_target;
@@ -23,4 +25,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut buf = vec![0u8; 3 * 4096];
     let _ = read_virt(&mem, pt, vas[0], &mut buf);
+    let (start, end) = (vas[1].0.min(vas[2].0), vas[1].0.max(vas[2].0));
+    let m = mapped(&mem, pt, start, end, 64, 256);
+    assert!(m.tables <= 64 && m.pages.len() <= 256, "mapped exceeded its bounds: {} tables, {} pages", m.tables, m.pages.len());
 });

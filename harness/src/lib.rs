@@ -5,7 +5,7 @@
 //!        │
 //!   introspect   find the kernel, learn the layout (btf | thesis | isf | static | heuristic), walk tasks;
 //!                printk: the kernel log from the printk ring (vmcoreinfo | btf | inferred)
-//!                hidden: the task list against the pid allocator, run queues, a scan; modules against mod_tree
+//!                hidden: the task list against the pid allocator, run queues, a scan; modules against mod_tree and the module area
 //!        │
 //!   emulator::mem::PhysMem  ◀── image files, replayed captures, dma::Requester (NetTLP over UDP)
 //!

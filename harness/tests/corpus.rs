@@ -40,7 +40,7 @@ fn corpus_has_every_test_entry() {
 /// The kernels the tests below name are exactly the test tier (so neither list drifts).
 #[test]
 fn tests_cover_the_test_tier() {
-    let named: BTreeSet<&str> = ["deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64"].into_iter().collect();
+    let named: BTreeSet<&str> = ["deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-modules"].into_iter().collect();
     let tier: BTreeSet<&str> = corpus_of(Tier::Test).iter().map(|r| r.name).collect();
     assert_eq!(named, tier);
 }
@@ -74,7 +74,7 @@ fn at_least_one_kernel_without_btf() {
 
 #[rstest]
 fn flags_follow_the_kernel_config(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-modules")]
     name: &str,
 ) {
     let e = entry(name);
@@ -85,7 +85,9 @@ fn flags_follow_the_kernel_config(
         "custom-smp-preempt-kaslr" | "custom-randstruct" => {
             Some(Flags { btf: false, ikconfig: true, vmcoreinfo: false, kaslr: true })
         }
-        "custom-bare" | "custom7-bare" => Some(Flags { btf: false, ikconfig: false, vmcoreinfo: false, kaslr: true }),
+        "custom-bare" | "custom7-bare" | "custom7-modules" | "custom-modules" | "custom5.10-modules" | "custom6.12-modules" => {
+            Some(Flags { btf: false, ikconfig: false, vmcoreinfo: false, kaslr: true })
+        }
         _ => None,
     };
     if let Some(f) = expected {
@@ -98,7 +100,7 @@ fn flags_follow_the_kernel_config(
 
 #[rstest]
 fn truth_is_sane(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-modules")]
     name: &str,
     #[values(Mode::Running, Mode::Panicked)] mode: Mode,
 ) {
@@ -172,7 +174,7 @@ fn truth_is_sane(
 
 #[rstest]
 fn dumps_hold_the_kernel_and_its_tasks(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-modules")]
     name: &str,
     #[values(Mode::Running, Mode::Panicked)] mode: Mode,
 ) {
@@ -225,7 +227,7 @@ fn dumps_hold_the_kernel_and_its_tasks(
 
 #[rstest]
 fn kallsyms_shift_is_consistent(
-    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64")]
+    #[values("deb-amd64", "deb-cloud-amd64", "deb-rt-amd64", "custom-thesis", "custom-randstruct", "deb5.10-amd64", "deb6.12-amd64", "deb7-amd64", "custom7-modules")]
     name: &str,
 ) {
     let e = entry(name);

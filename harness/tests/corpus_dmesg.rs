@@ -77,7 +77,11 @@ fn panicked_log_holds_every_console_line(
         "custom7-thesis",
         "custom7-randstruct",
         "custom7-bare",
-        "custom-smp-preempt-kaslr"
+        "custom-smp-preempt-kaslr",
+        "custom7-modules",
+        "custom-modules",
+        "custom5.10-modules",
+        "custom6.12-modules"
     )]
     name: &str,
     #[values(PrbMethod::Auto, PrbMethod::Vmcoreinfo, PrbMethod::Btf, PrbMethod::Inferred)] method: PrbMethod,
@@ -177,7 +181,7 @@ fn snapshot_of_the_first_lines() {
 }
 
 /// The kernels `panicked_log_holds_every_console_line` names (rstest's values must be literals).
-const NAMED: [&str; 19] = [
+const NAMED: [&str; 23] = [
     "deb-amd64",
     "deb-cloud-amd64",
     "deb-rt-amd64",
@@ -197,6 +201,10 @@ const NAMED: [&str; 19] = [
     "custom7-randstruct",
     "custom7-bare",
     "custom-smp-preempt-kaslr",
+    "custom7-modules",
+    "custom-modules",
+    "custom5.10-modules",
+    "custom6.12-modules",
 ];
 
 /// Every kernel named is a corpus recipe, and every corpus kernel built here is named.

@@ -61,7 +61,11 @@ fn clean_kernels_hide_nothing(
         "custom7-thesis",
         "custom7-randstruct",
         "custom7-bare",
-        "custom-smp-preempt-kaslr"
+        "custom-smp-preempt-kaslr",
+        "custom7-modules",
+        "custom-modules",
+        "custom5.10-modules",
+        "custom6.12-modules"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
@@ -74,19 +78,29 @@ fn clean_kernels_hide_nothing(
     assert!(r.findings.is_empty(), "{tag}: false positives {:#?}\nviews {:#?}", r.findings, r.views);
     assert_eq!(r.incomplete(), None, "{tag}");
     let debian = e.flags.btf;
+    let t = e.modules_truth(m).unwrap_or_else(|err| panic!("{tag}: {err}"));
+    let modules = !t.is_empty();
+    let ran = |yes: bool| if yes { Status::Ran } else { Status::Unavailable };
     for (v, want) in [
         (View::List, Status::Ran),
         (View::Pid, Status::Ran),
-        (View::Runqueue, if debian { Status::Ran } else { Status::Unavailable }),
+        (View::Runqueue, ran(debian)),
         (View::Scan, Status::Ran),
-        (View::Modules, if debian { Status::Ran } else { Status::Unavailable }),
-        (View::ModTree, if debian { Status::Ran } else { Status::Unavailable }),
+        (View::Modules, ran(modules)),
+        (View::ModTree, ran(debian)),
+        (View::ModArea, ran(modules)),
     ] {
         assert_eq!(view(&r, v).status, want, "{tag}: view {v:?}: {:?}", view(&r, v));
     }
     if !debian {
         assert!(view(&r, View::Runqueue).how.contains("kallsyms has no runqueues") || view(&r, View::Runqueue).how.contains("BTF"), "{tag}");
-        assert!(view(&r, View::ModTree).how.contains("CONFIG_MODULES"), "{tag}: {}", view(&r, View::ModTree).how);
+        let why = if modules { "BTF" } else { "CONFIG_MODULES" };
+        assert!(view(&r, View::ModTree).how.contains(why), "{tag}: {}", view(&r, View::ModTree).how);
+    }
+    if modules {
+        // The module area has exactly the listed modules, which are /proc/modules.
+        let (mods, area) = (view(&r, View::Modules), view(&r, View::ModArea));
+        assert_eq!((mods.seen, area.seen, area.off_list), (t.len(), t.len(), 0), "{tag}: {mods:?} {area:?}");
     }
 
     // The list against /proc.
@@ -113,7 +127,6 @@ fn clean_kernels_hide_nothing(
         assert!(rq.seen >= 1, "{tag}");
         // The module tree has exactly the listed modules, which are /proc/modules.
         let (mods, tree) = (view(&r, View::Modules), view(&r, View::ModTree));
-        let t = e.modules_truth(m).unwrap_or_else(|err| panic!("{tag}: {err}"));
         assert_eq!((mods.seen, tree.seen, tree.off_list), (t.len(), t.len(), 0), "{tag}: {mods:?} {tree:?}");
     }
 }
@@ -136,12 +149,13 @@ fn unlink(k: &harness::introspect::kernel::Kernel<'_>, node: u64) -> Vec<(PhysAd
 }
 
 /// DKOM on a real dump: one single-threaded user process unlinked from the task list, and on
-/// the kernels with modules `ts_kmp` unlinked from the module list. `ps` and `lsmod` then miss
-/// them; `hidden` reports exactly that pid (seen by the pid allocator and the scan) and that
-/// module (seen by the module tree), and nothing else.
+/// the kernels with modules one module (`ts_kmp` of Debian's, `configfs` of a custom kernel's)
+/// unlinked from the module list. `ps` and `lsmod` then miss them; `hidden` reports exactly
+/// that pid (seen by the pid allocator and the scan) and that module (seen by the module tree
+/// where BTF describes it, and the module area), and nothing else.
 #[rstest]
 fn dkom_unlinked_task_and_module_are_found(
-    #[values("deb-amd64", "deb5.10-amd64", "deb7-amd64", "custom5.10-bare", "custom7-bare", "custom-randstruct")] name: &str,
+    #[values("deb-amd64", "deb5.10-amd64", "deb7-amd64", "custom5.10-bare", "custom7-bare", "custom-randstruct", "custom7-modules")] name: &str,
 ) {
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
@@ -155,10 +169,14 @@ fn dkom_unlinked_task_and_module_are_found(
     let mut k = kernel(mem.as_ref());
     // Without data symbols the direct map is found from init_task with the layout.
     harness::introspect::anchor::complete(&mut k, &before.layout).unwrap();
+    // Without data symbols the page tables (which map the modules) are searched for too.
+    harness::introspect::modules::area::ensure_page_tables(&mut k).unwrap_or_else(|err| panic!("{name}: {err}"));
     let mut patches = unlink(&k, victim.addr.0 + before.layout.task.tasks);
-    let module = if e.flags.btf {
+    let loaded = e.modules_truth(Mode::Running).unwrap_or_else(|err| panic!("{name}: {err}"));
+    let module = if !loaded.is_empty() {
+        let unlinked = if e.flags.btf { "ts_kmp" } else { "configfs" };
         let l = lsmod(mem.as_ref(), &LsmodOptions::default()).unwrap();
-        let m = l.modules.iter().find(|m| m.name == "ts_kmp").expect("ts_kmp loaded").clone();
+        let m = l.modules.iter().find(|m| m.name == unlinked).unwrap_or_else(|| panic!("{name}: {unlinked} not loaded")).clone();
         patches.extend(unlink(&k, m.module + l.located.layout.list));
         Some(m)
     } else {
@@ -186,7 +204,8 @@ fn dkom_unlinked_task_and_module_are_found(
     match module {
         Some(m) => {
             assert_eq!(mods.len(), 1, "{name}: {:#?}", r.findings);
-            assert_eq!((mods[0].name.as_str(), mods[0].address, mods[0].seen_by.as_slice()), ("ts_kmp", m.module, &[View::ModTree][..]), "{name}");
+            let views: &[View] = if e.flags.btf { &[View::ModTree, View::ModArea] } else { &[View::ModArea] };
+            assert_eq!((mods[0].name.as_str(), mods[0].address, mods[0].seen_by.as_slice()), (m.name.as_str(), m.module, views), "{name}");
             assert_eq!(mods[0].state, "Live");
         }
         None => assert!(mods.is_empty(), "{name}"),
@@ -324,5 +343,5 @@ fn the_rootkits_task_and_module_are_found(#[values("deb5.10-amd64", "deb-amd64",
     assert!(tasks[0].seen_by.contains(&View::Pid) && tasks[0].seen_by.contains(&View::Scan), "{name}: {:?}", tasks[0].seen_by);
     let mods: Vec<_> = r.findings.iter().filter(|f| f.kind == Kind::Module).collect();
     assert_eq!(mods.len(), 1, "{name}: {:#?}", r.findings);
-    assert_eq!((mods[0].name.as_str(), mods[0].seen_by.as_slice(), mods[0].state.as_str()), (i.hidden.module.as_str(), &[View::ModTree][..], "Live"), "{name}");
+    assert_eq!((mods[0].name.as_str(), mods[0].seen_by.as_slice(), mods[0].state.as_str()), (i.hidden.module.as_str(), &[View::ModTree, View::ModArea][..], "Live"), "{name}");
 }

@@ -1,8 +1,10 @@
 //! `lsmod` over every corpus kernel against independent truth: the guest's own `/proc/modules`,
 //! which the lab's agent records right before each dump (`MODE/modules.txt`). The Debian guests
 //! load `fat`, `msdos`, `ts_bm`, `ts_fsm` and `ts_kmp` from the kernel's own package (`ts_bm`
-//! with its signature removed, so the kernel taints it `E`); the custom kernels are built without
-//! `CONFIG_MODULES`, and `lsmod` must say so.
+//! with its signature removed, so the kernel taints it `E`); the `custom*-modules` kernels load
+//! `binfmt_misc`, `configfs`, `nls_base` and `nls_utf8` built from their own tree, and have no
+//! symbol for the `modules` list (found in the module area); the other custom kernels are built
+//! without `CONFIG_MODULES`, and `lsmod` must say so.
 //!
 //! Compared per module, in list order, every column: name, size, refcount, "used by" (`msdos`
 //! uses `fat`), state, the core address (the agent runs as root, so `/proc/modules` shows it)
@@ -37,6 +39,8 @@ const CUSTOM: &[&str] = &[
     "custom7-bare",
     "custom-smp-preempt-kaslr",
 ];
+/// The custom kernels built with `CONFIG_MODULES` (`modules.config`).
+const CUSTOM_MODULES: &[&str] = &["custom7-modules", "custom-modules", "custom5.10-modules", "custom6.12-modules"];
 /// What the lab loads into every Debian guest (`lab::debian::GUEST_MODULES`).
 const LOADED: &[&str] = &["fat", "msdos", "ts_bm", "ts_fsm", "ts_kmp"];
 
@@ -118,14 +122,14 @@ fn inferred_layout_is_btfs(
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
     let k = kernel(mem.as_ref());
-    let head = modules_head(&k).unwrap();
+    let head = modules_head(&k).unwrap().addr;
     let btf = locate(&k, head, ModMethod::Btf).unwrap().layout;
     let inferred = locate(&k, head, ModMethod::Inferred).unwrap_or_else(|err| panic!("{name}: {err}"));
     let i = inferred.layout;
     assert!(i.span <= btf.span, "{name}: {} bytes needed, struct module has {}", i.span, btf.span);
     assert_eq!((i.state, i.list, i.name, i.name_len, i.memory, i.taints, i.refcnt), (btf.state, btf.list, btf.name, btf.name_len, btf.memory, btf.taints, btf.refcnt), "{name}: {}", inferred.how);
     let (iu, bu) = (i.users.expect("inferred users"), btf.users.expect("BTF users"));
-    assert_eq!((iu.source_list, iu.exit, iu.use_node, iu.use_source), (bu.source_list, bu.exit, bu.use_node, bu.use_source), "{name}");
+    assert_eq!((iu.source_list, iu.init, iu.exit, iu.use_node, iu.use_source), (bu.source_list, bu.init, bu.exit, bu.use_node, bu.use_source), "{name}: {}", inferred.how);
 }
 
 /// The custom kernels are built without `CONFIG_MODULES` (their configs say so): `lsmod` is an
@@ -160,13 +164,43 @@ fn custom_kernels_have_no_modules(
     }
 }
 
+/// The custom kernels with modules (no BTF, no VMCOREINFO, kallsyms without data symbols): the
+/// `modules` head is found in the module area and the layout inferred, and `lsmod` lists
+/// exactly the guest's `/proc/modules` (every column, `nls_base` used by `nls_utf8`), running
+/// and panicked; the btf and vmcoreinfo methods refuse as unavailable.
+#[rstest]
+fn custom_kernels_with_modules_list_them(
+    #[values("custom7-modules", "custom-modules", "custom5.10-modules", "custom6.12-modules")] name: &str,
+    #[values("running", "panicked")] m: &str,
+    #[values(ModMethod::Auto, ModMethod::Btf, ModMethod::Vmcoreinfo, ModMethod::Inferred)] method: ModMethod,
+) {
+    let e = entry(name);
+    let m = mode(m);
+    let t = modules_truth(&e, m);
+    let loaded: Vec<&str> = harness::lab::custom::GUEST_MODULES.iter().map(|p| harness::lab::debian::module_name(p)).collect();
+    for l in &loaded {
+        assert!(t.iter().any(|x| x.name == *l && x.state == "Live"), "{name}: the lab's {l} is not in the truth; rebuild: harness corpus build --only {name}");
+    }
+    assert!(t.iter().any(|x| x.name == "nls_base" && x.refcount == Some(1) && x.deps == ["nls_utf8"]), "{name}: nls_base is not used by nls_utf8");
+    let r = match (run(&e, m, method), method) {
+        (Err(LsmodError::Unavailable { .. }), ModMethod::Btf | ModMethod::Vmcoreinfo) => return,
+        (r, _) => r.unwrap_or_else(|err| panic!("{name} {method}: {err}")),
+    };
+    assert_eq!(r.error, None, "{name} {method}");
+    assert!(r.head.from.starts_with("the module area"), "{name}: head from {}", r.head.from);
+    let ours: Vec<_> = r.modules.iter().map(module_columns).collect();
+    let truth: Vec<_> = t.iter().map(truth_module_columns).collect();
+    assert_eq!(ours, truth, "{name} {} {method} ({})", m.as_str(), r.located.how);
+}
+
 /// Every kernel named is a corpus recipe, and every corpus kernel built here is named.
 #[test]
 fn the_tests_name_every_corpus_kernel() {
     let recipes: Vec<&str> = default_corpus().iter().map(|r| r.name).collect();
-    assert!(DEBIAN.iter().chain(CUSTOM).all(|n| recipes.contains(n)), "a named kernel is no corpus recipe");
+    let named = |n: &&str| DEBIAN.contains(n) || CUSTOM.contains(n) || CUSTOM_MODULES.contains(n);
+    assert!(DEBIAN.iter().chain(CUSTOM).chain(CUSTOM_MODULES).all(|n| recipes.contains(n)), "a named kernel is no corpus recipe");
     let built = harness::lab::corpus::Corpus::open_default().entries().unwrap_or_else(|err| panic!("{err}; {BUILD}"));
-    let unnamed: Vec<&str> = built.iter().map(|b| b.name.as_str()).filter(|b| !DEBIAN.contains(b) && !CUSTOM.contains(b)).collect();
+    let unnamed: Vec<&str> = built.iter().map(|b| b.name.as_str()).filter(|b| !named(b)).collect();
     assert!(unnamed.is_empty(), "corpus kernels the lsmod tests do not name: {unnamed:?}");
 }
 
@@ -251,7 +285,7 @@ fn fuzz_seed_is_a_list_cut_from_a_dump() {
     let mem = dump(&e, Mode::Running);
     let k = kernel(mem.as_ref());
     let full = lsmod(mem.as_ref(), &LsmodOptions::default()).unwrap();
-    let head = full.head;
+    let head = full.head.addr;
     let mut head_bytes = [0u8; 16];
     k.space.read(head, &mut head_bytes).unwrap();
     let span = full.located.layout.span as usize;
@@ -310,7 +344,7 @@ fn inferred_without_init_code() {
     let full = lsmod(mem.as_ref(), &LsmodOptions { method: Some(ModMethod::Btf), ..Default::default() }).unwrap();
     let Memory::Layouts { init, .. } = full.located.layout.memory else { panic!("deb-amd64 (6.1) has core_layout") };
     let mut head_bytes = [0u8; 16];
-    k.space.read(full.head, &mut head_bytes).unwrap();
+    k.space.read(full.head.addr, &mut head_bytes).unwrap();
     let modules = full
         .modules
         .iter()
@@ -321,7 +355,7 @@ fn inferred_without_init_code() {
             (m.module, b)
         })
         .collect();
-    let cut = Snapshot { head: full.head.0, head_bytes, modules };
+    let cut = Snapshot { head: full.head.addr.0, head_bytes, modules };
     let i = cut.infer().unwrap_or_else(|err| panic!("{err}"));
     let b = full.located.layout;
     assert_eq!((i.layout.memory, i.layout.taints, i.layout.refcnt), (b.memory, b.taints, b.refcnt), "{}", i.how);

@@ -86,6 +86,10 @@ fn ps_over_the_wire_and_from_its_capture(
         "deb7-amd64",
         // the evaluation tier (`scripts/test --eval`)
         "custom-smp-preempt-kaslr",
+        "custom7-modules",
+        "custom-modules",
+        "custom5.10-modules",
+        "custom6.12-modules",
         "custom-bare",
         "deb6.12-rt-amd64",
         "deb7-cloud-amd64",
@@ -95,7 +99,11 @@ fn ps_over_the_wire_and_from_its_capture(
         "custom6.12-bare",
         "custom7-thesis",
         "custom7-bare",
-        "custom7-randstruct"
+        "custom7-randstruct",
+        "custom7-modules",
+        "custom-modules",
+        "custom5.10-modules",
+        "custom6.12-modules"
     )]
     name: &str,
     #[values("running", "panicked")] m: &str,
@@ -203,7 +211,7 @@ fn lsmod_over_the_wire_equals_the_image(#[values("deb-amd64", "deb7-amd64")] nam
 /// one without either (the pid layout inferred); the scan too, its RAM bounded by `max_pfn`
 /// over the wire (a NetTLP target reports no RAM ranges) or by the pages that answer.
 #[rstest]
-fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom-randstruct", "custom7-bare")] name: &str) {
+fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom-randstruct", "custom7-bare", "custom7-modules")] name: &str) {
     use harness::introspect::hidden::{hidden, HiddenOptions, Status, View};
     let e = entry(name);
     let m = harness::lab::corpus::Mode::Running;
@@ -215,7 +223,7 @@ fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom-randstruc
     drop(wire);
     assert!(remote.findings.is_empty() && local.findings.is_empty(), "{name}: {:#?}", remote.findings);
     assert_eq!(remote.incomplete(), None, "{name}");
-    for v in [View::List, View::Pid, View::Runqueue, View::Modules, View::ModTree] {
+    for v in [View::List, View::Pid, View::Runqueue, View::Modules, View::ModTree, View::ModArea] {
         let (a, b) = (remote.views.iter().find(|x| x.view == v).unwrap(), local.views.iter().find(|x| x.view == v).unwrap());
         assert_eq!((a.status, a.seen, a.off_list, &a.how), (b.status, b.seen, b.off_list, &b.how), "{name}: view {v:?}");
     }
@@ -235,7 +243,7 @@ fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom-randstruc
     let url = format!("nettlp://{addr}?local={}&retries=10&timeout=50ms", loopback(400 + salt_of(name)));
     assert!(cli(&["--target", &url]) == from_image, "{name}: `hidden --target` differs from `--image`");
     let text = String::from_utf8_lossy(&from_image);
-    assert!(text.starts_with("KIND") && text.lines().filter(|l| l.starts_with("# view ")).count() == 6, "{name}: {text}");
+    assert!(text.starts_with("KIND") && text.lines().filter(|l| l.starts_with("# view ")).count() == 7, "{name}: {text}");
     assert!(text.contains("# view pid ran:"), "{name}: {text}");
     running.stop().expect("endpoint stopped cleanly");
 }
@@ -257,5 +265,5 @@ fn hidden_finds_the_rootkit_over_the_wire() {
     running.stop().expect("endpoint stopped cleanly");
     assert_eq!(remote.findings, local.findings);
     let names: Vec<(&str, &[View])> = remote.findings.iter().map(|f| (f.name.as_str(), f.seen_by.as_slice())).collect();
-    assert_eq!(names, [(i.hidden.comm.as_str(), &[View::Pid][..]), (i.hidden.module.as_str(), &[View::ModTree][..])]);
+    assert_eq!(names, [(i.hidden.comm.as_str(), &[View::Pid][..]), (i.hidden.module.as_str(), &[View::ModTree, View::ModArea][..])]);
 }

@@ -33,6 +33,8 @@ pub struct PagingFormat {
     pub present: u64,
     /// The bit marking a large-page entry at levels that allow one.
     pub page_size: u64,
+    /// The bit allowing writes through an entry (R/W on x86-64; needed at every level).
+    pub writable: u64,
 }
 
 impl PagingFormat {
@@ -57,6 +59,7 @@ pub const X86_64_4LEVEL: PagingFormat = PagingFormat {
     addr_mask: 0x000f_ffff_ffff_f000,
     present: 1,
     page_size: 1 << 7,
+    writable: 1 << 1,
 };
 
 /// x86-64 5-level paging (57-bit virtual addresses, LA57): the same entries, one level more.
@@ -230,6 +233,108 @@ fn step<V: Virt>(
     w.table = PhysAddr(value & fmt.addr_mask);
     w.level += 1;
     None
+}
+
+/// One present leaf entry: a page mapped in a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// The page's virtual address (aligned to its size).
+    pub va: u64,
+    pub phys: PhysAddr,
+    /// 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+    /// Writable through every level above it.
+    pub writable: bool,
+}
+
+/// The pages mapped in `[start, end)` under `pt`, in address order, found level by level: one
+/// `read_batch` per level, of the entries of each table that fall in the range.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    pub pages: Vec<Mapping>,
+    /// Tables read.
+    pub tables: usize,
+    /// Stopped at `max_tables` tables or `max_pages` pages: `pages` is a prefix of the answer.
+    pub truncated: bool,
+    /// Tables that could not be read (their part of the range is left out).
+    pub unreadable: usize,
+}
+
+/// Enumerates the mappings of `[start, end)` (canonical, within one half of the address space).
+/// Bounded whatever the tables hold: the walk is as deep as the format, reads at most
+/// `max_tables` tables and keeps at most `max_pages` mappings, so tables that point at each
+/// other or at themselves cannot make it run longer.
+pub fn mapped(mem: &dyn PhysMem, pt: PageTables, start: u64, end: u64, max_tables: usize, max_pages: usize) -> Mapped {
+    let fmt = pt.format;
+    let mut out = Mapped::default();
+    // Offsets in the format's `va_bits` space, where the root's entry 0 maps 0; an `end` at the
+    // top of the space (2^64) masks to 0.
+    let mask = (1u64 << fmt.va_bits()).wrapping_sub(1);
+    let (start, end) = (start & mask, match end & mask { 0 if end != 0 => mask + 1, e => e });
+    // (table, offset its entry 0 maps, writable so far)
+    let mut frontier = vec![(pt.root, 0u64, true)];
+    let sign = |v: u64| -> u64 {
+        let shift = 64 - fmt.va_bits();
+        (((v << shift) as i64) >> shift) as u64
+    };
+    for (depth, lvl) in fmt.levels.iter().enumerate() {
+        if frontier.is_empty() {
+            break;
+        }
+        if out.tables + frontier.len() > max_tables {
+            frontier.truncate(max_tables.saturating_sub(out.tables));
+            out.truncated = true;
+        }
+        out.tables += frontier.len();
+        let span = 1u64 << lvl.shift;
+        let entries = 1u64 << fmt.index_bits;
+        // The entries of each table inside [start, end).
+        let ranges: Vec<(u64, u64)> = frontier
+            .iter()
+            .map(|&(_, base, _)| {
+                let first = if start > base { ((start - base) / span).min(entries) } else { 0 };
+                let last = if end > base { (end - base).div_ceil(span).min(entries) } else { 0 };
+                (first, last.max(first))
+            })
+            .collect();
+        let mut bufs: Vec<Vec<u8>> = ranges.iter().map(|&(a, b)| vec![0u8; ((b - a) * 8) as usize]).collect();
+        let results = {
+            let mut ops: Vec<ReadOp<'_>> = bufs
+                .iter_mut()
+                .zip(frontier.iter().zip(&ranges))
+                .map(|(buf, (&(table, ..), &(a, _)))| ReadOp { addr: PhysAddr(table.0.wrapping_add(a * 8)), buf: &mut buf[..] })
+                .collect();
+            mem.read_batch(&mut ops)
+        };
+        let last_level = depth + 1 == fmt.levels.len();
+        let mut next = Vec::new();
+        for (((&(_, base, writable), &(a, _)), buf), result) in frontier.iter().zip(&ranges).zip(&bufs).zip(results) {
+            if result.is_err() {
+                out.unreadable += 1;
+                continue;
+            }
+            for (k, e) in buf.chunks_exact(8).enumerate() {
+                let value = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
+                if value & fmt.present == 0 {
+                    continue;
+                }
+                let offset = base.wrapping_add((a + k as u64) * span);
+                let w = writable && value & fmt.writable != 0;
+                if last_level || (lvl.large_page && value & fmt.page_size != 0) {
+                    if out.pages.len() == max_pages {
+                        out.truncated = true;
+                        continue;
+                    }
+                    out.pages.push(Mapping { va: sign(offset), phys: PhysAddr(value & fmt.addr_mask & !(span - 1)), size: span, writable: w });
+                } else {
+                    next.push((PhysAddr(value & fmt.addr_mask), offset, w));
+                }
+            }
+        }
+        frontier = next;
+    }
+    out.pages.sort_by_key(|m| m.va);
+    out
 }
 
 #[cfg(test)]

@@ -252,3 +252,55 @@ fn root_near_the_top_of_the_address_space_is_an_error_not_a_wrap() {
     assert!(matches!(ok[0], Err(PagingError::TableOutOfRange { .. })));
     assert!(matches!(ok[1], Err(PagingError::NotPresent { .. })));
 }
+
+#[test]
+fn mapped_lists_the_pages_of_a_range_and_only_those() {
+    let mut b = Builder::new(4);
+    let area = 0xffff_ffff_a000_0000u64;
+    b.map(area + 0x5000, 0x40_0000, 0x1000, 0);
+    b.map(area + 0x6000, 0x40_1000, 0x1000, NX);
+    b.map(area + 0x20_0000, 0x60_0000, 0x20_0000, 0);
+    b.map(area - 0x1000, 0x50_0000, 0x1000, 0); // just below the range
+    b.map(0xffff_ffff_ff00_0000, 0x51_0000, 0x1000, 0); // at its end
+    // a read-only leaf
+    b.map(area + 0x40_0000, 0x52_0000, 0x1000, 0);
+    let pt = PageTables::new(PhysAddr(b.root), &X86_64_4LEVEL);
+    let va = area + 0x40_0000;
+    let mut table = b.root;
+    for shift in [39, 30, 21] {
+        table = b.read(Builder::entry_addr(table, va, shift)) & X86_64_4LEVEL.addr_mask;
+    }
+    let leaf = Builder::entry_addr(table, va, 12);
+    let v = b.read(leaf);
+    b.mem.write_u64(leaf, v & !RW);
+    let m = mapped(&b.mem, pt, area, 0xffff_ffff_ff00_0000, 64, 64);
+    let got: Vec<(u64, u64, u64, bool)> = m.pages.iter().map(|p| (p.va, p.phys.0, p.size, p.writable)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (area + 0x5000, 0x40_0000, 0x1000, true),
+            (area + 0x6000, 0x40_1000, 0x1000, true),
+            (area + 0x20_0000, 0x60_0000, 0x20_0000, true),
+            (area + 0x40_0000, 0x52_0000, 0x1000, false),
+        ]
+    );
+    assert!(!m.truncated && m.unreadable == 0);
+    // Bounds: pages and tables.
+    let m = mapped(&b.mem, pt, area, 0xffff_ffff_ff00_0000, 64, 2);
+    assert!(m.truncated && m.pages.len() == 2);
+    let m = mapped(&b.mem, pt, area, 0xffff_ffff_ff00_0000, 2, 64);
+    assert!(m.truncated && m.tables <= 2);
+}
+
+#[test]
+fn mapped_stays_bounded_on_tables_that_point_at_themselves() {
+    let mut b = Builder::new(4);
+    // Every entry of the root points back at the root: 512 "tables" per level, all one page.
+    for i in 0..512u64 {
+        b.mem.write_u64(b.root + i * 8, b.root | P | RW);
+    }
+    let pt = PageTables::new(PhysAddr(b.root), &X86_64_4LEVEL);
+    let m = mapped(&b.mem, pt, 0xffff_8000_0000_0000, 0xffff_ffff_ffff_f000, 1000, 10_000);
+    assert!(m.truncated);
+    assert!(m.tables <= 1000 && m.pages.len() <= 10_000);
+}

@@ -68,8 +68,14 @@ fn qemu_version() -> Result<String> {
 pub fn recipe_hash(recipe: &Recipe, kernel_hash: &str, workload_hash: &str, qemu: &str) -> String {
     let formats: Vec<&str> = recipe.extra_formats.iter().map(|f| f.as_str()).collect();
     let mut params = format!("{MEMORY_MIB} {SMP} {} {}", recipe.append(), formats.join(","));
-    if matches!(recipe.kernel, KernelRecipe::Debian { .. }) {
-        params.push_str(&format!(" modules={} unsigned={}", debian::GUEST_MODULES.join(","), debian::UNSIGNED_GUEST_MODULES.join(",")));
+    match recipe.kernel {
+        KernelRecipe::Debian { .. } => {
+            params.push_str(&format!(" modules={} unsigned={}", debian::GUEST_MODULES.join(","), debian::UNSIGNED_GUEST_MODULES.join(",")))
+        }
+        KernelRecipe::Custom { fragment, .. } if custom::has_modules(fragment) => {
+            params.push_str(&format!(" modules={}", custom::GUEST_MODULES.join(",")))
+        }
+        KernelRecipe::Custom { .. } => {}
     }
     hash_parts(&[
         &LAB_VERSION.to_le_bytes(),
@@ -105,19 +111,17 @@ pub fn kernel(cache: &Cache, apt: &Apt, recipe: &Recipe, jobs: u32) -> Result<Ke
     }
 }
 
-/// The initramfs `recipe`'s guest boots, and the names of the modules its agent loads (the
-/// [`debian::GUEST_MODULES`] from a Debian kernel's own packages; none for custom kernels,
-/// which are built without `CONFIG_MODULES`).
+/// The initramfs `recipe`'s guest boots, and the names of the modules its agent loads: the
+/// [`debian::GUEST_MODULES`] from a Debian kernel's own packages, the [`custom::GUEST_MODULES`]
+/// from a custom kernel's build directory when its fragments enable `CONFIG_MODULES`, else none.
 pub fn guest_initramfs(cache: &Cache, apt: &Apt, recipe: &Recipe) -> Result<(guest::Initramfs, Vec<String>)> {
-    match &recipe.kernel {
-        KernelRecipe::Debian { series, flavour } => {
-            let resolved = debian::resolve(apt, series, flavour)?;
-            let modules = debian::guest_modules(cache, apt, &resolved)?;
-            let names = modules.iter().map(|(f, _)| f.trim_end_matches(".ko").to_string()).collect();
-            Ok((guest::initramfs_with_modules(cache, &modules)?, names))
-        }
-        KernelRecipe::Custom { .. } => Ok((guest::initramfs(cache)?, Vec::new())),
-    }
+    let modules = match &recipe.kernel {
+        KernelRecipe::Debian { series, flavour } => debian::guest_modules(cache, apt, &debian::resolve(apt, series, flavour)?)?,
+        KernelRecipe::Custom { fragment, .. } if custom::has_modules(fragment) => custom::guest_modules(&cache.build(recipe.name))?,
+        KernelRecipe::Custom { .. } => Vec::new(),
+    };
+    let names = modules.iter().map(|(f, _)| f.trim_end_matches(".ko").to_string()).collect();
+    Ok((guest::initramfs_with_modules(cache, &modules)?, names))
 }
 
 /// Layout of a stock kernel from its headers packages, cached next to them.

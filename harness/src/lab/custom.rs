@@ -1,5 +1,7 @@
 //! Custom kernels from Debian's `linux-source-<series>` (5.10, 6.1, 6.12, 7.x, fetched through the
-//! lab's private apt): tinyconfig + `base.config` + one fragment, built with the host's gcc 12.
+//! lab's private apt): tinyconfig + `base.config` + one or more fragments (`bare.config+modules.config`:
+//! merged in that order), built with the host's gcc 12. A kernel whose fragments set
+//! `CONFIG_MODULES=y` also builds its modules; [`GUEST_MODULES`] of them go into its guest.
 //!
 //! Invariant: a build directory is reused only when its `kernel.json` records the same kernel
 //! hash (source version, fragments, compiler); after `olddefconfig` every option the fragments
@@ -102,11 +104,47 @@ pub fn source_tree(cache: &Cache, apt: &Apt, src: &Source) -> Result<PathBuf> {
     Ok(tree)
 }
 
-/// Hash of everything a custom kernel build depends on.
+/// Modules the lab loads into the guest of a custom kernel built with `CONFIG_MODULES=y`, by
+/// path in its build directory without `.ko` (what `modules.config` builds as modules on 5.10
+/// to 7.x): small, and without dependencies except `nls_utf8`, which uses `nls_base` (so that
+/// one is in use: refcount 1, used by `nls_utf8`). The agent loads them in file-name order.
+pub const GUEST_MODULES: &[&str] = &["fs/binfmt_misc", "fs/configfs/configfs", "fs/nls/nls_base", "fs/nls/nls_utf8"];
+
+/// The [`GUEST_MODULES`] of the custom kernel built in `build_dir`: `(file name, bytes)` in the
+/// list's order.
+pub fn guest_modules(build_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    GUEST_MODULES
+        .iter()
+        .map(|m| {
+            let p = build_dir.join(format!("{m}.ko"));
+            let bytes = std::fs::read(&p).map_err(io(&p))?;
+            Ok((format!("{}.ko", crate::lab::debian::module_name(m)), bytes))
+        })
+        .collect()
+}
+
+/// The fragment files a recipe's `fragment` names (`bare.config+modules.config`), in merge order.
+pub fn fragment_names(fragment: &str) -> impl Iterator<Item = &str> {
+    fragment.split('+')
+}
+
+/// The texts of `fragment`'s files, in merge order.
+fn fragment_texts(fragment: &str) -> Result<Vec<&'static str>> {
+    fragment_names(fragment)
+        .map(|n| guest::fragment(n).ok_or_else(|| Error::Invalid { path: n.into(), what: "no such fragment".into() }))
+        .collect()
+}
+
+/// Whether a kernel built from `fragment` loads modules (its fragments set `CONFIG_MODULES=y`).
+pub fn has_modules(fragment: &str) -> bool {
+    fragment_texts(fragment).is_ok_and(|t| merged_options(&t).get("CONFIG_MODULES").map(String::as_str) == Some("y"))
+}
+
+/// Hash of everything a custom kernel build depends on. (One fragment hashes as it always has,
+/// so that adding multi-fragment recipes rebuilt no existing kernel.)
 pub fn kernel_hash(source_version: &str, fragment: &str) -> Result<String> {
     let base = guest::fragment("base.config").unwrap_or_default();
-    let frag = guest::fragment(fragment)
-        .ok_or_else(|| Error::Invalid { path: fragment.into(), what: "no such fragment".into() })?;
+    let frag = fragment_texts(fragment)?.concat();
     let gcc = Command::new("gcc").arg("--version").output().map_err(io("gcc"))?;
     Ok(hash_parts(&[
         &BUILD_VERSION.to_le_bytes(),
@@ -131,7 +169,7 @@ pub fn build(cache: &Cache, apt: &Apt, src: &Source, name: &str, fragment: &str,
     let hash = kernel_hash(&version, fragment)?;
     let b = cache.build(name);
     let art = |layout: Layout| KernelArtifacts {
-        kernel: format!("{}+{}", src.package, fragment.trim_end_matches(".config")),
+        kernel: format!("{}+{}", src.package, fragment_names(fragment).map(|f| f.trim_end_matches(".config")).collect::<Vec<_>>().join("+")),
         kernel_version: version.clone(),
         kernel_hash: hash.clone(),
         vmlinuz: b.join("arch/x86/boot/bzImage"),
@@ -153,7 +191,7 @@ pub fn build(cache: &Cache, apt: &Apt, src: &Source, name: &str, fragment: &str,
 
     configure(&tree, &b, fragment)?;
     let expected_lines = old.map(|s| s.build_log_lines).unwrap_or(1100);
-    let lines = make_with_progress(&b, name, jobs, expected_lines)?;
+    let lines = make_with_progress(&b, name, jobs, expected_lines, has_modules(fragment))?;
     let layout = kbuild::offsets(&b, None, &kbuild::analysis_fields())?;
     let stamp = KernelStamp { kernel_hash: hash.clone(), layout: layout.clone(), build_log_lines: lines };
     let text = serde_json::to_string_pretty(&stamp).map_err(|e| Error::Invalid { path: stamp_path.clone(), what: e.to_string() })?;
@@ -161,14 +199,19 @@ pub fn build(cache: &Cache, apt: &Apt, src: &Source, name: &str, fragment: &str,
     Ok(art(layout))
 }
 
-/// tinyconfig's inputs + base + fragment via merge_config.sh (allnoconfig mode), then checks.
+/// tinyconfig's inputs + base + fragments via merge_config.sh (allnoconfig mode), then checks.
 fn configure(tree: &Path, b: &Path, fragment: &str) -> Result<()> {
-    let base_path = b.join("fragments/base.config");
-    let frag_path = b.join("fragments").join(fragment);
     let base = guest::fragment("base.config").unwrap_or_default();
-    let frag = guest::fragment(fragment).unwrap_or_default();
-    std::fs::write(&base_path, base).map_err(io(&base_path))?;
-    std::fs::write(&frag_path, frag).map_err(io(&frag_path))?;
+    let mut texts = vec![base];
+    let mut paths = Vec::new();
+    for (name, text) in std::iter::once("base.config").zip([base]).chain(fragment_names(fragment).zip(fragment_texts(fragment)?)) {
+        let path = b.join("fragments").join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+        paths.push(path);
+        if name != "base.config" {
+            texts.push(text);
+        }
+    }
     let _ = std::fs::remove_file(b.join(".config"));
     let out = Command::new("scripts/kconfig/merge_config.sh")
         .current_dir(tree)
@@ -176,8 +219,7 @@ fn configure(tree: &Path, b: &Path, fragment: &str) -> Result<()> {
         .arg("-O")
         .arg(b)
         .args(["kernel/configs/tiny-base.config", "kernel/configs/tiny.config", "arch/x86/configs/tiny.config"])
-        .arg(&base_path)
-        .arg(&frag_path)
+        .args(&paths)
         .env("ARCH", "x86_64")
         .env_remove("MAKEFLAGS")
         .env_remove("MAKELEVEL")
@@ -196,7 +238,7 @@ fn configure(tree: &Path, b: &Path, fragment: &str) -> Result<()> {
     }
     let config_path = b.join(".config");
     let config = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
-    let wanted = merged_options(&[base, frag]);
+    let wanted = merged_options(&texts);
     let problems = check_config(&config, &wanted);
     if !problems.is_empty() {
         return Err(Error::ConfigMismatch { path: config_path, problems: problems.join("; ") });
@@ -264,8 +306,9 @@ fn fix_randstruct_seed(b: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `nice make -jN bzImage` with the output in build.log and a bar fed by its line count.
-fn make_with_progress(b: &Path, name: &str, jobs: u32, expected_lines: u64) -> Result<u64> {
+/// `nice make -jN bzImage` (and `modules`) with the output in build.log and a bar fed by its
+/// line count.
+fn make_with_progress(b: &Path, name: &str, jobs: u32, expected_lines: u64, modules: bool) -> Result<u64> {
     let log_path = b.join("build.log");
     let t0 = Instant::now();
     let mut child = Command::new("nice")
@@ -273,6 +316,7 @@ fn make_with_progress(b: &Path, name: &str, jobs: u32, expected_lines: u64) -> R
         .arg(b)
         .arg(format!("-j{jobs}"))
         .arg("bzImage")
+        .args(modules.then_some("modules"))
         .env_remove("MAKEFLAGS")
         .env_remove("MAKELEVEL")
         .env("LC_ALL", "C")

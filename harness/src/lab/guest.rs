@@ -26,6 +26,7 @@ pub const FRAGMENTS: &[(&str, &str)] = &[
     ("bare.config", include_str!("../../guest/fragments/bare.config")),
     ("bare-lazy.config", include_str!("../../guest/fragments/bare-lazy.config")),
     ("randstruct.config", include_str!("../../guest/fragments/randstruct.config")),
+    ("modules.config", include_str!("../../guest/fragments/modules.config")),
 ];
 
 pub fn fragment(name: &str) -> Option<&'static str> {

@@ -51,7 +51,8 @@ pub enum KernelRecipe {
     /// apt knows (see [`crate::lab::debian`]).
     Debian { series: &'static str, flavour: &'static str },
     /// Debian's `linux-source-<series>` configured as `tinyconfig` + `base.config` + this
-    /// fragment (file name under `harness/guest/fragments/`).
+    /// fragment (file name under `harness/guest/fragments/`; several joined by `+` are merged
+    /// in that order).
     Custom { series: &'static str, fragment: &'static str },
 }
 
@@ -151,6 +152,12 @@ pub fn default_corpus() -> Vec<Recipe> {
         custom("custom7-thesis", "7", "thesis.config", Eval, &[]),
         custom("custom7-bare", "7", "bare-lazy.config", Eval, &[]),
         custom("custom7-randstruct", "7", "randstruct.config", Eval, &[]),
+        // Loadable modules on a bare kernel of each version: the `modules` list head is in no
+        // symbol table (kallsyms without data symbols, no BTF, no vmcoreinfo).
+        custom("custom7-modules", "7", "bare-lazy.config+modules.config", Test, &[]),
+        custom("custom-modules", "6.1", "bare.config+modules.config", Eval, &[]),
+        custom("custom5.10-modules", "5.10", "bare.config+modules.config", Eval, &[]),
+        custom("custom6.12-modules", "6.12", "bare.config+modules.config", Eval, &[]),
     ]
 }
 

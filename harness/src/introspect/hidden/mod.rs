@@ -9,7 +9,8 @@
 //!          ─ runqueue   each CPU's rq: curr, idle, fair/RT/deadline queues (runqueue.rs) address
 //!          ─ scan       --scan: RAM, 64-byte aligned task_struct candidates (memscan.rs) ┘
 //!          ─ modules    the `modules` list (modules::list: what `lsmod` lists)  ┐ by struct
-//!          ─ mod_tree   the module address tree (modtree.rs)                    ┘ module address
+//!          ─ mod_tree   the module address tree (modtree.rs)                    │ module address
+//!          ─ module_area every struct module in the module area's pages (modules::area)  ┘
 //!          ▼
 //!   findings: one per task or module absent from its list, with every view that saw it (render.rs)
 //! ```
@@ -86,6 +87,8 @@ pub enum View {
     Modules,
     /// The module address tree.
     ModTree,
+    /// The `struct module`s in the module area's writable pages.
+    ModArea,
 }
 
 impl View {
@@ -97,6 +100,7 @@ impl View {
             View::Scan => "scan",
             View::Modules => "modules",
             View::ModTree => "mod_tree",
+            View::ModArea => "module_area",
         }
     }
 }
@@ -246,7 +250,12 @@ const SYMBOLS: &[&str] = &["init_pid_ns", "runqueues", "__per_cpu_offset", "nr_c
 pub fn hidden(mem: &dyn PhysMem, opts: &HiddenOptions) -> Result<HiddenReport, HiddenError> {
     let counted = Counting::new(mem);
     let mut clock = Clock::new(&counted);
-    let Prepared { kernel, method, layout, .. } = prepare(&counted, &opts.ps, None, &mut clock)?;
+    let Prepared { mut kernel, method, layout, .. } = prepare(&counted, &opts.ps, None, &mut clock)?;
+    // The module views read outside the image and the direct map: a kernel without data
+    // symbols has its page tables searched for (the module area view says if they are not found).
+    if let Err(e) = modules::area::ensure_page_tables(&mut kernel) {
+        tracing::debug!(error = %e, "no kernel page tables");
+    }
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
     let kptr = |v: u64| kernel.space.kernel_ptr(KVirt(v));
     let phys = |v: KVirt| kernel.space.linear(v).map(|p| p.0);
@@ -550,13 +559,18 @@ fn classify(kernel: &Kernel<'_>, l: &Layout, off: &BTreeMap<u64, (KVirt, BTreeSe
     (out, aside)
 }
 
-/// The module views: the list (as `lsmod`) and the address tree; module findings.
+/// The module views: the list (as `lsmod`), the address tree and the module area; module
+/// findings, one per `struct module` off the list with every view that saw it.
 fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option<u64>, read: &mut ReadMany<'_>, views: &mut Vec<ViewReport>, clock: &mut Clock<'_, impl PhysMem>) -> Vec<Finding> {
-    let head = match modules::modules_head(kernel) {
+    const MODULE_VIEWS: [View; 3] = [View::Modules, View::ModTree, View::ModArea];
+    let area_scan = modules::area::scan(kernel);
+    clock.lap("module_area");
+    let area_cost = clock.phases.last().cloned();
+    let head = match modules::modules_head_with(kernel, &mut || area_scan.clone()) {
         Ok(h) => h,
         Err(e) => {
             clock.lap("modules");
-            for v in [View::Modules, View::ModTree] {
+            for v in MODULE_VIEWS {
                 views.push(ViewReport::new(v, Status::Unavailable, e.to_string()));
             }
             return Vec::new();
@@ -564,55 +578,83 @@ fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option
     };
     // The BTF already read gives the layout without reading it again (as `lsmod`'s btf method).
     let from_btf = btf.as_ref().ok().and_then(|b| modules::layout::ModuleLayout::from_btf(b).ok());
-    let located = match from_btf.map(|layout| Ok(modules::Located { method: ModMethod::Btf, layout, how: "BTF struct module".into() })).unwrap_or_else(|| modules::locate(kernel, head, ModMethod::Auto)) {
+    let located = match from_btf.map(|layout| Ok(modules::Located { method: ModMethod::Btf, layout, how: "BTF struct module".into() })).unwrap_or_else(|| modules::locate(kernel, head.addr, ModMethod::Auto)) {
         Ok(l) => l,
         Err(e) => {
             clock.lap("modules");
             let mut r = ViewReport::new(View::Modules, Status::Failed, "struct module layout");
             r.error = Some(e.to_string());
             views.push(r);
-            views.push(ViewReport::new(View::ModTree, Status::Unavailable, "no struct module layout to name the modules with"));
+            for v in [View::ModTree, View::ModArea] {
+                views.push(ViewReport::new(v, Status::Unavailable, "no struct module layout to compare the modules list with"));
+            }
             return Vec::new();
         }
     };
-    let w = modlist::walk(&located.layout, head.0, &mut modules::reader(kernel));
+    let w = modlist::walk(&located.layout, head.addr.0, &mut modules::reader(kernel));
     clock.lap("modules");
-    let mut r = ViewReport::new(View::Modules, if w.error.is_some() { Status::Partial } else { Status::Ran }, format!("the modules list ({})", located.how));
+    let mut r = ViewReport::new(View::Modules, if w.error.is_some() { Status::Partial } else { Status::Ran }, format!("the modules list (head from {}; {})", head.from, located.how));
     r.seen = w.modules.len();
     r.error = w.error.as_ref().map(ToString::to_string);
     views.push(r.cost(clock.phases.last()));
     let listed: HashSet<u64> = w.modules.iter().map(|m| m.module).collect();
+    let mut findings: BTreeMap<u64, Finding> = BTreeMap::new();
+    let finding = |m: u64, view: View| Finding { kind: Kind::Module, pid: None, tgid: None, name: "?".into(), address: m, seen_by: vec![view], state: "?".into(), note: None };
 
     let tree_layout = match (btf, mod_tree) {
         (Err(e), _) => Err(format!("needs BTF for mod_tree_node: {e}")),
         (_, None) => Err("kallsyms has no mod_tree".into()),
         (Ok(b), Some(_)) => modtree::TreeLayout::from_btf(b),
     };
-    let tl = match tree_layout {
-        Ok(t) => t,
+    match tree_layout {
         Err(e) => {
             clock.lap("mod_tree");
             views.push(ViewReport::new(View::ModTree, Status::Unavailable, e).cost(clock.phases.last()));
-            return Vec::new();
         }
-    };
-    let t = modtree::walk(&tl, mod_tree.unwrap_or(0), read);
-    let off: Vec<u64> = t.modules.iter().copied().filter(|m| !listed.contains(m)).collect();
-    let got = read(&off.iter().map(|&m| (m, located.layout.span as usize)).collect::<Vec<_>>());
-    let mut findings = Vec::new();
-    for (&m, bytes) in off.iter().zip(got) {
-        let mut f = Finding { kind: Kind::Module, pid: None, tgid: None, name: "?".into(), address: m, seen_by: vec![View::ModTree], state: "?".into(), note: None };
-        match bytes.map_err(|e| e.to_string()).and_then(|b| modlist::decode(&located.layout, m, &b).map_err(|e| e.to_string())) {
-            Ok(Some(d)) => (f.name, f.state) = (d.name, d.state.to_string()),
-            Ok(None) => continue,
-            Err(e) => f.note = Some(e),
+        Ok(tl) => {
+            let t = modtree::walk(&tl, mod_tree.unwrap_or(0), read);
+            let off: Vec<u64> = t.modules.iter().copied().filter(|m| !listed.contains(m)).collect();
+            let got = read(&off.iter().map(|&m| (m, located.layout.span as usize)).collect::<Vec<_>>());
+            for (&m, bytes) in off.iter().zip(got) {
+                let mut f = finding(m, View::ModTree);
+                match bytes.map_err(|e| e.to_string()).and_then(|b| modlist::decode(&located.layout, m, &b).map_err(|e| e.to_string())) {
+                    Ok(Some(d)) => (f.name, f.state) = (d.name, d.state.to_string()),
+                    Ok(None) => continue,
+                    Err(e) => f.note = Some(e),
+                }
+                findings.insert(m, f);
+            }
+            clock.lap("mod_tree");
+            let mut r = ViewReport::new(View::ModTree, if t.error.is_some() { Status::Partial } else { Status::Ran }, format!("mod_tree: {} nodes (BTF)", t.nodes));
+            (r.seen, r.off_list) = (t.modules.len(), off.len());
+            r.error = t.error.as_ref().map(ToString::to_string);
+            views.push(r.cost(clock.phases.last()));
         }
-        findings.push(f);
     }
-    clock.lap("mod_tree");
-    let mut r = ViewReport::new(View::ModTree, if t.error.is_some() { Status::Partial } else { Status::Ran }, format!("mod_tree: {} nodes (BTF)", t.nodes));
-    (r.seen, r.off_list) = (t.modules.len(), off.len());
-    r.error = t.error.as_ref().map(ToString::to_string);
-    views.push(r.cost(clock.phases.last()));
-    findings
+
+    match area_scan {
+        Err(e) => views.push(ViewReport::new(View::ModArea, Status::Unavailable, e)),
+        Ok(a) => {
+            let off: Vec<&modules::area::Found> = a.modules.iter().filter(|m| !listed.contains(&m.module)).collect();
+            for m in &off {
+                let f = findings.entry(m.module).or_insert_with(|| finding(m.module, View::ModArea));
+                if !f.seen_by.contains(&View::ModArea) {
+                    f.seen_by.push(View::ModArea);
+                }
+                if f.name == "?" {
+                    f.name = m.name.clone();
+                    f.state = modlist::ModuleState::from_raw(m.state).map_or("?", |s| s.as_str()).to_string();
+                }
+                if !m.linked && f.note.is_none() {
+                    f.note = Some("its list node is unlinked (points at itself, or list poison)".into());
+                }
+            }
+            let status = if a.truncated { Status::Partial } else { Status::Ran };
+            let mut r = ViewReport::new(View::ModArea, status, format!("{} writable pages of the {} mapped in the module area", a.pages, a.mapped));
+            (r.seen, r.off_list) = (a.modules.len(), off.len());
+            r.error = a.truncated.then(|| format!("stopped at its bounds ({} page tables, {} bytes)", modules::area::MAX_TABLES, modules::area::MAX_BYTES));
+            views.push(r.cost(area_cost.as_ref()));
+        }
+    }
+    findings.into_values().collect()
 }

@@ -132,6 +132,11 @@ pub fn infer(samples: &[(u64, &[u8])]) -> Result<Inferred, String> {
         how.push(format!("mem[{MOD_MEM_NUM_TYPES}] at {x}, {stride} bytes each, size at {size}"));
         (Memory::Array { offset: x, count: MOD_MEM_NUM_TYPES, stride, base: 0, size }, x + MOD_MEM_NUM_TYPES * stride)
     };
+    let init = find_init(&s, x);
+    match init {
+        Some(i) => how.push(format!("init at {i} (before the memory)")),
+        None => how.push("no init found (no module with init code sampled)".into()),
+    }
     let taints = find_taints(&s, mem_end.next_multiple_of(8), &memory)?;
     how.push(format!("taints at {taints} (by bug_list)"));
     let mut refcnt = None;
@@ -158,7 +163,7 @@ pub fn infer(samples: &[(u64, &[u8])]) -> Result<Inferred, String> {
     let end = refcnt.map(|r| r + 4).unwrap_or(taints + 8).max(mem_end);
     // `struct module_use` has had the same four fields since 2.6.35: source_list, target_list,
     // source, target.
-    let users = refcnt.map(|r| Users { source_list: r - 40, init: None, exit: r - 8, use_node: 0, use_source: 32 });
+    let users = refcnt.map(|r| Users { source_list: r - 40, init, exit: r - 8, use_node: 0, use_source: 32 });
     let layout = ModuleLayout { span: end.next_multiple_of(8), state: 0, list: 8, name: NAME, name_len: NAME_LEN, memory, taints: Some(taints), refcnt, users };
     layout.check()?;
     Ok(Inferred { layout, how: format!("inferred from {} modules: {}", s.len(), how.join("; ")) })
@@ -204,6 +209,25 @@ fn find_taints(s: &[Sample<'_>], from: u64, memory: &Memory) -> Result<u64, Stri
         return Ok(taints);
     }
     Err(format!("no bug_list in {from}..{}: no list node linking the modules to each other or to module_bug_list", from + 264))
+}
+
+/// `int (*init)(void)`: the field right before the memory descriptor at `mem` (`mem[]` or
+/// `core_layout`), which may be cache-line aligned after it. It is the last word before `mem`
+/// that is not null in some module, a module-area address or null in every one (a module
+/// without init code has none; the pointer stays after its init code is freed), with only
+/// zeros between it and `mem`, after `extable` (null or a module-area address). `None` when
+/// no sampled module has init code: then nothing tells it from the padding.
+fn find_init(s: &[Sample<'_>], mem: u64) -> Option<u64> {
+    let null_or_module = |o: u64| s.iter().all(|m| m.u64(o).is_some_and(|v| v == 0 || in_modules(v)));
+    let lowest = mem.saturating_sub(64).max(NAME + NAME_LEN + 8);
+    let mut o = mem.checked_sub(8)?;
+    while o >= lowest {
+        if s.iter().any(|m| m.u64(o).is_some_and(|v| v != 0)) {
+            return (null_or_module(o) && null_or_module(o - 8)).then_some(o);
+        }
+        o -= 8;
+    }
+    None
 }
 
 /// Whether the module lies inside `[base, base + size)`, `base` read at `base_off`.

@@ -50,7 +50,7 @@ pub enum Memory {
 pub struct Users {
     /// `module.source_list`.
     pub source_list: u64,
-    /// `module.init` (unknown to the inference).
+    /// `module.init` (unknown to the inference when no sampled module has init code).
     pub init: Option<u64>,
     /// `module.exit`.
     pub exit: u64,

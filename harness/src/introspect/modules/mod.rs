@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!   lsmod ─ scan, symbols   (as for ps: banner, kallsyms, KASLR, direct map, page tables)
-//!         ─ head            `modules` from kallsyms (absent: a kernel without CONFIG_MODULES,
-//!         │                 or whose kallsyms has no data symbols)
+//!         ─ head            `modules` from kallsyms, else VMCOREINFO, else the one list node the
+//!         │                 struct modules in the module area link to (area.rs; a kernel whose
+//!         │                 kallsyms has no data symbols); none: no CONFIG_MODULES
 //!         ─ layout          btf | vmcoreinfo | inferred  → ModuleLayout (layout.rs, infer.rs)
 //!         ─ walk            modules.next → struct module → ... → back to the head (list.rs)
 //!         ▼
@@ -15,6 +16,7 @@
 //! reads at most `layout::MAX_STRUCT` bytes per module, and stops at the first node that does
 //! not hold together, keeping the modules decoded so far and an error naming the address.
 
+pub mod area;
 pub mod infer;
 pub mod layout;
 pub mod list;
@@ -102,8 +104,9 @@ pub struct Located {
 pub struct LsmodStats {
     pub method: String,
     pub kernel_release: String,
-    /// The `modules` list head.
+    /// The `modules` list head, and where it was found.
     pub head: String,
+    pub head_from: String,
     pub how: String,
     pub layout: ModuleLayout,
     pub modules: usize,
@@ -123,19 +126,35 @@ pub struct LsmodReport {
     /// In list order (the most recently loaded first, as `/proc/modules`).
     pub modules: Vec<Module>,
     pub located: Located,
-    pub head: KVirt,
+    pub head: Head,
     /// What stopped the walk early (the modules before it are in `modules`).
     pub error: Option<ModuleError>,
     pub kernel: KernelInfo,
     pub stats: LsmodStats,
 }
 
-/// The `modules` list head, from kallsyms (or VMCOREINFO's `SYMBOL(modules)` where a kernel
-/// exports it).
-pub fn modules_head(kernel: &Kernel<'_>) -> Result<KVirt, LsmodError> {
+/// The `modules` list head and where it was found.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub addr: KVirt,
+    /// `kallsyms`, `VMCOREINFO`, or the module area scan that found it.
+    pub from: String,
+}
+
+/// The `modules` list head, from kallsyms, VMCOREINFO's `SYMBOL(modules)` where a kernel
+/// exports it, or (kallsyms without data symbols) the module area ([`area::head`]).
+pub fn modules_head(kernel: &Kernel<'_>) -> Result<Head, LsmodError> {
+    modules_head_with(kernel, &mut || area::scan(kernel))
+}
+
+/// [`modules_head`] with the module area scanned by `area_scan` (called only when needed).
+pub fn modules_head_with(kernel: &Kernel<'_>, area_scan: &mut dyn FnMut() -> Result<area::AreaScan, String>) -> Result<Head, LsmodError> {
     let sym = kernel.symbols(&["modules"]).map_err(|e| LsmodError::NoModules(format!("looking up modules in kallsyms: {e}")))?[0];
-    if let Some(h) = sym.or_else(|| kernel.info.vmcoreinfo.as_ref().and_then(|v| v.symbol("modules"))) {
-        return Ok(h);
+    if let Some(addr) = sym {
+        return Ok(Head { addr, from: "kallsyms".into() });
+    }
+    if let Some(addr) = kernel.info.vmcoreinfo.as_ref().and_then(|v| v.symbol("modules")) {
+        return Ok(Head { addr, from: "VMCOREINFO".into() });
     }
     // The module loader's functions are in kallsyms whenever CONFIG_MODULES is: without
     // them the kernel cannot have loaded a module at all.
@@ -146,7 +165,12 @@ pub fn modules_head(kernel: &Kernel<'_>) -> Result<KVirt, LsmodError> {
     let why = if loader.iter().all(Option::is_none) {
         format!("kernel {release} was built without CONFIG_MODULES: kallsyms has no `modules` list and no module loader (load_module, do_init_module), so nothing can be loaded")
     } else if !kernel.info.kallsyms_all {
-        format!("kernel {release} has a module loader but kallsyms lists no data symbols (no CONFIG_KALLSYMS_ALL), so the `modules` list head cannot be found")
+        // No data symbols: the modules themselves, in the module area, link to the head.
+        let found = area_scan().map_err(|e| LsmodError::NoModules(format!("kernel {release}: kallsyms lists no data symbols, and the module area cannot be scanned: {e}")))?;
+        let addr = area::head(&found, |a| kernel.space.in_image(KVirt(a)))
+            .map_err(|e| LsmodError::NoModules(format!("kernel {release}: kallsyms lists no data symbols (no CONFIG_KALLSYMS_ALL), and {e}")))?;
+        let linked = found.modules.iter().filter(|m| m.linked).count();
+        return Ok(Head { addr: KVirt(addr), from: format!("the module area: {linked} struct modules linked to it in {} writable pages of {} mapped", found.pages, found.mapped) });
     } else {
         format!("kernel {release} has a module loader and data symbols in kallsyms, but no `modules`")
     };
@@ -238,18 +262,24 @@ pub fn lsmod(mem: &dyn PhysMem, opts: &LsmodOptions) -> Result<LsmodReport, Lsmo
     let mut clock = Clock::new(&counted);
     let found = Kernel::scan(&counted, &opts.scan)?;
     clock.lap("scan");
-    let kernel = Kernel::open(&counted, found)?;
+    let mut kernel = Kernel::open(&counted, found)?;
     clock.lap("symbols");
+    // Where kallsyms has no `init_top_pgt`, the modules (outside the image) need the tables too.
+    if let Err(e) = area::ensure_page_tables(&mut kernel) {
+        tracing::debug!(error = %e, "no kernel page tables: only the image and the direct map can be read");
+    }
     let head = modules_head(&kernel)?;
-    let located = locate(&kernel, head, opts.method.unwrap_or(ModMethod::Auto))?;
+    clock.lap("head");
+    let located = locate(&kernel, head.addr, opts.method.unwrap_or(ModMethod::Auto))?;
     clock.lap("layout");
-    let w = walk(&located.layout, head.0, &mut reader(&kernel));
+    let w = walk(&located.layout, head.addr.0, &mut reader(&kernel));
     clock.lap("walk");
     let total = counted.snapshot();
     let stats = LsmodStats {
         method: located.method.to_string(),
         kernel_release: kernel.info.release.clone(),
-        head: format!("{:#x}", head.0),
+        head: format!("{:#x}", head.addr.0),
+        head_from: head.from.clone(),
         how: located.how.clone(),
         layout: located.layout,
         modules: w.modules.len(),

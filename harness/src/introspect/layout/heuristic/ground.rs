@@ -245,22 +245,25 @@ pub(super) fn direct_map_base(space: &KernelSpace<'_>, init: &Obj) -> Result<KVi
 }
 
 /// Whether a 4 KiB page looks like the kernel's top-level table: entry 511 (the image) and the
-/// entry covering the direct map present. (No check of the frames against the RAM size: a
-/// replayed capture knows only the bytes read; the translation of `init_task` through the
-/// candidate is the decisive test.)
+/// entry covering the direct map present; with the direct map not known yet, entry 511 and
+/// another kernel-half entry present and the user half empty. (No check of the frames against
+/// the RAM size: a replayed capture knows only the bytes read; the translation of an image
+/// address through the candidate is the decisive test.)
 fn looks_like_top(space: &KernelSpace<'_>, page: &[u8]) -> bool {
-    let Some(pob) = space.page_offset_base else { return false };
     let present = |i: u64| u64_at(page, 8 * i).is_some_and(|e| e & 1 != 0);
-    present(511) && present((pob.0 >> 39) & 511)
+    match space.page_offset_base {
+        Some(pob) => present(511) && present((pob.0 >> 39) & 511),
+        None => present(511) && (256..511).any(present) && page[..2048].iter().all(|&b| b == 0),
+    }
 }
 
 /// The kernel's top-level page table in `.data` (no `init_top_pgt` symbol): the page-aligned
-/// page that looks like one and through which `init_task`'s own address translates to where
-/// the image mapping puts it. Scans 256 KiB chunks from `from`, stopping at the first chunk
-/// with a hit; the hit must be unique.
-pub fn search_top(p: &Probe<'_, '_>, from: KVirt, init_task: KVirt) -> Result<KVirt, LayoutError> {
+/// page that looks like one and through which `probe` (an address in the image, such as
+/// `init_task`) translates to where the image mapping puts it. Scans 256 KiB chunks from
+/// `from`, stopping at the first chunk with a hit; the hit must be unique.
+pub fn search_top(p: &Probe<'_, '_>, from: KVirt, probe: KVirt) -> Result<KVirt, LayoutError> {
     let space = p.space;
-    let want = space.linear(init_task).ok_or_else(|| failed("init_task is not in the image"))?;
+    let want = space.linear(probe).ok_or_else(|| failed(format!("{probe} is not in the image")))?;
     let mut off = 0;
     while off < SEARCH_SPAN {
         let va = from.wrapping_add(off);
@@ -280,7 +283,7 @@ pub fn search_top(p: &Probe<'_, '_>, from: KVirt, init_task: KVirt) -> Result<KV
                 return Err(failed(format!("more than {MAX_TOP_TRIES} page-table-like pages in 256 KiB of .data at {va}")));
             }
             let Some(root) = space.linear(va.wrapping_add(k)) else { continue };
-            let t = PageTables::new(root, space.format).translate(space.mem(), init_task);
+            let t = PageTables::new(root, space.format).translate(space.mem(), probe);
             if t.is_ok_and(|t| t.phys == want) {
                 hits.push(va.wrapping_add(k));
             }

@@ -88,7 +88,7 @@ fn clean_kernels_hide_nothing(
         (View::Scan, Status::Ran),
         (View::Modules, ran(modules)),
         (View::ModTree, ran(debian)),
-        (View::ModArea, ran(modules)),
+        (View::ModuleArea, ran(modules)),
     ] {
         assert_eq!(view(&r, v).status, want, "{tag}: view {v:?}: {:?}", view(&r, v));
     }
@@ -99,7 +99,7 @@ fn clean_kernels_hide_nothing(
     }
     if modules {
         // The module area has exactly the listed modules, which are /proc/modules.
-        let (mods, area) = (view(&r, View::Modules), view(&r, View::ModArea));
+        let (mods, area) = (view(&r, View::Modules), view(&r, View::ModuleArea));
         assert_eq!((mods.seen, area.seen, area.off_list), (t.len(), t.len(), 0), "{tag}: {mods:?} {area:?}");
     }
 
@@ -204,7 +204,7 @@ fn dkom_unlinked_task_and_module_are_found(
     match module {
         Some(m) => {
             assert_eq!(mods.len(), 1, "{name}: {:#?}", r.findings);
-            let views: &[View] = if e.flags.btf { &[View::ModTree, View::ModArea] } else { &[View::ModArea] };
+            let views: &[View] = if e.flags.btf { &[View::ModTree, View::ModuleArea] } else { &[View::ModuleArea] };
             assert_eq!((mods[0].name.as_str(), mods[0].address, mods[0].seen_by.as_slice()), (m.name.as_str(), m.module, views), "{name}");
             assert_eq!(mods[0].state, "Live");
         }
@@ -343,5 +343,5 @@ fn the_rootkits_task_and_module_are_found(#[values("deb5.10-amd64", "deb-amd64",
     assert!(tasks[0].seen_by.contains(&View::Pid) && tasks[0].seen_by.contains(&View::Scan), "{name}: {:?}", tasks[0].seen_by);
     let mods: Vec<_> = r.findings.iter().filter(|f| f.kind == Kind::Module).collect();
     assert_eq!(mods.len(), 1, "{name}: {:#?}", r.findings);
-    assert_eq!((mods[0].name.as_str(), mods[0].seen_by.as_slice(), mods[0].state.as_str()), (i.hidden.module.as_str(), &[View::ModTree, View::ModArea][..], "Live"), "{name}");
+    assert_eq!((mods[0].name.as_str(), mods[0].seen_by.as_slice(), mods[0].state.as_str()), (i.hidden.module.as_str(), &[View::ModTree, View::ModuleArea][..], "Live"), "{name}");
 }

@@ -223,7 +223,7 @@ fn hidden_over_the_wire_equals_the_image(#[values("deb-amd64", "custom-randstruc
     drop(wire);
     assert!(remote.findings.is_empty() && local.findings.is_empty(), "{name}: {:#?}", remote.findings);
     assert_eq!(remote.incomplete(), None, "{name}");
-    for v in [View::List, View::Pid, View::Runqueue, View::Modules, View::ModTree, View::ModArea] {
+    for v in [View::List, View::Pid, View::Runqueue, View::Modules, View::ModTree, View::ModuleArea] {
         let (a, b) = (remote.views.iter().find(|x| x.view == v).unwrap(), local.views.iter().find(|x| x.view == v).unwrap());
         assert_eq!((a.status, a.seen, a.off_list, &a.how), (b.status, b.seen, b.off_list, &b.how), "{name}: view {v:?}");
     }
@@ -265,5 +265,5 @@ fn hidden_finds_the_rootkit_over_the_wire() {
     running.stop().expect("endpoint stopped cleanly");
     assert_eq!(remote.findings, local.findings);
     let names: Vec<(&str, &[View])> = remote.findings.iter().map(|f| (f.name.as_str(), f.seen_by.as_slice())).collect();
-    assert_eq!(names, [(i.hidden.comm.as_str(), &[View::Pid][..]), (i.hidden.module.as_str(), &[View::ModTree, View::ModArea][..])]);
+    assert_eq!(names, [(i.hidden.comm.as_str(), &[View::Pid][..]), (i.hidden.module.as_str(), &[View::ModTree, View::ModuleArea][..])]);
 }

@@ -88,7 +88,7 @@ pub enum View {
     /// The module address tree.
     ModTree,
     /// The `struct module`s in the module area's writable pages.
-    ModArea,
+    ModuleArea,
 }
 
 impl View {
@@ -100,7 +100,7 @@ impl View {
             View::Scan => "scan",
             View::Modules => "modules",
             View::ModTree => "mod_tree",
-            View::ModArea => "module_area",
+            View::ModuleArea => "module_area",
         }
     }
 }
@@ -562,7 +562,7 @@ fn classify(kernel: &Kernel<'_>, l: &Layout, off: &BTreeMap<u64, (KVirt, BTreeSe
 /// The module views: the list (as `lsmod`), the address tree and the module area; module
 /// findings, one per `struct module` off the list with every view that saw it.
 fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option<u64>, read: &mut ReadMany<'_>, views: &mut Vec<ViewReport>, clock: &mut Clock<'_, impl PhysMem>) -> Vec<Finding> {
-    const MODULE_VIEWS: [View; 3] = [View::Modules, View::ModTree, View::ModArea];
+    const MODULE_VIEWS: [View; 3] = [View::Modules, View::ModTree, View::ModuleArea];
     let area_scan = modules::area::scan(kernel);
     clock.lap("module_area");
     let area_cost = clock.phases.last().cloned();
@@ -585,7 +585,7 @@ fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option
             let mut r = ViewReport::new(View::Modules, Status::Failed, "struct module layout");
             r.error = Some(e.to_string());
             views.push(r);
-            for v in [View::ModTree, View::ModArea] {
+            for v in [View::ModTree, View::ModuleArea] {
                 views.push(ViewReport::new(v, Status::Unavailable, "no struct module layout to compare the modules list with"));
             }
             return Vec::new();
@@ -633,13 +633,13 @@ fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option
     }
 
     match area_scan {
-        Err(e) => views.push(ViewReport::new(View::ModArea, Status::Unavailable, e)),
+        Err(e) => views.push(ViewReport::new(View::ModuleArea, Status::Unavailable, e)),
         Ok(a) => {
             let off: Vec<&modules::area::Found> = a.modules.iter().filter(|m| !listed.contains(&m.module)).collect();
             for m in &off {
-                let f = findings.entry(m.module).or_insert_with(|| finding(m.module, View::ModArea));
-                if !f.seen_by.contains(&View::ModArea) {
-                    f.seen_by.push(View::ModArea);
+                let f = findings.entry(m.module).or_insert_with(|| finding(m.module, View::ModuleArea));
+                if !f.seen_by.contains(&View::ModuleArea) {
+                    f.seen_by.push(View::ModuleArea);
                 }
                 if f.name == "?" {
                     f.name = m.name.clone();
@@ -650,7 +650,7 @@ fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option
                 }
             }
             let status = if a.truncated { Status::Partial } else { Status::Ran };
-            let mut r = ViewReport::new(View::ModArea, status, format!("{} writable pages of the {} mapped in the module area", a.pages, a.mapped));
+            let mut r = ViewReport::new(View::ModuleArea, status, format!("{} writable pages of the {} mapped in the module area", a.pages, a.mapped));
             (r.seen, r.off_list) = (a.modules.len(), off.len());
             r.error = a.truncated.then(|| format!("stopped at its bounds ({} page tables, {} bytes)", modules::area::MAX_TABLES, modules::area::MAX_BYTES));
             views.push(r.cost(area_cost.as_ref()));

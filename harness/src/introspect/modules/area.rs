@@ -2,7 +2,7 @@
 //! kernel's page tables map in the x86-64 module area, with no symbol and no layout.
 //!
 //! ```text
-//!   init_top_pgt ─ paging::mapped(MODULES_START..MODULES_END) ─ writable pages (a module's data)
+//!   init_top_pgt ─ paging::mapped(MODULES_VADDR..MODULES_END) ─ writable pages (a module's data)
 //!     ─ every 64-byte-aligned place that looks like the head of a struct module
 //!     ─ its list links checked against its neighbours (one batch) → linked, or unlinked
 //!     ─ the one list node the linked ones reach that is no module's: the `modules` head
@@ -73,7 +73,7 @@ pub struct AreaScan {
     /// Writable pages read (of any size) and their bytes.
     pub pages: usize,
     pub bytes: u64,
-    /// Pages mapped in the area, writable or not.
+    /// Pages mapped in the area (from `MODULES_VADDR`, not the image), writable or not.
     pub mapped: usize,
     /// A bound stopped the walk or the reads: `modules` may miss some.
     pub truncated: bool,
@@ -105,6 +105,20 @@ pub fn candidates(va: u64, bytes: &[u8]) -> Vec<(u64, String, u32, u64, u64)> {
     out
 }
 
+/// `MODULES_VADDR`: 512 MiB above `__START_KERNEL_map` (`MODULES_START`) in a kernel built
+/// without `CONFIG_RANDOMIZE_BASE`, whose image then lies below it; 1 GiB above with it, as the
+/// image may be placed anywhere in that first GiB. The image is mapped with 2 MiB pages, so a
+/// 2 MiB page below 1 GiB above the map says the image reaches past `MODULES_START`: the
+/// modules then start at 1 GiB (and the image's own writable pages, tens of MiB, are not read).
+fn modules_start(pages: &[paging::Mapping]) -> u64 {
+    const RANDOMIZED: u64 = 0xffff_ffff_c000_0000;
+    if pages.iter().any(|p| p.size >= 2 << 20 && p.va < RANDOMIZED) {
+        RANDOMIZED
+    } else {
+        MODULES_START
+    }
+}
+
 /// The kernel's page tables: `init_top_pgt` from kallsyms (as [`Kernel::open`] sets them), else
 /// the top-level table searched for in `.data` as the heuristic layout does (a kernel without
 /// data symbols; 4-level paging unless the direct map's base said otherwise), kept in
@@ -128,8 +142,10 @@ pub fn scan(kernel: &Kernel<'_>) -> Result<AreaScan, String> {
     let pt = space.page_tables.ok_or("no kernel page tables to find the module area's pages in")?;
     let mem = space.mem();
     let m = paging::mapped(mem, pt, MODULES_START, MODULES_END, MAX_TABLES, usize::MAX);
-    let mut out = AreaScan { mapped: m.pages.len(), truncated: m.truncated, ..Default::default() };
-    let writable: Vec<&paging::Mapping> = m.pages.iter().filter(|p| p.writable).collect();
+    let start = modules_start(&m.pages);
+    let pages: Vec<&paging::Mapping> = m.pages.iter().filter(|p| p.va >= start).collect();
+    let mut out = AreaScan { mapped: pages.len(), truncated: m.truncated, ..Default::default() };
+    let writable: Vec<&paging::Mapping> = pages.into_iter().filter(|p| p.writable).collect();
     // Read the writable pages in batches.
     let mut raw = Vec::new();
     let mut i = 0;
@@ -257,6 +273,15 @@ mod tests {
         assert!(candidates(k, &page[..79]).is_empty(), "the name runs past the bytes");
         assert_eq!(candidates(k, &page[..80]).len(), 1);
         assert!(candidates(k, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_image_below_one_gib_moves_the_module_area_up() {
+        let page = |va: u64, size: u64| paging::Mapping { va, phys: emulator::mem::PhysAddr(0), size, writable: true };
+        // No KASLR: the image ends below MODULES_START, modules from there.
+        assert_eq!(modules_start(&[page(MODULES_START + 0x1000, 4096), page(0xffff_ffff_c000_0000, 4096)]), MODULES_START);
+        // KASLR put the image's 2 MiB pages past MODULES_START: modules from 1 GiB.
+        assert_eq!(modules_start(&[page(0xffff_ffff_b000_0000, 2 << 20), page(0xffff_ffff_b020_0000, 4096)]), 0xffff_ffff_c000_0000);
     }
 
     #[test]

@@ -304,6 +304,13 @@ impl TagPool {
         if !self.suspect() {
             return Ok((0, len));
         }
+        let has_rested = |tag: u8| !self.free_at(tag, c).is_some_and(|at| c.drained < at);
+        // 1. a tag that rested a lifetime and none of whose last requests the request aliases:
+        // the first in FIFO order (usually the front one, free the longest), found without
+        // looking at the others
+        if let Some(i) = self.free.iter().position(|&tag| has_rested(tag) && self.alias_until(tag, end, c).is_none()) {
+            return Ok((i, len));
+        }
         // the free tags that rested a lifetime, in FIFO order, and when the others will have
         let mut rested = Vec::with_capacity(self.free.len());
         for (i, &tag) in self.free.iter().enumerate() {
@@ -311,10 +318,6 @@ impl TagPool {
                 Some(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
                 None => rested.push(i),
             }
-        }
-        // 1. a tag none of whose last requests the request aliases
-        if let Some(&i) = rested.iter().find(|&&i| self.alias_until(self.free[i], end, c).is_none()) {
-            return Ok((i, len));
         }
         // 2. cut short on the first: ends below `end`, DW-aligned, a DW apart; HISTORY + 1 of
         // them have distinct residues modulo 128, so one aliases none of the tag's requests

@@ -396,7 +396,7 @@ impl Requester {
         let clock = e.clock(Instant::now(), &self.target);
         let tag = e.tags.peek(&clock, addr.0, 1).ok_or_else(|| DmaError::Write("no free tag".into()))?;
         let sock = e.send_sock(tag);
-        for (a, n) in super::request::split(addr.0, data.len(), 256) {
+        for (a, n) in super::request::split(addr.0, data.len(), 256, None) {
             let req = MemRequest::new(self.requester_id, tag, a, n)
                 .ok_or_else(|| DmaError::Write(format!("cannot encode a write at {a:#x}")))?;
             let repr = Repr::MemWrite(req);
@@ -492,7 +492,9 @@ impl Cursor {
                 self.pos = 0;
                 continue;
             };
-            let (a, whole) = super::request::split(addr, op.buf.len() - self.pos, mrrs).next()?;
+            // Spread pieces end where `spread_end` puts them; the others on the completion grid.
+            let grid = (!spread).then_some(super::request::CUT_MPS);
+            let (a, whole) = super::request::split(addr, op.buf.len() - self.pos, mrrs, grid).next()?;
             let n = if spread && self.pos + whole as usize != op.buf.len() { spread_end(a, whole) } else { whole };
             let piece = Piece { op: self.op, off: self.pos, addr: a, len: n, attempts: 0 };
             self.pos += n as usize;

@@ -19,9 +19,10 @@
 //! This is how `lsmod` finds the `modules` list on a kernel whose kallsyms has no data symbols
 //! (no `CONFIG_KALLSYMS_ALL`), and the `module-area` view of `hidden`.
 //!
-//! Invariant: at most [`MAX_TABLES`] page tables and [`MAX_BYTES`] bytes of pages are read, in
-//! batches of at most [`BATCH_BYTES`]; a candidate is reported only after its neighbours were read
-//! and agree; [`candidates`] never panics and reads only the bytes it is given.
+//! Invariant: at most [`MAX_TABLES`] page tables are read ([`MAX_PAGES`] mappings kept) and
+//! [`MAX_BYTES`] bytes of pages, in batches of at most [`BATCH_BYTES`]; a candidate is reported
+//! only after its neighbours were read and agree; [`candidates`] never panics and reads only the
+//! bytes it is given.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -37,6 +38,9 @@ use crate::introspect::paging;
 
 /// Most page tables read walking the module area.
 pub const MAX_TABLES: usize = 4096;
+/// Most mappings kept from that walk (the area holds about 376,000 pages of 4 KiB; a machine
+/// with a few hundred modules maps tens of thousands).
+pub const MAX_PAGES: usize = 1 << 18;
 /// Most bytes of mapped pages read (64 MiB: a machine with a few hundred modules has tens).
 pub const MAX_BYTES: u64 = 64 << 20;
 /// Bytes read per batch.
@@ -141,7 +145,7 @@ pub fn scan(kernel: &Kernel<'_>) -> Result<AreaScan, String> {
     let space = &kernel.space;
     let pt = space.page_tables.ok_or("no kernel page tables to find the module area's pages in")?;
     let mem = space.mem();
-    let m = paging::mapped(mem, pt, MODULES_START, MODULES_END, MAX_TABLES, usize::MAX);
+    let m = paging::mapped(mem, pt, MODULES_START, MODULES_END, MAX_TABLES, MAX_PAGES);
     let start = modules_start(&m.pages);
     let pages: Vec<&paging::Mapping> = m.pages.iter().filter(|p| p.va >= start).collect();
     let mut out = AreaScan { mapped: pages.len(), truncated: m.truncated, ..Default::default() };

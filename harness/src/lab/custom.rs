@@ -202,15 +202,12 @@ pub fn build(cache: &Cache, apt: &Apt, src: &Source, name: &str, fragment: &str,
 /// tinyconfig's inputs + base + fragments via merge_config.sh (allnoconfig mode), then checks.
 fn configure(tree: &Path, b: &Path, fragment: &str) -> Result<()> {
     let base = guest::fragment("base.config").unwrap_or_default();
-    let mut texts = vec![base];
+    let texts: Vec<&str> = std::iter::once(base).chain(fragment_texts(fragment)?).collect();
     let mut paths = Vec::new();
-    for (name, text) in std::iter::once("base.config").zip([base]).chain(fragment_names(fragment).zip(fragment_texts(fragment)?)) {
+    for (name, text) in std::iter::once("base.config").chain(fragment_names(fragment)).zip(&texts) {
         let path = b.join("fragments").join(name);
         std::fs::write(&path, text).map_err(io(&path))?;
         paths.push(path);
-        if name != "base.config" {
-            texts.push(text);
-        }
     }
     let _ = std::fs::remove_file(b.join(".config"));
     let out = Command::new("scripts/kconfig/merge_config.sh")

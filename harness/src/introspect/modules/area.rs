@@ -32,6 +32,7 @@ use emulator::mem::ReadOp;
 use super::infer::{MODULES_END, MODULES_START};
 use super::list::KERNEL_HALF;
 use crate::introspect::kernel::Kernel;
+use crate::introspect::kspace::space_reader;
 use crate::introspect::layout::heuristic::ground::search_top;
 use crate::introspect::layout::heuristic::probe::Probe;
 use crate::introspect::paging;
@@ -81,6 +82,8 @@ pub struct AreaScan {
     pub mapped: usize,
     /// A bound stopped the walk or the reads: `modules` may miss some.
     pub truncated: bool,
+    /// The page tables walked.
+    pub tables: Option<paging::PageTables>,
 }
 
 /// The places in `bytes` (mapped at kernel address `va`) that look like the head of a
@@ -125,56 +128,61 @@ fn modules_start(pages: &[paging::Mapping]) -> u64 {
 
 /// The kernel's page tables: `init_top_pgt` from kallsyms (as [`Kernel::open`] sets them), else
 /// the top-level table searched for in `.data` as the heuristic layout does (a kernel without
-/// data symbols; 4-level paging unless the direct map's base said otherwise), kept in
-/// `kernel.space` for every later read.
-pub fn ensure_page_tables(kernel: &mut Kernel<'_>) -> Result<paging::PageTables, String> {
+/// data symbols; 4-level paging unless the direct map's base said otherwise).
+pub fn page_tables(kernel: &Kernel<'_>) -> Result<paging::PageTables, String> {
     if let Some(pt) = kernel.space.page_tables {
         return Ok(pt);
     }
     let from = kernel.info.data_start.ok_or("no init_top_pgt in kallsyms and no __start_init_task to search .data from")?;
     let top = search_top(&Probe { space: &kernel.space }, from, from).map_err(|e| format!("the kernel's page tables: {e}"))?;
     let root = kernel.space.linear(top).ok_or_else(|| format!("the kernel's page tables at {top} are not in the image"))?;
-    let pt = paging::PageTables::new(root, kernel.space.format);
+    Ok(paging::PageTables::new(root, kernel.space.format))
+}
+
+/// [`page_tables`], kept in `kernel.space` for every later read.
+pub fn ensure_page_tables(kernel: &mut Kernel<'_>) -> Result<paging::PageTables, String> {
+    let pt = page_tables(kernel)?;
     kernel.space.page_tables = Some(pt);
     Ok(pt)
 }
 
-/// Scans the module area of `kernel`, through its page tables ([`ensure_page_tables`] finds
-/// them where kallsyms does not).
+/// Scans the module area of `kernel` through its [`page_tables`] (recorded in the result, for
+/// a caller that has to read the modules through them afterwards).
 pub fn scan(kernel: &Kernel<'_>) -> Result<AreaScan, String> {
-    let space = &kernel.space;
-    let pt = space.page_tables.ok_or("no kernel page tables to find the module area's pages in")?;
+    let pt = page_tables(kernel)?;
+    // The neighbours of a module may be other modules: read through the tables found.
+    let mut space = kernel.space.clone();
+    space.page_tables = Some(pt);
+    let space = &space;
     let mem = space.mem();
     let m = paging::mapped(mem, pt, MODULES_START, MODULES_END, MAX_TABLES, MAX_PAGES);
     let start = modules_start(&m.pages);
     let pages: Vec<&paging::Mapping> = m.pages.iter().filter(|p| p.va >= start).collect();
-    let mut out = AreaScan { mapped: pages.len(), truncated: m.truncated, ..Default::default() };
+    let mut out = AreaScan { tables: Some(pt), mapped: pages.len(), truncated: m.truncated, ..Default::default() };
     let writable: Vec<&paging::Mapping> = pages.into_iter().filter(|p| p.writable).collect();
-    // Read the writable pages in batches.
+    // The writable pages within MAX_BYTES, read in batches of at most BATCH_BYTES (or one page).
+    let mut budget = MAX_BYTES;
+    let readable: Vec<&paging::Mapping> = writable.iter().copied().take_while(|p| budget.checked_sub(p.size).map(|b| budget = b).is_some()).collect();
+    out.truncated |= readable.len() < writable.len();
     let mut raw = Vec::new();
-    let mut i = 0;
-    while i < writable.len() {
-        let mut batch = Vec::new();
+    let mut rest = readable.as_slice();
+    while !rest.is_empty() {
         let mut size = 0;
-        while i < writable.len() && (batch.is_empty() || size + writable[i].size <= BATCH_BYTES) {
-            if out.bytes + size + writable[i].size > MAX_BYTES {
-                out.truncated = true;
-                i = writable.len();
-                break;
-            }
-            size += writable[i].size;
-            batch.push(writable[i]);
-            i += 1;
-        }
-        if batch.is_empty() {
-            break;
-        }
+        let fit = rest
+            .iter()
+            .take_while(|p| {
+                size += p.size;
+                size <= BATCH_BYTES
+            })
+            .count();
+        let (batch, tail) = rest.split_at(fit.max(1));
+        rest = tail;
         let mut bufs: Vec<Vec<u8>> = batch.iter().map(|p| vec![0u8; p.size as usize]).collect();
         let results = {
-            let mut ops: Vec<ReadOp<'_>> = bufs.iter_mut().zip(&batch).map(|(b, p)| ReadOp { addr: p.phys, buf: &mut b[..] }).collect();
+            let mut ops: Vec<ReadOp<'_>> = bufs.iter_mut().zip(batch).map(|(b, p)| ReadOp { addr: p.phys, buf: &mut b[..] }).collect();
             mem.read_batch(&mut ops)
         };
-        out.bytes += size;
+        out.bytes += batch.iter().map(|p| p.size).sum::<u64>();
         for ((p, buf), r) in batch.iter().zip(&bufs).zip(results) {
             if r.is_ok() {
                 out.pages += 1;
@@ -193,11 +201,10 @@ pub fn scan(kernel: &Kernel<'_>) -> Result<AreaScan, String> {
     }
     regions.sort_unstable();
     regions.dedup();
-    let vregions: Vec<(crate::introspect::addr::KVirt, usize)> = regions.iter().map(|&(a, l)| (crate::introspect::addr::KVirt(a), l)).collect();
     let words: BTreeMap<u64, u64> = regions
         .iter()
-        .zip(space.read_many(&vregions))
-        .filter_map(|(&(a, _), r)| r.ok().and_then(|b| Some((a, u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))))
+        .zip(space_reader(space)(&regions))
+        .filter_map(|(&(a, _), r)| Some((a, Bytes::new(&r.ok()?).u64(0).ok()?)))
         .collect();
     for (module, name, state, next, prev) in raw {
         let n = node(module);

@@ -31,6 +31,7 @@ use self::list::{walk, Module, ModuleError};
 use super::addr::KVirt;
 use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{btf, LayoutError};
+use super::paging::PageTables;
 use super::ps::{Clock, Phase};
 use super::scan::ScanConfig;
 
@@ -139,6 +140,9 @@ pub struct Head {
     pub addr: KVirt,
     /// `kallsyms`, `VMCOREINFO`, or the module area scan that found it.
     pub from: String,
+    /// The page tables that scan walked (searched for where kallsyms has no `init_top_pgt`):
+    /// the modules are read through them.
+    pub tables: Option<PageTables>,
 }
 
 /// The `modules` list head, from kallsyms, VMCOREINFO's `SYMBOL(modules)` where a kernel
@@ -151,10 +155,10 @@ pub fn modules_head(kernel: &Kernel<'_>) -> Result<Head, LsmodError> {
 pub fn modules_head_with(kernel: &Kernel<'_>, area_scan: &mut dyn FnMut() -> Result<area::AreaScan, String>) -> Result<Head, LsmodError> {
     let sym = kernel.symbols(&["modules"]).map_err(|e| LsmodError::NoModules(format!("looking up modules in kallsyms: {e}")))?[0];
     if let Some(addr) = sym {
-        return Ok(Head { addr, from: "kallsyms".into() });
+        return Ok(Head { addr, from: "kallsyms".into(), tables: None });
     }
     if let Some(addr) = kernel.info.vmcoreinfo.as_ref().and_then(|v| v.symbol("modules")) {
-        return Ok(Head { addr, from: "VMCOREINFO".into() });
+        return Ok(Head { addr, from: "VMCOREINFO".into(), tables: None });
     }
     // The module loader's functions are in kallsyms whenever CONFIG_MODULES is: without
     // them the kernel cannot have loaded a module at all.
@@ -170,7 +174,8 @@ pub fn modules_head_with(kernel: &Kernel<'_>, area_scan: &mut dyn FnMut() -> Res
         let addr = area::head(&found, |a| kernel.space.in_image(KVirt(a)))
             .map_err(|e| LsmodError::NoModules(format!("kernel {release}: kallsyms lists no data symbols (no CONFIG_KALLSYMS_ALL), and {e}")))?;
         let linked = found.modules.iter().filter(|m| m.linked).count();
-        return Ok(Head { addr: KVirt(addr), from: format!("the module area: {linked} struct modules linked to it in {} writable pages of {} mapped", found.pages, found.mapped) });
+        let from = format!("the module area: {linked} struct modules linked to it in {} writable pages of {} mapped", found.pages, found.mapped);
+        return Ok(Head { addr: KVirt(addr), from, tables: found.tables });
     } else {
         format!("kernel {release} has a module loader and data symbols in kallsyms, but no `modules`")
     };
@@ -264,11 +269,10 @@ pub fn lsmod(mem: &dyn PhysMem, opts: &LsmodOptions) -> Result<LsmodReport, Lsmo
     clock.lap("scan");
     let mut kernel = Kernel::open(&counted, found)?;
     clock.lap("symbols");
-    // Where kallsyms has no `init_top_pgt`, the modules (outside the image) need the tables too.
-    if let Err(e) = area::ensure_page_tables(&mut kernel) {
-        tracing::debug!(error = %e, "no kernel page tables: only the image and the direct map can be read");
-    }
     let head = modules_head(&kernel)?;
+    // A head found in the module area: the modules (outside the image) are read through the
+    // page tables that scan found, where kallsyms has no `init_top_pgt`.
+    kernel.space.page_tables = kernel.space.page_tables.or(head.tables);
     clock.lap("head");
     let located = locate(&kernel, head.addr, opts.method.unwrap_or(ModMethod::Auto))?;
     clock.lap("layout");

@@ -137,7 +137,7 @@ fn record_infected(cache: &Cache, apt: &Apt, recipe: &Recipe, entry: &Entry, has
     let KernelRecipe::Debian { series, flavour } = &recipe.kernel else {
         return Err(Error::Invalid {
             path: entry.dir().to_path_buf(),
-            what: "the infected mode needs a Debian kernel (custom kernels are built without modules)".into(),
+            what: "the infected mode needs a Debian kernel: the rootkit takes tasklist_lock and module_mutex from /proc/kallsyms, which lists no data symbols on the custom kernels".into(),
         });
     };
     let resolved = debian::resolve(apt, series, flavour)?;

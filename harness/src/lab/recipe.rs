@@ -76,7 +76,8 @@ pub struct Recipe {
     /// Appended to [`APPEND`] for this kernel only.
     pub append_extra: &'static str,
     /// Also record the infected mode (own boot with the lab's test rootkit; Debian kernels only,
-    /// which load modules). Not part of the recipe hash: it adds `infected/` beside the entry.
+    /// whose `/proc/kallsyms` has the data symbols the rootkit takes its locks from). Not part
+    /// of the recipe hash: it adds `infected/` beside the entry.
     pub infected: bool,
 }
 

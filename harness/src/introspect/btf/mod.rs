@@ -20,6 +20,7 @@
 pub mod types;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use emulator::bytes::Bytes;
 pub use types::{Kind, Member, Type, TypeId};
@@ -96,10 +97,10 @@ impl Header {
 
 /// What has been read of a kernel's `.BTF` (kept in `Kernel::btf_blob`, filled by
 /// `layout::btf`): a buffer of the blob's length holding its header and the first `types` and
-/// `strs` bytes of its two sections.
+/// `strs` bytes of its two sections, shared with the [`Btf`]s parsed from it (not copied).
 #[derive(Debug, Default)]
 pub struct BtfRead {
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Arc<Vec<u8>>,
     pub(crate) header: Option<Header>,
     pub(crate) types: usize,
     pub(crate) strs: usize,
@@ -114,7 +115,7 @@ impl BtfRead {
 
 /// A parsed BTF blob, or the first part of one.
 pub struct Btf {
-    data: Vec<u8>,
+    data: Arc<Vec<u8>>,
     pub header: Header,
     /// Offset (in the type section) of each type record; index 0 is type id 1.
     index: Vec<u32>,
@@ -135,13 +136,14 @@ impl std::fmt::Debug for Btf {
 
 impl Btf {
     /// Parse a blob (exactly the `.BTF` section, or longer).
-    pub fn parse(data: Vec<u8>) -> Result<Btf, BtfError> {
+    pub fn parse(data: impl Into<Arc<Vec<u8>>>) -> Result<Btf, BtfError> {
         Btf::parse_prefix(data, usize::MAX, usize::MAX)
     }
 
     /// Parse a blob of which only the header and the first `types` and `strs` bytes of the two
     /// sections were read (the rest of `data` is not looked at): see the module doc.
-    pub fn parse_prefix(data: Vec<u8>, types: usize, strs: usize) -> Result<Btf, BtfError> {
+    pub fn parse_prefix(data: impl Into<Arc<Vec<u8>>>, types: usize, strs: usize) -> Result<Btf, BtfError> {
+        let data = data.into();
         let (header, total) = Header::parse(&data)?;
         if total > data.len() {
             return Err(BtfError::Header(format!("sections end at {total:#x}, blob is {:#x} bytes", data.len())));

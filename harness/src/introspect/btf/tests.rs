@@ -148,7 +148,7 @@ fn unknown_kind_stops_iteration_with_error() {
     let blob = b.blob();
     let (header, _) = Header::parse(&blob).unwrap();
     let read = (header.type_len as usize, header.str_len as usize);
-    let btf = Btf { data: blob.clone(), header, index: Vec::new(), structs_by_name: HashMap::new(), read, short: Default::default(), cut: (false, false) };
+    let btf = Btf { data: blob.clone().into(), header, index: Vec::new(), structs_by_name: HashMap::new(), read, short: Default::default(), cut: (false, false) };
     let items: Vec<_> = btf.records().collect();
     assert_eq!(items.len(), 2);
     assert!(items[0].is_ok());

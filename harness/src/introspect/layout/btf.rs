@@ -67,7 +67,7 @@ fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, La
     }
     let mut got = kernel.btf_blob.lock().unwrap_or_else(|p| p.into_inner());
     if got.data.len() != len as usize {
-        *got = BtfRead { data: vec![0; len as usize], ..BtfRead::default() };
+        *got = BtfRead { data: vec![0; len as usize].into(), ..BtfRead::default() };
     }
     let header = match got.header {
         Some(h) => h,
@@ -78,7 +78,7 @@ fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, La
             if total > len as usize {
                 return Err(failed(format!("BTF sections end at {total:#x}, .BTF is {len:#x} bytes (blob at {start})")));
             }
-            got.data[..head.len()].copy_from_slice(&head);
+            std::sync::Arc::make_mut(&mut got.data)[..head.len()].copy_from_slice(&head);
             got.header = Some(h);
             h
         }
@@ -96,7 +96,7 @@ fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, La
         for &(at, have, want) in sections.iter().filter(|s| s.2 > s.1) {
             let bytes = parts.next().ok_or_else(|| failed("no answer reading .BTF".into()))?.map_err(|e| failed(format!("reading .BTF: {e}")))?;
             let bytes = bytes.get(..want - have).ok_or_else(|| failed("short read of .BTF".into()))?;
-            got.data[at + have..at + want].copy_from_slice(bytes);
+            std::sync::Arc::make_mut(&mut got.data)[at + have..at + want].copy_from_slice(bytes);
         }
         (got.types, got.strs) = (got.types.max(want.0), got.strs.max(want.1));
     }

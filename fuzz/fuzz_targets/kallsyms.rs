@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let cfg = LocateConfig::default();
     let Some(loc) = locate(&mem, start, end, &cfg) else { return };
     let Ok(ks) = Kallsyms::load(&mem as &dyn PhysMem, loc) else { return };
-    let _ = ks.iter().take(100_000).count();
+    let _ = ks.symbol(&mem, ks.location.num_syms / 2);
     let _ = ks.lookup(&mem, &["init_task", "linux_banner", "__start_BTF", "_text"]);
+    let _ = ks.indices_by_scan(&mem, &["init_task"]);
     let _ = ks.all(&mem);
 });

@@ -126,6 +126,11 @@ const WANTED: &[&str] = &[
     "_sinittext",
 ];
 
+/// Names looked up right after [`WANTED`]: by the image's placement (pc-relative tables) and
+/// by the walk's pid index. Found in the same search as those (one search's round trips, not
+/// three).
+const LOOKED_UP_NEXT: &[&str] = &["vmcoreinfo_data", "_sdata", "init_pid_ns"];
+
 impl<'m> Kernel<'m> {
     /// Find the kernel in `mem` (the scan phase).
     pub fn scan(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, KernelError> {
@@ -135,6 +140,9 @@ impl<'m> Kernel<'m> {
     /// Decode kallsyms and derive the address space (the symbols phase).
     pub fn open(mem: &'m dyn PhysMem, found: Found) -> Result<Kernel<'m>, KernelError> {
         let mut kallsyms = Kallsyms::load(mem, found.kallsyms)?;
+        // Every name looked up while opening, and the walk's, in one search (see `Kallsyms::indices_of`).
+        let first: Vec<&str> = WANTED.iter().chain(LOOKED_UP_NEXT).copied().collect();
+        kallsyms.indices_of(mem, &first)?;
         let mut placed_by = "kallsyms_relative_base";
         if kallsyms.needs_placement() {
             let (delta, how) = image_delta(mem, &kallsyms)?;
@@ -144,8 +152,7 @@ impl<'m> Kernel<'m> {
         let addrs = kallsyms.lookup(mem, WANTED)?;
         let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
         // Without CONFIG_KALLSYMS_ALL only text symbols remain (plus a stray `__init_begin`).
-        let data_syms = (0..kallsyms.len()).filter(|&i| matches!(kallsyms.kind(i), Some('D' | 'd' | 'B' | 'b' | 'R' | 'r'))).count();
-        let kallsyms_all = data_syms > 100;
+        let kallsyms_all = kallsyms.data_symbols() > 100;
 
         // `.rodata` starts at the first 2 MiB boundary after `_etext` (X86_ALIGN_RODATA_BEGIN);
         // `_etext` is a text symbol, so kallsyms has it even without data symbols.

@@ -37,6 +37,10 @@ fn token(i: usize) -> Vec<u8> {
     }
 }
 
+fn word(mem: &VecMem, at: u64) -> u32 {
+    u32::from_le_bytes(mem.data[at as usize..at as usize + 4].try_into().unwrap())
+}
+
 fn align(x: u64, a: u64) -> u64 {
     (x + a - 1) & !(a - 1)
 }
@@ -154,6 +158,11 @@ fn find(t: &Tables) -> Option<KallsymsLocation> {
 #[case::v7(Fmt::PcRelative, 700)]
 #[case::v7_one_marker_block(Fmt::PcRelative, 256)]
 #[case::v7_odd(Fmt::PcRelative, 1029)]
+// Enough markers to be probed for (32 or more) rather than found by walking every name.
+#[case::v6_1_probed(Fmt::OffsetsFirst { seqs: false }, 20_000)]
+#[case::v6_2_seqs_probed(Fmt::OffsetsFirst { seqs: true }, 20_000)]
+#[case::v6_12_probed(Fmt::NamesFirst, 20_000)]
+#[case::v7_probed(Fmt::PcRelative, 20_123)]
 fn locate_and_decode(#[case] fmt: Fmt, #[case] n: usize) {
     let t = build(n, fmt);
     let loc = find(&t).expect("tables found");
@@ -165,12 +174,21 @@ fn locate_and_decode(#[case] fmt: Fmt, #[case] n: usize) {
     };
     assert_eq!((loc.order, loc.mode, loc.relative_base), (order, mode, base));
     let mut k = Kallsyms::load(&t.mem, loc).unwrap();
+    // Small tables are scanned; here the search is what is tested.
+    k.search_above = 0;
     assert_eq!(k.has_seqs_of_names, fmt == Fmt::OffsetsFirst { seqs: true });
     // Where kallsyms_seqs_of_names is there (written sorted above), lookups search it.
     assert_eq!(k.searches_by_name(), fmt != Fmt::OffsetsFirst { seqs: false });
     assert_eq!((k.markers, k.token_table, k.token_index), (PhysAddr(t.markers), PhysAddr(t.token_table), PhysAddr(t.token_index)));
     let last = format!("sym_{}", n - 1);
-    assert_eq!(k.symbol(n - 1), Some(SymbolName { kind: 'T', name: last }));
+    assert_eq!(k.symbol(&t.mem, n as u32 - 1).unwrap(), Some(SymbolName { kind: 'T', name: last }));
+    // Found by search or scan alike, absent names too.
+    let names: Vec<String> = (0..n).step_by(97).map(|i| format!("sym_{i}")).chain(["sym_".into(), "zzz".into(), "a".into()]).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let want: Vec<Option<u32>> = (0..n).step_by(97).map(|i| Some(i as u32)).chain([None, None, None]).collect();
+    assert_eq!(k.indices_of(&t.mem, &refs).unwrap(), want);
+    assert_eq!(k.indices_by_scan(&t.mem, &refs).unwrap(), want);
+    assert_eq!(k.searches_by_name(), fmt != Fmt::OffsetsFirst { seqs: false }, "the search agreed with itself");
     assert_eq!(k.len(), n);
     if fmt == Fmt::PcRelative {
         assert!(k.needs_placement());
@@ -182,6 +200,28 @@ fn locate_and_decode(#[case] fmt: Fmt, #[case] n: usize) {
     assert_eq!(k.addresses(&t.mem, &["sym_0", "sym_100"]).unwrap(), vec![KVirt(BASE), KVirt(BASE + 16 * 100)]);
     assert!(matches!(k.addresses(&t.mem, &["nope"]), Err(KallsymsError::NoSymbol { .. })));
     assert_eq!(k.all(&t.mem).unwrap().len(), n);
+}
+
+/// With the stream's end probed for, a sample of blocks is checked when opening and every other
+/// block when first decoded: a wrong marker is an error either way, never a wrong name.
+#[test]
+fn wrong_marker_of_a_probed_stream_is_corrupt() {
+    let n: usize = 20_000;
+    let m = n.div_ceil(256) as u64;
+    // Block 11 is in the sample checked when opening (0, 11, 22, ... of 78).
+    let mut t = build(n, Fmt::OffsetsFirst { seqs: true });
+    t.mem.write_u32(t.markers + 4 * 11, word(&t.mem, t.markers + 4 * 11) + 1);
+    let loc = find(&t).unwrap();
+    assert!(matches!(Kallsyms::load(&t.mem, loc), Err(KallsymsError::Corrupt { .. })));
+    // Block 5 is not: a lookup that needs it fails.
+    let mut t = build(n, Fmt::OffsetsFirst { seqs: true });
+    let at = t.markers + 4 * 5;
+    t.mem.write_u32(at, word(&t.mem, at) + 1);
+    let loc = find(&t).unwrap();
+    let k = Kallsyms::load(&t.mem, loc).expect("block 5 not checked yet");
+    assert!(matches!(k.symbol(&t.mem, 5 * 256 + 3), Err(KallsymsError::Corrupt { .. })));
+    assert!(matches!(k.all(&t.mem), Err(KallsymsError::Corrupt { .. })));
+    assert!(m > 32);
 }
 
 #[test]
@@ -274,7 +314,8 @@ fn unsorted_name_order_is_not_trusted() {
     for i in 0..n {
         t.mem.write(seqs + 3 * i as u64, &[0, (i >> 8) as u8, i as u8]);
     }
-    let k = Kallsyms::load(&t.mem, loc).unwrap();
-    assert!(!k.searches_by_name());
-    assert_eq!(k.indices_of(&["sym_99", "sym_650", "nope"]), vec![Some(99), Some(650), None]);
+    let mut k = Kallsyms::load(&t.mem, loc).unwrap();
+    k.search_above = 0;
+    assert_eq!(k.indices_of(&t.mem, &["sym_99", "sym_650", "nope"]).unwrap(), vec![Some(99), Some(650), None]);
+    assert!(!k.searches_by_name(), "the search saw names out of order and gave way to the scan");
 }

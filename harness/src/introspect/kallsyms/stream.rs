@@ -1,0 +1,340 @@
+//! The compressed names stream, in blocks of 256 entries, and how its end is found.
+//!
+//! Each entry is a ULEB128 length (one or two bytes) and that many token numbers;
+//! `kallsyms_markers[k]` is the offset of entry `256 k`, so block `k` is the bytes from marker
+//! `k` to marker `k + 1` (the last one: to the end of the stream) and decodes by itself.
+//!
+//! The stream's end is where the markers start (after at most 7 bytes of zero padding). It is
+//! found without reading the stream ([`probe_markers`]): the markers table is a run of
+//! increasing words whose steps are block sizes (at least 512 bytes: 256 entries of at least 2),
+//! which compressed names (token numbers) are not; 64-byte windows are read at a stride shorter
+//! than the table, outward from where names of a typical length would end, until one holds
+//! such a run. From there the table's start is its 0, its length is `⌈n / 256⌉`, and the last
+//! block, walked for its `n - 256 (m - 1)` entries, must end exactly before it. A stream too
+//! short to be worth probing, or one the probe misses, is read whole and walked
+//! ([`walk_whole`]).
+//!
+//! Invariant: a [`Block`] exists only if it walks exactly its entry count to exactly its end (no
+//! zero-length entry); every read size is bounded (a probe window, the markers table, a block
+//! of at most 256 maximal entries, a stream of at most `MAX_NAMES_BYTES`); the probed span is
+//! bounded by a maximal average entry length, so the probe ends.
+
+use emulator::bytes::Bytes;
+use emulator::mem::{PhysAddr, PhysMem};
+
+use super::{corrupt, KallsymsError, KallsymsLocation, MAX_NAMES_BYTES};
+use crate::introspect::physread::{read_many, read_vec};
+
+/// Most bytes an entry may take (two length bytes, 0x3fff token numbers).
+const MAX_ENTRY_BYTES: u64 = 2 + 0x3fff;
+/// Most bytes a block of 256 entries may take.
+pub const MAX_BLOCK_BYTES: u64 = 256 * MAX_ENTRY_BYTES;
+/// Markers tables with fewer entries are not probed for: the stream (at most 8,192 entries) is
+/// read whole.
+const MIN_PROBED_MARKERS: u64 = 32;
+/// Bytes of one probe window (16 markers).
+const PROBE: u64 = 64;
+/// Probe windows read per round trip.
+const PROBES_PER_BATCH: u64 = 128;
+/// Where the probing starts: the end of names averaging this many bytes (8.5 on our builds,
+/// about 14 on Debian's).
+const GUESS_AVG_ENTRY: u64 = 10;
+/// Where it stops: names averaging this many bytes (beyond, the stream is read whole).
+const MAX_AVG_ENTRY: u64 = 64;
+/// A block's plausible size range while probing: 256 entries of 2 to 130 bytes. (A real block
+/// outside it only makes the probe miss; the stream is then read whole.)
+const PROBE_BLOCK: std::ops::RangeInclusive<u32> = 512..=256 * 130;
+/// At the first read of a whole stream, bytes per entry guessed.
+const WALK_GUESS_AVG: u64 = 8;
+
+/// One decoded block: its bytes and where each entry starts in them.
+#[derive(Debug)]
+pub struct Block {
+    bytes: Vec<u8>,
+    starts: Vec<u32>,
+}
+
+impl Block {
+    /// `bytes` as exactly `count` entries, or `None`.
+    pub fn parse(bytes: Vec<u8>, count: usize) -> Option<Block> {
+        let (starts, end) = walk(&bytes, count)?;
+        (end == bytes.len()).then_some(Block { bytes, starts })
+    }
+
+    /// The token numbers of entry `j` of the block.
+    pub fn codes(&self, j: usize) -> &[u8] {
+        let Some(&off) = self.starts.get(j) else { return &[] };
+        let (hdr, len) = entry_header(&self.bytes, off as usize);
+        self.bytes.get(off as usize + hdr..off as usize + hdr + len).unwrap_or(&[])
+    }
+
+    /// Entries in the block.
+    pub fn entries(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+/// Walk `count` entries from the start of `buf`: where each starts and where the last ends, or
+/// `None` if one is empty or runs past `buf`.
+fn walk(buf: &[u8], count: usize) -> Option<(Vec<u32>, usize)> {
+    let mut starts = Vec::with_capacity(count.min(buf.len()));
+    let mut pos = 0usize;
+    for _ in 0..count {
+        if pos + 1 > buf.len() {
+            return None;
+        }
+        let (hdr, len) = entry_header(buf, pos);
+        if len == 0 || hdr == 2 && pos + 2 > buf.len() {
+            return None;
+        }
+        starts.push(u32::try_from(pos).ok()?);
+        pos = pos.checked_add(hdr + len)?;
+    }
+    (pos <= buf.len()).then_some((starts, pos))
+}
+
+/// `(header bytes, token count)` of the entry at `off`: a one- or two-byte ULEB128 length
+/// (bytes past the end read as 0).
+pub fn entry_header(names: &[u8], off: usize) -> (usize, usize) {
+    let b0 = names.get(off).copied().unwrap_or(0);
+    if b0 & 0x80 != 0 {
+        (2, ((b0 & 0x7f) as usize) | ((names.get(off + 1).copied().unwrap_or(0) as usize) << 7))
+    } else {
+        (1, b0 as usize)
+    }
+}
+
+/// The end of the stream and the markers after it.
+#[derive(Debug)]
+pub struct Found {
+    /// Bytes of names.
+    pub names_len: u64,
+    /// Where the markers table starts, for each alignment it may have been placed at (8, then
+    /// 4; one address may be both).
+    pub markers_at: Vec<(PhysAddr, u64)>,
+    /// The markers, once read (the probe reads them; a walk reads them per alignment).
+    pub marks: Option<Vec<u32>>,
+    /// Blocks decoded on the way, by number (every block if the stream was read whole).
+    pub blocks: Vec<(u32, Block)>,
+}
+
+/// Entries in block `b` of `n`.
+pub fn block_count(n: u32, b: u32) -> usize {
+    (n - 256 * b).min(256) as usize
+}
+
+/// Find the markers table by probing (see the module doc); `None` if the stream is too short to
+/// be worth it or no probe window held a table that checks out.
+pub fn probe_markers(mem: &dyn PhysMem, loc: &KallsymsLocation) -> Result<Option<Found>, KallsymsError> {
+    let n = u64::from(loc.num_syms);
+    let m = n.div_ceil(256);
+    if m < MIN_PROBED_MARKERS {
+        return Ok(None);
+    }
+    let s = loc.names.0;
+    let table = 4 * m;
+    // Every 4-aligned window of 16 words inside the table is one of `m - 15` positions: a
+    // stride of that many words always lands one inside.
+    let stride = 4 * (m - 15);
+    let span = |avg: u64| s.checked_add(avg.saturating_mul(n)).map(|a| a & !3);
+    let (Some(lo), Some(hi)) = (span(2), span(MAX_AVG_ENTRY).and_then(|h| h.checked_add(table))) else { return Ok(None) };
+    let hi = hi.min(s.saturating_add(MAX_NAMES_BYTES));
+    let start = span(GUESS_AVG_ENTRY).unwrap_or(lo).clamp(lo, hi);
+    let (mut up, mut down) = (start, start);
+    let mut upward = true;
+    while up + PROBE <= hi || down >= lo + stride {
+        let mut windows = Vec::with_capacity(PROBES_PER_BATCH as usize);
+        if upward && up + PROBE <= hi || down < lo + stride {
+            while windows.len() < PROBES_PER_BATCH as usize && up + PROBE <= hi {
+                windows.push(up);
+                up += stride;
+            }
+        } else {
+            while windows.len() < PROBES_PER_BATCH as usize && down >= lo + stride {
+                down -= stride;
+                windows.push(down);
+            }
+        }
+        upward = !upward;
+        let regions: Vec<(PhysAddr, usize)> = windows.iter().map(|&a| (PhysAddr(a), PROBE as usize)).collect();
+        for (&at, read) in windows.iter().zip(read_many(mem, &regions)) {
+            let Ok(w) = read else { continue };
+            if looks_like_markers(&w, at - s) {
+                if let Some(found) = markers_around(mem, loc, at)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// 16 strictly increasing words, steps of a block's size, the first below `dist` (markers are
+/// offsets of entries that come before the table).
+fn looks_like_markers(window: &[u8], dist: u64) -> bool {
+    let b = Bytes::new(window);
+    let vals: Vec<u32> = (0..window.len() / 4).filter_map(|i| b.u32(4 * i).ok()).collect();
+    vals.len() == 16 && u64::from(vals[0]) < dist && vals.windows(2).all(|w| w[1] > w[0] && PROBE_BLOCK.contains(&(w[1] - w[0])))
+}
+
+/// The markers table that the window at `at` lies in: back to its 0, `m` increasing words from
+/// there, and a last block that ends exactly before it.
+fn markers_around(mem: &dyn PhysMem, loc: &KallsymsLocation, at: u64) -> Result<Option<Found>, KallsymsError> {
+    let (s, n) = (loc.names.0, loc.num_syms);
+    let m = u64::from(n).div_ceil(256);
+    let table = 4 * m;
+    let from = at.saturating_sub(table).max(s);
+    let Some(to) = at.checked_add(PROBE + table) else { return Ok(None) };
+    let Ok(raw) = read_vec(mem, PhysAddr(from), (to - from) as usize) else { return Ok(None) };
+    let b = Bytes::new(&raw);
+    let word = |a: u64| b.u32((a - from) as usize).ok();
+    // Back from the window: strictly decreasing to the table's 0.
+    let mut t = at;
+    let mut above = u32::MAX;
+    loop {
+        let Some(v) = word(t) else { return Ok(None) };
+        if v >= above {
+            return Ok(None);
+        }
+        if v == 0 {
+            break;
+        }
+        above = v;
+        if t < from + 4 {
+            return Ok(None);
+        }
+        t -= 4;
+    }
+    let Some(marks) = (0..m).map(|k| word(t + 4 * k)).collect::<Option<Vec<u32>>>() else { return Ok(None) };
+    if !marks.windows(2).all(|w| w[1] > w[0]) {
+        return Ok(None);
+    }
+    // The last block, up to the table (padding included).
+    let last = *marks.last().unwrap_or(&0);
+    let tail_from = s + u64::from(last);
+    if tail_from >= t || t - tail_from > MAX_BLOCK_BYTES + 8 {
+        return Ok(None);
+    }
+    let Ok(tail) = read_vec(mem, PhysAddr(tail_from), (t - tail_from) as usize) else { return Ok(None) };
+    let count = block_count(n, m as u32 - 1);
+    let Some((_, end)) = walk(&tail, count) else { return Ok(None) };
+    let names_end = tail_from + end as u64;
+    let aligned = [8u64, 4].into_iter().filter(|&a| names_end.div_ceil(a) * a == t).collect::<Vec<_>>();
+    if aligned.is_empty() || tail[end..].iter().any(|&z| z != 0) {
+        return Ok(None);
+    }
+    let Some(block) = Block::parse(tail[..end].to_vec(), count) else { return Ok(None) };
+    Ok(Some(Found {
+        names_len: names_end - s,
+        markers_at: aligned.into_iter().map(|a| (PhysAddr(t), a)).collect(),
+        marks: Some(marks),
+        blocks: vec![(m as u32 - 1, block)],
+    }))
+}
+
+/// Read the whole stream and walk its `n` entries: its end, and every block (checked against
+/// the markers by the caller).
+pub fn walk_whole(mem: &dyn PhysMem, loc: &KallsymsLocation) -> Result<(u64, Vec<u8>, Vec<u32>), KallsymsError> {
+    let n = loc.num_syms as usize;
+    let guess = (n as u64 * WALK_GUESS_AVG).min(MAX_NAMES_BYTES) as usize;
+    let mut names: Vec<u8> = read_vec(mem, loc.names, guess).unwrap_or_default();
+    let mut starts: Vec<u32> = Vec::with_capacity(n);
+    let mut pos = 0usize;
+    for i in 0..n {
+        if names.len() < pos + 2 {
+            // Read what the rest takes at the average length so far (one more round trip, not
+            // one per chunk).
+            let rest = (pos as u64 / i.max(1) as u64 + 1) * (n - i) as u64;
+            let want = (pos as u64 + rest + rest / 8).min(MAX_NAMES_BYTES) as usize;
+            ensure(mem, loc.names, &mut names, want.max(pos + 2))?;
+        }
+        let (hdr, len) = entry_header(&names, pos);
+        if len == 0 {
+            return Err(corrupt(PhysAddr(loc.names.0 + pos as u64), "zero-length symbol".into()));
+        }
+        starts.push(pos as u32);
+        pos += hdr + len;
+    }
+    ensure(mem, loc.names, &mut names, pos)?;
+    names.truncate(pos);
+    Ok((pos as u64, names, starts))
+}
+
+/// Make sure `buf` (the names stream read so far, from `base`) holds at least `need` bytes: one
+/// read of the rest, or if that runs past the end of memory, of exactly what is needed.
+fn ensure(mem: &dyn PhysMem, base: PhysAddr, buf: &mut Vec<u8>, need: usize) -> Result<(), KallsymsError> {
+    if buf.len() >= need {
+        return Ok(());
+    }
+    if need as u64 > MAX_NAMES_BYTES {
+        return Err(corrupt(base, format!("names stream longer than {MAX_NAMES_BYTES} bytes")));
+    }
+    let at = PhysAddr(base.0 + buf.len() as u64);
+    let more = read_vec(mem, at, need - buf.len())?;
+    buf.extend_from_slice(&more);
+    Ok(())
+}
+
+/// The whole stream cut into blocks at `marks`; `None` if a block does not walk to its marker.
+pub fn blocks_of(stream: &[u8], marks: &[u32], n: u32) -> Option<Vec<(u32, Block)>> {
+    let m = marks.len();
+    (0..m)
+        .map(|k| {
+            let from = marks[k] as usize;
+            let to = marks.get(k + 1).map_or(stream.len(), |&e| e as usize);
+            let bytes = stream.get(from..to)?.to_vec();
+            Some((k as u32, Block::parse(bytes, block_count(n, k as u32))?))
+        })
+        .collect()
+}
+
+/// Read blocks `which` (by number) in one batch and decode each; `None` for one that does not
+/// walk to its end.
+pub fn read_blocks(
+    mem: &dyn PhysMem,
+    names: PhysAddr,
+    names_len: u64,
+    marks: &[u32],
+    n: u32,
+    which: &[u32],
+) -> Result<Vec<Option<Block>>, KallsymsError> {
+    let mut regions = Vec::with_capacity(which.len());
+    for &b in which {
+        let from = u64::from(*marks.get(b as usize).ok_or_else(|| corrupt(names, format!("no block {b}")))?);
+        let to = marks.get(b as usize + 1).map_or(names_len, |&e| u64::from(e));
+        if to <= from || to - from > MAX_BLOCK_BYTES {
+            return Err(corrupt(PhysAddr(names.0 + from), format!("block {b} of names is {} bytes", to.saturating_sub(from))));
+        }
+        regions.push((PhysAddr(names.0 + from), (to - from) as usize));
+    }
+    let mut out = Vec::with_capacity(which.len());
+    for (&b, r) in which.iter().zip(read_many(mem, &regions)) {
+        out.push(Block::parse(r?, block_count(n, b)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_walks_exactly_its_entries() {
+        let bytes = vec![2, 7, 8, 1, 9, 0x81, 0, 0xff];
+        let b = Block::parse(bytes.clone(), 3).expect("three entries");
+        assert_eq!((b.codes(0), b.codes(1)), (&[7u8, 8][..], &[9u8][..]));
+        assert_eq!(b.codes(2), &[0xffu8][..]);
+        assert!(Block::parse(bytes.clone(), 2).is_none(), "bytes left over");
+        assert!(Block::parse(bytes[..7].to_vec(), 3).is_none(), "runs past the end");
+        assert!(Block::parse(vec![1, 5, 0, 3], 2).is_none(), "zero-length entry");
+    }
+
+    #[test]
+    fn markers_look_like_block_sizes() {
+        let run = |step: u32, first: u32| -> Vec<u8> { (0..16).flat_map(|i| (first + i * step).to_le_bytes()).collect() };
+        assert!(looks_like_markers(&run(3000, 0), 1 << 20));
+        assert!(!looks_like_markers(&run(3000, 900_000), 800_000), "points past the table");
+        assert!(!looks_like_markers(&run(100, 0), 1 << 20), "blocks under 512 bytes");
+        assert!(!looks_like_markers(&run(0, 0), 1 << 20));
+    }
+}

@@ -130,7 +130,7 @@ impl Kallsyms {
 
         // The markers, then the token table, directly or after `kallsyms_seqs_of_names` (3
         // bytes each, OffsetsFirst from 6.2 to 6.3).
-        let mut tables = None;
+        let mut candidates = Vec::new();
         for &(markers, align) in &found.markers_at {
             let marks = if walked {
                 let Ok(mbuf) = read_vec(mem, markers, m * 4) else { continue };
@@ -146,18 +146,17 @@ impl Kallsyms {
             let after_markers = markers.0 + m as u64 * 4;
             let seqs_too = loc.order == TableOrder::OffsetsFirst;
             let seqs_end = align_to(after_markers, align)? + 3 * u64::from(n);
-            let candidates = [(false, after_markers), (true, seqs_end)];
-            for (seqs, at) in candidates.into_iter().filter(|(seqs, _)| !seqs || seqs_too) {
-                let tt = align_to(at, align)?;
-                if let Some(tokens) = read_tokens(mem, PhysAddr(tt), align)? {
-                    tables = Some((markers, marks, seqs, tt, tokens));
-                    break;
-                }
-            }
-            if tables.is_some() {
-                break;
+            for (seqs, at) in [(false, after_markers), (true, seqs_end)].into_iter().filter(|(seqs, _)| !seqs || seqs_too) {
+                candidates.push((markers, marks.clone(), seqs, align_to(at, align)?, align));
             }
         }
+        // Every candidate token table (and the index after it) in one batch; the first that
+        // parses wins.
+        let places: Vec<(u64, u64)> = candidates.iter().map(|c| (c.3, c.4)).collect();
+        let tables = read_tokens(mem, &places)?.map(|(k, tokens)| {
+            let (markers, marks, seqs, tt, _) = candidates.swap_remove(k);
+            (markers, marks, seqs, tt, tokens)
+        });
         let Some((markers, marks, has_seqs, tt, (tokens, ti))) = tables else {
             return Err(corrupt(PhysAddr(names_end), "no markers agreeing with the names, or no token table/index after them".into()));
         };
@@ -557,34 +556,54 @@ fn align_to(x: u64, align: u64) -> Result<u64, KallsymsError> {
     align_up(x, align).ok_or_else(|| corrupt(PhysAddr(x), "address overflow".into()))
 }
 
-/// Parse 256 NUL-terminated tokens at `tt` and check the token index that follows them at
-/// `align`. `Ok(None)` if the bytes there are not a token table.
+/// The first of `places` (token table address, alignment) that holds 256 NUL-terminated
+/// tokens followed, at that alignment, by a token index agreeing with them: its position in
+/// `places`, the tokens and the index's address. Each table is read with room for its index
+/// behind it, all in one batch.
 #[allow(clippy::type_complexity)]
-fn read_tokens(mem: &dyn PhysMem, tt: PhysAddr, align: u64) -> Result<Option<(Vec<Vec<u8>>, PhysAddr)>, KallsymsError> {
+fn read_tokens(mem: &dyn PhysMem, places: &[(u64, u64)]) -> Result<Option<(usize, (Vec<Vec<u8>>, PhysAddr))>, KallsymsError> {
     const MAX_TABLE: usize = 16 << 10;
-    let Ok(raw) = read_vec(mem, tt, MAX_TABLE) else { return Ok(None) };
-    let b = Bytes::new(&raw);
-    let mut tokens = Vec::with_capacity(256);
-    let mut offsets = Vec::with_capacity(256);
-    let mut pos = 0usize;
-    for _ in 0..256 {
-        let Some(s) = b.cstr(pos, 256) else { return Ok(None) };
-        if s.is_empty() {
-            return Ok(None);
+    const WITH_INDEX: usize = MAX_TABLE + 8 + 512;
+    let regions: Vec<(PhysAddr, usize)> = places.iter().map(|&(tt, _)| (PhysAddr(tt), WITH_INDEX)).collect();
+    for (k, (&(tt, align), read)) in places.iter().zip(read_many(mem, &regions)).enumerate() {
+        // Near the end of memory: the table alone, then its index.
+        let raw = match read {
+            Ok(raw) => raw,
+            Err(_) => match read_vec(mem, PhysAddr(tt), MAX_TABLE) {
+                Ok(raw) => raw,
+                Err(_) => continue,
+            },
+        };
+        let b = Bytes::new(&raw);
+        let mut tokens = Vec::with_capacity(256);
+        let mut offsets = Vec::with_capacity(256);
+        let mut pos = 0usize;
+        let parsed = (0..256).all(|_| match b.cstr(pos, 256) {
+            Some(s) if !s.is_empty() && pos + s.len() < MAX_TABLE => {
+                offsets.push(pos);
+                tokens.push(s.to_vec());
+                pos += s.len() + 1;
+                true
+            }
+            _ => false,
+        });
+        if !parsed {
+            continue;
         }
-        offsets.push(pos);
-        tokens.push(s.to_vec());
-        pos += s.len() + 1;
-    }
-    let ti = PhysAddr(align_to(tt.0 + pos as u64, align)?);
-    let Ok(idx) = read_vec(mem, ti, 512) else { return Ok(None) };
-    let ib = Bytes::new(&idx);
-    for (t, &off) in offsets.iter().enumerate() {
-        if ib.u16(2 * t).ok().map(usize::from) != Some(off) {
-            return Ok(None);
+        let ti = align_to(tt + pos as u64, align)?;
+        let idx = match raw.get((ti - tt) as usize..(ti - tt) as usize + 512) {
+            Some(i) => i.to_vec(),
+            None => match read_vec(mem, PhysAddr(ti), 512) {
+                Ok(i) => i,
+                Err(_) => continue,
+            },
+        };
+        let ib = Bytes::new(&idx);
+        if offsets.iter().enumerate().all(|(t, &off)| ib.u16(2 * t).ok().map(usize::from) == Some(off)) {
+            return Ok(Some((k, (tokens, PhysAddr(ti)))));
         }
     }
-    Ok(Some((tokens, ti)))
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub struct ScanConfig {
     pub probe_len: usize,
     /// Bytes read at each candidate in a first pass (at most `probe_len`).
     pub first_probe_len: usize,
-    /// Candidates read per batch.
+    /// Candidates read in the first batch (later ones double, up to 8 times this).
     pub batch: usize,
     /// Physical memory assumed when the source cannot list its ranges (a remote machine).
     pub assumed_ram: u64,
@@ -163,6 +163,9 @@ fn probe(mem: &dyn PhysMem, cfg: &ScanConfig, chunk: &[(PhysAddr, PhysRange)], t
     (None, any)
 }
 
+/// The largest batch of frames probed, in multiples of [`ScanConfig::batch`].
+const GROWTH: usize = 8;
+
 /// Bytes after a banner frame past RAM's assumed end searched for kallsyms (the kernel image).
 const IMAGE_SPAN: u64 = 256 << 20;
 
@@ -207,10 +210,16 @@ fn pass(mem: &dyn PhysMem, cfg: &ScanConfig, seen: &mut Seen) -> (Option<Found>,
     // Search for kallsyms up to the end of the highest range, not just the candidate's own:
     // sparse sources (a replayed capture) list many small ranges.
     let top = cands.iter().map(|(_, r)| r.end).max().unwrap_or(PhysAddr(0));
-    for chunk in cands.chunks(cfg.batch.max(1)) {
+    // Batches double from `cfg.batch` to `GROWTH` times that: a kernel that physical KASLR put
+    // high in a large RAM is reached in a few round trips, one put low in the first.
+    let (mut at, mut size) = (0usize, cfg.batch.max(1));
+    while at < cands.len() {
+        let chunk = &cands[at..at.saturating_add(size).min(cands.len())];
         if let (Some(found), _) = probe(mem, cfg, chunk, top, seen) {
             return (Some(found), ram);
         }
+        at += chunk.len();
+        size = size.saturating_mul(2).min(cfg.batch.max(1).saturating_mul(GROWTH));
     }
     if seen.first.is_none() && mem.ranges().is_empty() {
         let start = seen.probed;

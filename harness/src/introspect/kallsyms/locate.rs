@@ -76,6 +76,9 @@ pub struct KallsymsLocation {
     /// `kallsyms_relative_base`; `None` for [`OffsetMode::PcRelative`].
     pub relative_base: Option<KVirt>,
     pub names: PhysAddr,
+    /// `kallsyms_markers`, where the search found it on the way (names-first tables) or
+    /// VMCOREINFO names it; verified again when decoded.
+    pub markers: Option<PhysAddr>,
 }
 
 /// Search parameters.
@@ -85,7 +88,7 @@ pub struct LocateConfig {
     pub stride: u64,
     /// How far past the start to look.
     pub span: u64,
-    /// Sampled blocks read per batch.
+    /// Sampled blocks read in the first batch (later ones double, up to 8 times this).
     pub batch: usize,
 }
 
@@ -132,8 +135,11 @@ pub fn locate(mem: &dyn PhysMem, start: PhysAddr, end: PhysAddr, cfg: &LocateCon
     let limit = end.0.min(start.0.saturating_add(cfg.span));
     let mut next = start.0;
     let mut rejected_until = 0u64;
+    // Batches double from `cfg.batch` to 8 times that: tables megabytes past the start of
+    // `.rodata` (7.x) are reached in a few round trips, near ones in the first.
+    let mut batch = cfg.batch.max(1) as u64;
     while next < limit {
-        let addrs: Vec<(PhysAddr, usize)> = (0..cfg.batch as u64)
+        let addrs: Vec<(PhysAddr, usize)> = (0..batch)
             .filter_map(|i| next.checked_add(i.checked_mul(cfg.stride)?))
             .take_while(|&a| a.saturating_add(BLOCK) <= limit)
             .map(|a| (PhysAddr(a), BLOCK as usize))
@@ -141,7 +147,8 @@ pub fn locate(mem: &dyn PhysMem, start: PhysAddr, end: PhysAddr, cfg: &LocateCon
         if addrs.is_empty() {
             break;
         }
-        next = next.saturating_add((cfg.batch as u64).saturating_mul(cfg.stride));
+        next = next.saturating_add(batch.saturating_mul(cfg.stride));
+        batch = batch.saturating_mul(2).min(cfg.batch.max(1) as u64 * 8);
         for ((addr, _), res) in addrs.iter().zip(read_many(mem, &addrs)) {
             let Ok(block) = res else { continue };
             if addr.0 < rejected_until || !looks_like_offsets(&block) {
@@ -257,6 +264,7 @@ fn offsets_first(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, lo: u64, lim
                         num_syms: n as u32,
                         relative_base: Some(KVirt(base)),
                         names: PhysAddr(pa + 16),
+                        markers: None,
                     });
                 }
             }
@@ -401,7 +409,7 @@ fn names_before(mem: &dyn PhysMem, lowest: u64, markers_start: u64, markers: &[u
                 let pad = markers_start.checked_sub(end)?;
                 let zeros = tail.get(usize::try_from(end - tail_from).ok()?..).is_some_and(|z| z.iter().all(|&b| b == 0));
                 if pad < 8 && zeros {
-                    return Some(finish_names_first(mem, x, n as u32, offsets));
+                    return Some(finish_names_first(mem, x, n as u32, offsets, markers_start));
                 }
             }
         }
@@ -430,7 +438,7 @@ fn walk_entries(buf: &[u8], mut at: usize, count: u64) -> Option<usize> {
 
 /// The encoding: a kernel address right after the offsets table is `kallsyms_relative_base`;
 /// without one the entries are pc-relative.
-fn finish_names_first(mem: &dyn PhysMem, names: u64, n: u32, offsets: u64) -> KallsymsLocation {
+fn finish_names_first(mem: &dyn PhysMem, names: u64, n: u32, offsets: u64, markers: u64) -> KallsymsLocation {
     let end = offsets + 4 * u64::from(n);
     let base = read_u64(mem, PhysAddr((end + 7) & !7)).ok().filter(|&b| b >= KERNEL_MAP);
     let mode = mode_of(mem, offsets, n, base.is_some());
@@ -441,6 +449,7 @@ fn finish_names_first(mem: &dyn PhysMem, names: u64, n: u32, offsets: u64) -> Ka
         num_syms: n,
         relative_base: base.map(KVirt),
         names: PhysAddr(names),
+        markers: Some(PhysAddr(markers)),
     }
 }
 
@@ -478,6 +487,7 @@ pub fn from_vmcoreinfo(mem: &dyn PhysMem, info: &VmcoreInfo) -> Option<KallsymsL
         num_syms: n,
         relative_base: base,
         names: PhysAddr(names),
+        markers: phys("kallsyms_markers").map(PhysAddr),
     })
 }
 

@@ -112,7 +112,11 @@ impl Kallsyms {
             return Err(corrupt(loc.names, format!("implausible symbol count {n}")));
         }
         let m = n.div_ceil(256) as usize;
-        let found = match stream::probe_markers(mem, &loc)? {
+        let known = match loc.markers {
+            Some(at) => stream::markers_around(mem, &loc, at.0)?,
+            None => None,
+        };
+        let found = match known.map_or_else(|| stream::probe_markers(mem, &loc), |f| Ok(Some(f)))? {
             Some(f) => f,
             None => {
                 let (names_len, names, starts) = stream::walk_whole(mem, &loc)?;

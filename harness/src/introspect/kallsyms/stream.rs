@@ -177,9 +177,9 @@ fn looks_like_markers(window: &[u8], dist: u64) -> bool {
     vals.len() == 16 && u64::from(vals[0]) < dist && vals.windows(2).all(|w| w[1] > w[0] && PROBE_BLOCK.contains(&(w[1] - w[0])))
 }
 
-/// The markers table that the window at `at` lies in: back to its 0, `m` increasing words from
-/// there, and a last block that ends exactly before it.
-fn markers_around(mem: &dyn PhysMem, loc: &KallsymsLocation, at: u64) -> Result<Option<Found>, KallsymsError> {
+/// The markers table that the window at `at` (or the table's start, where known) lies in: back
+/// to its 0, `m` increasing words from there, and a last block that ends exactly before it.
+pub fn markers_around(mem: &dyn PhysMem, loc: &KallsymsLocation, at: u64) -> Result<Option<Found>, KallsymsError> {
     let (s, n) = (loc.names.0, loc.num_syms);
     let m = u64::from(n).div_ceil(256);
     let table = 4 * m;

@@ -104,6 +104,8 @@ pub struct BtfRead {
     pub(crate) header: Option<Header>,
     pub(crate) types: usize,
     pub(crate) strs: usize,
+    /// The index of what was parsed last, continued when more is read.
+    pub(crate) indexed: Option<Arc<Indexed>>,
 }
 
 impl BtfRead {
@@ -117,20 +119,30 @@ impl BtfRead {
 pub struct Btf {
     data: Arc<Vec<u8>>,
     pub header: Header,
+    /// What indexing found (shared with the kernel's [`BtfRead`], extended when more is read).
+    ix: Arc<Indexed>,
+    /// Which sections a lookup needed more of (types, strings).
+    short: std::cell::Cell<(bool, bool)>,
+}
+
+/// The index of a blob or of the part read: where each record is, the structs by name, and
+/// where indexing stopped, so that reading more of the blob continues it instead of redoing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indexed {
     /// Offset (in the type section) of each type record; index 0 is type id 1.
     index: Vec<u32>,
     structs_by_name: HashMap<Vec<u8>, Vec<TypeId>>,
     /// Bytes of the type and string sections that were read (the sections' lengths if whole).
     read: (usize, usize),
-    /// Which sections a lookup needed more of (types, strings).
-    short: std::cell::Cell<(bool, bool)>,
     /// Which section ended the index of a partial blob (types, strings).
     cut: (bool, bool),
+    /// The first record not indexed: its offset in the type section and its id.
+    stop: (usize, TypeId),
 }
 
 impl std::fmt::Debug for Btf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Btf").field("header", &self.header).field("types", &self.index.len()).finish()
+        f.debug_struct("Btf").field("header", &self.header).field("types", &self.ix.index.len()).finish()
     }
 }
 
@@ -143,22 +155,44 @@ impl Btf {
     /// Parse a blob of which only the header and the first `types` and `strs` bytes of the two
     /// sections were read (the rest of `data` is not looked at): see the module doc.
     pub fn parse_prefix(data: impl Into<Arc<Vec<u8>>>, types: usize, strs: usize) -> Result<Btf, BtfError> {
+        Btf::parse_after(data, types, strs, None)
+    }
+
+    /// [`Btf::parse_prefix`], continuing `before` (the index of a shorter prefix of the same
+    /// blob) from where it stopped; the same index as parsing from the start.
+    pub fn parse_after(
+        data: impl Into<Arc<Vec<u8>>>,
+        types: usize,
+        strs: usize,
+        before: Option<Arc<Indexed>>,
+    ) -> Result<Btf, BtfError> {
         let data = data.into();
         let (header, total) = Header::parse(&data)?;
         if total > data.len() {
             return Err(BtfError::Header(format!("sections end at {total:#x}, blob is {:#x} bytes", data.len())));
         }
         let read = (types.min(header.type_len as usize), strs.min(header.str_len as usize));
-        let mut btf = Btf { data, header, index: Vec::new(), structs_by_name: HashMap::new(), read, short: Default::default(), cut: (false, false) };
+        let fresh = || Indexed { index: Vec::new(), structs_by_name: HashMap::new(), read, cut: (false, false), stop: (0, 1) };
+        let mut ix = match before {
+            Some(b) if b.read == read => return Ok(Btf { data, header, ix: b, short: Default::default() }),
+            Some(b) if b.read.0 <= read.0 && b.read.1 <= read.1 => Arc::try_unwrap(b).unwrap_or_else(|shared| (*shared).clone()),
+            _ => fresh(),
+        };
+        (ix.read, ix.cut) = (read, (false, false));
+        let btf = Btf { data, header, ix: Arc::new(fresh()), short: Default::default() };
         let partial = btf.is_partial();
-        let mut offsets = Vec::new();
-        let mut structs: HashMap<Vec<u8>, Vec<TypeId>> = HashMap::new();
-        for item in btf.records() {
+        let mut records = Records { sec: btf.types_section(), pos: ix.stop.0, next_id: ix.stop.1, failed: false };
+        loop {
+            let at = (records.pos, records.next_id);
+            let Some(item) = records.next() else {
+                ix.stop = (records.pos, records.next_id);
+                break;
+            };
             let t = match item {
                 Ok(t) => t,
                 // A record cut by the end of what was read ends the prefix.
                 Err(_) if partial => {
-                    btf.cut.0 = true;
+                    (ix.cut.0, ix.stop) = (true, at);
                     break;
                 }
                 Err(e) => return Err(e),
@@ -168,24 +202,26 @@ impl Btf {
                     Ok(n) => n.to_vec(),
                     // So does a struct whose name was not read: no struct after it is indexed.
                     Err(_) if partial => {
-                        btf.cut.1 = true;
+                        (ix.cut.1, ix.stop) = (true, at);
                         break;
                     }
                     Err(e) => return Err(e),
                 };
-                structs.entry(name).or_default().push(t.id);
+                ix.structs_by_name.entry(name).or_default().push(t.id);
             }
-            offsets.push((t.extra_off - 12) as u32);
+            ix.index.push((t.extra_off - 12) as u32);
         }
-        btf.short.set((false, false));
-        btf.index = offsets;
-        btf.structs_by_name = structs;
-        Ok(btf)
+        Ok(Btf { ix: Arc::new(ix), short: Default::default(), ..btf })
+    }
+
+    /// The index, to continue with [`Btf::parse_after`] once more of the blob is read.
+    pub fn indexed(&self) -> Arc<Indexed> {
+        Arc::clone(&self.ix)
     }
 
     /// Whether only part of the blob was read.
     pub fn is_partial(&self) -> bool {
-        self.read != (self.header.type_len as usize, self.header.str_len as usize)
+        self.ix.read != (self.header.type_len as usize, self.header.str_len as usize)
     }
 
     /// Whether a lookup so far needed bytes that were not read (never, on a whole blob).
@@ -210,9 +246,9 @@ impl Btf {
     /// Mark that a lookup did not find a type it may find in more of the blob: more of the
     /// section that ended the index.
     pub(crate) fn note_short(&self) {
-        if self.cut.1 {
+        if self.ix.cut.1 {
             self.note(false, true);
-        } else if self.read.0 < self.header.type_len as usize {
+        } else if self.ix.read.0 < self.header.type_len as usize {
             self.note(true, false);
         }
         // Else every type was indexed with its name: what was not found is not there.
@@ -221,13 +257,13 @@ impl Btf {
     fn types_section(&self) -> Bytes<'_> {
         let h = &self.header;
         let start = h.hdr_len as usize + h.type_off as usize;
-        Bytes::new(&self.data).sub(start, self.read.0).unwrap_or(Bytes::new(&[]))
+        Bytes::new(&self.data).sub(start, self.ix.read.0).unwrap_or(Bytes::new(&[]))
     }
 
     fn strings(&self) -> Bytes<'_> {
         let h = &self.header;
         let start = h.hdr_len as usize + h.str_off as usize;
-        Bytes::new(&self.data).sub(start, self.read.1).unwrap_or(Bytes::new(&[]))
+        Bytes::new(&self.data).sub(start, self.ix.read.1).unwrap_or(Bytes::new(&[]))
     }
 
     /// The type section's bytes (for decoding kind-specific data elsewhere in the crate).
@@ -241,7 +277,7 @@ impl Btf {
     }
 
     pub fn type_count(&self) -> usize {
-        self.index.len()
+        self.ix.index.len()
     }
 
     /// The string at `off` in the string section.
@@ -258,9 +294,9 @@ impl Btf {
 
     /// The record for type `id` (not valid for 0 = void).
     pub fn get(&self, id: TypeId) -> Result<Type, BtfError> {
-        let off = id.checked_sub(1).and_then(|i| self.index.get(i as usize)).ok_or_else(|| {
+        let off = id.checked_sub(1).and_then(|i| self.ix.index.get(i as usize)).ok_or_else(|| {
             self.note_short();
-            BtfError::NoType { id, count: self.index.len() }
+            BtfError::NoType { id, count: self.ix.index.len() }
         })?;
         parse_record(self.types_section(), *off as usize, id)
     }
@@ -268,7 +304,7 @@ impl Btf {
     /// Struct type ids with this name, in id order (of a partial blob: those in the part read,
     /// the first of which is the first of the whole blob; none found marks it short).
     pub fn structs_named(&self, name: &str) -> &[TypeId] {
-        let found = self.structs_by_name.get(name.as_bytes()).map(Vec::as_slice).unwrap_or(&[]);
+        let found = self.ix.structs_by_name.get(name.as_bytes()).map(Vec::as_slice).unwrap_or(&[]);
         if found.is_empty() {
             self.note_short();
         }

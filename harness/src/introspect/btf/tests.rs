@@ -148,7 +148,8 @@ fn unknown_kind_stops_iteration_with_error() {
     let blob = b.blob();
     let (header, _) = Header::parse(&blob).unwrap();
     let read = (header.type_len as usize, header.str_len as usize);
-    let btf = Btf { data: blob.clone().into(), header, index: Vec::new(), structs_by_name: HashMap::new(), read, short: Default::default(), cut: (false, false) };
+    let ix = Indexed { index: Vec::new(), structs_by_name: HashMap::new(), read, cut: (false, false), stop: (0, 1) };
+    let btf = Btf { data: blob.clone().into(), header, ix: ix.into(), short: Default::default() };
     let items: Vec<_> = btf.records().collect();
     assert_eq!(items.len(), 2);
     assert!(items[0].is_ok());
@@ -283,4 +284,33 @@ fn a_prefix_stops_at_a_struct_whose_name_was_not_read() {
     assert!(!part.short());
     assert!(part.structs_named("dup").is_empty());
     assert!(part.short());
+}
+
+/// Reading more of a blob continues the index of the part read before: the same index as
+/// parsing that much from the start, for every pair of growing prefixes.
+#[test]
+fn a_continued_index_equals_a_fresh_one() {
+    let blob = late_types();
+    let (h, _) = Header::parse(&blob).unwrap();
+    let types: Vec<usize> = (0..=h.type_len as usize + 8).step_by(5).collect();
+    let strs: Vec<usize> = (0..=h.str_len as usize + 4).step_by(3).collect();
+    let mut compared = 0;
+    for (i, &t0) in types.iter().enumerate() {
+        for (j, &s0) in strs.iter().enumerate() {
+            let Ok(first) = Btf::parse_prefix(blob.clone(), t0, s0) else { continue };
+            for &t1 in &types[i..] {
+                for &s1 in &strs[j..] {
+                    let fresh = Btf::parse_prefix(blob.clone(), t1, s1);
+                    let continued = Btf::parse_after(blob.clone(), t1, s1, Some(first.indexed()));
+                    match (fresh, continued) {
+                        (Ok(a), Ok(b)) => assert_eq!(a.ix, b.ix, "{t0}/{s0} then {t1}/{s1}"),
+                        (Err(a), Err(b)) => assert_eq!(a, b),
+                        (a, b) => panic!("{t0}/{s0} then {t1}/{s1}: fresh {a:?}, continued {b:?}"),
+                    }
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 1000, "{compared}");
 }

@@ -100,8 +100,10 @@ fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, La
         }
         (got.types, got.strs) = (got.types.max(want.0), got.strs.max(want.1));
     }
-    let btf = if got.whole() { Btf::parse(got.data.clone()) } else { Btf::parse_prefix(got.data.clone(), got.types, got.strs) };
-    btf.map_err(|e| failed(format!("{e} (blob at {start})")))
+    let (types, strs) = if got.whole() { (usize::MAX, usize::MAX) } else { (got.types, got.strs) };
+    let btf = Btf::parse_after(got.data.clone(), types, strs, got.indexed.take()).map_err(|e| failed(format!("{e} (blob at {start})")))?;
+    got.indexed = Some(btf.indexed());
+    Ok(btf)
 }
 
 /// `f` answered from as little of the kernel's BTF as answers it (see the module doc), with
@@ -127,7 +129,8 @@ pub fn with_btf<T, E>(kernel: &Kernel<'_>, f: impl Fn(&Btf) -> Result<T, E>) -> 
 }
 
 /// Read and parse the kernel's whole BTF; the blob is read from memory once per [`Kernel`]
-/// (kept in `Kernel::btf_blob`, with what [`with_btf`] read of it), parsed again for each caller.
+/// (kept in `Kernel::btf_blob`, with what [`with_btf`] read of it and its index, which each
+/// caller shares or continues rather than redoing).
 pub fn load(kernel: &Kernel<'_>) -> Result<Btf, LayoutError> {
     read_prefix(kernel, usize::MAX, usize::MAX)
 }

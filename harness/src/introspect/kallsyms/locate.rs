@@ -303,13 +303,20 @@ fn names_first(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, stride: u64, l
 fn token_index_at(bytes: &[u8]) -> Option<[u16; 256]> {
     let b = Bytes::new(bytes);
     let mut idx = [0u16; 256];
-    for (i, slot) in idx.iter_mut().enumerate() {
-        *slot = b.u16(2 * i).ok()?;
+    // Word by word, giving up at the first that breaks the pattern (this runs at every 4-byte
+    // position of a window).
+    for i in 0..256 {
+        let v = b.u16(2 * i).ok()?;
+        let ok = match i {
+            0 => v == 0,
+            _ => v > idx[i - 1] && (2..=128).contains(&(v - idx[i - 1])),
+        };
+        if !ok {
+            return None;
+        }
+        idx[i] = v;
     }
-    if idx[0] != 0 {
-        return None;
-    }
-    idx.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] >= 2 && w[1] - w[0] <= 128).then_some(idx)
+    Some(idx)
 }
 
 /// The start of the token table whose index `idx` sits at `ti`, checked token by token.

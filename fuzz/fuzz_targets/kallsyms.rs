@@ -1,5 +1,6 @@
 //! kallsyms tables in a fuzzed physical memory, through the public entry points only (`locate`,
-//! `Kallsyms::load`, the lookups): the tables are found by structure, decoded, and searched.
+//! `Kallsyms::load`, the lookups): the tables are found by structure (the names stream's end by
+//! probing for its markers), decoded block by block, and searched through the name order.
 #![no_main]
 
 use emulator::mem::{PhysAddr, PhysMem};
@@ -15,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
     let (start, end) = (PhysAddr(first * PAGE), PhysAddr((last + 1) * PAGE));
     let cfg = LocateConfig::default();
     let Some(loc) = locate(&mem, start, end, &cfg) else { return };
-    let Ok(ks) = Kallsyms::load(&mem as &dyn PhysMem, loc) else { return };
+    let Ok(mut ks) = Kallsyms::load(&mem as &dyn PhysMem, loc) else { return };
+    // Search the name order whatever the stream's length (the seeds' streams are short).
+    ks.search_above = 0;
     let _ = ks.symbol(&mem, ks.location.num_syms / 2);
     let _ = ks.lookup(&mem, &["init_task", "linux_banner", "__start_BTF", "_text"]);
     let _ = ks.indices_by_scan(&mem, &["init_task"]);

@@ -126,11 +126,6 @@ const WANTED: &[&str] = &[
     "_sinittext",
 ];
 
-/// Names looked up right after [`WANTED`]: by the image's placement (pc-relative tables) and
-/// by the walk's pid index. Found in the same search as those (one search's round trips, not
-/// three).
-const LOOKED_UP_NEXT: &[&str] = &["vmcoreinfo_data", "_sdata", "init_pid_ns"];
-
 impl<'m> Kernel<'m> {
     /// Find the kernel in `mem` (the scan phase).
     pub fn scan(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, KernelError> {
@@ -140,8 +135,11 @@ impl<'m> Kernel<'m> {
     /// Decode kallsyms and derive the address space (the symbols phase).
     pub fn open(mem: &'m dyn PhysMem, found: Found) -> Result<Kernel<'m>, KernelError> {
         let mut kallsyms = Kallsyms::load(mem, found.kallsyms)?;
-        // Every name looked up while opening, and the walk's, in one search (see `Kallsyms::indices_of`).
-        let first: Vec<&str> = WANTED.iter().chain(LOOKED_UP_NEXT).copied().collect();
+        // Every name looked up while opening (the image's placement's too, for pc-relative
+        // tables) and the walk's pid index's, in one search: one search's round trips, not three
+        // (see `Kallsyms::indices_of`).
+        let first: Vec<&str> =
+            WANTED.iter().copied().chain(super::placement::symbols()).chain([super::pidindex::INIT_PID_NS]).collect();
         kallsyms.indices_of(mem, &first)?;
         let mut placed_by = "kallsyms_relative_base";
         if kallsyms.needs_placement() {

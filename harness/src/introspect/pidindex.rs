@@ -21,6 +21,10 @@ use super::kernel::Kernel;
 use super::layout::{btf as btf_method, Layout};
 use super::walk::TaskIndex;
 
+/// The symbol of the initial pid namespace (looked up with the kernel's first names, see
+/// `Kernel::open`).
+pub const INIT_PID_NS: &str = "init_pid_ns";
+
 /// What the index knows about one machine (kept across the walks of a watched machine).
 #[derive(Debug, Clone)]
 pub struct PidIndex {
@@ -40,7 +44,7 @@ impl PidIndex {
     /// Learns what it can before the walk: from BTF when the kernel has it (reading only the
     /// part of the blob that describes the structures used), else it waits for sample tasks.
     pub fn learn(kernel: &Kernel<'_>) -> PidIndex {
-        let init_pid_ns = kernel.symbols(&["init_pid_ns"]).ok().and_then(|v| v.first().copied().flatten()).map(|k| k.0);
+        let init_pid_ns = kernel.symbols(&[INIT_PID_NS]).ok().and_then(|v| v.first().copied().flatten()).map(|k| k.0);
         let mut read = space_reader(&kernel.space);
         let state = match btf_method::with_btf(kernel, PidLayout::from_btf_core).map_err(|e| e.to_string()).and_then(|(_, r)| r) {
             Ok(l) => {

@@ -43,6 +43,16 @@ pub enum PlacementError {
     NoConsensus { from: PhysAddr, span: u64, best: usize, second: usize },
 }
 
+/// The symbols [`image_delta`] looks up: VMCOREINFO's note and the direct map's base, then
+/// the start of `.data`.
+const FROM_VMCOREINFO: [&str; 2] = ["vmcoreinfo_data", "page_offset_base"];
+const FROM_LIST_HEADS: [&str; 3] = ["_sdata", "__start_init_task", "init_task"];
+
+/// Every symbol [`image_delta`] may look up (for a caller that looks them up ahead, together).
+pub fn symbols() -> impl Iterator<Item = &'static str> {
+    FROM_VMCOREINFO.into_iter().chain(FROM_LIST_HEADS)
+}
+
 /// `virtual - physical` of the kernel image, and which answer gave it.
 pub fn image_delta(mem: &dyn PhysMem, kallsyms: &Kallsyms) -> Result<(u64, &'static str), PlacementError> {
     if let Some(d) = from_vmcoreinfo(mem, kallsyms)? {
@@ -53,7 +63,7 @@ pub fn image_delta(mem: &dyn PhysMem, kallsyms: &Kallsyms) -> Result<(u64, &'sta
 
 /// The delta from VMCOREINFO's `SYMBOL(kallsyms_offsets)`; `None` when any step is missing.
 fn from_vmcoreinfo(mem: &dyn PhysMem, kallsyms: &Kallsyms) -> Result<Option<u64>, PlacementError> {
-    let syms = kallsyms.image_phys(mem, &["vmcoreinfo_data", "page_offset_base"])?;
+    let syms = kallsyms.image_phys(mem, &FROM_VMCOREINFO)?;
     let (Some(data), Some(pob)) = (syms[0], syms[1]) else { return Ok(None) };
     let (Ok(ptr), Ok(base)) = (read_u64(mem, data), read_u64(mem, pob)) else { return Ok(None) };
     // The direct map lies in the kernel half, below the image; the note page is inside it.
@@ -72,7 +82,7 @@ fn from_list_heads(mem: &dyn PhysMem, kallsyms: &Kallsyms) -> Result<u64, Placem
     // `.data` begins at `_sdata`, with `init_task` early in it; without those symbols (no
     // CONFIG_KALLSYMS_ALL), at the first 2 MiB boundary after the kallsyms tables, which are
     // the end of `.rodata`'s large objects.
-    let syms = kallsyms.image_phys(mem, &["_sdata", "__start_init_task", "init_task"])?;
+    let syms = kallsyms.image_phys(mem, &FROM_LIST_HEADS)?;
     let from = syms.into_iter().flatten().min().unwrap_or(PhysAddr(kallsyms.end().0.saturating_add((2 << 20) - 1) & !((2 << 20) - 1)));
     let mut votes: HashMap<u64, usize> = HashMap::new();
     let mut off = 0u64;

@@ -365,7 +365,7 @@ fn names_first_from(mem: &dyn PhysMem, lowest: u64, ti: u64, idx: &[u16; 256], o
 }
 
 /// Markers ending at byte `end` of `b`: walking back, strictly decreasing values down to a 0.
-fn markers_ending_at(b: &Bytes<'_>, end: usize) -> Option<Vec<u32>> {
+pub(super) fn markers_ending_at(b: &Bytes<'_>, end: usize) -> Option<Vec<u32>> {
     let mut out = Vec::new();
     let mut pos = end;
     let mut above = u32::MAX;
@@ -411,8 +411,9 @@ fn names_before(mem: &dyn PhysMem, lowest: u64, markers_start: u64, markers: &[u
             if y < tail_from {
                 continue;
             }
-            let walked = walk_entries(&tail, usize::try_from(y - tail_from).ok()?, n - 256 * (m - 1));
-            if let Some(end) = walked.map(|e| tail_from + e as u64) {
+            let at = usize::try_from(y - tail_from).ok()?;
+            let walked = tail.get(at..).and_then(|t| super::stream::walk(t, (n - 256 * (m - 1)) as usize));
+            if let Some(end) = walked.map(|(_, e)| y + e as u64) {
                 let pad = markers_start.checked_sub(end)?;
                 let zeros = tail.get(usize::try_from(end - tail_from).ok()?..).is_some_and(|z| z.iter().all(|&b| b == 0));
                 if pad < 8 && zeros {
@@ -423,24 +424,6 @@ fn names_before(mem: &dyn PhysMem, lowest: u64, markers_start: u64, markers: &[u
         x -= 4;
     }
     None
-}
-
-/// Walk `count` name entries from byte `at` of `buf`; the offset just past the last one.
-fn walk_entries(buf: &[u8], mut at: usize, count: u64) -> Option<usize> {
-    let b = Bytes::new(buf);
-    for _ in 0..count {
-        let b0 = b.u8(at).ok()?;
-        let (len, hdr) = if b0 & 0x80 != 0 {
-            (usize::from(b0 & 0x7f) | (usize::from(b.u8(at + 1).ok()?) << 7), 2)
-        } else {
-            (usize::from(b0), 1)
-        };
-        if len == 0 {
-            return None;
-        }
-        at = at.checked_add(hdr + len)?;
-    }
-    (at <= buf.len()).then_some(at)
 }
 
 /// The encoding: a kernel address right after the offsets table is `kallsyms_relative_base`;

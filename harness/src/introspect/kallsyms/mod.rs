@@ -119,13 +119,11 @@ impl Kallsyms {
         let found = match known.map_or_else(|| stream::probe_markers(mem, &loc), |f| Ok(Some(f)))? {
             Some(f) => f,
             None => {
-                let (names_len, names, starts) = stream::walk_whole(mem, &loc)?;
+                let (names_len, names, block_starts) = stream::walk_whole(mem, &loc)?;
                 let end = loc.names.0 + names_len;
                 let markers_at = [8u64, 4].into_iter().map(|a| Ok((PhysAddr(align_to(end, a)?), a))).collect::<Result<_, KallsymsError>>()?;
-                // Each block's start, as the walk found it: the markers must agree.
-                let walked: Vec<u32> = starts.iter().step_by(256).copied().collect();
-                let blocks = stream::blocks_of(&names, &walked, n).ok_or_else(|| corrupt(loc.names, "names do not walk".into()))?;
-                Found { names_len, markers_at, marks: Some(walked), blocks }
+                let blocks = stream::blocks_of(&names, &block_starts, n).ok_or_else(|| corrupt(loc.names, "names do not walk".into()))?;
+                Found { names_len, markers_at, marks: block_starts, blocks }
             }
         };
         // A walk decoded every block, and the markers must agree with it; a probe read them.
@@ -140,12 +138,12 @@ impl Kallsyms {
                 let Ok(mbuf) = read_vec(mem, markers, m * 4) else { continue };
                 let mb = Bytes::new(&mbuf);
                 let read: Option<Vec<u32>> = (0..m).map(|k| mb.u32(k * 4).ok()).collect();
-                match (read, &found.marks) {
-                    (Some(r), Some(w)) if &r == w => r,
+                match read {
+                    Some(r) if r == found.marks => r,
                     _ => continue,
                 }
             } else {
-                found.marks.clone().unwrap_or_default()
+                found.marks.clone()
             };
             let after_markers = markers.0 + m as u64 * 4;
             let seqs_too = loc.order == TableOrder::OffsetsFirst;

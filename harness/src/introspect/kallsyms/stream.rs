@@ -22,6 +22,7 @@
 use emulator::bytes::Bytes;
 use emulator::mem::{PhysAddr, PhysMem};
 
+use super::locate::markers_ending_at;
 use super::{corrupt, KallsymsError, KallsymsLocation, MAX_NAMES_BYTES};
 use crate::introspect::physread::{read_many, read_vec};
 
@@ -76,7 +77,7 @@ impl Block {
 
 /// Walk `count` entries from the start of `buf`: where each starts and where the last ends, or
 /// `None` if one is empty or runs past `buf`.
-fn walk(buf: &[u8], count: usize) -> Option<(Vec<u32>, usize)> {
+pub(super) fn walk(buf: &[u8], count: usize) -> Option<(Vec<u32>, usize)> {
     let mut starts = Vec::with_capacity(count.min(buf.len()));
     let mut pos = 0usize;
     for _ in 0..count {
@@ -112,8 +113,9 @@ pub struct Found {
     /// Where the markers table starts, for each alignment it may have been placed at (8, then
     /// 4; one address may be both).
     pub markers_at: Vec<(PhysAddr, u64)>,
-    /// The markers, once read (the probe reads them; a walk reads them per alignment).
-    pub marks: Option<Vec<u32>>,
+    /// The markers: as the probe read them, or each block's start as a walk found it (the
+    /// table read after the stream must then equal them).
+    pub marks: Vec<u32>,
     /// Blocks decoded on the way, by number (every block if the stream was read whole).
     pub blocks: Vec<(u32, Block)>,
 }
@@ -187,25 +189,10 @@ pub fn markers_around(mem: &dyn PhysMem, loc: &KallsymsLocation, at: u64) -> Res
     let Some(to) = at.checked_add(PROBE + table) else { return Ok(None) };
     let Ok(raw) = read_vec(mem, PhysAddr(from), (to - from) as usize) else { return Ok(None) };
     let b = Bytes::new(&raw);
-    let word = |a: u64| b.u32((a - from) as usize).ok();
-    // Back from the window: strictly decreasing to the table's 0.
-    let mut t = at;
-    let mut above = u32::MAX;
-    loop {
-        let Some(v) = word(t) else { return Ok(None) };
-        if v >= above {
-            return Ok(None);
-        }
-        if v == 0 {
-            break;
-        }
-        above = v;
-        if t < from + 4 {
-            return Ok(None);
-        }
-        t -= 4;
-    }
-    let Some(marks) = (0..m).map(|k| word(t + 4 * k)).collect::<Option<Vec<u32>>>() else { return Ok(None) };
+    // Back from the window (its first word included) to the table's 0, then `m` words on.
+    let Some(back) = markers_ending_at(&b, (at + 4 - from) as usize) else { return Ok(None) };
+    let t = at + 4 - 4 * back.len() as u64;
+    let Some(marks) = (0..m).map(|k| b.u32((t + 4 * k - from) as usize).ok()).collect::<Option<Vec<u32>>>() else { return Ok(None) };
     if !marks.windows(2).all(|w| w[1] > w[0]) {
         return Ok(None);
     }
@@ -216,29 +203,28 @@ pub fn markers_around(mem: &dyn PhysMem, loc: &KallsymsLocation, at: u64) -> Res
         return Ok(None);
     }
     let Ok(tail) = read_vec(mem, PhysAddr(tail_from), (t - tail_from) as usize) else { return Ok(None) };
-    let count = block_count(n, m as u32 - 1);
-    let Some((_, end)) = walk(&tail, count) else { return Ok(None) };
+    let Some((starts, end)) = walk(&tail, block_count(n, m as u32 - 1)) else { return Ok(None) };
     let names_end = tail_from + end as u64;
     let aligned = [8u64, 4].into_iter().filter(|&a| names_end.div_ceil(a) * a == t).collect::<Vec<_>>();
     if aligned.is_empty() || tail[end..].iter().any(|&z| z != 0) {
         return Ok(None);
     }
-    let Some(block) = Block::parse(tail[..end].to_vec(), count) else { return Ok(None) };
+    let block = Block { bytes: tail[..end].to_vec(), starts };
     Ok(Some(Found {
         names_len: names_end - s,
         markers_at: aligned.into_iter().map(|a| (PhysAddr(t), a)).collect(),
-        marks: Some(marks),
+        marks,
         blocks: vec![(m as u32 - 1, block)],
     }))
 }
 
-/// Read the whole stream and walk its `n` entries: its end, and every block (checked against
-/// the markers by the caller).
+/// Read the whole stream and walk its `n` entries: its length, its bytes, and where each block
+/// of 256 entries starts (the markers must equal them).
 pub fn walk_whole(mem: &dyn PhysMem, loc: &KallsymsLocation) -> Result<(u64, Vec<u8>, Vec<u32>), KallsymsError> {
     let n = loc.num_syms as usize;
     let guess = (n as u64 * WALK_GUESS_AVG).min(MAX_NAMES_BYTES) as usize;
     let mut names: Vec<u8> = read_vec(mem, loc.names, guess).unwrap_or_default();
-    let mut starts: Vec<u32> = Vec::with_capacity(n);
+    let mut block_starts: Vec<u32> = Vec::with_capacity(n.div_ceil(256));
     let mut pos = 0usize;
     for i in 0..n {
         if names.len() < pos + 2 {
@@ -252,12 +238,14 @@ pub fn walk_whole(mem: &dyn PhysMem, loc: &KallsymsLocation) -> Result<(u64, Vec
         if len == 0 {
             return Err(corrupt(PhysAddr(loc.names.0 + pos as u64), "zero-length symbol".into()));
         }
-        starts.push(pos as u32);
+        if i % 256 == 0 {
+            block_starts.push(pos as u32);
+        }
         pos += hdr + len;
     }
     ensure(mem, loc.names, &mut names, pos)?;
     names.truncate(pos);
-    Ok((pos as u64, names, starts))
+    Ok((pos as u64, names, block_starts))
 }
 
 /// Make sure `buf` (the names stream read so far, from `base`) holds at least `need` bytes: one

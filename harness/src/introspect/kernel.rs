@@ -126,6 +126,10 @@ const WANTED: &[&str] = &[
     "_sinittext",
 ];
 
+/// The initial pid namespace, which the walk's pid index (`pidindex`) looks up right after
+/// opening: looked up with [`WANTED`], in the same search.
+pub const INIT_PID_NS: &str = "init_pid_ns";
+
 impl<'m> Kernel<'m> {
     /// Find the kernel in `mem` (the scan phase).
     pub fn scan(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, KernelError> {
@@ -139,7 +143,7 @@ impl<'m> Kernel<'m> {
         // tables) and the walk's pid index's, in one search: one search's round trips, not three
         // (see `Kallsyms::indices_of`).
         let first: Vec<&str> =
-            WANTED.iter().copied().chain(super::placement::symbols()).chain([super::pidindex::INIT_PID_NS]).collect();
+            WANTED.iter().copied().chain(super::placement::symbols()).chain([INIT_PID_NS]).collect();
         kallsyms.indices_of(mem, &first)?;
         let mut placed_by = "kallsyms_relative_base";
         if kallsyms.needs_placement() {

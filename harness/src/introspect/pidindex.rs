@@ -17,13 +17,9 @@
 use super::addr::KVirt;
 use super::kspace::{space_reader, KernelSpace, ReadMany};
 use super::pidns::{self, PidLayout};
-use super::kernel::Kernel;
+use super::kernel::{Kernel, INIT_PID_NS};
 use super::layout::{btf as btf_method, Layout};
 use super::walk::TaskIndex;
-
-/// The symbol of the initial pid namespace (looked up with the kernel's first names, see
-/// `Kernel::open`).
-pub const INIT_PID_NS: &str = "init_pid_ns";
 
 /// What the index knows about one machine (kept across the walks of a watched machine).
 #[derive(Debug, Clone)]

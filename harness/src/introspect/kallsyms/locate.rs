@@ -355,33 +355,13 @@ fn names_first_from(mem: &dyn PhysMem, lowest: u64, ti: u64, idx: &[u16; 256], o
         if pad == 4 && mb.u32(mraw.len().checked_sub(4)?).ok()? != 0 {
             continue;
         }
-        let Some(markers) = markers_ending_at(&mb, mraw.len().checked_sub(pad as usize)?) else { continue };
+        let Some(markers) = super::stream::markers_ending_at(&mb, mraw.len().checked_sub(pad as usize)?) else { continue };
         let markers_start = tt - pad - 4 * markers.len() as u64;
         if let Some(loc) = names_before(mem, lowest, markers_start, &markers, offsets) {
             return Some(loc);
         }
     }
     None
-}
-
-/// Markers ending at byte `end` of `b`: walking back, strictly decreasing values down to a 0.
-pub(super) fn markers_ending_at(b: &Bytes<'_>, end: usize) -> Option<Vec<u32>> {
-    let mut out = Vec::new();
-    let mut pos = end;
-    let mut above = u32::MAX;
-    loop {
-        pos = pos.checked_sub(4)?;
-        let v = b.u32(pos).ok()?;
-        if v >= above {
-            return None;
-        }
-        out.push(v);
-        if v == 0 {
-            out.reverse();
-            return Some(out);
-        }
-        above = v;
-    }
 }
 
 /// The names table ending at the markers (within 7 bytes of zero padding), and the count
@@ -522,14 +502,5 @@ mod tests {
         assert!(token_index_at(&idx).is_some());
         idx[2] = 1; // a one-byte step: an empty token
         assert!(token_index_at(&idx).is_none());
-    }
-
-    #[test]
-    fn markers_walk_back_to_zero() {
-        let raw: Vec<u8> = [7u32, 0, 900, 1800, 2700].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(markers_ending_at(&Bytes::new(&raw), raw.len()), Some(vec![0, 900, 1800, 2700]));
-        assert_eq!(markers_ending_at(&Bytes::new(&raw[..8]), 8), Some(vec![0]));
-        let bad: Vec<u8> = [5u32, 900, 800].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(markers_ending_at(&Bytes::new(&bad), bad.len()), None);
     }
 }

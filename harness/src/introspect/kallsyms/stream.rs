@@ -22,7 +22,6 @@
 use emulator::bytes::Bytes;
 use emulator::mem::{PhysAddr, PhysMem};
 
-use super::locate::markers_ending_at;
 use super::{corrupt, KallsymsError, KallsymsLocation, MAX_NAMES_BYTES};
 use crate::introspect::physread::{read_many, read_vec};
 
@@ -218,6 +217,26 @@ pub fn markers_around(mem: &dyn PhysMem, loc: &KallsymsLocation, at: u64) -> Res
     }))
 }
 
+/// Markers ending at byte `end` of `b`: walking back, strictly decreasing values down to a 0.
+pub(super) fn markers_ending_at(b: &Bytes<'_>, end: usize) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    let mut pos = end;
+    let mut above = u32::MAX;
+    loop {
+        pos = pos.checked_sub(4)?;
+        let v = b.u32(pos).ok()?;
+        if v >= above {
+            return None;
+        }
+        out.push(v);
+        if v == 0 {
+            out.reverse();
+            return Some(out);
+        }
+        above = v;
+    }
+}
+
 /// Read the whole stream and walk its `n` entries: its length, its bytes, and where each block
 /// of 256 entries starts (the markers must equal them).
 pub fn walk_whole(mem: &dyn PhysMem, loc: &KallsymsLocation) -> Result<(u64, Vec<u8>, Vec<u32>), KallsymsError> {
@@ -324,5 +343,14 @@ mod tests {
         assert!(!looks_like_markers(&run(3000, 900_000), 800_000), "points past the table");
         assert!(!looks_like_markers(&run(100, 0), 1 << 20), "blocks under 512 bytes");
         assert!(!looks_like_markers(&run(0, 0), 1 << 20));
+    }
+
+    #[test]
+    fn markers_walk_back_to_zero() {
+        let raw: Vec<u8> = [7u32, 0, 900, 1800, 2700].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(markers_ending_at(&Bytes::new(&raw), raw.len()), Some(vec![0, 900, 1800, 2700]));
+        assert_eq!(markers_ending_at(&Bytes::new(&raw[..8]), 8), Some(vec![0]));
+        let bad: Vec<u8> = [5u32, 900, 800].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(markers_ending_at(&Bytes::new(&bad), bad.len()), None);
     }
 }

@@ -5,8 +5,9 @@
 //! What is counted, the one definition for the workspace:
 //! - a **read** is one request for bytes at one address: a `read_phys` call, or one op of a
 //!   `read_batch` call;
-//! - a **batch** is one call that reaches the source — a `read_batch`, or a lone `read_phys` —
-//!   so, for a pipelining backend, one round trip;
+//! - a **batch** is one call that reaches the source — a `read_batch` of at least one op, or a
+//!   lone `read_phys` — so, for a pipelining backend, one round trip (an empty batch sends
+//!   nothing and is not passed on);
 //! - **bytes** are the bytes requested, **errors** the reads that failed.
 //!
 //! Invariant: every read that reaches the wrapped source is counted once with its requested
@@ -23,7 +24,7 @@ pub struct Counts {
     pub reads: u64,
     /// Bytes requested.
     pub bytes: u64,
-    /// Calls that reached the source: `read_batch` calls and lone `read_phys` calls.
+    /// Calls that reached the source: non-empty `read_batch` calls and lone `read_phys` calls.
     pub batches: u64,
     /// Reads that failed.
     pub errors: u64,
@@ -94,6 +95,9 @@ impl<M: PhysMem> PhysMem for Counting<M> {
     }
 
     fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        if ops.is_empty() {
+            return Vec::new();
+        }
         self.batches.fetch_add(1, Relaxed);
         self.reads.fetch_add(ops.len() as u64, Relaxed);
         self.bytes
@@ -132,6 +136,7 @@ mod tests {
             },
         ]);
         assert!(results.iter().all(|r| r.is_ok()));
+        assert!(c.read_batch(&mut []).is_empty(), "an empty batch is no round trip");
         assert_eq!(
             c.snapshot(),
             Counts {

@@ -41,11 +41,17 @@ impl Plan {
 
     /// Read the planned ranges of every structure in `bases`, in one batch.
     pub fn read_many(&self, space: &KernelSpace<'_>, bases: &[KVirt]) -> Vec<Result<Record, KSpaceError>> {
-        let regions: Vec<(KVirt, usize)> = bases
-            .iter()
-            .flat_map(|b| self.ranges.iter().map(move |&(o, l)| (b.wrapping_add(o), l)))
-            .collect();
-        let mut results = space.read_many(&regions).into_iter();
+        self.records(bases, &mut space.read_many(&self.regions(bases)).into_iter())
+    }
+
+    /// The ranges to read for `bases`, in order (for a caller that adds them to a larger
+    /// batch and hands the answers to [`Plan::records`]).
+    pub fn regions(&self, bases: &[KVirt]) -> Vec<(KVirt, usize)> {
+        bases.iter().flat_map(|b| self.ranges.iter().map(move |&(o, l)| (b.wrapping_add(o), l))).collect()
+    }
+
+    /// The records of `bases` from the answers to their [`Plan::regions`], taken from `results`.
+    pub fn records(&self, bases: &[KVirt], results: &mut impl Iterator<Item = Result<Vec<u8>, KSpaceError>>) -> Vec<Result<Record, KSpaceError>> {
         bases
             .iter()
             .map(|&base| {

@@ -15,7 +15,7 @@
 
 use super::addr::KVirt;
 use emulator::bytes::Bytes;
-use super::kspace::KernelSpace;
+use super::kspace::{KSpaceError, KernelSpace};
 use super::layout::{KthreadLayout, Layout, WorkerLayout};
 use super::naming::{self, Inferred, NameInput};
 use super::state::{PF_KTHREAD, PF_WQ_WORKER};
@@ -47,8 +47,10 @@ pub fn display_names(
     }
     let mut used = Inferred { kthread: layout.kthread.clone(), worker: layout.worker.clone() };
     let complete = used.kthread.as_ref().is_some_and(|k| k.data.is_some() && k.full_name.is_some()) && used.worker.is_some();
+    let mut known = naming::Read::new();
     if !complete {
-        let inferred = naming::infer(space, tasks, addrs);
+        let (inferred, read) = naming::infer(space, tasks, addrs);
+        known = read;
         let k = used.kthread.get_or_insert(KthreadLayout { data: None, full_name: None });
         let ik = inferred.kthread.unwrap_or(KthreadLayout { data: None, full_name: None });
         k.data = k.data.or(ik.data);
@@ -72,7 +74,7 @@ pub fn display_names(
             return (names, notes, used);
         }
     };
-    let kthreads = space.read_many(&regions);
+    let kthreads = read_known(space, &known, &regions);
     let mut worker_reqs = Vec::new();
     let mut name_reqs = Vec::new();
     for (&i, r) in kidx.iter().zip(kthreads) {
@@ -101,7 +103,7 @@ pub fn display_names(
     // Round 2: workers and full names together.
     let mut regions: Vec<(KVirt, usize)> = worker_reqs.iter().map(|&(_, v, n)| (v, n)).collect();
     regions.extend(name_reqs.iter().map(|&(_, v)| (v, TCOMM_MAX)));
-    let mut results = space.read_many(&regions).into_iter();
+    let mut results = read_known(space, &known, &regions).into_iter();
     for &(i, _, _) in &worker_reqs {
         let (Some(wl), Some(r)) = (&used.worker, results.next()) else { break };
         match r {
@@ -128,6 +130,15 @@ pub fn display_names(
         }
     }
     (names, notes, used)
+}
+
+/// `regions` read, those whose start `known` holds with enough bytes taken from there (the
+/// rest in one batch).
+fn read_known(space: &KernelSpace<'_>, known: &naming::Read, regions: &[(KVirt, usize)]) -> Vec<Result<Vec<u8>, KSpaceError>> {
+    let have = |&(a, n): &(KVirt, usize)| known.get(&a).and_then(|b| b.get(..n));
+    let missing: Vec<(KVirt, usize)> = regions.iter().filter(|r| have(r).is_none()).copied().collect();
+    let mut read = space.read_many(&missing).into_iter();
+    regions.iter().map(|r| have(r).map_or_else(|| read.next().unwrap_or(Err(KSpaceError::Unmapped { addr: r.0 })), |b| Ok(b.to_vec()))).collect()
 }
 
 #[cfg(test)]

@@ -51,8 +51,14 @@ fn kernel_ptr(space: &KernelSpace<'_>, v: u64) -> bool {
     v % 8 == 0 && (space.in_direct_map(KVirt(v)) || space.in_image(KVirt(v)))
 }
 
-/// Infer from the kernel threads among `tasks` (their `struct task_struct` addresses in `addrs`).
-pub fn infer(space: &KernelSpace<'_>, tasks: &[NameInput<'_>], addrs: &[KVirt]) -> Inferred {
+/// Bytes read while inferring, by address: every kernel thread's `struct kthread` and the
+/// `struct worker` of every workqueue worker (their first 256 bytes each), which the names
+/// then need again.
+pub type Read = HashMap<KVirt, Vec<u8>>;
+
+/// Infer from the kernel threads among `tasks` (their `struct task_struct` addresses in
+/// `addrs`); also what was read of their structures.
+pub fn infer(space: &KernelSpace<'_>, tasks: &[NameInput<'_>], addrs: &[KVirt]) -> (Inferred, Read) {
     let kidx: Vec<usize> = (0..tasks.len())
         .filter(|&i| tasks[i].flags & PF_KTHREAD != 0 && kernel_ptr(space, tasks[i].worker_private.0))
         .collect();
@@ -63,25 +69,31 @@ pub fn infer(space: &KernelSpace<'_>, tasks: &[NameInput<'_>], addrs: &[KVirt]) 
     // data / worker->task: read every pointer-sized candidate of every worker's kthread.
     let workers: Vec<usize> = kidx.iter().copied().filter(|i| tasks[*i].flags & PF_WQ_WORKER != 0 && kthreads.contains_key(i)).collect();
     let mut data_task: Option<(u64, u64)> = None;
+    // Each worker's candidate `struct worker`, by (worker index, data offset).
+    let mut bodies: HashMap<(usize, usize), Obj> = HashMap::new();
     if !workers.is_empty() {
+        // A worker is allocated on its own (the direct map, never the image), so neither a
+        // pointer into the image nor one into the kthread itself (its list heads) is `data`.
         let mut cand: Vec<(usize, usize, KVirt)> = Vec::new(); // (worker idx, data offset, pointer)
         for &i in &workers {
+            let own = tasks[i].worker_private.0;
             for d in (0..128).step_by(8) {
                 let p = ptr(&kthreads[&i], d);
-                if kernel_ptr(space, p) {
+                if p % 8 == 0 && space.in_direct_map(KVirt(p)) && !(own..own.saturating_add(KTHREAD_SPAN as u64)).contains(&p) {
                     cand.push((i, d, KVirt(p)));
                 }
             }
         }
-        let bodies = space.read_many(&cand.iter().map(|c| (c.2, WORKER_SPAN)).collect::<Vec<_>>());
+        let read = space.read_many(&cand.iter().map(|c| (c.2, WORKER_SPAN)).collect::<Vec<_>>());
         let mut ok: HashMap<(usize, usize), usize> = HashMap::new(); // (data off, task off) -> workers agreeing
-        for (c, body) in cand.iter().zip(bodies) {
+        for (c, body) in cand.iter().zip(read) {
             let Ok(body) = body else { continue };
             for t in (0..WORKER_SPAN).step_by(8) {
                 if ptr(&body, t) == addrs[c.0].0 {
                     *ok.entry((c.1, t)).or_default() += 1;
                 }
             }
+            bodies.insert((c.0, c.1), Obj { addr: c.2, bytes: body });
         }
         let mut all: Vec<(usize, usize)> = ok.into_iter().filter(|&(_, n)| n == workers.len()).map(|(k, _)| k).collect();
         all.sort_unstable();
@@ -90,9 +102,7 @@ pub fn infer(space: &KernelSpace<'_>, tasks: &[NameInput<'_>], addrs: &[KVirt]) 
 
     let p = Probe { space };
     let worker = data_task.and_then(|(d, t)| {
-        let addrs: Vec<KVirt> = workers.iter().map(|i| KVirt(ptr(&kthreads[i], d as usize))).collect();
-        let bodies = p.objs_lossy(&addrs, WORKER_SPAN);
-        let named: Vec<(&[u8], Obj)> = workers.iter().zip(bodies).filter_map(|(&i, o)| Some((tasks[i].comm, o?))).collect();
+        let named: Vec<(&[u8], Obj)> = workers.iter().filter_map(|&i| Some((tasks[i].comm, bodies.get(&(i, d as usize))?.clone()))).collect();
         (named.len() == workers.len()).then_some(())?;
         kthread::worker(&p, &named, t).map(|(w, _)| w)
     });
@@ -106,5 +116,9 @@ pub fn infer(space: &KernelSpace<'_>, tasks: &[NameInput<'_>], addrs: &[KVirt]) 
     let named: Vec<(&[u8], &Obj)> = kidx.iter().filter(|i| kthreads.contains_key(i)).map(|&i| tasks[i].comm).zip(&kobjs).collect();
     let full_name = kthread::full_name(&p, &named, data_off);
     let kthread = (data_off.is_some() || full_name.is_some()).then_some(KthreadLayout { data: data_off, full_name });
-    Inferred { kthread, worker }
+    let mut read: Read = kobjs.into_iter().map(|o| (o.addr, o.bytes)).collect();
+    if let Some((d, _)) = data_task {
+        read.extend(bodies.into_iter().filter(|((_, off), _)| *off as u64 == d).map(|(_, o)| (o.addr, o.bytes)));
+    }
+    (Inferred { kthread, worker }, read)
 }

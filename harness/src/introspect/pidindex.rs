@@ -59,6 +59,12 @@ impl PidIndex {
         PidIndex { state }
     }
 
+    /// Whether the index can name tasks before the walk has taken any (it learned its layout
+    /// from BTF), so that a check of a layout can use it without teaching it anything.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Ready { .. })
+    }
+
     /// How the index was learned, or why it failed.
     pub fn describe(&self) -> String {
         match &self.state {

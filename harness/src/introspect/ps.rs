@@ -16,7 +16,7 @@ use super::kernel::{Kernel, KernelError, KernelInfo};
 use super::layout::{learn, Layout, LayoutError, LayoutInputs, MethodKind};
 use super::scan::ScanConfig;
 use super::pidindex::PidIndex;
-use super::walk::{probe, walk_again, CmdlineCache, Consistency, IndexUse, Thread, WalkConfig, WalkError};
+use super::walk::{probe, walk_again, CmdlineCache, Consistency, IndexUse, TaskIndex, Thread, WalkConfig, WalkError};
 use super::cmdline::join_args;
 
 #[derive(Debug, Clone, Default)]
@@ -196,9 +196,17 @@ pub enum ValidateError {
 /// Does `layout` fit this kernel? Anchors `init_task` and the direct map with it, then follows
 /// the first tasks of the list.
 pub fn validate(kernel: &mut Kernel<'_>, layout: &Layout) -> Result<(), ValidateError> {
+    validate_with(kernel, layout, None)
+}
+
+/// [`validate`], reading the first tasks' records in one batch from where a pid `index` that is
+/// ready ([`PidIndex::is_ready`]) says they are, rather than one list hop per round trip (the
+/// list still decides which tasks are checked, and how).
+fn validate_with(kernel: &mut Kernel<'_>, layout: &Layout, index: Option<&mut PidIndex>) -> Result<(), ValidateError> {
     anchor::complete(kernel, layout)?;
     let init = kernel.info.init_task.ok_or(ValidateError::NoInitTask)?;
-    probe(&kernel.space, layout, init, VALIDATE_TASKS)?;
+    let index = index.filter(|i| i.is_ready()).map(|i| i as &mut dyn TaskIndex);
+    probe(&kernel.space, layout, init, VALIDATE_TASKS, index)?;
     Ok(())
 }
 
@@ -211,6 +219,9 @@ pub(crate) struct Prepared<'m> {
     pub identity: Option<KernelIdentity>,
     /// Whether the cache held the layout (`None`: no cache).
     pub cache_hit: Option<bool>,
+    /// The walk's index of tasks ([`PidIndex`]), learned before the layout so that `auto`'s
+    /// check of a layout reads through it too.
+    pub index: PidIndex,
 }
 
 /// The phases every task view shares: find the kernel (`scan`), open it (`symbols`), with a
@@ -235,20 +246,28 @@ pub(crate) fn prepare<'m, M: PhysMem>(
         None => None,
     };
     let method = opts.method.unwrap_or(MethodKind::Auto);
+    let index = std::cell::RefCell::new(PidIndex::learn(&kernel));
+    let check = |k: &mut Kernel<'_>, l: &Layout| validate_with(k, l, Some(&mut index.borrow_mut()));
     let (method, layout, cache_hit) = match (cache, &identity) {
         (Some(c), Some(id)) => {
-            let learned = c.cache.get_or_learn(id, c.wait, || learn(method, &mut kernel, &opts.inputs, &validate))?;
+            let learned = c.cache.get_or_learn(id, c.wait, || learn(method, &mut kernel, &opts.inputs, &check))?;
             let ((m, l), hit) = learned.ok_or(PsError::LayoutBusy)?;
             (m, l, Some(hit))
         }
         _ => {
-            let (m, l) = learn(method, &mut kernel, &opts.inputs, &validate)?;
+            let (m, l) = learn(method, &mut kernel, &opts.inputs, &check)?;
             (m, l, None)
         }
     };
     anchor::complete(&mut kernel, &layout)?;
+    let mut index = index.into_inner();
+    if !index.is_ready() {
+        // Learned again now that the layout has anchored `init_task` (kernels whose kallsyms
+        // lacks `init_pid_ns` find the namespace through it).
+        index = PidIndex::learn(&kernel);
+    }
     clock.lap("layout");
-    Ok(Prepared { kernel, method, layout, identity, cache_hit })
+    Ok(Prepared { kernel, method, layout, identity, cache_hit, index })
 }
 
 /// List the processes of the machine whose memory is `mem`.
@@ -276,9 +295,8 @@ pub fn ps_cached<M: PhysMem>(counted: &Counting<M>, opts: &PsOptions, cache: Opt
     let start = counted.snapshot();
     let mut clock = Clock::new(counted);
 
-    let Prepared { kernel, method, layout, identity, cache_hit } = prepare(counted, opts, cache, &mut clock)?;
+    let Prepared { kernel, method, layout, identity, cache_hit, mut index } = prepare(counted, opts, cache, &mut clock)?;
     let init_task = kernel.info.init_task.ok_or(PsError::NoInitTask)?;
-    let mut index = PidIndex::learn(&kernel);
     let outcome = walk_again(&kernel.space, &layout, init_task, opts.walk, &mut CmdlineCache::default(), Some(&mut index));
     clock.lap("walk");
 

@@ -110,8 +110,9 @@ pub trait TaskIndex {
     /// Group leaders the index wants to see first (to learn its own layout from them); 0 if
     /// it can be asked at once.
     fn samples(&self) -> usize;
-    /// Addresses of tasks (ideally every one), given the leaders taken so far as (address,
-    /// pid); an error leaves the walk to follow the lists alone.
+    /// Addresses of tasks (ideally every one, those of the list's first tasks first), given the
+    /// leaders taken so far as (address, pid); an error leaves the walk to follow the lists
+    /// alone.
     fn addresses(&mut self, space: &KernelSpace<'_>, layout: &Layout, taken: &[(KVirt, i32)]) -> Result<Vec<KVirt>, String>;
 }
 
@@ -310,10 +311,12 @@ impl Walker<'_, '_> {
         let mut u = self.index_use.borrow_mut();
         match index.addresses(self.space, self.l, &taken) {
             Ok(mut addrs) => {
-                addrs.retain(|&a| self.space.kernel_ptr(a));
-                addrs.sort_unstable();
-                addrs.dedup();
+                // The first `max_tasks` in the index's order (the pid allocator's: about the
+                // list's), then sorted for the read.
+                let mut named = std::collections::HashSet::new();
+                addrs.retain(|&a| self.space.kernel_ptr(a) && named.insert(a));
                 addrs.truncate(self.cfg.max_tasks);
+                addrs.sort_unstable();
                 u.named = addrs.len();
                 let got = self.plan.read_many(self.space, &addrs);
                 self.ahead.borrow_mut().extend(addrs.into_iter().zip(got).filter_map(|(a, r)| Some((a, r.ok()?))));
@@ -630,10 +633,12 @@ impl Walker<'_, '_> {
 
 /// Follow the first `n` entries of the task list from `init_task`, validating each — a cheap
 /// check that a layout fits this kernel. Returns how many tasks were checked.
-pub fn probe(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, n: usize) -> Result<usize, WalkError> {
+/// With an `index`, the records of the first `n` tasks it names (in its order) are read in one
+/// batch and the list takes them from there, as the walk does: one round trip, not `n`.
+pub fn probe(space: &KernelSpace<'_>, layout: &Layout, init_task: KVirt, n: usize, index: Option<&mut dyn TaskIndex>) -> Result<usize, WalkError> {
     let w = Walker::new(space, layout, WalkConfig { max_tasks: n, ..WalkConfig::default() });
     let mut out = Vec::new();
-    match w.leaders(init_task, &mut out, None) {
+    match w.leaders(init_task, &mut out, index) {
         Ok(()) | Err(WalkError::TooMany { .. }) => Ok(out.len()),
         Err(e) => Err(e),
     }
@@ -784,8 +789,8 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
         regions.push((cred.wrapping_add(l.cred.uid), 4));
         parent_at.push((p, regions.len() - 1));
     }
-    let pu = space.read_many(&regions);
-    // mm fields, once per distinct mm of a user task whose command line is not cached.
+    // mm fields, once per distinct mm of a user task whose command line is not cached (read
+    // in the batch of the parents' tgids and the uids).
     let tgids: Vec<i32> = recs.iter().map(|(r, _)| r.i32(t.tgid).unwrap_or(-1)).collect();
     let cached = |b: &(KVirt, KVirt, KVirt, u32, KVirt), tgid: i32| cache.by_mm.contains_key(&(b.2, tgid));
     let mut mms: Vec<KVirt> =
@@ -793,7 +798,11 @@ fn facts(space: &KernelSpace<'_>, l: &Layout, recs: &[(Record, Option<u32>)], cf
     mms.sort_unstable();
     mms.dedup();
     let mm_plan = Plan::new(&[(l.mm.pgd, 8), (l.mm.arg_start, 8), (l.mm.arg_end, 8), (l.mm.env_start, 8), (l.mm.env_end, 8)], 512);
-    let mm_recs = mm_plan.read_many(space, &mms);
+    let asked = regions.len();
+    regions.extend(mm_plan.regions(&mms));
+    let mut answers = space.read_many(&regions).into_iter();
+    let pu: Vec<_> = answers.by_ref().take(asked).collect();
+    let mm_recs = mm_plan.records(&mms, &mut answers);
     let mut areas = Vec::new();
     let mut area_of: HashMap<KVirt, Result<usize, String>> = HashMap::new();
     for (&mm, r) in mms.iter().zip(mm_recs) {

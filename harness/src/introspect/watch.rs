@@ -125,7 +125,6 @@ impl<'m, M: PhysMem> Watcher<'m, M> {
         let mut clock = Clock::new(counted);
         let p = prepare(counted, opts, None, &mut clock)?;
         let init_task = p.kernel.info.init_task.ok_or(PsError::NoInitTask)?;
-        let index = PidIndex::learn(&p.kernel);
         let mut w = Watcher {
             counted,
             kernel: p.kernel,
@@ -133,7 +132,7 @@ impl<'m, M: PhysMem> Watcher<'m, M> {
             init_task,
             opts: opts.clone(),
             cmdlines: CmdlineCache::default(),
-            index,
+            index: p.index,
             known: HashMap::new(),
             round: 0,
         };

@@ -17,7 +17,8 @@
 //! after which the token table and index agree with each other, the last block walks exactly
 //! to the end of the stream before the markers, and a spread sample of blocks (every block,
 //! when the stream was read whole) walks exactly from marker to marker; every block decoded
-//! later is checked the same way before use. Every count and length read from the guest is
+//! whole later is checked the same way before use (a name search reads blocks only up to the
+//! entries it compares: see [`search`]). Every count and length read from the guest is
 //! bounded before it sizes anything. A name found is an entry whose expanded name equals it;
 //! a name-order table contradicted by what a search decoded is dropped for a scan of every
 //! entry. A pc-relative table yields no virtual address until the image is placed
@@ -96,6 +97,9 @@ pub struct Kallsyms {
     blocks: Mutex<HashMap<u32, Arc<Block>>>,
     /// Entry indices read from `kallsyms_seqs_of_names` so far, by rank.
     ranks: Mutex<HashMap<u32, u32>>,
+    /// The first entries of blocks a name search read only in part ([`Block::prefix`]), by
+    /// block number.
+    prefixes: Mutex<HashMap<u32, Arc<Block>>>,
     /// Names looked up so far, and what they were found at.
     found: Mutex<HashMap<String, Option<u32>>>,
     /// Lookups search the name order only in a stream longer than this ([`SEARCH_ABOVE`]).
@@ -184,6 +188,7 @@ impl Kallsyms {
             seqs: Mutex::new(seqs),
             blocks: Mutex::new(found.blocks.into_iter().map(|(b, block)| (b, Arc::new(block))).collect()),
             ranks: Mutex::new(HashMap::new()),
+            prefixes: Mutex::new(HashMap::new()),
             found: Mutex::new(HashMap::new()),
             search_above: SEARCH_ABOVE,
             sampled: (0, 0),
@@ -230,6 +235,11 @@ impl Kallsyms {
             cache.insert(b, Arc::new(block));
         }
         Ok(())
+    }
+
+    /// Keep block `b`, read and checked against its marker elsewhere (a name search).
+    fn adopt(&self, b: u32, block: Block) {
+        self.cache().entry(b).or_insert_with(|| Arc::new(block));
     }
 
     /// Decode every block: the stream in one read, each block checked against its marker.

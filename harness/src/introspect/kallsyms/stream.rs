@@ -61,6 +61,33 @@ impl Block {
         (end == bytes.len()).then_some(Block { bytes, starts })
     }
 
+    /// The first entries of a block from `bytes` (which start at the block's marker): at most
+    /// `count`, as many as `bytes` holds whole (an entry cut off by its end, and those after
+    /// it, are left out), or `None` if one of them is empty. Unlike [`Block::parse`] nothing
+    /// checks the entries against the next marker: a name search ([`super::search`]) reads only
+    /// the part of a block that holds the names it compares.
+    pub fn prefix(mut bytes: Vec<u8>, count: usize) -> Option<Block> {
+        let mut starts = Vec::with_capacity(count.min(bytes.len()));
+        let mut pos = 0usize;
+        while starts.len() < count && pos < bytes.len() {
+            let (hdr, len) = entry_header(&bytes, pos);
+            if hdr == 2 && pos + 2 > bytes.len() {
+                break;
+            }
+            if len == 0 {
+                return None;
+            }
+            let end = pos.checked_add(hdr + len)?;
+            if end > bytes.len() {
+                break;
+            }
+            starts.push(u32::try_from(pos).ok()?);
+            pos = end;
+        }
+        bytes.truncate(pos);
+        Some(Block { bytes, starts })
+    }
+
     /// The token numbers of entry `j` of the block.
     pub fn codes(&self, j: usize) -> &[u8] {
         let Some(&off) = self.starts.get(j) else { return &[] };
@@ -297,6 +324,16 @@ pub fn blocks_of(stream: &[u8], marks: &[u32], n: u32) -> Option<Vec<(u32, Block
 
 /// Read blocks `which` (by number) in one batch and decode each; `None` for one that does not
 /// walk to its end.
+/// Where block `b` starts and how many bytes it has (bounded by [`MAX_BLOCK_BYTES`]).
+pub fn block_span(names: PhysAddr, names_len: u64, marks: &[u32], b: u32) -> Result<(PhysAddr, usize), KallsymsError> {
+    let from = u64::from(*marks.get(b as usize).ok_or_else(|| corrupt(names, format!("no block {b}")))?);
+    let to = marks.get(b as usize + 1).map_or(names_len, |&e| u64::from(e));
+    if to <= from || to - from > MAX_BLOCK_BYTES {
+        return Err(corrupt(PhysAddr(names.0 + from), format!("block {b} of names is {} bytes", to.saturating_sub(from))));
+    }
+    Ok((PhysAddr(names.0 + from), (to - from) as usize))
+}
+
 pub fn read_blocks(
     mem: &dyn PhysMem,
     names: PhysAddr,
@@ -307,12 +344,7 @@ pub fn read_blocks(
 ) -> Result<Vec<Option<Block>>, KallsymsError> {
     let mut regions = Vec::with_capacity(which.len());
     for &b in which {
-        let from = u64::from(*marks.get(b as usize).ok_or_else(|| corrupt(names, format!("no block {b}")))?);
-        let to = marks.get(b as usize + 1).map_or(names_len, |&e| u64::from(e));
-        if to <= from || to - from > MAX_BLOCK_BYTES {
-            return Err(corrupt(PhysAddr(names.0 + from), format!("block {b} of names is {} bytes", to.saturating_sub(from))));
-        }
-        regions.push((PhysAddr(names.0 + from), (to - from) as usize));
+        regions.push(block_span(names, names_len, marks, b)?);
     }
     let mut out = Vec::with_capacity(which.len());
     for (&b, r) in which.iter().zip(read_many(mem, &regions)) {
@@ -324,6 +356,20 @@ pub fn read_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_keeps_only_whole_entries() {
+        // Entries: [7, 8], [9], [0xff] (two-byte length header 0x81 0x00 = 1 token).
+        let bytes = vec![2, 7, 8, 1, 9, 0x81, 0, 0xff];
+        let whole = Block::prefix(bytes.clone(), 3).unwrap();
+        assert_eq!((whole.entries(), whole.codes(2)), (3, &[0xff][..]));
+        let two = Block::prefix(bytes.clone(), 2).unwrap();
+        assert_eq!((two.entries(), two.codes(1)), (2, &[9][..]));
+        // Cut inside the third entry's header, then inside the first entry.
+        assert_eq!(Block::prefix(bytes[..6].to_vec(), 3).unwrap().entries(), 2);
+        assert_eq!(Block::prefix(bytes[..2].to_vec(), 3).unwrap().entries(), 0);
+        assert!(Block::prefix(vec![2, 7, 8, 0, 1], 3).is_none(), "an empty entry is corrupt");
+    }
 
     #[test]
     fn a_block_walks_exactly_its_entries() {

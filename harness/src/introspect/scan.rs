@@ -4,18 +4,22 @@
 //! and its `.rodata` starts on a 2 MiB boundary too (`X86_ALIGN_RODATA_BEGIN`). `linux_banner`
 //! ("Linux version ...") is among the first objects of `.rodata` (from `init/`), so reading the
 //! first page of every 2 MiB-aligned frame finds `.rodata` candidates for about 0.2 % of RAM.
-//! The banner sits a few hundred bytes in (128 to 512 on all 19 corpus kernels, 5.10 to 7.x
-//! builds), so a first pass reads only the first KiB of each frame (0.05 % of RAM), and a
-//! second pass the whole page only if the first finds no kernel.
+//! The banner sits a few hundred bytes in (224 on Debian's 6.12 and 7.x, 416 on 6.1, 512 on
+//! 5.10, 128 to 288 on our own builds), so the passes read growing windows of each frame: its
+//! first 512 bytes (0.025 % of RAM), then the rest of its first KiB, 2 KiB and page, each
+//! window overlapping the one before by a banner's prefix, until a pass finds the kernel. A
+//! banner that runs past its window's end is read again whole at its own address (one more
+//! round trip). Against one pass over the first KiB, a kernel whose banner is in the first
+//! 498 bytes costs half the bytes, one further in about 1.5 times (by where the kernel lies).
 //! From a candidate, the kallsyms tables are found by their structure
 //! ([`kallsyms::locate`](super::kallsyms::locate)); the first candidate that yields them wins.
 //! If none does (a table format the search does not know), the VMCOREINFO text is looked for
 //! at the start of every page (`OSRELEASE=` and the banner's release) and the tables are taken
 //! from its `SYMBOL(kallsyms_*)` entries, where the kernel exports them.
 //!
-//! Invariant: the number of bytes read is bounded by `RAM / align × probe_len` plus the
-//! kallsyms search's own bound per candidate; nothing here trusts a banner until kallsyms
-//! has been found after it.
+//! Invariant: the number of bytes read is bounded by `RAM / align × (probe_len + 64)` (the
+//! windows and their overlaps) plus a banner's re-read and the kallsyms search's own bound per
+//! candidate; nothing here trusts a banner until kallsyms has been found after it.
 
 use emulator::mem::{PhysAddr, PhysMem, PhysRange};
 
@@ -33,7 +37,8 @@ pub struct ScanConfig {
     pub align: u64,
     /// Bytes read at each aligned candidate.
     pub probe_len: usize,
-    /// Bytes read at each candidate in a first pass (at most `probe_len`).
+    /// Bytes read at each candidate in a first pass (at most `probe_len`); each later pass
+    /// reads up to twice as far, the last to `probe_len`.
     pub first_probe_len: usize,
     /// Candidates read in the first batch (later ones double, up to 8 times this).
     pub batch: usize,
@@ -44,7 +49,7 @@ pub struct ScanConfig {
 
 impl Default for ScanConfig {
     fn default() -> Self {
-        ScanConfig { align: 2 << 20, probe_len: 4096, first_probe_len: 1024, batch: 32, assumed_ram: 4 << 30, kallsyms: LocateConfig::default() }
+        ScanConfig { align: 2 << 20, probe_len: 4096, first_probe_len: 512, batch: 32, assumed_ram: 4 << 30, kallsyms: LocateConfig::default() }
     }
 }
 
@@ -100,8 +105,9 @@ pub fn parse_banner(bytes: &[u8]) -> Option<String> {
     release.chars().next()?.is_ascii_digit().then_some(s)
 }
 
-/// Aligned candidate frames inside the source's ranges (or the assumed RAM).
-fn candidates(mem: &dyn PhysMem, cfg: &ScanConfig) -> (Vec<(PhysAddr, PhysRange)>, u64) {
+/// Aligned candidate frames whose first `need` bytes lie inside one of the source's ranges
+/// (or the assumed RAM).
+fn candidates(mem: &dyn PhysMem, cfg: &ScanConfig, need: usize) -> (Vec<(PhysAddr, PhysRange)>, u64) {
     let mut ranges = mem.ranges();
     if ranges.is_empty() {
         ranges = vec![PhysRange::new(0, cfg.assumed_ram)];
@@ -113,7 +119,7 @@ fn candidates(mem: &dyn PhysMem, cfg: &ScanConfig) -> (Vec<(PhysAddr, PhysRange)
     let mut out = Vec::new();
     'ranges: for r in &ranges {
         let Some(mut a) = r.start.0.div_ceil(align).checked_mul(align) else { continue };
-        while a.checked_add(cfg.probe_len as u64).is_some_and(|end| end <= r.end.0) {
+        while a.checked_add(need as u64).is_some_and(|end| end <= r.end.0) {
             if out.len() >= MAX_CANDIDATES {
                 break 'ranges;
             }
@@ -133,10 +139,34 @@ struct Seen {
     probed: usize,
 }
 
+/// The window of each frame one pass reads: `[from, to)` bytes from the frame's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    from: usize,
+    to: usize,
+}
+
+/// The windows of the passes (see the module doc): `[0, first)`, then up to twice as far each
+/// time, the last to `probe_len`, each from a banner's prefix before the last one's end.
+fn windows(cfg: &ScanConfig) -> Vec<Window> {
+    let full = cfg.probe_len.max(1);
+    let (mut out, mut end) = (Vec::new(), cfg.first_probe_len.clamp(1, full));
+    out.push(Window { from: 0, to: end });
+    while end < full {
+        let next = end.saturating_mul(2).min(full);
+        out.push(Window { from: end.saturating_sub(BANNER.len() - 1), to: next });
+        end = next;
+    }
+    out
+}
+
+/// Longest banner read (`parse_banner` looks this far for its end).
+const BANNER_MAX: usize = 512;
+
 /// Probe one batch of candidate frames: the kernel if a banner there has kallsyms after it
 /// (searched up to `top`); also whether any frame of the batch could be read.
-fn probe(mem: &dyn PhysMem, cfg: &ScanConfig, chunk: &[(PhysAddr, PhysRange)], top: PhysAddr, seen: &mut Seen) -> (Option<Found>, bool) {
-    let regions: Vec<(PhysAddr, usize)> = chunk.iter().map(|&(a, _)| (a, cfg.probe_len)).collect();
+fn probe(mem: &dyn PhysMem, cfg: &ScanConfig, w: Window, chunk: &[(PhysAddr, PhysRange)], top: PhysAddr, seen: &mut Seen) -> (Option<Found>, bool) {
+    let regions: Vec<(PhysAddr, usize)> = chunk.iter().map(|&(a, _)| (PhysAddr(a.0 + w.from as u64), w.to - w.from)).collect();
     let results = read_many(mem, &regions);
     seen.probed += chunk.len();
     let mut any = false;
@@ -146,8 +176,19 @@ fn probe(mem: &dyn PhysMem, cfg: &ScanConfig, chunk: &[(PhysAddr, PhysRange)], t
         let mut from = 0usize;
         while let Some(pos) = find(&page[from..], BANNER.as_bytes()).map(|p| p + from) {
             from = pos + 1;
-            let Some(text) = parse_banner(&page[pos..]) else { continue };
-            let banner = Banner { phys: PhysAddr(frame.0 + pos as u64), text };
+            let phys = PhysAddr(frame.0 + (w.from + pos) as u64);
+            let text = match parse_banner(&page[pos..]) {
+                Some(text) => text,
+                // Cut off by the window's end: read it whole where it is.
+                None if page.len() - pos < BANNER_MAX && !page[pos..].iter().any(|&b| b == 0 || b == b'\n') => {
+                    match read_many(mem, &[(phys, BANNER_MAX)]).pop().and_then(Result::ok).and_then(|b| parse_banner(&b)) {
+                        Some(text) => text,
+                        None => continue,
+                    }
+                }
+                None => continue,
+            };
+            let banner = Banner { phys, text };
             if seen.banners.contains(&banner.phys) {
                 break; // searched after in an earlier pass
             }
@@ -175,15 +216,13 @@ const IMAGE_SPAN: u64 = 256 << 20;
 /// and the first batch of frames with no RAM ends it.
 pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanError> {
     let mut seen = Seen::default();
-    let short = ScanConfig { probe_len: cfg.first_probe_len.clamp(1, cfg.probe_len.max(1)), ..*cfg };
-    if short.probe_len < cfg.probe_len {
-        if let (Some(found), _) = pass(mem, &short, &mut seen) {
+    let mut ram = 0;
+    for w in windows(cfg) {
+        let (found, r) = pass(mem, cfg, w, &mut seen);
+        if let Some(found) = found {
             return Ok(found);
         }
-    }
-    let (found, ram) = pass(mem, cfg, &mut seen);
-    if let Some(found) = found {
-        return Ok(found);
+        ram = r;
     }
     let Seen { banners, first, probed } = seen;
     let Some((banner, rodata)) = first else {
@@ -203,10 +242,10 @@ pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanErr
     Err(ScanError::NoKallsyms { banners, release, vmcoreinfo })
 }
 
-/// One pass over the candidate frames, reading `cfg.probe_len` of each (banners already in
-/// `seen` are not searched after again): the kernel, or none and the RAM size probed.
-fn pass(mem: &dyn PhysMem, cfg: &ScanConfig, seen: &mut Seen) -> (Option<Found>, u64) {
-    let (cands, mut ram) = candidates(mem, cfg);
+/// One pass over the candidate frames, reading window `w` of each (banners already in `seen`
+/// are not searched after again): the kernel, or none and the RAM size probed.
+fn pass(mem: &dyn PhysMem, cfg: &ScanConfig, w: Window, seen: &mut Seen) -> (Option<Found>, u64) {
+    let (cands, mut ram) = candidates(mem, cfg, w.to);
     // Search for kallsyms up to the end of the highest range, not just the candidate's own:
     // sparse sources (a replayed capture) list many small ranges.
     let top = cands.iter().map(|(_, r)| r.end).max().unwrap_or(PhysAddr(0));
@@ -215,7 +254,7 @@ fn pass(mem: &dyn PhysMem, cfg: &ScanConfig, seen: &mut Seen) -> (Option<Found>,
     let (mut at, mut size) = (0usize, cfg.batch.max(1));
     while at < cands.len() {
         let chunk = &cands[at..at.saturating_add(size).min(cands.len())];
-        if let (Some(found), _) = probe(mem, cfg, chunk, top, seen) {
+        if let (Some(found), _) = probe(mem, cfg, w, chunk, top, seen) {
             return (Some(found), ram);
         }
         at += chunk.len();
@@ -232,7 +271,7 @@ fn pass(mem: &dyn PhysMem, cfg: &ScanConfig, seen: &mut Seen) -> (Option<Found>,
                 .collect();
             let Some(&(last, _)) = chunk.last() else { break };
             let top = PhysAddr(last.0.saturating_add(IMAGE_SPAN));
-            match probe(mem, cfg, &chunk, top, seen) {
+            match probe(mem, cfg, w, &chunk, top, seen) {
                 (Some(found), _) => return (Some(found), ram),
                 (None, false) => break,
                 (None, true) => {}
@@ -298,7 +337,8 @@ mod tests {
 
     #[test]
     fn candidates_are_capped_and_never_wrap() {
-        let (cands, ram) = candidates(&Huge, &ScanConfig::default());
+        let cfg = ScanConfig::default();
+        let (cands, ram) = candidates(&Huge, &cfg, cfg.probe_len);
         assert_eq!(cands.len(), MAX_CANDIDATES);
         assert_eq!(cands[0].0, PhysAddr(2 << 20));
         assert!(ram > 1 << 62);
@@ -346,17 +386,18 @@ mod tests {
         // RAM ends at 4 GiB: one batch above it, unanswered, ends the probe (in each pass).
         let low = Remote { end: 4 << 30, banner: u64::MAX, reads: Default::default() };
         match find_kernel(&low, &cfg) {
-            Err(ScanError::NoBanner { probed, .. }) => assert_eq!(probed, 2 * (frames_below + cfg.batch)),
+            Err(ScanError::NoBanner { probed, .. }) => assert_eq!(probed, windows(&cfg).len() * (frames_below + cfg.batch)),
             other => panic!("{:?}", other.map(|f| f.banner.phys)),
         }
     }
 
-    /// The first pass reads the first KiB of each frame; a banner further into its page (or
-    /// across the KiB's end) is found by the second, and searched after only once.
+    /// The first pass reads the first 512 bytes of each frame; a banner further into its page
+    /// (or across a window's end) is found by a later pass, and searched after only once.
     #[test]
-    fn a_banner_past_the_first_kib_is_found_by_the_second_pass() {
+    fn a_banner_past_the_first_window_is_found_by_a_later_pass() {
         let cfg = ScanConfig::default();
-        for offset in [0x100u64, 0x3f0, 0x800] {
+        assert_eq!(windows(&cfg), [Window { from: 0, to: 512 }, Window { from: 499, to: 1024 }, Window { from: 1011, to: 2048 }, Window { from: 2035, to: 4096 }]);
+        for offset in [0x100u64, 0x1e0, 0x1f8, 0x200, 0x3f0, 0x800, 0xf80] {
             let m = Remote { end: 4 << 30, banner: (96 << 20) + offset, reads: Default::default() };
             match find_kernel(&m, &cfg) {
                 Err(ScanError::NoKallsyms { banners, .. }) => assert_eq!(banners, vec![PhysAddr(m.banner)], "offset {offset:#x}"),

@@ -344,21 +344,34 @@ fn token_table_before(mem: &dyn PhysMem, lowest: u64, ti: u64, idx: &[u16; 256])
     Some(tt)
 }
 
+/// Bytes of markers read first (2048 markers: half a million symbols; Debian's kernels have
+/// under 200 000), before the bound [`MAX_MARKERS_BYTES`] if they do not reach the table's 0.
+const FIRST_MARKERS_BYTES: u64 = 8 << 10;
+
 fn names_first_from(mem: &dyn PhysMem, lowest: u64, ti: u64, idx: &[u16; 256], offsets: u64) -> Option<KallsymsLocation> {
     let tt = token_table_before(mem, lowest, ti, idx)?;
-    // The markers end at the token table, or 4 bytes of alignment before it.
-    let mlen = MAX_MARKERS_BYTES.min(tt.saturating_sub(lowest)) & !3;
-    let mfrom = tt.checked_sub(mlen)?;
-    let mraw = read_vec(mem, PhysAddr(mfrom), usize::try_from(mlen).ok()?).ok()?;
-    let mb = Bytes::new(&mraw);
-    for pad in [0u64, 4] {
-        if pad == 4 && mb.u32(mraw.len().checked_sub(4)?).ok()? != 0 {
-            continue;
+    // The markers end at the token table, or 4 bytes of alignment before it: a typical table's
+    // worth read first, the bound only if the markers run past it.
+    let most = MAX_MARKERS_BYTES.min(tt.saturating_sub(lowest)) & !3;
+    for mlen in [FIRST_MARKERS_BYTES.min(most), most] {
+        let mfrom = tt.checked_sub(mlen)?;
+        let mraw = read_vec(mem, PhysAddr(mfrom), usize::try_from(mlen).ok()?).ok()?;
+        let mb = Bytes::new(&mraw);
+        let mut whole = false;
+        for pad in [0u64, 4] {
+            if pad == 4 && mb.u32(mraw.len().checked_sub(4)?).ok()? != 0 {
+                continue;
+            }
+            let Some(markers) = super::stream::markers_ending_at(&mb, mraw.len().checked_sub(pad as usize)?) else { continue };
+            // Markers that begin past the start of what was read are the whole table.
+            whole |= 4 * markers.len() as u64 + pad < mlen;
+            let markers_start = tt - pad - 4 * markers.len() as u64;
+            if let Some(loc) = names_before(mem, lowest, markers_start, &markers, offsets) {
+                return Some(loc);
+            }
         }
-        let Some(markers) = super::stream::markers_ending_at(&mb, mraw.len().checked_sub(pad as usize)?) else { continue };
-        let markers_start = tt - pad - 4 * markers.len() as u64;
-        if let Some(loc) = names_before(mem, lowest, markers_start, &markers, offsets) {
-            return Some(loc);
+        if whole || mlen == most {
+            break;
         }
     }
     None
@@ -367,11 +380,22 @@ fn names_first_from(mem: &dyn PhysMem, lowest: u64, ti: u64, idx: &[u16; 256], o
 /// The names table ending at the markers (within 7 bytes of zero padding), and the count
 /// stored just before it (4 bytes before with ALGN 4, 8 with ALGN 8).
 fn names_before(mem: &dyn PhysMem, lowest: u64, markers_start: u64, markers: &[u32], offsets: u64) -> Option<KallsymsLocation> {
+    // The last block is about as long as the others: twice their mean is read first, the bound
+    // (256 entries of the longest) only if the names do not check out in that.
+    let m = markers.len() as u64;
+    let mean = u64::from(*markers.last()?) / (m - 1).max(1);
+    let bound = 256 * MAX_ENTRY + 8;
+    let first = mean.saturating_mul(2).saturating_add(64).min(bound);
+    [first, bound].into_iter().take(if first < bound { 2 } else { 1 }).find_map(|len| names_within(mem, lowest, markers_start, markers, offsets, len))
+}
+
+/// [`names_before`], the last block of names looked for in the `tail_len` bytes before the
+/// markers and the names' start in as many before where that block's marker puts it.
+fn names_within(mem: &dyn PhysMem, lowest: u64, markers_start: u64, markers: &[u32], offsets: u64, tail_len: u64) -> Option<KallsymsLocation> {
     let m = markers.len() as u64;
     let last = u64::from(*markers.last()?);
     let (n_lo, n_hi) = (256 * (m - 1) + 1, 256 * m);
     // The last block of names (up to 256 entries) and the region its start may be in.
-    let tail_len = 256 * MAX_ENTRY + 8;
     let tail_from = markers_start.checked_sub(tail_len)?.max(lowest);
     let tail = read_vec(mem, PhysAddr(tail_from), usize::try_from(markers_start - tail_from).ok()?).ok()?;
     let head_to = markers_start.checked_sub(last)?;

@@ -25,6 +25,10 @@ use super::walk::TaskIndex;
 #[derive(Debug, Clone)]
 pub struct PidIndex {
     state: State,
+    /// The addresses the last walk of the tree named, while [`PidIndex::reuse_last`] lets the
+    /// next call take them.
+    last: Option<Vec<KVirt>>,
+    reuse: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -56,13 +60,21 @@ impl PidIndex {
             }
             Err(e) => State::FromSamples { init_pid_ns, why: e },
         };
-        PidIndex { state }
+        PidIndex { state, last: None, reuse: false }
     }
 
     /// Whether the index can name tasks before the walk has taken any (it learned its layout
     /// from BTF), so that a check of a layout can use it without teaching it anything.
     pub fn is_ready(&self) -> bool {
         matches!(self.state, State::Ready { .. })
+    }
+
+    /// Let the next call to [`TaskIndex::addresses`] answer with what the last one named, if
+    /// there was one, instead of walking the tree again: for a walk that follows a check of the
+    /// layout by a moment (`ps`'s `auto`). Addresses a moment old only say where to read: a task
+    /// created since is reached through its list, one round trip, as without an index.
+    pub fn reuse_last(&mut self) {
+        self.reuse = self.last.is_some();
     }
 
     /// How the index was learned, or why it failed.
@@ -91,11 +103,18 @@ impl TaskIndex for PidIndex {
                 Err(e) => State::Failed(format!("pid allocator (inferred): {e}")),
             };
         }
+        if std::mem::take(&mut self.reuse) {
+            if let Some(last) = self.last.take() {
+                return Ok(last);
+            }
+        }
         match &self.state {
             State::Ready { l, ns, chunk } => {
                 let w = pidns::walk(l, *chunk, *ns, &mut read);
                 // A walk cut short still names the tasks before the cut.
-                Ok(w.pids.iter().filter_map(|p| p.task.map(KVirt)).collect())
+                let named: Vec<KVirt> = w.pids.iter().filter_map(|p| p.task.map(KVirt)).collect();
+                self.last = Some(named.clone());
+                Ok(named)
             }
             State::Failed(e) => Err(e.clone()),
             State::FromSamples { .. } => Err("not learned".into()),

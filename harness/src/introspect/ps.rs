@@ -261,6 +261,8 @@ pub(crate) fn prepare<'m, M: PhysMem>(
     };
     anchor::complete(&mut kernel, &layout)?;
     let mut index = index.into_inner();
+    // The walk follows at once: it takes the tasks the check's walk of the pid tree named.
+    index.reuse_last();
     if !index.is_ready() {
         // Learned again now that the layout has anchored `init_task` (kernels whose kallsyms
         // lacks `init_pid_ns` find the namespace through it).

@@ -165,21 +165,20 @@ impl<'m> Kernel<'m> {
         let (phys_base, banner) = place_image(mem, &found, start_rodata, sym("linux_banner"))?;
         let mut space = KernelSpace::new(mem, phys_base, None, &X86_64_4LEVEL);
 
-        if let Some(v) = sym("phys_base") {
-            let stored = space.read_u64(v).map_err(|source| KernelError::Read { what: "phys_base", source })?;
+        // The image's variables read here, in one batch (all through the image mapping).
+        let [stored_base, l5, pob, vmci_data, vmci_size] =
+            image_vars(&space, [("phys_base", 8), ("__pgtable_l5_enabled", 4), ("page_offset_base", 8), ("vmcoreinfo_data", 8), ("vmcoreinfo_size", 8)], &sym);
+        let var = |v: Option<Result<u64, KSpaceError>>, what: &'static str| v.transpose().map_err(|source| KernelError::Read { what, source });
+        if let Some(stored) = var(stored_base, "phys_base")? {
             if stored != phys_base {
                 tracing::warn!(stored = format!("{stored:#x}"), derived = format!("{phys_base:#x}"), "phys_base variable differs from derived value");
             }
         }
-        let l5 = match sym("__pgtable_l5_enabled") {
-            Some(v) => space.read_u32(v).map_err(|source| KernelError::Read { what: "__pgtable_l5_enabled", source })? != 0,
-            None => false,
-        };
+        let l5 = var(l5, "__pgtable_l5_enabled")?.is_some_and(|v| v != 0);
         let format = if l5 { &X86_64_5LEVEL } else { &X86_64_4LEVEL };
         space.format = format;
-        let page_offset_base = match sym("page_offset_base") {
-            Some(v) => {
-                let p = space.read_u64(v).map_err(|source| KernelError::Read { what: "page_offset_base", source })?;
+        let page_offset_base = match var(pob, "page_offset_base")? {
+            Some(p) => {
                 if !KVirt(p).is_canonical(format.va_bits()) || p < 0xff00_0000_0000_0000 {
                     return Err(KernelError::Inconsistent(format!("page_offset_base {p:#x} is not a kernel address")));
                 }
@@ -194,7 +193,7 @@ impl<'m> Kernel<'m> {
             }
         }
 
-        let vmcoreinfo = read_vmcoreinfo(&space, sym("vmcoreinfo_data"), sym("vmcoreinfo_size"));
+        let vmcoreinfo = read_vmcoreinfo(&space, vmci_data.and_then(Result::ok), vmci_size.and_then(Result::ok));
         let vmcoreinfo_check = match vmcoreinfo.as_ref().and_then(|v| agrees_with_vmcoreinfo(&found.kallsyms, v)) {
             Some(true) => ", VMCOREINFO agrees",
             Some(false) => {
@@ -319,9 +318,21 @@ fn place_image(
 }
 
 /// Read the vmcoreinfo text through `vmcoreinfo_data`, if the kernel has it.
-fn read_vmcoreinfo(space: &KernelSpace<'_>, data: Option<KVirt>, size: Option<KVirt>) -> Option<VmcoreInfo> {
-    let ptr = KVirt(space.read_u64(data?).ok()?);
-    let size = space.read_u64(size?).ok()? as usize;
+/// The values of the image's variables `(name, bytes)` that kallsyms names (`sym`), read in
+/// one batch, little-endian (`None` for a variable without a symbol).
+fn image_vars<const N: usize>(space: &KernelSpace<'_>, vars: [(&str, usize); N], sym: &dyn Fn(&str) -> Option<KVirt>) -> [Option<Result<u64, KSpaceError>>; N] {
+    let at: [Option<(KVirt, usize)>; N] = vars.map(|(name, len)| Some((sym(name)?, len)));
+    let mut read = space.read_many(&at.iter().flatten().copied().collect::<Vec<_>>()).into_iter();
+    at.map(|a| {
+        let (addr, _) = a?;
+        Some(read.next().unwrap_or(Err(KSpaceError::Unmapped { addr })).map(|b| b.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x))))
+    })
+}
+
+/// The VMCOREINFO text, from the values of `vmcoreinfo_data` (its address) and `vmcoreinfo_size`.
+fn read_vmcoreinfo(space: &KernelSpace<'_>, data: Option<u64>, size: Option<u64>) -> Option<VmcoreInfo> {
+    let ptr = KVirt(data?);
+    let size = size? as usize;
     if ptr.0 == 0 || size == 0 {
         return None;
     }

@@ -96,7 +96,7 @@ pub struct Kallsyms {
     /// Blocks decoded so far, by number.
     blocks: Mutex<HashMap<u32, Arc<Block>>>,
     /// Entry indices read from `kallsyms_seqs_of_names` so far, by rank.
-    ranks: Mutex<HashMap<u32, u32>>,
+    ranks: Mutex<search::RankMap>,
     /// The first entries of blocks a name search read only in part ([`Block::prefix`]), by
     /// block number.
     prefixes: Mutex<HashMap<u32, Arc<Block>>>,
@@ -187,7 +187,7 @@ impl Kallsyms {
             tokens,
             seqs: Mutex::new(seqs),
             blocks: Mutex::new(found.blocks.into_iter().map(|(b, block)| (b, Arc::new(block))).collect()),
-            ranks: Mutex::new(HashMap::new()),
+            ranks: Mutex::new(search::RankMap::default()),
             prefixes: Mutex::new(HashMap::new()),
             found: Mutex::new(HashMap::new()),
             search_above: SEARCH_ABOVE,

@@ -43,12 +43,38 @@ const WINDOW: u32 = 16;
 /// Bytes read past the estimated end of the entries a block's prefix must hold.
 const PREFIX_SLACK: u64 = 32;
 
+/// Entry indices by rank: a search reads thousands of ranks (the windows of every name's next
+/// levels), so the map hashes a rank with one multiplication rather than SipHash (ranks come
+/// from our own arithmetic, not from the guest).
+pub(super) type RankMap = HashMap<u32, u32, std::hash::BuildHasherDefault<RankHasher>>;
+
+/// Fibonacci hashing of a `u32` key (see [`RankMap`]).
+#[derive(Default)]
+pub(super) struct RankHasher(u64);
+
+impl std::hash::Hasher for RankHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// The indices of `names` (see the module doc), or `None` if the table contradicted itself.
 pub(super) fn by_name(k: &Kallsyms, mem: &dyn PhysMem, seqs: PhysAddr, names: &[&str]) -> Result<Option<Vec<Option<u32>>>, KallsymsError> {
     let n = k.location.num_syms;
     let mut index = k.ranks.lock().unwrap_or_else(|p| p.into_inner());
     let mut prefixes = k.prefixes.lock().unwrap_or_else(|p| p.into_inner());
-    let mut s = Search { k, mem, seqs, n, index: &mut index, prefixes: &mut prefixes, seen: Vec::new(), buf: Vec::with_capacity(256) };
+    // Entries decodable from the start of each block: every one of a block decoded whole.
+    let mut covered: HashMap<u32, usize> = k.cache().keys().map(|&b| (b, usize::MAX)).collect();
+    covered.extend(prefixes.iter().map(|(&b, p)| (b, p.entries())));
+    let mut s = Search { k, mem, seqs, n, index: &mut index, prefixes: &mut prefixes, covered, seen: Vec::new(), buf: Vec::with_capacity(256) };
     let wants: Vec<&[u8]> = names.iter().map(|w| w.as_bytes()).collect();
     // First rank whose name is not below the one wanted.
     let mut range: Vec<(u32, u32)> = vec![(0, n); names.len()];
@@ -141,9 +167,11 @@ struct Search<'a> {
     seqs: PhysAddr,
     n: u32,
     /// Entry index by rank, as read (kept by the [`Kallsyms`] for later searches).
-    index: &'a mut HashMap<u32, u32>,
+    index: &'a mut RankMap,
     /// Blocks read in part, by number (kept by the [`Kallsyms`] too).
     prefixes: &'a mut HashMap<u32, Arc<Block>>,
+    /// How many entries of each block, from its start, are decoded (whole or in part).
+    covered: HashMap<u32, usize>,
     /// Ranks whose names were compared, with the names (for [`Search::in_order`]).
     seen: Vec<(u32, Vec<u8>)>,
     buf: Vec<u8>,
@@ -186,10 +214,19 @@ impl Search<'_> {
     fn pivot(&self, (lo, hi): (u32, u32)) -> u32 {
         let mid = (lo + hi) / 2;
         let reach = WINDOW.min((hi - lo) / 4);
-        (mid - reach..=mid + reach)
-            .filter_map(|r| Some((self.cost(*self.index.get(&r)?), r.abs_diff(mid), r)))
-            .min()
-            .map_or(mid, |(_, _, r)| r)
+        // Outward from the middle, lower rank first: the first free one wins.
+        let mut best: Option<(u64, u32)> = None;
+        for r in (0..=reach).flat_map(|d| [mid - d, mid + d].into_iter().take(if d == 0 { 1 } else { 2 })) {
+            let Some(&idx) = self.index.get(&r) else { continue };
+            let c = self.cost(idx);
+            if c == 0 {
+                return r;
+            }
+            if best.is_none_or(|(b, _)| c < b) {
+                best = Some((c, r));
+            }
+        }
+        best.map_or(mid, |(_, r)| r)
     }
 
     /// The entries of `idx`'s block decoded so far, if they reach it.
@@ -198,10 +235,15 @@ impl Search<'_> {
         self.k.block_of(idx).or_else(|| self.prefixes.get(&(idx / 256)).filter(|p| p.entries() > j).cloned())
     }
 
+    /// Whether entry `idx` can be expanded from what is decoded of its block.
+    fn decoded(&self, idx: u32) -> bool {
+        self.covered.get(&(idx / 256)).is_some_and(|&c| c > (idx % 256) as usize)
+    }
+
     /// Bytes to read for the name of entry `idx`: none if decoded, else an estimate of the
     /// block's prefix up to it ([`Search::prefix_len`]).
     fn cost(&self, idx: u32) -> u64 {
-        if self.entry_block(idx).is_some() {
+        if self.decoded(idx) {
             return 0;
         }
         self.prefix_len(idx / 256, (idx % 256) as usize + 1).map_or(u64::MAX, |(_, len, _)| len as u64)
@@ -223,7 +265,7 @@ impl Search<'_> {
     fn fetch(&mut self, ranks: &[u32]) -> Result<(), KallsymsError> {
         let mut need: BTreeMap<u32, usize> = BTreeMap::new();
         for idx in ranks.iter().filter_map(|r| self.index.get(r).copied()) {
-            if self.entry_block(idx).is_none() {
+            if !self.decoded(idx) {
                 let c = need.entry(idx / 256).or_default();
                 *c = (*c).max((idx % 256) as usize + 1);
             }
@@ -243,16 +285,20 @@ impl Search<'_> {
                 let block = Block::parse(bytes, block_count(self.n, b))
                     .ok_or_else(|| corrupt(at, format!("block {b} of names does not walk to its marker")))?;
                 self.k.adopt(b, block);
+                self.covered.insert(b, usize::MAX);
                 continue;
             }
             match Block::prefix(bytes, count) {
                 Some(p) if p.entries() >= count => {
+                    self.covered.insert(b, p.entries());
                     self.prefixes.insert(b, Arc::new(p));
                 }
                 _ => short.push(b),
             }
         }
-        self.k.decode(self.mem, &short)
+        self.k.decode(self.mem, &short)?;
+        self.covered.extend(short.into_iter().map(|b| (b, usize::MAX)));
+        Ok(())
     }
 
     /// `f` of the name (without its type letter) at `rank`, whose entry is decoded; `None` if

@@ -297,3 +297,45 @@ fn name_search_equals_scan(#[values("deb-amd64", "deb5.10-amd64", "deb6.12-amd64
     assert_eq!(ks.indices_of(mem, &refs).unwrap(), ks.indices_by_scan(mem, &refs).unwrap(), "{name}");
     assert_eq!(ks.searches_by_name(), has, "{name}: seqs_of_names used iff the kernel has it (and the search agreed with itself)");
 }
+
+/// The real-mode trampoline's page table maps the image where kallsyms says it is: its first
+/// frame is `_text`'s, and the `.rodata` frame whose banner the scan finds comes before every
+/// text frame in the order the hint is read (first of all where the kernel maps it with one
+/// read-only no-execute entry, as Debian's do). With the hint the kernel is found among the
+/// image's frames; without it the scan finds the same frame.
+#[rstest]
+fn trampoline_tables_map_the_image_kallsyms_places(
+    #[values(
+        "deb-amd64",
+        "deb-cloud-amd64",
+        "deb-rt-amd64",
+        "custom-thesis",
+        "custom-randstruct",
+        "deb5.10-amd64",
+        "deb6.12-amd64",
+        "deb7-amd64"
+    )]
+    name: &str,
+    #[values(Mode::Running, Mode::Panicked)] mode: Mode,
+) {
+    use harness::introspect::trampoline;
+    let e = entry(name);
+    let mem = dump(&e, mode);
+    let image = trampoline::image_frames(mem.as_ref()).unwrap_or_else(|| panic!("{name}: no real-mode header or tables below 1 MiB"));
+    let k = kernel(mem.as_ref());
+    assert_eq!(image.frames[0].phys, k.info.text_phys, "{name}: first frame mapped");
+    assert_eq!(image.frames[0].virt, k.info.text_virt.0, "{name}: its virtual address");
+    let text = trampoline::Access { writable: false, executable: true };
+    assert_eq!(image.frames[0].access, Some(text), "{name}: text is read-only and executable");
+    let order = image.banner_order();
+    let at = order.iter().position(|&f| f == k.info.rodata_phys).unwrap_or_else(|| panic!("{name}: .rodata frame not mapped"));
+    let executable: Vec<_> = image.frames.iter().filter(|f| f.access.is_some_and(|a| a.executable)).map(|f| f.phys).collect();
+    assert!(order[..at].iter().all(|f| !executable.contains(f)), "{name}: .rodata after text in {order:x?}");
+    if name.starts_with("deb") {
+        assert_eq!(at, 0, "{name}: .rodata mapped whole, read first");
+    }
+    let hinted = Kernel::scan(mem.as_ref(), &ScanConfig::default()).unwrap();
+    assert!(hinted.candidates_probed <= image.frames.len(), "{name}: found among the image's frames");
+    let scanned = Kernel::scan(mem.as_ref(), &ScanConfig { trampoline: false, ..ScanConfig::default() }).unwrap();
+    assert_eq!((scanned.rodata, &scanned.banner.text), (hinted.rodata, &hinted.banner.text), "{name}");
+}

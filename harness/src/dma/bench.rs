@@ -7,8 +7,9 @@
 //! - blocking: one read outstanding at a time ([`Requester::read_blocking`]); each read's
 //!   latency is timed around the call, like tlpperf's `gettimeofday` around `dma_read`
 //!   (resolution 0.1 µs);
-//! - pipelined: batches of reads through [`PhysMem::read_batch`] with the target's `inflight`
-//!   requests outstanding; latency is per request (MRd sent → last completion), from the
+//! - pipelined: batches of reads through [`Requester::read_batch_as_asked`] (each read its own
+//!   requests: adjacent reads are not joined as [`emulator::mem::PhysMem::read_batch`] joins them) with the
+//!   target's `inflight` requests outstanding; latency is per request (MRd sent → last completion), from the
 //!   requester's histogram (bucket resolution 1/16).
 //!
 //! Invariants: every number comes from a timed run; a read that fails stops the benchmark
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use emulator::pattern::pattern_bytes;
-use emulator::mem::{MemError, PhysAddr, PhysMem, ReadOp};
+use emulator::mem::{MemError, PhysAddr, ReadOp};
 
 use super::Requester;
 
@@ -260,7 +261,7 @@ pub fn run(req: &Requester, cfg: &BenchConfig) -> Result<BenchResult, MemError> 
                         .zip(&addrs_now)
                         .map(|(b, &a)| ReadOp { addr: PhysAddr(a), buf: &mut b[..] })
                         .collect();
-                    for r in req.read_batch(&mut ops) {
+                    for r in req.read_batch_as_asked(&mut ops) {
                         r?;
                     }
                     for (b, &a) in bufs.iter().zip(&addrs_now) {

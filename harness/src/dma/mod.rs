@@ -4,6 +4,8 @@
 //! ```text
 //!   PhysMem::read_batch / read_phys        Requester::read_blocking
 //!              │                                   │
+//!   coalesce   a batch's nearby reads joined into spans that need fewer requests
+//!              │                                   │
 //!   requester  engine: pieces → tags → MRd batches; completions → checks → reassembly;
 //!              timeouts → hold the tag, ask again for the missing bytes only
 //!     ├─ target     nettlp://ADDR[:TAG]?options  (what TAG means, defaults)
@@ -24,6 +26,7 @@
 //! [`PhysMem`]: emulator::mem::PhysMem
 
 pub mod bench;
+pub mod coalesce;
 pub mod rack;
 pub mod request;
 pub mod requester;

@@ -42,6 +42,7 @@ use emulator::wire::msg;
 use emulator::wire::nettlp;
 use emulator::wire::tlp::{self, CplStatus, DeviceId, MemRequest, Repr};
 
+use super::coalesce;
 use super::rack::Rack;
 use super::request::{Reassembly, Reject, Verdict};
 use super::rto::Rto;
@@ -378,9 +379,68 @@ impl Requester {
         self.run(&mut ops, 1).pop().unwrap_or(Ok(()))
     }
 
+    /// Read `ops` each with its own requests, none joined with another ([`PhysMem::read_batch`]
+    /// joins nearby reads): what a benchmark of request sizes needs.
+    pub fn read_batch_as_asked(&self, ops: &mut [ReadOp<'_>]) -> Vec<Result<(), MemError>> {
+        let inflight = usize::from(self.target.inflight.max(1));
+        self.engine().run(&self.target, self.requester_id, ops, inflight)
+    }
+
+    /// Read `ops` with nearby ones joined ([`super::coalesce`]). A joined span that fails is
+    /// read again as its reads, each alone, so that each fails or succeeds as it would have and
+    /// an error names its own lowest failed address.
     fn run(&self, ops: &mut [ReadOp<'_>], inflight: u16) -> Vec<Result<(), MemError>> {
+        let inflight = usize::from(inflight.max(1));
         let mut e = self.engine();
-        e.run(&self.target, self.requester_id, ops, usize::from(inflight.max(1)))
+        let reads: Vec<(u64, usize)> = ops.iter().map(|op| (op.addr.0, op.buf.len())).collect();
+        let plan = coalesce::plan(&reads, self.target.mrrs);
+        if plan.is_identity() {
+            return e.run(&self.target, self.requester_id, ops, inflight);
+        }
+        // A span of one read reads into the caller's buffer; a joined one into its own.
+        let mut joined: Vec<Vec<u8>> = plan.spans.iter().map(|s| if plan.members(s).len() > 1 { vec![0u8; s.len] } else { Vec::new() }).collect();
+        let span_results = {
+            let mut alone: Vec<Option<&mut ReadOp<'_>>> = ops.iter_mut().map(Some).collect();
+            let mut span_ops: Vec<ReadOp<'_>> = plan
+                .spans
+                .iter()
+                .zip(joined.iter_mut())
+                .filter_map(|(s, buf)| match plan.members(s) {
+                    &[i] => alone[i].take().map(|op| ReadOp { addr: op.addr, buf: &mut op.buf[..] }),
+                    _ => Some(ReadOp { addr: PhysAddr(s.addr), buf: &mut buf[..] }),
+                })
+                .collect();
+            e.run(&self.target, self.requester_id, &mut span_ops, inflight)
+        };
+        let mut results: Vec<Result<(), MemError>> = (0..ops.len()).map(|_| Ok(())).collect();
+        let mut again: Vec<usize> = Vec::new();
+        for ((s, buf), r) in plan.spans.iter().zip(&joined).zip(span_results) {
+            match (plan.members(s), r) {
+                (&[i], r) => results[i] = r,
+                (members, Ok(())) => {
+                    for &i in members {
+                        let off = (ops[i].addr.0 - s.addr) as usize;
+                        let len = ops[i].buf.len();
+                        ops[i].buf.copy_from_slice(&buf[off..off + len]);
+                    }
+                }
+                (members, Err(_)) => again.extend_from_slice(members),
+            }
+        }
+        if !again.is_empty() {
+            again.sort_unstable();
+            let mut retry: Vec<ReadOp<'_>> = ops
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| again.binary_search(i).is_ok())
+                .map(|(_, op)| ReadOp { addr: op.addr, buf: &mut op.buf[..] })
+                .collect();
+            let retried = e.run(&self.target, self.requester_id, &mut retry, inflight);
+            for (&i, r) in again.iter().zip(retried) {
+                results[i] = r;
+            }
+        }
+        results
     }
 
     /// TEST API, not for monitoring: post Memory Writes of `data` at `addr` (split at 4 KiB

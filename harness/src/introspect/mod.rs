@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   ps::run ──────────────────────────────────────────────────────────────┐
-//!     │ scan      banner probe on 2 MiB boundaries → kallsyms by structure  │ mem::Counting
+//!     │ scan      banner in the frames the real-mode trampoline's tables    │ mem::Counting
+//!     │           map, else on 2 MiB boundaries → kallsyms by structure     │
 //!     │ kallsyms  decode names/tokens/offsets → symbol addresses            │ (per-phase
 //!     │ placement image virtual offset from .data (pc-relative kallsyms)    │
 //!     │ kspace    KASLR shifts, direct map, page tables → read KVirt        │  reads/bytes)
@@ -58,6 +59,7 @@ pub mod scan;
 pub mod smear;
 pub mod source;
 pub mod state;
+pub mod trampoline;
 pub mod vmcoreinfo;
 pub mod vread;
 pub mod walk;

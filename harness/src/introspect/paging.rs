@@ -35,6 +35,8 @@ pub struct PagingFormat {
     pub page_size: u64,
     /// The bit allowing writes through an entry (R/W on x86-64; needed at every level).
     pub writable: u64,
+    /// The bit forbidding instruction fetches through an entry (XD on x86-64; at any level).
+    pub no_execute: u64,
 }
 
 impl PagingFormat {
@@ -60,6 +62,7 @@ pub const X86_64_4LEVEL: PagingFormat = PagingFormat {
     present: 1,
     page_size: 1 << 7,
     writable: 1 << 1,
+    no_execute: 1 << 63,
 };
 
 /// x86-64 5-level paging (57-bit virtual addresses, LA57): the same entries, one level more.
@@ -245,6 +248,8 @@ pub struct Mapping {
     pub size: u64,
     /// Writable through every level above it.
     pub writable: bool,
+    /// Executable: no level on the way forbids it.
+    pub executable: bool,
 }
 
 /// The pages mapped in `[start, end)` under `pt`, in address order, found level by level: one
@@ -256,6 +261,9 @@ pub struct Mapped {
     pub tables: usize,
     /// Stopped at `max_tables` tables or `max_pages` pages: `pages` is a prefix of the answer.
     pub truncated: bool,
+    /// Tables left unread at `max_tables`: the (sign-extended) address their entry maps, and
+    /// the table's physical address.
+    pub unread: Vec<(u64, PhysAddr)>,
     /// Tables that could not be read (their part of the range is left out).
     pub unreadable: usize,
 }
@@ -271,8 +279,8 @@ pub fn mapped(mem: &dyn PhysMem, pt: PageTables, start: u64, end: u64, max_table
     // top of the space (2^64) masks to 0.
     let mask = (1u64 << fmt.va_bits()).wrapping_sub(1);
     let (start, end) = (start & mask, match end & mask { 0 if end != 0 => mask + 1, e => e });
-    // (table, offset its entry 0 maps, writable so far)
-    let mut frontier = vec![(pt.root, 0u64, true)];
+    // (table, offset its entry 0 maps, writable so far, executable so far)
+    let mut frontier = vec![(pt.root, 0u64, true, true)];
     let sign = |v: u64| -> u64 {
         let shift = 64 - fmt.va_bits();
         (((v << shift) as i64) >> shift) as u64
@@ -282,7 +290,9 @@ pub fn mapped(mem: &dyn PhysMem, pt: PageTables, start: u64, end: u64, max_table
             break;
         }
         if out.tables + frontier.len() > max_tables {
-            frontier.truncate(max_tables.saturating_sub(out.tables));
+            let keep = max_tables.saturating_sub(out.tables);
+            out.unread.extend(frontier[keep..].iter().map(|&(table, base, ..)| (sign(base), table)));
+            frontier.truncate(keep);
             out.truncated = true;
         }
         out.tables += frontier.len();
@@ -291,7 +301,7 @@ pub fn mapped(mem: &dyn PhysMem, pt: PageTables, start: u64, end: u64, max_table
         // The entries of each table inside [start, end).
         let ranges: Vec<(u64, u64)> = frontier
             .iter()
-            .map(|&(_, base, _)| {
+            .map(|&(_, base, ..)| {
                 let first = if start > base { ((start - base) / span).min(entries) } else { 0 };
                 let last = if end > base { (end - base).div_ceil(span).min(entries) } else { 0 };
                 (first, last.max(first))
@@ -308,7 +318,7 @@ pub fn mapped(mem: &dyn PhysMem, pt: PageTables, start: u64, end: u64, max_table
         };
         let last_level = depth + 1 == fmt.levels.len();
         let mut next = Vec::new();
-        for (((&(_, base, writable), &(a, _)), buf), result) in frontier.iter().zip(&ranges).zip(&bufs).zip(results) {
+        for (((&(_, base, writable, executable), &(a, _)), buf), result) in frontier.iter().zip(&ranges).zip(&bufs).zip(results) {
             if result.is_err() {
                 out.unreadable += 1;
                 continue;
@@ -320,14 +330,16 @@ pub fn mapped(mem: &dyn PhysMem, pt: PageTables, start: u64, end: u64, max_table
                 }
                 let offset = base.wrapping_add((a + k as u64) * span);
                 let w = writable && value & fmt.writable != 0;
+                let x = executable && value & fmt.no_execute == 0;
                 if last_level || (lvl.large_page && value & fmt.page_size != 0) {
                     if out.pages.len() == max_pages {
                         out.truncated = true;
                         continue;
                     }
-                    out.pages.push(Mapping { va: sign(offset), phys: PhysAddr(value & fmt.addr_mask & !(span - 1)), size: span, writable: w });
+                    let phys = PhysAddr(value & fmt.addr_mask & !(span - 1));
+                    out.pages.push(Mapping { va: sign(offset), phys, size: span, writable: w, executable: x });
                 } else {
-                    next.push((PhysAddr(value & fmt.addr_mask), offset, w));
+                    next.push((PhysAddr(value & fmt.addr_mask), offset, w, x));
                 }
             }
         }

@@ -15,7 +15,7 @@
 //! failed index costs round trips, never a row. Reads are bounded by `pidns`'s limits.
 
 use super::addr::KVirt;
-use super::kspace::{space_reader, KernelSpace, ReadMany};
+use super::kspace::{space_reader, KernelSpace, ReadMany, Reads};
 use super::pidns::{self, PidLayout};
 use super::kernel::{Kernel, INIT_PID_NS};
 use super::layout::{btf as btf_method, Layout};
@@ -29,6 +29,9 @@ pub struct PidIndex {
     /// next call take them.
     last: Option<Vec<KVirt>>,
     reuse: bool,
+    /// What learning read of the tree (its head and root node, for `XA_CHUNK_SIZE`), answered
+    /// to the first walk of the tree instead of reading them again a moment later.
+    primed: Vec<((u64, usize), Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +48,13 @@ impl PidIndex {
     /// part of the blob that describes the structures used), else it waits for sample tasks.
     pub fn learn(kernel: &Kernel<'_>) -> PidIndex {
         let init_pid_ns = kernel.symbols(&[INIT_PID_NS]).ok().and_then(|v| v.first().copied().flatten()).map(|k| k.0);
-        let mut read = space_reader(&kernel.space);
+        let mut primed = Vec::new();
+        let mut space_read = space_reader(&kernel.space);
+        let mut read = |regions: &[(u64, usize)]| {
+            let got = space_read(regions);
+            primed.extend(regions.iter().zip(&got).filter_map(|(&r, g)| Some((r, g.as_ref().ok()?.clone()))));
+            got
+        };
         let state = match btf_method::with_btf(kernel, PidLayout::from_btf_core).map_err(|e| e.to_string()).and_then(|(_, r)| r) {
             Ok(l) => {
                 let ns = match (init_pid_ns, kernel.info.init_task) {
@@ -60,7 +69,7 @@ impl PidIndex {
             }
             Err(e) => State::FromSamples { init_pid_ns, why: e },
         };
-        PidIndex { state, last: None, reuse: false }
+        PidIndex { state, last: None, reuse: false, primed }
     }
 
     /// Whether the index can name tasks before the walk has taken any (it learned its layout
@@ -96,7 +105,9 @@ impl TaskIndex for PidIndex {
     }
 
     fn addresses(&mut self, space: &KernelSpace<'_>, layout: &Layout, taken: &[(KVirt, i32)]) -> Result<Vec<KVirt>, String> {
-        let mut read = space_reader(space);
+        let mut space_read = space_reader(space);
+        let mut primed = std::mem::take(&mut self.primed);
+        let mut read = |regions: &[(u64, usize)]| primed_read(&mut primed, regions, &mut space_read);
         if let State::FromSamples { init_pid_ns, .. } = self.state {
             self.state = match infer(space, layout, taken, init_pid_ns, &mut read) {
                 Ok((l, ns, chunk)) => State::Ready { l, ns, chunk },
@@ -120,6 +131,16 @@ impl TaskIndex for PidIndex {
             State::FromSamples { .. } => Err("not learned".into()),
         }
     }
+}
+
+/// `regions` read, those `primed` holds answered from it (each once) and the others in one
+/// batch (none when all are primed).
+fn primed_read(primed: &mut Vec<((u64, usize), Vec<u8>)>, regions: &[(u64, usize)], read: &mut ReadMany<'_>) -> Reads {
+    let mut answers: Vec<Option<Result<Vec<u8>, String>>> =
+        regions.iter().map(|r| primed.iter().position(|(p, _)| p == r).map(|i| Ok(primed.swap_remove(i).1))).collect();
+    let missing: Vec<(u64, usize)> = regions.iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|(&r, _)| r).collect();
+    let mut got = if missing.is_empty() { Vec::new() } else { read(&missing) }.into_iter();
+    answers.iter_mut().map(|a| a.take().unwrap_or_else(|| got.next().unwrap_or_else(|| Err("no answer".into())))).collect()
 }
 
 fn infer(space: &KernelSpace<'_>, layout: &Layout, taken: &[(KVirt, i32)], init_pid_ns: Option<u64>, read: &mut ReadMany<'_>) -> Result<(PidLayout, u64, u64), String> {

@@ -247,7 +247,13 @@ pub(crate) fn prepare<'m, M: PhysMem>(
     };
     let method = opts.method.unwrap_or(MethodKind::Auto);
     let index = std::cell::RefCell::new(PidIndex::learn(&kernel));
-    let check = |k: &mut Kernel<'_>, l: &Layout| validate_with(k, l, Some(&mut index.borrow_mut()));
+    // The layout the check last accepted: `init_task` is anchored under it already.
+    let accepted = std::cell::RefCell::new(None::<Layout>);
+    let check = |k: &mut Kernel<'_>, l: &Layout| {
+        let r = validate_with(k, l, Some(&mut index.borrow_mut()));
+        *accepted.borrow_mut() = r.is_ok().then(|| l.clone());
+        r
+    };
     let (method, layout, cache_hit) = match (cache, &identity) {
         (Some(c), Some(id)) => {
             let learned = c.cache.get_or_learn(id, c.wait, || learn(method, &mut kernel, &opts.inputs, &check))?;
@@ -259,7 +265,9 @@ pub(crate) fn prepare<'m, M: PhysMem>(
             (m, l, None)
         }
     };
-    anchor::complete(&mut kernel, &layout)?;
+    if accepted.into_inner().as_ref() != Some(&layout) {
+        anchor::complete(&mut kernel, &layout)?;
+    }
     let mut index = index.into_inner();
     // The walk follows at once: it takes the tasks the check's walk of the pid tree named.
     index.reuse_last();

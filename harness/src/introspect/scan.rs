@@ -1,5 +1,11 @@
 //! Finding the running kernel's image in physical memory, reading as little as possible.
 //!
+//! First where the kernel's own page tables say it is: the real-mode trampoline below 1 MiB
+//! names a page table that maps the image ([`super::trampoline`]), so the `.rodata` frame is
+//! read first (its whole first page, wherever the banner sits in it), then the image's other
+//! frames. That costs the same few round trips wherever KASLR put the kernel in however much
+//! RAM. The scan below is what finds the kernel when the hint is missing or wrong.
+//!
 //! On x86-64 the kernel is loaded at a 2 MiB-aligned physical address (KASLR randomizes which)
 //! and its `.rodata` starts on a 2 MiB boundary too (`X86_ALIGN_RODATA_BEGIN`). `linux_banner`
 //! ("Linux version ...") is among the first objects of `.rodata` (from `init/`), so reading the
@@ -25,6 +31,7 @@ use emulator::mem::{PhysAddr, PhysMem, PhysRange};
 
 use super::kallsyms::locate::{from_vmcoreinfo, locate, KallsymsLocation, LocateConfig};
 use super::physread::read_many;
+use super::trampoline;
 use super::vmcoreinfo::{self, VmcoreInfo};
 
 /// Most aligned frames probed for the banner (2 TiB of RAM at 2 MiB).
@@ -45,11 +52,13 @@ pub struct ScanConfig {
     /// Physical memory assumed when the source cannot list its ranges (a remote machine).
     pub assumed_ram: u64,
     pub kallsyms: LocateConfig,
+    /// Read the frames the real-mode trampoline's page table maps before scanning.
+    pub trampoline: bool,
 }
 
 impl Default for ScanConfig {
     fn default() -> Self {
-        ScanConfig { align: 2 << 20, probe_len: 4096, first_probe_len: 512, batch: 32, assumed_ram: 4 << 30, kallsyms: LocateConfig::default() }
+        ScanConfig { align: 2 << 20, probe_len: 4096, first_probe_len: 512, batch: 32, assumed_ram: 4 << 30, kallsyms: LocateConfig::default(), trampoline: true }
     }
 }
 
@@ -216,6 +225,11 @@ const IMAGE_SPAN: u64 = 256 << 20;
 /// and the first batch of frames with no RAM ends it.
 pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanError> {
     let mut seen = Seen::default();
+    if cfg.trampoline {
+        if let Some(found) = hinted(mem, cfg, &mut seen) {
+            return Ok(found);
+        }
+    }
     let mut ram = 0;
     for w in windows(cfg) {
         let (found, r) = pass(mem, cfg, w, &mut seen);
@@ -240,6 +254,40 @@ pub fn find_kernel(mem: &dyn PhysMem, cfg: &ScanConfig) -> Result<Found, ScanErr
         },
     };
     Err(ScanError::NoKallsyms { banners, release, vmcoreinfo })
+}
+
+/// The kernel, if it is in the frames the real-mode trampoline's page table maps: the first
+/// `.rodata`-like frame's first page, then the first window of the others, and the later
+/// windows (banners found here are not searched after again by the scan).
+fn hinted(mem: &dyn PhysMem, cfg: &ScanConfig, seen: &mut Seen) -> Option<Found> {
+    let image = trampoline::image_frames(mem)?;
+    let ranges = mem.ranges();
+    let align = cfg.align.max(1);
+    // Each frame with the range it lies in; of a source without ranges, its own frame.
+    let frames: Vec<(PhysAddr, PhysRange)> = image
+        .banner_order()
+        .into_iter()
+        .filter(|f| f.0.is_multiple_of(align))
+        .filter_map(|f| match ranges.is_empty() {
+            true => Some((f, PhysRange::new(f.0, f.0.saturating_add(align)))),
+            false => ranges.iter().find(|r| r.start <= f && f.0.saturating_add(cfg.probe_len as u64) <= r.end.0).map(|r| (f, *r)),
+        })
+        .collect();
+    let top = match ranges.iter().map(|r| r.end).max() {
+        Some(end) => end,
+        None => frames.iter().map(|(f, _)| PhysAddr(f.0.saturating_add(IMAGE_SPAN))).max().unwrap_or(PhysAddr(0)).max(PhysAddr(cfg.assumed_ram)),
+    };
+    let (first, rest) = frames.split_first()?;
+    let page = Window { from: 0, to: cfg.probe_len.max(1) };
+    if let (Some(found), _) = probe(mem, cfg, page, std::slice::from_ref(first), top, seen) {
+        return Some(found);
+    }
+    for w in windows(cfg) {
+        if let (Some(found), _) = probe(mem, cfg, w, rest, top, seen) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// One pass over the candidate frames, reading window `w` of each (banners already in `seen`

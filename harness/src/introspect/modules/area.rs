@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn the_image_below_one_gib_moves_the_module_area_up() {
-        let page = |va: u64, size: u64| paging::Mapping { va, phys: emulator::mem::PhysAddr(0), size, writable: true };
+        let page = |va: u64, size: u64| paging::Mapping { va, phys: emulator::mem::PhysAddr(0), size, writable: true, executable: false };
         // No KASLR: the image ends below MODULES_START, modules from there.
         assert_eq!(modules_start(&[page(MODULES_START + 0x1000, 4096), page(0xffff_ffff_c000_0000, 4096)]), MODULES_START);
         // KASLR put the image's 2 MiB pages past MODULES_START: modules from 1 GiB.

@@ -158,7 +158,7 @@ pub fn locate(mem: &dyn PhysMem, start: PhysAddr, end: PhysAddr, cfg: &LocateCon
             // the same way, so a rejected run is skipped as a whole.
             let Some(run_end) = boundary(mem, addr.0, start.0, limit, true) else { continue };
             let found = offsets_first(mem, start, *addr, run_end, limit)
-                .or_else(|| names_first(mem, start, *addr, cfg.stride, limit));
+                .or_else(|| names_first(mem, start, *addr, cfg.stride, limit, run_end));
             if let Some(loc) = found {
                 tracing::debug!(?loc, "kallsyms tables found");
                 return Some(loc);
@@ -275,21 +275,38 @@ fn offsets_first(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, lo: u64, lim
 }
 
 /// NamesFirst: token index before the table's start, markers before the token table, and the
-/// count before the names.
-fn names_first(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, stride: u64, limit: u64) -> Option<KallsymsLocation> {
+/// count before the names. `run_end` is the last good block of the table-like run the hit is
+/// in: where that run is the markers (monotonic too), the token table and index follow it.
+fn names_first(mem: &dyn PhysMem, start: PhysAddr, hit: PhysAddr, stride: u64, limit: u64, run_end: u64) -> Option<KallsymsLocation> {
     // Blocks are sampled in address order, so the first hit inside the offsets table lies less
     // than one stride after its start, and the token index right before that. (A backward
     // gallop cannot find the start: the markers before the token table read as monotonic too.)
-    let win_start = hit.0.saturating_sub(stride + 1024).max(start.0) & !3;
-    let win_end = hit.0.checked_add(BLOCK)?.min(limit);
-    let win = read_vec(mem, PhysAddr(win_start), usize::try_from(win_end.checked_sub(win_start)?).ok()?).ok()?;
+    // Where the hit is in the markers, their run ends where the token table and index start.
+    // Both windows are read in one batch.
+    let before = (hit.0.saturating_sub(stride + 1024).max(start.0) & !3, hit.0.checked_add(BLOCK)?.min(limit), hit.0);
+    let after = (run_end & !3, run_end.checked_add(AFTER_MARKERS)?.min(limit), limit);
+    // A run as short as a markers table (an offsets table is n words, the markers n / 256).
+    let windows: &[(u64, u64, u64)] = if run_end.saturating_sub(hit.0) < MAX_MARKERS_BYTES { &[before, after] } else { &[before] };
+    let regions: Vec<(PhysAddr, usize)> =
+        windows.iter().map(|&(from, to, _)| Some((PhysAddr(from), usize::try_from(to.checked_sub(from)?).ok()?))).collect::<Option<_>>()?;
+    windows.iter().zip(read_many(mem, &regions)).find_map(|(&(from, _, offsets_max), win)| token_index_in(mem, start.0, from, &win.ok()?, offsets_max))
+}
+
+/// Bytes after a run of markers read for the token table and index that follow them (the
+/// run's last good block is within two blocks of the markers' end; Debian's token tables are
+/// under 3 KiB, and the index is 512 bytes).
+const AFTER_MARKERS: u64 = 6 << 10;
+
+/// The tables, from a token index in `win` (read at `from`) whose offsets table (right after
+/// it) starts at most at `offsets_max`.
+fn token_index_in(mem: &dyn PhysMem, lowest: u64, from: u64, win: &[u8], offsets_max: u64) -> Option<KallsymsLocation> {
     let mut p = 0usize;
     while p + 512 <= win.len() {
-        let ti = win_start + p as u64;
+        let ti = from + p as u64;
         let offsets = ti + 512;
-        if offsets <= hit.0 {
+        if offsets <= offsets_max {
             if let Some(index) = token_index_at(&win[p..p + 512]) {
-                if let Some(loc) = names_first_from(mem, start.0, ti, &index, offsets) {
+                if let Some(loc) = names_first_from(mem, lowest, ti, &index, offsets) {
                     return Some(loc);
                 }
             }

@@ -202,6 +202,20 @@ fn locate_and_decode(#[case] fmt: Fmt, #[case] n: usize) {
     assert_eq!(k.all(&t.mem).unwrap().len(), n);
 }
 
+/// Names first, sampled so that the first table-like block is in the markers (which read as
+/// monotonic too) and the next sample is past the offsets table: the token table and index are
+/// found after the markers' run (Debian 7.2's layout against the default stride).
+#[rstest::rstest]
+fn names_first_found_from_a_hit_in_the_markers(#[values(Fmt::NamesFirst, Fmt::PcRelative)] fmt: Fmt) {
+    let n = 20_000;
+    let t = build(n, fmt);
+    let stride = t.markers - RODATA;
+    assert!(t.offsets + 4 * (n as u64) < t.markers + stride, "the next sample is past the offsets");
+    let cfg = LocateConfig { stride, span: 1 << 20, batch: 4 };
+    let loc = locate::locate(&t.mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg).expect("tables found");
+    assert_eq!((loc.offsets, loc.num_syms as usize, loc.names, loc.markers), (PhysAddr(t.offsets), n, PhysAddr(t.names), Some(PhysAddr(t.markers))));
+}
+
 /// With the stream's end probed for, a sample of blocks is checked when opening and every other
 /// block when first decoded: a wrong marker is an error either way, never a wrong name.
 #[test]

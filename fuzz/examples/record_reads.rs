@@ -1,10 +1,10 @@
-//! Cut the memory seeds of the `ps`, `walk`, `paging` and `kallsyms` targets from a real dump:
-//! run the engine on it and keep exactly the 4 KiB pages each part read, as `SparseMem`
-//! encodings (with the target's header where it has one).
+//! Cut the memory seeds of the `ps`, `walk`, `paging`, `kallsyms` and `trampoline` targets from
+//! a real dump: run the engine on it and keep exactly the 4 KiB pages each part read, as
+//! `SparseMem` encodings (with the target's header where it has one).
 //!
 //!     cargo run --release --manifest-path fuzz/Cargo.toml --example record_reads -- DUMP OUTDIR NAME
 //!
-//! Writes OUTDIR/{ps,walk,paging,kallsyms}/NAME. `ps` uses the `static` layout method where its
+//! Writes OUTDIR/{ps,walk,paging,kallsyms,trampoline}/NAME. `ps` uses the `static` layout method where its
 //! offsets fit, else `heuristic` (neither reads BTF, so the seed stays a few MB before
 //! compression).
 use std::collections::BTreeSet;
@@ -133,4 +133,10 @@ fn main() {
     }
     head.resize(64, 0);
     write(out, "paging", name, &head, &rec3.take());
+
+    // trampoline: the low pages, the real-mode header and the tables that map the image.
+    let rec4 = Recording::new(&img);
+    let image = harness::introspect::trampoline::image_frames(&rec4).expect("the image's frames from the trampoline");
+    eprintln!("trampoline: {} frames", image.frames.len());
+    write(out, "trampoline", name, &[], &rec4.take());
 }

@@ -25,9 +25,10 @@
 //! one batch of 64 bytes from each low page (the 128 KiB under 640 KiB first, where the blob
 //! lands on PCs), then three dependent reads (8 B, 8 B, and the PD's entries for the image).
 //!
-//! Invariant: reads are bounded (at most [`LOW_PAGES`] header windows, [`MAX_TABLES_TRIED`] page
-//! tables walked with at most 3 tables each, [`MAX_FRAMES`] frames returned); an address from
-//! guest memory is only read, never trusted.
+//! Invariant: reads are bounded (at most [`LOW_PAGES`] header windows, [`MAX_HEADERS`] headers
+//! whose [`MAX_TABLES_TRIED`] page tables are walked with at most 3 tables each per paging
+//! format, [`MAX_FRAMES`] frames returned), so low memory made of fake headers costs a few dozen
+//! round trips; an address from guest memory is only read, never trusted.
 
 use emulator::mem::{PhysAddr, PhysMem};
 
@@ -49,6 +50,8 @@ const BLOB_MAX: u64 = 64 << 10;
 const LEADING: usize = 4;
 /// Page tables tried per header (its page-aligned addresses other than its text).
 pub const MAX_TABLES_TRIED: usize = 4;
+/// Headers whose tables are walked (the kernel keeps one blob; more are garbage or hostile).
+pub const MAX_HEADERS: usize = 4;
 /// Most frames returned (the image's gigabyte holds 512).
 pub const MAX_FRAMES: usize = 512;
 /// Bytes of a frame (a PD entry's page).
@@ -129,6 +132,7 @@ fn table_candidates(base: u64, words: &[u32]) -> Vec<PhysAddr> {
 pub fn image_frames(mem: &dyn PhysMem) -> Option<ImageFrames> {
     let first: Vec<u64> = FIRST_PAGES.rev().collect();
     let rest: Vec<u64> = (1..LOW_PAGES).rev().filter(|p| !FIRST_PAGES.contains(p)).collect();
+    let mut headers = 0;
     for pages in [first, rest] {
         let regions: Vec<(PhysAddr, usize)> = pages.iter().map(|&p| (PhysAddr(p * 4096), HEADER_BYTES)).collect();
         for (&page, read) in pages.iter().zip(read_many(mem, &regions)) {
@@ -141,6 +145,10 @@ pub fn image_frames(mem: &dyn PhysMem) -> Option<ImageFrames> {
             }
             if let Some(found) = walk_tables(mem, PhysAddr(base), &table_candidates(base, &words)) {
                 return Some(found);
+            }
+            headers += 1;
+            if headers == MAX_HEADERS {
+                return None;
             }
         }
     }
@@ -246,6 +254,23 @@ mod tests {
         // Words that leave the blob are not a header.
         assert!(!is_header(0x98000, &[0x99000, 0x9a0f4, 0x99000, 0x200000]));
         assert!(!is_header(0x98000, &[0x99001, 0x9a0f4, 0x99000, 0x9d000]));
+    }
+
+    /// Low memory full of headers whose tables map nothing: only the first few are walked.
+    #[test]
+    fn fake_headers_cost_a_bounded_walk() {
+        let mut m = VecMem::new(0x10_0000);
+        for page in 1..LOW_PAGES {
+            let base = (page * 4096) as u32;
+            for (i, w) in [base + 0x1000, base + 0x2000, base + 0x1000, base + 0x3000, base + 0x4000, base + 0x5000].into_iter().enumerate() {
+                m.write_u32(u64::from(base) + 4 * i as u64, w);
+            }
+        }
+        let counted = emulator::mem::Counting::new(&m);
+        assert_eq!(image_frames(&counted), None);
+        let c = counted.snapshot();
+        // Two batches of header windows, then per header at most its tables' roots, 2 formats.
+        assert!(c.batches <= 2 + (MAX_HEADERS * MAX_TABLES_TRIED * 2) as u64, "{} round trips", c.batches);
     }
 
     /// Tables that point anywhere (at themselves, past memory) end the walk without a frame.

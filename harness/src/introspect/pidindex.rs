@@ -29,8 +29,9 @@ pub struct PidIndex {
     /// next call take them.
     last: Option<Vec<KVirt>>,
     reuse: bool,
-    /// What learning read of the tree (its head and root node, for `XA_CHUNK_SIZE`), answered
-    /// to the first walk of the tree instead of reading them again a moment later.
+    /// Every region learning read, with its bytes (the IDR's head and root node, for
+    /// `XA_CHUNK_SIZE`; the namespace's path from `init_task` where kallsyms lacks
+    /// `init_pid_ns`), answered to the first walk instead of read again a moment later.
     primed: Vec<((u64, usize), Vec<u8>)>,
 }
 

@@ -21,6 +21,8 @@
 use emulator::mem::{PhysAddr, PhysMem};
 
 use super::addr::KVirt;
+use super::btf::BtfRead;
+use super::layout::btf;
 use super::kallsyms::{Kallsyms, KallsymsError};
 use super::kspace::{KSpaceError, KernelSpace, START_KERNEL_MAP};
 use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
@@ -127,7 +129,7 @@ const WANTED: &[&str] = &[
 ];
 
 /// The initial pid namespace, which the walk's pid index (`pidindex`) looks up right after
-/// opening: looked up with [`WANTED`], in the same search.
+/// opening: looked up with [`WANTED`], in the same search, and its address read with theirs.
 pub const INIT_PID_NS: &str = "init_pid_ns";
 
 impl<'m> Kernel<'m> {
@@ -151,7 +153,8 @@ impl<'m> Kernel<'m> {
             kallsyms.place_image(delta);
             placed_by = how;
         }
-        let addrs = kallsyms.lookup(mem, WANTED)?;
+        // With the pid index's name, whose address it reads next.
+        let addrs = kallsyms.lookup(mem, &[WANTED, &[INIT_PID_NS]].concat())?;
         let sym = |name: &str| WANTED.iter().position(|w| *w == name).and_then(|i| addrs[i]);
         // Without CONFIG_KALLSYMS_ALL only text symbols remain (plus a stray `__init_begin`).
         let kallsyms_all = kallsyms.data_symbols() > 100;
@@ -165,9 +168,22 @@ impl<'m> Kernel<'m> {
         let (phys_base, banner) = place_image(mem, &found, start_rodata, sym("linux_banner"))?;
         let mut space = KernelSpace::new(mem, phys_base, None, &X86_64_4LEVEL);
 
-        // The image's variables read here, in one batch (all through the image mapping).
-        let [stored_base, l5, pob, vmci_data, vmci_size] =
-            image_vars(&space, [("phys_base", 8), ("__pgtable_l5_enabled", 4), ("page_offset_base", 8), ("vmcoreinfo_data", 8), ("vmcoreinfo_size", 8)], &sym);
+        // The image's variables read here, in one batch (all through the image mapping), with
+        // the BTF's header, which the layout reads first.
+        let pair = |a: &str, b: &str| Some((sym(a)?, sym(b)?)).filter(|(s, e)| e.0 > s.0);
+        let btf = pair("__start_BTF", "__stop_BTF");
+        let btf_head = btf.map(|(s, e)| (s, (e.0 - s.0).min(btf::HEAD_READ) as usize));
+        let ([stored_base, l5, pob, vmci_data, vmci_size], head) = image_vars(
+            &space,
+            [("phys_base", 8), ("__pgtable_l5_enabled", 4), ("page_offset_base", 8), ("vmcoreinfo_data", 8), ("vmcoreinfo_size", 8)],
+            &sym,
+            btf_head,
+        );
+        let mut btf_blob = BtfRead::default();
+        if let (Some((s, e)), Some(Ok(head))) = (btf, head) {
+            // A header that does not parse is read again, and reported, by the layout.
+            let _ = btf_blob.take_header((e.0 - s.0) as usize, &head);
+        }
         let var = |v: Option<Result<u64, KSpaceError>>, what: &'static str| v.transpose().map_err(|source| KernelError::Read { what, source });
         if let Some(stored) = var(stored_base, "phys_base")? {
             if stored != phys_base {
@@ -216,7 +232,6 @@ impl<'m> Kernel<'m> {
             }
             None => computed_offset,
         };
-        let pair = |a: &str, b: &str| Some((sym(a)?, sym(b)?)).filter(|(s, e)| e.0 > s.0);
         let info = KernelInfo {
             release: banner.release().to_owned(),
             banner: banner.text.clone(),
@@ -240,7 +255,7 @@ impl<'m> Kernel<'m> {
             init_task: sym("init_task"),
             init_task_from: if sym("init_task").is_some() { "kallsyms" } else { "unknown" },
             init_top_pgt: sym("init_top_pgt"),
-            btf: pair("__start_BTF", "__stop_BTF"),
+            btf,
             ikconfig: pair("kernel_config_data", "kernel_config_data_end"),
             // Without the symbol: .data starts on a 2 MiB boundary after .rodata, which holds
             // the kallsyms tables.
@@ -255,7 +270,7 @@ impl<'m> Kernel<'m> {
             vmcoreinfo,
             scan_candidates: found.candidates_probed,
         };
-        Ok(Kernel { info, found, kallsyms, space, btf_blob: Default::default() })
+        Ok(Kernel { info, found, kallsyms, space, btf_blob: std::sync::Mutex::new(btf_blob) })
     }
 
     /// Addresses of named symbols (`None` where absent).
@@ -317,16 +332,22 @@ fn place_image(
     }
 }
 
-/// Read the vmcoreinfo text through `vmcoreinfo_data`, if the kernel has it.
 /// The values of the image's variables `(name, bytes)` that kallsyms names (`sym`), read in
-/// one batch, little-endian (`None` for a variable without a symbol).
-fn image_vars<const N: usize>(space: &KernelSpace<'_>, vars: [(&str, usize); N], sym: &dyn Fn(&str) -> Option<KVirt>) -> [Option<Result<u64, KSpaceError>>; N] {
+/// one batch, little-endian (`None` for a variable without a symbol), and the bytes of `raw`
+/// in the same batch.
+fn image_vars<const N: usize>(
+    space: &KernelSpace<'_>,
+    vars: [(&str, usize); N],
+    sym: &dyn Fn(&str) -> Option<KVirt>,
+    raw: Option<(KVirt, usize)>,
+) -> ([Option<Result<u64, KSpaceError>>; N], Option<Result<Vec<u8>, KSpaceError>>) {
     let at: [Option<(KVirt, usize)>; N] = vars.map(|(name, len)| Some((sym(name)?, len)));
-    let mut read = space.read_many(&at.iter().flatten().copied().collect::<Vec<_>>()).into_iter();
-    at.map(|a| {
+    let mut read = space.read_many(&at.iter().flatten().copied().chain(raw).collect::<Vec<_>>()).into_iter();
+    let vals = at.map(|a| {
         let (addr, _) = a?;
         Some(read.next().unwrap_or(Err(KSpaceError::Unmapped { addr })).map(|b| b.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x))))
-    })
+    });
+    (vals, raw.and_then(|_| read.next()))
 }
 
 /// The VMCOREINFO text, from the values of `vmcoreinfo_data` (its address) and `vmcoreinfo_size`.

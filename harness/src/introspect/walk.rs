@@ -305,8 +305,9 @@ impl Walker<'_, '_> {
     }
 
     /// Ask `index` for every task's address and read their records in one batch (records that
-    /// cannot be read are left for the walk to read, and fail, itself).
-    fn read_ahead(&self, index: &mut dyn TaskIndex, taken: &[Record]) {
+    /// cannot be read are left for the walk to read, and fail, itself), with the record of
+    /// `with` (returned, if it could be read; not kept for the walk).
+    fn read_ahead(&self, index: &mut dyn TaskIndex, taken: &[Record], with: Option<KVirt>) -> Option<Record> {
         let taken: Vec<(KVirt, i32)> = taken.iter().filter_map(|r| Some((r.base, r.i32(self.l.task.pid).ok()?))).collect();
         let mut u = self.index_use.borrow_mut();
         match index.addresses(self.space, self.l, &taken) {
@@ -318,10 +319,15 @@ impl Walker<'_, '_> {
                 addrs.truncate(self.cfg.max_tasks);
                 addrs.sort_unstable();
                 u.named = addrs.len();
-                let got = self.plan.read_many(self.space, &addrs);
+                let mut got = self.plan.read_many(self.space, &addrs.iter().copied().chain(with).collect::<Vec<_>>());
+                let own = with.and_then(|_| got.pop()?.ok());
                 self.ahead.borrow_mut().extend(addrs.into_iter().zip(got).filter_map(|(a, r)| Some((a, r.ok()?))));
+                own
             }
-            Err(e) => u.error = Some(e),
+            Err(e) => {
+                u.error = Some(e);
+                None
+            }
         }
     }
 
@@ -362,7 +368,16 @@ impl Walker<'_, '_> {
     fn leaders(&self, init_task: KVirt, out: &mut Vec<Record>, mut index: Option<&mut dyn TaskIndex>) -> Result<(), WalkError> {
         let off = self.l.task.tasks;
         let head = init_task.wrapping_add(off);
-        let init = self.read_tasks(&[init_task], "init_task")?.remove(0);
+        // An index that wants no sample of the list names every task at once: their records
+        // are read in the batch of init_task's.
+        let init = match index.take_if(|i| i.samples() == 0) {
+            Some(i) => self.read_ahead(i, out, Some(init_task)),
+            None => None,
+        };
+        let init = match init {
+            Some(r) => r,
+            None => self.read_tasks(&[init_task], "init_task")?.remove(0),
+        };
         let mut prev = head;
         let mut node = init.ptr(off)?;
         let mut seen = seen_from(head);
@@ -371,7 +386,7 @@ impl Walker<'_, '_> {
         while node != head {
             if index.as_ref().is_some_and(|i| out.len() >= i.samples()) {
                 if let Some(i) = index.take() {
-                    self.read_ahead(i, out);
+                    self.read_ahead(i, out, None);
                 }
             }
             if !self.space.kernel_ptr(node) || !self.space.in_direct_map(node) {

@@ -495,6 +495,45 @@ fn an_index_of_every_task_saves_a_round_trip_per_task() {
     assert!(plain_batches > 45 && batches < 15, "{plain_batches} batches without the index, {batches} with it");
 }
 
+/// Memory that records the addresses of each batch read from it.
+struct Batches<'a> {
+    mem: &'a VecMem,
+    seen: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+impl PhysMem for Batches<'_> {
+    fn read_phys(&self, addr: emulator::mem::PhysAddr, buf: &mut [u8]) -> Result<(), emulator::mem::MemError> {
+        self.seen.lock().unwrap().push(vec![addr.0]);
+        self.mem.read_phys(addr, buf)
+    }
+    fn read_batch(&self, ops: &mut [emulator::mem::ReadOp<'_>]) -> Vec<Result<(), emulator::mem::MemError>> {
+        self.seen.lock().unwrap().push(ops.iter().map(|op| op.addr.0).collect());
+        self.mem.read_batch(ops)
+    }
+    fn ranges(&self) -> Vec<emulator::mem::PhysRange> {
+        self.mem.ranges()
+    }
+    fn describe(&self) -> String {
+        self.mem.describe()
+    }
+}
+
+#[test]
+fn init_task_is_read_in_the_batch_of_the_tasks_an_index_names_at_once() {
+    let f = many(40);
+    let mut idx = Named { addrs: f.tasks[1..].iter().map(|&t| KVirt(t)).collect(), samples: 0, fail: false, asked_with: None };
+    let mem = Batches { mem: &f.mem, seen: Default::default() };
+    let space = KernelSpace::new(&mem, 0, Some(KVirt(POB)), &X86_64_4LEVEL);
+    let out = walk_again(&space, &layout(), KVirt(f.tasks[0]), WalkConfig::default(), &mut CmdlineCache::default(), Some(&mut idx));
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let init_phys = space.linear(KVirt(f.tasks[0])).expect("init_task mapped").0;
+    let task_phys = space.linear(KVirt(f.tasks[40])).expect("mapped").0;
+    let seen = mem.seen.lock().unwrap().clone();
+    let first = seen.first().expect("reads");
+    assert!(first.iter().any(|&a| a >= init_phys && a < init_phys + 0x1000), "init_task in the first batch");
+    assert!(first.iter().any(|&a| a >= task_phys && a < task_phys + 0x1000), "with the tasks named");
+}
+
 #[test]
 fn what_an_index_names_is_only_where_to_read_first() {
     let mut f = many(5);

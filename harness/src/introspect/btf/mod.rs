@@ -109,6 +109,23 @@ pub struct BtfRead {
 }
 
 impl BtfRead {
+    /// The first bytes of a `.BTF` of `len` bytes, read: its header, parsed and checked to end
+    /// within `len`, is kept (with the bytes) for the reads of its sections; the data kept
+    /// before is dropped unless it is of a blob of the same length.
+    pub fn take_header(&mut self, len: usize, head: &[u8]) -> Result<Header, String> {
+        let (h, total) = Header::parse(head).map_err(|e| e.to_string())?;
+        if total > len {
+            return Err(format!("BTF sections end at {total:#x}, .BTF is {len:#x} bytes"));
+        }
+        if self.data.len() != len {
+            *self = BtfRead { data: vec![0; len].into(), ..BtfRead::default() };
+        }
+        let n = head.len().min(len);
+        Arc::make_mut(&mut self.data)[..n].copy_from_slice(&head[..n]);
+        self.header = Some(h);
+        Ok(h)
+    }
+
     /// Whether both sections were read whole.
     pub fn whole(&self) -> bool {
         self.header.is_some_and(|h| self.types >= h.type_len as usize && self.strs >= h.str_len as usize)

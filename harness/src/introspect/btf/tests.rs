@@ -314,3 +314,19 @@ fn a_continued_index_equals_a_fresh_one() {
     }
     assert!(compared > 1000, "{compared}");
 }
+
+/// The header read ahead (`Kernel::open` reads it with the image's variables) is kept only if
+/// it parses and its sections end within the blob; the bytes read are kept with it.
+#[test]
+fn a_header_read_ahead_is_kept_when_it_fits() {
+    let (blob, _) = sample();
+    let mut read = BtfRead::default();
+    let h = read.take_header(blob.len(), &blob[..40]).expect("parses");
+    assert_eq!((read.header, read.data.len(), &read.data[..40]), (Some(h), blob.len(), &blob[..40]));
+    let parsed = Btf::parse_after(read.data.clone(), 0, 0, None).expect("the header alone parses");
+    assert_eq!(parsed.header, h);
+    let mut short = BtfRead::default();
+    assert!(short.take_header(blob.len() - 1, &blob[..40]).is_err(), "sections past the blob");
+    assert!(short.take_header(blob.len(), &[0u8; 40]).is_err(), "no magic");
+    assert!(short.header.is_none());
+}

@@ -102,6 +102,8 @@ pub struct Kallsyms {
     prefixes: Mutex<HashMap<u32, Arc<Block>>>,
     /// Names looked up so far, and what they were found at.
     found: Mutex<HashMap<String, Option<u32>>>,
+    /// `kallsyms_offsets` values read so far, by index.
+    offsets_read: Mutex<HashMap<u32, i32>>,
     /// Lookups search the name order only in a stream longer than this ([`SEARCH_ABOVE`]).
     pub search_above: u64,
     /// Entries and data symbols (`D d B b R r`) among the blocks decoded when opening.
@@ -190,6 +192,7 @@ impl Kallsyms {
             ranks: Mutex::new(search::RankMap::default()),
             prefixes: Mutex::new(HashMap::new()),
             found: Mutex::new(HashMap::new()),
+            offsets_read: Mutex::new(HashMap::new()),
             search_above: SEARCH_ABOVE,
             sampled: (0, 0),
         };
@@ -445,16 +448,20 @@ impl Kallsyms {
         self.raw_by_index(mem, idx)?.into_iter().zip(idx).map(|(v, &i)| self.decode_address(i, v)).collect()
     }
 
-    /// The stored `kallsyms_offsets` values of symbols by index, in one batch.
+    /// The stored `kallsyms_offsets` values of symbols by index: those not read before, in one
+    /// batch.
     fn raw_by_index(&self, mem: &dyn PhysMem, idx: &[u32]) -> Result<Vec<i32>, KallsymsError> {
+        let mut known = self.offsets_read.lock().unwrap_or_else(|p| p.into_inner());
+        let mut missing: Vec<u32> = idx.iter().copied().filter(|i| !known.contains_key(i)).collect();
+        missing.sort_unstable();
+        missing.dedup();
         let regions: Vec<(PhysAddr, usize)> =
-            idx.iter().map(|&i| (PhysAddr(self.location.offsets.0 + 4 * u64::from(i)), 4)).collect();
-        let mut out = Vec::with_capacity(idx.len());
-        for r in read_many(mem, &regions) {
+            missing.iter().map(|&i| (PhysAddr(self.location.offsets.0 + 4 * u64::from(i)), 4)).collect();
+        for (&i, r) in missing.iter().zip(read_many(mem, &regions)) {
             let raw = r?;
-            out.push(Bytes::new(&raw).i32(0).map_err(|e| corrupt(self.location.offsets, e.to_string()))?);
+            known.insert(i, Bytes::new(&raw).i32(0).map_err(|e| corrupt(self.location.offsets, e.to_string()))?);
         }
-        Ok(out)
+        Ok(idx.iter().map(|i| known[i]).collect())
     }
 
     /// Whether addresses need the image's placement first ([`Kallsyms::place_image`]).
@@ -570,38 +577,33 @@ fn align_to(x: u64, align: u64) -> Result<u64, KallsymsError> {
 
 /// The first of `places` (token table address, alignment) that holds 256 NUL-terminated
 /// tokens followed, at that alignment, by a token index agreeing with them: its position in
-/// `places`, the tokens and the index's address. Each table is read with room for its index
-/// behind it, all in one batch.
+/// `places`, the tokens and the index's address. The first 4 KiB of each place are read with
+/// room for an index behind them, all in one batch; a table longer than that is read again.
 #[allow(clippy::type_complexity)]
 fn read_tokens(mem: &dyn PhysMem, places: &[(u64, u64)]) -> Result<Option<(usize, (Vec<Vec<u8>>, PhysAddr))>, KallsymsError> {
+    // Tables are 1-3 KiB: the first read takes this much and the index after it; a table that
+    // runs past it is read again up to `MAX_TABLE` (one more round trip).
+    const FIRST_TABLE: usize = 4 << 10;
     const MAX_TABLE: usize = 16 << 10;
-    const WITH_INDEX: usize = MAX_TABLE + 8 + 512;
-    let regions: Vec<(PhysAddr, usize)> = places.iter().map(|&(tt, _)| (PhysAddr(tt), WITH_INDEX)).collect();
+    let regions: Vec<(PhysAddr, usize)> = places.iter().map(|&(tt, _)| (PhysAddr(tt), FIRST_TABLE + 8 + 512)).collect();
     for (k, (&(tt, align), read)) in places.iter().zip(read_many(mem, &regions)).enumerate() {
         // Near the end of memory: the table alone, then its index.
-        let raw = match read {
+        let mut raw = match read {
             Ok(raw) => raw,
-            Err(_) => match read_vec(mem, PhysAddr(tt), MAX_TABLE) {
+            Err(_) => match read_vec(mem, PhysAddr(tt), FIRST_TABLE) {
                 Ok(raw) => raw,
                 Err(_) => continue,
             },
         };
-        let b = Bytes::new(&raw);
-        let mut tokens = Vec::with_capacity(256);
-        let mut offsets = Vec::with_capacity(256);
-        let mut pos = 0usize;
-        let parsed = (0..256).all(|_| match b.cstr(pos, 256) {
-            Some(s) if !s.is_empty() && pos + s.len() < MAX_TABLE => {
-                offsets.push(pos);
-                tokens.push(s.to_vec());
-                pos += s.len() + 1;
-                true
-            }
-            _ => false,
-        });
-        if !parsed {
-            continue;
+        let mut parsed = token_table(&raw, MAX_TABLE);
+        if parsed == Err(true) {
+            raw = match read_vec(mem, PhysAddr(tt), MAX_TABLE + 8 + 512).or_else(|_| read_vec(mem, PhysAddr(tt), MAX_TABLE)) {
+                Ok(raw) => raw,
+                Err(_) => continue,
+            };
+            parsed = token_table(&raw, MAX_TABLE);
         }
+        let Ok((tokens, offsets, pos)) = parsed else { continue };
         let ti = align_to(tt + pos as u64, align)?;
         let idx = match raw.get((ti - tt) as usize..(ti - tt) as usize + 512) {
             Some(i) => i.to_vec(),
@@ -616,6 +618,29 @@ fn read_tokens(mem: &dyn PhysMem, places: &[(u64, u64)]) -> Result<Option<(usize
         }
     }
     Ok(None)
+}
+
+/// 256 non-empty NUL-terminated tokens from the start of `raw`, ending within `max` bytes: the
+/// tokens, where each starts, and the table's length; `Err(true)` if `raw` ends before the
+/// table does (and is shorter than `max`), `Err(false)` if it is not a token table.
+#[allow(clippy::type_complexity)]
+fn token_table(raw: &[u8], max: usize) -> Result<(Vec<Vec<u8>>, Vec<usize>, usize), bool> {
+    let mut tokens = Vec::with_capacity(256);
+    let mut offsets = Vec::with_capacity(256);
+    let mut pos = 0usize;
+    for _ in 0..256 {
+        let rest = &raw[pos.min(raw.len())..];
+        let Some(len) = rest.iter().take(256).position(|&b| b == 0) else {
+            return Err(rest.len() < 256 && raw.len() < max);
+        };
+        if len == 0 || pos + len >= max {
+            return Err(false);
+        }
+        offsets.push(pos);
+        tokens.push(rest[..len].to_vec());
+        pos += len + 1;
+    }
+    Ok((tokens, offsets, pos))
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! lockstep, so that each step is one batch of reads (the ranks' entries, the names they need)
 //! whatever the number of names.
 //!
-//! A rank's entry index is read from the table (3 bytes, big-endian), a few levels of the
-//! search ahead (the ranks within [`WINDOW`] of the middles the next three steps may visit, or
-//! a whole narrow range at once). A step need not turn on its exact middle: any rank of the
-//! range's middle half splits it well enough, so it turns on the read rank near the middle
-//! whose name is cheapest to have. A name is expanded from its block of 256 entries, and a
+//! A rank's entry index is read from the table (3 bytes, big-endian) one step ahead, in the
+//! batch of the names a step compares: the ranks within [`WINDOW`] of the middles of both
+//! halves the step may leave (or a whole narrow range at once), so that a step costs one round
+//! trip. A step need not turn on its exact middle: any rank of the range's middle quarter
+//! splits it well enough, so it turns on the read rank near the middle whose name is cheapest
+//! to have. A name is expanded from its block of 256 entries, and a
 //! block is read only as far as that entry (its first entries are walked from the block's
 //! marker: the prefix read is the block's mean entry length times the entries needed, half
 //! again); a rank whose block, or enough of it, is decoded costs nothing, and one early in
@@ -19,7 +20,7 @@
 //! marker. The table is trusted only as far as what was read of it agrees with itself: an
 //! index past the table, or two ranks read whose names are out of order, returns `None` (the
 //! caller scans instead); a block read whole is checked against its next marker, a prefix
-//! only as far as its entries walk. The number of steps is bounded by `log2(n) / log2(4/3) + 1`
+//! only as far as its entries walk. The number of steps is bounded by `log2(n) / log2(8/5) + 1`
 //! plus the longest run of equal names.
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,14 +32,12 @@ use super::stream::{block_count, block_span, Block};
 use super::{corrupt, Kallsyms, KallsymsError};
 use crate::introspect::physread::read_many;
 
-/// Levels of the search whose ranks are read ahead in one batch.
-const AHEAD: u32 = 3;
 /// A range at most this wide is read whole.
 const NARROW: u32 = 24;
 /// Ranks of a run of equal names read per step (the first is the one the search ended on).
 const RUN_STEP: u32 = 2;
 /// Ranks on each side of a step's middle that are read with it: the step turns on whichever
-/// of them (within the middle half of its range) has the name that is cheapest to read.
+/// of them (within the middle quarter of its range) has the name that is cheapest to read.
 const WINDOW: u32 = 16;
 /// Bytes read past the estimated end of the entries a block's prefix must hold.
 const PREFIX_SLACK: u64 = 32;
@@ -78,32 +77,31 @@ pub(super) fn by_name(k: &Kallsyms, mem: &dyn PhysMem, seqs: PhysAddr, names: &[
     let wants: Vec<&[u8]> = names.iter().map(|w| w.as_bytes()).collect();
     // First rank whose name is not below the one wanted.
     let mut range: Vec<(u32, u32)> = vec![(0, n); names.len()];
+    // The ranks around the first middle; from then on each step's batch reads, beside the
+    // names it compares, the ranks around the middles of both halves its range may become.
+    let mut ahead = Vec::new();
+    window(0, n, n, &mut ahead);
+    if !s.read_ranks(&ahead)? {
+        return Ok(None);
+    }
     loop {
         let open: Vec<usize> = (0..names.len()).filter(|&i| range[i].0 < range[i].1).collect();
         if open.is_empty() {
             break;
         }
-        // The ranks around the middles of the next levels, for the names whose middle rank is
-        // not known yet.
+        let pivots: Vec<u32> = open.iter().map(|&i| s.pivot(range[i])).collect();
         let mut ahead = Vec::new();
-        for &i in &open {
+        for (&i, &pivot) in open.iter().zip(&pivots) {
             let (lo, hi) = range[i];
-            if s.index.contains_key(&((lo + hi) / 2)) {
-                continue;
-            }
-            if hi - lo <= NARROW {
-                ahead.extend(lo..hi);
-            } else {
-                let mut mids = Vec::new();
-                tree_mids(lo, hi, AHEAD, &mut mids);
-                ahead.extend(mids.into_iter().flat_map(|m| m.saturating_sub(WINDOW).max(lo)..(m + WINDOW + 1).min(hi)));
+            for (a, b) in [(lo, pivot), (pivot + 1, hi)] {
+                if a < b && !s.index.contains_key(&((a + b) / 2)) {
+                    window(a, b, n, &mut ahead);
+                }
             }
         }
-        if !s.read_ranks(&ahead)? {
+        if !s.fetch(&pivots, &ahead)? {
             return Ok(None);
         }
-        let pivots: Vec<u32> = open.iter().map(|&i| s.pivot(range[i])).collect();
-        s.fetch(&pivots)?;
         for (&i, &pivot) in open.iter().zip(&pivots) {
             let Some(below) = s.with_name(pivot, |name| name < wants[i]) else { return Ok(None) };
             range[i] = if below { (pivot + 1, range[i].1) } else { (range[i].0, pivot) };
@@ -118,10 +116,9 @@ pub(super) fn by_name(k: &Kallsyms, mem: &dyn PhysMem, seqs: PhysAddr, names: &[
             break;
         }
         let step: Vec<u32> = open.iter().flat_map(|&i| next[i].map(|r| r..(r + RUN_STEP).min(n)).unwrap_or(0..0)).collect();
-        if !s.read_ranks(&step)? {
+        if !s.read_ranks(&step)? || !s.fetch(&step, &[])? {
             return Ok(None);
         }
-        s.fetch(&step)?;
         for &i in &open {
             let from = next[i].unwrap_or(n);
             next[i] = None;
@@ -150,15 +147,22 @@ pub(super) fn by_name(k: &Kallsyms, mem: &dyn PhysMem, seqs: PhysAddr, names: &[
     Ok(Some(best.into_iter().map(|b| b.map(|(i, _)| i)).collect()))
 }
 
-/// The ranks a binary search of `[lo, hi)` visits in its next `depth` steps.
-fn tree_mids(lo: u32, hi: u32, depth: u32, out: &mut Vec<u32>) {
-    if depth == 0 || lo >= hi {
-        return;
+/// The ranks read for a step of `[lo, hi)` (of `n`): those within [`reach`] of its middle, or
+/// the whole range when it is at most [`NARROW`] wide (with the [`RUN_STEP`] ranks after it,
+/// where the run of equal names the search ends on is read).
+fn window(lo: u32, hi: u32, n: u32, out: &mut Vec<u32>) {
+    if hi - lo <= NARROW {
+        out.extend(lo..(hi + RUN_STEP).min(n));
+    } else {
+        let mid = (lo + hi) / 2;
+        out.extend(mid - reach(lo, hi)..=mid + reach(lo, hi));
     }
-    let mid = (lo + hi) / 2;
-    out.push(mid);
-    tree_mids(lo, mid, depth - 1, out);
-    tree_mids(mid + 1, hi, depth - 1, out);
+}
+
+/// How far from the middle of `[lo, hi)` a step may turn: [`WINDOW`] ranks, and no further
+/// than the range's middle quarter.
+fn reach(lo: u32, hi: u32) -> u32 {
+    WINDOW.min((hi - lo) / 8)
 }
 
 struct Search<'a> {
@@ -181,6 +185,14 @@ impl Search<'_> {
     /// Read the entry indices of `ranks` not known yet (adjacent ones in one read); false if
     /// one is past the table.
     fn read_ranks(&mut self, ranks: &[u32]) -> Result<bool, KallsymsError> {
+        let runs = self.rank_runs(ranks);
+        let regions = self.rank_regions(&runs);
+        let raw: Vec<_> = read_many(self.mem, &regions).into_iter().collect::<Result<_, _>>()?;
+        Ok(self.take_ranks(&runs, &raw))
+    }
+
+    /// The runs of adjacent ranks among `ranks` whose entry indices are not known yet.
+    fn rank_runs(&self, ranks: &[u32]) -> Vec<(u32, u32)> {
         let mut want: Vec<u32> = ranks.iter().copied().filter(|r| *r < self.n && !self.index.contains_key(r)).collect();
         want.sort_unstable();
         want.dedup();
@@ -191,29 +203,34 @@ impl Search<'_> {
                 _ => runs.push((r, r + 1)),
             }
         }
-        if runs.is_empty() {
-            return Ok(true);
-        }
-        let regions: Vec<(PhysAddr, usize)> =
-            runs.iter().map(|&(a, b)| (PhysAddr(self.seqs.0 + 3 * u64::from(a)), 3 * (b - a) as usize)).collect();
-        for (&(a, _), raw) in runs.iter().zip(read_many(self.mem, &regions)) {
-            for (j, e) in raw?.chunks_exact(3).enumerate() {
+        runs
+    }
+
+    /// Where the entries of `runs` are in `kallsyms_seqs_of_names`.
+    fn rank_regions(&self, runs: &[(u32, u32)]) -> Vec<(PhysAddr, usize)> {
+        runs.iter().map(|&(a, b)| (PhysAddr(self.seqs.0 + 3 * u64::from(a)), 3 * (b - a) as usize)).collect()
+    }
+
+    /// Record the entry indices read for `runs`; false if one is past the table.
+    fn take_ranks(&mut self, runs: &[(u32, u32)], raw: &[Vec<u8>]) -> bool {
+        for (&(a, _), raw) in runs.iter().zip(raw) {
+            for (j, e) in raw.chunks_exact(3).enumerate() {
                 let idx = u32::from(e[0]) << 16 | u32::from(e[1]) << 8 | u32::from(e[2]);
                 if idx >= self.n {
-                    return Ok(false);
+                    return false;
                 }
                 self.index.insert(a + j as u32, idx);
             }
         }
-        Ok(true)
+        true
     }
 
     /// The rank a step of `[lo, hi)` turns on: of the ranks read within `WINDOW` of the middle
-    /// and inside the range's middle half, the one whose name costs the fewest bytes to read
+    /// and inside the range's middle quarter, the one whose name costs the fewest bytes to read
     /// (nothing if its block, or enough of it, is decoded), the nearest the middle among equals.
     fn pivot(&self, (lo, hi): (u32, u32)) -> u32 {
         let mid = (lo + hi) / 2;
-        let reach = WINDOW.min((hi - lo) / 4);
+        let reach = reach(lo, hi);
         // Outward from the middle, lower rank first: the first free one wins.
         let mut best: Option<(u64, u32)> = None;
         for r in (0..=reach).flat_map(|d| [mid - d, mid + d].into_iter().take(if d == 0 { 1 } else { 2 })) {
@@ -260,9 +277,10 @@ impl Search<'_> {
     }
 
     /// Make the names of `ranks` (whose indices are read) expandable: each block's prefix
-    /// holding the entries wanted of it, read in one batch; a block whose prefix fell short of
-    /// its estimate is read whole (checked against its marker), in a second batch.
-    fn fetch(&mut self, ranks: &[u32]) -> Result<(), KallsymsError> {
+    /// holding the entries wanted of it, read in one batch with the entry indices of `ahead`
+    /// (false if one is past the table); a block whose prefix fell short of its estimate is
+    /// read whole (checked against its marker), in a second batch.
+    fn fetch(&mut self, ranks: &[u32], ahead: &[u32]) -> Result<bool, KallsymsError> {
         let mut need: BTreeMap<u32, usize> = BTreeMap::new();
         for idx in ranks.iter().filter_map(|r| self.index.get(r).copied()) {
             if !self.decoded(idx) {
@@ -270,16 +288,23 @@ impl Search<'_> {
                 *c = (*c).max((idx % 256) as usize + 1);
             }
         }
-        if need.is_empty() {
-            return Ok(());
+        let runs = self.rank_runs(ahead);
+        if need.is_empty() && runs.is_empty() {
+            return Ok(true);
         }
         let mut plan = Vec::with_capacity(need.len());
         for (&b, &count) in &need {
             plan.push((b, count, self.prefix_len(b, count)?));
         }
-        let regions: Vec<(PhysAddr, usize)> = plan.iter().map(|&(_, _, (at, len, _))| (at, len)).collect();
+        let mut regions = self.rank_regions(&runs);
+        regions.extend(plan.iter().map(|&(_, _, (at, len, _))| (at, len)));
+        let mut reads = read_many(self.mem, &regions).into_iter();
+        let raw: Vec<_> = reads.by_ref().take(runs.len()).collect::<Result<_, _>>()?;
+        if !self.take_ranks(&runs, &raw) {
+            return Ok(false);
+        }
         let mut short = Vec::new();
-        for (&(b, count, (at, len, whole)), read) in plan.iter().zip(read_many(self.mem, &regions)) {
+        for (&(b, count, (at, len, whole)), read) in plan.iter().zip(reads) {
             let bytes = read?;
             if len == whole {
                 let block = Block::parse(bytes, block_count(self.n, b))
@@ -298,7 +323,7 @@ impl Search<'_> {
         }
         self.k.decode(self.mem, &short)?;
         self.covered.extend(short.into_iter().map(|b| (b, usize::MAX)));
-        Ok(())
+        Ok(true)
     }
 
     /// `f` of the name (without its type letter) at `rank`, whose entry is decoded; `None` if
@@ -329,12 +354,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn three_levels_ahead() {
+    fn a_window_around_the_middle_or_a_narrow_range_whole() {
         let mut out = Vec::new();
-        tree_mids(0, 100, 3, &mut out);
-        assert_eq!(out, vec![50, 25, 12, 38, 75, 63, 88]);
+        window(0, 100, 1000, &mut out);
+        assert_eq!(out, (38..63).collect::<Vec<u32>>(), "the middle quarter");
         out.clear();
-        tree_mids(5, 6, 3, &mut out);
-        assert_eq!(out, vec![5]);
+        window(0, 1000, 1000, &mut out);
+        assert_eq!(out, (484..517).collect::<Vec<u32>>(), "WINDOW ranks each side");
+        out.clear();
+        window(10, 30, 1000, &mut out);
+        assert_eq!(out, (10..32).collect::<Vec<u32>>(), "with the ranks a run of equal names may reach");
+        out.clear();
+        window(990, 1000, 1000, &mut out);
+        assert_eq!(out, (990..1000).collect::<Vec<u32>>());
     }
 }

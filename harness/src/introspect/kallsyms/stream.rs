@@ -22,7 +22,7 @@
 use emulator::bytes::Bytes;
 use emulator::mem::{PhysAddr, PhysMem};
 
-use super::{corrupt, KallsymsError, KallsymsLocation, MAX_NAMES_BYTES};
+use super::{corrupt, KallsymsError, KallsymsLocation, TableOrder, MAX_NAMES_BYTES};
 use crate::introspect::physread::{read_many, read_vec};
 
 /// Most bytes an entry may take (two length bytes, 0x3fff token numbers).
@@ -36,6 +36,8 @@ const MIN_PROBED_MARKERS: u64 = 32;
 const PROBE: u64 = 64;
 /// Probe windows read per round trip.
 const PROBES_PER_BATCH: u64 = 128;
+/// Windows read per round trip while bisecting for the start of `kallsyms_seqs_of_names`.
+const BISECT_WINDOWS: u64 = 16;
 /// Where the probing starts: the end of names averaging this many bytes (8.5 on our builds,
 /// about 14 on Debian's).
 const GUESS_AVG_ENTRY: u64 = 10;
@@ -170,6 +172,8 @@ pub fn probe_markers(mem: &dyn PhysMem, loc: &KallsymsLocation) -> Result<Option
     let start = span(GUESS_AVG_ENTRY).unwrap_or(lo).clamp(lo, hi);
     let (mut up, mut down) = (start, start);
     let mut upward = true;
+    // With the first batch, the windows that find `kallsyms_seqs_of_names` where it follows.
+    let mut seqs = if loc.order == TableOrder::OffsetsFirst { seqs_windows(loc) } else { Vec::new() };
     while up + PROBE <= hi || down >= lo + stride {
         let mut windows = Vec::with_capacity(PROBES_PER_BATCH as usize);
         if upward && up + PROBE <= hi || down < lo + stride {
@@ -184,17 +188,98 @@ pub fn probe_markers(mem: &dyn PhysMem, loc: &KallsymsLocation) -> Result<Option
             }
         }
         upward = !upward;
+        let probes = windows.len();
+        windows.append(&mut seqs);
         let regions: Vec<(PhysAddr, usize)> = windows.iter().map(|&a| (PhysAddr(a), PROBE as usize)).collect();
-        for (&at, read) in windows.iter().zip(read_many(mem, &regions)) {
+        let reads = read_many(mem, &regions);
+        for (&at, read) in windows.iter().zip(&reads).take(probes) {
             let Ok(w) = read else { continue };
-            if looks_like_markers(&w, at - s) {
+            if looks_like_markers(w, at - s) {
                 if let Some(found) = markers_around(mem, loc, at)? {
                     return Ok(Some(found));
                 }
             }
         }
+        let seqs_hit = windows.iter().zip(&reads).skip(probes).find_map(|(&a, r)| r.as_ref().ok().filter(|w| looks_like_seqs(w, n)).map(|_| a));
+        if let Some(hit) = seqs_hit {
+            if let Some(found) = markers_before_seqs(mem, loc, hit)? {
+                return Ok(Some(found));
+            }
+        }
     }
     Ok(None)
+}
+
+/// Windows that find `kallsyms_seqs_of_names` where it follows the markers (offsets-first
+/// tables from 6.2 to 6.3, and Debian's 6.1): one every `3 n` bytes less two windows over the
+/// span the table may start in (after the markers and at most 14 bytes of padding), so that one
+/// lies inside it (about 21 windows).
+fn seqs_windows(loc: &KallsymsLocation) -> Vec<u64> {
+    let (s, n) = (loc.names.0, u64::from(loc.num_syms));
+    let table = 4 * n.div_ceil(256);
+    let stride = 3 * n - 2 * PROBE;
+    let (Some(lo), Some(hi)) = (s.checked_add(2 * n + table), s.checked_add((MAX_AVG_ENTRY * n).min(MAX_NAMES_BYTES) + table + 16)) else {
+        return Vec::new();
+    };
+    (0..).map(|k| lo + k * stride).take_while(|&a| a <= hi).collect()
+}
+
+/// The markers just before `kallsyms_seqs_of_names`, whose `3 n` bytes hold the window at
+/// `hit`: the table's start is bisected ([`BISECT_WINDOWS`] windows per round trip, each
+/// round dividing the interval by 17: two rounds for Debian's 6.1) until the markers' last
+/// word is known to within the table, and [`markers_around`] checks the table from there.
+/// `None` if the windows contradict each other or the table does not check out.
+fn markers_before_seqs(mem: &dyn PhysMem, loc: &KallsymsLocation, hit: u64) -> Result<Option<Found>, KallsymsError> {
+    let (s, n) = (loc.names.0, u64::from(loc.num_syms));
+    let table = 4 * n.div_ceil(256);
+    // The window at `inside` lies in the table; the table starts after `below`.
+    let (mut below, mut inside) = ((hit + PROBE).saturating_sub(3 * n + 1).max(s), hit);
+    while inside - below > table.saturating_sub(80) {
+        if inside - below <= BISECT_WINDOWS {
+            return Ok(None);
+        }
+        let step = (inside - below) / (BISECT_WINDOWS + 1);
+        let probes: Vec<u64> = (1..=BISECT_WINDOWS).map(|k| below + k * step).collect();
+        let regions: Vec<(PhysAddr, usize)> = probes.iter().map(|&a| (PhysAddr(a), PROBE as usize)).collect();
+        let mut first_inside = None;
+        for (k, r) in read_many(mem, &regions).into_iter().enumerate() {
+            match r {
+                Ok(w) if looks_like_seqs(&w, n) => {
+                    first_inside = Some(k);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => return Ok(None),
+            }
+        }
+        match first_inside {
+            Some(0) => inside = probes[0],
+            Some(k) => (below, inside) = (probes[k - 1], probes[k]),
+            None => below = probes[BISECT_WINDOWS as usize - 1],
+        }
+    }
+    // A window that looked like the table may start up to a window before it: the markers'
+    // words reach at least to `inside + PROBE - table`, and the last lies past `below - 12`.
+    let at = (inside + PROBE).saturating_sub(table).next_multiple_of(4);
+    markers_around(mem, loc, at)
+}
+
+/// 64 bytes of `kallsyms_seqs_of_names` (see [`seqs_windows`]): at one of the three phases,
+/// every whole 3-byte big-endian value is below `n` and no two are equal (the table is a
+/// permutation of the entry indices). Zero padding, the markers (little-endian words) and names
+/// (token numbers) fail it.
+pub(super) fn looks_like_seqs(window: &[u8], n: u64) -> bool {
+    (0..3).any(|phase| {
+        let mut vals: Vec<u64> = window[phase.min(window.len())..]
+            .chunks_exact(3)
+            .map(|e| u64::from(e[0]) << 16 | u64::from(e[1]) << 8 | u64::from(e[2]))
+            .collect();
+        if vals.len() < 16 || vals.iter().any(|&v| v >= n) {
+            return false;
+        }
+        vals.sort_unstable();
+        vals.windows(2).all(|w| w[0] != w[1])
+    })
 }
 
 /// 16 strictly increasing words, steps of a block's size, the first below `dist` (markers are

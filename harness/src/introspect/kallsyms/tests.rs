@@ -57,6 +57,11 @@ fn write_seqs(mem: &mut VecMem, at: u64, n: usize) {
 }
 
 fn build(n: usize, fmt: Fmt) -> Tables {
+    build_padded(n, fmt, 0)
+}
+
+/// [`build`] with every name `pad` bytes longer (`Tsym_<i>_____...`).
+fn build_padded(n: usize, fmt: Fmt, pad: usize) -> Tables {
     let mut mem = VecMem::new(4 << 20);
     let a = if fmt == Fmt::PcRelative { 4 } else { 8 };
     let mut stream = Vec::new();
@@ -65,7 +70,7 @@ fn build(n: usize, fmt: Fmt) -> Tables {
         if i % 256 == 0 {
             markers.push(stream.len() as u32);
         }
-        let name = format!("Tsym_{i}");
+        let name = format!("Tsym_{i}{}", "_".repeat(pad));
         stream.push(name.len() as u8);
         stream.extend(name.bytes());
     }
@@ -214,6 +219,84 @@ fn names_first_found_from_a_hit_in_the_markers(#[values(Fmt::NamesFirst, Fmt::Pc
     let cfg = LocateConfig { stride, span: 1 << 20, batch: 4 };
     let loc = locate::locate(&t.mem, PhysAddr(RODATA), PhysAddr(RODATA + (1 << 20)), &cfg).expect("tables found");
     assert_eq!((loc.offsets, loc.num_syms as usize, loc.names, loc.markers), (PhysAddr(t.offsets), n, PhysAddr(t.names), Some(PhysAddr(t.markers))));
+}
+
+/// Names three times as long as the probe's guess: the markers are found through
+/// `kallsyms_seqs_of_names` right after them (a few windows over the span, two bisections),
+/// where a table without it takes the dense probe's many windows; a table whose seqs read as
+/// something else from the front on is still found by the dense probe.
+#[test]
+fn markers_found_through_the_seqs_after_them() {
+    let n = 20_000;
+    let windows = |t: &Tables| {
+        let loc = find(t).expect("tables found");
+        let counted = emulator::mem::Counting::new(&t.mem);
+        let k = Kallsyms::load(&counted, loc).expect("opened");
+        assert_eq!((k.markers, k.token_table), (PhysAddr(t.markers), PhysAddr(t.token_table)));
+        counted.snapshot().reads
+    };
+    let with = windows(&build_padded(n, Fmt::OffsetsFirst { seqs: true }, 20));
+    let without = windows(&build_padded(n, Fmt::OffsetsFirst { seqs: false }, 20));
+    assert!(with < 128 + 40 + 2 * 16 + 20, "{with} reads");
+    assert!(without > 2 * 128, "{without} reads");
+    // The first half of the seqs unlike a permutation: the bisection lands inside the table,
+    // the markers are not where it points, and the dense probe finds them.
+    let mut t = build_padded(n, Fmt::OffsetsFirst { seqs: true }, 20);
+    let seqs = t.token_table - align(3 * n as u64, 8);
+    t.mem.write(seqs, &vec![0xee; 3 * n / 2]);
+    let loc = find(&t).expect("tables found");
+    assert_eq!(Kallsyms::load(&t.mem, loc).expect("opened").markers, PhysAddr(t.markers));
+}
+
+/// A token table longer than the first read (256 tokens of 20 bytes: 5.25 KiB) is read again
+/// whole; a table with an empty token is none.
+#[test]
+fn long_token_tables_are_read_again() {
+    let mut mem = VecMem::new(1 << 20);
+    let at = 0x1000u64;
+    let mut table = Vec::new();
+    let mut index = Vec::new();
+    for i in 0..256 {
+        index.push(table.len() as u16);
+        table.extend(format!("tok{i:0>17}").bytes());
+        table.push(0);
+    }
+    mem.write(at, &table);
+    let ti = align(at + table.len() as u64, 8);
+    for (i, v) in index.iter().enumerate() {
+        mem.write(ti + 2 * i as u64, &v.to_le_bytes());
+    }
+    assert_eq!(token_table(&table[..4096], 16 << 10), Err(true), "cut short");
+    let (tokens, ti_found) = read_tokens(&mem, &[(at, 8)]).unwrap().expect("found").1;
+    assert_eq!((tokens.len(), tokens[255].as_slice(), ti_found), (256, &b"tok00000000000000255"[..], PhysAddr(ti)));
+    let mut bad = table.clone();
+    bad[21] = 0; // the second token's first byte: an empty token
+    assert_eq!(token_table(&bad, 16 << 10), Err(false));
+}
+
+/// A symbol's address is read once: a later lookup of it (the pid index's of `init_pid_ns`,
+/// after opening read it with the others) reads nothing.
+#[test]
+fn addresses_are_read_once() {
+    let t = build(700, Fmt::OffsetsFirst { seqs: true });
+    let counted = emulator::mem::Counting::new(&t.mem);
+    let k = Kallsyms::load(&counted, find(&t).unwrap()).unwrap();
+    let first = k.lookup(&counted, &["sym_1", "sym_600"]).unwrap();
+    let reads = counted.snapshot().reads;
+    assert_eq!(k.lookup(&counted, &["sym_600"]).unwrap(), vec![first[1]]);
+    assert_eq!(counted.snapshot().reads, reads);
+    assert_eq!(first, vec![Some(KVirt(BASE + 16)), Some(KVirt(BASE + 16 * 600))]);
+}
+
+#[test]
+fn seqs_windows_are_distinct_indices_below_the_count() {
+    let perm: Vec<u8> = (0..30u32).flat_map(|i| [0, 0, (i * 7 % 30) as u8]).collect();
+    assert!(stream::looks_like_seqs(&perm[..64], 30));
+    assert!(stream::looks_like_seqs(&perm[2..66], 30), "at another phase");
+    assert!(!stream::looks_like_seqs(&perm[..64], 20), "an index past the count");
+    assert!(!stream::looks_like_seqs(&[0u8; 64], 30), "zero padding repeats 0");
+    let markers: Vec<u8> = (0..16u32).flat_map(|k| (k * 3000).to_le_bytes()).collect();
+    assert!(!stream::looks_like_seqs(&markers, 100_000));
 }
 
 /// With the stream's end probed for, a sample of blocks is checked when opening and every other

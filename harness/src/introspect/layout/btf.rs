@@ -29,12 +29,15 @@
 use super::build::{build_core, private_structs, Field, TypeError, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
 use crate::introspect::addr::KVirt;
-use crate::introspect::btf::{Btf, BtfRead, Header, TypeId};
+use crate::introspect::btf::{Btf, BtfRead, TypeId};
 use crate::introspect::kernel::Kernel;
 
 const MAX_BTF: u64 = 64 << 20;
 /// Bytes of each section read first.
 pub const FIRST_READ: usize = 64 << 10;
+/// Bytes read for the header (24 on every kernel so far; the header's own length is in it).
+/// `Kernel::open` reads them with the image's variables.
+pub const HEAD_READ: u64 = 256;
 
 pub struct BtfMethod;
 
@@ -72,15 +75,9 @@ fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, La
     let header = match got.header {
         Some(h) => h,
         None => {
-            let mut head = vec![0u8; len.min(256) as usize];
+            let mut head = vec![0u8; len.min(HEAD_READ) as usize];
             kernel.space.read(start, &mut head).map_err(|e| failed(format!("reading the .BTF header: {e}")))?;
-            let (h, total) = Header::parse(&head).map_err(|e| failed(format!("{e} (blob at {start})")))?;
-            if total > len as usize {
-                return Err(failed(format!("BTF sections end at {total:#x}, .BTF is {len:#x} bytes (blob at {start})")));
-            }
-            std::sync::Arc::make_mut(&mut got.data)[..head.len()].copy_from_slice(&head);
-            got.header = Some(h);
-            h
+            got.take_header(len as usize, &head).map_err(|e| failed(format!("{e} (blob at {start})")))?
         }
     };
     let want = (types.min(header.type_len as usize), strs.min(header.str_len as usize));

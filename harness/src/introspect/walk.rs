@@ -507,7 +507,20 @@ impl Walker<'_, '_> {
         let t = &self.l.task;
         let heads: Vec<KVirt> =
             leaders.iter().map(|r| r.ptr(t.signal).map(|s| s.wrapping_add(self.l.signal.thread_head))).collect::<Result<_, _>>()?;
-        let firsts = self.space.read_many(&heads.iter().map(|&h| (h, 8)).collect::<Vec<_>>());
+        // A group's first node: the leader's own where its `prev` is the head (the leader is
+        // first in its list, as a group that has not exec'd from a thread has it), else the
+        // head's `next`, read (one batch for all).
+        let own: Vec<Option<KVirt>> = leaders
+            .iter()
+            .zip(&heads)
+            .map(|(r, &h)| (r.ptr(t.thread_node + 8) == Ok(h)).then_some(r.base.wrapping_add(t.thread_node)))
+            .collect();
+        let read: Vec<(KVirt, usize)> = heads.iter().zip(&own).filter(|(_, o)| o.is_none()).map(|(&h, _)| (h, 8)).collect();
+        let mut read = self.space.read_many(&read).into_iter();
+        let firsts = own.iter().map(|o| match o {
+            Some(node) => Ok(node.0.to_le_bytes().to_vec()),
+            None => read.next().unwrap_or(Err(KSpaceError::Unmapped { addr: KVirt(0) })),
+        });
         struct Group {
             head: KVirt,
             prev: KVirt,
@@ -520,7 +533,7 @@ impl Walker<'_, '_> {
             replayed: usize,
         }
         let mut groups = Vec::with_capacity(leaders.len());
-        for (&head, first) in heads.iter().zip(firsts) {
+        for (&head, first) in heads.iter().zip(firsts.collect::<Vec<_>>()) {
             let first = first.map_err(|source| WalkError::Read { what: "signal->thread_head", source })?;
             let node = KVirt(u64::from_le_bytes(first.try_into().unwrap_or([0; 8])));
             groups.push(Group { head, prev: head, node, members: Vec::new(), seen: seen_from(head), done: false, relinks: 0, resyncs: 0, replayed: 0 });

@@ -534,6 +534,47 @@ fn init_task_is_read_in_the_batch_of_the_tasks_an_index_names_at_once() {
     assert!(first.iter().any(|&a| a >= task_phys && a < task_phys + 0x1000), "with the tasks named");
 }
 
+/// The walk over `f` (no index), and the addresses of every batch it read.
+fn walk_recorded(f: &Fake) -> (WalkOutcome, Vec<Vec<u64>>) {
+    let mem = Batches { mem: &f.mem, seen: Default::default() };
+    let out = walk(&KernelSpace::new(&mem, 0, Some(KVirt(POB)), &X86_64_4LEVEL), &layout(), KVirt(f.tasks[0]), WalkConfig::default());
+    let seen = mem.seen.lock().unwrap().clone();
+    (out, seen)
+}
+
+/// A thread group's list is followed from its leader when the leader's `prev` is the group's
+/// head (the leader first, as in every group that has not exec'd from a thread): the head is
+/// not read. A group whose leader is not first has its head read, and lists the same threads.
+#[test]
+fn thread_lists_start_at_a_first_leader_without_reading_the_head() {
+    let l = layout().task;
+    let f = sample();
+    // Signal structs are at 0x200000 + 0x100 k; their thread_head at +16.
+    let heads_read = |seen: &[Vec<u64>]| seen.iter().flatten().filter(|&&a| (0x200000..0x300000).contains(&a) && a % 0x100 == 16).count();
+    let (out, seen) = walk_recorded(&f);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(heads_read(&seen), 0);
+    let server = f.tasks[3];
+    let th = dm(0x80000);
+    let signal = {
+        let mut b = [0u8; 8];
+        f.mem.read_phys(emulator::mem::PhysAddr(Fake::phys(server + l.signal)), &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let mut g = sample();
+    g.link(&[signal + 16, th + l.thread_node, server + l.thread_node]);
+    let (moved, seen) = walk_recorded(&g);
+    assert!(moved.error.is_none(), "{:?}", moved.error);
+    assert_eq!(heads_read(&seen), 1, "the head of the group whose leader is not first");
+    let ids = |o: &WalkOutcome| {
+        let mut v: Vec<(i32, i32)> = o.threads.iter().map(|t| (t.pid, t.tgid)).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(ids(&moved), ids(&out));
+    assert!(ids(&out).contains(&(11, 10)), "the second thread listed");
+}
+
 #[test]
 fn what_an_index_names_is_only_where_to_read_first() {
     let mut f = many(5);

@@ -21,8 +21,7 @@
 use emulator::mem::{PhysAddr, PhysMem};
 
 use super::addr::KVirt;
-use super::btf::BtfRead;
-use super::layout::btf;
+use super::btf::{BtfRead, HEAD_READ};
 use super::kallsyms::{Kallsyms, KallsymsError};
 use super::kspace::{KSpaceError, KernelSpace, START_KERNEL_MAP};
 use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
@@ -172,7 +171,7 @@ impl<'m> Kernel<'m> {
         // the BTF's header, which the layout reads first.
         let pair = |a: &str, b: &str| Some((sym(a)?, sym(b)?)).filter(|(s, e)| e.0 > s.0);
         let btf = pair("__start_BTF", "__stop_BTF");
-        let btf_head = btf.map(|(s, e)| (s, (e.0 - s.0).min(btf::HEAD_READ) as usize));
+        let btf_head = btf.map(|(s, e)| (s, (e.0 - s.0).min(HEAD_READ) as usize));
         let ([stored_base, l5, pob, vmci_data, vmci_size], head) = image_vars(
             &space,
             [("phys_base", 8), ("__pgtable_l5_enabled", 4), ("page_offset_base", 8), ("vmcoreinfo_data", 8), ("vmcoreinfo_size", 8)],

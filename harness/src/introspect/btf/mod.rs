@@ -108,6 +108,10 @@ pub struct BtfRead {
     pub(crate) indexed: Option<Arc<Indexed>>,
 }
 
+/// Bytes read for a `.BTF` header (24 on every kernel so far; the header's own length is in
+/// it). `Kernel::open` reads them with the image's variables.
+pub const HEAD_READ: u64 = 256;
+
 impl BtfRead {
     /// The first bytes of a `.BTF` of `len` bytes, read: its header, parsed and checked to end
     /// within `len`, is kept (with the bytes) for the reads of its sections; the data kept

@@ -29,15 +29,12 @@
 use super::build::{build_core, private_structs, Field, TypeError, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
 use crate::introspect::addr::KVirt;
-use crate::introspect::btf::{Btf, BtfRead, TypeId};
+use crate::introspect::btf::{Btf, BtfRead, TypeId, HEAD_READ};
 use crate::introspect::kernel::Kernel;
 
 const MAX_BTF: u64 = 64 << 20;
 /// Bytes of each section read first.
 pub const FIRST_READ: usize = 64 << 10;
-/// Bytes read for the header (24 on every kernel so far; the header's own length is in it).
-/// `Kernel::open` reads them with the image's variables.
-pub const HEAD_READ: u64 = 256;
 
 pub struct BtfMethod;
 

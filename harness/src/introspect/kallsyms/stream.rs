@@ -221,7 +221,7 @@ fn seqs_windows(loc: &KallsymsLocation) -> Vec<u64> {
     let (Some(lo), Some(hi)) = (s.checked_add(2 * n + table), s.checked_add((MAX_AVG_ENTRY * n).min(MAX_NAMES_BYTES) + table + 16)) else {
         return Vec::new();
     };
-    (0..).map(|k| lo + k * stride).take_while(|&a| a <= hi).collect()
+    (0u64..).map_while(|k| k.checked_mul(stride).and_then(|d| lo.checked_add(d))).take_while(|&a| a <= hi).collect()
 }
 
 /// The markers just before `kallsyms_seqs_of_names`, whose `3 n` bytes hold the window at
@@ -233,7 +233,7 @@ fn markers_before_seqs(mem: &dyn PhysMem, loc: &KallsymsLocation, hit: u64) -> R
     let (s, n) = (loc.names.0, u64::from(loc.num_syms));
     let table = 4 * n.div_ceil(256);
     // The window at `inside` lies in the table; the table starts after `below`.
-    let (mut below, mut inside) = ((hit + PROBE).saturating_sub(3 * n + 1).max(s), hit);
+    let (mut below, mut inside) = (hit.saturating_add(PROBE).saturating_sub(3 * n + 1).max(s), hit);
     while inside - below > table.saturating_sub(80) {
         if inside - below <= BISECT_WINDOWS {
             return Ok(None);
@@ -260,7 +260,7 @@ fn markers_before_seqs(mem: &dyn PhysMem, loc: &KallsymsLocation, hit: u64) -> R
     }
     // A window that looked like the table may start up to a window before it: the markers'
     // words reach at least to `inside + PROBE - table`, and the last lies past `below - 12`.
-    let at = (inside + PROBE).saturating_sub(table).next_multiple_of(4);
+    let Some(at) = inside.saturating_add(PROBE).saturating_sub(table).checked_next_multiple_of(4) else { return Ok(None) };
     markers_around(mem, loc, at)
 }
 

@@ -370,11 +370,7 @@ impl Walker<'_, '_> {
         let head = init_task.wrapping_add(off);
         // An index that wants no sample of the list names every task at once: their records
         // are read in the batch of init_task's.
-        let init = match index.take_if(|i| i.samples() == 0) {
-            Some(i) => self.read_ahead(i, out, Some(init_task)),
-            None => None,
-        };
-        let init = match init {
+        let init = match index.take_if(|i| i.samples() == 0).and_then(|i| self.read_ahead(i, out, Some(init_task))) {
             Some(r) => r,
             None => self.read_tasks(&[init_task], "init_task")?.remove(0),
         };
@@ -517,10 +513,14 @@ impl Walker<'_, '_> {
             .collect();
         let read: Vec<(KVirt, usize)> = heads.iter().zip(&own).filter(|(_, o)| o.is_none()).map(|(&h, _)| (h, 8)).collect();
         let mut read = self.space.read_many(&read).into_iter();
-        let firsts = own.iter().map(|o| match o {
-            Some(node) => Ok(node.0.to_le_bytes().to_vec()),
-            None => read.next().unwrap_or(Err(KSpaceError::Unmapped { addr: KVirt(0) })),
-        });
+        let firsts: Vec<Result<KVirt, KSpaceError>> = heads
+            .iter()
+            .zip(own)
+            .map(|(&h, o)| match o {
+                Some(node) => Ok(node),
+                None => read.next().unwrap_or(Err(KSpaceError::Unmapped { addr: h })).map(|b| KVirt(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))),
+            })
+            .collect();
         struct Group {
             head: KVirt,
             prev: KVirt,
@@ -533,9 +533,8 @@ impl Walker<'_, '_> {
             replayed: usize,
         }
         let mut groups = Vec::with_capacity(leaders.len());
-        for (&head, first) in heads.iter().zip(firsts.collect::<Vec<_>>()) {
-            let first = first.map_err(|source| WalkError::Read { what: "signal->thread_head", source })?;
-            let node = KVirt(u64::from_le_bytes(first.try_into().unwrap_or([0; 8])));
+        for (&head, first) in heads.iter().zip(firsts) {
+            let node = first.map_err(|source| WalkError::Read { what: "signal->thread_head", source })?;
             groups.push(Group { head, prev: head, node, members: Vec::new(), seen: seen_from(head), done: false, relinks: 0, resyncs: 0, replayed: 0 });
         }
         let by_addr: HashMap<KVirt, &Record> = leaders.iter().map(|r| (r.base, r)).collect();

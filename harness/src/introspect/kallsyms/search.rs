@@ -185,10 +185,7 @@ impl Search<'_> {
     /// Read the entry indices of `ranks` not known yet (adjacent ones in one read); false if
     /// one is past the table.
     fn read_ranks(&mut self, ranks: &[u32]) -> Result<bool, KallsymsError> {
-        let runs = self.rank_runs(ranks);
-        let regions = self.rank_regions(&runs);
-        let raw: Vec<_> = read_many(self.mem, &regions).into_iter().collect::<Result<_, _>>()?;
-        Ok(self.take_ranks(&runs, &raw))
+        self.fetch(&[], ranks)
     }
 
     /// The runs of adjacent ranks among `ranks` whose entry indices are not known yet.

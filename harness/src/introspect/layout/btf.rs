@@ -29,7 +29,7 @@
 use super::build::{build_core, private_structs, Field, TypeError, Types};
 use super::{Layout, LayoutError, LayoutInputs, LayoutMethod, MethodKind};
 use crate::introspect::addr::KVirt;
-use crate::introspect::btf::{Btf, BtfRead, TypeId, HEAD_READ};
+use crate::introspect::btf::{Btf, TypeId, HEAD_READ};
 use crate::introspect::kernel::Kernel;
 
 const MAX_BTF: u64 = 64 << 20;
@@ -53,7 +53,7 @@ impl LayoutMethod for BtfMethod {
 }
 
 /// Reads `.BTF` up to `types`/`strs` bytes of its sections (all of it for `usize::MAX`) into the
-/// kernel's [`BtfRead`], and parses what is read.
+/// kernel's [`BtfRead`](crate::introspect::btf::BtfRead), and parses what is read.
 fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, LayoutError> {
     let unavailable = |reason: String| LayoutError::Unavailable { method: MethodKind::Btf, reason };
     let failed = |reason: String| LayoutError::Failed { method: MethodKind::Btf, reason };
@@ -66,10 +66,9 @@ fn read_prefix(kernel: &Kernel<'_>, types: usize, strs: usize) -> Result<Btf, La
         return Err(failed(format!("implausible .BTF size {len:#x}")));
     }
     let mut got = kernel.btf_blob.lock().unwrap_or_else(|p| p.into_inner());
-    if got.data.len() != len as usize {
-        *got = BtfRead { data: vec![0; len as usize].into(), ..BtfRead::default() };
-    }
-    let header = match got.header {
+    // A header kept for a blob of this length (read ahead when opening, or by an earlier
+    // call); else read it, which starts the kept blob afresh.
+    let header = match got.header.filter(|_| got.data.len() == len as usize) {
         Some(h) => h,
         None => {
             let mut head = vec![0u8; len.min(HEAD_READ) as usize];

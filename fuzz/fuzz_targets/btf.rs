@@ -1,8 +1,12 @@
 //! A `.BTF` blob as read from guest memory: the parser, the layout built from it (the `btf`
-//! method after its read), and the ISF type tables `harness profile` writes from it.
+//! method after its read), the ISF type tables `harness profile` writes from it, and the kernel's
+//! parsed `struct btf` with a blob read record by record through its index.
 #![no_main]
 
-use harness::introspect::btf::Btf;
+use std::sync::Arc;
+
+use harness::introspect::btf::sparse::Named;
+use harness::introspect::btf::{Btf, Header, KernelIndex, Sparse};
 use harness::introspect::isf;
 use harness::introspect::layout::build::build;
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +18,22 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(part) = Btf::parse_prefix(data.to_vec(), cut(1), cut(2)) {
         let _ = build(&part);
         let _ = part.short();
+    }
+    if let Ok((h, _)) = Header::parse(data) {
+        // The input past the header as a kernel's `struct btf`.
+        let _ = KernelIndex::parse(data.get(24..).unwrap_or_default(), 0, data.len() as u64, data, &h);
+        // Records at offsets and string spans taken from the input (misaligned, cut, past the
+        // sections): lookups note what they want or fail, never panic.
+        let mut s = Sparse::new(KernelIndex { types: 0, nr: 64, named: 1 });
+        for (i, w) in data.chunks_exact(4).take(63).enumerate() {
+            s.records.insert(i as u32 + 1, u32::from_le_bytes([w[0], w[1], w[2], w[3]]) % (data.len() as u32 + 16));
+            s.add_str(u32::from(w[0]) * 4, u32::from(w[0]) * 4 + u32::from(w[1]));
+        }
+        s.named.insert(b"task_struct".to_vec(), Named { ids: vec![1, 2], structs: vec![1, 2] });
+        if let Ok(b) = Btf::sparse(data.to_vec(), Arc::new(s)) {
+            let _ = build(&b);
+            let _ = b.take_wants();
+        }
     }
     let Ok(btf) = Btf::parse(data.to_vec()) else { return };
     let _ = btf.type_count();

@@ -165,37 +165,104 @@ fn naming_inference_agrees_with_btf(#[values("deb-amd64", "deb-cloud-amd64", "de
     assert!(a.threads.iter().any(|t| t.comm.starts_with(b"kworker/") && t.comm.contains(&b'-')), "{name}: no kworker description to check");
 }
 
-/// The `btf` layout method reads part of `.BTF` (well under half on Debian's 5.10 to 6.12; all of
-/// it on 7.x, whose BTF is sorted by name, `task_struct` near the end) and gives the whole
-/// blob's layout; `struct kthread` / `struct worker` are the whole blob's or left out for the
-/// walk to infer (checked against BTF by `naming_inference_agrees_with_btf`).
+/// The `btf` layout method reads part of `.BTF` (well under half on Debian's 5.10 to 6.12, from
+/// its start; a few percent on 7.x, whose BTF is sorted by name, through the kernel's own index
+/// of it) and gives the whole blob's layout, and so does the pid index's BTF lookup; `struct
+/// kthread` / `struct worker` are the whole blob's or left out for the walk to infer (checked
+/// against BTF by `naming_inference_agrees_with_btf`), and found on a sorted BTF.
 #[rstest]
-#[case::deb_amd64("deb-amd64", true)]
-#[case::deb_cloud_amd64("deb-cloud-amd64", true)]
-#[case::deb_rt_amd64("deb-rt-amd64", true)]
-#[case::deb5_10("deb5.10-amd64", true)]
-#[case::deb6_12("deb6.12-amd64", true)]
-#[case::deb7_sorted_by_name("deb7-amd64", false)]
-fn btf_method_reads_part_of_the_blob(#[case] name: &str, #[case] part_suffices: bool) {
+#[case::deb_amd64("deb-amd64", 2)]
+#[case::deb_cloud_amd64("deb-cloud-amd64", 2)]
+#[case::deb_rt_amd64("deb-rt-amd64", 2)]
+#[case::deb5_10("deb5.10-amd64", 2)]
+#[case::deb6_12("deb6.12-amd64", 2)]
+#[case::deb7_sorted_by_name("deb7-amd64", 10)]
+fn btf_method_reads_part_of_the_blob(#[case] name: &str, #[case] at_most: u64) {
     use harness::introspect::layout::{Layout, LayoutInputs, LayoutMethod};
+    use harness::introspect::pidns::PidLayout;
     let e = entry(name);
     let mem = dump(&e, Mode::Running);
     let counted = Counting::new(mem.as_ref());
     let k = kernel(&counted);
+    let sorted = k.btf_blob.lock().unwrap().is_indexed();
     let before = counted.snapshot();
     let part = btf::BtfMethod.layout(&k, &LayoutInputs::default()).unwrap();
+    let pid = btf::with_btf(&k, PidLayout::from_btf_core)
+        .unwrap()
+        .1
+        .unwrap();
     let read = counted.snapshot().since(before).bytes;
     let (start, stop) = k.info.btf.unwrap();
     let blob = stop.0 - start.0;
-    let whole = build(&btf::load(&k).unwrap()).unwrap();
-    let core = |l: &Layout| Layout { kthread: None, worker: None, ..l.clone() };
+    let parsed = btf::load(&k).unwrap();
+    let whole = build(&parsed).unwrap();
+    let core = |l: &Layout| Layout {
+        kthread: None,
+        worker: None,
+        ..l.clone()
+    };
     assert_eq!(core(&part), core(&whole), "{name}");
-    assert!(part.kthread.is_none() || part.kthread == whole.kthread, "{name}");
-    assert!(part.worker.is_none() || part.worker == whole.worker, "{name}");
-    eprintln!("BTF {name}: {read} of {blob} bytes read for the layout; kthread from BTF: {}", part.kthread.is_some());
-    if part_suffices {
-        assert!(read < blob / 2, "{name}: read {read} of a {blob}-byte .BTF");
+    assert_eq!(pid, PidLayout::from_btf_core(&parsed).unwrap(), "{name}");
+    assert!(
+        part.kthread.is_none() || part.kthread == whole.kthread,
+        "{name}"
+    );
+    assert!(
+        part.worker.is_none() || part.worker == whole.worker,
+        "{name}"
+    );
+    if sorted {
+        assert_eq!(
+            (&part.kthread, &part.worker),
+            (&whole.kthread, &whole.worker),
+            "{name}: found by name"
+        );
     }
+    eprintln!(
+        "BTF {name}: {read} of {blob} bytes read for the layout; kthread from BTF: {}",
+        part.kthread.is_some()
+    );
+    assert!(
+        read < blob / at_most,
+        "{name}: read {read} of a {blob}-byte .BTF"
+    );
+    assert_eq!(
+        sorted,
+        name.starts_with("deb7"),
+        "{name}: the kernel's index is used where BTF is sorted by name"
+    );
+}
+
+/// A kernel index of BTF that misleads (a pointer to a record outside the type section) is
+/// dropped: the layout comes from the blob, and equals its layout.
+#[test]
+fn a_misleading_btf_index_falls_back_to_the_blob() {
+    use harness::introspect::layout::{LayoutInputs, LayoutMethod};
+    let e = entry("deb7-amd64");
+    let mem = dump(&e, Mode::Running);
+    let k = kernel(mem.as_ref());
+    let whole = build(&btf::load(&k).unwrap()).unwrap();
+    let ix = k
+        .btf_blob
+        .lock()
+        .unwrap()
+        .index()
+        .expect("Debian 7.2's BTF is indexed");
+    // The pointer to the first named record, which the search reads first.
+    let at = harness::introspect::addr::KVirt(ix.types + 8 * u64::from(ix.named));
+    let victim = k.space.linear(at).expect("types[] in the direct map");
+    let patched = Patched::new(
+        mem.as_ref(),
+        vec![(victim, 0x4141_4141_4141_4141u64.to_le_bytes().to_vec())],
+    );
+    let k = kernel(&patched);
+    assert!(k.btf_blob.lock().unwrap().is_indexed());
+    let l = btf::BtfMethod.layout(&k, &LayoutInputs::default()).unwrap();
+    assert!(
+        !k.btf_blob.lock().unwrap().is_indexed(),
+        "the index is dropped"
+    );
+    assert_eq!(l, whole);
 }
 
 /// Corrupting the real task list (garbage pointer, a loop back to an earlier task) ends the

@@ -21,7 +21,8 @@
 use emulator::mem::{PhysAddr, PhysMem};
 
 use super::addr::KVirt;
-use super::btf::{BtfRead, HEAD_READ};
+use super::btf::sparse::KERNEL_STRUCT_READ;
+use super::btf::{BtfRead, KernelIndex, Sparse, HEAD_READ};
 use super::kallsyms::{Kallsyms, KallsymsError};
 use super::kspace::{KSpaceError, KernelSpace, START_KERNEL_MAP};
 use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
@@ -125,6 +126,7 @@ const WANTED: &[&str] = &[
     "__start___ksymtab",
     "_etext",
     "_sinittext",
+    "btf_vmlinux",
 ];
 
 /// The initial pid namespace, which the walk's pid index (`pidindex`) looks up right after
@@ -172,9 +174,16 @@ impl<'m> Kernel<'m> {
         let pair = |a: &str, b: &str| Some((sym(a)?, sym(b)?)).filter(|(s, e)| e.0 > s.0);
         let btf = pair("__start_BTF", "__stop_BTF");
         let btf_head = btf.map(|(s, e)| (s, (e.0 - s.0).min(HEAD_READ) as usize));
-        let ([stored_base, l5, pob, vmci_data, vmci_size], head) = image_vars(
+        let ([stored_base, l5, pob, vmci_data, vmci_size, btf_vmlinux], head) = image_vars(
             &space,
-            [("phys_base", 8), ("__pgtable_l5_enabled", 4), ("page_offset_base", 8), ("vmcoreinfo_data", 8), ("vmcoreinfo_size", 8)],
+            [
+                ("phys_base", 8),
+                ("__pgtable_l5_enabled", 4),
+                ("page_offset_base", 8),
+                ("vmcoreinfo_data", 8),
+                ("vmcoreinfo_size", 8),
+                ("btf_vmlinux", 8),
+            ],
             &sym,
             btf_head,
         );
@@ -208,7 +217,15 @@ impl<'m> Kernel<'m> {
             }
         }
 
-        let vmcoreinfo = read_vmcoreinfo(&space, vmci_data.and_then(Result::ok), vmci_size.and_then(Result::ok));
+        // With the kernel's parsed BTF (`*btf_vmlinux`, absent until BPF first needs it), whose
+        // index of a name-sorted blob spares reading all of it (`layout::sorted`).
+        let parsed_btf = btf_vmlinux.and_then(Result::ok).filter(|&p| p != 0).map(|p| (KVirt(p), KERNEL_STRUCT_READ));
+        let (vmcoreinfo, parsed_btf) =
+            read_vmcoreinfo(&space, vmci_data.and_then(Result::ok), vmci_size.and_then(Result::ok), parsed_btf);
+        if let (Some((s, e)), Some(raw), Some(h)) = (btf, parsed_btf, btf_blob.header) {
+            let head = btf_blob.data.get(..24).unwrap_or_default();
+            btf_blob.sparse = KernelIndex::parse(&raw, s.0, e.0 - s.0, head, &h).map(|ix| Sparse::new(ix).into());
+        }
         let vmcoreinfo_check = match vmcoreinfo.as_ref().and_then(|v| agrees_with_vmcoreinfo(&found.kallsyms, v)) {
             Some(true) => ", VMCOREINFO agrees",
             Some(false) => {
@@ -349,15 +366,16 @@ fn image_vars<const N: usize>(
     (vals, raw.and_then(|_| read.next()))
 }
 
-/// The VMCOREINFO text, from the values of `vmcoreinfo_data` (its address) and `vmcoreinfo_size`.
-fn read_vmcoreinfo(space: &KernelSpace<'_>, data: Option<u64>, size: Option<u64>) -> Option<VmcoreInfo> {
-    let ptr = KVirt(data?);
-    let size = size? as usize;
-    if ptr.0 == 0 || size == 0 {
-        return None;
-    }
-    let mut buf = vec![0u8; size.min(vmcoreinfo::MAX_BYTES)];
-    space.read(ptr, &mut buf).ok()?;
-    let v = VmcoreInfo::parse(&buf);
-    (!v.is_empty()).then_some(v)
+/// The VMCOREINFO text, from the values of `vmcoreinfo_data` (its address) and
+/// `vmcoreinfo_size`, and the bytes of `with`, read in the same batch.
+fn read_vmcoreinfo(
+    space: &KernelSpace<'_>,
+    data: Option<u64>,
+    size: Option<u64>,
+    with: Option<(KVirt, usize)>,
+) -> (Option<VmcoreInfo>, Option<Vec<u8>>) {
+    let text = data.zip(size).filter(|&(p, n)| p != 0 && n != 0).map(|(p, n)| (KVirt(p), (n as usize).min(vmcoreinfo::MAX_BYTES)));
+    let mut got = space.read_many(&text.into_iter().chain(with).collect::<Vec<_>>()).into_iter();
+    let v = text.and_then(|_| got.next()?.ok()).map(|b| VmcoreInfo::parse(&b)).filter(|v| !v.is_empty());
+    (v, with.and_then(|_| got.next()?.ok()))
 }

@@ -94,11 +94,10 @@ impl PidLayout {
     /// reads less.
     pub fn from_btf_core(btf: &Btf) -> Result<PidLayout, String> {
         let m = |s: &str, f: &str| member(btf, s, f);
-        let (nr, ns) = (m("upid", "nr")?, m("upid", "ns")?);
-        if (nr, ns) != (0, UPID_NS) {
-            return Err(format!("struct upid has nr at {nr} and ns at {ns}, not 0 and {UPID_NS}"));
-        }
-        Ok(PidLayout {
+        // Every lookup before any check: a reader of records one by one (`layout::sorted`)
+        // then reads what they all need together.
+        let (nr, ns) = (m("upid", "nr"), m("upid", "ns"));
+        let l = PidLayout {
             thread_pid: m("task_struct", "thread_pid")?,
             pid_links: m("task_struct", "pid_links")?,
             tasks: m("pid", "tasks")?,
@@ -106,7 +105,12 @@ impl PidLayout {
             ns_xarray: m("pid_namespace", "idr")? + m("idr", "idr_rt")?,
             xa_head: m("xarray", "xa_head")?,
             chunk: None,
-        })
+        };
+        let (nr, ns) = (nr?, ns?);
+        if (nr, ns) != (0, UPID_NS) {
+            return Err(format!("struct upid has nr at {nr} and ns at {ns}, not 0 and {UPID_NS}"));
+        }
+        Ok(l)
     }
 
     /// The bytes of a `struct pid` read per pid: from `tasks[0]` to the end of `numbers[0]`.

@@ -16,17 +16,26 @@
 //! first struct of that name in id order, and a lookup that needed anything not read — a type
 //! id past the prefix, a string past it, a struct name not found in it — marks the blob
 //! [`Btf::short`], so that the caller reads more and asks again.
+//!
+//! Records and strings read one by one ([`Btf::sparse`], from a [`Sparse`]: a name-sorted BTF
+//! read through the kernel's own index of it, `layout::sorted`) answer the same way: a lookup
+//! that needs a record, a string or a name's types not read yet notes what it needs
+//! ([`Btf::take_wants`]) and marks the blob short.
 
+pub mod sparse;
 pub mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use emulator::bytes::Bytes;
+pub use sparse::{KernelIndex, Sparse, Wants};
 pub use types::{Kind, Member, Type, TypeId};
 
 pub const MAGIC: u16 = 0xeb9f;
 const MAX_DEPTH: usize = 16;
+/// Longest name read (a longer one is an error).
+pub const MAX_NAME: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BtfError {
@@ -106,6 +115,8 @@ pub struct BtfRead {
     pub(crate) strs: usize,
     /// The index of what was parsed last, continued when more is read.
     pub(crate) indexed: Option<Arc<Indexed>>,
+    /// What was read through the kernel's own index of a name-sorted blob (`layout::sorted`).
+    pub(crate) sparse: Option<Arc<Sparse>>,
 }
 
 /// Bytes read for a `.BTF` header (24 on every kernel so far; the header's own length is in
@@ -130,6 +141,16 @@ impl BtfRead {
         Ok(h)
     }
 
+    /// Whether the kernel's index of a name-sorted blob is used (`layout::sorted`).
+    pub fn is_indexed(&self) -> bool {
+        self.sparse.is_some()
+    }
+
+    /// The kernel's index of a name-sorted blob, while it is used.
+    pub fn index(&self) -> Option<KernelIndex> {
+        self.sparse.as_ref().map(|s| s.index)
+    }
+
     /// Whether both sections were read whole.
     pub fn whole(&self) -> bool {
         self.header.is_some_and(|h| self.types >= h.type_len as usize && self.strs >= h.str_len as usize)
@@ -144,6 +165,11 @@ pub struct Btf {
     ix: Arc<Indexed>,
     /// Which sections a lookup needed more of (types, strings).
     short: std::cell::Cell<(bool, bool)>,
+    /// Of a sparse blob: what was read one by one, and what lookups needed that was not.
+    sparse: Option<(Arc<Sparse>, std::cell::RefCell<Wants>)>,
+    /// Structs found by name and required members (`layout::btf`), so that each member lookup
+    /// does not check them again.
+    pub(crate) found: std::cell::RefCell<HashMap<(String, Vec<String>), TypeId>>,
 }
 
 /// The index of a blob or of the part read: where each record is, the structs by name, and
@@ -195,12 +221,14 @@ impl Btf {
         let read = (types.min(header.type_len as usize), strs.min(header.str_len as usize));
         let fresh = || Indexed { index: Vec::new(), structs_by_name: HashMap::new(), read, cut: (false, false), stop: (0, 1) };
         let mut ix = match before {
-            Some(b) if b.read == read => return Ok(Btf { data, header, ix: b, short: Default::default() }),
+            Some(b) if b.read == read => {
+                return Ok(Btf { data, header, ix: b, short: Default::default(), sparse: None, found: Default::default() })
+            }
             Some(b) if b.read.0 <= read.0 && b.read.1 <= read.1 => Arc::try_unwrap(b).unwrap_or_else(|shared| (*shared).clone()),
             _ => fresh(),
         };
         (ix.read, ix.cut) = (read, (false, false));
-        let btf = Btf { data, header, ix: Arc::new(fresh()), short: Default::default() };
+        let btf = Btf { data, header, ix: Arc::new(fresh()), short: Default::default(), sparse: None, found: Default::default() };
         let partial = btf.is_partial();
         let mut records = Records { sec: btf.types_section(), pos: ix.stop.0, next_id: ix.stop.1, failed: false };
         loop {
@@ -235,6 +263,38 @@ impl Btf {
         Ok(Btf { ix: Arc::new(ix), short: Default::default(), ..btf })
     }
 
+    /// A blob of which only the records and strings `sparse` names were read (at their own
+    /// offsets in `data`, a buffer of the blob's length): see the module doc.
+    pub fn sparse(data: impl Into<Arc<Vec<u8>>>, sparse: Arc<Sparse>) -> Result<Btf, BtfError> {
+        let data = data.into();
+        let (header, total) = Header::parse(&data)?;
+        if total > data.len() {
+            return Err(BtfError::Header(format!("sections end at {total:#x}, blob is {:#x} bytes", data.len())));
+        }
+        let read = (header.type_len as usize, header.str_len as usize);
+        let ix = Indexed { index: Vec::new(), structs_by_name: HashMap::new(), read, cut: (false, false), stop: (0, 1) };
+        let sparse = Some((sparse, Default::default()));
+        Ok(Btf { data, header, ix: Arc::new(ix), short: Default::default(), sparse, found: Default::default() })
+    }
+
+    /// What lookups on a sparse blob needed and did not find (empty for the others).
+    pub fn take_wants(&self) -> Wants {
+        self.sparse.as_ref().map(|(_, w)| w.take()).unwrap_or_default()
+    }
+
+    /// Whether this is a sparse blob ([`Btf::sparse`]).
+    pub fn is_sparse(&self) -> bool {
+        self.sparse.is_some()
+    }
+
+    /// Note a want of a sparse blob (and mark it short).
+    fn want(&self, f: impl FnOnce(&mut Wants)) {
+        if let Some((_, w)) = &self.sparse {
+            f(&mut w.borrow_mut());
+            self.short.set((true, self.short.get().1));
+        }
+    }
+
     /// The index, to continue with [`Btf::parse_after`] once more of the blob is read.
     pub fn indexed(&self) -> Arc<Indexed> {
         Arc::clone(&self.ix)
@@ -242,7 +302,7 @@ impl Btf {
 
     /// Whether only part of the blob was read.
     pub fn is_partial(&self) -> bool {
-        self.ix.read != (self.header.type_len as usize, self.header.str_len as usize)
+        self.sparse.is_some() || self.ix.read != (self.header.type_len as usize, self.header.str_len as usize)
     }
 
     /// Whether a lookup so far needed bytes that were not read (never, on a whole blob).
@@ -303,7 +363,17 @@ impl Btf {
 
     /// The string at `off` in the string section.
     pub fn str_at(&self, off: u32) -> Result<&[u8], BtfError> {
-        self.strings().cstr(off as usize, 4096).ok_or_else(|| {
+        if let Some((s, _)) = &self.sparse {
+            return match s.str_at(self.strings(), off) {
+                Ok(name) => Ok(name),
+                Err(true) => {
+                    self.want(|w| _ = w.strs.insert(off));
+                    Err(BtfError::Str { offset: off, reason: "not read".into() })
+                }
+                Err(false) => Err(BtfError::Str { offset: off, reason: "outside the string section or unterminated".into() }),
+            };
+        }
+        self.strings().cstr(off as usize, MAX_NAME).ok_or_else(|| {
             self.note(false, true);
             BtfError::Str { offset: off, reason: "outside the string section or unterminated".into() }
         })
@@ -315,6 +385,16 @@ impl Btf {
 
     /// The record for type `id` (not valid for 0 = void).
     pub fn get(&self, id: TypeId) -> Result<Type, BtfError> {
+        if let Some((s, _)) = &self.sparse {
+            if id == 0 || id >= s.index.nr {
+                return Err(BtfError::NoType { id, count: s.index.nr as usize });
+            }
+            let Some(&off) = s.records.get(&id) else {
+                self.want(|w| _ = w.ids.insert(id));
+                return Err(BtfError::NoType { id, count: s.records.len() });
+            };
+            return parse_record(self.types_section(), off as usize, id);
+        }
         let off = id.checked_sub(1).and_then(|i| self.ix.index.get(i as usize)).ok_or_else(|| {
             self.note_short();
             BtfError::NoType { id, count: self.ix.index.len() }
@@ -325,6 +405,15 @@ impl Btf {
     /// Struct type ids with this name, in id order (of a partial blob: those in the part read,
     /// the first of which is the first of the whole blob; none found marks it short).
     pub fn structs_named(&self, name: &str) -> &[TypeId] {
+        if let Some((s, _)) = &self.sparse {
+            return match s.named.get(name.as_bytes()) {
+                Some(ids) => ids.structs.as_slice(),
+                None => {
+                    self.want(|w| _ = w.names.insert(name.as_bytes().to_vec()));
+                    &[]
+                }
+            };
+        }
         let found = self.ix.structs_by_name.get(name.as_bytes()).map(Vec::as_slice).unwrap_or(&[]);
         if found.is_empty() {
             self.note_short();
@@ -452,7 +541,7 @@ impl Iterator for Records<'_> {
     }
 }
 
-fn parse_record(sec: Bytes<'_>, off: usize, id: TypeId) -> Result<Type, BtfError> {
+pub(crate) fn parse_record(sec: Bytes<'_>, off: usize, id: TypeId) -> Result<Type, BtfError> {
     let bad = |reason: &str| BtfError::Type { id, offset: off, reason: reason.to_owned() };
     let name_off = sec.u32(off).map_err(|_| bad("truncated record header"))?;
     let info = sec.u32(off + 4).map_err(|_| bad("truncated record header"))?;

@@ -149,7 +149,7 @@ fn unknown_kind_stops_iteration_with_error() {
     let (header, _) = Header::parse(&blob).unwrap();
     let read = (header.type_len as usize, header.str_len as usize);
     let ix = Indexed { index: Vec::new(), structs_by_name: HashMap::new(), read, cut: (false, false), stop: (0, 1) };
-    let btf = Btf { data: blob.clone().into(), header, ix: ix.into(), short: Default::default() };
+    let btf = Btf { data: blob.clone().into(), header, ix: ix.into(), short: Default::default(), sparse: None, found: Default::default() };
     let items: Vec<_> = btf.records().collect();
     assert_eq!(items.len(), 2);
     assert!(items[0].is_ok());

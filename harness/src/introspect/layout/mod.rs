@@ -18,6 +18,7 @@ pub mod build;
 pub mod fixed;
 pub mod heuristic;
 pub mod isf;
+pub mod sorted;
 pub mod thesis;
 
 use std::path::PathBuf;

@@ -41,31 +41,20 @@ impl KernelIndex {
     /// copy of the blob's header, then `nr_types`, `named_start_id` (7.x), `types_size` (the
     /// array's capacity) and `data_size`; the header copy grew by two words in 7.x, so the
     /// fields are found from the header copy and from `data_size`, the blob's length.
-    pub fn parse(
-        raw: &[u8],
-        start: u64,
-        len: u64,
-        head: &[u8],
-        header: &Header,
-    ) -> Option<KernelIndex> {
+    pub fn parse(raw: &[u8], start: u64, len: u64, head: &[u8], header: &Header) -> Option<KernelIndex> {
         let b = Bytes::new(raw);
         if b.u64(0).ok()? != start {
             return None;
         }
         let types = b.u64(8).ok()?;
         let copy = head.get(..24)?;
-        let h = (16..=64)
-            .step_by(8)
-            .find(|&h| raw.get(h..h + 24) == Some(copy))?;
+        let h = (16..=64).step_by(8).find(|&h| raw.get(h..h + 24) == Some(copy))?;
         let len = u32::try_from(len).ok()?;
-        let d = (h + 24 + 12..raw.len().min(h + 24 + 64))
-            .step_by(4)
-            .find(|&o| b.u32(o).ok() == Some(len))?;
+        let d = (h + 24 + 12..raw.len().min(h + 24 + 64)).step_by(4).find(|&o| b.u32(o).ok() == Some(len))?;
         let (nr, named, size) = (b.u32(d - 12).ok()?, b.u32(d - 8).ok()?, b.u32(d - 4).ok()?);
         // Every record is at least 12 bytes; `void` has none.
         let most = header.type_len / 12 + 1;
-        (types.is_multiple_of(8) && 1 < named && named < nr && nr <= size && nr <= most)
-            .then_some(KernelIndex { types, nr, named })
+        (types.is_multiple_of(8) && 1 < named && named < nr && nr <= size && nr <= most).then_some(KernelIndex { types, nr, named })
     }
 }
 
@@ -109,13 +98,7 @@ impl Wants {
 
 impl Sparse {
     pub fn new(index: KernelIndex) -> Sparse {
-        Sparse {
-            index,
-            records: HashMap::new(),
-            strs: BTreeMap::new(),
-            named: HashMap::new(),
-            pivots: Vec::new(),
-        }
+        Sparse { index, records: HashMap::new(), strs: BTreeMap::new(), named: HashMap::new(), pivots: Vec::new() }
     }
 
     /// Note that `strs[start..end]` (the string section's bytes) was read.
@@ -124,13 +107,7 @@ impl Sparse {
             return;
         }
         let (mut s, mut e) = (start, end);
-        let joined: Vec<u32> = self
-            .strs
-            .range(..=end)
-            .rev()
-            .take_while(|&(_, &b)| b >= start)
-            .map(|(&a, _)| a)
-            .collect();
+        let joined: Vec<u32> = self.strs.range(..=end).rev().take_while(|&(_, &b)| b >= start).map(|(&a, _)| a).collect();
         for a in joined {
             let b = self.strs.remove(&a).unwrap_or(a);
             (s, e) = (s.min(a), e.max(b));
@@ -141,11 +118,7 @@ impl Sparse {
     /// The bytes read of the string at `off` (of the section `strs`), and whether they end
     /// with its NUL (the NUL not included); `None` if nothing at `off` was read.
     pub fn known_str<'a>(&self, strs: Bytes<'a>, off: u32) -> Option<(&'a [u8], bool)> {
-        let (_, &end) = self
-            .strs
-            .range(..=off)
-            .next_back()
-            .filter(|&(_, &e)| e > off)?;
+        let (_, &end) = self.strs.range(..=off).next_back().filter(|&(_, &e)| e > off)?;
         let bytes = strs.slice(off as usize, (end - off) as usize).ok()?;
         Some(match bytes.iter().position(|&c| c == 0) {
             Some(n) => (&bytes[..n], true),
@@ -206,20 +179,10 @@ mod tests {
         let len = 24 + 5_000_000u64;
         // 7.x: nr_types, named_start_id, types_size, data_size after a 32-byte header copy.
         let raw = kernel_struct(&h, 32, &[124_640, 55_242, 155_718, len as u32, 1]);
-        assert_eq!(
-            KernelIndex::parse(&raw, START, len, &h, &parsed),
-            Some(KernelIndex {
-                types: TYPES,
-                nr: 124_640,
-                named: 55_242
-            })
-        );
+        assert_eq!(KernelIndex::parse(&raw, START, len, &h, &parsed), Some(KernelIndex { types: TYPES, nr: 124_640, named: 55_242 }));
         // named_start_id after the 24-byte copy.
         let raw = kernel_struct(&h, 24, &[124_640, 55_242, 155_718, len as u32, 1]);
-        assert_eq!(
-            KernelIndex::parse(&raw, START, len, &h, &parsed).map(|i| i.named),
-            Some(55_242)
-        );
+        assert_eq!(KernelIndex::parse(&raw, START, len, &h, &parsed).map(|i| i.named), Some(55_242));
     }
 
     #[test]
@@ -230,43 +193,23 @@ mod tests {
         let unsorted = kernel_struct(&h, 24, &[124_640, 155_718, len as u32, 1]);
         assert_eq!(KernelIndex::parse(&unsorted, START, len, &h, &parsed), None);
         let sorted = kernel_struct(&h, 32, &[124_640, 55_242, 155_718, len as u32, 1]);
-        assert_eq!(
-            KernelIndex::parse(&sorted, START + 8, len, &h, &parsed),
-            None,
-            "another blob"
-        );
-        assert_eq!(
-            KernelIndex::parse(&sorted, START, len + 4, &h, &parsed),
-            None,
-            "another length"
-        );
+        assert_eq!(KernelIndex::parse(&sorted, START + 8, len, &h, &parsed), None, "another blob");
+        assert_eq!(KernelIndex::parse(&sorted, START, len + 4, &h, &parsed), None, "another length");
         let (other, _) = head(3_000_004, 2_000_000);
-        assert_eq!(
-            KernelIndex::parse(&sorted, START, len, &other, &parsed),
-            None,
-            "another header"
-        );
+        assert_eq!(KernelIndex::parse(&sorted, START, len, &other, &parsed), None, "another header");
         // More types than the type section can hold, or named_start_id past them.
         let many = kernel_struct(&h, 32, &[300_000, 55_242, 400_000, len as u32, 1]);
         assert_eq!(KernelIndex::parse(&many, START, len, &h, &parsed), None);
         let past = kernel_struct(&h, 32, &[124_640, 124_640, 155_718, len as u32, 1]);
         assert_eq!(KernelIndex::parse(&past, START, len, &h, &parsed), None);
-        assert_eq!(
-            KernelIndex::parse(&sorted[..60], START, len, &h, &parsed),
-            None,
-            "cut short"
-        );
+        assert_eq!(KernelIndex::parse(&sorted[..60], START, len, &h, &parsed), None, "cut short");
     }
 
     #[test]
     fn string_spans_join_and_say_what_is_left_to_read() {
         let sec = b"\0task_struct\0cred\0a_name_unterminated_in_the_section";
         let strs = Bytes::new(sec);
-        let mut s = Sparse::new(KernelIndex {
-            types: TYPES,
-            nr: 10,
-            named: 2,
-        });
+        let mut s = Sparse::new(KernelIndex { types: TYPES, nr: 10, named: 2 });
         assert_eq!(s.str_at(strs, 1), Err(true), "nothing read");
         s.add_str(1, 8);
         assert_eq!(s.known_str(strs, 1), Some((&b"task_st"[..], false)));
@@ -277,21 +220,9 @@ mod tests {
         assert_eq!(s.strs.len(), 1, "touching spans joined: {:?}", s.strs);
         assert_eq!(s.str_at(strs, 1), Ok(&b"task_struct"[..]));
         assert_eq!(s.str_at(strs, 13), Ok(&b"cred"[..]));
-        assert_eq!(
-            s.str_at(strs, 19),
-            Err(true),
-            "a string cut at the span's end"
-        );
+        assert_eq!(s.str_at(strs, 19), Err(true), "a string cut at the span's end");
         s.add_str(0, sec.len() as u32);
-        assert_eq!(
-            s.str_at(strs, 19),
-            Err(false),
-            "unterminated at the section's end"
-        );
-        assert_eq!(
-            s.str_at(strs, sec.len() as u32),
-            Err(false),
-            "outside the section"
-        );
+        assert_eq!(s.str_at(strs, 19), Err(false), "unterminated at the section's end");
+        assert_eq!(s.str_at(strs, sec.len() as u32), Err(false), "outside the section");
     }
 }

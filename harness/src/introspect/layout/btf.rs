@@ -129,6 +129,16 @@ pub fn with_btf<T, E>(kernel: &Kernel<'_>, f: impl Fn(&Btf) -> Result<T, E>) -> 
     }
 }
 
+/// `f` on the kernel's BTF: on what it looks up, read through the kernel's index of a
+/// name-sorted blob (see [`sorted`]), else on the whole blob (for structures described anywhere
+/// in it, where a growing prefix would cost more round trips than it saves).
+pub fn with_index_or_load<T, E>(kernel: &Kernel<'_>, f: impl Fn(&Btf) -> Result<T, E>) -> Result<Result<T, E>, LayoutError> {
+    match sorted::with_index(kernel, &f) {
+        Some((_, answered)) => Ok(answered),
+        None => Ok(f(&load(kernel)?)),
+    }
+}
+
 /// Read and parse the kernel's whole BTF; the blob is read from memory once per [`Kernel`]
 /// (kept in `Kernel::btf_blob`, with what [`with_btf`] read of it and its index, which each
 /// caller shares or continues rather than redoing).

@@ -42,22 +42,11 @@ pub const NARROW: usize = 48;
 /// Bytes read of a string first.
 pub const STR_READ: usize = 48;
 /// The structures a listing looks up (its layout: `layout::build`; its pid index:
-/// `pidns::PidLayout::from_btf_core`): the first search looks them all up, whichever asks first,
-/// since each search costs its own round trips and together they cost one search's. A name not
-/// here is searched when asked for.
-pub const SEARCHED_TOGETHER: &[&str] = &[
-    "task_struct",
-    "signal_struct",
-    "cred",
-    "mm_struct",
-    "kthread",
-    "worker",
-    "upid",
-    "pid",
-    "pid_namespace",
-    "idr",
-    "xarray",
-];
+/// `pidns::PidLayout::from_btf_core`): a search for one of them looks them all up, whichever
+/// asks first, since each search costs its own round trips and together they cost one search's.
+/// Other names (`lsmod`'s, `dmesg`'s) are searched as asked for.
+pub const SEARCHED_TOGETHER: &[&str] =
+    &["task_struct", "signal_struct", "cred", "mm_struct", "kthread", "worker", "upid", "pid", "pid_namespace", "idr", "xarray"];
 /// Most bytes of records between two pivots read as one span.
 const MAX_SPAN: u64 = 4 << 20;
 /// Most bytes of one record (a struct of 65,535 members).
@@ -71,10 +60,7 @@ const MAX_ROUNDS: usize = 32;
 /// `f` answered from records read through the kernel's index (see the module doc), with the
 /// blob that answered; `None` if the kernel has no usable index (or it misled: it is then
 /// dropped, and the caller reads the blob).
-pub fn with_index<T, E>(
-    kernel: &Kernel<'_>,
-    f: &dyn Fn(&Btf) -> Result<T, E>,
-) -> Option<(Btf, Result<T, E>)> {
+pub fn with_index<T, E>(kernel: &Kernel<'_>, f: &dyn Fn(&Btf) -> Result<T, E>) -> Option<(Btf, Result<T, E>)> {
     let mut got = kernel.btf_blob.lock().unwrap_or_else(|p| p.into_inner());
     let (start, _) = kernel.info.btf?;
     for _ in 0..MAX_ROUNDS {
@@ -95,17 +81,11 @@ pub fn with_index<T, E>(
             return drop_index(&mut got, &e);
         }
     }
-    drop_index(
-        &mut got,
-        &format!("lookups still short after {MAX_ROUNDS} rounds"),
-    )
+    drop_index(&mut got, &format!("lookups still short after {MAX_ROUNDS} rounds"))
 }
 
 fn drop_index<T>(got: &mut BtfRead, why: &str) -> Option<T> {
-    tracing::debug!(
-        why,
-        "the kernel's index of its BTF is not used; reading the blob"
-    );
+    tracing::debug!(why, "the kernel's index of its BTF is not used; reading the blob");
     got.sparse = None;
     None
 }
@@ -124,12 +104,7 @@ type Read = Result<(), String>;
 impl<'k, 'm> Reader<'k, 'm> {
     fn new(kernel: &'k Kernel<'m>, start: KVirt, h: Header) -> Self {
         let (hl, tl, sl) = (h.hdr_len as u64, h.type_len as u64, h.str_len as u64);
-        Reader {
-            kernel,
-            types: (hl + h.type_off as u64, tl),
-            strs: (hl + h.str_off as u64, sl),
-            start,
-        }
+        Reader { kernel, types: (hl + h.type_off as u64, tl), strs: (hl + h.str_off as u64, sl), start }
     }
 
     fn at(&self, off: u64) -> KVirt {
@@ -138,22 +113,11 @@ impl<'k, 'm> Reader<'k, 'm> {
 
     /// Read `regions` (blob offsets, lengths) in one batch into `data` at their offsets.
     fn read(&self, data: &mut [u8], regions: &[(u64, usize)]) -> Read {
-        let got = self.kernel.space.read_many(
-            &regions
-                .iter()
-                .map(|&(o, n)| (self.at(o), n))
-                .collect::<Vec<_>>(),
-        );
+        let got = self.kernel.space.read_many(&regions.iter().map(|&(o, n)| (self.at(o), n)).collect::<Vec<_>>());
         for (&(off, n), bytes) in regions.iter().zip(got) {
             let bytes = bytes.map_err(|e| format!("reading BTF at blob offset {off:#x}: {e}"))?;
-            let to = data
-                .get_mut(off as usize..off as usize + n)
-                .ok_or_else(|| format!("BTF read at {off:#x} past the blob"))?;
-            to.copy_from_slice(
-                bytes
-                    .get(..n)
-                    .ok_or_else(|| format!("short BTF read at {off:#x}"))?,
-            );
+            let to = data.get_mut(off as usize..off as usize + n).ok_or_else(|| format!("BTF read at {off:#x} past the blob"))?;
+            to.copy_from_slice(bytes.get(..n).ok_or_else(|| format!("short BTF read at {off:#x}"))?);
         }
         Ok(())
     }
@@ -164,11 +128,9 @@ impl<'k, 'm> Reader<'k, 'm> {
         let data = Arc::make_mut(&mut got.data);
         let (mut ids, mut strs) = (wants.ids, wants.strs);
         if !wants.names.is_empty() {
-            let names: BTreeSet<Vec<u8>> = wants
-                .names
-                .into_iter()
-                .chain(SEARCHED_TOGETHER.iter().map(|n| n.as_bytes().to_vec()))
-                .collect();
+            let listing = wants.names.iter().any(|n| SEARCHED_TOGETHER.iter().any(|t| t.as_bytes() == n.as_slice()));
+            let together = SEARCHED_TOGETHER.iter().filter(|_| listing).map(|n| n.as_bytes().to_vec());
+            let names: BTreeSet<Vec<u8>> = wants.names.into_iter().chain(together).collect();
             for id in self.search(&mut s, data, &names)? {
                 self.follow(&s, data, id, true, &mut ids, &mut strs);
             }
@@ -179,13 +141,7 @@ impl<'k, 'm> Reader<'k, 'm> {
     }
 
     /// Read the records `ids` and the strings `strs`, and what they bring (see the module doc).
-    fn records(
-        &self,
-        s: &mut Sparse,
-        data: &mut [u8],
-        mut ids: BTreeSet<TypeId>,
-        mut strs: BTreeSet<u32>,
-    ) -> Read {
+    fn records(&self, s: &mut Sparse, data: &mut [u8], mut ids: BTreeSet<TypeId>, mut strs: BTreeSet<u32>) -> Read {
         let nr = s.index.nr;
         for _ in 0..MAX_LEVELS {
             ids.retain(|id| !s.records.contains_key(id) && *id != 0 && *id < nr);
@@ -193,19 +149,13 @@ impl<'k, 'm> Reader<'k, 'm> {
                 break;
             }
             // The pointers to each record and to the next (its end), with the strings.
-            let ptrs: Vec<(TypeId, u64)> =
-                ids.iter().map(|&id| (id, self.pointer(s, id))).collect();
+            let ptrs: Vec<(TypeId, u64)> = ids.iter().map(|&id| (id, self.pointer(s, id))).collect();
             let mut regions: Vec<(u64, usize)> = Vec::new();
             let mut scratch: Vec<Vec<u8>> = Vec::new();
-            let got = self.kernel.space.read_many(
-                &ptrs
-                    .iter()
-                    .map(|&(id, p)| (KVirt(p), if id + 1 < nr { 16 } else { 8 }))
-                    .collect::<Vec<_>>(),
-            );
+            let got =
+                self.kernel.space.read_many(&ptrs.iter().map(|&(id, p)| (KVirt(p), if id + 1 < nr { 16 } else { 8 })).collect::<Vec<_>>());
             for (bytes, &(id, p)) in got.into_iter().zip(&ptrs) {
-                let bytes = bytes
-                    .map_err(|e| format!("reading the pointer to BTF type {id} at {p:#x}: {e}"))?;
+                let bytes = bytes.map_err(|e| format!("reading the pointer to BTF type {id} at {p:#x}: {e}"))?;
                 scratch.push(bytes);
             }
             self.read_strs(s, data, &strs)?;
@@ -219,9 +169,7 @@ impl<'k, 'm> Reader<'k, 'm> {
                     Err(_) => self.types.0 + self.types.1,
                 };
                 if to <= from || to - from > MAX_RECORD {
-                    return Err(format!(
-                        "BTF type {id}: the kernel's pointers give a record of {from:#x}..{to:#x}"
-                    ));
+                    return Err(format!("BTF type {id}: the kernel's pointers give a record of {from:#x}..{to:#x}"));
                 }
                 regions.push((from, (to - from) as usize));
                 spans.push((id, from, to));
@@ -247,9 +195,7 @@ impl<'k, 'm> Reader<'k, 'm> {
         let off = addr.wrapping_sub(self.start.0);
         let (t, len) = self.types;
         if off < t || off >= t + len || (off - t) % 4 != 0 {
-            return Err(format!(
-                "the kernel's index points at {addr:#x}, not at a record of the type section"
-            ));
+            return Err(format!("the kernel's index points at {addr:#x}, not at a record of the type section"));
         }
         Ok(off)
     }
@@ -261,38 +207,23 @@ impl<'k, 'm> Reader<'k, 'm> {
         let t = parse_record(sec, off, id).map_err(|e| e.to_string())?;
         let len = 12 + t.kind.extra_len(t.vlen).unwrap_or(0);
         if off + len != end {
-            return Err(format!(
-                "BTF type {id} at {off:#x}: a record of {len} bytes where the index gives {}",
-                end - off
-            ));
+            return Err(format!("BTF type {id} at {off:#x}: a record of {len} bytes where the index gives {}", end - off));
         }
         s.records.insert(id, off as u32);
         Ok(())
     }
 
     fn type_section<'d>(&self, data: &'d [u8]) -> Bytes<'d> {
-        Bytes::new(data)
-            .sub(self.types.0 as usize, self.types.1 as usize)
-            .unwrap_or(Bytes::new(&[]))
+        Bytes::new(data).sub(self.types.0 as usize, self.types.1 as usize).unwrap_or(Bytes::new(&[]))
     }
 
     fn str_section<'d>(&self, data: &'d [u8]) -> Bytes<'d> {
-        Bytes::new(data)
-            .sub(self.strs.0 as usize, self.strs.1 as usize)
-            .unwrap_or(Bytes::new(&[]))
+        Bytes::new(data).sub(self.strs.0 as usize, self.strs.1 as usize).unwrap_or(Bytes::new(&[]))
     }
 
     /// What a lookup will ask after record `id` (see the module doc); `named`: a struct or
     /// union whose members are looked up by name though it has a name.
-    fn follow(
-        &self,
-        s: &Sparse,
-        data: &[u8],
-        id: TypeId,
-        named: bool,
-        ids: &mut BTreeSet<TypeId>,
-        strs: &mut BTreeSet<u32>,
-    ) {
+    fn follow(&self, s: &Sparse, data: &[u8], id: TypeId, named: bool, ids: &mut BTreeSet<TypeId>, strs: &mut BTreeSet<u32>) {
         let Some(&off) = s.records.get(&id) else {
             return;
         };
@@ -309,8 +240,7 @@ impl<'k, 'm> Reader<'k, 'm> {
                     };
                     if name == 0 {
                         ids.insert(ty);
-                    } else if !matches!(s.known_str(self.str_section(data), name), Some((_, true)))
-                    {
+                    } else if !matches!(s.known_str(self.str_section(data), name), Some((_, true))) {
                         strs.insert(name);
                     }
                 }
@@ -340,13 +270,7 @@ impl<'k, 'm> Reader<'k, 'm> {
             let n = (want as u64).min(sec_len - off as u64) as usize;
             regions.push((off, n));
         }
-        self.read(
-            data,
-            &regions
-                .iter()
-                .map(|&(o, n)| (self.strs.0 + o as u64, n))
-                .collect::<Vec<_>>(),
-        )?;
+        self.read(data, &regions.iter().map(|&(o, n)| (self.strs.0 + o as u64, n)).collect::<Vec<_>>())?;
         for (off, n) in regions {
             s.add_str(off, off + n as u32);
         }
@@ -366,12 +290,7 @@ impl<'k, 'm> Reader<'k, 'm> {
     }
 
     /// Find every id of each of `names` (kept in `s.named`); the structs found.
-    fn search(
-        &self,
-        s: &mut Sparse,
-        data: &mut [u8],
-        names: &BTreeSet<Vec<u8>>,
-    ) -> Result<Vec<TypeId>, String> {
+    fn search(&self, s: &mut Sparse, data: &mut [u8], names: &BTreeSet<Vec<u8>>) -> Result<Vec<TypeId>, String> {
         if s.pivots.is_empty() {
             self.pivots(s, data)?;
         }
@@ -379,14 +298,8 @@ impl<'k, 'm> Reader<'k, 'm> {
         // The span between the pivots around each name.
         let mut brackets = Vec::new();
         for name in &names {
-            let below = s
-                .pivots
-                .iter()
-                .rposition(|p| self.order(s, data, p.2, name) == Some(Ordering::Less));
-            let above = s
-                .pivots
-                .iter()
-                .position(|p| self.order(s, data, p.2, name) == Some(Ordering::Greater));
+            let below = s.pivots.iter().rposition(|p| self.order(s, data, p.2, name) == Some(Ordering::Less));
+            let above = s.pivots.iter().position(|p| self.order(s, data, p.2, name) == Some(Ordering::Greater));
             let first = below.unwrap_or(0);
             let (from_id, from) = (s.pivots[first].0, s.pivots[first].1);
             let (to_id, to) = match above {
@@ -394,10 +307,7 @@ impl<'k, 'm> Reader<'k, 'm> {
                 None => (s.index.nr, self.types.0 + self.types.1),
             };
             if to_id < from_id {
-                return Err(format!(
-                    "BTF names around {:?} do not ascend: not sorted",
-                    String::from_utf8_lossy(name)
-                ));
+                return Err(format!("BTF names around {:?} do not ascend: not sorted", String::from_utf8_lossy(name)));
             }
             brackets.push((from_id, self.offset_of(from)?, to_id, to));
         }
@@ -408,10 +318,8 @@ impl<'k, 'm> Reader<'k, 'm> {
         let regions: Vec<(u64, usize)> = spans
             .iter()
             .map(|&(_, from, _, to)| {
-                let n = to
-                    .checked_sub(from)
-                    .filter(|&n| n <= MAX_SPAN)
-                    .ok_or_else(|| format!("BTF span {from:#x}..{to:#x} between pivots"))?;
+                let n =
+                    to.checked_sub(from).filter(|&n| n <= MAX_SPAN).ok_or_else(|| format!("BTF span {from:#x}..{to:#x} between pivots"))?;
                 Ok((from, n as usize))
             })
             .collect::<Result<_, String>>()?;
@@ -420,8 +328,7 @@ impl<'k, 'm> Reader<'k, 'm> {
         for &(mut id, from, to_id, to) in &spans {
             let mut off = from;
             while off < to && id < to_id {
-                let t = parse_record(self.type_section(data), (off - self.types.0) as usize, id)
-                    .map_err(|e| e.to_string())?;
+                let t = parse_record(self.type_section(data), (off - self.types.0) as usize, id).map_err(|e| e.to_string())?;
                 s.records.insert(id, (off - self.types.0) as u32);
                 off = self.types.0 + (t.extra_off + t.kind.extra_len(t.vlen).unwrap_or(0)) as u64;
                 id += 1;
@@ -432,17 +339,9 @@ impl<'k, 'm> Reader<'k, 'm> {
         }
         // Narrow each span down to the name's run.
         let name_of = |s: &Sparse, data: &[u8], id: TypeId| -> Option<u32> {
-            Some(
-                parse_record(self.type_section(data), *s.records.get(&id)? as usize, id)
-                    .ok()?
-                    .name_off,
-            )
+            Some(parse_record(self.type_section(data), *s.records.get(&id)? as usize, id).ok()?.name_off)
         };
-        let mut open: Vec<(&Vec<u8>, TypeId, TypeId)> = names
-            .iter()
-            .zip(&brackets)
-            .map(|(n, b)| (*n, b.0, b.2))
-            .collect();
+        let mut open: Vec<(&Vec<u8>, TypeId, TypeId)> = names.iter().zip(&brackets).map(|(n, b)| (*n, b.0, b.2)).collect();
         let mut found = Vec::new();
         for _ in 0..MAX_ROUNDS {
             if open.is_empty() {
@@ -456,50 +355,28 @@ impl<'k, 'm> Reader<'k, 'm> {
                     if n <= NARROW {
                         (lo..hi).collect()
                     } else {
-                        (0..NARROW)
-                            .map(|i| lo + (i * (n - 1) / (NARROW - 1)) as TypeId)
-                            .collect()
+                        (0..NARROW).map(|i| lo + (i * (n - 1) / (NARROW - 1)) as TypeId).collect()
                     }
                 })
                 .collect();
-            let offs: BTreeSet<u32> = probes
-                .iter()
-                .flatten()
-                .filter_map(|&id| name_of(s, data, id))
-                .collect();
+            let offs: BTreeSet<u32> = probes.iter().flatten().filter_map(|&id| name_of(s, data, id)).collect();
             self.read_strs(s, data, &offs)?;
             let mut still = Vec::new();
             for (&(name, lo, hi), probe) in open.iter().zip(&probes) {
-                let ord =
-                    |id: TypeId| name_of(s, data, id).and_then(|o| self.order(s, data, o, name));
+                let ord = |id: TypeId| name_of(s, data, id).and_then(|o| self.order(s, data, o, name));
                 if probe.len() == (hi - lo) as usize {
                     if probe.iter().any(|&id| ord(id).is_none()) {
                         still.push((name, lo, hi));
                         continue;
                     }
-                    let ids: Vec<TypeId> = probe
-                        .iter()
-                        .copied()
-                        .filter(|&id| ord(id) == Some(Ordering::Equal))
-                        .collect();
-                    let structs = ids
-                        .iter()
-                        .copied()
-                        .filter(|&id| self.kind_of(s, data, id) == Some(Kind::Struct))
-                        .collect();
+                    let ids: Vec<TypeId> = probe.iter().copied().filter(|&id| ord(id) == Some(Ordering::Equal)).collect();
+                    let structs = ids.iter().copied().filter(|&id| self.kind_of(s, data, id) == Some(Kind::Struct)).collect();
                     found.extend(&ids);
-                    s.named.insert(
-                        name.clone(),
-                        crate::introspect::btf::sparse::Named { ids, structs },
-                    );
+                    s.named.insert(name.clone(), crate::introspect::btf::sparse::Named { ids, structs });
                     continue;
                 }
-                let below = probe
-                    .iter()
-                    .rposition(|&id| ord(id) == Some(Ordering::Less));
-                let above = probe
-                    .iter()
-                    .position(|&id| ord(id) == Some(Ordering::Greater));
+                let below = probe.iter().rposition(|&id| ord(id) == Some(Ordering::Less));
+                let above = probe.iter().position(|&id| ord(id) == Some(Ordering::Greater));
                 let lo2 = below.map_or(lo, |i| probe[i]);
                 let hi2 = above.map_or(hi, |i| probe[i]);
                 still.push((name, lo2, hi2.max(lo2)));
@@ -509,61 +386,36 @@ impl<'k, 'm> Reader<'k, 'm> {
         if !open.is_empty() {
             return Err("the name search did not converge".into());
         }
-        Ok(found
-            .into_iter()
-            .filter(|&id| {
-                self.kind_of(s, data, id)
-                    .is_some_and(|k| matches!(k, Kind::Struct | Kind::Union))
-            })
-            .collect())
+        Ok(found.into_iter().filter(|&id| self.kind_of(s, data, id).is_some_and(|k| matches!(k, Kind::Struct | Kind::Union))).collect())
     }
 
     fn kind_of(&self, s: &Sparse, data: &[u8], id: TypeId) -> Option<Kind> {
-        Some(
-            parse_record(self.type_section(data), *s.records.get(&id)? as usize, id)
-                .ok()?
-                .kind,
-        )
+        Some(parse_record(self.type_section(data), *s.records.get(&id)? as usize, id).ok()?.kind)
     }
 
     /// The search's first probes (see the module doc), checked to ascend by name.
     fn pivots(&self, s: &mut Sparse, data: &mut [u8]) -> Read {
         let (lo, hi) = (s.index.named as u64, s.index.nr as u64 - 1);
-        let mut ids: Vec<TypeId> = (0..PIVOTS)
-            .map(|i| (lo + (hi - lo) * i / (PIVOTS - 1)) as TypeId)
-            .collect();
+        let mut ids: Vec<TypeId> = (0..PIVOTS).map(|i| (lo + (hi - lo) * i / (PIVOTS - 1)) as TypeId).collect();
         ids.dedup();
-        let got = self.kernel.space.read_many(
-            &ids.iter()
-                .map(|&id| (KVirt(self.pointer(s, id)), 8))
-                .collect::<Vec<_>>(),
-        );
+        let got = self.kernel.space.read_many(&ids.iter().map(|&id| (KVirt(self.pointer(s, id)), 8)).collect::<Vec<_>>());
         let mut addrs = Vec::new();
         for (bytes, &id) in got.into_iter().zip(&ids) {
             let b = bytes.map_err(|e| format!("reading the pointer to BTF type {id}: {e}"))?;
             let a = Bytes::new(&b).u64(0).map_err(|_| "short pointer read")?;
             let off = self.offset_of(a)?;
             if addrs.last().is_some_and(|&(_, last)| off <= last) {
-                return Err(format!(
-                    "the kernel's pointers to BTF records do not ascend at type {id}"
-                ));
+                return Err(format!("the kernel's pointers to BTF records do not ascend at type {id}"));
             }
             addrs.push((a, off));
         }
-        let got = self.kernel.space.read_many(
-            &addrs
-                .iter()
-                .map(|&(a, _)| (KVirt(a), 12))
-                .collect::<Vec<_>>(),
-        );
+        let got = self.kernel.space.read_many(&addrs.iter().map(|&(a, _)| (KVirt(a), 12)).collect::<Vec<_>>());
         let mut pivots = Vec::new();
         for ((bytes, &id), &(a, _)) in got.into_iter().zip(&ids).zip(&addrs) {
             let b = bytes.map_err(|e| format!("reading BTF type {id} at {a:#x}: {e}"))?;
             let name = Bytes::new(&b).u32(0).map_err(|_| "short record read")?;
             if name == 0 {
-                return Err(format!(
-                    "BTF type {id}, past the first named type, has no name"
-                ));
+                return Err(format!("BTF type {id}, past the first named type, has no name"));
             }
             pivots.push((id, a, name));
         }
@@ -573,10 +425,7 @@ impl<'k, 'm> Reader<'k, 'm> {
             let (a, b) = (s.known_str(strs, w[0].2), s.known_str(strs, w[1].2));
             if let (Some((a, true)), Some((b, true))) = (a, b) {
                 if a > b {
-                    return Err(format!(
-                        "BTF names do not ascend from type {} to {}: not sorted",
-                        w[0].0, w[1].0
-                    ));
+                    return Err(format!("BTF names do not ascend from type {} to {}: not sorted", w[0].0, w[1].0));
                 }
             }
         }
@@ -601,20 +450,13 @@ mod tests {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.resize(24 + 13, 0);
-        let nothing = Arc::new(Sparse::new(KernelIndex {
-            types: 0,
-            nr: 2,
-            named: 1,
-        }));
+        let nothing = Arc::new(Sparse::new(KernelIndex { types: 0, nr: 2, named: 1 }));
         let btf = Btf::sparse(blob, nothing).unwrap();
         let _ = build_core(&btf);
         let _ = private_structs(&btf);
         let _ = PidLayout::from_btf_core(&btf);
         let asked: BTreeSet<Vec<u8>> = btf.take_wants().names;
-        let together: BTreeSet<Vec<u8>> = SEARCHED_TOGETHER
-            .iter()
-            .map(|n| n.as_bytes().to_vec())
-            .collect();
+        let together: BTreeSet<Vec<u8>> = SEARCHED_TOGETHER.iter().map(|n| n.as_bytes().to_vec()).collect();
         assert_eq!(asked, together);
     }
 }

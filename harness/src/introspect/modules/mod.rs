@@ -221,11 +221,11 @@ pub fn locate(kernel: &Kernel<'_>, head: KVirt, method: ModMethod) -> Result<Loc
     let failed = |reason: String| LsmodError::Failed { method, reason };
     match method {
         ModMethod::Btf => {
-            let b = btf::load(kernel).map_err(|e| match e {
+            let layout = btf::with_index_or_load(kernel, ModuleLayout::from_btf).map_err(|e| match e {
                 LayoutError::Unavailable { reason, .. } => unavailable(reason),
                 other => failed(other.to_string()),
             })?;
-            let layout = ModuleLayout::from_btf(&b).map_err(failed)?;
+            let layout = layout.map_err(failed)?;
             Ok(Located { method, layout, how: "BTF struct module".into() })
         }
         ModMethod::Vmcoreinfo => {

@@ -149,11 +149,11 @@ pub fn locate(kernel: &Kernel<'_>, method: PrbMethod) -> Result<Located, DmesgEr
             Ok(Located { method, layout, ring, how: format!("VMCOREINFO SYMBOL(prb) {prb} → {ring}") })
         }
         PrbMethod::Btf => {
-            let b = btf::load(kernel).map_err(|e| match e {
+            let layout = btf::with_index_or_load(kernel, PrbLayout::from_btf).map_err(|e| match e {
                 LayoutError::Unavailable { reason, .. } => unavailable(reason),
                 other => failed(other.to_string()),
             })?;
-            let layout = PrbLayout::from_btf(&b).map_err(failed)?;
+            let layout = layout.map_err(failed)?;
             let prb = kernel.symbols(&["prb"]).map_err(|e| failed(e.to_string()))?[0]
                 .ok_or_else(|| unavailable("kallsyms has no prb (kernel without CONFIG_KALLSYMS_ALL)".into()))?;
             let ring = deref(prb)?;

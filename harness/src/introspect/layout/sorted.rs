@@ -33,6 +33,7 @@ use crate::introspect::addr::KVirt;
 use crate::introspect::btf::types::Kind;
 use crate::introspect::btf::{parse_record, Btf, BtfRead, Header, Sparse, TypeId, Wants, MAX_NAME};
 use crate::introspect::kernel::Kernel;
+use crate::introspect::kspace::KSpaceError;
 
 /// Ids probed first, spread over the named ids (the records between two are read as one span:
 /// on Debian's 7.2, 69,000 named ids in 1.7 MB, about 13 KB).
@@ -58,8 +59,8 @@ const MAX_LEVELS: usize = 8;
 const MAX_ROUNDS: usize = 32;
 
 /// `f` answered from records read through the kernel's index (see the module doc), with the
-/// blob that answered; `None` if the kernel has no usable index (or it misled: it is then
-/// dropped, and the caller reads the blob).
+/// blob that answered; `None` if the kernel has no usable index, or it misled, or `f` failed on
+/// what was read (the index is then dropped, and the caller reads the blob).
 pub fn with_index<T, E>(kernel: &Kernel<'_>, f: &dyn Fn(&Btf) -> Result<T, E>) -> Option<(Btf, Result<T, E>)> {
     let mut got = kernel.btf_blob.lock().unwrap_or_else(|p| p.into_inner());
     let (start, _) = kernel.info.btf?;
@@ -71,6 +72,10 @@ pub fn with_index<T, E>(kernel: &Kernel<'_>, f: &dyn Fn(&Btf) -> Result<T, E>) -
         };
         let r = f(&btf);
         let wants = btf.take_wants();
+        if wants.is_empty() && r.is_err() {
+            // A name the search missed would look absent: the blob decides.
+            return drop_index(&mut got, "the lookups failed on the records read");
+        }
         if wants.is_empty() {
             return Some((btf, r));
         }
@@ -88,6 +93,14 @@ fn drop_index<T>(got: &mut BtfRead, why: &str) -> Option<T> {
     tracing::debug!(why, "the kernel's index of its BTF is not used; reading the blob");
     got.sparse = None;
     None
+}
+
+/// Put `n` bytes read at blob offset `off` into the blob's buffer `data`.
+fn put(data: &mut [u8], off: u64, n: usize, bytes: Result<Vec<u8>, KSpaceError>) -> Read {
+    let bytes = bytes.map_err(|e| format!("reading BTF at blob offset {off:#x}: {e}"))?;
+    let to = data.get_mut(off as usize..off as usize + n).ok_or_else(|| format!("BTF read at {off:#x} past the blob"))?;
+    to.copy_from_slice(bytes.get(..n).ok_or_else(|| format!("short BTF read at {off:#x}"))?);
+    Ok(())
 }
 
 /// Reads through the kernel's index of the blob at `start`.
@@ -114,12 +127,7 @@ impl<'k, 'm> Reader<'k, 'm> {
     /// Read `regions` (blob offsets, lengths) in one batch into `data` at their offsets.
     fn read(&self, data: &mut [u8], regions: &[(u64, usize)]) -> Read {
         let got = self.kernel.space.read_many(&regions.iter().map(|&(o, n)| (self.at(o), n)).collect::<Vec<_>>());
-        for (&(off, n), bytes) in regions.iter().zip(got) {
-            let bytes = bytes.map_err(|e| format!("reading BTF at blob offset {off:#x}: {e}"))?;
-            let to = data.get_mut(off as usize..off as usize + n).ok_or_else(|| format!("BTF read at {off:#x} past the blob"))?;
-            to.copy_from_slice(bytes.get(..n).ok_or_else(|| format!("short BTF read at {off:#x}"))?);
-        }
-        Ok(())
+        regions.iter().zip(got).try_for_each(|(&(off, n), bytes)| put(data, off, n, bytes))
     }
 
     /// Read what `wants` names into `got` (see the module doc).
@@ -148,18 +156,23 @@ impl<'k, 'm> Reader<'k, 'm> {
             if ids.is_empty() && strs.is_empty() {
                 break;
             }
-            // The pointers to each record and to the next (its end), with the strings.
+            // The pointers to each record and to the next (its end), in one batch with the strings.
             let ptrs: Vec<(TypeId, u64)> = ids.iter().map(|&id| (id, self.pointer(s, id))).collect();
-            let mut regions: Vec<(u64, usize)> = Vec::new();
+            let str_regions = self.str_regions(s, data, &strs);
+            let batch: Vec<(KVirt, usize)> = ptrs
+                .iter()
+                .map(|&(id, p)| (KVirt(p), if id + 1 < nr { 16 } else { 8 }))
+                .chain(str_regions.iter().map(|&(o, n)| (self.at(self.strs.0 + o as u64), n)))
+                .collect();
+            let mut got = self.kernel.space.read_many(&batch).into_iter();
             let mut scratch: Vec<Vec<u8>> = Vec::new();
-            let got =
-                self.kernel.space.read_many(&ptrs.iter().map(|&(id, p)| (KVirt(p), if id + 1 < nr { 16 } else { 8 })).collect::<Vec<_>>());
-            for (bytes, &(id, p)) in got.into_iter().zip(&ptrs) {
-                let bytes = bytes.map_err(|e| format!("reading the pointer to BTF type {id} at {p:#x}: {e}"))?;
-                scratch.push(bytes);
+            // `ptrs` first: a zip takes from its first iterator before finding the second ended.
+            for (&(id, p), bytes) in ptrs.iter().zip(got.by_ref()) {
+                scratch.push(bytes.map_err(|e| format!("reading the pointer to BTF type {id} at {p:#x}: {e}"))?);
             }
-            self.read_strs(s, data, &strs)?;
+            self.store_strs(s, data, &str_regions, got.collect())?;
             strs.clear();
+            let mut regions: Vec<(u64, usize)> = Vec::new();
             let mut spans = Vec::new();
             for (bytes, &(id, _)) in scratch.iter().zip(&ptrs) {
                 let b = Bytes::new(bytes);
@@ -257,6 +270,13 @@ impl<'k, 'm> Reader<'k, 'm> {
 
     /// Read the strings at `offs` (more of one already read in part).
     fn read_strs(&self, s: &mut Sparse, data: &mut [u8], offs: &BTreeSet<u32>) -> Read {
+        let regions = self.str_regions(s, data, offs);
+        let got = self.kernel.space.read_many(&regions.iter().map(|&(o, n)| (self.at(self.strs.0 + o as u64), n)).collect::<Vec<_>>());
+        self.store_strs(s, data, &regions, got)
+    }
+
+    /// What to read of the strings at `offs` (string-section offsets, lengths).
+    fn str_regions(&self, s: &Sparse, data: &[u8], offs: &BTreeSet<u32>) -> Vec<(u32, usize)> {
         let sec_len = self.strs.1;
         let mut regions = Vec::new();
         for &off in offs.iter().filter(|&&o| (o as u64) < sec_len) {
@@ -270,8 +290,13 @@ impl<'k, 'm> Reader<'k, 'm> {
             let n = (want as u64).min(sec_len - off as u64) as usize;
             regions.push((off, n));
         }
-        self.read(data, &regions.iter().map(|&(o, n)| (self.strs.0 + o as u64, n)).collect::<Vec<_>>())?;
-        for (off, n) in regions {
+        regions
+    }
+
+    /// Keep the strings of `regions` read as `got`.
+    fn store_strs(&self, s: &mut Sparse, data: &mut [u8], regions: &[(u32, usize)], got: Vec<Result<Vec<u8>, KSpaceError>>) -> Read {
+        for (&(off, n), bytes) in regions.iter().zip(got) {
+            put(data, self.strs.0 + off as u64, n, bytes)?;
             s.add_str(off, off + n as u32);
         }
         Ok(())

@@ -5,10 +5,13 @@
 
 use std::sync::Arc;
 
+use harness::introspect::addr::KVirt;
 use harness::introspect::btf::sparse::Named;
-use harness::introspect::btf::{Btf, Header, KernelIndex, Sparse};
+use harness::introspect::btf::{Btf, BtfRead, Header, KernelIndex, Sparse};
 use harness::introspect::isf;
+use harness::introspect::kspace::KSpaceError;
 use harness::introspect::layout::build::build;
+use harness::introspect::layout::sorted;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -33,6 +36,29 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(b) = Btf::sparse(data.to_vec(), Arc::new(s)) {
             let _ = build(&b);
             let _ = b.take_wants();
+        }
+        // The blob read through a kernel index whose pointers are the input's words (guest memory:
+        // anything): the reader drops an index that misleads, never panics or loops.
+        const START: u64 = 0xffff_ffff_8300_0000;
+        const TYPES: u64 = 0xffff_8880_0400_0000;
+        let table: Vec<u8> = data
+            .chunks_exact(4)
+            .flat_map(|w| (START + u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]) % (data.len() as u32 + 8))).to_le_bytes())
+            .collect();
+        let nr = (table.len() / 8) as u32;
+        let mem = |regions: &[(KVirt, usize)]| -> Vec<Result<Vec<u8>, KSpaceError>> {
+            let at = |a: KVirt, n: usize, base: u64, bytes: &[u8]| {
+                Some(bytes.get(usize::try_from(a.0.checked_sub(base)?).ok()?..)?.get(..n)?.to_vec())
+            };
+            regions
+                .iter()
+                .map(|&(a, n)| at(a, n, START, data).or_else(|| at(a, n, TYPES, &table)).ok_or(KSpaceError::Unmapped { addr: a }))
+                .collect()
+        };
+        let mut got = BtfRead::default();
+        if nr > 2 && got.take_header(data.len(), data).is_ok() {
+            got.use_index(KernelIndex { types: TYPES, nr, named: 1 + u32::from(data[4]) % (nr - 1) });
+            let _ = sorted::answer(&mut got, KVirt(START), &mem, &|b| build(b));
         }
     }
     let Ok(btf) = Btf::parse(data.to_vec()) else { return };

@@ -22,7 +22,7 @@ use emulator::mem::{PhysAddr, PhysMem};
 
 use super::addr::KVirt;
 use super::btf::sparse::KERNEL_STRUCT_READ;
-use super::btf::{BtfRead, KernelIndex, Sparse, HEAD_READ};
+use super::btf::{BtfRead, KernelIndex, HEAD_READ};
 use super::kallsyms::{Kallsyms, KallsymsError};
 use super::kspace::{KSpaceError, KernelSpace, START_KERNEL_MAP};
 use super::paging::{PageTables, X86_64_4LEVEL, X86_64_5LEVEL};
@@ -224,7 +224,9 @@ impl<'m> Kernel<'m> {
             read_vmcoreinfo(&space, vmci_data.and_then(Result::ok), vmci_size.and_then(Result::ok), parsed_btf);
         if let (Some((s, e)), Some(raw), Some(h)) = (btf, parsed_btf, btf_blob.header) {
             let head = btf_blob.data.get(..24).unwrap_or_default();
-            btf_blob.sparse = KernelIndex::parse(&raw, s.0, e.0 - s.0, head, &h).map(|ix| Sparse::new(ix).into());
+            if let Some(ix) = KernelIndex::parse(&raw, s.0, e.0 - s.0, head, &h) {
+                btf_blob.use_index(ix);
+            }
         }
         let vmcoreinfo_check = match vmcoreinfo.as_ref().and_then(|v| agrees_with_vmcoreinfo(&found.kallsyms, v)) {
             Some(true) => ", VMCOREINFO agrees",

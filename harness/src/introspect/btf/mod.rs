@@ -141,6 +141,11 @@ impl BtfRead {
         Ok(h)
     }
 
+    /// Read through the kernel's index of a name-sorted blob (`layout::sorted`) from now on.
+    pub fn use_index(&mut self, index: KernelIndex) {
+        self.sparse = Some(Arc::new(Sparse::new(index)));
+    }
+
     /// Whether the kernel's index of a name-sorted blob is used (`layout::sorted`).
     pub fn is_indexed(&self) -> bool {
         self.sparse.is_some()

@@ -64,29 +64,37 @@ const MAX_ROUNDS: usize = 32;
 pub fn with_index<T, E>(kernel: &Kernel<'_>, f: &dyn Fn(&Btf) -> Result<T, E>) -> Option<(Btf, Result<T, E>)> {
     let mut got = kernel.btf_blob.lock().unwrap_or_else(|p| p.into_inner());
     let (start, _) = kernel.info.btf?;
+    answer(&mut got, start, &|regions| kernel.space.read_many(regions), f)
+}
+
+/// Reads of kernel memory, one batch (one round trip) per call.
+pub type ReadMany<'r> = dyn Fn(&[(KVirt, usize)]) -> Vec<Result<Vec<u8>, KSpaceError>> + 'r;
+
+/// [`with_index`] on what `got` holds of the blob at `start`, reading through `mem`.
+pub fn answer<T, E>(got: &mut BtfRead, start: KVirt, mem: &ReadMany<'_>, f: &dyn Fn(&Btf) -> Result<T, E>) -> Option<(Btf, Result<T, E>)> {
     for _ in 0..MAX_ROUNDS {
         let (sparse, header) = (got.sparse.clone()?, got.header?);
         let btf = match Btf::sparse(got.data.clone(), sparse) {
             Ok(b) => b,
-            Err(e) => return drop_index(&mut got, &e.to_string()),
+            Err(e) => return drop_index(got, &e.to_string()),
         };
         let r = f(&btf);
         let wants = btf.take_wants();
         if wants.is_empty() && r.is_err() {
             // A name the search missed would look absent: the blob decides.
-            return drop_index(&mut got, "the lookups failed on the records read");
+            return drop_index(got, "the lookups failed on the records read");
         }
         if wants.is_empty() {
             return Some((btf, r));
         }
         // The buffer is shared with `btf`: dropped first, it is filled in place.
         drop((btf, r));
-        let reader = Reader::new(kernel, start, header);
-        if let Err(e) = reader.fetch(&mut got, wants) {
-            return drop_index(&mut got, &e);
+        let reader = Reader::new(mem, start, header);
+        if let Err(e) = reader.fetch(got, wants) {
+            return drop_index(got, &e);
         }
     }
-    drop_index(&mut got, &format!("lookups still short after {MAX_ROUNDS} rounds"))
+    drop_index(got, &format!("lookups still short after {MAX_ROUNDS} rounds"))
 }
 
 fn drop_index<T>(got: &mut BtfRead, why: &str) -> Option<T> {
@@ -105,7 +113,7 @@ fn put(data: &mut [u8], off: u64, n: usize, bytes: Result<Vec<u8>, KSpaceError>)
 
 /// Reads through the kernel's index of the blob at `start`.
 struct Reader<'k, 'm> {
-    kernel: &'k Kernel<'m>,
+    mem: &'k ReadMany<'m>,
     /// Offsets in the blob of the two sections, and their lengths.
     types: (u64, u64),
     strs: (u64, u64),
@@ -115,9 +123,9 @@ struct Reader<'k, 'm> {
 type Read = Result<(), String>;
 
 impl<'k, 'm> Reader<'k, 'm> {
-    fn new(kernel: &'k Kernel<'m>, start: KVirt, h: Header) -> Self {
+    fn new(mem: &'k ReadMany<'m>, start: KVirt, h: Header) -> Self {
         let (hl, tl, sl) = (h.hdr_len as u64, h.type_len as u64, h.str_len as u64);
-        Reader { kernel, types: (hl + h.type_off as u64, tl), strs: (hl + h.str_off as u64, sl), start }
+        Reader { mem, types: (hl + h.type_off as u64, tl), strs: (hl + h.str_off as u64, sl), start }
     }
 
     fn at(&self, off: u64) -> KVirt {
@@ -126,7 +134,7 @@ impl<'k, 'm> Reader<'k, 'm> {
 
     /// Read `regions` (blob offsets, lengths) in one batch into `data` at their offsets.
     fn read(&self, data: &mut [u8], regions: &[(u64, usize)]) -> Read {
-        let got = self.kernel.space.read_many(&regions.iter().map(|&(o, n)| (self.at(o), n)).collect::<Vec<_>>());
+        let got = (self.mem)(&regions.iter().map(|&(o, n)| (self.at(o), n)).collect::<Vec<_>>());
         regions.iter().zip(got).try_for_each(|(&(off, n), bytes)| put(data, off, n, bytes))
     }
 
@@ -164,7 +172,7 @@ impl<'k, 'm> Reader<'k, 'm> {
                 .map(|&(id, p)| (KVirt(p), if id + 1 < nr { 16 } else { 8 }))
                 .chain(str_regions.iter().map(|&(o, n)| (self.at(self.strs.0 + o as u64), n)))
                 .collect();
-            let mut got = self.kernel.space.read_many(&batch).into_iter();
+            let mut got = (self.mem)(&batch).into_iter();
             let mut scratch: Vec<Vec<u8>> = Vec::new();
             // `ptrs` first: a zip takes from its first iterator before finding the second ended.
             for (&(id, p), bytes) in ptrs.iter().zip(got.by_ref()) {
@@ -271,7 +279,7 @@ impl<'k, 'm> Reader<'k, 'm> {
     /// Read the strings at `offs` (more of one already read in part).
     fn read_strs(&self, s: &mut Sparse, data: &mut [u8], offs: &BTreeSet<u32>) -> Read {
         let regions = self.str_regions(s, data, offs);
-        let got = self.kernel.space.read_many(&regions.iter().map(|&(o, n)| (self.at(self.strs.0 + o as u64), n)).collect::<Vec<_>>());
+        let got = (self.mem)(&regions.iter().map(|&(o, n)| (self.at(self.strs.0 + o as u64), n)).collect::<Vec<_>>());
         self.store_strs(s, data, &regions, got)
     }
 
@@ -423,7 +431,7 @@ impl<'k, 'm> Reader<'k, 'm> {
         let (lo, hi) = (s.index.named as u64, s.index.nr as u64 - 1);
         let mut ids: Vec<TypeId> = (0..PIVOTS).map(|i| (lo + (hi - lo) * i / (PIVOTS - 1)) as TypeId).collect();
         ids.dedup();
-        let got = self.kernel.space.read_many(&ids.iter().map(|&id| (KVirt(self.pointer(s, id)), 8)).collect::<Vec<_>>());
+        let got = (self.mem)(&ids.iter().map(|&id| (KVirt(self.pointer(s, id)), 8)).collect::<Vec<_>>());
         let mut addrs = Vec::new();
         for (bytes, &id) in got.into_iter().zip(&ids) {
             let b = bytes.map_err(|e| format!("reading the pointer to BTF type {id}: {e}"))?;
@@ -434,7 +442,7 @@ impl<'k, 'm> Reader<'k, 'm> {
             }
             addrs.push((a, off));
         }
-        let got = self.kernel.space.read_many(&addrs.iter().map(|&(a, _)| (KVirt(a), 12)).collect::<Vec<_>>());
+        let got = (self.mem)(&addrs.iter().map(|&(a, _)| (KVirt(a), 12)).collect::<Vec<_>>());
         let mut pivots = Vec::new();
         for ((bytes, &id), &(a, _)) in got.into_iter().zip(&ids).zip(&addrs) {
             let b = bytes.map_err(|e| format!("reading BTF type {id} at {a:#x}: {e}"))?;
@@ -463,8 +471,169 @@ impl<'k, 'm> Reader<'k, 'm> {
 mod tests {
     use super::*;
     use crate::introspect::btf::KernelIndex;
-    use crate::introspect::layout::build::{build_core, private_structs};
+    use crate::introspect::layout::build::{build_core, private_structs, Field, TypeError, Types};
     use crate::introspect::pidns::PidLayout;
+
+    const START: u64 = 0xffff_ffff_8300_0000;
+    const TYPES: u64 = 0xffff_8880_0400_0000;
+
+    /// A BTF blob sorted as 7.x sorts it (anonymous types first, then named ones by name) and
+    /// the kernel's pointer to each record (`types[]`, id 0 pointing elsewhere).
+    fn sorted_blob() -> (Vec<u8>, Vec<u64>) {
+        let mut strs = vec![0u8];
+        let mut s = |n: &str| {
+            let off = strs.len() as u32;
+            strs.extend_from_slice(n.as_bytes());
+            strs.push(0);
+            off
+        };
+        let (pid, tgid, next, prev, tasks, comm, state, a) =
+            (s("pid"), s("tgid"), s("next"), s("prev"), s("tasks"), s("comm"), s("state"), s("a"));
+        let (char_, int, list_head, pid_t, task_struct, zzz) =
+            (s("char"), s("int"), s("list_head"), s("pid_t"), s("task_struct"), s("zzz"));
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        let records: Vec<Vec<u32>> = vec![
+            vec![0, info(2, 0), 6],                                                                 // 1: list_head *
+            vec![0, info(3, 0), 0, 4, 5, 16],                                                       // 2: char[16]
+            vec![0, info(4, 2), 8, pid, 5, 0, tgid, 5, 32],                                         // 3: struct { int pid; int tgid; }
+            vec![char_, info(1, 0), 1, 8],                                                          // 4: char
+            vec![int, info(1, 0), 4, 32],                                                           // 5: int
+            vec![list_head, info(4, 2), 16, next, 1, 0, prev, 1, 64],                               // 6: struct list_head
+            vec![pid_t, info(8, 0), 5],                                                             // 7: pid_t
+            vec![task_struct, info(4, 4), 64, tasks, 6, 0, 0, 3, 128, comm, 2, 192, state, 7, 320], // 8
+            vec![zzz, info(4, 1), 4, a, 5, 0],                                                      // 9: struct zzz
+        ];
+        let mut types = Vec::new();
+        let mut ptrs = vec![0xffff_ffff_8400_0000u64];
+        for r in &records {
+            ptrs.push(START + 24 + types.len() as u64);
+            types.extend(r.iter().flat_map(|w| w.to_le_bytes()));
+        }
+        let mut blob = vec![0x9f, 0xeb, 1, 0];
+        for w in [24u32, 0, types.len() as u32, types.len() as u32, strs.len() as u32] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(&strs);
+        (blob, ptrs)
+    }
+
+    /// Memory holding the blob at START and the pointers at TYPES; counts the batches.
+    fn memory<'a>(
+        blob: &'a [u8],
+        ptrs: &'a [u64],
+        batches: &'a std::cell::Cell<usize>,
+    ) -> impl Fn(&[(KVirt, usize)]) -> Vec<Result<Vec<u8>, KSpaceError>> + 'a {
+        let table: Vec<u8> = ptrs.iter().flat_map(|p| p.to_le_bytes()).collect();
+        move |regions: &[(KVirt, usize)]| {
+            batches.set(batches.get() + 1);
+            regions
+                .iter()
+                .map(|&(a, n)| {
+                    let from = |base: u64, bytes: &[u8]| {
+                        let o = usize::try_from(a.0.checked_sub(base)?).ok()?;
+                        bytes.get(o..o.checked_add(n)?).map(<[u8]>::to_vec)
+                    };
+                    from(START, blob).or_else(|| from(TYPES, &table)).ok_or(KSpaceError::Unmapped { addr: a })
+                })
+                .collect()
+        }
+    }
+
+    fn indexed(blob: &[u8], nr: u32, named: u32) -> BtfRead {
+        let mut got = BtfRead::default();
+        got.take_header(blob.len(), &blob[..24]).unwrap();
+        got.use_index(KernelIndex { types: TYPES, nr, named });
+        got
+    }
+
+    type Answer = (Option<Field>, Option<Field>, Option<Field>, Option<Field>, Option<Field>, u64, u64);
+
+    fn lookups(b: &Btf) -> Result<Answer, TypeError> {
+        let m = |s: &str, f: &str| b.member(s, &["tasks"], f);
+        Ok((
+            m("task_struct", "tasks")?,
+            m("task_struct", "tgid")?,
+            m("task_struct", "comm")?,
+            m("task_struct", "state")?,
+            m("task_struct", "nope")?,
+            b.struct_size("list_head", &[])?,
+            b.struct_size("zzz", &["a"])?,
+        ))
+    }
+
+    /// Records found through the index answer as the whole blob does (members through an
+    /// anonymous struct, typedef and array sizes, a member that is not there), in a few batches.
+    #[test]
+    fn lookups_through_the_index_equal_the_whole_blobs() {
+        let (blob, ptrs) = sorted_blob();
+        let batches = std::cell::Cell::new(0);
+        let mem = memory(&blob, &ptrs, &batches);
+        let mut got = indexed(&blob, 10, 4);
+        let (btf, found) = answer(&mut got, KVirt(START), &mem, &lookups).expect("the index is used");
+        let whole = lookups(&Btf::parse(blob.clone()).unwrap()).unwrap();
+        assert_eq!(found.unwrap(), whole);
+        assert_eq!(whole.1, Some(Field { offset: 20, size: 4 }), "tgid in the anonymous struct at 16");
+        assert_eq!((whole.2, whole.3), (Some(Field { offset: 24, size: 16 }), Some(Field { offset: 40, size: 4 })));
+        assert!(btf.is_sparse() && got.sparse.is_some());
+        assert!(batches.get() <= 12, "{} batches", batches.get());
+        // A name that is not there: the blob decides (and says so too).
+        let absent = |b: &Btf| b.struct_size("nothing", &[]);
+        assert!(answer(&mut got, KVirt(START), &mem, &absent).is_none());
+        assert!(Btf::parse(blob.clone()).unwrap().struct_size("nothing", &[]).is_err());
+    }
+
+    /// An index that misleads is dropped, whatever the lie: a pointer outside the type section,
+    /// pointers that do not ascend, a record that does not end where the next begins, names
+    /// that do not ascend.
+    #[test]
+    fn an_index_that_misleads_is_dropped() {
+        let (blob, ptrs) = sorted_blob();
+        let lies: Vec<(&str, Vec<u64>, Vec<u8>)> = vec![
+            (
+                "outside",
+                {
+                    let mut p = ptrs.clone();
+                    p[8] = START - 64;
+                    p
+                },
+                blob.clone(),
+            ),
+            (
+                "descending",
+                {
+                    let mut p = ptrs.clone();
+                    p.swap(5, 6);
+                    p
+                },
+                blob.clone(),
+            ),
+            (
+                "a record cut",
+                {
+                    let mut p = ptrs.clone();
+                    p[3] += 4;
+                    p
+                },
+                blob.clone(),
+            ),
+            ("unsorted", ptrs.clone(), {
+                // task_struct's name offset given to char (type 4): names no longer ascend.
+                let mut b = blob.clone();
+                let (t8, t4) = ((ptrs[8] - START) as usize, (ptrs[4] - START) as usize);
+                let name8: [u8; 4] = b[t8..t8 + 4].try_into().unwrap();
+                b[t4..t4 + 4].copy_from_slice(&name8);
+                b
+            }),
+        ];
+        for (what, ptrs, blob) in lies {
+            let batches = std::cell::Cell::new(0);
+            let mem = memory(&blob, &ptrs, &batches);
+            let mut got = indexed(&blob, 10, 4);
+            assert!(answer(&mut got, KVirt(START), &mem, &lookups).is_none(), "{what}");
+            assert!(got.sparse.is_none(), "{what}: dropped");
+        }
+    }
 
     /// Every structure a listing looks up is searched with the first (so that one search
     /// serves the layout and the pid index), and nothing else is.

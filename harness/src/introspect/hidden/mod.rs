@@ -276,12 +276,13 @@ pub fn hidden(mem: &dyn PhysMem, opts: &HiddenOptions) -> Result<HiddenReport, H
 
     let syms = kernel.symbols(SYMBOLS).unwrap_or_else(|_| vec![None; SYMBOLS.len()]);
     let sym = |n: &str| SYMBOLS.iter().position(|s| *s == n).and_then(|i| syms[i]).map(|k| k.0);
-    let btf: Result<Btf, String> = btf_method::load(&kernel).map_err(|e| e.to_string());
+    let btf = FromBtf::learn(&kernel);
     clock.lap("btf");
 
     // The pid allocator.
     let mut read = space_reader(&kernel.space);
-    let (pid_found, pid_view) = pid_view(&kernel, &layout, &listed, btf.as_ref().ok().filter(|_| !opts.infer_pid_layout), sym("init_pid_ns"), &kptr, &mut read);
+    let pid_layout = btf.as_ref().ok().filter(|_| !opts.infer_pid_layout).map(|b| b.pid.clone());
+    let (pid_found, pid_view) = pid_view(&kernel, &layout, &listed, pid_layout, sym("init_pid_ns"), &kptr, &mut read);
     clock.lap("pid");
     seen.insert(View::Pid, pid_view.1.clone());
     views.push(pid_view.0.cost(clock.phases.last()));
@@ -347,13 +348,39 @@ pub fn hidden(mem: &dyn PhysMem, opts: &HiddenOptions) -> Result<HiddenReport, H
     Ok(HiddenReport { findings, views, listed, seen, kernel: kernel.info.clone(), stats })
 }
 
+/// What the views take from BTF, looked up together: through the kernel's index of a
+/// name-sorted blob (`layout::sorted`) where there is one, so that one batch reads what all four
+/// need, else from the whole blob.
+struct FromBtf {
+    pid: Result<PidLayout, String>,
+    rq: Result<runqueue::RqLayout, String>,
+    module: Result<modules::layout::ModuleLayout, String>,
+    tree: Result<modtree::TreeLayout, String>,
+}
+
+impl FromBtf {
+    fn learn(kernel: &Kernel<'_>) -> Result<FromBtf, String> {
+        let all = |b: &Btf| {
+            let f = FromBtf {
+                pid: PidLayout::from_btf(b),
+                rq: runqueue::RqLayout::from_btf(b),
+                module: modules::layout::ModuleLayout::from_btf(b),
+                tree: modtree::TreeLayout::from_btf(b),
+            };
+            // One that failed on records read through the index: the whole blob decides.
+            if f.pid.is_ok() && f.rq.is_ok() && f.module.is_ok() && f.tree.is_ok() { Ok(f) } else { Err(f) }
+        };
+        btf_method::with_index_or_load(kernel, all).map(|r| r.unwrap_or_else(|f| f)).map_err(|e| e.to_string())
+    }
+}
+
 /// The pid view: its layout (BTF, else inferred from the listed tasks), the namespace, the walk.
 #[allow(clippy::type_complexity)]
 fn pid_view(
     kernel: &Kernel<'_>,
     layout: &Layout,
     listed: &[Thread],
-    btf: Option<&Btf>,
+    from_btf: Option<Result<PidLayout, String>>,
     init_pid_ns: Option<u64>,
     kptr: &dyn Fn(u64) -> bool,
     read: &mut ReadMany<'_>,
@@ -363,7 +390,7 @@ fn pid_view(
         r.error = Some(e);
         (None, (r, Vec::new()))
     };
-    let (l, ns, how) = match btf.map(PidLayout::from_btf) {
+    let (l, ns, how) = match from_btf {
         Some(Ok(l)) => {
             let ns = match init_pid_ns {
                 Some(ns) => ns,
@@ -411,7 +438,7 @@ fn pid_view(
 }
 
 /// The run-queue view: (report, tasks seen, idle tasks).
-fn rq_view(btf: &Result<Btf, String>, sym: &dyn Fn(&str) -> Option<u64>, init_task: u64, read: &mut ReadMany<'_>) -> (ViewReport, Vec<KVirt>, Vec<u64>) {
+fn rq_view(btf: &Result<FromBtf, String>, sym: &dyn Fn(&str) -> Option<u64>, init_task: u64, read: &mut ReadMany<'_>) -> (ViewReport, Vec<KVirt>, Vec<u64>) {
     let unavailable = |why: String| (ViewReport::new(View::Runqueue, Status::Unavailable, why), Vec::new(), Vec::new());
     let btf = match btf {
         Ok(b) => b,
@@ -421,7 +448,7 @@ fn rq_view(btf: &Result<Btf, String>, sym: &dyn Fn(&str) -> Option<u64>, init_ta
     if !missing.is_empty() {
         return unavailable(format!("kallsyms has no {} (no data symbols: CONFIG_KALLSYMS_ALL off)", missing.join(", ")));
     }
-    let l = match runqueue::RqLayout::from_btf(btf) {
+    let l = match btf.rq.clone() {
         Ok(l) => l,
         Err(e) => {
             let mut r = ViewReport::new(View::Runqueue, Status::Failed, "BTF");
@@ -561,7 +588,7 @@ fn classify(kernel: &Kernel<'_>, l: &Layout, off: &BTreeMap<u64, (KVirt, BTreeSe
 
 /// The module views: the list (as `lsmod`), the address tree and the module area; module
 /// findings, one per `struct module` off the list with every view that saw it.
-fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option<u64>, read: &mut ReadMany<'_>, views: &mut Vec<ViewReport>, clock: &mut Clock<'_, impl PhysMem>) -> Vec<Finding> {
+fn module_views(kernel: &Kernel<'_>, btf: &Result<FromBtf, String>, mod_tree: Option<u64>, read: &mut ReadMany<'_>, views: &mut Vec<ViewReport>, clock: &mut Clock<'_, impl PhysMem>) -> Vec<Finding> {
     const MODULE_VIEWS: [View; 3] = [View::Modules, View::ModTree, View::ModuleArea];
     let area_scan = modules::area::scan(kernel);
     clock.lap("module_area");
@@ -576,8 +603,8 @@ fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option
             return Vec::new();
         }
     };
-    // The BTF already read gives the layout without reading it again (as `lsmod`'s btf method).
-    let from_btf = btf.as_ref().ok().and_then(|b| modules::layout::ModuleLayout::from_btf(b).ok());
+    // The layout learned from BTF with the other views' (as `lsmod`'s btf method).
+    let from_btf = btf.as_ref().ok().and_then(|b| b.module.clone().ok());
     let located = match from_btf.map(|layout| Ok(modules::Located { method: ModMethod::Btf, layout, how: "BTF struct module".into() })).unwrap_or_else(|| modules::locate(kernel, head.addr, ModMethod::Auto)) {
         Ok(l) => l,
         Err(e) => {
@@ -604,7 +631,7 @@ fn module_views(kernel: &Kernel<'_>, btf: &Result<Btf, String>, mod_tree: Option
     let tree_layout = match (btf, mod_tree) {
         (Err(e), _) => Err(format!("needs BTF for mod_tree_node: {e}")),
         (_, None) => Err("kallsyms has no mod_tree".into()),
-        (Ok(b), Some(_)) => modtree::TreeLayout::from_btf(b),
+        (Ok(b), Some(_)) => b.tree.clone(),
     };
     match tree_layout {
         Err(e) => {

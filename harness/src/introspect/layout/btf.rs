@@ -157,6 +157,14 @@ impl Btf {
         Ok(id)
     }
 
+    /// `r`, or once the blob is short, `stand_in` (see [`SHORT_SIZE`]).
+    fn or_short<T>(&self, r: Result<T, TypeError>, stand_in: T) -> Result<T, TypeError> {
+        match r {
+            Err(_) if self.short() => Ok(stand_in),
+            r => r,
+        }
+    }
+
     fn first_struct_with(&self, name: &str, must_have: &[&str]) -> Result<TypeId, TypeError> {
         self.structs_named(name)
             .iter()
@@ -175,15 +183,6 @@ impl Btf {
 /// caller go on to its other lookups, whose needs are then read in the same batch.
 const SHORT_SIZE: u64 = 4096;
 const SHORT_FIELD: Field = Field { offset: 0, size: 1 };
-
-impl Btf {
-    fn or_short<T>(&self, r: Result<T, TypeError>, stand_in: T) -> Result<T, TypeError> {
-        match r {
-            Err(_) if self.short() => Ok(stand_in),
-            r => r,
-        }
-    }
-}
 
 impl Types for Btf {
     fn struct_size(&self, name: &str, must_have: &[&str]) -> Result<u64, TypeError> {

@@ -31,7 +31,7 @@ use emulator::bytes::Bytes;
 
 use crate::introspect::addr::KVirt;
 use crate::introspect::btf::types::Kind;
-use crate::introspect::btf::{parse_record, Btf, BtfRead, Header, Sparse, TypeId, Wants, MAX_NAME};
+use crate::introspect::btf::{parse_record, Btf, BtfRead, Header, Sparse, Type, TypeId, Wants, MAX_NAME};
 use crate::introspect::kernel::Kernel;
 use crate::introspect::kspace::KSpaceError;
 
@@ -245,13 +245,10 @@ impl<'k, 'm> Reader<'k, 'm> {
     /// What a lookup will ask after record `id` (see the module doc); `named`: a struct or
     /// union whose members are looked up by name though it has a name.
     fn follow(&self, s: &Sparse, data: &[u8], id: TypeId, named: bool, ids: &mut BTreeSet<TypeId>, strs: &mut BTreeSet<u32>) {
-        let Some(&off) = s.records.get(&id) else {
+        let Some(t) = self.record(s, data, id) else {
             return;
         };
         let sec = self.type_section(data);
-        let Ok(t) = parse_record(sec, off as usize, id) else {
-            return;
-        };
         match t.kind {
             Kind::Struct | Kind::Union if named || t.name_off == 0 => {
                 for i in 0..t.vlen as usize {
@@ -371,9 +368,7 @@ impl<'k, 'm> Reader<'k, 'm> {
             }
         }
         // Narrow each span down to the name's run.
-        let name_of = |s: &Sparse, data: &[u8], id: TypeId| -> Option<u32> {
-            Some(parse_record(self.type_section(data), *s.records.get(&id)? as usize, id).ok()?.name_off)
-        };
+        let name_of = |s: &Sparse, data: &[u8], id: TypeId| Some(self.record(s, data, id)?.name_off);
         let mut open: Vec<(&Vec<u8>, TypeId, TypeId)> = names.iter().zip(&brackets).map(|(n, b)| (*n, b.0, b.2)).collect();
         let mut found = Vec::new();
         for _ in 0..MAX_ROUNDS {
@@ -423,7 +418,12 @@ impl<'k, 'm> Reader<'k, 'm> {
     }
 
     fn kind_of(&self, s: &Sparse, data: &[u8], id: TypeId) -> Option<Kind> {
-        Some(parse_record(self.type_section(data), *s.records.get(&id)? as usize, id).ok()?.kind)
+        Some(self.record(s, data, id)?.kind)
+    }
+
+    /// The head of record `id`, if it was kept.
+    fn record(&self, s: &Sparse, data: &[u8], id: TypeId) -> Option<Type> {
+        parse_record(self.type_section(data), *s.records.get(&id)? as usize, id).ok()
     }
 
     /// The search's first probes (see the module doc), checked to ascend by name.
